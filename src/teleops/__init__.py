@@ -1,0 +1,3 @@
+"""TeleOps: ChatOps for on-call engineers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""chat package (see ARCHITECTURE §4)."""

@@ -1,0 +1,265 @@
+"""The `teleops` command. Exit codes: 0 ok, 1 error, 2 usage, 78 bad config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from teleops.config import ConfigError, Settings, find_config_file, load_settings
+from teleops.config.logging import configure_logging
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_CONFIG = 78
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file (default: $TELEOPS_CONFIG, else ./teleops.yaml, else the embedded default).",
+)
+
+
+def _settings(config_path: Path | None) -> Settings:
+    try:
+        return load_settings(find_config_file(config_path))
+    except ConfigError as exc:
+        click.echo(f"teleops: bad configuration:\n{exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"teleops: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def _run(factory: Callable[[], Awaitable[T]]) -> T:
+    from teleops.store.database import StorageUnavailable
+
+    try:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    except StorageUnavailable as exc:
+        _fail(f"database unavailable: {exc}. Check database.url and that the server is up.")
+        raise AssertionError("unreachable") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="teleops")
+def main() -> None:
+    """TeleOps: alerts in your chat, commands on the alerting host, and a memory of what fixed it."""
+
+
+@main.command()
+@config_option
+def serve(config_path: Path | None) -> None:
+    """Run the controller (HTTP API, webhooks, web console, local agent)."""
+    import uvicorn
+
+    from teleops.server.app import create_app
+
+    settings = _settings(config_path)
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, announce=lambda text: click.echo(text))
+    click.echo(f"TeleOps listening on {settings.server.base_url()} (database: {_db_kind(settings)})")
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        ws_max_size=1024 * 1024,
+    )
+
+
+def _db_kind(settings: Settings) -> str:
+    return "SQLite" if settings.database.url.startswith("sqlite") else "PostgreSQL"
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: Path | None) -> None:
+    """Apply all migrations (serve does this too)."""
+    from teleops.store.database import Database
+
+    settings = _settings(config_path)
+
+    async def run() -> None:
+        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await database.migrate()
+        finally:
+            await database.close()
+
+    _run(run)
+    click.echo("database schema is up to date")
+
+
+@main.group()
+def config() -> None:
+    """Configuration."""
+
+
+@config.command("check")
+@config_option
+def config_check(config_path: Path | None) -> None:
+    """Validate the configuration and print where it came from."""
+    path = find_config_file(config_path)
+    settings = _settings(config_path)
+    click.echo(
+        f"configuration OK ({path or 'embedded default'}); database: {_db_kind(settings)}, "
+        f"listen: {settings.server.listen}, users: {len(settings.users)}"
+    )
+
+
+@main.group()
+def token() -> None:
+    """API, ingest and agent tokens."""
+
+
+@token.group("create")
+def token_create() -> None:
+    """Create a token; the secret is printed alone on the last line, once."""
+
+
+def _create_token(config_path: Path | None, kind: str, name: str, user: str | None) -> None:
+    from teleops.server.clock import system_clock
+    from teleops.store.database import Database
+    from teleops.store.tokens import TokenExists, TokenKind, TokenStore
+    from teleops.store.users import UserStore
+
+    settings = _settings(config_path)
+
+    async def run() -> str:
+        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await database.migrate()
+            if user is not None and await UserStore(database).get(user) is None:
+                _fail(f"no user {user!r}; users come from the `users:` config section (and `admin`)")
+            return await TokenStore(database).create(TokenKind(kind), name, now=system_clock(), user_name=user)
+        except TokenExists as exc:
+            _fail(str(exc))
+            raise
+        finally:
+            await database.close()
+
+    secret = _run(run)
+    click.echo(f"created {kind} token {name!r}" + (f" for user {user!r}" if user else ""), err=True)
+    click.echo(secret)
+
+
+@token_create.command("ingest")
+@click.argument("name")
+@config_option
+def token_create_ingest(name: str, config_path: Path | None) -> None:
+    """A token for a monitoring sender (Authorization: Bearer TOKEN)."""
+    _create_token(config_path, "ingest", name, None)
+
+
+@token_create.command("agent")
+@click.argument("name")
+@config_option
+def token_create_agent(name: str, config_path: Path | None) -> None:
+    """A token for the agent called NAME."""
+    _create_token(config_path, "agent", name, None)
+
+
+@token_create.command("api")
+@click.argument("name")
+@click.option("--user", required=True, help="The user this token acts as (under that user's policy).")
+@config_option
+def token_create_api(name: str, user: str, config_path: Path | None) -> None:
+    """A token for scripts and the REST API, acting as USER."""
+    _create_token(config_path, "api", name, user)
+
+
+@token.command("revoke")
+@click.argument("kind", type=click.Choice(["ingest", "agent", "api"]))
+@click.argument("name")
+@config_option
+def token_revoke(kind: str, name: str, config_path: Path | None) -> None:
+    """Revoke a token by kind and name."""
+    from teleops.server.clock import system_clock
+    from teleops.store.database import Database
+    from teleops.store.tokens import TokenKind, TokenStore
+
+    settings = _settings(config_path)
+
+    async def run() -> bool:
+        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await database.migrate()
+            return await TokenStore(database).revoke(TokenKind(kind), name, now=system_clock())
+        finally:
+            await database.close()
+
+    if not _run(run):
+        _fail(f"no live {kind} token named {name!r}")
+    click.echo(f"revoked {kind} token {name!r}")
+
+
+@main.command()
+@click.argument("source")
+@click.argument("fixture")
+@click.option("--server", "server_url", default=None, help="Base URL (default: server.public_url or listen).")
+@click.option(
+    "--token",
+    "token_value",
+    envvar="TELEOPS_INGEST_TOKEN",
+    required=True,
+    help="Ingest token (or $TELEOPS_INGEST_TOKEN).",
+)
+@config_option
+def simulate(source: str, fixture: str, server_url: str | None, token_value: str, config_path: Path | None) -> None:
+    """Replay FIXTURE (a file, or a fixture name of SOURCE such as `firing`) into a running server."""
+    import httpx
+
+    from teleops.sources.registry import SOURCES, get_source
+
+    spec = get_source(source)
+    if spec is None:
+        click.echo(f"teleops: unknown source {source!r}; use one of: {', '.join(s.name for s in SOURCES)}", err=True)
+        sys.exit(2)
+    path = Path(fixture)
+    if not path.is_file():
+        path = spec.folder / "fixtures" / f"{fixture.removesuffix('.json')}.json"
+    if not path.is_file():
+        names = sorted(p.stem for p in (spec.folder / "fixtures").glob("*.json") if ".expected" not in p.name)
+        _fail(f"no fixture {fixture!r}; {source} has: {', '.join(names)}")
+    base = server_url or _settings(config_path).server.base_url()
+    try:
+        response = httpx.post(
+            f"{base.rstrip('/')}/api/v1/alerts/{source}",
+            content=path.read_bytes(),
+            headers={"Authorization": f"Bearer {token_value}", "Content-Type": "application/json"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {base}: {exc}. Is `teleops serve` running?")
+        return
+    click.echo(f"{response.status_code} {json.dumps(response.json()) if _is_json(response) else response.text}")
+    if response.status_code >= 300:
+        sys.exit(EXIT_ERROR)
+
+
+def _is_json(response: Any) -> bool:
+    return "json" in response.headers.get("content-type", "")
+
+
+if __name__ == "__main__":
+    main()

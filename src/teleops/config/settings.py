@@ -1,0 +1,235 @@
+"""Settings declared once, validated at startup; a bad key stops TeleOps naming the key (exit 78)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "find_config_file", "load_settings", "parse_duration"]
+
+DEFAULT_CONFIG_NAME = "teleops.yaml"
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Telegram service accounts that must never be principals (THREATS T05): the anonymous group admin,
+# the Telegram service notifications account, and the channel-post relay bot.
+TELEGRAM_PSEUDO_USERS = frozenset({1087968824, 777000, 136817688})
+
+
+class ConfigError(Exception):
+    """The configuration is unusable. The message names the key and says what to do."""
+
+
+def parse_duration(text: str | int | float) -> float:
+    """`30s`, `10m`, `2h`, `7d` (or plain seconds) -> seconds. Raises ValueError with the accepted forms."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write it like 30s, 10m, 2h or 7d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    listen: str = "127.0.0.1:8080"
+    public_url: str = ""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.listen}"
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///./teleops-data/teleops.db"
+    busy_timeout_ms: int = Field(default=5000, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _supported_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASS@HOST/DB")
+        return value
+
+
+class LocalAgentSettings(_Section):
+    enabled: bool = True
+    name: str = "localhost"
+    policy_file: str | None = None
+
+
+class TelegramSettings(_Section):
+    token: SecretStr | None = None
+    base_url: str | None = None
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_secret: SecretStr | None = None
+    allowed_chats: list[int] = Field(default_factory=list)
+    alert_chats: list[int] = Field(default_factory=list)
+
+
+class SlackSettings(_Section):
+    mode: Literal["socket", "events"] = "socket"
+    bot_token: SecretStr | None = None
+    app_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    base_url: str | None = None
+    alert_channels: list[str] = Field(default_factory=list)
+
+
+class UserSettings(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    role: str = "operator"
+    telegram_id: int | None = None
+    slack_id: str | None = None
+    matrix_id: str | None = None
+
+    @field_validator("telegram_id")
+    @classmethod
+    def _not_a_pseudo_user(cls, value: int | None) -> int | None:
+        if value is not None and value in TELEGRAM_PSEUDO_USERS:
+            raise ValueError(f"{value} is a Telegram service account, not a person; it can never be a user")
+        return value
+
+
+class PolicyRule(_Section):
+    hosts: list[str] = Field(min_length=1)
+    commands: list[str] = Field(min_length=1)
+    effect: Literal["allow", "deny"] = "allow"
+    require_2fa: bool = False
+    require_approval: bool = False
+    shell: bool = False
+    max_timeout: str | None = None
+
+
+class PolicySettings(_Section):
+    roles: dict[str, list[PolicyRule]] = Field(default_factory=dict)
+
+
+class RotationSettings(_Section):
+    name: str
+    members: list[str] = Field(min_length=1)
+    shift: str = "7d"
+    handoff: str = "Mon 09:00"
+    tz: str = "UTC"
+
+
+class EscalationStep(_Section):
+    after: str = "0m"
+    notify: str
+
+    @field_validator("after")
+    @classmethod
+    def _after_is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class OncallSettings(_Section):
+    rotations: list[RotationSettings] = Field(default_factory=list)
+    escalation: list[EscalationStep] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    """Everything TeleOps reads at startup. Every key can be set as TELEOPS_SECTION__KEY."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TELEOPS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    data_dir: Path = Path("./teleops-data")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    local_agent: LocalAgentSettings = Field(default_factory=LocalAgentSettings)
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    users: list[UserSettings] = Field(default_factory=list)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    oncall: OncallSettings = Field(default_factory=OncallSettings)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs (see load_settings); the environment wins over it.
+        return (env_settings, init_settings)
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """`--config`, else $TELEOPS_CONFIG, else ./teleops.yaml if it exists, else None (embedded default)."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get("TELEOPS_CONFIG")
+    if from_env:
+        return Path(from_env)
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read and validate the settings. Raises ConfigError naming the first bad key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}. Check the path.") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (server:, database:, …)")
+        data = loaded
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from exc
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = str(path) if path else "environment"
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against the config reference in the README"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{where}: {key}: {message}")
+    return "\n".join(lines)

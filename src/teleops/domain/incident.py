@@ -1,0 +1,76 @@
+"""The incident (scenario) state machine: open -> acknowledged -> resolved, plus snoozed."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["IncidentAction", "IncidentStatus", "InvalidTransition", "TimelineKind", "next_status"]
+
+
+class IncidentStatus(enum.StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    SNOOZED = "snoozed"
+    RESOLVED = "resolved"
+
+
+class IncidentAction(enum.StrEnum):
+    ACK = "ack"
+    RESOLVE = "resolve"
+    SNOOZE = "snooze"
+    UNSNOOZE = "unsnooze"
+
+
+class TimelineKind(enum.StrEnum):
+    """What can happen to an incident; each timeline event carries one of these."""
+
+    ALERT_FIRED = "alert.fired"
+    ALERT_UPDATED = "alert.updated"
+    ALERT_RESOLVED = "alert.resolved"
+    ACKNOWLEDGED = "incident.acknowledged"
+    RESOLVED = "incident.resolved"
+    SNOOZED = "incident.snoozed"
+    UNSNOOZED = "incident.unsnoozed"
+    REOPENED_AS = "incident.recurred"
+    NOTIFIED = "notified"
+    ESCALATED = "escalated"
+    NOTE = "note"
+    COMMAND_REQUESTED = "command.requested"
+    COMMAND_DENIED = "command.denied"
+    COMMAND_APPROVED = "command.approved"
+    COMMAND_FINISHED = "command.finished"
+    HANDED_OVER = "handed_over"
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidTransition(Exception):
+    status: IncidentStatus
+    action: IncidentAction
+
+    def __str__(self) -> str:
+        return f"cannot {self.action.value} an incident that is {self.status.value}"
+
+
+_TRANSITIONS: dict[tuple[IncidentStatus, IncidentAction], IncidentStatus] = {
+    (IncidentStatus.OPEN, IncidentAction.ACK): IncidentStatus.ACKNOWLEDGED,
+    (IncidentStatus.OPEN, IncidentAction.RESOLVE): IncidentStatus.RESOLVED,
+    (IncidentStatus.OPEN, IncidentAction.SNOOZE): IncidentStatus.SNOOZED,
+    (IncidentStatus.ACKNOWLEDGED, IncidentAction.RESOLVE): IncidentStatus.RESOLVED,
+    (IncidentStatus.ACKNOWLEDGED, IncidentAction.SNOOZE): IncidentStatus.SNOOZED,
+    (IncidentStatus.SNOOZED, IncidentAction.ACK): IncidentStatus.ACKNOWLEDGED,
+    (IncidentStatus.SNOOZED, IncidentAction.RESOLVE): IncidentStatus.RESOLVED,
+    (IncidentStatus.SNOOZED, IncidentAction.SNOOZE): IncidentStatus.SNOOZED,
+    (IncidentStatus.SNOOZED, IncidentAction.UNSNOOZE): IncidentStatus.OPEN,
+}
+
+
+def next_status(status: IncidentStatus, action: IncidentAction) -> IncidentStatus:
+    """The status after `action`; raises InvalidTransition (e.g. acking a resolved incident).
+
+    Acknowledging an acknowledged incident is not a transition: callers treat it as "already done".
+    """
+    try:
+        return _TRANSITIONS[(status, action)]
+    except KeyError:
+        raise InvalidTransition(status, action) from None

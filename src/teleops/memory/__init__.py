@@ -1,0 +1,1 @@
+"""memory package (see ARCHITECTURE §4)."""

@@ -1,0 +1,1 @@
+"""oncall package (see ARCHITECTURE §4)."""

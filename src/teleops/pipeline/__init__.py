@@ -1,0 +1,1 @@
+"""pipeline package (see ARCHITECTURE §4)."""

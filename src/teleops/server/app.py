@@ -1,0 +1,136 @@
+"""The app factory: `create_app(settings)` builds the controller; the lifespan starts and stops its parts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
+
+import teleops
+from teleops.config import Settings
+from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
+from teleops.server.clock import Clock, system_clock
+from teleops.server.metrics import Metrics
+from teleops.server.routes import alerts, health, incidents
+from teleops.server.services import Services
+from teleops.store.database import Database
+from teleops.store.ingest import IngestWriter
+from teleops.store.tokens import TokenStore
+from teleops.store.users import UserStore
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: Settings, *, clock: Clock = system_clock, announce: Callable[[str], None] | None = None
+) -> FastAPI:
+    """Build the controller app. `announce` receives the first-start text (credentials, curl example)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        await db.migrate()
+        services = Services(
+            settings=settings,
+            clock=clock,
+            db=db,
+            tokens=TokenStore(db),
+            users=UserStore(db),
+            ingest=IngestWriter(db, clock=clock),
+            metrics=metrics,
+        )
+        app.state.services = services
+        await sync_configured_users(services)
+        first = await first_start(services)
+        if first is not None and announce is not None:
+            announce(welcome_text(settings.server.base_url(), first))
+        services.ingest.start()
+        log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
+        try:
+            yield
+        finally:
+            await services.ingest.stop()
+            await db.close()
+            log.info("controller.stopped")
+
+    metrics = Metrics()
+    app = FastAPI(
+        title="TeleOps",
+        version=teleops.__version__,
+        description="Alerts in, incidents, commands on the alerting host, and a memory of what fixed it.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="TeleOps API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(part) for part in first["loc"])
+        return JSONResponse(
+            {"detail": f"{field}: {first['msg']}", "field": field, "errors": _jsonable(errors)},
+            status_code=422,
+        )
+
+    app.include_router(alerts.router)
+    app.include_router(incidents.router)
+    app.include_router(health.router)
+    app.add_middleware(_LatencyMiddleware, metrics=metrics)
+    return app
+
+
+class _LatencyMiddleware:
+    """Request latency by route template (never by raw path: paths may carry ids or secrets)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.request_latency.labels(template, scope["method"]).observe(time.perf_counter() - started)
+
+
+def _safe_db(url: str) -> str:
+    """The database URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+def _jsonable(errors: Any) -> Any:
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")} for e in errors]

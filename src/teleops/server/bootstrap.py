@@ -1,0 +1,63 @@
+"""First start of the embedded default: an admin with a generated password and an ingest token."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from teleops.server.services import Services
+from teleops.store.tokens import TokenKind
+from teleops.store.users import UserExists
+
+__all__ = ["FirstStart", "first_start", "sync_configured_users", "welcome_text"]
+
+ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class FirstStart:
+    admin_password: str
+    ingest_token: str
+    api_token: str
+
+
+async def first_start(services: Services) -> FirstStart | None:
+    """Create the admin and a default ingest token when the database has no admin yet; else None."""
+    if await services.users.get(ADMIN) is not None:
+        return None
+    now = services.clock()
+    password = secrets.token_urlsafe(12)
+    try:
+        await services.users.create(ADMIN, "admin", now=now, password=password)
+    except UserExists:  # another replica won the race; it prints the credentials
+        return None
+    ingest = await services.tokens.create(TokenKind.INGEST, "default", now=now)
+    api = await services.tokens.create(TokenKind.API, "admin", now=now, user_name=ADMIN)
+    return FirstStart(password, ingest, api)
+
+
+async def sync_configured_users(services: Services) -> None:
+    """Users declared in config exist in the database with their configured role."""
+    now = services.clock()
+    for user in services.settings.users:
+        await services.users.ensure(user.name, user.role, now=now)
+
+
+def welcome_text(base_url: str, first: FirstStart) -> str:
+    curl = (
+        f"curl -sS -X POST {base_url}/api/v1/alerts/generic \\\n"
+        f"    -H 'Authorization: Bearer {first.ingest_token}' -H 'Content-Type: application/json' \\\n"
+        '    -d \'{"summary": "Disk / is 97% full", "host": "localhost", "check": "DiskFull", '
+        '"severity": "critical"}\''
+    )
+    return (
+        "\nTeleOps is ready — first start, keep these (they are not shown again):\n"
+        f"  Web console : {base_url}/ui/console\n"
+        f"  Login       : {ADMIN} / {first.admin_password}\n"
+        f"  Ingest token: {first.ingest_token}   (for monitoring senders)\n"
+        f"  API token   : {first.api_token}   (acts as {ADMIN})\n"
+        "  Fire a test alert:\n"
+        f"    {curl}\n"
+        "  Then list incidents:\n"
+        f"    curl -sS {base_url}/api/v1/incidents -H 'Authorization: Bearer {first.api_token}'\n"
+    )

@@ -1,0 +1,117 @@
+"""POST /api/v1/alerts/{source}: authenticate, cap, parse, commit, then answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from teleops.server.auth import credential_from, services_of
+from teleops.server.json_body import BadJSON, loads_strict
+from teleops.sources.payload import PayloadError
+from teleops.sources.registry import SOURCES, get_source
+from teleops.store.database import StorageUnavailable
+from teleops.store.tokens import TokenKind
+
+__all__ = ["router"]
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["alerts"])
+
+_SOURCE_NAMES = [source.name for source in SOURCES]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    """The body, refusing (without reading on) as soon as it passes `cap` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise _TooLarge
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > cap:
+            raise _TooLarge
+    return bytes(chunks)
+
+
+@router.post(
+    "/api/v1/alerts/{source}",
+    summary="Receive alerts from a monitoring sender",
+    description="Source is one of: " + ", ".join(_SOURCE_NAMES) + ". Answers 200 only after the alerts "
+    "are committed; 503 when storage is unavailable (senders retry 5xx).",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+    },
+    responses={
+        400: {"description": "Malformed JSON"},
+        401: {"description": "Missing or wrong ingest token"},
+        404: {"description": "Unknown source"},
+        413: {"description": "Body over the size cap"},
+        422: {"description": "JSON that this source does not send; `field` names the path"},
+        503: {"description": "Storage unavailable; retry"},
+    },
+)
+async def receive_alerts(source: str, request: Request) -> JSONResponse:
+    services = services_of(request)
+    metrics = services.metrics
+    spec = get_source(source)
+    if spec is None:
+        return _error(404, f"unknown alert source {source[:40]!r}; use one of: {', '.join(_SOURCE_NAMES)}")
+    secret = credential_from(request)
+    token = await services.tokens.verify(TokenKind.INGEST, secret) if secret else None
+    if token is None:
+        metrics.alerts_rejected.labels(source, "401").inc()
+        return JSONResponse(
+            {
+                "detail": "missing or invalid ingest token; create one with `teleops token create ingest NAME` "
+                "and send it as `Authorization: Bearer TOKEN`"
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    cap = services.settings.server.max_body_bytes
+    try:
+        body = await _read_capped(request, cap)
+    except _TooLarge:
+        metrics.alerts_rejected.labels(source, "413").inc()
+        return _error(413, f"body is larger than {cap} bytes (server.max_body_bytes); split the batch")
+    except ClientDisconnect:
+        return _error(400, "client disconnected before sending the whole body")
+    try:
+        payload = loads_strict(body)
+        parsed = spec.parse(payload)
+    except BadJSON as exc:
+        metrics.alerts_rejected.labels(source, "400").inc()
+        return _error(400, str(exc))
+    except PayloadError as exc:
+        metrics.alerts_rejected.labels(source, "422").inc()
+        return _error(422, f"not a {spec.title} payload: {exc}", field=exc.path)
+    try:
+        outcomes = await services.ingest.submit(parsed)
+    except StorageUnavailable as exc:
+        metrics.alerts_rejected.labels(source, "503").inc()
+        log.warning("alerts.storage_unavailable", source=source, error=str(exc))
+        return JSONResponse(
+            {"detail": f"storage unavailable ({exc}); nothing was stored, retry later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    for alert in parsed:
+        metrics.alerts_received.labels(source, alert.status.value).inc()
+    return JSONResponse(
+        {
+            "received": len(parsed),
+            "results": [{"incident_id": o.incident_id, "outcome": o.outcome.value} for o in outcomes],
+        }
+    )

@@ -1,0 +1,72 @@
+"""Response bodies of the REST API (they make /openapi.json exact)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from teleops.store.incidents import IncidentRecord
+
+__all__ = ["IncidentDetail", "IncidentList", "IncidentOut", "SnoozeRequest", "TimelineEventOut"]
+
+
+class TimelineEventOut(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    actor: str | None
+    data: dict[str, Any]
+
+
+class IncidentOut(BaseModel):
+    id: int
+    source: str
+    fingerprint: str
+    status: str
+    name: str
+    severity: str
+    host: str | None
+    summary: str
+    description: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    url: str | None
+    count: int
+    starts_at: datetime | None
+    created_at: datetime
+    last_seen_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    snoozed_until: datetime | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    predecessor_id: int | None
+
+    @classmethod
+    def of(cls, record: IncidentRecord) -> IncidentOut:
+        return cls.model_validate(_fields(record, cls))
+
+
+class IncidentDetail(IncidentOut):
+    timeline: list[TimelineEventOut]
+
+    @classmethod
+    def of(cls, record: IncidentRecord) -> IncidentDetail:
+        values = _fields(record, IncidentOut)
+        values["timeline"] = [TimelineEventOut.model_validate(e, from_attributes=True) for e in record.timeline]
+        return cls.model_validate(values)
+
+
+class IncidentList(BaseModel):
+    items: list[IncidentOut]
+    next_before: int | None = Field(None, description="Pass as `before` to get the next (older) page.")
+
+
+class SnoozeRequest(BaseModel):
+    duration: str = Field("1h", description="How long, e.g. 30m, 2h, 1d.", examples=["30m"])
+
+
+def _fields(record: IncidentRecord, model: type[BaseModel]) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in model.model_fields if name != "timeline"}

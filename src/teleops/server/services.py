@@ -1,0 +1,26 @@
+"""What one controller process holds: settings, database, stores, writers. Built once in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from teleops.config import Settings
+from teleops.server.clock import Clock
+from teleops.server.metrics import Metrics
+from teleops.store.database import Database
+from teleops.store.ingest import IngestWriter
+from teleops.store.tokens import TokenStore
+from teleops.store.users import UserStore
+
+__all__ = ["Services"]
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    clock: Clock
+    db: Database
+    tokens: TokenStore
+    users: UserStore
+    ingest: IngestWriter
+    metrics: Metrics = field(default_factory=Metrics)

@@ -1,0 +1,32 @@
+"""Every alert source TeleOps accepts, listed explicitly. Adding a source: one folder, one line here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from teleops.domain.alert import Alert
+from teleops.sources.alertmanager.parse import parse_alertmanager
+
+__all__ = ["SOURCES", "Source", "get_source"]
+
+
+class Source(NamedTuple):
+    name: str
+    parse: Callable[[Any], list[Alert]]
+    title: str
+
+    @property
+    def folder(self) -> Path:
+        return Path(__file__).parent / self.name
+
+
+SOURCES: tuple[Source, ...] = (Source("alertmanager", parse_alertmanager, "Prometheus Alertmanager"),)
+
+_BY_NAME = {source.name: source for source in SOURCES}
+
+
+def get_source(name: str) -> Source | None:
+    """The registered source called `name`, or None."""
+    return _BY_NAME.get(name)

@@ -1,0 +1,118 @@
+"""Engine creation, SQLite tuning, migrations, and the storage-unavailable error."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["Database", "StorageUnavailable"]
+
+T = TypeVar("T")
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class StorageUnavailable(Exception):
+    """The database could not take the write (locked, full, gone). Callers answer 503 and retry later."""
+
+
+class Database:
+    """One engine for the process. SQLite: WAL, busy timeout, fsync on commit. PostgreSQL: a pool."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._sync_engine: Engine | None = None
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+            # Batched hot paths run in one worker thread on the stdlib driver: one thread hop per
+            # batch instead of one per statement (see ARCHITECTURE §8, group commit).
+            self._sync_engine = create_engine(
+                parsed.set(drivername="sqlite+pysqlite"),
+                connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+            )
+            event.listen(self._sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+
+    async def run_in_transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(connection, *args)` in one committed transaction, with no await between statements.
+
+        SQLite: in a worker thread on the stdlib driver. PostgreSQL: through the async driver.
+        Raises StorageUnavailable when the database refuses (locked past the busy timeout, full, gone).
+        """
+        try:
+            if self._sync_engine is not None:
+                return await asyncio.to_thread(self._run_sync, fn, *args)
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        except IntegrityError:
+            raise  # a constraint said no: the caller decides (retry, or a conflict), not "storage down"
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StorageUnavailable(_short(exc)) from exc
+
+    def _run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as conn:
+            return fn(conn, *args)
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+
+    async def ping(self) -> None:
+        """Raises StorageUnavailable when the database does not answer."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StorageUnavailable(_short(exc)) from exc
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+
+
+def _short(exc: BaseException) -> str:
+    """The driver's message without the SQL statement and parameters (they may carry alert data)."""
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).splitlines()[0][:200]
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # FULL: a commit is on disk before we answer 2xx (the ingest invariant), group commit pays for it.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
+
+
+def _upgrade(connection: Connection) -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    alembic_command.upgrade(config, "head")

@@ -1,0 +1,171 @@
+"""Reading incidents with their timelines, and the human actions on them (ack, resolve, snooze)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from teleops.domain.incident import IncidentAction, IncidentStatus, TimelineKind, next_status
+from teleops.store.database import Database, StorageUnavailable
+from teleops.store.schema import incidents, timeline
+
+__all__ = [
+    "IncidentNotFound",
+    "IncidentRecord",
+    "TimelineEvent",
+    "act_on_incident",
+    "count_open",
+    "get_incident",
+    "list_incidents",
+]
+
+
+class IncidentNotFound(LookupError):
+    def __init__(self, incident_id: int) -> None:
+        super().__init__(f"incident {incident_id} does not exist; list them with GET /api/v1/incidents")
+        self.incident_id = incident_id
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    id: int
+    at: datetime
+    kind: str
+    actor: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    id: int
+    source: str
+    fingerprint: str
+    status: str
+    name: str
+    severity: str
+    host: str | None
+    summary: str
+    description: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    url: str | None
+    count: int
+    starts_at: datetime | None
+    created_at: datetime
+    last_seen_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    snoozed_until: datetime | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    predecessor_id: int | None
+    timeline: tuple[TimelineEvent, ...] = ()
+
+
+_COLUMNS = [c for c in incidents.c if c.name not in ("digest",)]
+
+
+def _record(row: Row[Any], events: tuple[TimelineEvent, ...] = ()) -> IncidentRecord:
+    values = dict(row._mapping)
+    return IncidentRecord(**values, timeline=events)
+
+
+async def list_incidents(
+    db: Database, *, status: IncidentStatus | None = None, limit: int = 100, before_id: int | None = None
+) -> list[IncidentRecord]:
+    """Newest first. `before_id` pages backwards."""
+    query = select(*_COLUMNS).order_by(incidents.c.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(incidents.c.status == status.value)
+    if before_id is not None:
+        query = query.where(incidents.c.id < before_id)
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [_record(row) for row in rows]
+
+
+async def count_open(db: Database) -> int:
+    """Raises StorageUnavailable when the database does not answer."""
+    try:
+        async with db.engine.connect() as conn:
+            value = await conn.scalar(
+                select(func.count()).select_from(incidents).where(incidents.c.resolved_at.is_(None))
+            )
+    except (OperationalError, DBAPIError) as exc:
+        raise StorageUnavailable(str(exc).splitlines()[0][:200]) from exc
+    return int(value or 0)
+
+
+async def get_incident(db: Database, incident_id: int) -> IncidentRecord:
+    """The incident with its whole timeline, oldest event first. Raises IncidentNotFound."""
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(*_COLUMNS).where(incidents.c.id == incident_id))).first()
+        if row is None:
+            raise IncidentNotFound(incident_id)
+        events = (
+            await conn.execute(
+                select(timeline.c.id, timeline.c.at, timeline.c.kind, timeline.c.actor, timeline.c.data)
+                .where(timeline.c.incident_id == incident_id)
+                .order_by(timeline.c.id)
+            )
+        ).all()
+    return _record(row, tuple(TimelineEvent(e.id, e.at, e.kind, e.actor, e.data) for e in events))
+
+
+_ACTION_EVENTS = {
+    IncidentAction.ACK: TimelineKind.ACKNOWLEDGED,
+    IncidentAction.RESOLVE: TimelineKind.RESOLVED,
+    IncidentAction.SNOOZE: TimelineKind.SNOOZED,
+    IncidentAction.UNSNOOZE: TimelineKind.UNSNOOZED,
+}
+
+
+async def act_on_incident(
+    db: Database,
+    incident_id: int,
+    action: IncidentAction,
+    *,
+    actor: str,
+    now: datetime,
+    snooze_until: datetime | None = None,
+    via: str = "api",
+) -> tuple[IncidentRecord, bool]:
+    """Apply a person's action. Returns (incident, changed); acking an acked incident changes nothing.
+
+    Raises IncidentNotFound, or InvalidTransition (e.g. resolving a resolved incident).
+    """
+
+    def apply(conn: Connection) -> bool:
+        row = conn.execute(select(incidents.c.status).where(incidents.c.id == incident_id).with_for_update()).first()
+        if row is None:
+            raise IncidentNotFound(incident_id)
+        status = IncidentStatus(row.status)
+        if action is IncidentAction.ACK and status is IncidentStatus.ACKNOWLEDGED:
+            return False
+        new_status = next_status(status, action)
+        values: dict[str, Any] = {"status": new_status.value}
+        data: dict[str, Any] = {"via": via}
+        if action is IncidentAction.ACK:
+            values.update(acknowledged_at=now, acknowledged_by=actor, snoozed_until=None)
+        elif action is IncidentAction.RESOLVE:
+            values.update(resolved_at=now, resolved_by=actor, snoozed_until=None)
+        elif action is IncidentAction.SNOOZE:
+            values.update(snoozed_until=snooze_until)
+            data["until"] = snooze_until.isoformat() if snooze_until else None
+        else:
+            values.update(snoozed_until=None)
+        conn.execute(update(incidents).where(incidents.c.id == incident_id).values(**values))
+        conn.execute(
+            insert(timeline).values(
+                incident_id=incident_id, at=now, kind=_ACTION_EVENTS[action].value, actor=actor, data=data
+            )
+        )
+        return True
+
+    changed = await db.run_in_transaction(apply)
+    return await get_incident(db, incident_id), changed

@@ -1,0 +1,217 @@
+"""Tables. Core, not ORM: hot paths (ingest) stay lean and every query is visible."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "agents",
+    "alerts",
+    "commands",
+    "incidents",
+    "metadata",
+    "outbox",
+    "timeline",
+    "tokens",
+    "users",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite has no 64-bit autoincrement type of its own; INTEGER PRIMARY KEY is its rowid.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC, always returned timezone-aware: SQLite keeps no zone, PostgreSQL does."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(32), nullable=False),
+    Column("fingerprint", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("host", String(255)),
+    Column("summary", Text, nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("labels", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("url", Text),
+    Column("count", Integer, nullable=False, default=1),
+    Column("digest", String(64), nullable=False),
+    Column("starts_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("acknowledged_at", UTCDateTime),
+    Column("acknowledged_by", String(255)),
+    Column("snoozed_until", UTCDateTime),
+    Column("resolved_at", UTCDateTime),
+    Column("resolved_by", String(255)),
+    Column("predecessor_id", Id, ForeignKey("incidents.id")),
+    # One open incident per (source, fingerprint): the database enforces it, across replicas too.
+    Index(
+        "uq_incidents_open_fingerprint",
+        "source",
+        "fingerprint",
+        unique=True,
+        sqlite_where=text("resolved_at IS NULL"),
+        postgresql_where=text("resolved_at IS NULL"),
+    ),
+    Index("ix_incidents_status_id", "status", "id"),
+    Index("ix_incidents_source_fingerprint_id", "source", "fingerprint", "id"),
+    Index("ix_incidents_name_host", "name", "host"),
+)
+
+# Each real change an alert sender reported (fired, updated, resolved): the raw history of a scenario.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("incident_id", Id, ForeignKey("incidents.id"), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("alert", JSON, nullable=False),
+)
+
+timeline = Table(
+    "timeline_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("incident_id", Id, ForeignKey("incidents.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("actor", String(255)),
+    Column("data", JSON, nullable=False),
+    Index("ix_timeline_events_incident_id_id", "incident_id", "id"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(64), nullable=False),
+    Column("password_hash", String(255)),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("user_name", String(64)),
+    # SHA-256 of the secret; the secret itself is shown once and never stored.
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    UniqueConstraint("kind", "name"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("platform", String(32), nullable=False),
+    Column("chat_id", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("incident_id", Id, ForeignKey("incidents.id")),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Column("platform_message_id", String(255)),
+    Column("last_error", Text),
+    Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("hostname", String(255), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("allowlist_digest", String(64), nullable=False, default=""),
+    Column("online", Boolean, nullable=False, default=False),
+    Column("connected_at", UTCDateTime),
+    Column("last_seen_at", UTCDateTime),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("requester", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("agent_name", String(128), nullable=False),
+    Column("argv", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("timeout_s", Integer, nullable=False),
+    Column("incident_id", Id, ForeignKey("incidents.id")),
+    Column("exit_code", Integer),
+    Column("signal", Integer),
+    Column("output", Text, nullable=False, default=""),
+    Column("output_bytes", BigInteger, nullable=False, default=0),
+    Column("truncated", Boolean, nullable=False, default=False),
+    Column("reason", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("dispatched_at", UTCDateTime),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Index("ix_commands_status", "status"),
+    Index("ix_commands_incident_id", "incident_id"),
+)

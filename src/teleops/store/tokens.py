@@ -1,0 +1,130 @@
+"""API, ingest and agent tokens: random secrets shown once, stored as SHA-256, compared in constant time."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from teleops.store.database import Database
+from teleops.store.schema import tokens
+
+__all__ = ["TokenExists", "TokenKind", "TokenRecord", "TokenStore", "hash_secret"]
+
+# Secrets start with a kind prefix so a leaked one is recognisable (and greppable by secret scanners).
+_PREFIX = {"ingest": "tlo_in_", "agent": "tlo_ag_", "api": "tlo_api_"}
+
+
+class TokenKind(enum.StrEnum):
+    INGEST = "ingest"
+    AGENT = "agent"
+    API = "api"
+
+
+class TokenExists(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    id: int
+    kind: TokenKind
+    name: str
+    user_name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+CACHE_SECONDS = 5.0
+
+
+class TokenStore:
+    """Tokens are looked up by hash; the final equality check is `hmac.compare_digest` (THREATS T01)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        # Verified hash -> (record, expiry), so a busy sender costs no query. Revoking here clears it;
+        # a revocation made by another replica takes effect within CACHE_SECONDS.
+        self._cache: dict[tuple[TokenKind, str], tuple[TokenRecord, float]] = {}
+
+    async def create(self, kind: TokenKind, name: str, *, now: datetime, user_name: str | None = None) -> str:
+        """Create a token and return its secret (shown once). Raises TokenExists for a used name."""
+        secret = _PREFIX[kind.value] + secrets.token_urlsafe(32)
+
+        def apply(conn: Connection) -> None:
+            conn.execute(
+                insert(tokens).values(
+                    kind=kind.value,
+                    name=name,
+                    user_name=user_name,
+                    secret_hash=hash_secret(secret),
+                    created_at=now,
+                )
+            )
+
+        try:
+            await self._db.run_in_transaction(apply)
+        except IntegrityError as exc:
+            raise TokenExists(
+                f"a {kind.value} token named {name!r} already exists; pick another name or revoke it first"
+            ) from exc
+        return secret
+
+    async def revoke(self, kind: TokenKind, name: str, *, now: datetime) -> bool:
+        def apply(conn: Connection) -> bool:
+            result = conn.execute(
+                update(tokens)
+                .where(tokens.c.kind == kind.value, tokens.c.name == name, tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            return bool(result.rowcount)
+
+        done = await self._db.run_in_transaction(apply)
+        self._cache.clear()
+        return done
+
+    async def verify(self, kind: TokenKind, secret: str) -> TokenRecord | None:
+        """The live token of `kind` whose secret this is, or None."""
+        if not secret or len(secret) > 256:
+            return None
+        digest = hash_secret(secret)
+        cached = self._cache.get((kind, digest))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        async with self._db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(tokens).where(
+                        tokens.c.kind == kind.value,
+                        tokens.c.secret_hash == digest,
+                        tokens.c.revoked_at.is_(None),
+                    )
+                )
+            ).first()
+        if row is None or not hmac.compare_digest(row.secret_hash, digest):
+            return None
+        record = TokenRecord(row.id, TokenKind(row.kind), row.name, row.user_name, row.created_at, row.revoked_at)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[(kind, digest)] = (record, time.monotonic() + CACHE_SECONDS)
+        return record
+
+    async def list(self, kind: TokenKind | None = None) -> list[TokenRecord]:
+        query = select(tokens).order_by(tokens.c.id)
+        if kind is not None:
+            query = query.where(tokens.c.kind == kind.value)
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [TokenRecord(r.id, TokenKind(r.kind), r.name, r.user_name, r.created_at, r.revoked_at) for r in rows]

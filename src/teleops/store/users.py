@@ -1,0 +1,114 @@
+"""People: name, role, web-console password (scrypt). Chat identities are linked in the chat issue."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from teleops.store.database import Database
+from teleops.store.schema import users
+
+__all__ = ["UserExists", "UserRecord", "UserStore", "check_password", "hash_password"]
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class UserExists(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str | None) -> bool:
+    if not stored or not stored.startswith("scrypt$"):
+        return False
+    _, salt_hex, digest_hex = stored.split("$", 2)
+    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), dklen=32, **_SCRYPT)
+    return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+class UserStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, name: str, role: str, *, now: datetime, password: str | None = None) -> UserRecord:
+        def apply(conn: Connection) -> int:
+            return int(
+                conn.execute(
+                    insert(users)
+                    .values(
+                        name=name,
+                        role=role,
+                        password_hash=hash_password(password) if password else None,
+                        created_at=now,
+                    )
+                    .returning(users.c.id)
+                ).scalar_one()
+            )
+
+        try:
+            user_id = await self._db.run_in_transaction(apply)
+        except IntegrityError as exc:
+            raise UserExists(f"user {name!r} already exists") from exc
+        return UserRecord(user_id, name, role, now)
+
+    async def ensure(self, name: str, role: str, *, now: datetime) -> UserRecord:
+        """The user called `name`, created with `role` if missing; a configured role wins over the stored one."""
+        existing = await self.get(name)
+        if existing is None:
+            try:
+                return await self.create(name, role, now=now)
+            except UserExists:
+                existing = await self.get(name)
+                assert existing is not None
+        if existing.role != role:
+
+            def apply(conn: Connection) -> None:
+                conn.execute(update(users).where(users.c.name == name).values(role=role))
+
+            await self._db.run_in_transaction(apply)
+            existing = UserRecord(existing.id, name, role, existing.created_at)
+        return existing
+
+    async def get(self, name: str) -> UserRecord | None:
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.name == name))).first()
+        return None if row is None else UserRecord(row.id, row.name, row.role, row.created_at)
+
+    async def verify_password(self, name: str, password: str) -> UserRecord | None:
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.name == name))).first()
+        if row is None:
+            check_password(password, hash_password("timing-equaliser"))
+            return None
+        if not check_password(password, row.password_hash):
+            return None
+        return UserRecord(row.id, row.name, row.role, row.created_at)
+
+    async def set_password(self, name: str, password: str) -> bool:
+        def apply(conn: Connection) -> bool:
+            result = conn.execute(
+                update(users).where(users.c.name == name).values(password_hash=hash_password(password))
+            )
+            return bool(result.rowcount)
+
+        return await self._db.run_in_transaction(apply)

@@ -1,0 +1,1 @@
+"""wire package (see ARCHITECTURE §4)."""
