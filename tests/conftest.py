@@ -1,0 +1,80 @@
+"""Shared fixtures: a controller app on a temporary database, driven in-process through httpx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from teleops.config import Settings
+from teleops.server.app import create_app
+from teleops.server.services import Services
+from teleops.store.tokens import TokenKind
+
+
+class FakeClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[str]:
+    """The database under test. The integration conftest re-parametrises this for PostgreSQL."""
+    yield f"sqlite+aiosqlite:///{tmp_path}/teleops.db"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database={"url": db_url},  # type: ignore[arg-type]
+        local_agent={"enabled": False},  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class Api:
+    """A running app: an httpx client bound to it, its services, and tokens to call it with."""
+
+    client: httpx.AsyncClient
+    services: Services
+    ingest_token: str
+    api_token: str
+
+    @property
+    def ingest_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.ingest_token}"}
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_token}"}
+
+
+@pytest.fixture
+async def api(settings: Settings, clock: FakeClock) -> AsyncIterator[Api]:
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        services: Services = app.state.services
+        ingest = await services.tokens.create(TokenKind.INGEST, "test-sender", now=clock())
+        await services.users.ensure("alice", "operator", now=clock())
+        token = await services.tokens.create(TokenKind.API, "alice-cli", now=clock(), user_name="alice")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://teleops.test") as client:
+            yield Api(client, services, ingest, token)
