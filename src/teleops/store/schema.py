@@ -28,9 +28,11 @@ __all__ = [
     "agents",
     "alerts",
     "commands",
+    "console_messages",
     "incidents",
     "metadata",
     "outbox",
+    "server_keys",
     "timeline",
     "tokens",
     "users",
@@ -214,4 +216,26 @@ commands = Table(
     Column("finished_at", UTCDateTime),
     Index("ix_commands_status", "status"),
     Index("ix_commands_incident_id", "incident_id"),
+)
+
+# Secrets the controller generates once and shares across replicas (e.g. the web session signing key).
+server_keys = Table(
+    "server_keys",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The web console's chat history: what TeleOps posted there (delivered by the outbox) and what people typed.
+console_messages = Table(
+    "console_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("author", String(64)),  # None: TeleOps itself; else the logged-in user who typed it
+    Column("incident_id", Id, ForeignKey("incidents.id")),
+    Column("reply_to", Id),
+    Column("body", JSON, nullable=False),
 )
