@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 __all__ = ["IncidentAction", "IncidentStatus", "InvalidTransition", "TimelineKind", "next_status"]
 
@@ -43,13 +42,13 @@ class TimelineKind(enum.StrEnum):
     HANDED_OVER = "handed_over"
 
 
-@dataclass(frozen=True, slots=True)
 class InvalidTransition(Exception):
-    status: IncidentStatus
-    action: IncidentAction
+    """The action is not possible in the incident's current status."""
 
-    def __str__(self) -> str:
-        return f"cannot {self.action.value} an incident that is {self.status.value}"
+    def __init__(self, status: IncidentStatus, action: IncidentAction) -> None:
+        super().__init__(f"cannot {action.value} an incident that is {status.value}")
+        self.status = status
+        self.action = action
 
 
 _TRANSITIONS: dict[tuple[IncidentStatus, IncidentAction], IncidentStatus] = {
