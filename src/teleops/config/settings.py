@@ -82,6 +82,23 @@ class LocalAgentSettings(_Section):
     policy_file: str | None = None
 
 
+class AgentsSettings(_Section):
+    """How the controller treats agents and the commands it sends them."""
+
+    heartbeat: str = "10s"  # agents ping this often; three missed pings count as offline
+    lost_after: str = "60s"  # grace after a command's timeout (and the agent's last sign of life) before `lost`
+    default_timeout: str = "60s"
+    max_timeout: str = "1h"
+    output_cap_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+
+    @field_validator("heartbeat", "lost_after", "default_timeout", "max_timeout")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+
 class TelegramSettings(_Section):
     token: SecretStr | None = None
     base_url: str | None = None
@@ -167,6 +184,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     local_agent: LocalAgentSettings = Field(default_factory=LocalAgentSettings)
+    agents: AgentsSettings = Field(default_factory=AgentsSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     users: list[UserSettings] = Field(default_factory=list)
