@@ -1,0 +1,166 @@
+"""The gateway contract every chat platform implements, and what a platform can do, as data.
+
+The core (outbox worker, notifier, conversation) never probes a gateway with calls that may raise
+NotImplementedError: it reads `Gateway.capabilities` (modelled on GoAlert's nfydest TypeInfo) and
+renders/schedules accordingly. A gateway only translates: platform events -> `InboundEvent`, and
+`Rendered` messages -> platform API calls, raising the `DeliveryError` family on failure.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from teleops.chat.render import Rendered
+
+__all__ = [
+    "Capabilities",
+    "DeliveryError",
+    "DeliveryRefused",
+    "EventHandler",
+    "EventKind",
+    "Formatting",
+    "Gateway",
+    "InboundEvent",
+    "MarkupRejected",
+    "RateLimits",
+    "RetryLater",
+]
+
+
+class Formatting(enum.StrEnum):
+    """How a platform reads message text; `render.py` has one renderer per kind."""
+
+    PLAIN = "plain"
+    HTML = "html"  # Telegram parse_mode=HTML subset: b, i, code, pre, a href
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """What the platform tolerates before answering 429; the outbox worker stays under these.
+
+    `per_chat_interval_s`: minimum gap between two requests to one chat.
+    `per_group_per_minute`: new messages per minute in one group chat (None: no such limit).
+    `group_chat_prefix`: chat ids starting with this are groups (Telegram: "-"; "" means every chat).
+    `global_per_second`: requests per second over all chats.
+    `edit_interval_s`: minimum gap between two edits of one message (edits are coalesced to this).
+    """
+
+    per_chat_interval_s: float = 1.0
+    per_group_per_minute: int | None = 20
+    group_chat_prefix: str = "-"
+    global_per_second: float = 30.0
+    edit_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What one platform can do. Read by the core; a gateway never raises NotImplementedError."""
+
+    platform: str
+    formatting: Formatting
+    max_message_length: int  # characters of visible text the platform accepts in one message
+    buttons: bool
+    max_button_data_bytes: int  # 0 when buttons is False
+    replies: bool  # a message can answer another one (threads, reply_to)
+    edits: bool
+    files: bool
+    max_file_bytes: int  # 0 when files is False
+    rate_limits: RateLimits = RateLimits()
+
+
+class EventKind(enum.StrEnum):
+    MESSAGE = "message"  # text typed by someone (possibly a reply, possibly a /command)
+    BUTTON = "button"  # someone pressed one of our buttons
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """One thing a person did in chat, normalised. Everything in it is untrusted input.
+
+    `user_id` is the platform's immutable id (Telegram `from.id`), never a display name;
+    `username` is for display only and must never authorize anything (THREATS T04).
+    `update_id` identifies the delivery for replay de-duplication (the same id twice runs once).
+    """
+
+    platform: str
+    kind: EventKind
+    chat_id: str
+    user_id: str
+    text: str
+    sent_at: datetime
+    update_id: str
+    username: str = ""
+    message_id: str | None = None  # the platform id of this message (to reply to it)
+    reply_to: str | None = None  # the platform message id this message answers
+    button_data: str | None = None
+    callback_id: str | None = None  # what `Gateway.answer_button` needs for a BUTTON event
+    is_forwarded: bool = False
+    is_edited: bool = False
+    is_bot: bool = False
+    from_sender_chat: bool = False  # posted on behalf of a chat/channel (anonymous admin): no person
+    is_private_chat: bool = False
+
+
+EventHandler = Callable[[InboundEvent], Awaitable[None]]
+
+
+class DeliveryError(Exception):
+    """A platform call failed. The subclass tells the outbox what to do next."""
+
+
+class RetryLater(DeliveryError):
+    """Temporary: network, timeout, 5xx, or 429. `retry_after` (seconds) is the platform's own demand."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class MarkupRejected(DeliveryError):
+    """The platform could not parse our formatting (Telegram 400 "can't parse entities"): resend as plain text."""
+
+
+class DeliveryRefused(DeliveryError):
+    """Permanent: chat not found, bot removed, message to edit gone. Retrying cannot help."""
+
+
+class Gateway(Protocol):
+    """One chat platform. Implementations live in `chat/<platform>/`, the only place its SDK is imported.
+
+    Errors: every sending method raises `RetryLater`, `MarkupRejected` or `DeliveryRefused`; nothing else
+    escapes (a gateway maps its SDK's exceptions). Editing a message to identical content is success.
+    """
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def start(self, on_event: EventHandler) -> None:
+        """Begin receiving; each inbound event is awaited through `on_event` (which never raises)."""
+
+    async def stop(self) -> None:
+        """Stop receiving and release connections. Idempotent."""
+
+    async def send(self, chat_id: str, message: Rendered, *, reply_to: str | None = None) -> str:
+        """Post `message`; returns the platform's id of the new message."""
+
+    async def edit(self, chat_id: str, message_id: str, message: Rendered) -> None:
+        """Replace the text (and buttons) of a message we sent earlier."""
+
+    async def send_file(
+        self,
+        chat_id: str,
+        filename: str,
+        content: bytes,
+        *,
+        caption: Rendered | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Upload `content` as a document named `filename`; returns the new message's id."""
+
+    async def answer_button(self, callback_id: str, text: str) -> None:
+        """Acknowledge a button press with a short notice to the presser (best effort, not via the outbox)."""

@@ -1,0 +1,233 @@
+"""The platform-neutral message, and its rendering for each formatting kind.
+
+Alert text is untrusted: it may hold `<`, `&`, `_`, `*`, control characters, ANSI escapes or bidi
+overrides. Every piece goes through `visible` (domain/text.py) and then the formatting's escaping;
+Telegram gets parse_mode HTML with `html.escape` (a closed, small escaping rule, unlike MarkdownV2).
+Every `Rendered` also carries a plain-text twin: when a platform still rejects the markup, the
+outbox sends the twin instead, so a message is never lost to an escaping bug.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from teleops.chat.base import Capabilities, Formatting
+from teleops.domain.text import visible
+
+__all__ = ["Button", "CodeBlock", "Link", "Message", "Rendered", "render"]
+
+_SEVERITY_MARK = {"critical": "🔴", "error": "🟠", "warning": "🟡", "info": "🔵", "unknown": "⚪"}
+_SAFE_SCHEMES = ("http://", "https://")
+_ELLIPSIS = "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """A button: `data` comes back in `InboundEvent.button_data` (untrusted: re-authorised on press)."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    label: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class CodeBlock:
+    """Verbatim text (command output). Too long for the platform: its *tail* is kept."""
+
+    text: str
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What the core wants to say, with no platform syntax in it. Every field is plain text."""
+
+    title: str = ""
+    severity: str | None = None
+    host: str | None = None
+    body: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    links: tuple[Link, ...] = ()
+    code: tuple[CodeBlock, ...] = ()
+    status: str = ""  # e.g. "acknowledged by alice 03:12", shown last
+    buttons: tuple[Button, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the outbox stores messages like this)."""
+        return {
+            "title": self.title,
+            "severity": self.severity,
+            "host": self.host,
+            "body": self.body,
+            "labels": [list(pair) for pair in self.labels],
+            "links": [[link.label, link.url] for link in self.links],
+            "code": [[block.text, block.language] for block in self.code],
+            "status": self.status,
+            "buttons": [[b.label, b.data] for b in self.buttons],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Message:
+        """The inverse of `to_json`. Raises KeyError/TypeError/ValueError on a malformed dict."""
+        return cls(
+            title=str(data.get("title", "")),
+            severity=data.get("severity"),
+            host=data.get("host"),
+            body=str(data.get("body", "")),
+            labels=tuple((str(k), str(v)) for k, v in data.get("labels", ())),
+            links=tuple(Link(str(label), str(url)) for label, url in data.get("links", ())),
+            code=tuple(CodeBlock(str(text), lang) for text, lang in data.get("code", ())),
+            status=str(data.get("status", "")),
+            buttons=tuple(Button(str(label), str(d)) for label, d in data.get("buttons", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A message in one platform's syntax, plus its plain-text twin for the markup fallback."""
+
+    text: str
+    formatting: Formatting
+    plain: str
+    buttons: tuple[Button, ...] = field(default=())
+
+    def as_plain(self) -> Rendered:
+        return replace(self, text=self.plain, formatting=Formatting.PLAIN)
+
+
+def render(message: Message, capabilities: Capabilities) -> Rendered:
+    """`message` in the platform's formatting, fitted to its length limit, buttons dropped if unsupported.
+
+    Never raises on any text content. Over-long messages lose the head of code blocks first (the tail
+    of output matters most), then the end of the body.
+    """
+    fitted = _fit(message, capabilities.max_message_length)
+    plain = _plain(fitted)
+    text = _html(fitted) if capabilities.formatting is Formatting.HTML else plain
+    buttons = fitted.buttons if capabilities.buttons else ()
+    if capabilities.buttons:
+        limit = capabilities.max_button_data_bytes
+        buttons = tuple(b for b in buttons if len(b.data.encode()) <= limit)
+    return Rendered(text=text, formatting=capabilities.formatting, plain=plain, buttons=buttons)
+
+
+def _headline(message: Message) -> str:
+    parts = []
+    if message.severity:
+        parts.append(f"{_SEVERITY_MARK.get(message.severity, '⚪')} {message.severity.upper()}")
+    if message.title:
+        parts.append(visible(message.title))
+    return " · ".join(parts)
+
+
+def _safe_url(url: str) -> str | None:
+    stripped = url.strip()
+    if stripped.lower().startswith(_SAFE_SCHEMES) and visible(stripped) == stripped and " " not in stripped:
+        return stripped
+    return None
+
+
+def _plain(message: Message) -> str:
+    lines: list[str] = []
+    headline = _headline(message)
+    if headline:
+        lines.append(headline)
+    if message.host:
+        lines.append(f"host: {visible(message.host)}")
+    if message.body:
+        lines.append(visible(message.body))
+    if message.labels:
+        lines.append("labels: " + ", ".join(f"{visible(k)}={visible(v)}" for k, v in message.labels))
+    for link in message.links:
+        lines.append(f"{visible(link.label)}: {visible(link.url)}")
+    for block in message.code:
+        lines.append(visible(block.text))
+    if message.status:
+        lines.append(visible(message.status))
+    return "\n".join(lines)
+
+
+def _esc(text: str) -> str:
+    return html.escape(visible(text), quote=False)
+
+
+def _html(message: Message) -> str:
+    lines: list[str] = []
+    headline = _headline(message)
+    if headline:
+        lines.append(f"<b>{html.escape(headline, quote=False)}</b>")
+    if message.host:
+        lines.append(f"host: <code>{_esc(message.host)}</code>")
+    if message.body:
+        lines.append(_esc(message.body))
+    if message.labels:
+        lines.append("labels: " + ", ".join(f"<code>{_esc(k)}={_esc(v)}</code>" for k, v in message.labels))
+    links = []
+    for link in message.links:
+        url = _safe_url(link.url)
+        if url is None:  # javascript:, data:, or anything odd: shown as text, never clickable
+            links.append(f"{_esc(link.label)}: {_esc(link.url)}")
+        else:
+            links.append(f'<a href="{html.escape(url, quote=True)}">{_esc(link.label)}</a>')
+    if links:
+        lines.append(" · ".join(links))
+    for block in message.code:
+        lines.append(f"<pre>{_esc(block.text)}</pre>")
+    if message.status:
+        lines.append(f"<i>{_esc(message.status)}</i>")
+    return "\n".join(lines)
+
+
+def _length(text: str) -> int:
+    # Telegram counts UTF-16 code units; counting them is never less than counting code points.
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _clip_tail(text: str, budget: int) -> str:
+    """The last `budget` characters of `text`, with a marker saying how much was left out."""
+    if _length(text) <= budget:
+        return text
+    marker = f"[{_length(text) - budget} characters above not shown]\n"
+    keep = max(budget - len(marker), 0)
+    return marker + (text[-keep:] if keep else "")
+
+
+def _clip_head(text: str, budget: int) -> str:
+    if _length(text) <= budget:
+        return text
+    return text[: max(budget - 1, 0)] + _ELLIPSIS
+
+
+def _fit(message: Message, limit: int) -> Message:
+    """Shrink `message` until its visible text (after escapes) fits in `limit` characters."""
+    if _length(_plain(message)) <= limit:
+        return message
+    margin = 64  # separators, link labels and markup that counts as visible text on some platforms
+    without_code = replace(message, code=())
+    rest = _length(_plain(without_code))
+    if message.code and rest + margin < limit:
+        share = (limit - rest - margin) // len(message.code)
+        code = tuple(replace(block, text=_clip_tail(visible(block.text), share)) for block in message.code)
+        return replace(message, code=code)
+    # The text around the code is itself too long: keep a share of each part.
+    labels: Sequence[tuple[str, str]] = message.labels[:10]
+    slim = replace(
+        message,
+        title=_clip_head(message.title, limit // 4),
+        body=_clip_head(visible(message.body), limit // 4),
+        labels=tuple((_clip_head(k, 32), _clip_head(v, 64)) for k, v in labels),
+        status=_clip_head(message.status, limit // 8),
+        code=tuple(replace(block, text=_clip_tail(visible(block.text), limit // 8)) for block in message.code[:1]),
+    )
+    if _length(_plain(slim)) <= limit:
+        return slim
+    # Last resort, always within the limit: the plain text as one clipped body, no markup around it.
+    return Message(body=_clip_head(_plain(slim), limit), buttons=message.buttons)
