@@ -1,0 +1,152 @@
+"""The `teleops` command as a person uses it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def teleops(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "teleops.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("TELEOPS_CONFIG", raising=False)
+    return tmp_path
+
+
+def test_config_check_accepts_the_embedded_default(workdir: Path) -> None:
+    result = teleops("config", "check", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK (embedded default)" in result.stdout
+
+
+def test_bad_config_exits_78_naming_the_key(workdir: Path) -> None:
+    (workdir / "teleops.yaml").write_text("server: {listen: 'nowhere'}\n")
+    result = teleops("config", "check", cwd=workdir)
+    assert result.returncode == 78
+    assert "server.listen" in result.stderr
+    assert "HOST:PORT" in result.stderr
+
+
+def test_environment_config_errors_exit_78(workdir: Path) -> None:
+    result = teleops("config", "check", cwd=workdir, env={"TELEOPS_DATABASE__URL": "mysql://x"})
+    assert result.returncode == 78
+    assert "database.url" in result.stderr
+
+
+def test_usage_errors_exit_2(workdir: Path) -> None:
+    assert teleops("token", "create", "api", "x", cwd=workdir).returncode == 2  # --user missing
+    assert teleops("no-such-command", cwd=workdir).returncode == 2
+
+
+def test_token_create_prints_the_secret_alone_on_the_last_line(workdir: Path) -> None:
+    result = teleops("token", "create", "ingest", "grafana", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    secret = result.stdout.strip().splitlines()[-1]
+    assert secret.startswith("tlo_in_")
+    assert len(secret) > 30
+    again = teleops("token", "create", "ingest", "grafana", cwd=workdir)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    no_user = teleops("token", "create", "api", "x", "--user", "nobody", cwd=workdir)
+    assert no_user.returncode == 1
+    assert "no user 'nobody'" in no_user.stderr
+
+
+def test_db_upgrade_is_idempotent(workdir: Path) -> None:
+    for _ in range(2):
+        result = teleops("db", "upgrade", cwd=workdir)
+        assert result.returncode == 0, result.stderr
+    assert (workdir / "teleops-data" / "teleops.db").is_file()
+
+
+@pytest.fixture
+def served(workdir: Path) -> Iterator[tuple[str, str]]:
+    """`teleops serve` on the embedded default (local agent off to keep this test about ingest)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TELEOPS_SERVER__LISTEN": f"127.0.0.1:{port}",
+        "TELEOPS_LOCAL_AGENT__ENABLED": "false",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "teleops.cli", "serve"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        banner: list[str] = []
+        deadline = time.monotonic() + 60
+        assert process.stdout is not None
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            banner.append(line)
+            if "Then list incidents" in line:
+                banner.append(process.stdout.readline())
+                break
+        yield f"http://127.0.0.1:{port}", "".join(banner)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_first_start_prints_a_curl_that_creates_an_incident(served: tuple[str, str], workdir: Path) -> None:
+    base, banner = served
+    assert f"Web console : {base}/ui/console" in banner
+    assert "Login       : admin / " in banner
+    curl = banner[banner.index("curl -sS -X POST") : banner.index("Then list incidents")]
+    # Run the printed curl exactly as a person would paste it.
+    result = subprocess.run(["sh", "-c", curl.strip()], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert '"outcome":"created"' in result.stdout
+    api_token = banner.split("API token   : ")[1].split()[0]
+    listing = httpx.get(f"{base}/api/v1/incidents", headers={"Authorization": f"Bearer {api_token}"}).json()
+    assert [(i["name"], i["host"], i["status"]) for i in listing["items"]] == [("DiskFull", "localhost", "open")]
+
+
+def test_simulate_replays_a_fixture_into_a_running_server(served: tuple[str, str], workdir: Path) -> None:
+    base, banner = served
+    ingest = banner.split("Ingest token: ")[1].split()[0]
+    result = teleops("simulate", "alertmanager", "firing", "--server", base, "--token", ingest, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("200 ")
+    wrong = teleops("simulate", "alertmanager", "nope", "--server", base, "--token", ingest, cwd=workdir)
+    assert wrong.returncode == 1
+    assert "alertmanager has: firing, grouped_two_alerts, resolved" in wrong.stderr
+    denied = teleops("simulate", "alertmanager", "firing", "--server", base, "--token", "bad", cwd=workdir)
+    assert denied.returncode == 1
+    assert denied.stdout.startswith("401 ")
