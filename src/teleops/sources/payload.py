@@ -7,15 +7,30 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "MAX_DESCRIPTION_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_SUMMARY_LENGTH",
     "PayloadError",
     "at",
+    "bounded_name",
+    "clip",
+    "opt_int",
+    "opt_list",
     "opt_mapping_of_str",
+    "opt_object",
     "opt_str",
     "opt_time",
+    "req_int",
     "req_list",
     "req_object",
     "req_str",
 ]
+
+# Identifiers (alert name, host, fingerprint, dedup key) are indexed columns of 255 characters.
+MAX_NAME_LENGTH = 255
+# Free text is clipped, not refused: a sender must not lose an alert because its output was long.
+MAX_SUMMARY_LENGTH = 1024
+MAX_DESCRIPTION_LENGTH = 16_384
 
 # Alertmanager and Go senders write "0001-01-01T00:00:00Z" for "no end time".
 _GO_ZERO_TIME_YEAR = 1
@@ -50,15 +65,24 @@ def req_list(obj: Mapping[str, Any], key: str, path: str) -> Sequence[Any]:
     return value
 
 
-def req_str(obj: Mapping[str, Any], key: str, path: str) -> str:
+def req_str(obj: Mapping[str, Any], key: str, path: str, *, max_length: int | None = None) -> str:
+    """A present, non-blank string; refused when longer than `max_length` or not storable text."""
     value = obj.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise PayloadError(at(path, key), f"expected a non-empty string, got {_kind(value)}")
+        what = "an empty string" if isinstance(value, str) else _kind(value)
+        raise PayloadError(at(path, key), f"expected a non-empty string, got {what}")
+    _check_text(value, at(path, key))
+    if max_length is not None:
+        bounded_name(value, at(path, key), max_length=max_length)
     return value
 
 
-def opt_str(obj: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
-    """A string field that may be absent or null; numbers are accepted and written as text."""
+def opt_str(obj: Mapping[str, Any], key: str, path: str, default: str = "", *, max_length: int | None = None) -> str:
+    """A string field that may be absent or null; numbers are accepted and written as text.
+
+    Raises PayloadError for other types, for text a database cannot store (NUL, lone surrogates)
+    and, when `max_length` is given, for longer values.
+    """
     value = obj.get(key)
     if value is None:
         return default
@@ -68,7 +92,58 @@ def opt_str(obj: Mapping[str, Any], key: str, path: str, default: str = "") -> s
         return str(value)
     if not isinstance(value, str):
         raise PayloadError(at(path, key), f"expected a string, got {_kind(value)}")
+    _check_text(value, at(path, key))
+    if max_length is not None:
+        bounded_name(value, at(path, key), max_length=max_length)
     return value
+
+
+def req_int(obj: Mapping[str, Any], key: str, path: str) -> int:
+    """A present integer (booleans and fractions refused)."""
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(at(path, key), f"expected an integer, got {_kind(value)}")
+    return value
+
+
+def opt_int(obj: Mapping[str, Any], key: str, path: str) -> int | None:
+    """An integer that may be absent or null."""
+    if obj.get(key) is None:
+        return None
+    return req_int(obj, key, path)
+
+
+def opt_object(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
+    """An object that may be absent or null; any other type is refused."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    return req_object(value, at(path, key))
+
+
+def opt_list(obj: Mapping[str, Any], key: str, path: str) -> Sequence[Any]:
+    """A list that may be absent or null (then empty); any other type is refused."""
+    if obj.get(key) is None:
+        return []
+    return req_list(obj, key, path)
+
+
+def bounded_name(value: str, path: str, *, max_length: int = MAX_NAME_LENGTH) -> str:
+    """`value` unchanged when it fits an identifier column; else PayloadError naming `path`."""
+    if len(value) > max_length:
+        raise PayloadError(
+            path,
+            f"is {len(value)} characters long; TeleOps accepts at most {max_length} here, "
+            "shorten it in the sender's configuration",
+        )
+    return value
+
+
+def clip(text: str, max_length: int) -> str:
+    """`text` cut to `max_length` characters, marked with an ellipsis when something was cut."""
+    if len(text) <= max_length:
+        return text
+    return text[: max_length - 1] + "…"
 
 
 def opt_mapping_of_str(obj: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
@@ -79,8 +154,9 @@ def opt_mapping_of_str(obj: Mapping[str, Any], key: str, path: str) -> dict[str,
     mapping = req_object(value, at(path, key))
     out: dict[str, str] = {}
     for name, item in mapping.items():
+        _check_text(name, at(path, key))
         if isinstance(item, str):
-            out[name] = item
+            out[name] = _check_text(item, at(at(path, key), name))
         elif isinstance(item, (int, float)) and not isinstance(item, bool):
             out[name] = str(item)
         elif isinstance(item, bool):
@@ -107,7 +183,7 @@ def opt_time(obj: Mapping[str, Any], key: str, path: str) -> datetime | None:
     if not isinstance(value, str):
         raise PayloadError(at(path, key), f"expected an RFC 3339 time, got {_kind(value)}")
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() is true too, and int() refuses it
         return opt_time({key: int(text)}, key, path)
     try:
         parsed = datetime.fromisoformat(_trim_fraction(text.replace("Z", "+00:00").replace("z", "+00:00")))
@@ -117,7 +193,21 @@ def opt_time(obj: Mapping[str, Any], key: str, path: str) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:00:00-05:00 is past datetime.max in UTC
+        raise PayloadError(at(path, key), f"time out of range: {text[:40]!r}") from exc
+
+
+def _check_text(text: str, path: str) -> str:
+    """Refuse what JSON allows but databases cannot store: NUL characters and lone surrogates."""
+    if "\x00" in text:
+        raise PayloadError(path, "contains a NUL character, which TeleOps cannot store; remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PayloadError(path, "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff); send valid text") from exc
+    return text
 
 
 def _trim_fraction(text: str) -> str:

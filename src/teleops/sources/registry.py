@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from teleops.domain.alert import Alert
 from teleops.sources.alertmanager.parse import parse_alertmanager
+from teleops.sources.grafana.parse import parse_grafana
 
 __all__ = ["SOURCES", "Source", "get_source"]
 
@@ -22,7 +23,10 @@ class Source(NamedTuple):
         return Path(__file__).parent / self.name
 
 
-SOURCES: tuple[Source, ...] = (Source("alertmanager", parse_alertmanager, "Prometheus Alertmanager"),)
+SOURCES: tuple[Source, ...] = (
+    Source("alertmanager", parse_alertmanager, "Prometheus Alertmanager"),
+    Source("grafana", parse_grafana, "Grafana unified alerting"),
+)
 
 _BY_NAME = {source.name: source for source in SOURCES}
 

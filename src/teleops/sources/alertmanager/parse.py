@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from teleops.domain.alert import Alert, AlertStatus, Severity, host_from_labels
+from teleops.sources.fingerprint import labels_fingerprint
 from teleops.sources.payload import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_SUMMARY_LENGTH,
     PayloadError,
     at,
+    bounded_name,
+    clip,
     opt_mapping_of_str,
     opt_str,
     opt_time,
@@ -26,7 +32,7 @@ def parse_alertmanager(body: Any) -> list[Alert]:
     root = req_object(body, "")
     version = opt_str(root, "version", "")
     if version and version != "4":
-        raise PayloadError("version", f"webhook payload version {version!r} is not supported (expected '4')")
+        raise PayloadError("version", f"webhook payload version {version[:20]!r} is not supported (expected '4')")
     external_url = opt_str(root, "externalURL", "") or None
     alerts = []
     for index, item in enumerate(req_list(root, "alerts", "")):
@@ -37,20 +43,22 @@ def parse_alertmanager(body: Any) -> list[Alert]:
         status_text = req_str(entry, "status", path)
         if status_text not in ("firing", "resolved"):
             raise PayloadError(at(path, "status"), f"expected 'firing' or 'resolved', got {status_text[:20]!r}")
+        name_path = at(at(path, "labels"), "alertname")
         name = labels.get("alertname", "")
-        if not name:
-            raise PayloadError(at(at(path, "labels"), "alertname"), "every Alertmanager alert has an alertname")
-        fingerprint = opt_str(entry, "fingerprint", path) or _fingerprint_of(labels)
+        if not name.strip():
+            raise PayloadError(name_path, "every Alertmanager alert has an alertname")
+        host = host_from_labels(labels)
+        fingerprint = opt_str(entry, "fingerprint", path, max_length=MAX_NAME_LENGTH) or labels_fingerprint(labels)
         alerts.append(
             Alert(
                 source=_SOURCE,
                 fingerprint=fingerprint,
                 status=AlertStatus(status_text),
-                name=name,
+                name=bounded_name(name, name_path),
                 severity=Severity.from_text(labels.get("severity")),
-                host=host_from_labels(labels),
-                summary=annotations.get("summary", "") or annotations.get("message", ""),
-                description=annotations.get("description", ""),
+                host=bounded_name(host, at(path, "labels")) if host else None,
+                summary=clip(annotations.get("summary", "") or annotations.get("message", ""), MAX_SUMMARY_LENGTH),
+                description=clip(annotations.get("description", ""), MAX_DESCRIPTION_LENGTH),
                 labels=labels,
                 annotations=annotations,
                 starts_at=opt_time(entry, "startsAt", path),
@@ -59,11 +67,3 @@ def parse_alertmanager(body: Any) -> list[Alert]:
             )
         )
     return alerts
-
-
-def _fingerprint_of(labels: dict[str, str]) -> str:
-    """Alertmanager always sends a fingerprint; this covers hand-written bodies that omit it."""
-    import hashlib
-
-    canonical = "\x00".join(f"{k}\x01{v}" for k, v in sorted(labels.items()))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
