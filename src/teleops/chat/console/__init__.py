@@ -1,0 +1,1 @@
+"""The built-in web console: a chat platform served by the controller itself (no chat account needed)."""

@@ -1,0 +1,186 @@
+"""Web UI sessions: a signed cookie naming the logged-in user, per-session CSRF tokens, login throttling.
+
+The cookie is `v1.<payload>.<signature>`: payload is base64url JSON `{"u": user, "s": session id, "t": issued}`,
+signature is HMAC-SHA256 under a key generated once and kept in the database (all replicas share it).
+Nothing else is stored server-side, so a session ends when its cookie expires or the browser drops it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from starlette.requests import HTTPConnection
+
+from teleops.server.services import Services
+from teleops.store.server_keys import server_key
+
+__all__ = [
+    "CSRF_FIELD",
+    "CSRF_HEADER",
+    "LOGIN_COOKIE",
+    "SESSION_COOKIE",
+    "SESSION_TTL",
+    "LoginThrottle",
+    "Session",
+    "SessionSigner",
+    "WebSessions",
+    "web_sessions",
+]
+
+SESSION_COOKIE = "teleops_session"
+LOGIN_COOKIE = "teleops_login"  # a nonce binding the login form's CSRF token to this browser
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION_TTL = timedelta(hours=12)
+_KEY_NAME = "web-session-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user: str
+    sid: str
+    issued_at: datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionSigner:
+    """Issues and checks session cookies and CSRF tokens under one secret key."""
+
+    def __init__(self, key: bytes, *, ttl: timedelta = SESSION_TTL) -> None:
+        if len(key) < 16:
+            raise ValueError("the session key must be at least 16 bytes")
+        self._key = key
+        self.ttl = ttl
+
+    def _mac(self, purpose: str, message: str) -> str:
+        return _b64(hmac.new(self._key, f"{purpose}\x00{message}".encode(), hashlib.sha256).digest())
+
+    def issue(self, user: str, *, now: datetime) -> str:
+        """A fresh cookie value for `user` (a new session id every login: no session fixation)."""
+        payload = _b64(json.dumps({"u": user, "s": secrets.token_urlsafe(16), "t": int(now.timestamp())}).encode())
+        return f"v1.{payload}.{self._mac('session', payload)}"
+
+    def verify(self, cookie: str | None, *, now: datetime) -> Session | None:
+        """The session in `cookie`, or None when it is missing, malformed, forged or older than the TTL."""
+        if not cookie:
+            return None
+        version, _, rest = cookie.partition(".")
+        payload, _, signature = rest.partition(".")
+        if version != "v1" or not payload or not hmac.compare_digest(signature, self._mac("session", payload)):
+            return None
+        try:
+            data = json.loads(_unb64(payload))
+            user, sid, issued = str(data["u"]), str(data["s"]), int(data["t"])
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return None
+        issued_at = datetime.fromtimestamp(issued, tz=now.tzinfo)
+        if not timedelta(minutes=-5) <= now - issued_at <= self.ttl:
+            return None
+        return Session(user, sid, issued_at)
+
+    def csrf_token(self, session: Session) -> str:
+        """The token forms and the UI's own API calls must carry for this session."""
+        return self._mac("csrf", session.sid)
+
+    def check_csrf(self, session: Session, token: str | None) -> bool:
+        return bool(token) and hmac.compare_digest(str(token), self.csrf_token(session))
+
+    def login_csrf_token(self, nonce: str) -> str:
+        """The login form's token, bound to the nonce in the LOGIN_COOKIE (there is no session yet)."""
+        return self._mac("login", nonce)
+
+    def check_login_csrf(self, nonce: str | None, token: str | None) -> bool:
+        return bool(nonce) and bool(token) and hmac.compare_digest(str(token), self.login_csrf_token(str(nonce)))
+
+
+class LoginThrottle:
+    """At most `limit` failed logins per (user, client address) in a sliding `window`.
+
+    Kept in memory: each replica counts on its own, and a restart forgets (an attacker gains one window).
+    """
+
+    def __init__(self, *, limit: int = 10, window: timedelta = timedelta(minutes=1), max_keys: int = 10_000) -> None:
+        self.limit = limit
+        self.window = window
+        self._max_keys = max_keys
+        self._failures: dict[tuple[str, str], deque[datetime]] = {}
+
+    def retry_after(self, user: str, address: str, *, now: datetime) -> int | None:
+        """Seconds until this pair may try again, or None when it may try now."""
+        failures = self._recent(user, address, now)
+        if len(failures) < self.limit:
+            return None
+        return max(1, int((failures[0] + self.window - now).total_seconds()) + 1)
+
+    def failed(self, user: str, address: str, *, now: datetime) -> None:
+        if len(self._failures) >= self._max_keys:
+            self._forget_stale(now)
+        self._recent(user, address, now).append(now)
+
+    def succeeded(self, user: str, address: str) -> None:
+        self._failures.pop((user.lower(), address), None)
+
+    def _recent(self, user: str, address: str, now: datetime) -> deque[datetime]:
+        failures = self._failures.setdefault((user.lower(), address), deque())
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        return failures
+
+    def _forget_stale(self, now: datetime) -> None:
+        for key in [k for k, v in self._failures.items() if not v or v[-1] <= now - self.window]:
+            del self._failures[key]
+        if len(self._failures) >= self._max_keys:  # still full of live entries: drop the oldest half
+            for key in list(self._failures)[: self._max_keys // 2]:
+                del self._failures[key]
+
+
+@dataclass(slots=True)
+class WebSessions:
+    """What the web UI needs per process: the signer (key from the database) and the login throttle."""
+
+    signer: SessionSigner
+    throttle: LoginThrottle
+    secure_cookies: bool
+
+    def session_of(self, connection: HTTPConnection, services: Services) -> Session | None:
+        """The valid session carried by this request or WebSocket, else None."""
+        return self.signer.verify(connection.cookies.get(SESSION_COOKIE), now=services.clock())
+
+
+async def web_sessions(connection: HTTPConnection) -> WebSessions:
+    """The app's WebSessions, created on first use (reads or creates the signing key in the database).
+
+    Raises StorageUnavailable when the key cannot be read.
+    """
+    state = connection.app.state
+    existing: WebSessions | None = getattr(state, "web_sessions", None)
+    if existing is not None:
+        return existing
+    services: Services = state.services
+    # Two first requests racing here both read the same key (server_key is create-once); the later
+    # assignment wins and nothing is lost but an empty throttle.
+    key = await server_key(services.db, _KEY_NAME, now=services.clock())
+    created = WebSessions(
+        signer=SessionSigner(key),
+        throttle=LoginThrottle(),
+        secure_cookies=services.settings.server.base_url().startswith("https://"),
+    )
+    existing = getattr(state, "web_sessions", None)
+    if existing is None:
+        state.web_sessions = existing = created
+    return existing

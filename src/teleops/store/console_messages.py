@@ -1,0 +1,98 @@
+"""The web console's chat history: one row per message, edited in place, read back on page load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+from teleops.store.database import Database
+from teleops.store.schema import console_messages
+
+__all__ = ["ConsoleMessageRecord", "ConsoleMessageStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleMessageRecord:
+    id: int
+    created_at: datetime
+    updated_at: datetime
+    author: str | None
+    incident_id: int | None
+    reply_to: int | None
+    body: dict[str, Any]
+
+
+def _record(row: Row[Any]) -> ConsoleMessageRecord:
+    return ConsoleMessageRecord(
+        id=int(row.id),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        author=row.author,
+        incident_id=row.incident_id,
+        reply_to=row.reply_to,
+        body=dict(row.body),
+    )
+
+
+class ConsoleMessageStore:
+    """Raises StorageUnavailable from every method when the database refuses."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def append(
+        self,
+        body: dict[str, Any],
+        *,
+        now: datetime,
+        author: str | None = None,
+        incident_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> ConsoleMessageRecord:
+        def apply(conn: Connection) -> ConsoleMessageRecord:
+            row = conn.execute(
+                insert(console_messages)
+                .values(
+                    created_at=now,
+                    updated_at=now,
+                    author=author,
+                    incident_id=incident_id,
+                    reply_to=reply_to,
+                    body=body,
+                )
+                .returning(*console_messages.c)
+            ).one()
+            return _record(row)
+
+        return await self._db.run_in_transaction(apply)
+
+    async def replace_body(
+        self, message_id: int, body: dict[str, Any], *, now: datetime
+    ) -> ConsoleMessageRecord | None:
+        """The edited message, or None when no message has that id."""
+
+        def apply(conn: Connection) -> ConsoleMessageRecord | None:
+            conn.execute(
+                update(console_messages).where(console_messages.c.id == message_id).values(body=body, updated_at=now)
+            )
+            row = conn.execute(select(console_messages).where(console_messages.c.id == message_id)).first()
+            return None if row is None else _record(row)
+
+        return await self._db.run_in_transaction(apply)
+
+    async def get(self, message_id: int) -> ConsoleMessageRecord | None:
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(select(console_messages).where(console_messages.c.id == message_id))).first()
+        return None if row is None else _record(row)
+
+    async def recent(self, *, limit: int = 200) -> list[ConsoleMessageRecord]:
+        """The newest `limit` messages, oldest first (the order a chat shows them)."""
+        async with self._db.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(console_messages).order_by(console_messages.c.id.desc()).limit(limit))
+            ).all()
+        return [_record(row) for row in reversed(rows)]
