@@ -34,6 +34,7 @@ __all__ = [
     "Pong",
     "Refused",
     "Started",
+    "Welcome",
     "WireError",
     "decode",
     "encode",

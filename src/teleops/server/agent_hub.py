@@ -1,0 +1,391 @@
+"""The agent hub: `WS /api/v1/agent/ws`. Authenticates agents, routes exec/cancel to the right connection,
+records what agents report, reconciles after reconnects, and ends commands whose agent is gone as `lost`.
+
+Incoming frames are decoded against the wire table and handled through `_handlers`, an explicit dict
+keyed by message type (THREATS T13): nothing is looked up by attribute name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketState
+
+from teleops.config.settings import AgentsSettings, parse_duration
+from teleops.pipeline.dispatch import AgentUnavailable
+from teleops.pipeline.outcome import finish_of_exit
+from teleops.server.clock import Clock
+from teleops.store.agents import get_agent, list_agents, mark_agent_offline, register_agent, touch_agent
+from teleops.store.commands import (
+    CommandNotFound,
+    CommandStatus,
+    Finish,
+    append_output,
+    finish_command,
+    in_flight_commands,
+    mark_started,
+)
+from teleops.store.database import Database, StorageUnavailable
+from teleops.store.tokens import TokenKind, TokenStore
+from teleops.wire import (
+    Ack,
+    Cancel,
+    Error,
+    Exec,
+    Exit,
+    Hello,
+    Message,
+    Output,
+    Ping,
+    Pong,
+    Refused,
+    Started,
+    Welcome,
+    WireError,
+    decode,
+    encode,
+)
+
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_PROTOCOL", "CLOSE_UNAUTHORIZED", "AgentHub"]
+
+log = structlog.get_logger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_PROTOCOL = 4400
+CLOSE_REPLACED = 4409
+HELLO_TIMEOUT_S = 10.0
+MAX_BAD_FRAMES = 3
+
+
+@dataclass(eq=False)
+class _Connection:
+    name: str
+    websocket: WebSocket
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    bad_frames: int = 0
+
+    async def send(self, message: Message) -> None:
+        async with self.lock:
+            await self.websocket.send_text(encode(message))
+
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code=code, reason=reason[:120])
+
+
+Handler = Callable[[_Connection, Message], Awaitable[None]]
+
+
+class AgentHub:
+    """One per controller process. Also the `CommandSender` the dispatch step uses."""
+
+    def __init__(self, *, db: Database, tokens: TokenStore, clock: Clock, settings: AgentsSettings) -> None:
+        self._db = db
+        self._tokens = tokens
+        self._clock = clock
+        self._heartbeat_s = parse_duration(settings.heartbeat)
+        self._lost_after = timedelta(seconds=parse_duration(settings.lost_after))
+        self._output_cap = settings.output_cap_bytes
+        self._connections: dict[str, _Connection] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._handlers: dict[str, Handler] = {
+            "started": self._on_started,
+            "output": self._on_output,
+            "exit": self._on_exit,
+            "refused": self._on_refused,
+            "ping": self._on_ping,
+            "pong": self._on_pong,
+            "error": self._on_error,
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="agent-hub-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for connection in list(self._connections.values()):
+            await connection.close(1001, "controller shutting down")
+
+    # -- CommandSender -------------------------------------------------------------------------------
+
+    def is_connected(self, agent_name: str) -> bool:
+        return agent_name in self._connections
+
+    async def send_exec(self, agent_name: str, message: Exec) -> None:
+        await self._send_to(agent_name, message)
+
+    async def send_cancel(self, agent_name: str, command_id: int) -> None:
+        """Raises AgentUnavailable when the agent is not connected here."""
+        await self._send_to(agent_name, Cancel(command_id=str(command_id)))
+
+    async def _send_to(self, agent_name: str, message: Message) -> None:
+        connection = self._connections.get(agent_name)
+        if connection is None:
+            raise AgentUnavailable(f"agent {agent_name} is not connected")
+        try:
+            await connection.send(message)
+        except Exception as exc:  # a dead socket surfaces as several exception types
+            raise AgentUnavailable(f"connection to agent {agent_name} failed: {type(exc).__name__}") from exc
+
+    # -- the endpoint --------------------------------------------------------------------------------
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Run one agent session until it disconnects. Never raises for anything the peer sends."""
+        await websocket.accept()
+        peer = websocket.client.host if websocket.client else "?"
+        secret = _bearer(websocket.headers.get("authorization"))
+        record = await self._tokens.verify(TokenKind.AGENT, secret) if secret else None
+        if record is None:
+            log.warning("agent.refused", peer=peer, reason="missing, invalid or revoked agent token")
+            await _refuse(
+                websocket,
+                CLOSE_UNAUTHORIZED,
+                "unauthorized",
+                "agent token missing, invalid or revoked; create one with `teleops token create agent NAME` "
+                "on the controller and pass it with --token-file",
+            )
+            return
+        try:
+            hello = decode(await asyncio.wait_for(websocket.receive_text(), HELLO_TIMEOUT_S))
+        except (WireError, TimeoutError, KeyError, RuntimeError) as exc:
+            log.warning("agent.bad_hello", peer=peer, token=record.name, error=str(exc)[:200])
+            await _refuse(websocket, CLOSE_PROTOCOL, "bad_hello", f"expected a hello message first: {exc}")
+            return
+        except Exception:  # disconnected before saying hello
+            return
+        if not isinstance(hello, Hello):
+            await _refuse(websocket, CLOSE_PROTOCOL, "bad_hello", f"expected hello first, got {hello.type}")
+            return
+        if hello.agent != record.name:
+            log.warning("agent.refused", peer=peer, token=record.name, claimed=hello.agent, reason="name mismatch")
+            await _refuse(
+                websocket,
+                CLOSE_FORBIDDEN,
+                "forbidden",
+                f"this token belongs to agent {record.name!r}, not {hello.agent!r}; start the agent with "
+                f"--name {record.name} or create a token for {hello.agent}",
+            )
+            return
+        await self._session(websocket, hello, peer)
+
+    async def _session(self, websocket: WebSocket, hello: Hello, peer: str) -> None:
+        name = hello.agent
+        now = self._clock()
+        agent = await register_agent(
+            self._db,
+            name=name,
+            hostname=hello.hostname,
+            version=hello.version,
+            labels=dict(hello.labels),
+            allowlist_digest=hello.allowlist_digest,
+            now=now,
+        )
+        connection = _Connection(name, websocket)
+        previous = self._connections.pop(name, None)
+        if previous is not None:
+            await previous.close(CLOSE_REPLACED, "replaced by a newer connection of the same agent")
+        bound = log.bind(agent=name)
+        bound.info(
+            "agent.connected",
+            peer=peer,
+            hostname=hello.hostname,
+            version=hello.version,
+            spooled=len(hello.results),
+            running=len(hello.running),
+        )
+        try:
+            await connection.send(
+                Welcome(agent_id=agent.id, agent=name, server_time=now, heartbeat_s=self._heartbeat_s)
+            )
+            # Reconcile before the connection is visible to dispatch, so no exec sent on it is judged here.
+            await self._reconcile(connection, hello, connected_at=now)
+            self._connections[name] = connection
+            await self._receive_loop(connection)
+        except Exception as exc:  # the peer vanished mid-send, or storage failed: end this session only
+            bound.warning("agent.session_error", error=f"{type(exc).__name__}: {exc}"[:200])
+        finally:
+            if self._connections.get(name) is connection:
+                del self._connections[name]
+                with contextlib.suppress(StorageUnavailable):
+                    await mark_agent_offline(self._db, name, now=self._clock())
+            bound.info("agent.disconnected")
+
+    async def _receive_loop(self, connection: _Connection) -> None:
+        while True:
+            frame = await connection.websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            text = frame.get("text")
+            if text is None:
+                text = frame.get("bytes") or b""
+            try:
+                message = decode(text)
+            except WireError as exc:
+                if await self._bad_frame(connection, "bad_message", str(exc)):
+                    return
+                continue
+            handler = self._handlers.get(message.type)
+            if handler is None:
+                if await self._bad_frame(connection, "unexpected", f"{message.type} is not sent by agents"):
+                    return
+                continue
+            connection.bad_frames = 0
+            await handler(connection, message)
+
+    async def _bad_frame(self, connection: _Connection, code: str, detail: str) -> bool:
+        """Log and answer a bad frame; True when the connection was closed for repeating it."""
+        connection.bad_frames += 1
+        log.warning("agent.bad_message", agent=connection.name, error=detail[:200], count=connection.bad_frames)
+        await connection.send(Error(code=code, message=detail[:4000]))
+        if connection.bad_frames >= MAX_BAD_FRAMES:
+            await connection.close(CLOSE_PROTOCOL, "too many invalid messages")
+            return True
+        return False
+
+    # -- reconciliation after a (re)connect ----------------------------------------------------------
+
+    async def _reconcile(self, connection: _Connection, hello: Hello, *, connected_at: datetime) -> None:
+        reported = {result.command_id for result in hello.results}
+        for result in hello.results:
+            await self._record_exit(connection, result, late=True)
+        running = set(hello.running)
+        for command in await in_flight_commands(self._db, agent_name=connection.name):
+            key = str(command.id)
+            if key in reported or key in running:
+                continue
+            if command.dispatched_at is not None and command.dispatched_at >= connected_at:
+                continue
+            reason = (
+                f"agent {connection.name} reconnected without this command (it restarted, or never received it); "
+                "outcome unknown — check the host"
+            )
+            await finish_command(self._db, command.id, Finish(CommandStatus.LOST, reason=reason), now=self._clock())
+            log.warning("command.lost", command_id=command.id, agent=connection.name, reason="not on agent")
+
+    # -- handlers (one per message type an agent may send) -------------------------------------------
+
+    async def _on_started(self, connection: _Connection, message: Message) -> None:
+        assert isinstance(message, Started)
+        command_id = _db_id(message.command_id)
+        if command_id is not None:
+            await mark_started(self._db, command_id, now=self._clock())
+
+    async def _on_output(self, connection: _Connection, message: Message) -> None:
+        assert isinstance(message, Output)
+        command_id = _db_id(message.command_id)
+        if command_id is not None:
+            await append_output(self._db, command_id, message.data, cap_chars=self._output_cap)
+
+    async def _on_exit(self, connection: _Connection, message: Message) -> None:
+        assert isinstance(message, Exit)
+        await self._record_exit(connection, message, late=False)
+
+    async def _record_exit(self, connection: _Connection, message: Exit, *, late: bool) -> None:
+        command_id = _db_id(message.command_id)
+        if command_id is not None:
+            finish = finish_of_exit(message, agent=connection.name, late=late)
+            try:
+                changed = await finish_command(self._db, command_id, finish, now=self._clock(), replace_lost=True)
+            except CommandNotFound:
+                changed = None
+            log.info(
+                "command.finished" if changed else "command.duplicate_result",
+                command_id=command_id,
+                agent=connection.name,
+                status=finish.status.value,
+                exit_code=message.exit_code,
+                late=late,
+            )
+        # Stored (or already final, or not ours): either way the agent may drop it from its spool.
+        await connection.send(Ack(command_id=message.command_id))
+
+    async def _on_refused(self, connection: _Connection, message: Message) -> None:
+        assert isinstance(message, Refused)
+        command_id = _db_id(message.command_id)
+        if command_id is None:
+            return
+        reason = f"agent {connection.name} refused to run it: {message.reason}"
+        await finish_command(self._db, command_id, Finish(CommandStatus.DENIED, reason=reason), now=self._clock())
+        log.info("command.refused_by_agent", command_id=command_id, agent=connection.name, reason=message.reason)
+
+    async def _on_ping(self, connection: _Connection, message: Message) -> None:
+        assert isinstance(message, Ping)
+        await touch_agent(self._db, connection.name, now=self._clock())
+        await connection.send(Pong(nonce=message.nonce))
+
+    async def _on_pong(self, connection: _Connection, message: Message) -> None:
+        await touch_agent(self._db, connection.name, now=self._clock())
+
+    async def _on_error(self, connection: _Connection, message: Message) -> None:
+        assert isinstance(message, Error)
+        log.warning("agent.reported_error", agent=connection.name, code=message.code, error=message.message[:200])
+
+    # -- agents that do not come back ----------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        interval = min(1.0, self._lost_after.total_seconds() / 2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except StorageUnavailable as exc:
+                log.warning("agent_hub.sweep_failed", error=str(exc))
+
+    async def sweep(self) -> int:
+        """End as `lost` every running command whose agent has been unreachable past its timeout plus
+        `agents.lost_after`. Returns how many it ended."""
+        now = self._clock()
+        stale_after = timedelta(seconds=3 * self._heartbeat_s)
+        ended = 0
+        agents = {agent.name: agent for agent in await list_agents(self._db)}
+        for command in await in_flight_commands(self._db):
+            if command.agent_name in self._connections:
+                continue
+            agent = agents.get(command.agent_name) or await get_agent(self._db, command.agent_name)
+            last_seen = agent.last_seen_at if agent is not None else None
+            if agent is not None and agent.online and last_seen is not None and now - last_seen < stale_after:
+                continue  # connected to another controller replica
+            dispatched = command.dispatched_at or command.created_at
+            since = last_seen or dispatched
+            deadline = max(since, dispatched + timedelta(seconds=command.timeout_s)) + self._lost_after
+            if now < deadline:
+                continue
+            reason = (
+                f"agent {command.agent_name} unreachable since {since:%Y-%m-%d %H:%M:%S} UTC; "
+                "outcome unknown — check the host"
+            )
+            if await finish_command(self._db, command.id, Finish(CommandStatus.LOST, reason=reason), now=now):
+                ended += 1
+                log.warning("command.lost", command_id=command.id, agent=command.agent_name, reason=reason)
+        return ended
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _db_id(command_id: str) -> int | None:
+    """Our command ids on the wire are the row ids; anything else is not one of ours."""
+    return int(command_id) if command_id.isdigit() and len(command_id) < 19 else None
+
+
+async def _refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_text(encode(Error(code=error, message=message)))
+    with contextlib.suppress(Exception):
+        if websocket.application_state != WebSocketState.DISCONNECTED:
+            await websocket.close(code=code, reason=error)

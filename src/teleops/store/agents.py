@@ -1,0 +1,93 @@
+"""The agents table: who is connected, from where, and when we last heard from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from teleops.store.database import Database
+from teleops.store.schema import agents
+
+__all__ = ["AgentRecord", "get_agent", "list_agents", "mark_agent_offline", "register_agent", "touch_agent"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    id: int
+    name: str
+    hostname: str
+    version: str
+    labels: dict[str, str]
+    allowlist_digest: str
+    online: bool
+    connected_at: datetime | None
+    last_seen_at: datetime | None
+
+
+def _record(row: Any) -> AgentRecord:
+    return AgentRecord(**dict(row._mapping))
+
+
+async def register_agent(
+    db: Database,
+    *,
+    name: str,
+    hostname: str,
+    version: str,
+    labels: dict[str, str],
+    allowlist_digest: str,
+    now: datetime,
+) -> AgentRecord:
+    """Insert or refresh the agent called `name` and mark it online. Raises StorageUnavailable."""
+
+    def apply(conn: Connection) -> AgentRecord:
+        values: dict[str, Any] = {
+            "hostname": hostname,
+            "version": version,
+            "labels": labels,
+            "allowlist_digest": allowlist_digest,
+            "online": True,
+            "connected_at": now,
+            "last_seen_at": now,
+        }
+        found = conn.execute(select(agents.c.id).where(agents.c.name == name)).first()
+        if found is None:
+            conn.execute(insert(agents).values(name=name, **values))
+        else:
+            conn.execute(update(agents).where(agents.c.id == found.id).values(**values))
+        return _record(conn.execute(select(agents).where(agents.c.name == name)).one())
+
+    return await db.run_in_transaction(apply)
+
+
+async def touch_agent(db: Database, name: str, *, now: datetime) -> None:
+    """The agent is alive (a heartbeat or any message)."""
+
+    def apply(conn: Connection) -> None:
+        conn.execute(update(agents).where(agents.c.name == name).values(last_seen_at=now, online=True))
+
+    await db.run_in_transaction(apply)
+
+
+async def mark_agent_offline(db: Database, name: str, *, now: datetime) -> None:
+    def apply(conn: Connection) -> None:
+        conn.execute(update(agents).where(agents.c.name == name).values(online=False, last_seen_at=now))
+
+    await db.run_in_transaction(apply)
+
+
+async def list_agents(db: Database) -> list[AgentRecord]:
+    """Every agent ever registered, by name."""
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(select(agents).order_by(agents.c.name))).all()
+    return [_record(row) for row in rows]
+
+
+async def get_agent(db: Database, name: str) -> AgentRecord | None:
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(agents).where(agents.c.name == name))).first()
+    return _record(row) if row is not None else None

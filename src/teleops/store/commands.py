@@ -1,0 +1,284 @@
+"""The commands table: one row per requested command, moved through its states by committed writes.
+
+`queued` (recorded) → `running` (marked dispatched, committed *before* the exec is sent) → one terminal
+state. `lost` is terminal for the requester, but a result the agent reports later still replaces it, once.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from teleops.domain.incident import TimelineKind
+from teleops.store.database import Database
+from teleops.store.incidents import IncidentNotFound
+from teleops.store.schema import commands, incidents, timeline
+
+__all__ = [
+    "CommandNotFound",
+    "CommandRecord",
+    "CommandStatus",
+    "Finish",
+    "append_output",
+    "create_command",
+    "finish_command",
+    "get_command",
+    "in_flight_commands",
+    "list_commands",
+    "mark_dispatched",
+    "mark_started",
+]
+
+EXCERPT_CHARS = 500
+
+
+class CommandStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    KILLED = "killed"
+    DENIED = "denied"
+    LOST = "lost"
+
+
+TERMINAL = frozenset(
+    {
+        CommandStatus.SUCCEEDED,
+        CommandStatus.FAILED,
+        CommandStatus.TIMED_OUT,
+        CommandStatus.KILLED,
+        CommandStatus.DENIED,
+        CommandStatus.LOST,
+    }
+)
+
+
+class CommandNotFound(LookupError):
+    def __init__(self, command_id: int) -> None:
+        super().__init__(f"command {command_id} does not exist; check the id returned by POST /api/v1/commands")
+        self.command_id = command_id
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    id: int
+    requester: str
+    host: str
+    agent_name: str
+    argv: list[str]
+    status: str
+    timeout_s: int
+    incident_id: int | None
+    exit_code: int | None
+    signal: int | None
+    output: str
+    output_bytes: int
+    truncated: bool
+    reason: str | None
+    created_at: datetime
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def duration_s(self) -> float | None:
+        begin = self.started_at or self.dispatched_at
+        if begin is None or self.finished_at is None:
+            return None
+        return max(0.0, (self.finished_at - begin).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """A terminal outcome to record."""
+
+    status: CommandStatus
+    reason: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    output: str | None = None  # None keeps what was streamed so far
+    output_bytes: int | None = None
+    truncated: bool | None = None
+    duration_s: float | None = None
+
+
+def _record(row: Any) -> CommandRecord:
+    return CommandRecord(**dict(row._mapping))
+
+
+def _get(conn: Connection, command_id: int) -> CommandRecord:
+    row = conn.execute(select(commands).where(commands.c.id == command_id)).first()
+    if row is None:
+        raise CommandNotFound(command_id)
+    return _record(row)
+
+
+async def create_command(
+    db: Database,
+    *,
+    requester: str,
+    host: str,
+    agent_name: str,
+    argv: list[str],
+    timeout_s: int,
+    now: datetime,
+    incident_id: int | None = None,
+) -> CommandRecord:
+    """Record a `queued` command (and `command.requested` on its incident). Raises IncidentNotFound."""
+
+    def apply(conn: Connection) -> CommandRecord:
+        if (
+            incident_id is not None
+            and conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None
+        ):
+            raise IncidentNotFound(incident_id)
+        command_id = conn.execute(
+            insert(commands)
+            .values(
+                requester=requester,
+                host=host,
+                agent_name=agent_name,
+                argv=list(argv),
+                status=CommandStatus.QUEUED.value,
+                timeout_s=timeout_s,
+                incident_id=incident_id,
+                output="",
+                output_bytes=0,
+                truncated=False,
+                created_at=now,
+            )
+            .returning(commands.c.id)
+        ).scalar_one()
+        if incident_id is not None:
+            conn.execute(
+                insert(timeline).values(
+                    incident_id=incident_id,
+                    at=now,
+                    kind=TimelineKind.COMMAND_REQUESTED.value,
+                    actor=requester,
+                    data={"command_id": command_id, "host": host, "argv": list(argv)},
+                )
+            )
+        return _get(conn, command_id)
+
+    return await db.run_in_transaction(apply)
+
+
+async def mark_dispatched(db: Database, command_id: int, *, now: datetime) -> bool:
+    """queued → running, committed; the exec may be sent only after this returns True."""
+
+    def apply(conn: Connection) -> bool:
+        result = conn.execute(
+            update(commands)
+            .where(commands.c.id == command_id, commands.c.status == CommandStatus.QUEUED.value)
+            .values(status=CommandStatus.RUNNING.value, dispatched_at=now)
+        )
+        return bool(result.rowcount)
+
+    return await db.run_in_transaction(apply)
+
+
+async def mark_started(db: Database, command_id: int, *, now: datetime) -> None:
+    def apply(conn: Connection) -> None:
+        conn.execute(
+            update(commands).where(commands.c.id == command_id, commands.c.started_at.is_(None)).values(started_at=now)
+        )
+
+    await db.run_in_transaction(apply)
+
+
+async def append_output(db: Database, command_id: int, text: str, *, cap_chars: int) -> None:
+    """Add streamed output to a running command, keeping at most `cap_chars` (the exit brings the final text)."""
+
+    def apply(conn: Connection) -> None:
+        row = conn.execute(select(commands.c.output, commands.c.status).where(commands.c.id == command_id)).first()
+        if row is None or row.status != CommandStatus.RUNNING.value or len(row.output) >= cap_chars:
+            return
+        output = (row.output + text)[:cap_chars]
+        conn.execute(update(commands).where(commands.c.id == command_id).values(output=output))
+
+    await db.run_in_transaction(apply)
+
+
+async def finish_command(
+    db: Database, command_id: int, finish: Finish, *, now: datetime, replace_lost: bool = False
+) -> CommandRecord | None:
+    """Record the terminal state once. Returns the record if this call changed it, None if it was already final.
+
+    `replace_lost=True` (a result the agent really reported) also replaces an earlier `lost`.
+    Adds `command.finished` to the incident's timeline. Raises CommandNotFound.
+    """
+    open_states = [CommandStatus.QUEUED.value, CommandStatus.RUNNING.value]
+    if replace_lost:
+        open_states.append(CommandStatus.LOST.value)
+
+    def apply(conn: Connection) -> CommandRecord | None:
+        values: dict[str, Any] = {"status": finish.status.value, "finished_at": now, "reason": finish.reason}
+        for name in ("exit_code", "signal", "output", "output_bytes", "truncated"):
+            value = getattr(finish, name)
+            if value is not None:
+                values[name] = value
+        result = conn.execute(
+            update(commands).where(commands.c.id == command_id, commands.c.status.in_(open_states)).values(**values)
+        )
+        record = _get(conn, command_id)
+        if not result.rowcount:
+            return None
+        if record.incident_id is not None:
+            conn.execute(
+                insert(timeline).values(
+                    incident_id=record.incident_id,
+                    at=now,
+                    kind=TimelineKind.COMMAND_FINISHED.value,
+                    actor=record.requester,
+                    data={
+                        "command_id": record.id,
+                        "host": record.host,
+                        "argv": record.argv,
+                        "status": record.status,
+                        "exit_code": record.exit_code,
+                        "duration_s": finish.duration_s if finish.duration_s is not None else record.duration_s,
+                        "output_excerpt": record.output[-EXCERPT_CHARS:],
+                        "reason": record.reason,
+                    },
+                )
+            )
+        return record
+
+    return await db.run_in_transaction(apply)
+
+
+async def get_command(db: Database, command_id: int) -> CommandRecord:
+    """Raises CommandNotFound."""
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(commands).where(commands.c.id == command_id))).first()
+    if row is None:
+        raise CommandNotFound(command_id)
+    return _record(row)
+
+
+async def list_commands(db: Database, *, limit: int = 100, status: CommandStatus | None = None) -> list[CommandRecord]:
+    """Newest first."""
+    query = select(commands).order_by(commands.c.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(commands.c.status == status.value)
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [_record(row) for row in rows]
+
+
+async def in_flight_commands(db: Database, *, agent_name: str | None = None) -> list[CommandRecord]:
+    """Commands that were sent and have no final state yet (status `running`), oldest first."""
+    query = select(commands).where(commands.c.status == CommandStatus.RUNNING.value).order_by(commands.c.id)
+    if agent_name is not None:
+        query = query.where(commands.c.agent_name == agent_name)
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [_record(row) for row in rows]
