@@ -27,9 +27,13 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "agents",
     "alerts",
+    "chat_refusals",
+    "chat_updates",
     "commands",
     "console_messages",
+    "identities",
     "incidents",
+    "link_codes",
     "metadata",
     "outbox",
     "server_keys",
@@ -176,7 +180,14 @@ outbox = Table(
     Column("sent_at", UTCDateTime),
     Column("platform_message_id", String(255)),
     Column("last_error", Text),
+    # Added in 0003 (chat): the row this one edits or replies to, and why it exists (incident, storm, …).
+    Column("ref_id", Id),
+    Column("purpose", String(16)),
     Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_outbox_platform_status_chat_id", "platform", "status", "chat_id", "id"),
+    Index("ix_outbox_platform_chat_id_platform_message_id", "platform", "chat_id", "platform_message_id"),
+    Index("ix_outbox_ref_id", "ref_id"),
+    Index("ix_outbox_incident_id", "incident_id"),
 )
 
 agents = Table(
@@ -238,4 +249,49 @@ console_messages = Table(
     Column("incident_id", Id, ForeignKey("incidents.id")),
     Column("reply_to", Id),
     Column("body", JSON, nullable=False),
+)
+
+# A person's chat accounts: (platform, the platform's immutable user id) -> user. Never a display name.
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("platform", String(32), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("user_name", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("via", String(64), nullable=False),
+    UniqueConstraint("platform", "external_id"),
+)
+
+# One-time codes printed by `teleops user invite NAME`; only the SHA-256 is stored.
+link_codes = Table(
+    "link_codes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_name", String(64), nullable=False),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
+
+# Inbound chat deliveries already handled: the same update twice runs once (THREATS T03, F09).
+chat_updates = Table(
+    "chat_updates",
+    metadata,
+    Column("platform", String(32), primary_key=True),
+    Column("update_id", String(128), primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+# Unlinked chat users already told "you are not linked": they get that refusal once, then silence.
+chat_refusals = Table(
+    "chat_refusals",
+    metadata,
+    Column("platform", String(32), primary_key=True),
+    Column("external_id", String(255), primary_key=True),
+    Column("chat_id", String(255), nullable=False),
+    Column("first_at", UTCDateTime, nullable=False),
+    Column("count", Integer, nullable=False, default=1),
 )

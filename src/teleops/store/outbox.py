@@ -1,0 +1,322 @@
+"""The outbox: every outgoing chat message, edit and file is a row before any platform sees it.
+
+Rows move `pending -> sending -> sent`, or back to `pending` on a temporary failure, or to `failed`
+when the platform refuses for good; a pending edit replaced by a newer one becomes `superseded`.
+The `enqueue_*` functions take a Connection so callers write them in their own transaction (the
+ingest writes notifications in the same transaction as the incident, invariant 1).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+from teleops.store.database import Database
+from teleops.store.schema import outbox
+
+__all__ = [
+    "OutboxKind",
+    "OutboxRow",
+    "OutboxStatus",
+    "OutboxStore",
+    "enqueue_edit",
+    "enqueue_file",
+    "enqueue_send",
+    "incident_messages",
+    "pending_storm_row",
+    "replace_payload",
+]
+
+
+class OutboxKind(enum.StrEnum):
+    SEND = "send"  # a new message (a reply when ref_id is set)
+    EDIT = "edit"  # replace the text of the message sent by row ref_id
+    FILE = "file"  # a document (a reply when ref_id is set)
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
+_LIVE = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    platform: str
+    chat_id: str
+    kind: str
+    incident_id: int | None
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    ref_id: int | None
+    purpose: str | None
+    platform_message_id: str | None
+    created_at: datetime
+    # For EDIT and replies: the referenced row's delivery state (None when there is no reference).
+    ref_status: str | None = None
+    ref_message_id: str | None = None
+
+
+def enqueue_send(
+    conn: Connection,
+    *,
+    platform: str,
+    chat_id: str,
+    payload: dict[str, Any],
+    now: datetime,
+    incident_id: int | None = None,
+    reply_to: int | None = None,
+    purpose: str | None = None,
+) -> int:
+    """Queue a new message (`reply_to`: an outbox row id whose message this answers). Returns the row id."""
+    return int(
+        conn.execute(
+            insert(outbox)
+            .values(
+                platform=platform,
+                chat_id=chat_id,
+                kind=OutboxKind.SEND.value,
+                incident_id=incident_id,
+                payload=payload,
+                status=OutboxStatus.PENDING.value,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+                ref_id=reply_to,
+                purpose=purpose,
+            )
+            .returning(outbox.c.id)
+        ).scalar_one()
+    )
+
+
+def enqueue_file(
+    conn: Connection,
+    *,
+    platform: str,
+    chat_id: str,
+    filename: str,
+    content: str,
+    caption: dict[str, Any] | None,
+    now: datetime,
+    incident_id: int | None = None,
+    reply_to: int | None = None,
+) -> int:
+    """Queue a document upload (UTF-8 text content, e.g. long command output). Returns the row id."""
+    payload = {"file": {"name": filename, "text": content}, "message": caption}
+    row_id = enqueue_send(
+        conn,
+        platform=platform,
+        chat_id=chat_id,
+        payload=payload,
+        now=now,
+        incident_id=incident_id,
+        reply_to=reply_to,
+    )
+    conn.execute(update(outbox).where(outbox.c.id == row_id).values(kind=OutboxKind.FILE.value))
+    return row_id
+
+
+def enqueue_edit(conn: Connection, *, ref_id: int, payload: dict[str, Any], now: datetime) -> int | None:
+    """Queue an edit of the message sent by row `ref_id`; a still-pending edit of it is replaced (coalesced).
+
+    Returns the edit row id, or None when `ref_id` does not exist.
+    """
+    ref = conn.execute(
+        select(outbox.c.platform, outbox.c.chat_id, outbox.c.incident_id).where(outbox.c.id == ref_id)
+    ).first()
+    if ref is None:
+        return None
+    pending = conn.execute(
+        select(outbox.c.id)
+        .where(
+            outbox.c.ref_id == ref_id,
+            outbox.c.kind == OutboxKind.EDIT.value,
+            outbox.c.status == OutboxStatus.PENDING.value,
+        )
+        .order_by(outbox.c.id.desc())
+        .limit(1)
+    ).scalar()
+    if pending is not None:
+        conn.execute(update(outbox).where(outbox.c.id == pending).values(payload=payload))
+        return int(pending)
+    return int(
+        conn.execute(
+            insert(outbox)
+            .values(
+                platform=ref.platform,
+                chat_id=ref.chat_id,
+                kind=OutboxKind.EDIT.value,
+                incident_id=ref.incident_id,
+                payload=payload,
+                status=OutboxStatus.PENDING.value,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+                ref_id=ref_id,
+            )
+            .returning(outbox.c.id)
+        ).scalar_one()
+    )
+
+
+def _row(row: Row[Any, *tuple[Any, ...]]) -> OutboxRow:
+    m = row._mapping
+    return OutboxRow(
+        id=m["id"],
+        platform=m["platform"],
+        chat_id=m["chat_id"],
+        kind=m["kind"],
+        incident_id=m["incident_id"],
+        payload=m["payload"],
+        status=m["status"],
+        attempts=m["attempts"],
+        ref_id=m["ref_id"],
+        purpose=m["purpose"],
+        platform_message_id=m["platform_message_id"],
+        created_at=m["created_at"],
+        ref_status=m.get("ref_status"),
+        ref_message_id=m.get("ref_message_id"),
+    )
+
+
+_ROW_COLUMNS = (
+    outbox.c.id,
+    outbox.c.platform,
+    outbox.c.chat_id,
+    outbox.c.kind,
+    outbox.c.incident_id,
+    outbox.c.payload,
+    outbox.c.status,
+    outbox.c.attempts,
+    outbox.c.ref_id,
+    outbox.c.purpose,
+    outbox.c.platform_message_id,
+    outbox.c.created_at,
+)
+
+
+class OutboxStore:
+    """Reads and state changes for the delivery worker, and enqueueing in a transaction of its own."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(conn, *args)` in one transaction (to enqueue several rows atomically)."""
+        return await self._db.run_in_transaction(fn, *args)
+
+    async def heads(self, platform: str, *, limit: int = 500) -> list[OutboxRow]:
+        """For each chat of `platform` with work left, its oldest live row (per-chat order), oldest chat first."""
+        ref = outbox.alias("ref")
+        heads = (
+            select(func.min(outbox.c.id).label("id"))
+            .where(outbox.c.platform == platform, outbox.c.status.in_(_LIVE))
+            .group_by(outbox.c.chat_id)
+            .subquery()
+        )
+        query = (
+            select(*_ROW_COLUMNS, ref.c.status.label("ref_status"), ref.c.platform_message_id.label("ref_message_id"))
+            .join(heads, heads.c.id == outbox.c.id)
+            .outerjoin(ref, and_(ref.c.id == outbox.c.ref_id))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row(r) for r in rows]
+
+    async def get(self, row_id: int) -> OutboxRow | None:
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(select(*_ROW_COLUMNS).where(outbox.c.id == row_id))).first()
+        return _row(row) if row is not None else None
+
+    async def rows(self, platform: str, chat_id: str | None = None) -> list[OutboxRow]:
+        """Every row of `platform` (optionally one chat), oldest first — for status pages and tests."""
+        query = select(*_ROW_COLUMNS).where(outbox.c.platform == platform).order_by(outbox.c.id)
+        if chat_id is not None:
+            query = query.where(outbox.c.chat_id == chat_id)
+        async with self._db.engine.connect() as conn:
+            return [_row(r) for r in (await conn.execute(query)).all()]
+
+    async def find_message(self, platform: str, chat_id: str, platform_message_id: str) -> OutboxRow | None:
+        """The row whose delivered message has this platform id (to map a chat reply to its incident)."""
+        query = select(*_ROW_COLUMNS).where(
+            outbox.c.platform == platform,
+            outbox.c.chat_id == chat_id,
+            outbox.c.platform_message_id == platform_message_id,
+        )
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query.order_by(outbox.c.id).limit(1))).first()
+        return _row(row) if row is not None else None
+
+    async def claim(self, row_id: int, now: datetime) -> bool:
+        """Mark a row `sending` (committed before the platform call). False when it is no longer live."""
+
+        def apply(conn: Connection) -> bool:
+            result = conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row_id, outbox.c.status.in_(_LIVE))
+                .values(status=OutboxStatus.SENDING.value, attempts=outbox.c.attempts + 1, next_attempt_at=now)
+            )
+            return result.rowcount == 1
+
+        return bool(await self._db.run_in_transaction(apply))
+
+    async def mark_sent(self, row_id: int, platform_message_id: str | None, now: datetime) -> None:
+        await self._set(row_id, status=OutboxStatus.SENT.value, sent_at=now, platform_message_id=platform_message_id)
+
+    async def mark_retry(self, row_id: int, error: str, next_attempt_at: datetime) -> None:
+        await self._set(
+            row_id, status=OutboxStatus.PENDING.value, last_error=error[:500], next_attempt_at=next_attempt_at
+        )
+
+    async def mark_failed(self, row_id: int, error: str) -> None:
+        await self._set(row_id, status=OutboxStatus.FAILED.value, last_error=error[:500])
+
+    async def _set(self, row_id: int, **values: Any) -> None:
+        def apply(conn: Connection) -> None:
+            conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+
+        await self._db.run_in_transaction(apply)
+
+
+def incident_messages(conn: Connection, incident_id: int) -> list[tuple[int, str, str]]:
+    """(row id, platform, chat id) of each announcement of `incident_id` (the messages that get edited)."""
+    rows = conn.execute(
+        select(outbox.c.id, outbox.c.platform, outbox.c.chat_id).where(
+            outbox.c.incident_id == incident_id,
+            outbox.c.purpose == "incident",
+            outbox.c.kind == OutboxKind.SEND.value,
+        )
+    ).all()
+    return [(r.id, r.platform, r.chat_id) for r in rows]
+
+
+def pending_storm_row(conn: Connection, platform: str, chat_id: str) -> tuple[int, dict[str, Any]] | None:
+    """The not-yet-sent storm summary of a chat, to fold more incidents into it."""
+    row = conn.execute(
+        select(outbox.c.id, outbox.c.payload).where(
+            outbox.c.platform == platform,
+            outbox.c.chat_id == chat_id,
+            outbox.c.purpose == "storm",
+            outbox.c.status == OutboxStatus.PENDING.value,
+        )
+    ).first()
+    return (int(row.id), dict(row.payload)) if row is not None else None
+
+
+def replace_payload(conn: Connection, row_id: int, payload: dict[str, Any]) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == row_id).values(payload=payload))
