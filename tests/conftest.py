@@ -14,6 +14,7 @@ from teleops.config import Settings
 from teleops.server.app import create_app
 from teleops.server.services import Services
 from teleops.store.tokens import TokenKind
+from tests.integration.servers import PostgresServer, postgres_server  # noqa: F401  (fixture, used by db_url)
 
 
 class FakeClock:
@@ -34,10 +35,20 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> Iterator[str]:
-    """The database under test. The integration conftest re-parametrises this for PostgreSQL."""
-    yield f"sqlite+aiosqlite:///{tmp_path}/teleops.db"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The database under test: every test using it (and `settings`, `api`) runs on SQLite and on PostgreSQL.
+
+    PostgreSQL: the session's real server (started on first use), a fresh migrated database per test.
+    Pin one backend with `@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)`.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/teleops.db"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture
