@@ -184,163 +184,166 @@ class IngestWriter:
     def _apply(
         self, conn: Connection, requests: Sequence[Sequence[Alert]]
     ) -> tuple[list[list[AlertOutcome]], list[IncidentChange]]:
-        now = self._clock()
-        changes: list[IncidentChange] = []
-        results = [[_apply_alert(conn, alert, now, changes) for alert in batch] for batch in requests]
+        batch = _BatchApplier(conn, self._clock())
+        results = [[batch.apply(alert) for alert in alerts_of_request] for alerts_of_request in requests]
+        batch.flush()
         for hook in self._hooks:
-            hook(conn, changes, now)
-        return results, changes
+            hook(conn, batch.changes, batch.now)
+        return results, batch.changes
 
 
-def _apply_alert(conn: Connection, alert: Alert, now: datetime, changes: list[IncidentChange]) -> AlertOutcome:
-    open_row = conn.execute(
-        select(incidents.c.id, incidents.c.status, incidents.c.digest).where(
-            incidents.c.source == alert.source,
-            incidents.c.fingerprint == alert.fingerprint,
-            incidents.c.resolved_at.is_(None),
+class _BatchApplier:
+    """Applies one batch on one connection; history rows are written together at the end (executemany)."""
+
+    def __init__(self, conn: Connection, now: datetime) -> None:
+        self.conn = conn
+        self.now = now
+        self.changes: list[IncidentChange] = []
+        self._alert_rows: list[dict[str, Any]] = []
+        self._event_rows: list[dict[str, Any]] = []
+
+    def apply(self, alert: Alert) -> AlertOutcome:
+        # The newest incident of this fingerprint is the open one if any is open (a new one is only ever
+        # opened when none is), else the predecessor of the one we may open: one indexed lookup serves both.
+        latest = self.conn.execute(
+            select(
+                incidents.c.id, incidents.c.status, incidents.c.digest, incidents.c.starts_at, incidents.c.resolved_at
+            )
+            .where(incidents.c.source == alert.source, incidents.c.fingerprint == alert.fingerprint)
+            .order_by(incidents.c.id.desc())
+            .limit(1)
+        ).first()
+        is_open = latest is not None and latest.resolved_at is None
+        if alert.status is AlertStatus.FIRING:
+            if latest is None or not is_open:
+                if latest is not None and alert.starts_at is not None and latest.starts_at == alert.starts_at:
+                    # A late copy of an occurrence that already resolved (e.g. the second peer of an HA pair).
+                    return AlertOutcome(Outcome.DUPLICATE, latest.id)
+                return self._open(alert, latest.id if latest is not None else None)
+            return self._update(alert, latest.id, latest.digest)
+        if latest is None or not is_open:
+            return AlertOutcome(Outcome.IGNORED, None)
+        if alert.status is AlertStatus.RESOLVED:
+            return self._resolve(alert, latest.id)
+        return self._acknowledge(alert, latest.id, IncidentStatus(latest.status))
+
+    def flush(self) -> None:
+        if self._alert_rows:
+            self.conn.execute(insert(alerts), self._alert_rows)
+        if self._event_rows:
+            self.conn.execute(insert(timeline), self._event_rows)
+
+    def _open(self, alert: Alert, predecessor_id: int | None) -> AlertOutcome:
+        incident_id = self.conn.execute(
+            insert(incidents)
+            .values(
+                source=alert.source,
+                fingerprint=alert.fingerprint,
+                status=IncidentStatus.OPEN.value,
+                name=alert.name,
+                severity=alert.severity.value,
+                host=alert.host,
+                summary=alert.summary,
+                description=alert.description,
+                labels=dict(alert.labels),
+                annotations=dict(alert.annotations),
+                url=alert.url,
+                count=1,
+                digest=alert_digest(alert),
+                starts_at=alert.starts_at,
+                created_at=self.now,
+                last_seen_at=self.now,
+                predecessor_id=predecessor_id,
+            )
+            .returning(incidents.c.id)
+        ).scalar_one()
+        data: dict[str, Any] = {"summary": alert.summary, "severity": alert.severity.value, "host": alert.host}
+        if predecessor_id is not None:
+            data["predecessor_id"] = predecessor_id
+        self._record(incident_id, alert, TimelineKind.ALERT_FIRED, data)
+        self.changes.append(IncidentChange(incident_id, Outcome.CREATED, alert, predecessor_id))
+        return AlertOutcome(Outcome.CREATED, incident_id)
+
+    def _update(self, alert: Alert, incident_id: int, old_digest: str) -> AlertOutcome:
+        digest = alert_digest(alert)
+        query = update(incidents).where(incidents.c.id == incident_id)
+        if digest == old_digest:
+            self.conn.execute(query.values(count=incidents.c.count + 1, last_seen_at=self.now))
+            return AlertOutcome(Outcome.DUPLICATE, incident_id)
+        self.conn.execute(
+            query.values(
+                count=incidents.c.count + 1,
+                last_seen_at=self.now,
+                digest=digest,
+                severity=alert.severity.value,
+                summary=alert.summary,
+                description=alert.description,
+                labels=dict(alert.labels),
+                annotations=dict(alert.annotations),
+                host=alert.host,
+                url=alert.url,
+            )
         )
-    ).first()
-    if alert.status is AlertStatus.FIRING:
-        if open_row is None:
-            return _open_incident(conn, alert, now, changes)
-        return _update_incident(conn, alert, now, open_row.id, open_row.digest, changes)
-    if open_row is None:
-        return AlertOutcome(Outcome.IGNORED, None)
-    if alert.status is AlertStatus.RESOLVED:
-        return _resolve_incident(conn, alert, now, open_row.id, changes)
-    if open_row.status != IncidentStatus.OPEN:
-        return AlertOutcome(Outcome.DUPLICATE, open_row.id)
-    conn.execute(
-        update(incidents)
-        .where(incidents.c.id == open_row.id)
-        .values(status=IncidentStatus.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=f"source:{alert.source}")
-    )
-    _add_event(conn, open_row.id, now, TimelineKind.ACKNOWLEDGED, f"source:{alert.source}", {})
-    changes.append(IncidentChange(open_row.id, Outcome.ACKNOWLEDGED, alert))
-    return AlertOutcome(Outcome.ACKNOWLEDGED, open_row.id)
+        data = {"summary": alert.summary, "severity": alert.severity.value}
+        self._record(incident_id, alert, TimelineKind.ALERT_UPDATED, data)
+        self.changes.append(IncidentChange(incident_id, Outcome.UPDATED, alert))
+        return AlertOutcome(Outcome.UPDATED, incident_id)
 
-
-def _open_incident(conn: Connection, alert: Alert, now: datetime, changes: list[IncidentChange]) -> AlertOutcome:
-    previous = conn.execute(
-        select(incidents.c.id, incidents.c.starts_at)
-        .where(incidents.c.source == alert.source, incidents.c.fingerprint == alert.fingerprint)
-        .order_by(incidents.c.id.desc())
-        .limit(1)
-    ).first()
-    if previous is not None and alert.starts_at is not None and previous.starts_at == alert.starts_at:
-        # A late copy of an occurrence that already resolved (e.g. the second peer of an HA pair).
-        return AlertOutcome(Outcome.DUPLICATE, previous.id)
-    predecessor_id = previous.id if previous is not None else None
-    incident_id = conn.execute(
-        insert(incidents)
-        .values(
-            source=alert.source,
-            fingerprint=alert.fingerprint,
-            status=IncidentStatus.OPEN,
-            name=alert.name,
-            severity=alert.severity.value,
-            host=alert.host,
-            summary=alert.summary,
-            description=alert.description,
-            labels=dict(alert.labels),
-            annotations=dict(alert.annotations),
-            url=alert.url,
-            count=1,
-            digest=alert_digest(alert),
-            starts_at=alert.starts_at,
-            created_at=now,
-            last_seen_at=now,
-            predecessor_id=predecessor_id,
+    def _resolve(self, alert: Alert, incident_id: int) -> AlertOutcome:
+        self.conn.execute(
+            update(incidents)
+            .where(incidents.c.id == incident_id)
+            .values(
+                status=IncidentStatus.RESOLVED.value,
+                resolved_at=self.now,
+                resolved_by=f"source:{alert.source}",
+                last_seen_at=self.now,
+                snoozed_until=None,
+            )
         )
-        .returning(incidents.c.id)
-    ).scalar_one()
-    _add_alert(conn, incident_id, alert, now)
-    data: dict[str, Any] = {"summary": alert.summary, "severity": alert.severity.value, "host": alert.host}
-    if predecessor_id is not None:
-        data["predecessor_id"] = predecessor_id
-    _add_event(conn, incident_id, now, TimelineKind.ALERT_FIRED, f"source:{alert.source}", data)
-    changes.append(IncidentChange(incident_id, Outcome.CREATED, alert, predecessor_id))
-    return AlertOutcome(Outcome.CREATED, incident_id)
+        ends_at = alert.ends_at.isoformat() if alert.ends_at else None
+        self._record(incident_id, alert, TimelineKind.ALERT_RESOLVED, {"ends_at": ends_at})
+        self.changes.append(IncidentChange(incident_id, Outcome.RESOLVED, alert))
+        return AlertOutcome(Outcome.RESOLVED, incident_id)
 
-
-def _update_incident(
-    conn: Connection,
-    alert: Alert,
-    now: datetime,
-    incident_id: int,
-    old_digest: str,
-    changes: list[IncidentChange],
-) -> AlertOutcome:
-    digest = alert_digest(alert)
-    if digest == old_digest:
-        conn.execute(
-            update(incidents).where(incidents.c.id == incident_id).values(count=incidents.c.count + 1, last_seen_at=now)
+    def _acknowledge(self, alert: Alert, incident_id: int, status: IncidentStatus) -> AlertOutcome:
+        """A sender's own acknowledge (PagerDuty Events v2); only an open incident changes."""
+        if status is not IncidentStatus.OPEN:
+            return AlertOutcome(Outcome.DUPLICATE, incident_id)
+        actor = f"source:{alert.source}"
+        self.conn.execute(
+            update(incidents)
+            .where(incidents.c.id == incident_id)
+            .values(status=IncidentStatus.ACKNOWLEDGED.value, acknowledged_at=self.now, acknowledged_by=actor)
         )
-        return AlertOutcome(Outcome.DUPLICATE, incident_id)
-    conn.execute(
-        update(incidents)
-        .where(incidents.c.id == incident_id)
-        .values(
-            count=incidents.c.count + 1,
-            last_seen_at=now,
-            digest=digest,
-            severity=alert.severity.value,
-            summary=alert.summary,
-            description=alert.description,
-            labels=dict(alert.labels),
-            annotations=dict(alert.annotations),
-            host=alert.host,
-            url=alert.url,
+        self._event_rows.append(
+            {
+                "incident_id": incident_id,
+                "at": self.now,
+                "kind": TimelineKind.ACKNOWLEDGED.value,
+                "actor": actor,
+                "data": {},
+            }
         )
-    )
-    _add_alert(conn, incident_id, alert, now)
-    _add_event(
-        conn,
-        incident_id,
-        now,
-        TimelineKind.ALERT_UPDATED,
-        f"source:{alert.source}",
-        {"summary": alert.summary, "severity": alert.severity.value},
-    )
-    changes.append(IncidentChange(incident_id, Outcome.UPDATED, alert))
-    return AlertOutcome(Outcome.UPDATED, incident_id)
+        self.changes.append(IncidentChange(incident_id, Outcome.ACKNOWLEDGED, alert))
+        return AlertOutcome(Outcome.ACKNOWLEDGED, incident_id)
 
-
-def _resolve_incident(
-    conn: Connection, alert: Alert, now: datetime, incident_id: int, changes: list[IncidentChange]
-) -> AlertOutcome:
-    conn.execute(
-        update(incidents)
-        .where(incidents.c.id == incident_id)
-        .values(
-            status=IncidentStatus.RESOLVED,
-            resolved_at=now,
-            resolved_by=f"source:{alert.source}",
-            last_seen_at=now,
-            snoozed_until=None,
+    def _record(self, incident_id: int, alert: Alert, kind: TimelineKind, data: dict[str, Any]) -> None:
+        """The alert occurrence and its timeline event, written at flush."""
+        self._alert_rows.append(
+            {
+                "incident_id": incident_id,
+                "status": alert.status.value,
+                "received_at": self.now,
+                "alert": alert.to_json(),
+            }
         )
-    )
-    _add_alert(conn, incident_id, alert, now)
-    ends_at = alert.ends_at.isoformat() if alert.ends_at else None
-    _add_event(conn, incident_id, now, TimelineKind.ALERT_RESOLVED, f"source:{alert.source}", {"ends_at": ends_at})
-    changes.append(IncidentChange(incident_id, Outcome.RESOLVED, alert))
-    return AlertOutcome(Outcome.RESOLVED, incident_id)
-
-
-def _add_alert(conn: Connection, incident_id: int, alert: Alert, now: datetime) -> None:
-    conn.execute(
-        insert(alerts).values(
-            incident_id=incident_id, status=alert.status.value, received_at=now, alert=alert.to_json()
+        self._event_rows.append(
+            {
+                "incident_id": incident_id,
+                "at": self.now,
+                "kind": kind.value,
+                "actor": f"source:{alert.source}",
+                "data": data,
+            }
         )
-    )
-
-
-def _add_event(
-    conn: Connection,
-    incident_id: int,
-    now: datetime,
-    kind: TimelineKind,
-    actor: str | None,
-    data: dict[str, Any],
-) -> None:
-    conn.execute(insert(timeline).values(incident_id=incident_id, at=now, kind=kind.value, actor=actor, data=data))
