@@ -19,10 +19,14 @@ from swagger_ui_bundle import swagger_ui_path
 
 import teleops
 from teleops.config import Settings
+from teleops.server.agent_hub import AgentHub
 from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
 from teleops.server.clock import Clock, system_clock
+from teleops.server.local_agent import LocalAgentSupervisor, ensure_local_agent_token
 from teleops.server.metrics import Metrics
+from teleops.server.routes import agents as agent_routes
 from teleops.server.routes import alerts, health, incidents
+from teleops.server.routes import commands as command_routes
 from teleops.server.services import Services
 from teleops.store.database import Database
 from teleops.store.ingest import IngestWriter
@@ -58,10 +62,16 @@ def create_app(
         if first is not None and announce is not None:
             announce(welcome_text(settings.server.base_url(), first))
         services.ingest.start()
+        services.hub = AgentHub(db=db, tokens=services.tokens, clock=clock, settings=settings.agents)
+        services.hub.start()
+        local_agent = await _start_local_agent(services)
         log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
         try:
             yield
         finally:
+            if local_agent is not None:
+                await local_agent.stop()
+            await services.hub.stop()
             await services.ingest.stop()
             await db.close()
             log.info("controller.stopped")
@@ -100,6 +110,9 @@ def create_app(
     app.include_router(alerts.router)
     app.include_router(incidents.router)
     app.include_router(health.router)
+    app.include_router(agent_routes.router)
+    app.include_router(agent_routes.ws_router)
+    app.include_router(command_routes.router)
     app.add_middleware(_LatencyMiddleware, metrics=metrics)
     return app
 
@@ -122,6 +135,18 @@ class _LatencyMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             self.metrics.request_latency.labels(template, scope["method"]).observe(time.perf_counter() - started)
+
+
+async def _start_local_agent(services: Services) -> LocalAgentSupervisor | None:
+    """The embedded agent for this machine (local_agent.enabled), supervised as a child process."""
+    if not services.settings.local_agent.enabled:
+        return None
+    token_file = await ensure_local_agent_token(services.settings, services.tokens, clock=services.clock)
+    if token_file is None:
+        return None
+    supervisor = LocalAgentSupervisor(services.settings, token_file)
+    supervisor.start()
+    return supervisor
 
 
 def _safe_db(url: str) -> str:

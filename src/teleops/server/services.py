@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from teleops.config import Settings
+from teleops.server.agent_hub import AgentHub
 from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
 from teleops.store.database import Database
@@ -24,3 +25,4 @@ class Services:
     users: UserStore
     ingest: IngestWriter
     metrics: Metrics = field(default_factory=Metrics)
+    hub: AgentHub | None = None  # set by the lifespan; routes answer 503 without it

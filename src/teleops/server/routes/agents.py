@@ -1,0 +1,75 @@
+"""Agents: who is connected (`GET /api/v1/agents`)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, WebSocket
+from pydantic import BaseModel
+
+from teleops.config.settings import parse_duration
+from teleops.server.auth import Caller, require_api_caller, services_of
+from teleops.server.services import Services
+from teleops.store.agents import AgentRecord, list_agents
+
+__all__ = ["AgentList", "AgentOut", "router", "ws_router"]
+
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+
+
+class AgentOut(BaseModel):
+    name: str
+    hostname: str
+    online: bool
+    labels: dict[str, str]
+    version: str
+    allowlist_digest: str
+    connected_at: datetime | None
+    last_seen_at: datetime | None
+
+
+class AgentList(BaseModel):
+    items: list[AgentOut]
+
+
+@router.get("", response_model=AgentList)
+async def list_(request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]) -> AgentList:
+    services = services_of(request)
+    now = services.clock()
+    stale = timedelta(seconds=3 * parse_duration(services.settings.agents.heartbeat))
+    hub = services.hub
+
+    def online(agent: AgentRecord) -> bool:
+        if hub is not None and hub.is_connected(agent.name):
+            return True
+        # Connected to another replica: its row says online and its heartbeats are fresh.
+        return agent.online and agent.last_seen_at is not None and now - agent.last_seen_at < stale
+
+    items = [
+        AgentOut(
+            name=a.name,
+            hostname=a.hostname,
+            online=online(a),
+            labels=a.labels,
+            version=a.version,
+            allowlist_digest=a.allowlist_digest,
+            connected_at=a.connected_at,
+            last_seen_at=a.last_seen_at,
+        )
+        for a in await list_agents(services.db)
+    ]
+    return AgentList(items=items)
+
+
+ws_router = APIRouter(tags=["agents"])
+
+
+@ws_router.websocket("/api/v1/agent/ws")
+async def agent_socket(websocket: WebSocket) -> None:
+    """Agents dial in here (`Authorization: Bearer <agent token>`); see teleops.wire for the protocol."""
+    services: Services = websocket.app.state.services
+    if services.hub is None:
+        await websocket.close(code=1013, reason="agent hub not running")
+        return
+    await services.hub.serve(websocket)

@@ -1,0 +1,193 @@
+"""Commands: run one on a host (`POST /api/v1/commands`), read it, cancel it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from teleops.config.settings import parse_duration
+from teleops.pipeline.command_line import CommandLineError
+from teleops.pipeline.dispatch import AgentOffline, AgentUnavailable, CommandDenied, CommandRequest, submit_command
+from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
+from teleops.server.auth import Caller, require_api_caller, services_of
+from teleops.server.services import Services
+from teleops.store.agents import list_agents
+from teleops.store.commands import (
+    TERMINAL,
+    CommandNotFound,
+    CommandRecord,
+    CommandStatus,
+    Finish,
+    finish_command,
+    get_command,
+)
+from teleops.store.incidents import IncidentNotFound
+
+__all__ = ["CommandCreate", "CommandOut", "router"]
+
+router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
+
+
+class CommandCreate(BaseModel):
+    host: str = Field(min_length=1, max_length=255, description="Agent name, hostname, or `host` label.")
+    command: str = Field(max_length=4096, description="Split like a shell would (shlex); never run by a shell.")
+    timeout: float | str | None = Field(None, description="Seconds, or a duration like 30s / 5m.")
+    incident_id: int | None = Field(None, description="Attach to this incident's timeline.")
+
+
+class CommandOut(BaseModel):
+    id: int
+    status: str
+    exit_code: int | None
+    signal: int | None
+    output: str
+    truncated: bool
+    output_bytes: int
+    host: str
+    agent: str
+    argv: list[str]
+    requester: str
+    incident_id: int | None
+    timeout_s: int
+    reason: str | None
+    created_at: datetime
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+
+    @classmethod
+    def of(cls, r: CommandRecord) -> CommandOut:
+        return cls(
+            id=r.id,
+            status=r.status,
+            exit_code=r.exit_code,
+            signal=r.signal,
+            output=r.output,
+            truncated=r.truncated,
+            output_bytes=r.output_bytes,
+            host=r.host,
+            agent=r.agent_name,
+            argv=r.argv,
+            requester=r.requester,
+            incident_id=r.incident_id,
+            timeout_s=r.timeout_s,
+            reason=r.reason,
+            created_at=r.created_at,
+            dispatched_at=r.dispatched_at,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            duration_s=r.duration_s,
+        )
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Not allowed for this user (recorded as denied)"},
+    404: {"description": "Unknown host (the message lists the known hosts) or incident"},
+    409: {"description": "The host's agent is offline, or the host name is ambiguous"},
+    422: {"description": "Empty command, unbalanced quotes, or a bad timeout"},
+}
+
+
+def _timeout(services: Services, value: float | str | None) -> float:
+    agents = services.settings.agents
+    limit = parse_duration(agents.max_timeout)
+    if value is None:
+        return min(parse_duration(agents.default_timeout), limit)
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise HTTPException(422, f"timeout: {exc}") from exc
+    if not 0 < seconds <= limit:
+        raise HTTPException(422, f"timeout: must be between 1s and {agents.max_timeout} (agents.max_timeout)")
+    return seconds
+
+
+@router.post("", response_model=CommandOut, status_code=202, responses=_RESPONSES)
+async def create(body: CommandCreate, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]) -> Any:
+    services = services_of(request)
+    if services.hub is None:
+        raise HTTPException(503, "the agent hub is not running; restart the controller")
+    user = await services.users.get(caller.user)
+    if user is None:
+        raise HTTPException(403, f"user {caller.user!r} no longer exists; ask an admin")
+    command_request = CommandRequest(
+        requester=caller.user,
+        role=user.role,
+        host=body.host,
+        command=body.command,
+        timeout_s=_timeout(services, body.timeout),
+        output_cap_bytes=services.settings.agents.output_cap_bytes,
+        incident_id=body.incident_id,
+    )
+    try:
+        record = await submit_command(
+            services.db, services.hub, await list_agents(services.db), command_request, now=services.clock()
+        )
+    except CommandLineError as exc:
+        raise HTTPException(422, f"command: {exc}") from exc
+    except (UnknownHost, IncidentNotFound) as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except (AmbiguousHost, AgentOffline) as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except CommandDenied as exc:
+        return JSONResponse(
+            {"detail": f"command refused: {exc}", "id": exc.record.id, "status": exc.record.status}, status_code=403
+        )
+    return CommandOut.of(record)
+
+
+@router.get("/{command_id}", response_model=CommandOut, responses={404: {"description": "No such command"}})
+async def read(
+    command_id: int, request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]
+) -> CommandOut:
+    try:
+        return CommandOut.of(await get_command(services_of(request).db, command_id))
+    except CommandNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+@router.post(
+    "/{command_id}/cancel",
+    response_model=CommandOut,
+    status_code=202,
+    responses={
+        403: {"description": "Not yours"},
+        404: {"description": "No such command"},
+        409: {"description": "Finished or unreachable"},
+    },
+)
+async def cancel(
+    command_id: int, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
+) -> CommandOut:
+    services = services_of(request)
+    try:
+        record = await get_command(services.db, command_id)
+    except CommandNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    user = await services.users.get(caller.user)
+    if record.requester != caller.user and (user is None or user.role != "admin"):
+        raise HTTPException(
+            403, f"command {command_id} was requested by {record.requester}; only they or an admin may cancel it"
+        )
+    if CommandStatus(record.status) in TERMINAL:
+        raise HTTPException(409, f"command {command_id} already ended ({record.status}); nothing to cancel")
+    if record.status == CommandStatus.QUEUED:
+        reason = f"cancelled by {caller.user} before it was sent"
+        await finish_command(services.db, command_id, Finish(CommandStatus.KILLED, reason=reason), now=services.clock())
+    elif services.hub is None:
+        raise HTTPException(503, "the agent hub is not running; restart the controller")
+    else:
+        try:
+            await services.hub.send_cancel(record.agent_name, command_id)
+        except AgentUnavailable as exc:
+            raise HTTPException(
+                409,
+                f"cannot cancel now: agent {record.agent_name} is offline ({exc}); the command stops at its "
+                f"{record.timeout_s}s timeout and its result is reported when the agent reconnects",
+            ) from exc
+    return CommandOut.of(await get_command(services.db, command_id))
