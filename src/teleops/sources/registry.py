@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 from teleops.domain.alert import Alert
 from teleops.sources.alertmanager.parse import parse_alertmanager
 from teleops.sources.grafana.parse import parse_grafana
+from teleops.sources.sensu.parse import parse_sensu
+from teleops.sources.zabbix.parse import parse_zabbix
 
 __all__ = ["SOURCES", "Source", "get_source"]
 
@@ -26,6 +28,8 @@ class Source(NamedTuple):
 SOURCES: tuple[Source, ...] = (
     Source("alertmanager", parse_alertmanager, "Prometheus Alertmanager"),
     Source("grafana", parse_grafana, "Grafana unified alerting"),
+    Source("sensu", parse_sensu, "Sensu Go event"),
+    Source("zabbix", parse_zabbix, "Zabbix webhook media type"),
 )
 
 _BY_NAME = {source.name: source for source in SOURCES}

@@ -1,0 +1,1 @@
+"""Sensu Go event source."""

@@ -1,0 +1,1 @@
+"""Zabbix webhook media type source."""
