@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 import teleops
+from teleops.chat.console.gateway import ConsoleGateway
 from teleops.config import Settings
 from teleops.server.agent_hub import AgentHub
 from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
@@ -25,9 +27,10 @@ from teleops.server.clock import Clock, system_clock
 from teleops.server.local_agent import LocalAgentSupervisor, ensure_local_agent_token
 from teleops.server.metrics import Metrics
 from teleops.server.routes import agents as agent_routes
-from teleops.server.routes import alerts, health, incidents
+from teleops.server.routes import alerts, health, incidents, ui
 from teleops.server.routes import commands as command_routes
 from teleops.server.services import Services
+from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import Database
 from teleops.store.ingest import IngestWriter
 from teleops.store.tokens import TokenStore
@@ -36,6 +39,8 @@ from teleops.store.users import UserStore
 __all__ = ["create_app"]
 
 log = structlog.get_logger(__name__)
+
+_UI_STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(
@@ -57,6 +62,7 @@ def create_app(
             metrics=metrics,
         )
         app.state.services = services
+        app.state.console_gateway = ConsoleGateway(ConsoleMessageStore(db), clock=clock)
         await sync_configured_users(services)
         first = await first_start(services)
         if first is not None and announce is not None:
@@ -86,6 +92,7 @@ def create_app(
         redoc_url=None,
     )
     app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+    app.mount("/ui/static", StaticFiles(directory=_UI_STATIC), name="ui-static")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -110,6 +117,7 @@ def create_app(
     app.include_router(alerts.router)
     app.include_router(incidents.router)
     app.include_router(health.router)
+    app.include_router(ui.router)
     app.include_router(agent_routes.router)
     app.include_router(agent_routes.ws_router)
     app.include_router(command_routes.router)

@@ -1,0 +1,14 @@
+"""The web UI under /ui/: login, incidents, one incident's scenario, and the console chat."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from teleops.server.routes import ui_console, ui_incidents, ui_login
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+router.include_router(ui_login.router)
+router.include_router(ui_incidents.router)
+router.include_router(ui_console.router)

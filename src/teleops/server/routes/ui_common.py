@@ -1,0 +1,100 @@
+"""What every web UI page shares: the template environment and "who is logged in"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+import teleops
+from teleops.server.auth import services_of
+from teleops.server.session import CSRF_FIELD, Session, WebSessions, web_sessions
+
+__all__ = ["UiUser", "age", "check_form_csrf", "render_page", "require_ui_user", "safe_next", "templates"]
+
+_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# Autoescape everything: alert text is untrusted and lands in every page.
+templates = Environment(
+    loader=FileSystemLoader(_TEMPLATES),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UiUser:
+    name: str
+    csrf_token: str
+    session: Session
+    sessions: WebSessions
+
+
+def safe_next(target: str | None) -> str:
+    """A same-site path to go to after login; anything else (other hosts, `//evil`, schemes) becomes /ui/."""
+    if target and target.startswith("/ui/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/ui/"
+
+
+async def require_ui_user(request: Request) -> UiUser:
+    """FastAPI dependency for pages: the logged-in user, else a 303 redirect to the login page."""
+    services = services_of(request)
+    sessions = await web_sessions(request)
+    session = sessions.session_of(request, services)
+    if session is None or await services.users.get(session.user) is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise HTTPException(status_code=303, headers={"Location": f"/ui/login?next={quote(safe_next(target))}"})
+    return UiUser(session.user, sessions.signer.csrf_token(session), session, sessions)
+
+
+def check_form_csrf(user: UiUser, token: str | None) -> None:
+    """Raises 403 when a form POST lacks this session's CSRF token."""
+    if not user.sessions.signer.check_csrf(user.session, token):
+        raise HTTPException(
+            status_code=403, detail="this form is stale or came from another site; reload the page and try again"
+        )
+
+
+def render_page(
+    request: Request, name: str, *, user: UiUser | None, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    """Render `name` with the common context (user, CSRF field, version)."""
+    html = templates.get_template(name).render(
+        request_path=request.url.path,
+        user=user,
+        csrf_field=CSRF_FIELD,
+        version=teleops.__version__,
+        **context,
+    )
+    response = HTMLResponse(html, status_code=status_code)
+    # The UI's own pages never belong in another site's frame, and never load anything from elsewhere.
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def age(now: datetime, then: datetime | None) -> str:
+    """ "3m", "2h", "5d": how long ago, for lists."""
+    if then is None:
+        return ""
+    seconds = max(int((now - then).total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+templates.globals["age"] = age

@@ -1,0 +1,167 @@
+"""Incident pages: the list, and one incident's scenario (header, timeline, Ack / Resolve / Snooze)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
+from teleops.server.auth import services_of
+from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user
+from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident, list_incidents
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+STATUSES = [s.value for s in IncidentStatus]
+SNOOZE_CHOICES = {"30m": timedelta(minutes=30), "1h": timedelta(hours=1), "4h": timedelta(hours=4)}
+_SAFE_SCHEMES = ("http://", "https://")
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def incidents_page(
+    request: Request,
+    user: Annotated[UiUser, Depends(require_ui_user)],
+    status: Annotated[str | None, Query(max_length=32)] = None,
+) -> HTMLResponse:
+    services = services_of(request)
+    selected = IncidentStatus(status) if status in STATUSES else None
+    records = await list_incidents(services.db, status=selected, limit=200)
+    return render_page(
+        request,
+        "incidents.html",
+        user=user,
+        incidents=records,
+        statuses=STATUSES,
+        selected=selected.value if selected else None,
+        now=services.clock(),
+    )
+
+
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse, include_in_schema=False)
+async def incident_page(
+    incident_id: int,
+    request: Request,
+    user: Annotated[UiUser, Depends(require_ui_user)],
+    error: Annotated[str | None, Query(max_length=300)] = None,
+) -> HTMLResponse:
+    services = services_of(request)
+    try:
+        record = await get_incident(services.db, incident_id)
+    except IncidentNotFound:
+        return render_page(
+            request,
+            "not_found.html",
+            user=user,
+            status_code=404,
+            message=f"Incident {incident_id} does not exist. Go back to the incident list.",
+        )
+    return render_page(
+        request,
+        "incident.html",
+        user=user,
+        incident=record,
+        events=[_event_view(e.kind, e.actor, e.at, e.data) for e in record.timeline],
+        link=_safe_link(record.url),
+        snooze_choices=list(SNOOZE_CHOICES),
+        error=error,
+        now=services.clock(),
+    )
+
+
+@router.post("/incidents/{incident_id}/{action}", include_in_schema=False)
+async def act(
+    incident_id: int,
+    action: str,
+    request: Request,
+    user: Annotated[UiUser, Depends(require_ui_user)],
+    csrf_token: Annotated[str, Form(max_length=256)] = "",
+    duration: Annotated[str, Form(max_length=8)] = "1h",
+) -> Response:
+    check_form_csrf(user, csrf_token)
+    actions = {"ack": IncidentAction.ACK, "resolve": IncidentAction.RESOLVE, "snooze": IncidentAction.SNOOZE}
+    if action not in actions:
+        raise HTTPException(404, f"unknown action {action!r}; use ack, resolve or snooze")
+    services = services_of(request)
+    now = services.clock()
+    until = None
+    if actions[action] is IncidentAction.SNOOZE:
+        if duration not in SNOOZE_CHOICES:
+            raise HTTPException(422, f"snooze for one of {', '.join(SNOOZE_CHOICES)}")
+        until = now + SNOOZE_CHOICES[duration]
+    location = f"/ui/incidents/{incident_id}"
+    try:
+        await act_on_incident(
+            services.db, incident_id, actions[action], actor=user.name, now=now, snooze_until=until, via="web"
+        )
+    except IncidentNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except InvalidTransition as exc:
+        location += "?error=" + _query_text(f"Not done: {exc}. The page shows its current state.")
+    return RedirectResponse(location, status_code=303)
+
+
+def _query_text(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _safe_link(url: str | None) -> str | None:
+    """The alert's link if it is plain http(s); a `javascript:` or odd URL is never made clickable."""
+    if url and url.strip().lower().startswith(_SAFE_SCHEMES) and not any(c.isspace() for c in url.strip()):
+        return url.strip()
+    return None
+
+
+_TITLES = {
+    "alert.fired": "Alert fired",
+    "alert.updated": "Alert updated",
+    "alert.resolved": "Alert resolved",
+    "incident.acknowledged": "Acknowledged",
+    "incident.resolved": "Resolved",
+    "incident.snoozed": "Snoozed",
+    "incident.unsnoozed": "Snooze ended",
+    "incident.recurred": "Fired again as a new incident",
+    "notified": "Notified",
+    "escalated": "Escalated",
+    "note": "Note",
+    "command.requested": "Command requested",
+    "command.denied": "Command denied",
+    "command.approved": "Command approved",
+    "command.finished": "Command finished",
+    "handed_over": "Handed over",
+}
+# Shown in their own blocks, not in the key/value list.
+_SPECIAL = {"output", "argv", "command", "text", "exit_code", "host", "via", "status"}
+
+
+def _event_view(kind: str, actor: str | None, at: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """One timeline event for the template: a title, the command and its result, the other fields as text."""
+    argv = data.get("argv")
+    command = " ".join(str(a) for a in argv) if isinstance(argv, list) else data.get("command")
+    exit_code = data.get("exit_code")
+    return {
+        "kind": kind,
+        "family": kind.split(".", 1)[0],
+        "title": _TITLES.get(kind, kind),
+        "actor": actor,
+        "at": at,
+        "via": data.get("via"),
+        "command": None if command is None else str(command),
+        "host": data.get("host"),
+        "status": data.get("status"),
+        "exit_code": exit_code,
+        "ok": exit_code == 0 if exit_code is not None else None,
+        "output": None if data.get("output") is None else str(data["output"]),
+        "text": None if data.get("text") is None else str(data["text"]),
+        "details": [(str(k), _short(v)) for k, v in sorted(data.items()) if k not in _SPECIAL and v not in (None, "")],
+    }
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 300 else text[:299] + "…"

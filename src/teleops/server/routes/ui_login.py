@@ -1,0 +1,112 @@
+"""Log in and out of the web UI (the admin login is printed at first start)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from teleops.server.auth import services_of
+from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user, safe_next
+from teleops.server.session import LOGIN_COOKIE, SESSION_COOKIE, WebSessions, web_sessions
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+_MAX_FIELD = 256
+
+
+def _login_form(
+    request: Request, sessions: WebSessions, *, next_path: str, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    nonce = secrets.token_urlsafe(16)
+    response = render_page(
+        request,
+        "login.html",
+        user=None,
+        csrf_token=sessions.signer.login_csrf_token(nonce),
+        next_path=next_path,
+        error=error,
+        status_code=status_code,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict", secure=sessions.secure_cookies, path="/ui"
+    )
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+async def login_page(request: Request, next_path: Annotated[str | None, Query(alias="next")] = None) -> HTMLResponse:
+    return _login_form(request, await web_sessions(request), next_path=safe_next(next_path))
+
+
+@router.post("/login", include_in_schema=False)
+async def login(
+    request: Request,
+    username: Annotated[str, Form(max_length=_MAX_FIELD)] = "",
+    password: Annotated[str, Form(max_length=_MAX_FIELD)] = "",
+    csrf_token: Annotated[str, Form(max_length=_MAX_FIELD)] = "",
+    next_path: Annotated[str, Form(alias="next", max_length=2048)] = "/ui/",
+) -> Response:
+    services = services_of(request)
+    sessions = await web_sessions(request)
+    target = safe_next(next_path)
+    if not sessions.signer.check_login_csrf(request.cookies.get(LOGIN_COOKIE), csrf_token):
+        return _login_form(
+            request,
+            sessions,
+            next_path=target,
+            error="The login form expired or came from another site. Enter your name and password again.",
+            status_code=403,
+        )
+    now = services.clock()
+    address = request.client.host if request.client else "unknown"
+    name = username.strip()
+    wait = sessions.throttle.retry_after(name, address, now=now)
+    if wait is not None:
+        return _login_form(
+            request,
+            sessions,
+            next_path=target,
+            error=f"Too many failed logins for {name!r} from your address. Wait {wait} seconds, then try again; "
+            "an admin can reset the password with `teleops user set-password USER`.",
+            status_code=429,
+        )
+    user = await services.users.verify_password(name, password) if name and password else None
+    if user is None:
+        sessions.throttle.failed(name, address, now=now)
+        return _login_form(
+            request,
+            sessions,
+            next_path=target,
+            error="Wrong user name or password. The admin password was printed when TeleOps first started; "
+            "reset it with `teleops user set-password admin`.",
+            status_code=401,
+        )
+    sessions.throttle.succeeded(name, address)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        sessions.signer.issue(user.name, now=now),
+        max_age=int(sessions.signer.ttl.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=sessions.secure_cookies,
+        path="/",
+    )
+    response.delete_cookie(LOGIN_COOKIE, path="/ui")
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+async def logout(
+    user: Annotated[UiUser, Depends(require_ui_user)],
+    csrf_token: Annotated[str, Form(max_length=_MAX_FIELD)] = "",
+) -> Response:
+    check_form_csrf(user, csrf_token)
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
