@@ -1,0 +1,46 @@
+"""The benchmarks in order. A benchmark whose part has not landed says so instead of inventing a number."""
+
+from __future__ import annotations
+
+from bench.b01_ingest_repeated import BENCHMARK as B1
+from bench.b02_ingest_distinct import BENCHMARK as B2
+from bench.b05_scale import BENCHMARK as B5
+from bench.b10_startup import BENCHMARK as B10
+from bench.context import Benchmark, Context
+from bench.report import Row
+
+__all__ = ["SUITE", "select"]
+
+
+async def _never(_ctx: Context) -> list[Row]:
+    raise AssertionError("an unavailable benchmark is never run")
+
+
+def _pending(bench_id: str, title: str, needs: str) -> Benchmark:
+    return Benchmark(bench_id, title, _never, unavailable=lambda: f"not measured: {needs} has not landed yet")
+
+
+SUITE: tuple[Benchmark, ...] = (
+    B1,
+    B2,
+    _pending("B3", "alert → first chat API call", "the chat outbox and Telegram gateway"),
+    _pending("B4", "10k-alert storm", "the chat outbox and Telegram gateway"),
+    B5,
+    _pending("B6", "command round trip", "the agent and POST /api/v1/commands"),
+    _pending("B7", "1 MB output streaming", "the agent and chat output streaming"),
+    _pending("B8", "100 concurrent commands", "the agent and POST /api/v1/commands"),
+    _pending("B9", "1000 agents", "the agent hub"),
+    B10,
+)
+
+
+def select(only: list[str] | None) -> list[Benchmark]:
+    """The benchmarks named in `only` (ids like B2, case-insensitive), or all. Raises ValueError for unknown ids."""
+    if not only:
+        return list(SUITE)
+    wanted = [name.strip().upper() for name in only if name.strip()]
+    known = {bench.id for bench in SUITE}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise ValueError(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(b.id for b in SUITE)}")
+    return [bench for bench in SUITE if bench.id in wanted]
