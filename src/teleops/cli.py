@@ -213,6 +213,57 @@ def token_revoke(kind: str, name: str, config_path: Path | None) -> None:
     click.echo(f"revoked {kind} token {name!r}")
 
 
+MIN_PASSWORD_LENGTH = 10
+
+
+@main.group()
+def user() -> None:
+    """People: web console passwords."""
+
+
+@user.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from the first line of stdin.")
+@click.option("--generate", is_flag=True, help="Generate a random password and print it alone on the last line.")
+@config_option
+def user_set_password(name: str, password_stdin: bool, generate: bool, config_path: Path | None) -> None:
+    """Set the web console password of user NAME (prompts for it unless --password-stdin or --generate)."""
+    import secrets
+
+    from teleops.store.database import Database
+    from teleops.store.users import UserStore
+
+    if password_stdin and generate:
+        click.echo("teleops: use either --password-stdin or --generate, not both", err=True)
+        sys.exit(2)
+    if generate:
+        password = secrets.token_urlsafe(12)
+    elif password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        _fail(f"the password is too short ({len(password)} characters); use at least {MIN_PASSWORD_LENGTH}")
+    settings = _settings(config_path)
+
+    async def run() -> bool:
+        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await database.migrate()
+            return await UserStore(database).set_password(name, password)
+        finally:
+            await database.close()
+
+    if not _run(run):
+        _fail(
+            f"no user {name!r}; users come from the `users:` config section, and `admin` is created "
+            "by the first `teleops serve`"
+        )
+    click.echo(f"password of {name!r} set; log in at {settings.server.base_url()}/ui/login", err=True)
+    if generate:
+        click.echo(password)
+
+
 @main.command()
 @click.argument("source")
 @click.argument("fixture")
