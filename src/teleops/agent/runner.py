@@ -1,14 +1,75 @@
 """Runs one command on this host: own session, clean env, rlimits, timeout that kills the whole tree, capped output.
 
-INTERFACE ONLY — implementation is being written (remote-execution issue). Do not ship as is.
+How a command runs (``run``):
+
+- argv is exec'd directly (never a shell) in a new session, stdin on /dev/null, stdout and stderr into one pipe;
+- the environment is PATH (fixed), LANG=C.UTF-8, HOME and the caller's ``env`` — loader and interpreter
+  variables (LD_PRELOAD, PATH, PYTHONPATH, …) are refused, not dropped (see ``environment``);
+- between fork and exec the child joins its own cgroup (when available), gets its rlimits and, with ``run_as``
+  and a root agent, drops to that user (see ``child``, ``rlimits``, ``cgroup``);
+- after ``timeout_s`` (or when ``cancel`` is set): SIGTERM to the process group and the cgroup, ``kill_grace_s``
+  later SIGKILL to both. When the command's own process ends, whatever it left running is SIGKILLed too;
+- output is read in chunks into a head + tail buffer capped at ``output_cap_bytes``; the head is streamed to
+  ``on_output`` as it arrives. Once the process is gone the pipe is drained for at most ``drain_s`` and closed,
+  so a grandchild that escaped and holds the pipe open cannot keep ``run`` from returning: ``run`` returns
+  within about timeout + grace + 1 s in every case.
+
+Isolation: with cgroup v2 where the agent may create child cgroups, each command gets ``teleops-cmd-<id>`` and
+``setsid`` escapees die with it (``RunResult.isolation == "cgroup"``). Otherwise only the process group is
+signalled (``"process-group"``): a descendant that left the group survives the timeout, but ``run`` still
+returns on time. ``"none"`` means nothing was started (a refusal or spawn error, see ``RunResult.error``).
+
+Nothing here raises for a bad command: problems become a RunResult with ``error`` set, its message also put in
+``output`` (and streamed) the way a shell prints "command not found".
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import pwd
+import signal
+import subprocess
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["RunResult", "RunSpec", "run"]
+from teleops.agent.cgroup import CommandCgroup
+from teleops.agent.child import Identity, IdentityError, child_setup, resolve_identity
+from teleops.agent.environment import FIXED_PATH, EnvironmentRefused, build_environment
+from teleops.agent.output import CappedOutput
+from teleops.agent.rlimits import ResourceLimits
+
+__all__ = [
+    "EXIT_CANNOT_EXECUTE",
+    "EXIT_NOT_FOUND",
+    "EXIT_TIMEOUT",
+    "ISOLATION_CGROUP",
+    "ISOLATION_NONE",
+    "ISOLATION_PROCESS_GROUP",
+    "OutputSink",
+    "ResourceLimits",
+    "RunResult",
+    "RunSpec",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+
+EXIT_TIMEOUT = 124
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+ISOLATION_CGROUP = "cgroup"
+ISOLATION_PROCESS_GROUP = "process-group"
+ISOLATION_NONE = "none"
+
+_CHUNK = 64 * 1024
+# How long to wait for a SIGKILLed process (or cgroup) to be gone before moving on regardless.
+_REAP_WAIT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +80,11 @@ class RunSpec:
     output_cap_bytes: int = 64 * 1024
     cwd: str = "/"
     env: Mapping[str, str] = field(default_factory=dict)  # added to the clean base environment
+    command_id: str | None = None  # names the cgroup (teleops-cmd-<id>) and log lines
+    run_as: str | None = None  # user to switch to (agent must be root); needed for RLIMIT_NPROC to bind
+    limits: ResourceLimits = field(default_factory=ResourceLimits)
+    use_cgroup: bool = True  # False forces the process-group fallback
+    drain_s: float = 0.5  # how long to keep reading output once the command's process is gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +97,315 @@ class RunResult:
     output: bytes  # head + marker + tail when truncated, at most about output_cap_bytes
     output_bytes: int  # everything the command printed, kept or not
     duration_s: float
+    isolation: str = ISOLATION_NONE  # "cgroup" | "process-group" | "none" (nothing started)
+    error: str | None = None  # why the command could not run, for a person; None when it ran
 
 
-# Receives each chunk of interleaved stdout+stderr as it arrives (already counted against the cap).
+# Receives each chunk of interleaved stdout+stderr as it arrives (already counted against the cap). Only the head
+# (first half of the cap) is streamed; if the sink raises, streaming stops but the command keeps running.
 OutputSink = Callable[[bytes], Awaitable[None]]
 
 
-async def run(spec: RunSpec, on_output: OutputSink | None = None) -> RunResult:
-    raise NotImplementedError("runner implementation pending")
+class _Refused(Exception):
+    def __init__(self, exit_code: int, message: str, *, in_child_setup: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.in_child_setup = in_child_setup  # failed between fork and exec: the command never started
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    identity: Identity | None
+
+
+def _agent_home() -> str:
+    home = os.environ.get("HOME")
+    if home:
+        return home
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_dir or "/"
+    except KeyError:
+        return "/"
+
+
+def _prepare(spec: RunSpec) -> _Prepared:
+    argv = tuple(spec.argv)
+    if not argv or not argv[0]:
+        raise _Refused(EXIT_NOT_FOUND, "empty command: nothing to run")
+    if any(not isinstance(a, str) or "\x00" in a for a in argv):
+        raise _Refused(EXIT_CANNOT_EXECUTE, "command arguments must be text without NUL bytes")
+    if not (math.isfinite(spec.timeout_s) and spec.timeout_s > 0):
+        raise _Refused(EXIT_CANNOT_EXECUTE, f"timeout must be a positive number of seconds, got {spec.timeout_s}")
+    if not (math.isfinite(spec.kill_grace_s) and spec.kill_grace_s >= 0):
+        raise _Refused(EXIT_CANNOT_EXECUTE, f"kill grace must be zero or more seconds, got {spec.kill_grace_s}")
+    if spec.output_cap_bytes < 2:
+        raise _Refused(EXIT_CANNOT_EXECUTE, f"output cap must be at least 2 bytes, got {spec.output_cap_bytes}")
+    if not os.path.isabs(spec.cwd) or not os.path.isdir(spec.cwd):
+        raise _Refused(
+            EXIT_CANNOT_EXECUTE,
+            f"working directory {spec.cwd!r} does not exist on this host (or is not an absolute directory path); "
+            "pick an existing directory",
+        )
+    try:
+        identity = resolve_identity(spec.run_as)
+        env = build_environment(spec.env, home=identity.home if identity is not None else _agent_home())
+    except (IdentityError, EnvironmentRefused) as exc:
+        raise _Refused(EXIT_CANNOT_EXECUTE, str(exc)) from None
+    return _Prepared(argv, env, identity)
+
+
+async def _emit(sink: OutputSink | None, data: bytes) -> OutputSink | None:
+    """Stream data; returns the sink to keep using, or None once it has failed."""
+    if sink is None or not data:
+        return sink
+    try:
+        await sink(data)
+    except Exception:
+        log.exception("output sink failed; output is still collected for the final result")
+        return None
+    return sink
+
+
+async def _refusal(exit_code: int, message: str, started: float, sink: OutputSink | None) -> RunResult:
+    text = f"teleops-agent: {message}\n".encode()
+    await _emit(sink, text)
+    return RunResult(
+        exit_code=exit_code,
+        signal=None,
+        timed_out=False,
+        cancelled=False,
+        truncated=False,
+        output=text,
+        output_bytes=len(text),
+        duration_s=time.monotonic() - started,
+        isolation=ISOLATION_NONE,
+        error=message,
+    )
+
+
+async def _spawn(
+    spec: RunSpec, prepared: _Prepared, cgroup: CommandCgroup | None
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start the command; returns the process and the read end of its output pipe. Raises _Refused."""
+    read_fd, write_fd = os.pipe()
+    procs_fd = cgroup.open_procs() if cgroup is not None else None
+    setup = child_setup(
+        cgroup_procs_fd=procs_fd,
+        limits=spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s),
+        identity=prepared.identity,
+    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *prepared.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=write_fd,
+            cwd=spec.cwd,
+            env=prepared.env,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=setup,  # plain syscalls only; see teleops.agent.child for why this is safe
+        )
+    except BaseException as exc:
+        os.close(read_fd)
+        raise _spawn_refusal(spec, prepared, exc) from exc
+    finally:
+        os.close(write_fd)
+        if procs_fd is not None:
+            os.close(procs_fd)
+    return proc, read_fd
+
+
+def _spawn_refusal(spec: RunSpec, prepared: _Prepared, exc: BaseException) -> BaseException:
+    program = prepared.argv[0]
+    if isinstance(exc, FileNotFoundError):
+        if exc.filename == spec.cwd:
+            return _Refused(EXIT_CANNOT_EXECUTE, f"working directory {spec.cwd!r} disappeared before the start")
+        where = "" if "/" in program else f" (searched PATH={FIXED_PATH})"
+        return _Refused(EXIT_NOT_FOUND, f"command not found: {program!r}{where}; check the spelling or install it")
+    if isinstance(exc, PermissionError):
+        return _Refused(EXIT_CANNOT_EXECUTE, f"permission denied: cannot execute {program!r}; check its mode/owner")
+    if isinstance(exc, OSError):
+        return _Refused(EXIT_CANNOT_EXECUTE, f"cannot execute {program!r}: {exc.strerror or exc}")
+    if isinstance(exc, subprocess.SubprocessError):
+        return _Refused(
+            EXIT_CANNOT_EXECUTE,
+            f"cannot set up limits or user {spec.run_as or '(agent user)'} for {program!r}: {exc}; "
+            "check the agent's rlimit and run_as settings",
+            in_child_setup=True,
+        )
+    return exc  # CancelledError and the like propagate unchanged
+
+
+async def _read_chunk(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+    while True:
+        try:
+            return os.read(fd, _CHUNK)
+        except BlockingIOError:
+            pass
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _pump(fd: int, buffer: CappedOutput, sink: OutputSink | None) -> None:
+    """Read the pipe to EOF into the buffer, streaming the head."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    while chunk := await _read_chunk(loop, fd):
+        sink = await _emit(sink, buffer.feed(chunk))
+        # A pipe that is never empty (`yes`) would otherwise keep this loop from ever yielding to the timer.
+        await asyncio.sleep(0)
+
+
+class _Tree:
+    """Signals everything the command started: its process group and, when there is one, its cgroup."""
+
+    def __init__(self, pgid: int, cgroup: CommandCgroup | None) -> None:
+        self.pgid = pgid
+        self.cgroup = cgroup
+
+    def terminate(self) -> None:
+        self._killpg(signal.SIGTERM)
+        if self.cgroup is not None:
+            self.cgroup.signal_all(signal.SIGTERM)
+
+    def kill(self) -> None:
+        # After the leader is reaped this still reaches the rest of its group: the kernel keeps a pid reserved
+        # while it names a live process group. Once the group is empty the pid could in theory be reused by a
+        # new session leader, but that needs a full pid wrap-around within the few hundred ms we signal.
+        self._killpg(signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill()
+
+    def _killpg(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+
+async def _supervise(
+    spec: RunSpec,
+    proc: asyncio.subprocess.Process,
+    read_fd: int,
+    tree: _Tree,
+    sink: OutputSink | None,
+    cancel: asyncio.Event | None,
+    started: float,
+) -> RunResult:
+    buffer = CappedOutput(spec.output_cap_bytes)
+    pump = asyncio.create_task(_pump(read_fd, buffer, sink))
+    exited = asyncio.create_task(proc.wait())
+    cancel_wait = asyncio.create_task(cancel.wait()) if cancel is not None else None
+    timed_out = cancelled = False
+    try:
+        waiters: set[asyncio.Future[object]] = {exited}  # type: ignore[arg-type]
+        if cancel_wait is not None:
+            waiters.add(cancel_wait)  # type: ignore[arg-type]
+        await asyncio.wait(waiters, timeout=spec.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            cancelled = cancel is not None and cancel.is_set()
+            timed_out = not cancelled
+            log.info("command %s: %s, terminating", spec.command_id, "cancelled" if cancelled else "timed out")
+            tree.terminate()
+            await asyncio.wait({exited}, timeout=spec.kill_grace_s)
+            if not exited.done():
+                tree.kill()
+                await asyncio.wait({exited}, timeout=_REAP_WAIT_S)
+        else:
+            # Let a background child that still holds the pipe finish printing, up to drain_s.
+            await asyncio.wait({pump}, timeout=spec.drain_s)
+        tree.kill()  # whatever the command left running dies with it
+        if tree.cgroup is not None and not await tree.cgroup.wait_empty(_REAP_WAIT_S):
+            log.warning("command %s: cgroup %s not empty after SIGKILL", spec.command_id, tree.cgroup.path)
+        if not pump.done():
+            await asyncio.wait({pump}, timeout=spec.drain_s)
+    finally:
+        if not exited.done():  # run() itself was cancelled, or the process would not die: leave nothing behind
+            tree.kill()
+        for task in (pump, exited, cancel_wait):
+            if task is not None and not task.done():
+                task.cancel()
+        # Closing our end makes any escaped writer get SIGPIPE instead of keeping us waiting.
+        await asyncio.gather(pump, return_exceptions=True)
+        os.close(read_fd)
+
+    returncode = proc.returncode
+    if returncode is None:  # did not die within _REAP_WAIT_S of SIGKILL (uninterruptible sleep)
+        returncode = -signal.SIGKILL
+    sig = -returncode if returncode < 0 else None
+    exit_code = EXIT_TIMEOUT if timed_out else (128 + sig if sig is not None else returncode)
+    return RunResult(
+        exit_code=exit_code,
+        signal=sig,
+        timed_out=timed_out,
+        cancelled=cancelled,
+        truncated=buffer.truncated,
+        output=buffer.value(),
+        output_bytes=buffer.total,
+        duration_s=time.monotonic() - started,
+        isolation=ISOLATION_CGROUP if tree.cgroup is not None else ISOLATION_PROCESS_GROUP,
+    )
+
+
+async def run(spec: RunSpec, on_output: OutputSink | None = None, *, cancel: asyncio.Event | None = None) -> RunResult:
+    """Run spec.argv to completion, timeout or cancellation and report how it ended (see the module docstring).
+
+    Never raises for a bad or failing command: refusals (empty argv, refused env var, missing cwd, unknown
+    run_as) and spawn errors come back with ``error`` set and exit code 127 (not found / empty) or 126.
+    Setting ``cancel`` terminates the command like a timeout, with ``cancelled=True`` and the exit code of how
+    it actually died. Cancelling the ``run`` task itself SIGKILLs the command and re-raises CancelledError.
+    """
+    started = time.monotonic()
+    try:
+        prepared = _prepare(spec)
+    except _Refused as exc:
+        return await _refusal(exc.exit_code, str(exc), started, on_output)
+
+    cgroup = CommandCgroup.create(spec.command_id, pids_max=spec.limits.nproc) if spec.use_cgroup else None
+    try:
+        try:
+            proc, read_fd = await _spawn(spec, prepared, cgroup)
+        except _Refused as exc:
+            if cgroup is None or not exc.in_child_setup:
+                raise
+            # The child may have failed to join the cgroup (e.g. controllers enabled on our own cgroup): the
+            # exec never happened, so retrying without the cgroup cannot run the command twice.
+            log.warning("command %s: spawn in cgroup %s failed; retrying without", spec.command_id, cgroup.path)
+            cgroup.remove()
+            cgroup = None
+            proc, read_fd = await _spawn(spec, prepared, None)
+        return await _supervise(spec, proc, read_fd, _Tree(proc.pid, cgroup), on_output, cancel, started)
+    except _Refused as exc:
+        return await _refusal(exc.exit_code, str(exc), started, on_output)
+    finally:
+        if cgroup is not None:
+            _dispose(cgroup)
+
+
+_disposals: set[asyncio.Task[None]] = set()
+
+
+def _dispose(cgroup: CommandCgroup) -> None:
+    """Remove the cgroup now if empty, else kill what is left and remove it in the background."""
+    if not cgroup.populated():
+        cgroup.remove()
+        return
+
+    async def later() -> None:
+        cgroup.kill()
+        await cgroup.wait_empty(5.0)
+        cgroup.remove()
+
+    task = asyncio.get_running_loop().create_task(later())
+    _disposals.add(task)
+    task.add_done_callback(_disposals.discard)
