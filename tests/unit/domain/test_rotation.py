@@ -103,7 +103,7 @@ def test_rotations_that_cannot_work_are_refused_with_the_reason(kwargs: dict[str
 
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        weekly().on_call(datetime(2026, 1, 1))  # noqa: DTZ001
+        weekly().on_call(datetime(2026, 1, 1))
 
 
 def test_parse_handoff() -> None:
