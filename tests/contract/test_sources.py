@@ -18,7 +18,7 @@ ALL_FIXTURES = [fixture for source in SOURCES for fixture in fixtures_of(source)
 
 def test_registry_lists_every_source_folder_once() -> None:
     names = [source.name for source in SOURCES]
-    assert names == ["alertmanager", "grafana", "sensu", "zabbix"]
+    assert names == ["alertmanager", "grafana", "sensu", "zabbix", "pagerduty", "generic"]
     folder = SOURCES[0].folder.parent
     on_disk = sorted(p.name for p in folder.iterdir() if (p / "parse.py").exists())
     assert on_disk == sorted(names), "a source folder exists that registry.SOURCES does not list (or the reverse)"

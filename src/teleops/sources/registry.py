@@ -8,7 +8,9 @@ from typing import Any, NamedTuple
 
 from teleops.domain.alert import Alert
 from teleops.sources.alertmanager.parse import parse_alertmanager
+from teleops.sources.generic.parse import parse_generic
 from teleops.sources.grafana.parse import parse_grafana
+from teleops.sources.pagerduty.parse import parse_pagerduty
 from teleops.sources.sensu.parse import parse_sensu
 from teleops.sources.zabbix.parse import parse_zabbix
 
@@ -30,6 +32,8 @@ SOURCES: tuple[Source, ...] = (
     Source("grafana", parse_grafana, "Grafana unified alerting"),
     Source("sensu", parse_sensu, "Sensu Go event"),
     Source("zabbix", parse_zabbix, "Zabbix webhook media type"),
+    Source("pagerduty", parse_pagerduty, "PagerDuty Events API v2"),
+    Source("generic", parse_generic, "TeleOps generic alert"),
 )
 
 _BY_NAME = {source.name: source for source in SOURCES}

@@ -1,0 +1,1 @@
+"""TeleOps' own small alert format."""
