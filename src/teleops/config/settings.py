@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from teleops.config.duration import parse_duration
+from teleops.config.oncall import OncallSettings
+from teleops.domain.policy import Policy, PolicyError, compile_policy
 
 __all__ = ["ConfigError", "Settings", "find_config_file", "load_settings", "parse_duration"]
 
 DEFAULT_CONFIG_NAME = "teleops.yaml"
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Marks a whole-settings error whose message starts with its own dotted key (see _describe).
+_KEYED = "key="
 # Telegram service accounts that must never be principals (THREATS T05): the anonymous group admin,
 # the Telegram service notifications account, and the channel-post relay bot.
 TELEGRAM_PSEUDO_USERS = frozenset({1087968824, 777000, 136817688})
@@ -23,16 +27,6 @@ TELEGRAM_PSEUDO_USERS = frozenset({1087968824, 777000, 136817688})
 
 class ConfigError(Exception):
     """The configuration is unusable. The message names the key and says what to do."""
-
-
-def parse_duration(text: str | int | float) -> float:
-    """`30s`, `10m`, `2h`, `7d` (or plain seconds) -> seconds. Raises ValueError with the accepted forms."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration; write it like 30s, 10m, 2h or 7d")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 class _Section(BaseModel):
@@ -143,31 +137,47 @@ class PolicyRule(_Section):
 
 
 class PolicySettings(_Section):
+    """No roles configured means the built-in default policy (teleops.domain.policy.DEFAULT_ROLES)."""
+
     roles: dict[str, list[PolicyRule]] = Field(default_factory=dict)
 
-
-class RotationSettings(_Section):
-    name: str
-    members: list[str] = Field(min_length=1)
-    shift: str = "7d"
-    handoff: str = "Mon 09:00"
-    tz: str = "UTC"
+    def compile(self) -> Policy:
+        """The checked policy. Raises PolicyError naming the bad key (an empty pattern, a bad glob, …)."""
+        raw = {role: [rule.model_dump() for rule in rules] for role, rules in self.roles.items()}
+        return compile_policy(raw, parse_duration=parse_duration)
 
 
-class EscalationStep(_Section):
-    after: str = "0m"
-    notify: str
+class RedactionSettings(_Section):
+    """Secrets masked in command output: regular expressions, plus exact values (and their encodings)."""
 
-    @field_validator("after")
+    patterns: list[str] = Field(default_factory=list)
+    secrets: list[SecretStr] = Field(default_factory=list)
+
+    @field_validator("patterns")
     @classmethod
-    def _after_is_duration(cls, value: str) -> str:
-        parse_duration(value)
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for index, pattern in enumerate(value):
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {index} ({pattern!r}) is not a regular expression: {exc}") from exc
+            if compiled.match(""):
+                raise ValueError(f"pattern {index} ({pattern!r}) matches the empty string; it would mask nothing")
         return value
 
 
-class OncallSettings(_Section):
-    rotations: list[RotationSettings] = Field(default_factory=list)
-    escalation: list[EscalationStep] = Field(default_factory=list)
+class TwoFactorSettings(_Section):
+    """TOTP step-up: how long one accepted code elevates a person, and how many wrong codes lock them."""
+
+    elevation: str = "10m"
+    lockout_after: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("elevation")
+    @classmethod
+    def _elevation_is_duration(cls, value: str) -> str:
+        if parse_duration(value) < 0:
+            raise ValueError("must be 0s or longer")
+        return value
 
 
 class Settings(BaseSettings):
@@ -189,8 +199,30 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     users: list[UserSettings] = Field(default_factory=list)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    twofactor: TwoFactorSettings = Field(default_factory=TwoFactorSettings)
     oncall: OncallSettings = Field(default_factory=OncallSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _policy_is_whole(self) -> Settings:
+        # No partial policy: a bad rule, or a user whose role the policy does not define, stops the load.
+        try:
+            policy = self.policy.compile()
+        except PolicyError as exc:
+            raise ValueError(f"{_KEYED}{exc}") from exc
+        for index, user in enumerate(self.users):
+            if user.role not in policy.roles:
+                defined = ", ".join(sorted(policy.roles)) or "none"
+                raise ValueError(
+                    f"{_KEYED}users.{index}.role: user {user.name!r} has role {user.role!r}, which the policy does "
+                    f"not define (roles: {defined}); add it under policy.roles or fix the spelling"
+                )
+        return self
+
+    def access_policy(self) -> Policy:
+        """The compiled policy (already checked when these settings loaded)."""
+        return self.policy.compile()
 
     @classmethod
     def settings_customise_sources(
@@ -245,6 +277,9 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"]
+        if _KEYED in message:
+            lines.append(f"{where}: {message.split(_KEYED, 1)[1]}")
+            continue
         if error["type"] == "extra_forbidden":
             message = "unknown key; check its spelling against the config reference in the README"
         elif error["type"] == "missing":

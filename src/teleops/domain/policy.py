@@ -1,0 +1,369 @@
+"""Who may run what where: roles → ordered rules of host patterns × command patterns. Pure; stdlib only.
+
+Semantics (docs/access-control.md has worked examples):
+
+- **Default deny.** A role with no matching allow rule, an unknown role and an empty command are refused.
+- **Deny wins.** Any matching ``effect: deny`` rule refuses, whatever allows also match.
+- **Most restrictive requirements.** When several allow rules match, the decision takes every requirement
+  any of them imposes (``require_2fa``, ``require_approval``) and the smallest ``max_timeout``. A broad rule
+  added later can therefore never loosen a narrower rule's requirements (THREATS T09).
+- **Shell is a grant.** An argv that starts a shell with ``-c`` (``sh -c …``, ``env bash -c …``,
+  ``sudo sh -ec …``) and a command line with shell syntax outside quotes (``;``, ``&&``, ``||``, ``|``,
+  backticks, ``$(``, redirections, a newline anywhere) are allowed only by a matching rule with
+  ``shell: true``; other allow rules do not count for them. Without a shell, metacharacters inside argv
+  tokens are plain text: TeleOps never runs a shell on its own.
+- Commands match on the argv with ``teleops.domain.patterns`` (``*`` as the whole last token = any remaining
+  tokens; a glob inside a token never matches a token starting with ``-`` unless the pattern token does).
+  Hosts match the canonical agent name with ``fnmatch`` rules, case-insensitively (host names are).
+
+Decisions are made for the human who asked, given their role; nothing here knows about bot accounts (T08).
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from teleops.domain.patterns import InvalidPattern, argv_matches, parse_pattern, pattern_text
+
+__all__ = [
+    "DEFAULT_ROLES",
+    "SHELLS",
+    "Decision",
+    "Effect",
+    "Policy",
+    "PolicyError",
+    "Rule",
+    "compile_policy",
+    "shell_syntax",
+    "starts_shell",
+]
+
+# Shell programs whose `-c` runs a whole script: an argv that starts one is a shell, whatever the rule says.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh", "busybox"})
+
+_RULE_KEYS = frozenset({"hosts", "commands", "effect", "require_2fa", "require_approval", "shell", "max_timeout"})
+
+# The policy used when the config has no `policy:` section: operators get read-only diagnostics,
+# admins get everything except a shell. Written in the same shape as the config so it is checked the same way.
+DEFAULT_ROLES: Mapping[str, Sequence[Mapping[str, Any]]] = {
+    "operator": [
+        {
+            "hosts": ["*"],
+            "commands": [
+                "uptime",
+                "uname *",
+                "hostname",
+                "date",
+                "df *",
+                "free *",
+                "w",
+                "who",
+                "ps *",
+                "echo *",
+                "systemctl status *",
+            ],
+        }
+    ],
+    "admin": [{"hosts": ["*"], "commands": ["*"]}],
+}
+
+
+class PolicyError(ValueError):
+    """The policy cannot be used. `key` is the dotted config key at fault (e.g. ``policy.roles.ops.0.hosts``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class Effect(enum.StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    role: str
+    number: int  # 1-based position within the role, as people count rules in the file
+    hosts: tuple[str, ...]
+    commands: tuple[tuple[str, ...], ...]
+    texts: tuple[str, ...]  # the command patterns as written, for people
+    effect: Effect = Effect.ALLOW
+    require_2fa: bool = False
+    require_approval: bool = False
+    shell: bool = False
+    max_timeout_s: float | None = None
+
+    def describe(self) -> str:
+        """E.g. ``operator rule 2: hosts [web-*] commands [systemctl restart *]`` (deny rules say so)."""
+        kind = " deny" if self.effect is Effect.DENY else ""
+        commands = ", ".join(self.texts)
+        return f"{self.role}{kind} rule {self.number}: hosts [{', '.join(self.hosts)}] commands [{commands}]"
+
+    def matching_pattern(self, argv: Sequence[str]) -> str | None:
+        """The first command pattern (as written) that matches argv."""
+        for pattern, text in zip(self.commands, self.texts, strict=True):
+            if argv_matches(pattern, argv):
+                return text
+        return None
+
+    def matches_host(self, host: str) -> bool:
+        wanted = host.lower()
+        return any(fnmatch.fnmatchcase(wanted, pattern.lower()) for pattern in self.hosts)
+
+    def matches_argv(self, argv: Sequence[str]) -> bool:
+        return any(argv_matches(pattern, argv) for pattern in self.commands)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one (person, host, argv). `rule` names the deciding rule; `reason` is for the person."""
+
+    allowed: bool
+    rule: str
+    reason: str
+    require_2fa: bool = False
+    require_approval: bool = False
+    max_timeout_s: float | None = None
+
+
+def starts_shell(argv: Sequence[str]) -> bool:
+    """True when argv runs a shell script: some token is a shell program followed later by a ``-c`` option
+    (``-c``, or a short-option cluster containing ``c`` such as ``-ec``). Wrappers (``env``, ``sudo``,
+    ``nice``) in front do not hide it."""
+    for index, token in enumerate(argv):
+        if os.path.basename(token) not in SHELLS:
+            continue
+        for option in argv[index + 1 :]:
+            if option.startswith("-") and not option.startswith("--") and "c" in option[1:]:
+                return True
+    return False
+
+
+def shell_syntax(text: str) -> str | None:
+    """The first piece of shell syntax in a typed command line, or None.
+
+    Looks outside single quotes (backticks and ``$(`` count inside double quotes too, as a shell would expand
+    them there). A newline counts anywhere: one chat message is one command.
+    """
+    if "\n" in text or "\r" in text:
+        return "a newline"
+    quote = ""
+    index = 0
+    while index < len(text):
+        char = text[index]
+        pair = text[index : index + 2]
+        if char == "\\" and quote != "'":
+            index += 2
+            continue
+        if quote == "'":
+            if char == "'":
+                quote = ""
+        elif char == "`":
+            return "a backtick"
+        elif pair == "$(":
+            return "$("
+        elif quote == '"':
+            if char == '"':
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif pair in ("&&", "||", ">>", "<<"):
+            return pair
+        elif char in ";|&<>":
+            return char
+        index += 1
+    return None
+
+
+class Policy:
+    """Compiled roles. Build with `compile_policy`; ask with `decide`."""
+
+    def __init__(self, roles: Mapping[str, tuple[Rule, ...]]) -> None:
+        self._roles = dict(roles)
+
+    @property
+    def roles(self) -> Mapping[str, tuple[Rule, ...]]:
+        return self._roles
+
+    def decide(
+        self, *, user: str, role: str | None, host: str, argv: Sequence[str], text: str | None = None
+    ) -> Decision:
+        """Decide for the person `user` holding `role` (None: not a known user). `text` is the command as typed,
+        when there was one; its shell syntax is then refused unless a shell is granted.
+
+        Never raises for any input: unknown users and roles and empty commands are refusals with a reason.
+        """
+        if role is None:
+            return Decision(
+                False,
+                "unknown user",
+                f"{user!r} is not a TeleOps user, so nothing is allowed; an admin adds people under `users:`",
+            )
+        who = f'{user} (role "{role}")'
+        if not argv:
+            return Decision(False, "default deny", "nothing to run: the command is empty; write what to run")
+        rules = self._roles.get(role)
+        if rules is None:
+            return Decision(
+                False,
+                "default deny",
+                f'role "{role}" of {user} is not defined in the policy, so nothing is allowed; '
+                "ask an admin to add it under policy.roles",
+            )
+        syntax = shell_syntax(text) if text is not None else None
+        needs_shell = starts_shell(argv) or syntax is not None
+        on_host = [r for r in rules if r.matches_host(host) and r.matches_argv(argv)]
+        for rule in on_host:
+            if rule.effect is Effect.DENY:
+                return Decision(
+                    False, rule.describe(), f'{who} may not run "{argv[0]}" on {host}: refused by {rule.describe()}'
+                )
+        allows = [r for r in on_host if r.effect is Effect.ALLOW]
+        granted = [r for r in allows if r.shell] if needs_shell else allows
+        if not granted:
+            if allows and syntax is not None:
+                return Decision(
+                    False,
+                    allows[0].describe(),
+                    f"shell syntax is not run; {syntax} in the command would need a shell, which role "
+                    f'"{role}" is not granted on {host}. Run one command at a time, without ; && || | ` $( or '
+                    "redirections, or ask an admin for a shell grant",
+                )
+            if allows:
+                return Decision(
+                    False,
+                    allows[0].describe(),
+                    f'{who} may not start a shell with -c on {host}: no rule grants role "{role}" a shell '
+                    "(shell: true); run the command directly instead",
+                )
+            if syntax is not None:
+                return Decision(
+                    False,
+                    "default deny",
+                    f"shell syntax is not run; {syntax} in the command would need a shell. Run one command at a "
+                    "time, without ; && || | ` $( or redirections",
+                )
+            return Decision(
+                False,
+                "default deny",
+                f'role "{role}" may not run "{pattern_text(argv)}" on {host} (rule: default deny); '
+                "ask an admin to run it or to extend the policy",
+            )
+        # Requirements come from every matching allow rule, granting or not: a shell grant must not skip the
+        # approval a host-wide rule asks for.
+        require_2fa = any(r.require_2fa for r in allows)
+        require_approval = any(r.require_approval for r in allows)
+        timeouts = [r.max_timeout_s for r in allows if r.max_timeout_s is not None]
+        # Name the rule that explains the strictest requirement, so `policy test` shows why a code is asked.
+        deciding = max(allows, key=lambda r: (r.require_approval, r.require_2fa, r in granted, -r.number))
+        needs = [word for flag, word in ((require_2fa, "a TOTP code"), (require_approval, "a second person")) if flag]
+        matched = deciding.matching_pattern(argv)
+        reason = f"allowed: {deciding.role} rule {deciding.number} allows {matched!r} on {host}"
+        if needs:
+            reason += f"; needs {' and '.join(needs)}"
+        return Decision(
+            True,
+            deciding.describe(),
+            reason,
+            require_2fa=require_2fa,
+            require_approval=require_approval,
+            max_timeout_s=min(timeouts) if timeouts else None,
+        )
+
+
+def compile_policy(
+    roles: Mapping[str, Any] | None,
+    *,
+    parse_duration: Callable[[Any], float],
+    prefix: str = "policy.roles",
+) -> Policy:
+    """Check and compile ``policy.roles`` (plain data as in the config). An empty or missing mapping means
+    `DEFAULT_ROLES`. `parse_duration(text) -> seconds` converts ``max_timeout`` (raising ValueError when bad).
+
+    Raises PolicyError naming the first bad key: not a mapping, unknown key, empty or unsplittable pattern,
+    bad effect or duration. Nothing is partially loaded: the caller gets a whole Policy or the error.
+    """
+    source: Mapping[str, Any] = roles if roles else DEFAULT_ROLES
+    if not isinstance(source, Mapping):
+        raise PolicyError(prefix, "must map role names to lists of rules")
+    compiled: dict[str, tuple[Rule, ...]] = {}
+    for role, raw_rules in source.items():
+        key = f"{prefix}.{role}"
+        if not isinstance(role, str) or not role.strip():
+            raise PolicyError(key, "a role name must be a non-empty string")
+        if not isinstance(raw_rules, Sequence) or isinstance(raw_rules, str):
+            raise PolicyError(key, "must be a list of rules like {hosts: [...], commands: [...]}")
+        compiled[role] = tuple(
+            _compile_rule(role, number, raw, f"{key}.{number - 1}", parse_duration)
+            for number, raw in enumerate(raw_rules, start=1)
+        )
+    return Policy(compiled)
+
+
+def _compile_rule(role: str, number: int, raw: Any, key: str, parse_duration: Callable[[Any], float] | None) -> Rule:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(key, "a rule must be a mapping like {hosts: [...], commands: [...]}")
+    unknown = sorted(set(raw) - _RULE_KEYS)
+    if unknown:
+        raise PolicyError(f"{key}.{unknown[0]}", f"unknown key; a rule may have {', '.join(sorted(_RULE_KEYS))}")
+    hosts = _patterns(raw.get("hosts"), f"{key}.hosts")
+    for index, host in enumerate(hosts):
+        if host != host.strip() or " " in host:
+            raise PolicyError(f"{key}.hosts.{index}", f"host pattern {host!r} contains spaces; remove them")
+    commands: list[tuple[str, ...]] = []
+    texts = _patterns(raw.get("commands"), f"{key}.commands")
+    for index, text in enumerate(texts):
+        try:
+            commands.append(parse_pattern(text))
+        except InvalidPattern as exc:
+            raise PolicyError(f"{key}.commands.{index}", str(exc)) from exc
+    effect_text = raw.get("effect", "allow")
+    try:
+        effect = Effect(effect_text)
+    except ValueError as exc:
+        raise PolicyError(f"{key}.effect", f"{effect_text!r} is not allow or deny") from exc
+    flags: dict[str, bool] = {}
+    for flag in ("require_2fa", "require_approval", "shell"):
+        value = raw.get(flag, False)
+        if not isinstance(value, bool):
+            raise PolicyError(f"{key}.{flag}", f"{value!r} is not true or false")
+        flags[flag] = value
+    max_timeout_s: float | None = None
+    if raw.get("max_timeout") is not None:
+        try:
+            value = raw["max_timeout"]
+            max_timeout_s = float(parse_duration(value))
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(f"{key}.max_timeout", f"{exc}") from exc
+        if max_timeout_s <= 0:
+            raise PolicyError(f"{key}.max_timeout", "must be longer than 0s")
+    return Rule(
+        role=role,
+        number=number,
+        hosts=hosts,
+        commands=tuple(commands),
+        texts=tuple(t.strip() for t in texts),
+        effect=effect,
+        max_timeout_s=max_timeout_s,
+        **flags,
+    )
+
+
+def _patterns(value: Any, key: str) -> tuple[str, ...]:
+    if value is None:
+        raise PolicyError(key, "required key is missing; list at least one pattern")
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise PolicyError(key, "must be a list of patterns, e.g. ['web-*']")
+    if not value:
+        raise PolicyError(key, "is empty; list at least one pattern (use ['*'] for all)")
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise PolicyError(f"{key}.{index}", "empty pattern; write one, e.g. '*' or 'df *'")
+    return tuple(value)
