@@ -1,0 +1,149 @@
+"""The `oncall:` section: rotations, escalation policies per team, routes, named chats, reminders.
+
+The top-level `rotations` and `escalation` (ARCHITECTURE §6) are the default team's; `teams` add more,
+and `routes` send alerts to a team by source, severity and labels.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from teleops.config.duration import parse_duration
+from teleops.domain.rotation import RotationError, parse_handoff
+
+__all__ = [
+    "ChatSettings",
+    "EscalationStep",
+    "OncallSettings",
+    "OverrideSettings",
+    "RotationSettings",
+    "RouteSettings",
+    "TeamSettings",
+]
+
+DEFAULT_TEAM = "default"
+_TARGET = re.compile(r"^(rotation|user|chat):[A-Za-z0-9_.@:-]+$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _duration(value: str) -> str:
+    if parse_duration(value) < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+class OverrideSettings(_Section):
+    """`user` covers the rotation from `start` to `end` (ISO 8601 with an offset, e.g. 2026-11-24T18:00:00+01:00)."""
+
+    user: str
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered_and_aware(self) -> OverrideSettings:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("override times need an offset, e.g. 2026-11-24T18:00:00+01:00")
+        if self.end <= self.start:
+            raise ValueError("override ends before it starts")
+        return self
+
+
+class RotationSettings(_Section):
+    name: str
+    members: list[str] = Field(min_length=1)
+    shift: str = "7d"
+    handoff: str = "Mon 09:00"
+    tz: str = "UTC"
+    overrides: list[OverrideSettings] = Field(default_factory=list)
+
+    @field_validator("shift")
+    @classmethod
+    def _shift(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be positive, e.g. 1d or 7d")
+        return value
+
+    @field_validator("handoff")
+    @classmethod
+    def _handoff(cls, value: str) -> str:
+        try:
+            parse_handoff(value)
+        except RotationError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class EscalationStep(_Section):
+    after: str = "0m"
+    notify: str
+
+    _after = field_validator("after")(_duration)
+
+    @field_validator("notify")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if not _TARGET.match(value):
+            raise ValueError("write rotation:NAME, user:NAME or chat:NAME")
+        return value
+
+
+class ChatSettings(_Section):
+    """A named chat for `notify: chat:NAME` (a Telegram group id, a Slack channel id, or the web console)."""
+
+    platform: Literal["telegram", "slack", "console"]
+    id: str
+
+
+class TeamSettings(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    escalation: list[EscalationStep] = Field(min_length=1)
+    repeat: int = Field(default=0, ge=0, le=20)
+
+
+class RouteSettings(_Section):
+    """Alerts matching every given condition go to `team`; the first matching route wins."""
+
+    team: str
+    source: list[str] = Field(default_factory=list)
+    severity: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict, description="label name -> glob, e.g. {service: 'db-*'}")
+
+
+class OncallSettings(_Section):
+    rotations: list[RotationSettings] = Field(default_factory=list)
+    escalation: list[EscalationStep] = Field(default_factory=list)
+    repeat: int = Field(default=0, ge=0, le=20, description="Run the default escalation again this many times.")
+    teams: list[TeamSettings] = Field(default_factory=list)
+    routes: list[RouteSettings] = Field(default_factory=list)
+    chats: dict[str, ChatSettings] = Field(default_factory=dict)
+    remind_acked_after: str = "1h"
+    silence_writeback: bool = True
+
+    _remind = field_validator("remind_acked_after")(_duration)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> OncallSettings:
+        rotations = {r.name for r in self.rotations}
+        if len(rotations) != len(self.rotations):
+            raise ValueError("two rotations share a name")
+        teams = {t.name for t in self.teams} | {DEFAULT_TEAM}
+        if len(teams) != len(self.teams) + 1:
+            raise ValueError(f"two teams share a name (or one is called {DEFAULT_TEAM!r}, which is reserved)")
+        for route in self.routes:
+            if route.team not in teams:
+                raise ValueError(f"route to unknown team {route.team!r}; teams: {', '.join(sorted(teams))}")
+        steps = [*self.escalation, *(step for team in self.teams for step in team.escalation)]
+        for step in steps:
+            kind, _, name = step.notify.partition(":")
+            if kind == "rotation" and name not in rotations:
+                raise ValueError(f"{step.notify}: no rotation named {name!r}")
+            if kind == "chat" and name not in self.chats:
+                raise ValueError(f"{step.notify}: no chat named {name!r} under oncall.chats")
+        return self
