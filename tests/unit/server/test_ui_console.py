@@ -1,0 +1,152 @@
+"""The console WebSocket: who may connect, what it pushes, what typed text and button presses become."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from teleops.chat.base import EventKind, InboundEvent
+from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
+from teleops.chat.render import Button, Message, render
+from teleops.config import Settings
+from teleops.server.app import create_app
+
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+ORIGIN = {"origin": "http://testserver"}
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings)
+    with TestClient(app, base_url="http://testserver") as client:
+        client.portal.call(app.state.services.users.set_password, "admin", PASSWORD)  # type: ignore[union-attr]
+        yield client
+
+
+def _login(client: TestClient) -> None:
+    page = client.get("/ui/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    response = client.post(
+        "/ui/login",
+        data={"username": "admin", "password": PASSWORD, "csrf_token": token.group(1)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+
+
+def _gateway(client: TestClient) -> ConsoleGateway:
+    gateway: ConsoleGateway = client.app.state.console_gateway  # type: ignore[attr-defined]
+    return gateway
+
+
+def test_unauthenticated_socket_is_refused(client: TestClient) -> None:
+    with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ui/console/ws", headers=ORIGIN):
+        pass
+    assert refused.value.code == 1008
+
+
+def test_cross_origin_socket_is_refused_even_with_a_session(client: TestClient) -> None:
+    _login(client)
+    for origin in ("http://evil.example", "null", "http://testserver.evil.example"):
+        with (
+            pytest.raises(WebSocketDisconnect) as refused,
+            client.websocket_connect("/ui/console/ws", headers={"origin": origin}),
+        ):
+            pass
+        assert refused.value.code == 1008
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ui/console/ws"):  # no Origin at all
+        pass
+
+
+def test_forged_cookie_socket_is_refused(client: TestClient) -> None:
+    client.cookies.set("teleops_session", "v1.eyJ1IjogImFkbWluIn0.AAAA")
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ui/console/ws", headers=ORIGIN):
+        pass
+
+
+def test_logged_in_browser_gets_history_then_live_messages(client: TestClient) -> None:
+    _login(client)
+    gateway = _gateway(client)
+    capabilities = gateway.capabilities
+    first = client.portal.call(  # type: ignore[union-attr]
+        gateway.send, CONSOLE_CHAT_ID, render(Message(title="DiskFull", severity="critical"), capabilities)
+    )
+    with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
+        history = ws.receive_json()
+        assert history["type"] == "history"
+        assert history["user"] == "admin"
+        assert [m["id"] for m in history["messages"]] == [int(first)]
+        assert "CRITICAL" in history["messages"][0]["text"]
+        message = Message(title="<b>Load</b>", severity="warning", buttons=(Button("Ack", "ack:1"),))
+        second = client.portal.call(gateway.send, CONSOLE_CHAT_ID, render(message, capabilities))  # type: ignore[union-attr]
+        pushed = ws.receive_json()
+        assert pushed["type"] == "message"
+        assert pushed["message"]["id"] == int(second)
+        assert "<b>Load</b>" in pushed["message"]["text"]  # plain text; the page sets it with textContent
+        assert pushed["message"]["buttons"] == [{"label": "Ack", "data": "ack:1"}]
+        edited = Message(title="Load", status="acknowledged by admin")
+        client.portal.call(gateway.edit, CONSOLE_CHAT_ID, second, render(edited, capabilities))  # type: ignore[union-attr]
+        edit = ws.receive_json()
+        assert edit["type"] == "edit"
+        assert edit["message"]["id"] == int(second)
+        assert "acknowledged by admin" in edit["message"]["text"]
+
+
+def test_typed_reply_and_button_press_become_inbound_events(client: TestClient) -> None:
+    _login(client)
+    gateway = _gateway(client)
+    events: list[InboundEvent] = []
+
+    async def on_event(event: InboundEvent) -> None:
+        events.append(event)
+
+    client.portal.call(gateway.start, on_event)  # type: ignore[union-attr]
+    alert = Message(title="DiskFull", buttons=(Button("Ack", "ack:7"),))
+    alert_id = client.portal.call(gateway.send, CONSOLE_CHAT_ID, render(alert, gateway.capabilities))  # type: ignore[union-attr]
+    with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
+        ws.receive_json()  # history
+        ws.send_json({"type": "text", "text": "df -h", "reply_to": int(alert_id)})
+        echoed: dict[str, Any] = ws.receive_json()
+        assert echoed["type"] == "message"
+        assert echoed["message"]["author"] == "admin"
+        assert echoed["message"]["reply_to"] == int(alert_id)
+        ws.send_json({"type": "button", "message_id": int(alert_id), "data": "ack:7"})
+        ws.send_json({"type": "button", "message_id": int(alert_id), "data": "resolve:7"})  # not on that message
+        notice = ws.receive_json()
+        assert notice == {"type": "notice", "text": "that button is no longer there; reload the page"}
+    typed, pressed = events
+    assert (typed.platform, typed.kind, typed.chat_id, typed.user_id) == (
+        "console",
+        EventKind.MESSAGE,
+        "console",
+        "admin",
+    )
+    assert typed.text == "df -h"
+    assert typed.reply_to == alert_id
+    assert (pressed.kind, pressed.button_data, pressed.message_id, pressed.user_id) == (
+        EventKind.BUTTON,
+        "ack:7",
+        alert_id,
+        "admin",
+    )
+    assert pressed.callback_id
+
+
+def test_reply_to_a_missing_message_and_junk_frames_get_a_notice(client: TestClient) -> None:
+    _login(client)
+    with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
+        ws.receive_json()
+        ws.send_json({"type": "text", "text": "uptime", "reply_to": 999})
+        assert "does not exist" in ws.receive_json()["text"]
+        ws.send_text("{not json")
+        assert ws.receive_json()["type"] == "notice"
+        ws.send_json({"type": "text", "text": "x" * 5000})
+        assert "too long" in ws.receive_json()["text"]
