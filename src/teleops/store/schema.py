@@ -295,3 +295,19 @@ chat_refusals = Table(
     Column("first_at", UTCDateTime, nullable=False),
     Column("count", Integer, nullable=False, default=1),
 )
+
+# One row per incident under escalation (oncall/escalation.py decides, oncall/worker.py acts).
+escalations = Table(
+    "escalations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("incident_id", Id, ForeignKey("incidents.id"), nullable=False, unique=True),
+    Column("team", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("round_started_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_escalations_due_at", "due_at"),
+)

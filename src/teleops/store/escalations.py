@@ -1,0 +1,114 @@
+"""Escalation timers: one row per incident under escalation, with the due time the worker acts on.
+
+All functions take a Connection: they run inside the caller's transaction, so a step, its notifications
+and the advanced timer commit together (a restart neither loses nor repeats a step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from teleops.store.schema import escalations, incidents, timeline
+
+__all__ = ["DueEscalation", "add_event", "due_escalations", "next_due_at", "nudge", "save_plan", "start"]
+
+
+@dataclass(frozen=True, slots=True)
+class DueEscalation:
+    id: int
+    incident_id: int
+    team: str
+    state: str
+    step: int
+    round: int
+    round_started_at: datetime
+    incident: dict[str, Any]
+
+
+def start(conn: Connection, *, incident_id: int, team: str, now: datetime, first_due: datetime) -> None:
+    """Begin escalating `incident_id` for `team` (state paging, step 0)."""
+    conn.execute(
+        insert(escalations).values(
+            incident_id=incident_id,
+            team=team,
+            state="paging",
+            step=0,
+            round=0,
+            round_started_at=now,
+            due_at=first_due,
+            updated_at=now,
+        )
+    )
+
+
+def nudge(conn: Connection, incident_id: int, now: datetime) -> None:
+    """Someone acted on the incident: re-evaluate its escalation now (ack stops, snooze pauses, …)."""
+    conn.execute(
+        update(escalations)
+        .where(escalations.c.incident_id == incident_id, escalations.c.state != "done")
+        .values(due_at=now, updated_at=now)
+    )
+
+
+def due_escalations(conn: Connection, now: datetime, *, limit: int = 100) -> list[DueEscalation]:
+    """Escalations due by `now`, with their incident. On PostgreSQL rows are locked, skipping those another
+    replica is processing (`FOR UPDATE SKIP LOCKED`); SQLite has a single writer."""
+    query = (
+        select(escalations, incidents)
+        .join(incidents, incidents.c.id == escalations.c.incident_id)
+        .where(escalations.c.due_at.is_not(None), escalations.c.due_at <= now)
+        .order_by(escalations.c.due_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=escalations)
+    rows = conn.execute(query).mappings().all()
+    result = []
+    for row in rows:
+        incident = {column.name: row[incidents.c[column.name]] for column in incidents.c}
+        result.append(
+            DueEscalation(
+                id=row[escalations.c.id],
+                incident_id=row[escalations.c.incident_id],
+                team=row[escalations.c.team],
+                state=row[escalations.c.state],
+                step=row[escalations.c.step],
+                round=row[escalations.c.round],
+                round_started_at=row[escalations.c.round_started_at],
+                incident=incident,
+            )
+        )
+    return result
+
+
+def save_plan(
+    conn: Connection,
+    escalation_id: int,
+    *,
+    state: str,
+    step: int,
+    round_: int,
+    round_started_at: datetime,
+    due_at: datetime | None,
+    now: datetime,
+) -> None:
+    conn.execute(
+        update(escalations)
+        .where(escalations.c.id == escalation_id)
+        .values(state=state, step=step, round=round_, round_started_at=round_started_at, due_at=due_at, updated_at=now)
+    )
+
+
+def next_due_at(conn: Connection) -> datetime | None:
+    """The earliest due time of any escalation (the worker sleeps until then)."""
+    value: datetime | None = conn.execute(select(func.min(escalations.c.due_at))).scalar()
+    return value
+
+
+def add_event(conn: Connection, incident_id: int, now: datetime, kind: str, data: dict[str, Any]) -> None:
+    conn.execute(insert(timeline).values(incident_id=incident_id, at=now, kind=kind, actor="teleops", data=data))
