@@ -1,0 +1,372 @@
+"""Remote execution end to end: a real `teleops serve`, real `teleops agent` processes, loopback only.
+
+What is real: the controller subprocess, the agent subprocesses started with the documented command line,
+the WebSocket between them (through a real TCP proxy where the link must break), and the commands run.
+Waiting is always polling with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import yaml
+
+from tests.integration.servers import TeleopsServer, stop_process, wait_until
+from tests.integration.tcp_proxy import running_proxy
+
+T = TypeVar("T")
+
+POLICY = {"allow": ["uname *", "echo *", "sleep *", "sh -c *"]}
+TERMINAL = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
+
+
+def eventually(check: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
+    """Poll until `check` returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class AgentProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    state_dir: Path
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+AgentFactory = Callable[..., AgentProcess]
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
+    """Starts `teleops agent --server URL --name NAME --token-file FILE --policy FILE` (ARCHITECTURE §6)."""
+    started: list[AgentProcess] = []
+
+    def start(server_url: str, name: str, token: str, *, state_dir: Path | None = None) -> AgentProcess:
+        folder = tmp_path / f"agent-{name}-{len(started)}"
+        folder.mkdir()
+        token_file = folder / "token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        policy_file = folder / "policy.yaml"
+        policy_file.write_text(yaml.safe_dump(POLICY))
+        state = state_dir or folder / "state"
+        log = folder / "agent.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TELEOPS_")}
+        argv = [sys.executable, "-m", "teleops", "agent", "--server", server_url, "--name", name]
+        argv += ["--token-file", str(token_file), "--policy", str(policy_file), "--state-dir", str(state)]
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+        agent = AgentProcess(name, process, log, state)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        stop_process(agent.process)
+
+
+def _get(server: TeleopsServer, path: str) -> Any:
+    response = httpx.get(f"{server.url}{path}", headers=server.api_headers, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def post_command(server: TeleopsServer, host: str, command: str, **extra: Any) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/api/v1/commands",
+        json={"host": host, "command": command, **extra},
+        headers=server.api_headers,
+        timeout=10,
+    )
+
+
+def run_command(server: TeleopsServer, host: str, command: str, **extra: Any) -> int:
+    response = post_command(server, host, command, **extra)
+    assert response.status_code == 202, response.text
+    command_id: int = response.json()["id"]
+    return command_id
+
+
+def command(server: TeleopsServer, command_id: int) -> dict[str, Any]:
+    result: dict[str, Any] = _get(server, f"/api/v1/commands/{command_id}")
+    return result
+
+
+def final(server: TeleopsServer, command_id: int, timeout: float = 30.0) -> dict[str, Any]:
+    return eventually(
+        lambda: (c := command(server, command_id))["status"] in TERMINAL and c,
+        what=f"command {command_id} to finish",
+        timeout=timeout,
+    )
+
+
+def agent_online(server: TeleopsServer, name: str) -> dict[str, Any] | None:
+    for item in _get(server, "/api/v1/agents")["items"]:
+        if item["name"] == name and item["online"]:
+            return dict(item)
+    return None
+
+
+def connected_agent(server: TeleopsServer, agent: AgentProcess) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        if agent.process.poll() is not None:
+            pytest.fail(f"agent exited with {agent.process.returncode}:\n{agent.text()[-3000:]}")
+        return agent_online(server, agent.name)
+
+    return eventually(check, what=f"agent {agent.name} to connect")
+
+
+def restart_controller(server: TeleopsServer) -> None:
+    stop_process(server.process)
+    with server.log.open("ab") as out:
+        server.process = subprocess.Popen(
+            [sys.executable, "-m", "teleops", "serve", "--config", str(server.config_path)],
+            cwd=server.config_path.parent,
+            env=server.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until(
+        lambda: httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200,
+        what="restarted teleops serve",
+        process=server.process,
+        log=server.log,
+    )
+
+
+def log_count(text: str, event: str, command_id: int) -> int:
+    return sum(1 for line in text.splitlines() if event in line and re.search(rf"command_id={command_id}\b", line))
+
+
+# --- the embedded default --------------------------------------------------------------------------
+
+
+def test_embedded_local_agent_runs_uname_and_returns_its_real_output(
+    teleops_server: Callable[..., TeleopsServer],
+) -> None:
+    server = teleops_server(local_agent=True)
+    eventually(lambda: agent_online(server, "localhost"), what="the embedded local agent to connect")
+
+    command_id = run_command(server, "localhost", "uname -a")
+    result = final(server, command_id)
+
+    expected = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout
+    assert result["status"] == "succeeded", result
+    assert result["exit_code"] == 0
+    assert result["output"] == expected
+    assert result["argv"] == ["uname", "-a"]
+    assert result["requester"] == "admin"
+    assert result["finished_at"] is not None
+    token_file = server.data_dir / "local-agent.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_bad_command_lines_and_unknown_hosts_are_refused_before_anything_runs(
+    teleops_server: Callable[..., TeleopsServer],
+) -> None:
+    server = teleops_server(local_agent=True)
+    eventually(lambda: agent_online(server, "localhost"), what="the embedded local agent to connect")
+
+    unbalanced = post_command(server, "localhost", "echo 'oops")
+    assert unbalanced.status_code == 422
+    assert "unbalanced quote" in unbalanced.json()["detail"]
+    empty = post_command(server, "localhost", "   ")
+    assert empty.status_code == 422
+    assert "empty" in empty.json()["detail"]
+    unknown = post_command(server, "db-9", "uptime")
+    assert unknown.status_code == 404
+    assert "db-9" in unknown.json()["detail"]
+    assert "known hosts: localhost" in unknown.json()["detail"]
+
+
+def test_local_agent_is_restarted_when_it_dies(teleops_server: Callable[..., TeleopsServer]) -> None:
+    server = teleops_server(local_agent=True)
+    eventually(lambda: agent_online(server, "localhost"), what="the embedded local agent to connect")
+    pid_line = eventually(
+        lambda: re.search(r"local_agent.started\s+name=localhost pid=(\d+)", server.log.read_text()),
+        what="the supervisor to log the child pid",
+    )
+    first_pid = int(pid_line.group(1))
+    os.kill(first_pid, 9)  # the child this server started for this test
+
+    eventually(
+        lambda: len(re.findall(r"local_agent.started", server.log.read_text())) >= 2,
+        what="the supervisor to restart the local agent",
+    )
+    eventually(lambda: agent_online(server, "localhost"), what="the restarted local agent to connect")
+    assert final(server, run_command(server, "localhost", "echo again"))["output"] == "again\n"
+
+
+# --- a remote agent --------------------------------------------------------------------------------
+
+
+def test_remote_agent_started_with_the_documented_command_connects_and_runs_commands(
+    teleops_server: Callable[..., TeleopsServer], start_agent: AgentFactory
+) -> None:
+    server = teleops_server()
+    token = server.create_token("agent", "web-1")
+    agent = start_agent(server.url, "web-1", token)
+    listed = connected_agent(server, agent)
+    assert listed["hostname"] == os.uname().nodename
+
+    ok = final(server, run_command(server, "web-1", "sh -c 'echo out; echo err >&2; exit 3'"))
+    assert ok["status"] == "failed"
+    assert ok["exit_code"] == 3
+    assert ok["output"] == "out\nerr\n"
+
+    by_hostname = final(server, run_command(server, os.uname().nodename, "echo via hostname"))
+    assert (by_hostname["status"], by_hostname["output"]) == ("succeeded", "via hostname\n")
+
+    refused = final(server, run_command(server, "web-1", "id"))
+    assert refused["status"] == "denied"
+    assert "allowlist" in refused["reason"]
+    assert refused["exit_code"] is None
+    eventually(lambda: "agent.command_refused" in agent.text(), what="the agent to log the refusal locally")
+
+    timed_out = final(server, run_command(server, "web-1", "sleep 30", timeout=1))
+    assert timed_out["status"] == "timed_out"
+    assert timed_out["exit_code"] == 124
+
+
+def test_a_command_on_an_incident_adds_requested_and_finished_to_its_timeline(
+    teleops_server: Callable[..., TeleopsServer], start_agent: AgentFactory
+) -> None:
+    server = teleops_server()
+    agent = start_agent(server.url, "web-1", server.create_token("agent", "web-1"))
+    connected_agent(server, agent)
+    alert = httpx.post(
+        f"{server.url}/api/v1/alerts/generic",
+        json={"summary": "Disk full", "host": "web-1", "check": "DiskFull", "severity": "critical"},
+        headers=server.ingest_headers,
+        timeout=10,
+    )
+    assert alert.status_code < 300, alert.text
+    incident_id = alert.json()["results"][0]["incident_id"]
+
+    result = final(server, run_command(server, "web-1", "echo cleaned", incident_id=incident_id))
+
+    timeline = _get(server, f"/api/v1/incidents/{incident_id}")["timeline"]
+    kinds = [event["kind"] for event in timeline]
+    assert kinds[-2:] == ["command.requested", "command.finished"]
+    finished = timeline[-1]["data"]
+    assert finished["argv"] == ["echo", "cleaned"]
+    assert finished["host"] == "web-1"
+    assert finished["exit_code"] == 0
+    assert finished["output_excerpt"] == "cleaned\n"
+    assert finished["command_id"] == result["id"]
+    assert finished["duration_s"] is not None
+
+
+def test_wrong_revoked_and_misnamed_tokens_are_refused_with_clear_logs(
+    teleops_server: Callable[..., TeleopsServer], start_agent: AgentFactory
+) -> None:
+    server = teleops_server()
+    wrong = start_agent(server.url, "web-1", "tlo_ag_not-a-real-token")
+    eventually(lambda: "invalid or revoked" in wrong.text(), what="the agent to log the refusal")
+    assert "the controller refused this agent" in wrong.text()
+    eventually(lambda: "agent.refused" in server.log.read_text(), what="the controller to log the refusal")
+    assert agent_online(server, "web-1") is None
+
+    token = server.create_token("agent", "web-2")
+    misnamed = start_agent(server.url, "web-3", token)
+    eventually(lambda: "belongs to agent 'web-2'" in misnamed.text(), what="the name mismatch to be logged")
+    assert agent_online(server, "web-3") is None
+
+    good = start_agent(server.url, "web-2", token)
+    connected_agent(server, good)
+    server.cli("token", "revoke", "agent", "web-2")
+    stop_process(good.process)
+    again = start_agent(server.url, "web-2", token)
+    eventually(lambda: "invalid or revoked" in again.text(), what="the revoked token to be refused")
+    assert "agent.connected" not in again.text()
+
+
+# --- faults ----------------------------------------------------------------------------------------
+
+
+def test_agent_killed_mid_command_ends_lost_after_the_grace(
+    teleops_server: Callable[..., TeleopsServer], start_agent: AgentFactory
+) -> None:
+    server = teleops_server(config={"agents": {"lost_after": "1s", "heartbeat": "1s"}})
+    agent = start_agent(server.url, "web-1", server.create_token("agent", "web-1"))
+    connected_agent(server, agent)
+    command_id = run_command(server, "web-1", "sleep 2", timeout=3)  # exits by itself: nothing left behind
+    eventually(lambda: command(server, command_id)["started_at"], what="the agent to start the command")
+
+    agent.process.kill()
+    agent.process.wait()
+
+    result = final(server, command_id)
+    assert result["status"] == "lost"
+    assert "agent web-1 unreachable since" in result["reason"]
+    assert "outcome unknown" in result["reason"]
+    assert eventually(lambda: agent_online(server, "web-1") is None, what="the agent to show offline")
+
+
+def test_network_cut_mid_command_delivers_the_result_once_after_reconnect(
+    teleops_server: Callable[..., TeleopsServer], start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    server = teleops_server()
+    port = int(server.url.rsplit(":", 1)[1])
+    runs = tmp_path / "runs.txt"
+    with running_proxy("127.0.0.1", port) as proxy:
+        agent = start_agent(proxy.url, "web-1", server.create_token("agent", "web-1"))
+        connected_agent(server, agent)
+        command_id = run_command(server, "web-1", f"sh -c 'echo run >> {runs}; echo start; sleep 1; echo done'")
+        eventually(lambda: command(server, command_id)["started_at"], what="the agent to start the command")
+
+        proxy.cut()
+        spooled = agent.state_dir / "results" / f"{command_id}.json"
+        eventually(spooled.exists, what="the agent to spool the result while the link is down")
+        assert command(server, command_id)["status"] == "running"  # the controller does not guess
+        proxy.restore()
+
+        result = final(server, command_id)
+        assert result["status"] == "succeeded"
+        assert result["output"] == "start\ndone\n"
+        assert result["reason"] == "result reported after the agent reconnected"
+        eventually(lambda: not spooled.exists(), what="the agent to drop the acknowledged result")
+
+    assert runs.read_text() == "run\n"  # ran exactly once
+    assert log_count(agent.text(), "agent.command_started", command_id) == 1
+    assert log_count(server.log.read_text(), "command.finished", command_id) == 1
+
+
+def test_controller_restart_mid_command_is_reconciled_when_the_agent_reconnects(
+    teleops_server: Callable[..., TeleopsServer], start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    server = teleops_server()
+    runs = tmp_path / "runs.txt"
+    agent = start_agent(server.url, "web-1", server.create_token("agent", "web-1"))
+    connected_agent(server, agent)
+    command_id = run_command(server, "web-1", f"sh -c 'echo run >> {runs}; sleep 2; echo done'")
+    eventually(lambda: command(server, command_id)["started_at"], what="the agent to start the command")
+
+    restart_controller(server)
+
+    result = final(server, command_id)
+    assert result["status"] == "succeeded"
+    assert result["output"] == "done\n"
+    assert runs.read_text() == "run\n"
+    assert log_count(agent.text(), "agent.command_started", command_id) == 1
