@@ -1,0 +1,177 @@
+"""The web UI in a real Chromium against a real `teleops serve`: log in, see an alert, ack it, use the console.
+
+Chromium is Debian's /usr/bin/chromium driven by Playwright (never `playwright install`). Every wait is
+Playwright's own polling `expect(...)` with a deadline. Screenshots go to the test's temp dir, or to
+$TELEOPS_SCREENSHOTS when set (`TELEOPS_SCREENSHOTS=docs/screenshots pytest tests/integration/test_web_ui.py`
+refreshes the ones in the docs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+
+from tests.integration.servers import TeleopsServer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+WAIT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as runner:
+        yield runner
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
+    context.set_default_timeout(WAIT_MS)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    target = Path(os.environ.get("TELEOPS_SCREENSHOTS") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@pytest.fixture
+def server(teleops_server: Callable[..., TeleopsServer]) -> TeleopsServer:
+    return teleops_server()
+
+
+def admin_password(server: TeleopsServer) -> str:
+    """A fresh admin password through the CLI (the one printed at first start is in the server's log only)."""
+    return server.cli("user", "set-password", "admin", "--generate").stdout.strip().splitlines()[-1]
+
+
+def log_in(page: Page, server: TeleopsServer, password: str, *, then: str = "/ui/") -> None:
+    page.goto(f"{server.url}{then}")
+    expect(page).to_have_url(re.compile(r"/ui/login\?next="))
+    page.get_by_label("User").fill("admin")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{server.url}{then}")
+
+
+def fire(server: TeleopsServer, **alert: str) -> None:
+    body = {"summary": "Disk / is 97% full", "host": "localhost", "check": "DiskFull", "severity": "critical"}
+    body.update(alert)
+    response = httpx.post(f"{server.url}/api/v1/alerts/generic", json=body, headers=server.ingest_headers, timeout=10)
+    assert response.status_code < 300, response.text
+
+
+def test_wrong_password_shows_the_reason_and_stays_logged_out(server: TeleopsServer, context: BrowserContext) -> None:
+    page = context.new_page()
+    page.goto(f"{server.url}/ui/")
+    page.get_by_label("User").fill("admin")
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Wrong user name or password")
+    page.goto(f"{server.url}/ui/console")
+    expect(page).to_have_url(re.compile(r"/ui/login"))
+
+
+def test_alert_appears_in_the_list_and_ack_changes_its_state(
+    server: TeleopsServer, context: BrowserContext, shots: Path
+) -> None:
+    page = context.new_page()
+    log_in(page, server, admin_password(server))
+    expect(page.locator(".empty")).to_contain_text("No")
+
+    fire(server)
+    fire(server, summary="Load average 12 on 4 CPUs", check="HighLoad", severity="warning", host="web-1")
+    fire(server, summary="<img src=x onerror=alert(1)> certificate expires in 6 days", check="CertExpiry",
+         severity="info", host="lb-1")  # fmt: skip
+    page.reload()
+    rows = page.locator("table.incidents tbody tr")
+    expect(rows).to_have_count(3)
+    disk = rows.filter(has_text="DiskFull")
+    expect(disk).to_contain_text("localhost")
+    expect(disk.locator(".badge.sev")).to_have_text("critical")
+    expect(disk.locator(".badge.status")).to_have_text("open")
+    # Alert text is shown as text, never run: the literal tag is visible and no <img> was created.
+    expect(rows.filter(has_text="CertExpiry")).to_contain_text("<img src=x onerror=alert(1)>")
+    expect(page.locator("table.incidents img")).to_have_count(0)
+    page.screenshot(path=str(shots / "incidents.png"), full_page=True)
+
+    page.locator("table.incidents a", has_text="DiskFull").click()
+    expect(page.locator("h1")).to_contain_text("DiskFull")
+    expect(page.locator("#incident-status")).to_have_text("open")
+    expect(page.locator(".timeline .event").first).to_contain_text("Alert fired")
+    page.get_by_role("button", name="Ack").click()
+    expect(page.locator("#incident-status")).to_have_text("acknowledged")
+    expect(page.locator(".timeline")).to_contain_text("Acknowledged")
+    expect(page.locator(".timeline")).to_contain_text("by admin")
+    expect(page.get_by_role("button", name="Ack")).to_have_count(0)
+    page.screenshot(path=str(shots / "incident.png"), full_page=True)
+
+    # The same state through the REST API: the browser changed the real incident.
+    items = server.incidents(status="acknowledged")
+    assert [(i["name"], i["acknowledged_by"]) for i in items] == [("DiskFull", "admin")]
+
+    page.goto(f"{server.url}/ui/?status=open")
+    expect(rows).to_have_count(2)
+    expect(page.locator("table.incidents")).not_to_contain_text("DiskFull")
+
+
+def test_console_connects_and_shows_typed_messages_after_reload(
+    server: TeleopsServer, context: BrowserContext, shots: Path
+) -> None:
+    page = context.new_page()
+    log_in(page, server, admin_password(server), then="/ui/console")
+    expect(page.locator("#console")).to_have_attribute("data-connected", "true")
+    expect(page.locator("#console-state")).to_contain_text("Connected as admin")
+    page.get_by_label("Message").fill("/help")
+    page.get_by_role("button", name="Send").click()
+    mine = page.locator(".message.mine")
+    expect(mine).to_have_count(1)
+    expect(mine).to_contain_text("/help")
+    page.reload()
+    expect(page.locator("#console")).to_have_attribute("data-connected", "true")
+    expect(page.locator(".message.mine")).to_contain_text("/help")
+    page.screenshot(path=str(shots / "console.png"), full_page=False)
+
+
+def test_phone_width_pages_do_not_scroll_sideways(server: TeleopsServer, browser: Browser, shots: Path) -> None:
+    context = browser.new_context(viewport=PHONE, is_mobile=True)  # type: ignore[arg-type]
+    context.set_default_timeout(WAIT_MS)
+    try:
+        page = context.new_page()
+        log_in(page, server, admin_password(server))
+        fire(server, summary="Disk /var is 99% full on a host with a very long name", host="db-primary-eu-west-1a")
+        page.reload()
+        expect(page.locator("table.incidents tbody tr")).to_have_count(1)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the incident list is {width}px wide on a {PHONE['width']}px phone"
+        page.screenshot(path=str(shots / "incidents-phone.png"), full_page=True)
+    finally:
+        context.close()
