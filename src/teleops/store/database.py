@@ -14,7 +14,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["Database", "StorageUnavailable"]
+__all__ = ["Database", "StorageUnavailable", "Transaction"]
+
+# The connection of an open transaction, as other packages name it in type hints: they pass it to store
+# functions and never use it themselves (only `store` speaks SQL).
+Transaction = Connection
 
 T = TypeVar("T")
 
