@@ -307,7 +307,7 @@ def compile_policy(
     return Policy(compiled)
 
 
-def _compile_rule(role: str, number: int, raw: Any, key: str, parse_duration: Callable[[Any], float] | None) -> Rule:
+def _compile_rule(role: str, number: int, raw: Any, key: str, parse_duration: Callable[[Any], float]) -> Rule:
     if not isinstance(raw, Mapping):
         raise PolicyError(key, "a rule must be a mapping like {hosts: [...], commands: [...]}")
     unknown = sorted(set(raw) - _RULE_KEYS)
