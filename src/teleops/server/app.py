@@ -114,6 +114,16 @@ def create_app(
             status_code=422,
         )
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            # Document the 422 body that validation_error (and HTTPException(422, "...")) really sends.
+            schema.get("components", {}).get("schemas", {})["HTTPValidationError"] = _VALIDATION_ERROR_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     app.include_router(alerts.router)
     app.include_router(incidents.router)
     app.include_router(health.router)
@@ -163,6 +173,18 @@ def _safe_db(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.split("@", 1)[1]
     return scheme + sep + rest
+
+
+_VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "ValidationFailure",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {"type": "string", "description": "What is wrong and with which field."},
+        "field": {"type": "string", "description": "The path of the first bad field, e.g. `body.duration`."},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
 
 
 def _jsonable(errors: Any) -> Any:

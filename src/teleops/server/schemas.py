@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, Field
 
 from teleops.store.incidents import IncidentRecord
 
-__all__ = ["IncidentDetail", "IncidentList", "IncidentOut", "SnoozeRequest", "TimelineEventOut"]
+__all__ = [
+    "MAX_ROW_ID",
+    "IncidentDetail",
+    "IncidentList",
+    "IncidentOut",
+    "RowId",
+    "SnoozeRequest",
+    "TimelineEventOut",
+]
+
+
+# Ids are 64-bit in both databases: a larger number in a URL is a 422, never a driver overflow (500).
+MAX_ROW_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 
 class TimelineEventOut(BaseModel):

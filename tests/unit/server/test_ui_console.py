@@ -150,3 +150,15 @@ def test_reply_to_a_missing_message_and_junk_frames_get_a_notice(client: TestCli
         assert ws.receive_json()["type"] == "notice"
         ws.send_json({"type": "text", "text": "x" * 5000})
         assert "too long" in ws.receive_json()["text"]
+
+
+def test_connecting_links_the_console_account_to_the_logged_in_user(client: TestClient) -> None:
+    from teleops.store.identities import IdentityStore
+
+    identities = IdentityStore(client.app.state.services.db)  # type: ignore[attr-defined]
+    assert client.portal.call(identities.user_of, "console", "admin") is None  # type: ignore[union-attr]
+    _login(client)
+    for _ in range(2):  # a second tab (or reload) finds the link and changes nothing
+        with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
+            assert ws.receive_json()["type"] == "history"
+    assert client.portal.call(identities.user_of, "console", "admin") == "admin"  # type: ignore[union-attr]

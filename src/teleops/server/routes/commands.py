@@ -14,6 +14,7 @@ from teleops.pipeline.command_line import CommandLineError
 from teleops.pipeline.dispatch import AgentOffline, AgentUnavailable, CommandDenied, CommandRequest, submit_command
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
 from teleops.server.auth import Caller, require_api_caller, services_of
+from teleops.server.schemas import RowId
 from teleops.server.services import Services
 from teleops.store.agents import list_agents
 from teleops.store.commands import (
@@ -143,7 +144,7 @@ async def create(body: CommandCreate, request: Request, caller: Annotated[Caller
 
 @router.get("/{command_id}", response_model=CommandOut, responses={404: {"description": "No such command"}})
 async def read(
-    command_id: int, request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]
+    command_id: RowId, request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]
 ) -> CommandOut:
     try:
         return CommandOut.of(await get_command(services_of(request).db, command_id))
@@ -162,7 +163,7 @@ async def read(
     },
 )
 async def cancel(
-    command_id: int, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
+    command_id: RowId, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
 ) -> CommandOut:
     services = services_of(request)
     try:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from teleops.config.settings import parse_duration
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
 from teleops.server.auth import Caller, require_api_caller, services_of
-from teleops.server.schemas import IncidentDetail, IncidentList, IncidentOut, SnoozeRequest
+from teleops.server.schemas import MAX_ROW_ID, IncidentDetail, IncidentList, IncidentOut, RowId, SnoozeRequest
 from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident, list_incidents
 
 __all__ = ["router"]
@@ -27,7 +27,9 @@ async def list_(
     _caller: Annotated[Caller, Depends(require_api_caller)],
     status: Annotated[IncidentStatus | None, Query(description="open, acknowledged, snoozed or resolved")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="Only incidents with a smaller id (paging).")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ROW_ID, description="Only incidents with a smaller id (paging).")
+    ] = None,
 ) -> IncidentList:
     records = await list_incidents(services_of(request).db, status=status, limit=limit, before_id=before)
     next_before = records[-1].id if len(records) == limit else None
@@ -36,7 +38,7 @@ async def list_(
 
 @router.get("/{incident_id}", response_model=IncidentDetail, responses=_NOT_FOUND)
 async def read(
-    incident_id: int, request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]
+    incident_id: RowId, request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]
 ) -> IncidentDetail:
     try:
         return IncidentDetail.of(await get_incident(services_of(request).db, incident_id))
@@ -77,21 +79,21 @@ _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/{incident_id}/ack", response_model=IncidentDetail, responses=_ACTION_RESPONSES)
 async def ack(
-    incident_id: int, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
+    incident_id: RowId, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
 ) -> IncidentDetail:
     return await _act(request, incident_id, IncidentAction.ACK, caller)
 
 
 @router.post("/{incident_id}/resolve", response_model=IncidentDetail, responses=_ACTION_RESPONSES)
 async def resolve(
-    incident_id: int, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
+    incident_id: RowId, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
 ) -> IncidentDetail:
     return await _act(request, incident_id, IncidentAction.RESOLVE, caller)
 
 
 @router.post("/{incident_id}/snooze", response_model=IncidentDetail, responses=_ACTION_RESPONSES)
 async def snooze(
-    incident_id: int,
+    incident_id: RowId,
     request: Request,
     caller: Annotated[Caller, Depends(require_api_caller)],
     body: Annotated[SnoozeRequest | None, Body()] = None,

@@ -17,12 +17,13 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
-from teleops.chat.console.gateway import ConsoleGateway, ConsoleInputRejected, Subscriber
+from teleops.chat.console.gateway import CONSOLE_PLATFORM, ConsoleGateway, ConsoleInputRejected, Subscriber
 from teleops.server.routes.ui_common import UiUser, render_page, require_ui_user
 from teleops.server.services import Services
 from teleops.server.session import SESSION_COOKIE, web_sessions
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import StorageUnavailable
+from teleops.store.identities import IdentityStore, LinkError
 
 __all__ = ["console_gateway", "router"]
 
@@ -81,6 +82,11 @@ async def console_socket(websocket: WebSocket) -> None:
         await websocket.close(code=CLOSE_POLICY)
         return
     gateway = console_gateway(websocket.app)
+    try:
+        await _link_console_identity(services, session.user)
+    except StorageUnavailable:
+        await websocket.close(code=1011, reason="database unavailable; reload in a minute")
+        return
     await websocket.accept()
     subscriber = gateway.subscribe(session.user)
     pump = asyncio.create_task(_pump(subscriber, websocket))
@@ -99,6 +105,26 @@ async def console_socket(websocket: WebSocket) -> None:
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pump
+
+
+async def _link_console_identity(services: Services, user: str) -> None:
+    """Bind the console account `user` to the TeleOps user `user`, once.
+
+    For the console the login *is* the identity: the session proves who typed, so the console links
+    itself through the same one-time-code path every platform uses (invite, then link), and the
+    conversation pipeline identifies console events exactly like any other platform's.
+    """
+    identities = IdentityStore(services.db)
+    if await identities.user_of(CONSOLE_PLATFORM, user) == user:
+        return
+    now = services.clock()
+    code = await identities.invite(user, now=now)
+    try:
+        await identities.link(CONSOLE_PLATFORM, user, code, now=now)
+    except LinkError:
+        # Another tab of the same user linked it first; anything else is a real inconsistency.
+        if await identities.user_of(CONSOLE_PLATFORM, user) != user:
+            raise
 
 
 async def _pump(subscriber: Subscriber, websocket: WebSocket) -> None:

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
 from teleops.server.auth import services_of
 from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user
+from teleops.server.schemas import RowId
 from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident, list_incidents
 
 __all__ = ["router"]
@@ -45,7 +46,7 @@ async def incidents_page(
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse, include_in_schema=False)
 async def incident_page(
-    incident_id: int,
+    incident_id: RowId,
     request: Request,
     user: Annotated[UiUser, Depends(require_ui_user)],
     error: Annotated[str | None, Query(max_length=300)] = None,
@@ -76,7 +77,7 @@ async def incident_page(
 
 @router.post("/incidents/{incident_id}/{action}", include_in_schema=False)
 async def act(
-    incident_id: int,
+    incident_id: RowId,
     action: str,
     request: Request,
     user: Annotated[UiUser, Depends(require_ui_user)],
