@@ -7,6 +7,7 @@ Waiting is always polling with a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -20,6 +21,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.integration.servers import TeleopsServer, stop_process, wait_until
 from tests.integration.tcp_proxy import running_proxy
@@ -370,3 +373,33 @@ def test_controller_restart_mid_command_is_reconciled_when_the_agent_reconnects(
     assert result["output"] == "done\n"
     assert runs.read_text() == "run\n"
     assert log_count(agent.text(), "agent.command_started", command_id) == 1
+
+
+def test_malformed_frames_are_answered_then_the_connection_is_closed_and_the_controller_lives_on(
+    teleops_server: Callable[..., TeleopsServer],
+) -> None:
+    server = teleops_server()
+    token = server.create_token("agent", "raw-1")
+    url = server.url.replace("http://", "ws://") + "/api/v1/agent/ws"
+    hello = {"v": 1, "type": "hello", "agent": "raw-1", "hostname": "raw", "version": "0"}
+    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as websocket:
+        websocket.send(json.dumps(hello))
+        assert json.loads(websocket.recv(timeout=10))["type"] == "welcome"
+        frames = [
+            "not json",
+            json.dumps({"v": 1, "type": "__class__"}),
+            json.dumps({"v": 1, "type": "exec", "command_id": "1", "argv": ["ls"], "timeout_s": 5}),
+        ]
+        errors = []
+        for frame in frames:
+            websocket.send(frame)
+            errors.append(json.loads(websocket.recv(timeout=10)))
+        with pytest.raises(ConnectionClosed) as closed:
+            websocket.recv(timeout=10)
+    assert [e["type"] for e in errors] == ["error", "error", "error"]
+    assert "not valid JSON" in errors[0]["message"]
+    assert "unknown message type '__class__'" in errors[1]["message"]
+    assert "is not sent by agents" in errors[2]["message"]
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4400
+    assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
