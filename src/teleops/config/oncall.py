@@ -124,7 +124,10 @@ class OncallSettings(_Section):
     routes: list[RouteSettings] = Field(default_factory=list)
     chats: dict[str, ChatSettings] = Field(default_factory=dict)
     remind_acked_after: str = "1h"
-    silence_writeback: bool = True
+    alertmanager_url: str | None = Field(
+        default=None,
+        description="Alertmanager base URL (http://host:9093): snoozing an Alertmanager incident silences it there.",
+    )
 
     _remind = field_validator("remind_acked_after")(_duration)
 
