@@ -2,8 +2,8 @@
 
 Where it works: the cgroup2 hierarchy is mounted (``/sys/fs/cgroup`` on unified hosts, ``/sys/fs/cgroup/unified``
 on hybrid ones) and the agent may create a child of its own cgroup — as root, or as a service with systemd
-``Delegate=yes``. The command's cgroup ``teleops-cmd-<id>`` is created next to nothing else under the agent's
-cgroup; the child joins it between fork and exec, so everything it forks is born inside. Killing uses
+``Delegate=yes``. The command's cgroup ``teleops-cmd-<id>`` is created under the agent's cgroup; the child is
+moved into it while it waits at the spawn gate (see ``spawn``), so everything it forks is born inside. Killing uses
 ``cgroup.kill`` (Linux 5.14+), else SIGKILL to every pid in ``cgroup.procs`` until it is empty.
 
 Fallback when the agent cannot create cgroups: process group only. The runner then signals the command's
@@ -98,9 +98,9 @@ class CommandCgroup:
             except OSError as exc:
                 log.warning("cannot set %s: %s", pids_max, exc)
 
-    def open_procs(self) -> int:
-        """An fd on cgroup.procs for the child to write "0" into (close it after the spawn)."""
-        return os.open(self.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    def add(self, pid: int) -> None:
+        """Move a process (not yet running the command, see ``spawn``) into this cgroup; raises OSError."""
+        (self.path / "cgroup.procs").write_text(str(pid))
 
     def pids(self) -> list[int]:
         try:

@@ -1,25 +1,16 @@
-"""What the forked child does before it execs the command: join its cgroup, set rlimits, drop privileges.
+"""Who a command runs as: the agent's own user, or ``run_as`` when the agent is root.
 
-This runs as ``preexec_fn`` between fork and exec. Python warns that preexec_fn is unsafe when the parent has
-threads (a lock held by another thread at fork time stays held in the child); the function below therefore
-only makes plain system calls (write, setrlimit, setgroups/setgid/setuid) on values computed in the parent,
-takes no Python-level locks, imports nothing and allocates almost nothing.
-
-The order matters: the cgroup is joined while still privileged (cgroup.procs is owned by the agent), the limits
-are set next (lowering needs no privilege), and the uid is dropped last so the command cannot undo any of it.
+The switch itself is done by ``subprocess`` in the child (setgroups, setregid, setreuid before exec); this
+module only resolves and checks the user in the parent so that a bad ``run_as`` is a clear refusal.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
-import resource
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from teleops.agent.rlimits import RlimitSetting
-
-__all__ = ["Identity", "IdentityError", "child_setup", "resolve_identity"]
+__all__ = ["Identity", "IdentityError", "resolve_identity"]
 
 
 class IdentityError(Exception):
@@ -60,25 +51,3 @@ def resolve_identity(run_as: str | None) -> Identity | None:
         )
     groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)) if switch else ()
     return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir or "/", switch)
-
-
-def child_setup(
-    *, cgroup_procs_fd: int | None, limits: Sequence[RlimitSetting], identity: Identity | None
-) -> Callable[[], None]:
-    """Build the preexec_fn for one command. Any failure in it makes the spawn raise SubprocessError."""
-    setrlimit = resource.setrlimit
-    write = os.write
-    limits = tuple(limits)
-    drop = identity if identity is not None and identity.switch else None
-
-    def setup() -> None:
-        if cgroup_procs_fd is not None:
-            write(cgroup_procs_fd, b"0")  # "0" moves the writing process itself into the cgroup
-        for res, soft, hard in limits:
-            setrlimit(res, (soft, hard))
-        if drop is not None:
-            os.setgroups(list(drop.groups))
-            os.setresgid(drop.gid, drop.gid, drop.gid)
-            os.setresuid(drop.uid, drop.uid, drop.uid)
-
-    return setup

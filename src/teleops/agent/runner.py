@@ -5,8 +5,8 @@ How a command runs (``run``):
 - argv is exec'd directly (never a shell) in a new session, stdin on /dev/null, stdout and stderr into one pipe;
 - the environment is PATH (fixed), LANG=C.UTF-8, HOME and the caller's ``env`` — loader and interpreter
   variables (LD_PRELOAD, PATH, PYTHONPATH, …) are refused, not dropped (see ``environment``);
-- between fork and exec the child joins its own cgroup (when available), gets its rlimits and, with ``run_as``
-  and a root agent, drops to that user (see ``child``, ``rlimits``, ``cgroup``);
+- with ``run_as`` and a root agent the child drops to that user; before it may exec, it is moved into its own
+  cgroup (when available) and given its rlimits (see ``spawn`` for the gate, ``rlimits``, ``cgroup``);
 - after ``timeout_s`` (or when ``cancel`` is set): SIGTERM to the process group and the cgroup, ``kill_grace_s``
   later SIGKILL to both. When the command's own process ends, whatever it left running is SIGKILLed too;
 - output is read in chunks into a head + tail buffer capped at ``output_cap_bytes``; the head is streamed to
@@ -32,16 +32,16 @@ import math
 import os
 import pwd
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from teleops.agent.cgroup import CommandCgroup
-from teleops.agent.child import Identity, IdentityError, child_setup, resolve_identity
-from teleops.agent.environment import FIXED_PATH, EnvironmentRefused, build_environment
+from teleops.agent.environment import EnvironmentRefused, build_environment
+from teleops.agent.identity import Identity, IdentityError, resolve_identity
 from teleops.agent.output import CappedOutput
 from teleops.agent.rlimits import ResourceLimits
+from teleops.agent.spawn import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, SpawnRefused, spawn
 
 __all__ = [
     "EXIT_CANNOT_EXECUTE",
@@ -60,8 +60,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EXIT_TIMEOUT = 124
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
 
 ISOLATION_CGROUP = "cgroup"
 ISOLATION_PROCESS_GROUP = "process-group"
@@ -106,13 +104,6 @@ class RunResult:
 OutputSink = Callable[[bytes], Awaitable[None]]
 
 
-class _Refused(Exception):
-    def __init__(self, exit_code: int, message: str, *, in_child_setup: bool = False) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.in_child_setup = in_child_setup  # failed between fork and exec: the command never started
-
-
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     argv: tuple[str, ...]
@@ -133,17 +124,17 @@ def _agent_home() -> str:
 def _prepare(spec: RunSpec) -> _Prepared:
     argv = tuple(spec.argv)
     if not argv or not argv[0]:
-        raise _Refused(EXIT_NOT_FOUND, "empty command: nothing to run")
+        raise SpawnRefused(EXIT_NOT_FOUND, "empty command: nothing to run")
     if any(not isinstance(a, str) or "\x00" in a for a in argv):
-        raise _Refused(EXIT_CANNOT_EXECUTE, "command arguments must be text without NUL bytes")
+        raise SpawnRefused(EXIT_CANNOT_EXECUTE, "command arguments must be text without NUL bytes")
     if not (math.isfinite(spec.timeout_s) and spec.timeout_s > 0):
-        raise _Refused(EXIT_CANNOT_EXECUTE, f"timeout must be a positive number of seconds, got {spec.timeout_s}")
+        raise SpawnRefused(EXIT_CANNOT_EXECUTE, f"timeout must be a positive number of seconds, got {spec.timeout_s}")
     if not (math.isfinite(spec.kill_grace_s) and spec.kill_grace_s >= 0):
-        raise _Refused(EXIT_CANNOT_EXECUTE, f"kill grace must be zero or more seconds, got {spec.kill_grace_s}")
+        raise SpawnRefused(EXIT_CANNOT_EXECUTE, f"kill grace must be zero or more seconds, got {spec.kill_grace_s}")
     if spec.output_cap_bytes < 2:
-        raise _Refused(EXIT_CANNOT_EXECUTE, f"output cap must be at least 2 bytes, got {spec.output_cap_bytes}")
+        raise SpawnRefused(EXIT_CANNOT_EXECUTE, f"output cap must be at least 2 bytes, got {spec.output_cap_bytes}")
     if not os.path.isabs(spec.cwd) or not os.path.isdir(spec.cwd):
-        raise _Refused(
+        raise SpawnRefused(
             EXIT_CANNOT_EXECUTE,
             f"working directory {spec.cwd!r} does not exist on this host (or is not an absolute directory path); "
             "pick an existing directory",
@@ -152,7 +143,7 @@ def _prepare(spec: RunSpec) -> _Prepared:
         identity = resolve_identity(spec.run_as)
         env = build_environment(spec.env, home=identity.home if identity is not None else _agent_home())
     except (IdentityError, EnvironmentRefused) as exc:
-        raise _Refused(EXIT_CANNOT_EXECUTE, str(exc)) from None
+        raise SpawnRefused(EXIT_CANNOT_EXECUTE, str(exc)) from None
     return _Prepared(argv, env, identity)
 
 
@@ -183,60 +174,6 @@ async def _refusal(exit_code: int, message: str, started: float, sink: OutputSin
         isolation=ISOLATION_NONE,
         error=message,
     )
-
-
-async def _spawn(
-    spec: RunSpec, prepared: _Prepared, cgroup: CommandCgroup | None
-) -> tuple[asyncio.subprocess.Process, int]:
-    """Start the command; returns the process and the read end of its output pipe. Raises _Refused."""
-    read_fd, write_fd = os.pipe()
-    procs_fd = cgroup.open_procs() if cgroup is not None else None
-    setup = child_setup(
-        cgroup_procs_fd=procs_fd,
-        limits=spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s),
-        identity=prepared.identity,
-    )
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *prepared.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=write_fd,
-            stderr=write_fd,
-            cwd=spec.cwd,
-            env=prepared.env,
-            start_new_session=True,
-            close_fds=True,
-            preexec_fn=setup,  # plain syscalls only; see teleops.agent.child for why this is safe
-        )
-    except BaseException as exc:
-        os.close(read_fd)
-        raise _spawn_refusal(spec, prepared, exc) from exc
-    finally:
-        os.close(write_fd)
-        if procs_fd is not None:
-            os.close(procs_fd)
-    return proc, read_fd
-
-
-def _spawn_refusal(spec: RunSpec, prepared: _Prepared, exc: BaseException) -> BaseException:
-    program = prepared.argv[0]
-    if isinstance(exc, FileNotFoundError):
-        if exc.filename == spec.cwd:
-            return _Refused(EXIT_CANNOT_EXECUTE, f"working directory {spec.cwd!r} disappeared before the start")
-        where = "" if "/" in program else f" (searched PATH={FIXED_PATH})"
-        return _Refused(EXIT_NOT_FOUND, f"command not found: {program!r}{where}; check the spelling or install it")
-    if isinstance(exc, PermissionError):
-        return _Refused(EXIT_CANNOT_EXECUTE, f"permission denied: cannot execute {program!r}; check its mode/owner")
-    if isinstance(exc, OSError):
-        return _Refused(EXIT_CANNOT_EXECUTE, f"cannot execute {program!r}: {exc.strerror or exc}")
-    if isinstance(exc, subprocess.SubprocessError):
-        return _Refused(
-            EXIT_CANNOT_EXECUTE,
-            f"cannot set up limits or user {spec.run_as or '(agent user)'} for {program!r}: {exc}; "
-            "check the agent's rlimit and run_as settings",
-            in_child_setup=True,
-        )
-    return exc  # CancelledError and the like propagate unchanged
 
 
 async def _read_chunk(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
@@ -368,24 +305,22 @@ async def run(spec: RunSpec, on_output: OutputSink | None = None, *, cancel: asy
     started = time.monotonic()
     try:
         prepared = _prepare(spec)
-    except _Refused as exc:
+    except SpawnRefused as exc:
         return await _refusal(exc.exit_code, str(exc), started, on_output)
 
     cgroup = CommandCgroup.create(spec.command_id, pids_max=spec.limits.nproc) if spec.use_cgroup else None
     try:
-        try:
-            proc, read_fd = await _spawn(spec, prepared, cgroup)
-        except _Refused as exc:
-            if cgroup is None or not exc.in_child_setup:
-                raise
-            # The child may have failed to join the cgroup (e.g. controllers enabled on our own cgroup): the
-            # exec never happened, so retrying without the cgroup cannot run the command twice.
-            log.warning("command %s: spawn in cgroup %s failed; retrying without", spec.command_id, cgroup.path)
-            cgroup.remove()
-            cgroup = None
-            proc, read_fd = await _spawn(spec, prepared, None)
-        return await _supervise(spec, proc, read_fd, _Tree(proc.pid, cgroup), on_output, cancel, started)
-    except _Refused as exc:
+        spawned = await spawn(
+            prepared.argv,
+            cwd=spec.cwd,
+            env=prepared.env,
+            identity=prepared.identity,
+            limits=spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s),
+            cgroup=cgroup,
+        )
+        tree = _Tree(spawned.process.pid, spawned.cgroup)
+        return await _supervise(spec, spawned.process, spawned.output_fd, tree, on_output, cancel, started)
+    except SpawnRefused as exc:
         return await _refusal(exc.exit_code, str(exc), started, on_output)
     finally:
         if cgroup is not None:
