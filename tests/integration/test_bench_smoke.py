@@ -42,13 +42,17 @@ def test_bench_smoke_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     assert {"nproc", "cpu_model", "memory_mib", "python", "date"} <= report["machine"].keys()
     assert [bench["id"] for bench in report["benchmarks"]] == ["B1", "B10"]
     for bench in report["benchmarks"]:
-        assert bench["error"] is None and bench["unavailable"] is None
+        assert bench["error"] is None
+        assert bench["unavailable"] is None
         assert bench["rows"], f"{bench['id']} reported no rows"
         for row in bench["rows"]:
             assert {"metric", "unit", "teleops", "peer", "ratio", "target", "passed"} <= row.keys()
-            assert row["teleops"] is not None and row["teleops"] > 0
+            assert row["teleops"] is not None
+            assert row["teleops"] > 0
     b1 = report["benchmarks"][0]["rows"][0]
-    assert b1["peer_name"] == "bare Starlette" and b1["peer"] > 0 and b1["passed"] in (True, False)
+    assert b1["peer_name"] == "bare Starlette"
+    assert b1["peer"] > 0
+    assert b1["passed"] in (True, False)
 
     # A smoke run with --only never rewrites the published results.
     docs_after = (ROOT / "docs" / "benchmarks.md").read_bytes() if (ROOT / "docs" / "benchmarks.md").exists() else None

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -192,6 +192,22 @@ class IngestWriter:
         return results, batch.changes
 
 
+# The hot statements are built once: constructing a Core statement per alert (argument coercion, cache
+# key) cost more than executing it (py-spy profile of B2 in docs/benchmarks.md).
+_LATEST = (
+    select(incidents.c.id, incidents.c.status, incidents.c.digest, incidents.c.starts_at, incidents.c.resolved_at)
+    .where(incidents.c.source == bindparam("source"), incidents.c.fingerprint == bindparam("fingerprint"))
+    .order_by(incidents.c.id.desc())
+    .limit(1)
+)
+_OPEN = insert(incidents).returning(incidents.c.id)
+_TOUCH = (
+    update(incidents)
+    .where(incidents.c.id == bindparam("incident_id"))
+    .values(count=incidents.c.count + 1, last_seen_at=bindparam("seen_at"))
+)
+
+
 class _BatchApplier:
     """Applies one batch on one connection; history rows are written together at the end (executemany)."""
 
@@ -205,14 +221,7 @@ class _BatchApplier:
     def apply(self, alert: Alert) -> AlertOutcome:
         # The newest incident of this fingerprint is the open one if any is open (a new one is only ever
         # opened when none is), else the predecessor of the one we may open: one indexed lookup serves both.
-        latest = self.conn.execute(
-            select(
-                incidents.c.id, incidents.c.status, incidents.c.digest, incidents.c.starts_at, incidents.c.resolved_at
-            )
-            .where(incidents.c.source == alert.source, incidents.c.fingerprint == alert.fingerprint)
-            .order_by(incidents.c.id.desc())
-            .limit(1)
-        ).first()
+        latest = self.conn.execute(_LATEST, {"source": alert.source, "fingerprint": alert.fingerprint}).first()
         is_open = latest is not None and latest.resolved_at is None
         if alert.status is AlertStatus.FIRING:
             if latest is None or not is_open:
@@ -235,27 +244,26 @@ class _BatchApplier:
 
     def _open(self, alert: Alert, predecessor_id: int | None) -> AlertOutcome:
         incident_id = self.conn.execute(
-            insert(incidents)
-            .values(
-                source=alert.source,
-                fingerprint=alert.fingerprint,
-                status=IncidentStatus.OPEN.value,
-                name=alert.name,
-                severity=alert.severity.value,
-                host=alert.host,
-                summary=alert.summary,
-                description=alert.description,
-                labels=dict(alert.labels),
-                annotations=dict(alert.annotations),
-                url=alert.url,
-                count=1,
-                digest=alert_digest(alert),
-                starts_at=alert.starts_at,
-                created_at=self.now,
-                last_seen_at=self.now,
-                predecessor_id=predecessor_id,
-            )
-            .returning(incidents.c.id)
+            _OPEN,
+            {
+                "source": alert.source,
+                "fingerprint": alert.fingerprint,
+                "status": IncidentStatus.OPEN.value,
+                "name": alert.name,
+                "severity": alert.severity.value,
+                "host": alert.host,
+                "summary": alert.summary,
+                "description": alert.description,
+                "labels": dict(alert.labels),
+                "annotations": dict(alert.annotations),
+                "url": alert.url,
+                "count": 1,
+                "digest": alert_digest(alert),
+                "starts_at": alert.starts_at,
+                "created_at": self.now,
+                "last_seen_at": self.now,
+                "predecessor_id": predecessor_id,
+            },
         ).scalar_one()
         data: dict[str, Any] = {"summary": alert.summary, "severity": alert.severity.value, "host": alert.host}
         if predecessor_id is not None:
@@ -266,10 +274,10 @@ class _BatchApplier:
 
     def _update(self, alert: Alert, incident_id: int, old_digest: str) -> AlertOutcome:
         digest = alert_digest(alert)
-        query = update(incidents).where(incidents.c.id == incident_id)
         if digest == old_digest:
-            self.conn.execute(query.values(count=incidents.c.count + 1, last_seen_at=self.now))
+            self.conn.execute(_TOUCH, {"incident_id": incident_id, "seen_at": self.now})
             return AlertOutcome(Outcome.DUPLICATE, incident_id)
+        query = update(incidents).where(incidents.c.id == incident_id)
         self.conn.execute(
             query.values(
                 count=incidents.c.count + 1,
