@@ -137,7 +137,7 @@ _TITLES = {
     "handed_over": "Handed over",
 }
 # Shown in their own blocks, not in the key/value list.
-_SPECIAL = {"output", "argv", "command", "text", "exit_code", "host", "via", "status"}
+_SPECIAL = {"output", "output_excerpt", "argv", "command", "text", "exit_code", "host", "via", "status", "duration_s"}
 
 
 def _event_view(kind: str, actor: str | None, at: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +145,9 @@ def _event_view(kind: str, actor: str | None, at: Any, data: dict[str, Any]) -> 
     argv = data.get("argv")
     command = " ".join(str(a) for a in argv) if isinstance(argv, list) else data.get("command")
     exit_code = data.get("exit_code")
+    duration = data.get("duration_s")
+    # Command events carry the tail of the output as `output_excerpt` (store/commands.py).
+    output = data.get("output", data.get("output_excerpt")) or None
     return {
         "kind": kind,
         "family": kind.split(".", 1)[0],
@@ -156,8 +159,9 @@ def _event_view(kind: str, actor: str | None, at: Any, data: dict[str, Any]) -> 
         "host": data.get("host"),
         "status": data.get("status"),
         "exit_code": exit_code,
+        "duration": f"{duration:.2f} s" if isinstance(duration, int | float) else None,
         "ok": exit_code == 0 if exit_code is not None else None,
-        "output": None if data.get("output") is None else str(data["output"]),
+        "output": None if output is None else str(output),
         "text": None if data.get("text") is None else str(data["text"]),
         "details": [(str(k), _short(v)) for k, v in sorted(data.items()) if k not in _SPECIAL and v not in (None, "")],
     }
