@@ -100,6 +100,17 @@ class TelegramSettings(_Section):
     webhook_secret: SecretStr | None = None
     allowed_chats: list[int] = Field(default_factory=list)
     alert_chats: list[int] = Field(default_factory=list)
+    base_file_url: str | None = None
+    max_update_age: str = "5m"  # older messages are not executed after an outage; the sender is asked to resend
+    storm_threshold: int = Field(default=10, ge=1)  # new incidents per minute per chat before one summary message
+    poll_timeout: str = "25s"  # getUpdates long-poll duration
+
+    @field_validator("max_update_age", "poll_timeout")
+    @classmethod
+    def _telegram_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError(f"{value!r} must be a positive duration like 5m")
+        return value
 
 
 class SlackSettings(_Section):

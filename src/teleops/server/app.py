@@ -19,15 +19,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 import teleops
-from teleops.chat.console.gateway import ConsoleGateway
+from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
 from teleops.config import Settings
+from teleops.config.settings import parse_duration
 from teleops.server.agent_hub import AgentHub
 from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
+from teleops.server.chat_wiring import build_chat
 from teleops.server.clock import Clock, system_clock
 from teleops.server.local_agent import LocalAgentSupervisor, ensure_local_agent_token
 from teleops.server.metrics import Metrics
 from teleops.server.routes import agents as agent_routes
 from teleops.server.routes import alerts, health, incidents, ui
+from teleops.server.routes import chat as chat_routes
 from teleops.server.routes import commands as command_routes
 from teleops.server.services import Services
 from teleops.store.console_messages import ConsoleMessageStore
@@ -52,17 +55,24 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
         await db.migrate()
+        users = UserStore(db)
+        chat = build_chat(settings, db=db, users=users, clock=clock, metrics=metrics)
         services = Services(
             settings=settings,
             clock=clock,
             db=db,
             tokens=TokenStore(db),
-            users=UserStore(db),
-            ingest=IngestWriter(db, clock=clock),
+            users=users,
+            ingest=IngestWriter(
+                db, clock=clock, hooks=[chat.notifier.on_ingest], on_changes=chat.notifier.after_commit
+            ),
             metrics=metrics,
+            chat=chat,
         )
         app.state.services = services
         app.state.console_gateway = ConsoleGateway(ConsoleMessageStore(db), clock=clock)
+        # The console is always on: the embedded default's chat, and a second place alerts show up.
+        chat.add_gateway(app.state.console_gateway, allowed_chats=[CONSOLE_CHAT_ID], alert_chats=[CONSOLE_CHAT_ID])
         await sync_configured_users(services)
         first = await first_start(services)
         if first is not None and announce is not None:
@@ -71,10 +81,18 @@ def create_app(
         services.hub = AgentHub(db=db, tokens=services.tokens, clock=clock, settings=settings.agents)
         services.hub.start()
         local_agent = await _start_local_agent(services)
+        chat.enable_commands(
+            services.hub,
+            timeout_s=parse_duration(settings.agents.default_timeout),
+            output_cap_bytes=settings.agents.output_cap_bytes,
+            cancel=services.hub.send_cancel,
+        )
+        await chat.start()
         log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
         try:
             yield
         finally:
+            await chat.stop()
             if local_agent is not None:
                 await local_agent.stop()
             await services.hub.stop()
@@ -131,6 +149,7 @@ def create_app(
     app.include_router(agent_routes.router)
     app.include_router(agent_routes.ws_router)
     app.include_router(command_routes.router)
+    app.include_router(chat_routes.router)
     app.add_middleware(_LatencyMiddleware, metrics=metrics)
     return app
 

@@ -30,3 +30,9 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        self.render_fallback = Counter(
+            "teleops_render_fallback",
+            "Chat messages resent as plain text because the platform rejected their markup, by platform.",
+            ["platform"],
+            registry=self.registry,
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from teleops.chat.service import ChatService
 from teleops.config import Settings
 from teleops.server.agent_hub import AgentHub
 from teleops.server.clock import Clock
@@ -26,3 +27,4 @@ class Services:
     ingest: IngestWriter
     metrics: Metrics = field(default_factory=Metrics)
     hub: AgentHub | None = None  # set by the lifespan; routes answer 503 without it
+    chat: ChatService | None = None  # gateways, outbox workers, notifier, conversation

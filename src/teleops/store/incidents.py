@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,14 +17,35 @@ from teleops.store.database import Database, StorageUnavailable
 from teleops.store.schema import incidents, timeline
 
 __all__ = [
+    "ActionHook",
     "IncidentNotFound",
     "IncidentRecord",
     "TimelineEvent",
     "act_on_incident",
+    "add_note",
+    "add_timeline_event",
     "count_open",
     "get_incident",
     "list_incidents",
+    "register_action_hooks",
 ]
+
+
+# Called inside act_on_incident's transaction: (conn, incident id, action, actor, now, snooze_until).
+ActionHook = Callable[[Connection, int, IncidentAction, str, datetime, datetime | None], None]
+
+# Hooks registered once per database by the composition root (the chat notifier), so every caller of
+# act_on_incident — REST, web UI, chat — edits the chat messages without each route wiring it.
+_REGISTERED: weakref.WeakKeyDictionary[Database, tuple[list[ActionHook], list[Callable[[], None]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def register_action_hooks(db: Database, hook: ActionHook, on_commit: Callable[[], None]) -> None:
+    """Run `hook` inside every act_on_incident transaction on `db`, and `on_commit` after each commit."""
+    hooks, commits = _REGISTERED.setdefault(db, ([], []))
+    hooks.append(hook)
+    commits.append(on_commit)
 
 
 class IncidentNotFound(LookupError):
@@ -134,8 +157,13 @@ async def act_on_incident(
     now: datetime,
     snooze_until: datetime | None = None,
     via: str = "api",
+    hooks: Sequence[ActionHook] = (),
+    on_commit: Callable[[], None] | None = None,
 ) -> tuple[IncidentRecord, bool]:
     """Apply a person's action. Returns (incident, changed); acking an acked incident changes nothing.
+
+    `hooks` run inside the transaction when something changed (the chat notifier enqueues its edits
+    there); `on_commit` runs after the commit (to wake the outbox).
 
     Raises IncidentNotFound, or InvalidTransition (e.g. resolving a resolved incident).
     """
@@ -165,7 +193,46 @@ async def act_on_incident(
                 incident_id=incident_id, at=now, kind=_ACTION_EVENTS[action].value, actor=actor, data=data
             )
         )
+        for hook in all_hooks:
+            hook(conn, incident_id, action, actor, now, snooze_until)
         return True
 
+    registered_hooks, registered_commits = _REGISTERED.get(db, ([], []))
+    all_hooks = [*hooks, *registered_hooks]
     changed = await db.run_in_transaction(apply)
+    if changed:
+        for callback in [*([on_commit] if on_commit else []), *registered_commits]:
+            callback()
     return await get_incident(db, incident_id), changed
+
+
+async def add_note(db: Database, incident_id: int, *, actor: str, text: str, now: datetime, via: str) -> None:
+    """Append a person's note to the incident's timeline. Raises IncidentNotFound."""
+
+    def apply(conn: Connection) -> None:
+        if conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None:
+            raise IncidentNotFound(incident_id)
+        conn.execute(
+            insert(timeline).values(
+                incident_id=incident_id,
+                at=now,
+                kind=TimelineKind.NOTE.value,
+                actor=actor,
+                data={"text": text, "via": via},
+            )
+        )
+
+    await db.run_in_transaction(apply)
+
+
+async def add_timeline_event(
+    db: Database, incident_id: int, *, kind: str, actor: str | None, data: dict[str, Any], now: datetime
+) -> None:
+    """Append an event that changes nothing else (e.g. a write-back to the sender). Raises IncidentNotFound."""
+
+    def apply(conn: Connection) -> None:
+        if conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None:
+            raise IncidentNotFound(incident_id)
+        conn.execute(insert(timeline).values(incident_id=incident_id, at=now, kind=kind, actor=actor, data=data))
+
+    await db.run_in_transaction(apply)

@@ -17,17 +17,19 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from teleops.store.database import Database
-from teleops.store.schema import outbox
+from teleops.store.schema import incidents, outbox
 
 __all__ = [
     "OutboxKind",
     "OutboxRow",
     "OutboxStatus",
     "OutboxStore",
+    "chat_of_row",
     "enqueue_edit",
     "enqueue_file",
     "enqueue_send",
     "incident_messages",
+    "incident_snapshot",
     "pending_storm_row",
     "replace_payload",
 ]
@@ -320,3 +322,29 @@ def pending_storm_row(conn: Connection, platform: str, chat_id: str) -> tuple[in
 
 def replace_payload(conn: Connection, row_id: int, payload: dict[str, Any]) -> None:
     conn.execute(update(outbox).where(outbox.c.id == row_id).values(payload=payload))
+
+
+def incident_snapshot(conn: Connection, incident_id: int) -> dict[str, Any] | None:
+    """The fields an announcement shows, read inside the caller's transaction."""
+    row = conn.execute(
+        select(
+            incidents.c.id,
+            incidents.c.name,
+            incidents.c.severity,
+            incidents.c.host,
+            incidents.c.summary,
+            incidents.c.labels,
+            incidents.c.annotations,
+            incidents.c.url,
+            incidents.c.status,
+        ).where(incidents.c.id == incident_id)
+    ).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def chat_of_row(conn: Connection, row_id: int) -> str:
+    """The chat id of outbox row `row_id` (raises LookupError when it does not exist)."""
+    value = conn.execute(select(outbox.c.chat_id).where(outbox.c.id == row_id)).scalar()
+    if value is None:
+        raise LookupError(f"outbox row {row_id} does not exist")
+    return str(value)

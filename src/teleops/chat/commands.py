@@ -1,0 +1,199 @@
+"""Commands from chat: submit through the pipeline, then show the output in ONE message that is edited as
+output arrives (the outbox coalesces to <= 1 edit/s) and finally states exit code, duration, truncation.
+Output longer than the platform's message limit also goes as a file; the message keeps the tail.
+
+The agent hub exposes no progress subscription, so the watcher reads the command row (which the hub
+updates as output streams in) once per edit interval; that is the same rate the platform allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import structlog
+
+from teleops.chat.base import Capabilities, InboundEvent
+from teleops.chat.render import CodeBlock, Message
+from teleops.pipeline.command_line import CommandLineError
+from teleops.pipeline.dispatch import AgentOffline, CommandDenied, CommandRequest, CommandSender, submit_command
+from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
+from teleops.store.agents import list_agents
+from teleops.store.commands import TERMINAL, CommandNotFound, CommandRecord, get_command
+from teleops.store.database import Database
+from teleops.store.incidents import IncidentNotFound, get_incident
+from teleops.store.outbox import OutboxStore, chat_of_row, enqueue_edit, enqueue_file
+
+__all__ = ["CommandRunner"]
+
+log = structlog.get_logger(__name__)
+
+Post = Callable[[str, str, Message, int | None], Awaitable[int]]
+
+
+class CommandRunner:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: OutboxStore,
+        sender: CommandSender,
+        capabilities: Callable[[str], Capabilities],
+        clock: Callable[[], datetime],
+        wake: Callable[[], None],
+        post: Post,
+        timeout_s: float = 60.0,
+        output_cap_bytes: int = 64 * 1024,
+        cancel: Callable[[str, int], Awaitable[None]] | None = None,
+    ) -> None:
+        self._db = db
+        self._outbox = outbox
+        self._sender = sender
+        self._caps = capabilities
+        self._clock = clock
+        self._wake = wake
+        self._post = post
+        self._timeout_s = timeout_s
+        self._cap = output_cap_bytes
+        self._cancel = cancel
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        for task in list(self._watchers):
+            task.cancel()
+        for task in list(self._watchers):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def hosts(self) -> str:
+        agents = await list_agents(self._db)
+        if not agents:
+            return "No agents have connected yet. Start `teleops agent` on a host."
+        return "\n".join(
+            f"{a.name} ({a.hostname}) — {'online' if self._sender.is_connected(a.name) else 'offline'}" for a in agents
+        )
+
+    async def incident_host(self, incident_id: int) -> str | None:
+        try:
+            return (await get_incident(self._db, incident_id)).host
+        except IncidentNotFound:
+            return None
+
+    async def cancel(self, user: str, role: str, text: str) -> str:
+        if not text.isdigit():
+            return "Usage: /cancel ID (the number shown with the command)."
+        try:
+            record = await get_command(self._db, int(text))
+        except CommandNotFound:
+            return f"Command {text} does not exist."
+        if record.requester != user and role != "admin":
+            return f"Command {record.id} was requested by {record.requester}; only they or an admin may cancel it."
+        if record.status in TERMINAL:
+            return f"Command {record.id} already ended ({record.status})."
+        if self._cancel is None:
+            return "Cancelling is not available on this server."
+        await self._cancel(record.agent_name, record.id)
+        return f"Cancel sent to command {record.id}."
+
+    async def run(
+        self, event: InboundEvent, user: str, role: str, host: str, text: str, *, incident_id: int | None
+    ) -> None:
+        """Submit and start watching. Refusals and errors are told in chat with what to do next."""
+        request = CommandRequest(
+            requester=user,
+            role=role,
+            host=host,
+            command=text,
+            timeout_s=self._timeout_s,
+            output_cap_bytes=self._cap,
+            incident_id=incident_id,
+        )
+        try:
+            agents = await list_agents(self._db)
+            record = await submit_command(self._db, self._sender, agents, request, now=self._clock())
+        except CommandDenied as exc:
+            await self._say(event, f"Command refused: {exc}", incident_id)
+            return
+        except (CommandLineError, UnknownHost, AmbiguousHost, AgentOffline, IncidentNotFound) as exc:
+            await self._say(event, f"Not run: {exc}", incident_id)
+            return
+        row_id = await self._post(event.platform, event.chat_id, _progress(record), incident_id)
+        task = asyncio.create_task(self._watch(event.platform, record.id, row_id), name=f"chat-command-{record.id}")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _say(self, event: InboundEvent, text: str, incident_id: int | None) -> None:
+        await self._post(event.platform, event.chat_id, Message(body=text), incident_id)
+
+    async def _watch(self, platform: str, command_id: int, row_id: int) -> None:
+        interval = self._caps(platform).rate_limits.edit_interval_s
+        shown = ""
+        while True:
+            await asyncio.sleep(interval)  # the edit rate the platform allows; see the module docstring
+            try:
+                record = await get_command(self._db, command_id)
+            except Exception:
+                log.exception("chat.command_watch_failed", command_id=command_id)
+                continue
+            done = record.status in TERMINAL
+            if record.output != shown or done:
+                shown = record.output
+                await self._edit(platform, row_id, record, final=done)
+            if done:
+                return
+
+    async def _edit(self, platform: str, row_id: int, record: CommandRecord, *, final: bool) -> None:
+        caps = self._caps(platform)
+        message = _final(record) if final else _progress(record)
+        too_long = len(record.output) > caps.max_message_length - 512
+        now = self._clock()
+
+        def apply(conn: object) -> None:
+            enqueue_edit(conn, ref_id=row_id, payload={"message": message.to_json()}, now=now)  # type: ignore[arg-type]
+            if final and too_long and caps.files:
+                # Same transaction: the file follows the final edit in the chat's order.
+                enqueue_file(
+                    conn,  # type: ignore[arg-type]
+                    platform=platform,
+                    chat_id=chat_of_row(conn, row_id),  # type: ignore[arg-type]
+                    filename=f"command-{record.id}-output.txt",
+                    content=record.output,
+                    caption=Message(body=f"Full output of command {record.id}").to_json(),
+                    now=now,
+                    incident_id=record.incident_id,
+                    reply_to=row_id,
+                )
+
+        await self._outbox.run(apply)
+        self._wake()
+
+
+def _header(record: CommandRecord) -> str:
+    return f"{record.host} $ {' '.join(record.argv)}"
+
+
+def _progress(record: CommandRecord) -> Message:
+    return Message(
+        title=_header(record),
+        code=(CodeBlock(record.output),) if record.output else (),
+        status=f"command {record.id} · {record.status}…",
+    )
+
+
+def _final(record: CommandRecord) -> Message:
+    parts = [record.status]
+    if record.exit_code is not None:
+        parts.append(f"exit {record.exit_code}")
+    if record.duration_s is not None:
+        parts.append(f"{record.duration_s:.1f} s")
+    if record.truncated:
+        parts.append(f"output truncated ({record.output_bytes} bytes in all)")
+    if record.reason:
+        parts.append(record.reason)
+    return Message(
+        title=_header(record),
+        code=(CodeBlock(record.output or "(no output)"),),
+        status=f"command {record.id} · " + " · ".join(parts),
+    )

@@ -1,0 +1,320 @@
+"""What TeleOps does with each inbound chat event, in a fixed order of checks:
+
+replay? -> allowed chat? -> forwarded/edited/bot/sender_chat? -> who is it (immutable id)? ->
+too old? -> what do they ask -> do it (acks via act_on_incident, commands via the pipeline).
+
+Identity is decided only from (platform, immutable user id); the display name is never consulted.
+Unlinked people get one short refusal, then silence; every refusal is logged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from teleops.chat.base import EventKind, Gateway, InboundEvent
+from teleops.chat.commands import CommandRunner
+from teleops.chat.notify import Notifier
+from teleops.chat.render import Message
+from teleops.config.settings import parse_duration
+from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
+from teleops.store.database import Database, StorageUnavailable
+from teleops.store.identities import IdentityStore, LinkError
+from teleops.store.incidents import IncidentNotFound, act_on_incident, add_note, list_incidents
+from teleops.store.outbox import OutboxStore, enqueue_send
+from teleops.store.users import UserStore
+
+__all__ = ["Conversation", "ConversationDeps", "Person"]
+
+log = structlog.get_logger(__name__)
+
+HELP = """TeleOps commands:
+/incidents — open incidents
+/ack [ID], /resolve [ID], /snooze [ID] 30m — act on an incident (or reply to its message)
+/note TEXT — add a note (reply to the incident's message)
+/run HOST CMD… — run a command on a host; or reply to an incident with the command
+/hosts — hosts with an agent · /cancel ID — stop a command
+/whoami — your id and this chat's id · /link CODE — link your account"""
+
+_BUTTON = re.compile(r"^(ack|resolve|snooze):(\d{1,12})(?::(\d{1,4}[smhd]))?$")
+_COMMAND = re.compile(r"^/([a-z_]{1,32})(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
+MAX_SNOOZE_S = 30 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    name: str
+    role: str
+
+
+@dataclass(slots=True)
+class ConversationDeps:
+    db: Database
+    identities: IdentityStore
+    outbox: OutboxStore
+    users: UserStore
+    notifier: Notifier
+    clock: Callable[[], datetime]
+    wake: Callable[[], None]
+    gateways: Mapping[str, Gateway]
+    allowed_chats: Mapping[str, frozenset[str]]  # platform -> chat ids served
+    configured: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (platform, id) -> user name
+    max_update_age: timedelta = timedelta(minutes=5)
+    commands: CommandRunner | None = None
+
+
+class Conversation:
+    def __init__(self, deps: ConversationDeps) -> None:
+        self._d = deps
+
+    async def handle(self, event: InboundEvent) -> None:
+        """Handle one event. Never raises: a failure is logged and, where useful, told to the sender."""
+        try:
+            await self._handle(event)
+        except StorageUnavailable as exc:
+            log.warning("chat.storage_unavailable", error=str(exc))
+            await self._say(event, "TeleOps is busy (database unavailable); nothing was done. Try again in a minute.")
+        except Exception:
+            log.exception("chat.event_failed", platform=event.platform, update_id=event.update_id)
+
+    async def _handle(self, event: InboundEvent) -> None:
+        d = self._d
+        log_ = log.bind(platform=event.platform, chat_id=event.chat_id, user_id=event.user_id)
+        if not await d.identities.first_delivery(event.platform, event.update_id, now=d.clock()):
+            log_.info("chat.replay_ignored", update_id=event.update_id)
+            return
+        if event.chat_id not in d.allowed_chats.get(event.platform, frozenset()):
+            log_.warning("chat.chat_not_allowed")
+            return
+        if event.is_forwarded or event.is_edited:
+            log_.info("chat.ignored", forwarded=event.is_forwarded, edited=event.is_edited)
+            return
+        if event.is_bot or event.from_sender_chat:
+            log_.warning("chat.not_a_person", is_bot=event.is_bot, sender_chat=event.from_sender_chat)
+            return
+        command, args = _parse(event.text) if event.kind is EventKind.MESSAGE else ("", "")
+        if command == "whoami":
+            await self._whoami(event)
+            return
+        if command == "link":
+            await self._link(event, args)
+            return
+        person = await self._identify(event)
+        if person is None:
+            if await d.identities.first_refusal(event.platform, event.user_id, event.chat_id, now=d.clock()):
+                await self._say(
+                    event,
+                    "You are not linked to a TeleOps user, so I cannot act for you. "
+                    "Ask an admin for a code (`teleops user invite NAME`) and send /link CODE.",
+                )
+            log_.warning("chat.refused_unlinked", username=event.username, audit=True)
+            await self._answer(event, "Not linked: ask an admin for a link code.")
+            return
+        age = d.clock() - event.sent_at
+        if age > d.max_update_age:
+            minutes = int(age.total_seconds() // 60)
+            await self._say(
+                event,
+                f"Your message is {minutes} min old (TeleOps was probably offline); it was not executed. "
+                "Send it again if you still want it.",
+            )
+            await self._answer(event, "Too old: not executed.")
+            return
+        log_ = log_.bind(user=person.name)
+        if event.kind is EventKind.BUTTON:
+            await self._button(event, person)
+        elif command:
+            await self._command(event, person, command, args)
+        elif event.reply_to is not None:
+            await self._reply(event, person)
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    async def _identify(self, event: InboundEvent) -> Person | None:
+        d = self._d
+        name = d.configured.get((event.platform, event.user_id))
+        if name is None:
+            name = await d.identities.user_of(event.platform, event.user_id)
+        if name is None:
+            return None
+        user = await d.users.get(name)
+        return Person(name, user.role) if user is not None else None
+
+    async def _whoami(self, event: InboundEvent) -> None:
+        person = await self._identify(event)
+        who = f"linked to TeleOps user {person.name} ({person.role})" if person else "not linked"
+        await self._say(
+            event, f"You are {event.platform} user {event.user_id} ({who}). This chat's id is {event.chat_id}."
+        )
+
+    async def _link(self, event: InboundEvent, code: str) -> None:
+        if not code.strip():
+            await self._say(event, "Usage: /link CODE — get a code from an admin (`teleops user invite NAME`).")
+            return
+        try:
+            name = await self._d.identities.link(event.platform, event.user_id, code, now=self._d.clock())
+        except LinkError as exc:
+            await self._say(event, f"Link failed: {exc}.")
+            return
+        log.info("chat.linked", platform=event.platform, user_id=event.user_id, user=name, audit=True)
+        await self._say(event, f"Linked: you are {name} in TeleOps now.")
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    async def _button(self, event: InboundEvent, person: Person) -> None:
+        match = _BUTTON.match(event.button_data or "")
+        if match is None:
+            await self._answer(event, "Unknown button.")
+            return
+        action, incident_id, duration = match.group(1), int(match.group(2)), match.group(3)
+        text = await self._act(event, person, incident_id, IncidentAction(action), duration)
+        await self._answer(event, text)
+
+    async def _act(
+        self, event: InboundEvent, person: Person, incident_id: int, action: IncidentAction, duration: str | None
+    ) -> str:
+        d = self._d
+        now = d.clock()
+        until = None
+        if action is IncidentAction.SNOOZE:
+            try:
+                seconds = parse_duration(duration or "1h")
+            except ValueError as exc:
+                return f"{exc}."
+            if not 0 < seconds <= MAX_SNOOZE_S:
+                return "Snooze for between 1s and 30d."
+            until = now + timedelta(seconds=seconds)
+        try:
+            _, changed = await act_on_incident(
+                d.db,
+                incident_id,
+                action,
+                actor=person.name,
+                now=now,
+                snooze_until=until,
+                via=f"{event.platform}:{event.user_id}",
+            )
+        except IncidentNotFound:
+            return f"Incident #{incident_id} does not exist; /incidents lists the open ones."
+        except InvalidTransition as exc:
+            return f"#{incident_id}: {exc}."
+        verb = {"ack": "acknowledged", "resolve": "resolved", "snooze": "snoozed"}[action.value]
+        return f"#{incident_id} {verb}." if changed else f"#{incident_id} was already {verb}."
+
+    async def _command(self, event: InboundEvent, person: Person, command: str, args: str) -> None:
+        if command == "help" or command == "start":
+            await self._say(event, HELP)
+        elif command in ("ack", "resolve", "snooze"):
+            words = args.split()
+            incident_id = await self._target(event, words[0] if words and words[0].isdigit() else None)
+            if incident_id is None:
+                await self._say(event, f"Which incident? Reply to its message with /{command}, or send /{command} ID.")
+                return
+            duration = next((w for w in words if not w.isdigit()), None)
+            await self._say(event, await self._act(event, person, incident_id, IncidentAction(command), duration))
+        elif command == "note":
+            incident_id = await self._target(event, None)
+            if incident_id is None or not args.strip():
+                await self._say(event, "Reply to an incident's message with /note TEXT.")
+                return
+            await add_note(
+                self._d.db, incident_id, actor=person.name, text=args.strip()[:4000], now=self._d.clock(),
+                via=f"{event.platform}:{event.user_id}",
+            )  # fmt: skip
+            await self._say(event, f"Note added to #{incident_id}.")
+        elif command == "incidents":
+            await self._incidents(event)
+        elif command in ("run", "hosts", "cancel"):
+            await self._commands_verb(event, person, command, args)
+        else:
+            await self._say(event, f"Unknown command /{command}. /help lists what I understand.")
+
+    async def _commands_verb(self, event: InboundEvent, person: Person, command: str, args: str) -> None:
+        runner = self._d.commands
+        if runner is None:
+            await self._say(event, "Running commands is not available on this server (no agent hub).")
+            return
+        if command == "hosts":
+            await self._say(event, await runner.hosts())
+        elif command == "cancel":
+            await self._say(event, await runner.cancel(person.name, person.role, args.strip()))
+        else:
+            host, _, text = args.strip().partition(" ")
+            if not host or not text.strip():
+                await self._say(event, "Usage: /run HOST CMD…, e.g. /run web-1 uptime")
+                return
+            await runner.run(event, person.name, person.role, host, text.strip(), incident_id=None)
+
+    async def _reply(self, event: InboundEvent, person: Person) -> None:
+        incident_id = await self._target(event, None)
+        if incident_id is None or not event.text.strip():
+            return  # a reply to something that is not an incident: ordinary chat, not for us
+        runner = self._d.commands
+        if runner is None:
+            await self._say(event, "Running commands is not available on this server (no agent hub).")
+            return
+        host = await runner.incident_host(incident_id)
+        if host is None:
+            await self._say(event, f"Incident #{incident_id} names no host; use /run HOST CMD… instead.")
+            return
+        await runner.run(event, person.name, person.role, host, event.text.strip(), incident_id=incident_id)
+
+    async def _target(self, event: InboundEvent, explicit: str | None) -> int | None:
+        if explicit is not None:
+            return int(explicit)
+        if event.reply_to is None:
+            return None
+        row = await self._d.outbox.find_message(event.platform, event.chat_id, event.reply_to)
+        return row.incident_id if row is not None else None
+
+    async def _incidents(self, event: InboundEvent) -> None:
+        rows = []
+        for status in (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED, IncidentStatus.SNOOZED):
+            rows.extend(await list_incidents(self._d.db, status=status, limit=20))
+        if not rows:
+            await self._say(event, "No open incidents.")
+            return
+        lines = [
+            f"#{r.id} {r.severity} {r.name} on {r.host or '?'} — {r.status}" for r in sorted(rows, key=lambda r: -r.id)
+        ]
+        await self._say(event, "\n".join(lines[:30]))
+
+    # -- output -----------------------------------------------------------------------------------
+
+    async def _say(self, event: InboundEvent, text: str) -> None:
+        await self.post(event.platform, event.chat_id, Message(body=text))
+
+    async def post(self, platform: str, chat_id: str, message: Message, *, incident_id: int | None = None) -> int:
+        """Queue a message through the outbox (durable, rate-limited) and wake the worker. Returns the row id."""
+        d = self._d
+
+        def apply(conn: object) -> int:
+            return enqueue_send(
+                conn,  # type: ignore[arg-type]
+                platform=platform,
+                chat_id=chat_id,
+                payload={"message": message.to_json()},
+                now=d.clock(),
+                incident_id=incident_id,
+            )
+
+        row_id = int(await d.outbox.run(apply))
+        d.wake()
+        return row_id
+
+    async def _answer(self, event: InboundEvent, text: str) -> None:
+        if event.kind is EventKind.BUTTON and event.callback_id:
+            gateway = self._d.gateways.get(event.platform)
+            if gateway is not None:
+                await gateway.answer_button(event.callback_id, text)
+
+
+def _parse(text: str) -> tuple[str, str]:
+    match = _COMMAND.match(text.strip())
+    if match is None:
+        return "", ""
+    return match.group(1).lower(), (match.group(2) or "")

@@ -1,0 +1,208 @@
+"""Incident notifications: what gets posted, edited and replied in the alert chats, written to the outbox
+inside the transaction that changed the incident (nothing committed is left unannounced).
+
+Storms: past `storm_threshold` new incidents in one minute for one chat, further incidents are folded
+into one pending summary message per chat ("+37 more: DiskFull ×20, …") instead of a flood.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from teleops.chat.render import Button, Link, Message
+from teleops.domain.incident import IncidentAction
+from teleops.store.ingest import IncidentChange, Outcome
+from teleops.store.outbox import (
+    enqueue_edit,
+    enqueue_send,
+    incident_messages,
+    incident_snapshot,
+    pending_storm_row,
+    replace_payload,
+)
+
+__all__ = ["AlertTarget", "Notifier", "incident_message"]
+
+STORM_WINDOW = timedelta(minutes=1)
+_SNOOZE_BUTTON = "1h"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTarget:
+    platform: str
+    chat_id: str
+
+
+@dataclass(slots=True)
+class _Window:
+    started: datetime
+    count: int = 0
+
+
+def incident_message(incident: dict[str, Any], *, status_line: str = "", buttons: bool = True) -> Message:
+    """The announcement of an incident (untrusted fields stay plain text; `render` escapes them)."""
+    incident_id = int(incident["id"])
+    labels = tuple(sorted((str(k), str(v)) for k, v in dict(incident.get("labels") or {}).items()))
+    annotations = dict(incident.get("annotations") or {})
+    links: list[Link] = []
+    runbook = annotations.get("runbook_url") or annotations.get("runbook")
+    if runbook:
+        links.append(Link("Runbook", str(runbook)))
+    if incident.get("url"):
+        links.append(Link("Source", str(incident["url"])))
+    status = f"#{incident_id} · {status_line or incident.get('status', 'open')}"
+    choices: tuple[Button, ...] = ()
+    if buttons:
+        choices = (
+            Button("Ack", f"ack:{incident_id}"),
+            Button("Resolve", f"resolve:{incident_id}"),
+            Button("Snooze 1h", f"snooze:{incident_id}:{_SNOOZE_BUTTON}"),
+        )
+    return Message(
+        title=str(incident.get("name", "")),
+        severity=str(incident.get("severity") or "unknown"),
+        host=incident.get("host"),
+        body=str(incident.get("summary") or ""),
+        labels=labels,
+        links=tuple(links),
+        status=status,
+        buttons=choices,
+    )
+
+
+def _hhmm(at: datetime) -> str:
+    return f"{at:%H:%M}"
+
+
+def _state_line(action: IncidentAction | Outcome, actor: str, now: datetime, snooze_until: Any = None) -> str:
+    who = actor.removeprefix("user:")
+    if action in (IncidentAction.ACK, Outcome.ACKNOWLEDGED):
+        return f"acknowledged by {who} {_hhmm(now)}"
+    if action in (IncidentAction.RESOLVE, Outcome.RESOLVED):
+        return f"resolved by {who} {_hhmm(now)}"
+    if action is IncidentAction.SNOOZE:
+        until = f" until {_hhmm(snooze_until)}" if isinstance(snooze_until, datetime) else ""
+        return f"snoozed by {who}{until}"
+    return f"reopened by {who} {_hhmm(now)}"
+
+
+class Notifier:
+    """Turns incident changes into outbox rows. Its hooks run inside the writer's transaction."""
+
+    def __init__(
+        self,
+        targets: Callable[[], Sequence[AlertTarget]],
+        *,
+        storm_threshold: int = 10,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._targets = targets
+        self._storm_threshold = storm_threshold
+        self._wake = wake
+        self._windows: dict[AlertTarget, _Window] = {}
+
+    # -- ingest (IngestWriter hooks) --------------------------------------------------------------
+
+    def on_ingest(self, conn: Any, changes: Sequence[IncidentChange], now: datetime) -> None:
+        """ChangeHook: announce new incidents, edit/reply on resolution — same transaction as the ingest."""
+        for change in changes:
+            if change.outcome is Outcome.CREATED:
+                self._announce(conn, change.incident_id, now)
+            elif change.outcome in (Outcome.RESOLVED, Outcome.ACKNOWLEDGED):
+                self._state_changed(conn, change.incident_id, change.outcome, f"source:{change.alert.source}", now)
+
+    def after_commit(self, _changes: Sequence[IncidentChange] = ()) -> None:
+        """Wake the delivery workers (call after the commit, never before: they would miss the rows)."""
+        self._wake()
+
+    # -- people's actions (act_on_incident hooks) -------------------------------------------------
+
+    def on_action(
+        self, conn: Any, incident_id: int, action: IncidentAction, actor: str, now: datetime, until: Any = None
+    ) -> None:
+        self._state_changed(conn, incident_id, action, actor, now, until)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _announce(self, conn: Any, incident_id: int, now: datetime) -> None:
+        incident = incident_snapshot(conn, incident_id)
+        if incident is None:
+            return
+        message = incident_message(incident).to_json()
+        for target in self._targets():
+            window = self._windows.get(target)
+            if window is None or now - window.started >= STORM_WINDOW:
+                window = self._windows[target] = _Window(now)
+            window.count += 1
+            if window.count > self._storm_threshold:
+                self._fold_into_storm(conn, target, str(incident.get("name", "")), now)
+                continue
+            enqueue_send(
+                conn,
+                platform=target.platform,
+                chat_id=target.chat_id,
+                payload={"message": message},
+                now=now,
+                incident_id=incident_id,
+                purpose="incident",
+            )
+
+    def _fold_into_storm(self, conn: Any, target: AlertTarget, name: str, now: datetime) -> None:
+        pending = pending_storm_row(conn, target.platform, target.chat_id)
+        counts: Counter[str] = Counter(pending[1].get("counts", {}) if pending else {})
+        counts[name or "(unnamed)"] += 1
+        payload = {"counts": dict(counts), "message": _storm_message(counts).to_json()}
+        if pending is None:
+            enqueue_send(
+                conn, platform=target.platform, chat_id=target.chat_id, payload=payload, now=now, purpose="storm"
+            )
+        else:
+            replace_payload(conn, pending[0], payload)
+
+    def _state_changed(
+        self,
+        conn: Any,
+        incident_id: int,
+        action: IncidentAction | Outcome,
+        actor: str,
+        now: datetime,
+        until: Any = None,
+    ) -> None:
+        incident = incident_snapshot(conn, incident_id)
+        if incident is None:
+            return
+        line = _state_line(action, actor, now, until)
+        resolved = action in (IncidentAction.RESOLVE, Outcome.RESOLVED)
+        edited = incident_message(incident, status_line=line, buttons=not resolved).to_json()
+        if not resolved and action in (IncidentAction.ACK, Outcome.ACKNOWLEDGED):
+            # Once acknowledged, Ack is no longer a choice.
+            edited["buttons"] = [b for b in edited["buttons"] if not str(b[1]).startswith("ack:")]
+        for row_id, platform, chat_id in incident_messages(conn, incident_id):
+            enqueue_edit(conn, ref_id=row_id, payload={"message": edited}, now=now)
+            if resolved:
+                reply = Message(body=f"✅ #{incident_id} {incident.get('name', '')} {line}")
+                enqueue_send(
+                    conn,
+                    platform=platform,
+                    chat_id=chat_id,
+                    payload={"message": reply.to_json()},
+                    now=now,
+                    incident_id=incident_id,
+                    reply_to=row_id,
+                    purpose="reply",
+                )
+
+
+def _storm_message(counts: Counter[str]) -> Message:
+    total = sum(counts.values())
+    parts = [f"{name} ×{n}" for name, n in counts.most_common(8)]
+    if len(counts) > 8:
+        parts.append("…")
+    return Message(
+        title=f"+{total} more new incidents",
+        body=", ".join(parts) + "\nAlert storm: individual messages paused for a minute. /incidents lists them.",
+    )

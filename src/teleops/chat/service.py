@@ -1,0 +1,144 @@
+"""The chat side of the controller: gateways, one outbox worker per platform, the notifier, the conversation.
+
+Built once by the app's lifespan: `add_gateway` for each configured platform, then `start`; `stop`
+on shutdown. The notifier's hooks go into the ingest writer and act_on_incident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from teleops.chat.base import Capabilities, Gateway, InboundEvent
+from teleops.chat.commands import CommandRunner
+from teleops.chat.conversation import Conversation, ConversationDeps
+from teleops.chat.notify import AlertTarget, Notifier
+from teleops.chat.outbox import OutboxWorker
+from teleops.chat.render import Message
+from teleops.pipeline.dispatch import CommandSender
+from teleops.store.database import Database
+from teleops.store.identities import IdentityStore
+from teleops.store.outbox import OutboxStore
+from teleops.store.users import UserStore
+
+__all__ = ["ChatService", "PlatformConfig"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformConfig:
+    gateway: Gateway
+    allowed_chats: frozenset[str]
+    alert_chats: tuple[str, ...]
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        users: UserStore,
+        clock: Callable[[], datetime],
+        configured_identities: Mapping[tuple[str, str], str] | None = None,
+        storm_threshold: int = 10,
+        max_update_age: timedelta = timedelta(minutes=5),
+        on_fallback: Callable[[str], None] = lambda _p: None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.outbox = OutboxStore(db)
+        self.identities = IdentityStore(db)
+        self._platforms: dict[str, PlatformConfig] = {}
+        self._workers: dict[str, OutboxWorker] = {}
+        self._on_fallback = on_fallback
+        self._runner: CommandRunner | None = None
+        self.notifier = Notifier(self._alert_targets, storm_threshold=storm_threshold, wake=self.wake)
+        self._deps = ConversationDeps(
+            db=db,
+            identities=self.identities,
+            outbox=self.outbox,
+            users=users,
+            notifier=self.notifier,
+            clock=clock,
+            wake=self.wake,
+            gateways={},
+            allowed_chats={},
+            configured=dict(configured_identities or {}),
+            max_update_age=max_update_age,
+        )
+        self.conversation = Conversation(self._deps)
+
+    def add_gateway(self, gateway: Gateway, *, allowed_chats: Sequence[str], alert_chats: Sequence[str]) -> None:
+        """Register a platform (before `start`). Alert chats are served too."""
+        platform = gateway.capabilities.platform
+        allowed = frozenset(str(c) for c in (*allowed_chats, *alert_chats))
+        self._platforms[platform] = PlatformConfig(gateway, allowed, tuple(str(c) for c in alert_chats))
+        self._workers[platform] = OutboxWorker(self.outbox, gateway, clock=self.clock, on_fallback=self._on_fallback)
+        self._deps.gateways = {p: c.gateway for p, c in self._platforms.items()}
+        self._deps.allowed_chats = {p: c.allowed_chats for p, c in self._platforms.items()}
+
+    def enable_commands(
+        self,
+        sender: CommandSender,
+        *,
+        timeout_s: float,
+        output_cap_bytes: int,
+        cancel: Callable[[str, int], Awaitable[None]] | None = None,
+    ) -> None:
+        """Let chat run commands through the pipeline (needs the agent hub)."""
+
+        async def post(platform: str, chat_id: str, message: Message, incident_id: int | None) -> int:
+            return await self.conversation.post(platform, chat_id, message, incident_id=incident_id)
+
+        self._runner = CommandRunner(
+            db=self.db,
+            outbox=self.outbox,
+            sender=sender,
+            capabilities=self.capabilities,
+            clock=self.clock,
+            wake=self.wake,
+            post=post,
+            timeout_s=timeout_s,
+            output_cap_bytes=output_cap_bytes,
+            cancel=cancel,
+        )
+        self._deps.commands = self._runner
+
+    def capabilities(self, platform: str) -> Capabilities:
+        return self._platforms[platform].gateway.capabilities
+
+    def gateway(self, platform: str) -> Gateway | None:
+        config = self._platforms.get(platform)
+        return config.gateway if config is not None else None
+
+    def _alert_targets(self) -> list[AlertTarget]:
+        return [AlertTarget(p, chat) for p, config in self._platforms.items() for chat in config.alert_chats]
+
+    def wake(self) -> None:
+        for worker in self._workers.values():
+            worker.wake()
+
+    async def handle(self, event: InboundEvent) -> None:
+        await self.conversation.handle(event)
+
+    async def start(self) -> None:
+        for platform, config in self._platforms.items():
+            self._workers[platform].start()
+            try:
+                await config.gateway.start(self.handle)
+            except Exception:  # a platform that cannot start must not stop the controller
+                log.exception("chat.gateway_start_failed", platform=platform)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.stop()
+        for platform, config in self._platforms.items():
+            with contextlib.suppress(Exception):
+                await config.gateway.stop()
+            await self._workers[platform].stop()
+            log.info("chat.stopped", platform=platform)

@@ -1,0 +1,339 @@
+"""The Telegram gateway: Bot API calls through python-telegram-bot, long polling or webhook updates in.
+
+The bot token sits in every Bot API URL, so the loggers that print request URLs (httpx, httpcore,
+PTB's own) are held at WARNING (THREATS T24); our own logs never carry the base URL either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timedelta
+
+import structlog
+from telegram import (
+    Bot,
+    BotCommand,
+    ChatMemberAdministrator,
+    ChatMemberMember,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.request import HTTPXRequest
+
+from teleops.chat.base import (
+    Capabilities,
+    DeliveryRefused,
+    EventHandler,
+    Formatting,
+    MarkupRejected,
+    RateLimits,
+    RetryLater,
+)
+from teleops.chat.render import Rendered
+from teleops.chat.telegram.events import PLATFORM, event_of_update
+
+__all__ = ["BOT_COMMANDS", "TELEGRAM_CAPABILITIES", "TelegramGateway", "silence_token_loggers"]
+
+log = structlog.get_logger(__name__)
+
+TELEGRAM_CAPABILITIES = Capabilities(
+    platform=PLATFORM,
+    formatting=Formatting.HTML,
+    max_message_length=4096,
+    buttons=True,
+    max_button_data_bytes=64,
+    replies=True,
+    edits=True,
+    files=True,
+    max_file_bytes=50 * 1024 * 1024,
+    rate_limits=RateLimits(
+        per_chat_interval_s=1.0,
+        per_group_per_minute=20,
+        group_chat_prefix="-",
+        global_per_second=30.0,
+        edit_interval_s=1.0,
+    ),
+)
+
+BOT_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("run", "HOST CMD… run a command on a host"),
+    ("incidents", "open incidents"),
+    ("hosts", "hosts with an agent"),
+    ("ack", "[ID] acknowledge an incident"),
+    ("resolve", "[ID] resolve an incident"),
+    ("snooze", "[ID] 30m snooze an incident"),
+    ("note", "TEXT add a note to the incident"),
+    ("cancel", "ID cancel a running command"),
+    ("whoami", "your Telegram id and this chat's id"),
+    ("link", "CODE link your Telegram account"),
+    ("help", "what TeleOps understands"),
+)
+
+_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
+_JOINED = (ChatMemberMember, ChatMemberAdministrator)
+
+
+def silence_token_loggers() -> None:
+    """Keep URL-printing loggers (the URL holds the bot token) quiet below WARNING."""
+    for name in ("httpx", "httpcore", "telegram", "telegram.ext", "telegram.request"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class TelegramGateway:
+    """A `Gateway` for Telegram. `mode` is "polling" (getUpdates) or "webhook" (see `handle_webhook`)."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        allowed_chats: Collection[int],
+        clock: Callable[[], datetime],
+        base_url: str | None = None,
+        base_file_url: str | None = None,
+        mode: str = "polling",
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        poll_timeout_s: int = 25,
+        request_timeout_s: float = 8.0,
+    ) -> None:
+        silence_token_loggers()
+        self._allowed = {int(c) for c in allowed_chats}
+        self._clock = clock
+        self._mode = mode
+        self._webhook_url = webhook_url
+        self._webhook_secret = webhook_secret
+        self._poll_timeout_s = poll_timeout_s
+        kwargs: dict[str, object] = {}
+        if base_url:
+            kwargs["base_url"] = base_url
+            kwargs["base_file_url"] = base_file_url or base_url.replace("/bot", "/file/bot")
+        # Outbound calls time out well under 10 s so a hung API becomes a retry, not a stuck chat (F03).
+        request = HTTPXRequest(
+            connection_pool_size=64,
+            read_timeout=request_timeout_s,
+            write_timeout=request_timeout_s,
+            connect_timeout=request_timeout_s,
+            pool_timeout=request_timeout_s,
+        )
+        poll_request = HTTPXRequest(connection_pool_size=2, read_timeout=request_timeout_s, connect_timeout=5.0)
+        self._bot = Bot(token, request=request, get_updates_request=poll_request, **kwargs)  # type: ignore[arg-type]
+        self._on_event: EventHandler | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return TELEGRAM_CAPABILITIES
+
+    async def start(self, on_event: EventHandler) -> None:
+        """Initialise the bot, publish the command list, and start polling (or register the webhook).
+
+        Failing to reach Telegram here is logged, not raised: the controller must start without it and
+        the outbox keeps everything until Telegram answers.
+        """
+        self._on_event = on_event
+        try:
+            await self._bot.initialize()
+            await self._bot.set_my_commands([BotCommand(name, text) for name, text in BOT_COMMANDS])
+            if self._mode == "webhook" and self._webhook_url:
+                await self._bot.set_webhook(
+                    self._webhook_url, secret_token=self._webhook_secret, allowed_updates=_UPDATES
+                )
+            elif self._mode == "polling":
+                await self._bot.delete_webhook()
+        except TelegramError as exc:
+            log.warning("telegram.start_incomplete", error=_describe(exc))
+        if self._mode == "polling":
+            self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        with contextlib.suppress(Exception):
+            await self._bot.shutdown()
+
+    async def send(self, chat_id: str, message: Rendered, *, reply_to: str | None = None) -> str:
+        sent = await _call(
+            self._bot.send_message(
+                chat_id=int(chat_id),
+                text=message.text or " ",
+                parse_mode=_parse_mode(message),
+                reply_markup=_keyboard(message),
+                reply_parameters=_reply(reply_to),
+                link_preview_options=None,
+            )
+        )
+        return str(sent.message_id)
+
+    async def edit(self, chat_id: str, message_id: str, message: Rendered) -> None:
+        try:
+            await _call(
+                self._bot.edit_message_text(
+                    text=message.text or " ",
+                    chat_id=int(chat_id),
+                    message_id=int(message_id),
+                    parse_mode=_parse_mode(message),
+                    reply_markup=_keyboard(message),
+                )
+            )
+        except _NotModified:
+            return  # the message already says this: the edit is done
+
+    async def send_file(
+        self,
+        chat_id: str,
+        filename: str,
+        content: bytes,
+        *,
+        caption: Rendered | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        sent = await _call(
+            self._bot.send_document(
+                chat_id=int(chat_id),
+                document=InputFile(content, filename=filename),
+                caption=caption.text[:1024] if caption is not None else None,
+                parse_mode=_parse_mode(caption) if caption is not None else None,
+                reply_parameters=_reply(reply_to),
+            )
+        )
+        return str(sent.message_id)
+
+    async def answer_button(self, callback_id: str, text: str) -> None:
+        try:
+            await self._bot.answer_callback_query(callback_id, text=text[:200])
+        except TelegramError as exc:  # best effort: the spinner stops by itself after a while
+            log.info("telegram.answer_button_failed", error=_describe(exc))
+
+    async def handle_webhook(self, secret_headers: Sequence[str], body: bytes) -> int:
+        """One webhook delivery. Returns the HTTP status: 403 on a missing, wrong or repeated secret header
+        (constant-time compare), 400 on a body that is not an update, else 200 once handled.
+        """
+        expected = self._webhook_secret
+        if not expected or len(secret_headers) != 1:
+            return 403
+        if not hmac.compare_digest(secret_headers[0].encode(), expected.encode()):
+            return 403
+        try:
+            data = json.loads(body)
+            update = Update.de_json(data, self._bot)
+        except (ValueError, TypeError, KeyError, TelegramError):
+            return 400
+        if update is None:
+            return 400
+        await self._handle(update)
+        return 200
+
+    async def _poll(self) -> None:
+        offset: int | None = None
+        failures = 0
+        while True:
+            try:
+                updates = await self._bot.get_updates(
+                    offset=offset, timeout=self._poll_timeout_s, allowed_updates=_UPDATES
+                )
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except RetryAfter as exc:
+                await asyncio.sleep(_seconds(exc.retry_after))
+                continue
+            except Exception as exc:  # network down, 5xx, conflict: back off and poll again
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.info("telegram.poll_failed", error=_describe(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                continue
+            for update in updates:
+                offset = update.update_id + 1
+                await self._handle(update)
+
+    async def _handle(self, update: Update) -> None:
+        if update.my_chat_member is not None:
+            await self._on_membership(update)
+            return
+        event = event_of_update(update, now=self._clock())
+        if event is None or self._on_event is None:
+            return
+        try:
+            await self._on_event(event)
+        except Exception:  # one bad update must not stop the poller
+            log.exception("telegram.event_failed", update_id=update.update_id)
+
+    async def _on_membership(self, update: Update) -> None:
+        change = update.my_chat_member
+        assert change is not None
+        chat_id = change.chat.id
+        if isinstance(change.new_chat_member, _JOINED) and chat_id not in self._allowed:
+            # Added to a chat nobody configured: leave at once (THREATS T06).
+            log.warning("telegram.left_unknown_chat", chat_id=chat_id, added_by=change.from_user.id)
+            try:
+                await self._bot.leave_chat(chat_id)
+            except TelegramError as exc:
+                log.warning("telegram.leave_failed", chat_id=chat_id, error=_describe(exc))
+
+
+class _NotModified(Exception):
+    pass
+
+
+async def _call(awaitable: object) -> Message:
+    """Await a PTB call and map its errors onto the gateway's DeliveryError family."""
+    try:
+        result = await awaitable  # type: ignore[misc]
+    except RetryAfter as exc:
+        raise RetryLater("Telegram flood control (429)", retry_after=_seconds(exc.retry_after)) from exc
+    except BadRequest as exc:
+        text = exc.message.lower()
+        if "can't parse entities" in text or "can't find end of" in text or "unsupported start tag" in text:
+            raise MarkupRejected(exc.message) from exc
+        if "message is not modified" in text:
+            raise _NotModified() from exc
+        raise DeliveryRefused(f"Telegram refused: {exc.message}") from exc
+    except Forbidden as exc:
+        raise DeliveryRefused(f"Telegram forbids it (bot removed or blocked?): {exc.message}") from exc
+    except TelegramError as exc:  # NetworkError, TimedOut, 5xx, InvalidToken…: temporary for us
+        raise RetryLater(_describe(exc)) from exc
+    if not isinstance(result, Message):
+        raise RetryLater("Telegram answered without a message")
+    return result
+
+
+def _seconds(value: int | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _describe(exc: BaseException) -> str:
+    # PTB messages never include the URL; keep it that way by using only the class and message.
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _parse_mode(message: Rendered) -> str | None:
+    return ParseMode.HTML if message.formatting is Formatting.HTML else None
+
+
+def _keyboard(message: Rendered) -> InlineKeyboardMarkup | None:
+    if not message.buttons:
+        return None
+    row = [InlineKeyboardButton(b.label, callback_data=b.data) for b in message.buttons]
+    return InlineKeyboardMarkup([row])
+
+
+def _reply(reply_to: str | None) -> ReplyParameters | None:
+    if reply_to is None:
+        return None
+    # allow_sending_without_reply: the original may have been deleted; the answer still matters.
+    return ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)

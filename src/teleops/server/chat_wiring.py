@@ -1,0 +1,54 @@
+"""Building the chat side from settings: which gateways run, which chats they serve, who is who."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from teleops.chat.service import ChatService
+from teleops.config import Settings
+from teleops.config.settings import parse_duration
+from teleops.server.clock import Clock
+from teleops.server.metrics import Metrics
+from teleops.store.database import Database
+from teleops.store.incidents import register_action_hooks
+from teleops.store.users import UserStore
+
+__all__ = ["build_chat"]
+
+
+def build_chat(settings: Settings, *, db: Database, users: UserStore, clock: Clock, metrics: Metrics) -> ChatService:
+    """A ChatService with every configured platform added (Telegram when `telegram.token` is set)."""
+    telegram = settings.telegram
+    configured = {("telegram", str(u.telegram_id)): u.name for u in settings.users if u.telegram_id is not None}
+    chat = ChatService(
+        db=db,
+        users=users,
+        clock=clock,
+        configured_identities=configured,
+        storm_threshold=telegram.storm_threshold,
+        max_update_age=timedelta(seconds=parse_duration(telegram.max_update_age)),
+        on_fallback=lambda platform: metrics.render_fallback.labels(platform).inc(),
+    )
+    # Every ack/resolve/snooze (REST, web UI, chat) edits the incident's chat messages in its own transaction.
+    register_action_hooks(db, chat.notifier.on_action, chat.wake)
+    if telegram.token is not None:
+        from teleops.chat.telegram import TelegramGateway  # the SDK loads only when Telegram is configured
+
+        secret = telegram.webhook_secret.get_secret_value() if telegram.webhook_secret else None
+        gateway = TelegramGateway(
+            telegram.token.get_secret_value(),
+            allowed_chats=[*telegram.allowed_chats, *telegram.alert_chats],
+            clock=clock,
+            base_url=telegram.base_url,
+            base_file_url=telegram.base_file_url,
+            mode=telegram.mode,
+            webhook_url=f"{settings.server.base_url()}/api/v1/chat/telegram/webhook",
+            webhook_secret=secret,
+            poll_timeout_s=int(parse_duration(telegram.poll_timeout)),
+        )
+        chat.add_gateway(
+            gateway,
+            allowed_chats=[str(c) for c in telegram.allowed_chats],
+            alert_chats=[str(c) for c in telegram.alert_chats],
+        )
+    return chat

@@ -1,0 +1,33 @@
+"""Chat platform webhooks: `POST /api/v1/chat/telegram/webhook` (secret header checked by the gateway)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from teleops.server.auth import services_of
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
+
+MAX_UPDATE_BYTES = 1024 * 1024
+
+
+@router.post("/telegram/webhook", status_code=200, responses={403: {"description": "Missing or wrong secret"}})
+async def telegram_webhook(request: Request) -> Response:
+    """One Telegram update. 403 unless exactly one `X-Telegram-Bot-Api-Secret-Token` header matches
+    `telegram.webhook_secret`; 404 when Telegram runs in polling mode or is not configured.
+    """
+    services = services_of(request)
+    gateway = services.chat.gateway("telegram") if services.chat is not None else None
+    handle = getattr(gateway, "handle_webhook", None)
+    if gateway is None or handle is None or services.settings.telegram.mode != "webhook":
+        return Response(
+            "Telegram webhook mode is not enabled; set telegram.mode: webhook and telegram.webhook_secret",
+            status_code=404,
+        )
+    body = await request.body()
+    if len(body) > MAX_UPDATE_BYTES:
+        return Response("update too large", status_code=413)
+    status = await handle(request.headers.getlist("x-telegram-bot-api-secret-token"), body)
+    return Response(status_code=int(status))
