@@ -264,6 +264,58 @@ def user_set_password(name: str, password_stdin: bool, generate: bool, config_pa
         click.echo(password)
 
 
+def _twofactor_admin(config_path: Path | None, name: str, action: str) -> str | bool:
+    """Enrol or unlock NAME's TOTP, audited, with the audit head checkpointed before returning."""
+    from teleops.server.clock import system_clock
+    from teleops.store.audit_checkpoints import CheckpointLog
+    from teleops.store.database import Database
+    from teleops.store.twofactor import TwoFactorStore
+    from teleops.store.users import UserStore
+
+    settings = _settings(config_path)
+
+    async def run() -> str | bool:
+        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await database.migrate()
+            configured = {u.name for u in settings.users}
+            if name not in configured and await UserStore(database).get(name) is None:
+                _fail(f"no user {name!r}; users come from the `users:` config section (and `admin`)")
+            store = TwoFactorStore(database, settings.data_dir)
+            now = system_clock()
+            result: str | bool = (
+                await store.enroll(name, now=now, by="cli")
+                if action == "enroll"
+                else await store.unlock(name, now=now, by="cli")
+            )
+            await CheckpointLog(settings.data_dir).checkpoint(database)
+            return result
+        finally:
+            await database.close()
+
+    return _run(run)
+
+
+@user.command("2fa-enroll")
+@click.argument("name")
+@config_option
+def user_2fa_enroll(name: str, config_path: Path | None) -> None:
+    """Give NAME a new TOTP secret (replacing any old one); prints the otpauth:// URI alone on the last line."""
+    uri = _twofactor_admin(config_path, name, "enroll")
+    click.echo(f"enrolled {name!r}: add this to their authenticator app (it is shown only now)", err=True)
+    click.echo(str(uri))
+
+
+@user.command("2fa-unlock")
+@click.argument("name")
+@config_option
+def user_2fa_unlock(name: str, config_path: Path | None) -> None:
+    """Clear NAME's 2FA lock and failure count after too many wrong codes."""
+    if not _twofactor_admin(config_path, name, "unlock"):
+        _fail(f"{name!r} has no authenticator enrolled; enrol with `teleops user 2fa-enroll {name}`")
+    click.echo(f"2FA of {name!r} unlocked")
+
+
 @main.command()
 @click.argument("source")
 @click.argument("fixture")

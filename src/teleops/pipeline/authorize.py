@@ -1,51 +1,49 @@
-"""The one authorize step: may this person run this argv on this host?
+"""The one authorize step: may this person run this argv on this host? (teleops.domain.policy decides.)
 
-Placeholder policy until the access-control issue replaces this module (keep the signature): role
-`admin` may run anything, `operator` a short list of read-only commands, everyone else nothing.
+The controller installs the configured policy once at startup (`use_policy`); until then, and in tools that
+never install one, the built-in default applies (operators: read-only diagnostics; admins: anything but a
+shell). Decisions are always for the human who asked, given their role; never for a bot account (T08).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-__all__ = ["OPERATOR_READ_ONLY", "Decision", "authorize"]
+from teleops.domain.policy import Decision, Policy, compile_policy
 
-# argv prefixes an operator may run anywhere; a prefix matches whole words only.
-OPERATOR_READ_ONLY: tuple[tuple[str, ...], ...] = (
-    ("uptime",),
-    ("uname",),
-    ("hostname",),
-    ("date",),
-    ("df",),
-    ("free",),
-    ("w",),
-    ("who",),
-    ("ps",),
-    ("echo",),
-    ("systemctl", "status"),
-)
+__all__ = ["Decision", "authorize", "current_policy", "use_policy"]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    allowed: bool
-    rule: str
-    reason: str
+def _default_policy() -> Policy:
+    # No `policy:` section = DEFAULT_ROLES; max_timeout never appears there, so no duration parser is needed.
+    return compile_policy(None, parse_duration=float)
 
 
-def authorize(user: str, role: str, host: str, argv: Sequence[str]) -> Decision:
-    """Decide for a person (never a bot account). Default deny; the reason says what to do next."""
-    if not argv:
-        return Decision(False, "empty command", "nothing to run: the command is empty")
-    if role == "admin":
-        return Decision(True, "role admin: *", f"admin {user} may run anything")
-    if role == "operator":
-        for prefix in OPERATOR_READ_ONLY:
-            if tuple(argv[: len(prefix)]) == prefix:
-                return Decision(True, f"role operator: {' '.join(prefix)} *", "read-only command")
-    return Decision(
-        False,
-        "default deny",
-        f'role "{role}" may not run "{argv[0]}" on {host} (rule: default deny); ask an admin to run it',
-    )
+_installed: Policy = _default_policy()
+
+
+def use_policy(policy: Policy) -> None:
+    """Make `policy` the one `authorize` applies (called at controller startup with the loaded config)."""
+    global _installed
+    _installed = policy
+
+
+def current_policy() -> Policy:
+    return _installed
+
+
+def authorize(
+    user: str,
+    role: str | None,
+    host: str,
+    argv: Sequence[str],
+    *,
+    text: str | None = None,
+    policy: Policy | None = None,
+) -> Decision:
+    """Decide for a person (never a bot account). Default deny; the reason says what to do next.
+
+    `text` is the command as typed (its shell syntax is refused without a shell grant); `policy` overrides the
+    installed one. Never raises.
+    """
+    return (policy or _installed).decide(user=user, role=role, host=host, argv=argv, text=text)

@@ -1,4 +1,4 @@
-"""The placeholder authorize step: admin anything, operator read-only prefixes, everyone else nothing."""
+"""The authorize step with the built-in default policy: admin anything, operator read-only, everyone else nothing."""
 
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ def test_unknown_roles_are_denied_with_a_reason_that_says_what_to_do() -> None:
     decision = authorize("eve", "viewer", "web-1", ["uptime"])
     assert not decision.allowed
     assert decision.rule == "default deny"
-    assert decision.reason == 'role "viewer" may not run "uptime" on web-1 (rule: default deny); ask an admin to run it'
+    assert decision.reason == (
+        'role "viewer" of eve is not defined in the policy, so nothing is allowed; ask an admin to add it under '
+        "policy.roles"
+    )
 
 
 def test_an_empty_argv_is_never_allowed() -> None:
