@@ -208,3 +208,26 @@ async def test_docs_are_served_without_a_cdn(api: Api) -> None:
     assert asset.status_code == 200
     spec = (await api.client.get("/openapi.json")).json()
     assert "/api/v1/alerts/{source}" in spec["paths"]
+
+
+async def test_pagerduty_senders_may_authenticate_with_routing_key(api: Api) -> None:
+    event = {
+        "routing_key": api.ingest_token,
+        "event_action": "trigger",
+        "dedup_key": "disk-web-1",
+        "payload": {"summary": "Disk full on web-1", "source": "web-1", "severity": "critical"},
+    }
+    response = await api.client.post("/api/v1/alerts/pagerduty", json=event)
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["outcome"] == "created"
+    for wrong in ("nope", "", None):
+        response = await api.client.post("/api/v1/alerts/pagerduty", json={**event, "routing_key": wrong})
+        assert response.status_code == 401
+    # A routing_key is not accepted by sources that do not authenticate that way.
+    response = await api.client.post("/api/v1/alerts/generic", json={"summary": "x", "routing_key": api.ingest_token})
+    assert response.status_code == 401
+    # Unauthenticated garbage learns nothing about the body.
+    response = await api.client.post("/api/v1/alerts/pagerduty", content=b"{not json")
+    assert response.status_code == 401
+    listing = (await api.client.get("/api/v1/incidents", headers=api.api_headers)).json()
+    assert len(listing["items"]) == 1

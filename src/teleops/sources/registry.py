@@ -21,6 +21,9 @@ class Source(NamedTuple):
     name: str
     parse: Callable[[Any], list[Alert]]
     title: str
+    # A top-level body field that may carry the ingest token, for senders that cannot set headers
+    # (PagerDuty integrations authenticate with `routing_key` in the body).
+    token_field: str | None = None
 
     @property
     def folder(self) -> Path:
@@ -32,7 +35,7 @@ SOURCES: tuple[Source, ...] = (
     Source("grafana", parse_grafana, "Grafana unified alerting"),
     Source("sensu", parse_sensu, "Sensu Go event"),
     Source("zabbix", parse_zabbix, "Zabbix webhook media type"),
-    Source("pagerduty", parse_pagerduty, "PagerDuty Events API v2"),
+    Source("pagerduty", parse_pagerduty, "PagerDuty Events API v2", token_field="routing_key"),
     Source("generic", parse_generic, "TeleOps generic alert"),
 )
 

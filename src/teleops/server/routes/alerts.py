@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect
 
 from teleops.server.auth import credential_from, services_of
 from teleops.server.json_body import BadJSON, loads_strict
+from teleops.server.metrics import Metrics
 from teleops.sources.payload import PayloadError
 from teleops.sources.registry import SOURCES, get_source
 from teleops.store.database import StorageUnavailable
@@ -26,6 +27,18 @@ _SOURCE_NAMES = [source.name for source in SOURCES]
 
 class _TooLarge(Exception):
     pass
+
+
+def _unauthorized(metrics: Metrics, source: str) -> JSONResponse:
+    metrics.alerts_rejected.labels(source, "401").inc()
+    return JSONResponse(
+        {
+            "detail": "missing or invalid ingest token; create one with `teleops token create ingest NAME` "
+            "and send it as `Authorization: Bearer TOKEN`"
+        },
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -70,16 +83,8 @@ async def receive_alerts(source: str, request: Request) -> JSONResponse:
         return _error(404, f"unknown alert source {source[:40]!r}; use one of: {', '.join(_SOURCE_NAMES)}")
     secret = credential_from(request)
     token = await services.tokens.verify(TokenKind.INGEST, secret) if secret else None
-    if token is None:
-        metrics.alerts_rejected.labels(source, "401").inc()
-        return JSONResponse(
-            {
-                "detail": "missing or invalid ingest token; create one with `teleops token create ingest NAME` "
-                "and send it as `Authorization: Bearer TOKEN`"
-            },
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    if token is None and (secret is not None or spec.token_field is None):
+        return _unauthorized(metrics, source)  # checked before reading the body
     cap = services.settings.server.max_body_bytes
     try:
         body = await _read_capped(request, cap)
@@ -90,10 +95,18 @@ async def receive_alerts(source: str, request: Request) -> JSONResponse:
         return _error(400, "client disconnected before sending the whole body")
     try:
         payload = loads_strict(body)
-        parsed = spec.parse(payload)
     except BadJSON as exc:
+        if secret is None:  # nothing is said about the body to a caller who has not authenticated
+            return _unauthorized(metrics, source)
         metrics.alerts_rejected.labels(source, "400").inc()
         return _error(400, str(exc))
+    if token is None:  # the sender authenticates in the body (spec.token_field)
+        in_body = payload.get(spec.token_field) if isinstance(payload, dict) and spec.token_field else None
+        token = await services.tokens.verify(TokenKind.INGEST, in_body) if isinstance(in_body, str) else None
+        if token is None:
+            return _unauthorized(metrics, source)
+    try:
+        parsed = spec.parse(payload)
     except PayloadError as exc:
         metrics.alerts_rejected.labels(source, "422").inc()
         return _error(422, f"not a {spec.title} payload: {exc}", field=exc.path)
