@@ -76,7 +76,8 @@ def _pids_of_uid(uid: int) -> list[int]:
         except OSError:
             continue
         for line in status.splitlines():
-            if line.startswith("Uid:") and int(line.split()[1]) == uid and "State:\tZ" not in status:
+            # Zombies count too: until reaped they still count against the user's RLIMIT_NPROC.
+            if line.startswith("Uid:") and int(line.split()[1]) == uid:
                 found.append(int(entry.name))
     return found
 
@@ -508,6 +509,38 @@ async def test_fork_bomb_is_stopped_by_nproc(unprivileged_user: str | None) -> N
     assert result.timed_out
     assert b"Resource temporarily unavailable" in result.output  # fork() failed: NPROC reached
     if unprivileged_user is not None:
-        left = await _eventually_none(lambda: _pids_of_uid(uid))
+        left = await _eventually_none(lambda: _pids_of_uid(uid), deadline_s=10.0)
         _kill_leftovers(left)
         assert left == []
+
+
+async def test_run_as_user_gets_the_limits(unprivileged_user: str | None) -> None:
+    limits = ResourceLimits(nproc=48, open_files=99)
+    result = await run(RunSpec(["sh", "-c", "ulimit -n; ulimit -c; id -u"], run_as=unprivileged_user, limits=limits))
+    expected_uid = pwd.getpwnam(unprivileged_user).pw_uid if unprivileged_user else os.geteuid()
+    assert result.output.decode().split() == ["99", "0", str(expected_uid)]
+    nproc = Path("/proc/self/limits")  # the command's own view, read by the command itself
+    result = await run(RunSpec(["cat", str(nproc)], run_as=unprivileged_user, limits=limits))
+    line = next(ln for ln in result.output.decode().splitlines() if ln.startswith("Max processes"))
+    assert line.split()[2:4] == ["48", "48"]
+
+
+@pytest.mark.parametrize("payload", ["$(touch {canary})", "`touch {canary}`", "; touch {canary}", "| touch {canary}"])
+async def test_argv_is_never_parsed_by_a_shell(payload: str, tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    arg = payload.format(canary=canary)
+    result = await run(RunSpec(["echo", arg, "*", "$HOME"], cwd=str(tmp_path)))
+    assert result.output == f"{arg} * $HOME\n".encode()
+    assert not canary.exists()
+
+
+async def test_relative_program_path_and_directory(tmp_path: Path) -> None:
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\necho hello from script\n")
+    script.chmod(0o755)
+    result = await run(RunSpec(["./hello.sh"], cwd=str(tmp_path)))
+    assert result.output == b"hello from script\n"
+    result = await run(RunSpec([str(tmp_path)]))
+    assert result.exit_code == 126
+    result = await run(RunSpec(["./missing.sh"], cwd=str(tmp_path)))
+    assert result.exit_code == 127
