@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from teleops.config.duration import parse_duration
 from teleops.config.oncall import OncallSettings
 from teleops.domain.policy import Policy, PolicyError, compile_policy
+from teleops.domain.redaction import SecretRules
 
 __all__ = ["ConfigError", "Settings", "find_config_file", "load_settings", "parse_duration"]
 
@@ -234,6 +235,21 @@ class Settings(BaseSettings):
     def access_policy(self) -> Policy:
         """The compiled policy (already checked when these settings loaded)."""
         return self.policy.compile()
+
+    def redaction_rules(self) -> SecretRules:
+        """Redaction built-ins + `redaction.patterns`, and as known values `redaction.secrets` plus every chat
+        token and signing secret configured here (so they never come back out through command output)."""
+        known = [s.get_secret_value() for s in self.redaction.secrets]
+        for secret in (
+            self.telegram.token,
+            self.telegram.webhook_secret,
+            self.slack.bot_token,
+            self.slack.app_token,
+            self.slack.signing_secret,
+        ):
+            if secret is not None:
+                known.append(secret.get_secret_value())
+        return SecretRules.build(self.redaction.patterns, known)
 
     @classmethod
     def settings_customise_sources(
