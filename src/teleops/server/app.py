@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import teleops
 from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
+from teleops.oncall.service import OnCallService
 from teleops.server.agent_hub import AgentHub
 from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
 from teleops.server.chat_wiring import build_chat
@@ -35,7 +36,7 @@ from teleops.server.routes import commands as command_routes
 from teleops.server.services import Services
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import Database
-from teleops.store.ingest import IngestWriter
+from teleops.store.ingest import IncidentChange, IngestWriter
 from teleops.store.tokens import TokenStore
 from teleops.store.users import UserStore
 
@@ -57,6 +58,12 @@ def create_app(
         await db.migrate()
         users = UserStore(db)
         chat = build_chat(settings, db=db, users=users, clock=clock, metrics=metrics)
+        oncall = OnCallService(settings, db=db, clock=clock, wake_outbox=chat.wake)
+
+        def after_ingest(changes: Sequence[IncidentChange]) -> None:
+            chat.notifier.after_commit(changes)
+            oncall.after_ingest(changes)
+
         services = Services(
             settings=settings,
             clock=clock,
@@ -64,10 +71,11 @@ def create_app(
             tokens=TokenStore(db),
             users=users,
             ingest=IngestWriter(
-                db, clock=clock, hooks=[chat.notifier.on_ingest], on_changes=chat.notifier.after_commit
+                db, clock=clock, hooks=[chat.notifier.on_ingest, oncall.on_ingest], on_changes=after_ingest
             ),
             metrics=metrics,
             chat=chat,
+            oncall=oncall,
         )
         app.state.services = services
         app.state.console_gateway = ConsoleGateway(ConsoleMessageStore(db), clock=clock)
@@ -88,10 +96,12 @@ def create_app(
             cancel=services.hub.send_cancel,
         )
         await chat.start()
+        oncall.start()
         log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
         try:
             yield
         finally:
+            await oncall.stop()
             await chat.stop()
             if local_agent is not None:
                 await local_agent.stop()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from teleops.chat.service import ChatService
 from teleops.config import Settings
+from teleops.oncall.service import OnCallService
 from teleops.server.agent_hub import AgentHub
 from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
@@ -28,3 +29,4 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     hub: AgentHub | None = None  # set by the lifespan; routes answer 503 without it
     chat: ChatService | None = None  # gateways, outbox workers, notifier, conversation
+    oncall: OnCallService | None = None  # escalation worker, handovers, Alertmanager silences

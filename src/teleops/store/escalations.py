@@ -13,9 +13,19 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from teleops.store.schema import escalations, incidents, timeline
+from teleops.store.schema import escalations, identities, incidents, timeline
 
-__all__ = ["DueEscalation", "add_event", "due_escalations", "next_due_at", "nudge", "save_plan", "start"]
+__all__ = [
+    "DueEscalation",
+    "add_event",
+    "due_escalations",
+    "linked_chats",
+    "next_due_at",
+    "nudge",
+    "reopen_after_snooze",
+    "save_plan",
+    "start",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +122,21 @@ def next_due_at(conn: Connection) -> datetime | None:
 
 def add_event(conn: Connection, incident_id: int, now: datetime, kind: str, data: dict[str, Any]) -> None:
     conn.execute(insert(timeline).values(incident_id=incident_id, at=now, kind=kind, actor="teleops", data=data))
+
+
+def linked_chats(conn: Connection, user_name: str) -> list[tuple[str, str]]:
+    """(platform, external id) of every chat identity `user_name` linked at runtime (`/link CODE`)."""
+    rows = conn.execute(
+        select(identities.c.platform, identities.c.external_id).where(identities.c.user_name == user_name)
+    ).all()
+    return [(row.platform, row.external_id) for row in rows]
+
+
+def reopen_after_snooze(conn: Connection, incident_id: int, now: datetime) -> None:
+    """The snooze ended: the incident is open again (and says so on its timeline)."""
+    conn.execute(
+        update(incidents)
+        .where(incidents.c.id == incident_id, incidents.c.status == "snoozed")
+        .values(status="open", snoozed_until=None)
+    )
+    add_event(conn, incident_id, now, "incident.unsnoozed", {"reason": "snooze ended"})

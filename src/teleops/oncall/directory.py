@@ -1,0 +1,102 @@
+"""The on-call directory: rotations, team policies and chats from config, and who a target means now."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from teleops.config import Settings
+from teleops.config.duration import parse_duration
+from teleops.config.oncall import DEFAULT_TEAM, EscalationStep
+from teleops.domain.rotation import Override, Rotation
+from teleops.oncall.escalation import Step
+
+__all__ = ["ChatTarget", "OnCallDirectory", "OnCallNow", "Page"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTarget:
+    platform: str
+    chat_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Whom a target means at an instant: people (to reach in their own chats) and/or a shared chat."""
+
+    target: str
+    users: tuple[str, ...] = ()
+    chat: ChatTarget | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OnCallNow:
+    rotation: str
+    current: str
+    until: datetime
+    next: str
+    overridden: bool
+
+
+class OnCallDirectory:
+    """Built once from settings; pure lookups (the chats people linked at runtime come from the store)."""
+
+    def __init__(self, settings: Settings) -> None:
+        oncall = settings.oncall
+        self.rotations: dict[str, Rotation] = {
+            r.name: Rotation(
+                r.name,
+                tuple(r.members),
+                int(parse_duration(r.shift)),
+                handoff=r.handoff,
+                tz=r.tz,
+                overrides=tuple(Override(o.user, o.start, o.end) for o in r.overrides),
+            )
+            for r in oncall.rotations
+        }
+        self.policies: dict[str, tuple[tuple[Step, ...], int]] = {
+            DEFAULT_TEAM: (_steps(oncall.escalation), oncall.repeat)
+        }
+        for team in oncall.teams:
+            self.policies[team.name] = (_steps(team.escalation), team.repeat)
+        self.chats = {name: ChatTarget(chat.platform, chat.id) for name, chat in oncall.chats.items()}
+        self.routes = tuple(oncall.routes)
+        self.remind_after = timedelta(seconds=parse_duration(oncall.remind_acked_after))
+        self._configured: dict[str, list[ChatTarget]] = {}
+        for user in settings.users:
+            chats = self._configured.setdefault(user.name, [])
+            if user.telegram_id is not None:
+                chats.append(ChatTarget("telegram", str(user.telegram_id)))  # a private chat's id is the user's id
+            if user.slack_id:
+                chats.append(ChatTarget("slack", user.slack_id.split("/")[-1]))  # TEAM/USER -> USER (DM)
+
+    def policy(self, team: str) -> tuple[tuple[Step, ...], int]:
+        """(steps, repeat) of `team`; an unknown team (config changed since) falls back to the default."""
+        return self.policies.get(team) or self.policies[DEFAULT_TEAM]
+
+    def resolve(self, target: str, at: datetime) -> Page:
+        """`rotation:NAME` -> the person on call at `at`; `user:NAME` -> that person; `chat:NAME` -> the chat."""
+        kind, _, name = target.partition(":")
+        if kind == "rotation":
+            rotation = self.rotations.get(name)
+            return Page(target, (rotation.on_call(at),) if rotation else ())
+        if kind == "user":
+            return Page(target, (name,))
+        return Page(target, chat=self.chats.get(name))
+
+    def configured_chats(self, user: str) -> Sequence[ChatTarget]:
+        return tuple(self._configured.get(user, ()))
+
+    def on_call_now(self, at: datetime) -> list[OnCallNow]:
+        """Who is on call now and next, per rotation."""
+        result = []
+        for rotation in self.rotations.values():
+            shift = rotation.shift_at(at)
+            until, following = rotation.next_handoff(at)
+            result.append(OnCallNow(rotation.name, shift.user, until, following, shift.overridden))
+        return result
+
+
+def _steps(steps: Sequence[EscalationStep]) -> tuple[Step, ...]:
+    return tuple(Step(timedelta(seconds=parse_duration(s.after)), s.notify) for s in steps)

@@ -1,0 +1,259 @@
+"""The escalation worker: one loop that wakes at the next due time (or when nudged) and acts.
+
+Each pass runs in one transaction: load due escalations, decide with `escalation.evaluate`, enqueue the
+pages in the outbox, write the timeline, store the next due time. A crash before the commit leaves the
+escalation due (it runs again, once); after the commit, the step is done and its messages are queued.
+On PostgreSQL due rows are claimed with FOR UPDATE SKIP LOCKED, so replicas never page twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import structlog
+
+from teleops.chat.notify import incident_message
+from teleops.domain.incident import IncidentStatus, TimelineKind
+from teleops.oncall.directory import ChatTarget, OnCallDirectory, Page
+from teleops.oncall.escalation import EscalationState, Plan, Snapshot, evaluate
+from teleops.oncall.handover import digest_message
+from teleops.oncall.routing import route_team
+from teleops.store import escalations as store
+from teleops.store.database import Database, StorageUnavailable
+from teleops.store.database import Transaction as Connection
+from teleops.store.handover import claim_handover, handover_facts
+from teleops.store.ingest import IncidentChange, Outcome
+from teleops.store.outbox import enqueue_send
+
+__all__ = ["EscalationWorker"]
+
+log = structlog.get_logger(__name__)
+
+MAX_SLEEP_S = 30.0
+# A handover is sent when its shift began at most this long ago: a controller that was down over a
+# handoff still sends it when it comes back, but a first start mid-shift does not page anyone.
+HANDOVER_GRACE = timedelta(hours=1)  # also re-checks periodically, e.g. after another replica changed due times
+
+
+class EscalationWorker:
+    def __init__(
+        self,
+        db: Database,
+        directory: OnCallDirectory,
+        *,
+        clock: Callable[[], datetime],
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._db = db
+        self._directory = directory
+        self._clock = clock
+        self._on_enqueued = on_enqueued
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pass = asyncio.Lock()  # one pass at a time in this process (replicas: SKIP LOCKED)
+
+    # -- hooks the rest of the controller calls inside its own transactions --------------------------------
+
+    def on_incidents_changed(self, conn: Connection, changes: Sequence[IncidentChange], now: datetime) -> None:
+        """Ingest hook: a new incident starts escalating for the team its route names."""
+        for change in changes:
+            if change.outcome is not Outcome.CREATED:
+                continue
+            alert = change.alert
+            team, _ = route_team(
+                self._directory.routes, source=alert.source, severity=alert.severity.value, labels=alert.labels
+            )
+            steps, _repeat = self._directory.policy(team)
+            if steps:
+                store.start(conn, incident_id=change.incident_id, team=team, now=now, first_due=now + steps[0].after)
+
+    def on_incident_action(
+        self, conn: Connection, incident_id: int, _action: object, _actor: str, now: datetime, _until: object
+    ) -> None:
+        """act_on_incident hook: ack/resolve/snooze re-evaluate the escalation at once."""
+        store.nudge(conn, incident_id, now)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="escalation-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            delay = MAX_SLEEP_S
+            try:
+                await self.tick()
+                next_due = await self._db.run_in_transaction(store.next_due_at)
+                handoff = self.next_handoff(self._clock())
+                if handoff is not None and (next_due is None or handoff < next_due):
+                    next_due = handoff
+                if next_due is not None:
+                    delay = min(MAX_SLEEP_S, max(0.0, (next_due - self._clock()).total_seconds()))
+            except StorageUnavailable as exc:
+                log.warning("escalation.storage_unavailable", error=str(exc))
+            except Exception:  # the loop must survive a bug in one pass; the escalation stays due
+                log.exception("escalation.pass_failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def tick(self) -> int:
+        """Process everything due now. Returns how many escalations were evaluated."""
+        async with self._pass:
+            count, enqueued = await self._db.run_in_transaction(self._process, self._clock())
+        if enqueued:
+            self._on_enqueued()
+        return count
+
+    def _process(self, conn: Connection, now: datetime) -> tuple[int, bool]:
+        due = store.due_escalations(conn, now)
+        enqueued = False
+        for escalation in due:
+            steps, repeat = self._directory.policy(escalation.team)
+            incident = escalation.incident
+            snapshot = Snapshot(
+                state=EscalationState(escalation.state),
+                step=escalation.step,
+                round=escalation.round,
+                round_started_at=escalation.round_started_at,
+                incident_status=IncidentStatus(incident["status"]),
+                snoozed_until=incident["snoozed_until"],
+                acknowledged_at=incident["acknowledged_at"],
+                acknowledged_by=incident["acknowledged_by"],
+            )
+            plan = evaluate(snapshot, steps, repeat=repeat, remind_after=self._directory.remind_after, now=now)
+            if plan.unsnooze:
+                store.reopen_after_snooze(conn, escalation.incident_id, now)
+                incident = {**incident, "status": IncidentStatus.OPEN.value, "snoozed_until": None}
+            for target in plan.notify:
+                enqueued |= self._page(conn, incident, target, plan, len(steps), now)
+            if plan.remind:
+                enqueued |= self._remind(conn, incident, plan.remind, now)
+            store.save_plan(
+                conn,
+                escalation.id,
+                state=plan.state.value,
+                step=plan.step,
+                round_=plan.round,
+                round_started_at=plan.round_started_at,
+                due_at=plan.due_at,
+                now=now,
+            )
+        enqueued |= self._handovers(conn, now)
+        return len(due), enqueued
+
+    def _handovers(self, conn: Connection, now: datetime) -> bool:
+        """At each shift change, the incoming person gets the digest (once, even across restarts)."""
+        enqueued = False
+        for rotation in self._directory.rotations.values():
+            shift = rotation.shift_at(now)
+            if now - shift.start > HANDOVER_GRACE or not claim_handover(conn, rotation.name, shift.start, now):
+                continue
+            previous = rotation.shift_at(shift.start - timedelta(seconds=1))
+            facts = handover_facts(conn, since=previous.start, now=now)
+            message = digest_message(facts, incoming=shift.user, since=previous.start, now=now)
+            for chat in self._user_chats(conn, shift.user):
+                enqueue_send(
+                    conn,
+                    platform=chat.platform,
+                    chat_id=chat.chat_id,
+                    payload={"message": message.to_json()},
+                    now=now,
+                    purpose="handover",
+                )
+                enqueued = True
+            log.info("oncall.handover", rotation=rotation.name, incoming=shift.user, outgoing=previous.user)
+        return enqueued
+
+    def next_handoff(self, now: datetime) -> datetime | None:
+        """The next shift change of any rotation (the loop wakes for it)."""
+        times = [rotation.next_handoff(now)[0] for rotation in self._directory.rotations.values()]
+        return min(times) if times else None
+
+    def _page(
+        self, conn: Connection, incident: dict[str, object], target: str, plan: Plan, total: int, now: datetime
+    ) -> bool:
+        page = self._directory.resolve(target, now)
+        step_no = (plan.ran_step or 0) + 1
+        reached: list[str] = []
+        unreachable: list[str] = []
+        for chat in self._chats_of(conn, page):
+            who = f" {', '.join(page.users)}" if page.users else ""
+            message = incident_message(incident, status_line=f"paging{who} (step {step_no} of {total})")
+            enqueue_send(
+                conn,
+                platform=chat.platform,
+                chat_id=chat.chat_id,
+                payload={"message": message.to_json()},
+                now=now,
+                incident_id=int(str(incident["id"])),
+                purpose="page",
+            )
+            reached.append(f"{chat.platform}:{chat.chat_id}")
+        for user in page.users:
+            if not self._user_chats(conn, user):
+                unreachable.append(user)
+        data: dict[str, object] = {"step": step_no, "target": target, "users": list(page.users), "chats": reached}
+        if unreachable:
+            data["problem"] = (
+                f"{', '.join(unreachable)} has no chat to page: add telegram_id/slack_id under users: "
+                "or have them send /link CODE from `teleops user invite NAME`"
+            )
+        if not reached and not page.users and page.chat is None:
+            data["problem"] = f"{target} names nothing known now (check oncall: rotations and chats)"
+        kind = TimelineKind.NOTIFIED if step_no == 1 and plan.round == 0 else TimelineKind.ESCALATED
+        store.add_event(conn, int(str(incident["id"])), now, kind.value, data)
+        return bool(reached)
+
+    def _remind(self, conn: Connection, incident: dict[str, object], user: str, now: datetime) -> bool:
+        chats = self._user_chats(conn, user)
+        for chat in chats:
+            message = incident_message(incident, status_line=f"reminder: acknowledged by {user}, still not resolved")
+            enqueue_send(
+                conn,
+                platform=chat.platform,
+                chat_id=chat.chat_id,
+                payload={"message": message.to_json()},
+                now=now,
+                incident_id=int(str(incident["id"])),
+                purpose="reminder",
+            )
+        store.add_event(
+            conn, int(str(incident["id"])), now, "reminded", {"user": user, "chats": [c.chat_id for c in chats]}
+        )
+        return bool(chats)
+
+    def _chats_of(self, conn: Connection, page: Page) -> list[ChatTarget]:
+        chats = [page.chat] if page.chat is not None else []
+        for user in page.users:
+            chats.extend(self._user_chats(conn, user))
+        return chats
+
+    def _user_chats(self, conn: Connection, user: str) -> list[ChatTarget]:
+        chats = list(self._directory.configured_chats(user))
+        for platform, external_id in store.linked_chats(conn, user):
+            target = ChatTarget(platform, _private_chat(platform, external_id))
+            if target not in chats:
+                chats.append(target)
+        return chats
+
+
+def _private_chat(platform: str, external_id: str) -> str:
+    """Where to reach a person privately: Telegram's private chat id is the user id; Slack DMs take the user id."""
+    if platform == "slack" and "/" in external_id:
+        return external_id.split("/", 1)[1]  # identities are TEAM/USER; chat.postMessage takes the user id
+    return external_id
