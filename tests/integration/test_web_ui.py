@@ -143,9 +143,7 @@ def test_alert_appears_in_the_list_and_ack_changes_its_state(
     expect(page.locator("table.incidents")).not_to_contain_text("DiskFull")
 
 
-def test_console_connects_and_shows_typed_messages_after_reload(
-    server: TeleopsServer, context: BrowserContext, shots: Path
-) -> None:
+def test_console_connects_and_shows_typed_messages_after_reload(server: TeleopsServer, context: BrowserContext) -> None:
     page = context.new_page()
     log_in(page, server, admin_password(server), then="/ui/console")
     expect(page.locator("#console")).to_have_attribute("data-connected", "true")
@@ -158,7 +156,8 @@ def test_console_connects_and_shows_typed_messages_after_reload(
     page.reload()
     expect(page.locator("#console")).to_have_attribute("data-connected", "true")
     expect(page.locator(".message.mine")).to_contain_text("/help")
-    page.screenshot(path=str(shots / "console.png"), full_page=False)
+    # /help is answered through the conversation pipeline, like on any platform.
+    expect(page.locator(".message.bot")).not_to_have_count(0)
 
 
 def test_phone_width_pages_do_not_scroll_sideways(server: TeleopsServer, browser: Browser, shots: Path) -> None:
@@ -175,3 +174,45 @@ def test_phone_width_pages_do_not_scroll_sideways(server: TeleopsServer, browser
         page.screenshot(path=str(shots / "incidents-phone.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_alert_arrives_in_the_console_and_a_reply_runs_df_on_its_host(
+    teleops_server: Callable[..., TeleopsServer], context: BrowserContext, shots: Path
+) -> None:
+    server = teleops_server(local_agent=True)
+    page = context.new_page()
+    log_in(page, server, admin_password(server), then="/ui/console")
+    expect(page.locator("#console")).to_have_attribute("data-connected", "true")
+
+    fire(server)  # host "localhost": the embedded default's local agent
+    alert = page.locator(".message.bot", has_text="DiskFull")
+    expect(alert).to_have_count(1)
+    expect(alert).to_contain_text("CRITICAL")
+    expect(alert).to_have_class(re.compile(r"\bsev-critical\b"))
+
+    alert.get_by_role("button", name="reply").click()
+    expect(page.locator("#replying")).to_be_visible()
+    page.get_by_label("Message").fill("df -h")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message.mine", has_text="df -h")).to_have_count(1)
+    # The real output of df on this machine: its header line, and the exit code once finished.
+    output = page.locator(".message.bot", has_text="Filesystem")
+    expect(output).to_have_count(1, timeout=30_000)
+    expect(output).to_contain_text("Mounted on")
+    expect(output).to_contain_text("exit 0", timeout=30_000)
+    page.screenshot(path=str(shots / "console.png"), full_page=False)
+
+    alert.get_by_role("button", name="Ack").click()
+    expect(alert).to_contain_text("acknowledged by admin")
+    assert [i["acknowledged_by"] for i in server.incidents(status="acknowledged")] == ["admin"]
+
+    # The scenario page tells the same story: fired, the command with its output and exit code, acked.
+    page.goto(f"{server.url}/ui/")
+    page.locator("table.incidents a", has_text="DiskFull").click()
+    timeline = page.locator(".timeline")
+    expect(timeline).to_contain_text("Alert fired")
+    expect(timeline.locator(".command", has_text="df -h")).not_to_have_count(0)
+    expect(timeline.locator("pre.output", has_text="Mounted on")).not_to_have_count(0)
+    expect(timeline).to_contain_text("exit 0")
+    expect(timeline).to_contain_text("Acknowledged")
+    page.screenshot(path=str(shots / "incident.png"), full_page=True)
