@@ -34,7 +34,7 @@ async def _measure(ctx: Context, teleops: TeleOps, am_port: int, run: str) -> di
     return await best_of_rounds(
         [Side("teleops", teleops.port, ours), Side("am", am_port, theirs)],
         concurrency=ctx.pick(4, 32, 32),
-        duration=ctx.pick(None, 3.0, 10.0),
+        duration=ctx.pick(None, 2.0, 10.0),
         requests=ctx.pick(200, None, None),
         rounds=ctx.pick(1, 1, 2),
         warmup=ctx.pick(10, 100, 300),

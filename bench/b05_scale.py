@@ -2,7 +2,7 @@
 
 Both databases are pre-filled through bench/prefill.py, then the same client posts new distinct alerts
 at the same concurrency; the lookup of the open incident must stay indexed, so latency must not grow
-with the number of open incidents. Quick mode uses 30k instead of 100k to stay within its budget.
+with the number of open incidents. Quick mode uses 20k instead of 100k to stay within its budget.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ async def _latency_at(ctx: Context, open_incidents: int, concurrency: int) -> tu
             teleops.port,
             new_alert,
             concurrency=concurrency,
-            duration=ctx.pick(None, 3.0, 10.0),
+            duration=ctx.pick(None, 2.0, 10.0),
             requests=ctx.pick(100, None, None),
             warmup=ctx.pick(5, 100, 300),
         )
@@ -58,7 +58,7 @@ async def _latency_at(ctx: Context, open_incidents: int, concurrency: int) -> tu
 
 async def run(ctx: Context) -> list[Row]:
     small = 1000
-    large = ctx.pick(5000, 30_000, 100_000)
+    large = ctx.pick(5000, 20_000, 100_000)
     concurrency = ctx.pick(2, 8, 8)
     small_result, _ = await _latency_at(ctx, small, concurrency)
     large_result, bytes_per_incident = await _latency_at(ctx, large, concurrency)

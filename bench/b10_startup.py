@@ -1,6 +1,6 @@
 """B10 startup: `teleops serve` until /readyz answers (first start and restart), vs `python -c pass`.
 
-The agent's "started → connected" time joins this benchmark once `teleops agent` exists.
+And `teleops agent` from spawn until the controller lists it online (GET /api/v1/agents).
 No target: the ratio says how much of the start is Python itself.
 """
 
@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 
+from bench.agent_setup import start_rig
 from bench.context import Benchmark, Context
 from bench.process import free_port, spawn, wait_http
 from bench.report import Row, info
@@ -47,13 +48,19 @@ async def _serve_until_ready(ctx: Context, name: str, *, fresh: bool) -> float:
 
 
 async def run(ctx: Context) -> list[Row]:
-    repeats = ctx.pick(1, 3, 7)
+    repeats = ctx.pick(1, 2, 7)
     baseline = statistics.median(_python_pass(ctx, i) for i in range(repeats))
     cold = statistics.median([await _serve_until_ready(ctx, "cold", fresh=True) for _ in range(repeats)])
     await _serve_until_ready(ctx, "warm", fresh=True)  # the first start makes the database
     warm = statistics.median([await _serve_until_ready(ctx, "warm", fresh=False) for _ in range(repeats)])
+    agent_times = []
+    for index in range(repeats):
+        rig, connected = await start_rig(ctx.sub(f"b10-agent{index}"))
+        rig.stop()
+        agent_times.append(connected)
     peer = "python -c pass"
     return [
+        info("B10", "agent start → online on the controller", "s", statistics.median(agent_times), baseline, peer),
         info("B10", "serve → /readyz, first start (new DB)", "s", cold, baseline, peer),
         info("B10", "serve → /readyz, restart (existing DB)", "s", warm, baseline, peer),
     ]

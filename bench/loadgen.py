@@ -157,6 +157,23 @@ async def _connect(host: str, port: int) -> _Connection:
     return protocol
 
 
+class KeepAlive:
+    """One keep-alive connection for sequential requests: `await conn.request(raw)` -> (status, body)."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> KeepAlive:
+        return cls(await _connect(host, port))
+
+    async def request(self, raw: bytes, *, timeout: float = 30.0) -> tuple[int, bytes]:
+        return await asyncio.wait_for(self._connection.send(raw), timeout)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 async def request_once(host: str, port: int, request: bytes, *, timeout: float = 10.0) -> tuple[int, bytes]:
     """Send one request on a fresh connection; (status, body). Raises HttpError or OSError."""
     connection = await _connect(host, port)
