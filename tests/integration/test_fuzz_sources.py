@@ -7,7 +7,6 @@ changes no row. Runs on SQLite and PostgreSQL through the in-process `api` fixtu
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -118,5 +117,4 @@ async def test_any_body_gets_200_or_an_explained_4xx_never_5xx(api: Api, source:
 
 def test_fixture_files_exist_for_the_fuzzer() -> None:
     """The damaged-fixture strategy relies on each source shipping fixtures (the contract test checks them)."""
-    assert all(fixtures_of(source) for source in SOURCES), [s.name for s in SOURCES if not fixtures_of(s)]
-    assert Path(SOURCES[0].folder).is_dir()
+    assert [s.name for s in SOURCES if not fixtures_of(s)] == []
