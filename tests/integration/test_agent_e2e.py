@@ -29,7 +29,7 @@ from tests.integration.tcp_proxy import running_proxy
 
 T = TypeVar("T")
 
-POLICY = {"allow": ["uname *", "echo *", "sleep *", "sh -c *"]}
+POLICY = {"allow": ["uname *", "echo *", "sleep *", "ls *"]}
 TERMINAL = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
 
 
@@ -64,14 +64,16 @@ def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
     """Starts `teleops agent --server URL --name NAME --token-file FILE --policy FILE` (ARCHITECTURE §6)."""
     started: list[AgentProcess] = []
 
-    def start(server_url: str, name: str, token: str, *, state_dir: Path | None = None) -> AgentProcess:
+    def start(
+        server_url: str, name: str, token: str, *, state_dir: Path | None = None, allow: tuple[str, ...] = ()
+    ) -> AgentProcess:
         folder = tmp_path / f"agent-{name}-{len(started)}"
         folder.mkdir()
         token_file = folder / "token"
         token_file.write_text(token + "\n")
         token_file.chmod(0o600)
         policy_file = folder / "policy.yaml"
-        policy_file.write_text(yaml.safe_dump(POLICY))
+        policy_file.write_text(yaml.safe_dump({"allow": [*POLICY["allow"], *allow]}))
         state = state_dir or folder / "state"
         log = folder / "agent.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEOPS_")}
@@ -158,6 +160,13 @@ def restart_controller(server: TeleopsServer) -> None:
     )
 
 
+def script(path: Path, body: str) -> Path:
+    """An executable shell script: the command under test without granting anyone `sh -c`."""
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
 def log_count(text: str, event: str, command_id: int) -> int:
     return sum(1 for line in text.splitlines() if event in line and re.search(rf"command_id={command_id}\b", line))
 
@@ -233,10 +242,10 @@ def test_remote_agent_started_with_the_documented_command_connects_and_runs_comm
     listed = connected_agent(server, agent)
     assert listed["hostname"] == os.uname().nodename
 
-    ok = final(server, run_command(server, "web-1", "sh -c 'echo out; echo err >&2; exit 3'"))
-    assert ok["status"] == "failed"
-    assert ok["exit_code"] == 3
-    assert ok["output"] == "out\nerr\n"
+    missing = final(server, run_command(server, "web-1", "ls /no-such-dir-for-teleops"))
+    assert missing["status"] == "failed"
+    assert missing["exit_code"] == 2
+    assert "/no-such-dir-for-teleops" in missing["output"]
 
     by_hostname = final(server, run_command(server, os.uname().nodename, "echo via hostname"))
     assert (by_hostname["status"], by_hostname["output"]) == ("succeeded", "via hostname\n")
@@ -284,7 +293,7 @@ def test_a_command_on_an_incident_adds_requested_and_finished_to_its_timeline(
 def test_wrong_revoked_and_misnamed_tokens_are_refused_with_clear_logs(
     teleops_server: Callable[..., TeleopsServer], start_agent: AgentFactory
 ) -> None:
-    server = teleops_server()
+    server = teleops_server(config={"agents": {"heartbeat": "1s"}})
     wrong = start_agent(server.url, "web-1", "tlo_ag_not-a-real-token")
     eventually(lambda: "invalid or revoked" in wrong.text(), what="the agent to log the refusal")
     assert "the controller refused this agent" in wrong.text()
@@ -299,6 +308,8 @@ def test_wrong_revoked_and_misnamed_tokens_are_refused_with_clear_logs(
     good = start_agent(server.url, "web-2", token)
     connected_agent(server, good)
     server.cli("token", "revoke", "agent", "web-2")
+    eventually(lambda: "invalid or revoked" in good.text(), what="the live session of a revoked token to end")
+    eventually(lambda: agent_online(server, "web-2") is None, what="the revoked agent to show offline")
     stop_process(good.process)
     again = start_agent(server.url, "web-2", token)
     eventually(lambda: "invalid or revoked" in again.text(), what="the revoked token to be refused")
@@ -333,10 +344,11 @@ def test_network_cut_mid_command_delivers_the_result_once_after_reconnect(
     server = teleops_server()
     port = int(server.url.rsplit(":", 1)[1])
     runs = tmp_path / "runs.txt"
+    job = script(tmp_path / "job.sh", f"echo run >> {runs}; echo start; sleep 1; echo done")
     with running_proxy("127.0.0.1", port) as proxy:
-        agent = start_agent(proxy.url, "web-1", server.create_token("agent", "web-1"))
+        agent = start_agent(proxy.url, "web-1", server.create_token("agent", "web-1"), allow=(str(job),))
         connected_agent(server, agent)
-        command_id = run_command(server, "web-1", f"sh -c 'echo run >> {runs}; echo start; sleep 1; echo done'")
+        command_id = run_command(server, "web-1", str(job))
         eventually(lambda: command(server, command_id)["started_at"], what="the agent to start the command")
 
         proxy.cut()
@@ -361,9 +373,10 @@ def test_controller_restart_mid_command_is_reconciled_when_the_agent_reconnects(
 ) -> None:
     server = teleops_server()
     runs = tmp_path / "runs.txt"
-    agent = start_agent(server.url, "web-1", server.create_token("agent", "web-1"))
+    job = script(tmp_path / "job.sh", f"echo run >> {runs}; sleep 2; echo done")
+    agent = start_agent(server.url, "web-1", server.create_token("agent", "web-1"), allow=(str(job),))
     connected_agent(server, agent)
-    command_id = run_command(server, "web-1", f"sh -c 'echo run >> {runs}; sleep 2; echo done'")
+    command_id = run_command(server, "web-1", str(job))
     eventually(lambda: command(server, command_id)["started_at"], what="the agent to start the command")
 
     restart_controller(server)

@@ -67,6 +67,7 @@ MAX_BAD_FRAMES = 3
 class _Connection:
     name: str
     websocket: WebSocket
+    secret: str
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     bad_frames: int = 0
 
@@ -177,9 +178,9 @@ class AgentHub:
                 f"--name {record.name} or create a token for {hello.agent}",
             )
             return
-        await self._session(websocket, hello, peer)
+        await self._session(websocket, hello, peer, secret or "")
 
-    async def _session(self, websocket: WebSocket, hello: Hello, peer: str) -> None:
+    async def _session(self, websocket: WebSocket, hello: Hello, peer: str, secret: str) -> None:
         name = hello.agent
         now = self._clock()
         agent = await register_agent(
@@ -191,7 +192,7 @@ class AgentHub:
             allowlist_digest=hello.allowlist_digest,
             now=now,
         )
-        connection = _Connection(name, websocket)
+        connection = _Connection(name, websocket, secret)
         previous = self._connections.pop(name, None)
         if previous is not None:
             await previous.close(CLOSE_REPLACED, "replaced by a newer connection of the same agent")
@@ -321,6 +322,16 @@ class AgentHub:
 
     async def _on_ping(self, connection: _Connection, message: Message) -> None:
         assert isinstance(message, Ping)
+        # A token revoked while connected ends the session within a heartbeat (plus the token cache).
+        if await self._tokens.verify(TokenKind.AGENT, connection.secret) is None:
+            log.warning("agent.refused", agent=connection.name, reason="token revoked while connected")
+            await _refuse(
+                connection.websocket,
+                CLOSE_UNAUTHORIZED,
+                "unauthorized",
+                "agent token invalid or revoked; create a new one with `teleops token create agent NAME`",
+            )
+            return
         await touch_agent(self._db, connection.name, now=self._clock())
         await connection.send(Pong(nonce=message.nonce))
 
