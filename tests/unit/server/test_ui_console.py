@@ -162,3 +162,38 @@ def test_connecting_links_the_console_account_to_the_logged_in_user(client: Test
         with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
             assert ws.receive_json()["type"] == "history"
     assert client.portal.call(identities.user_of, "console", "admin") == "admin"  # type: ignore[union-attr]
+
+
+def test_gateway_refuses_other_chats_and_unknown_messages(client: TestClient) -> None:
+    from teleops.chat.base import DeliveryRefused
+
+    gateway = _gateway(client)
+    rendered = render(Message(title="x"), gateway.capabilities)
+    with pytest.raises(DeliveryRefused, match="one chat"):
+        client.portal.call(gateway.send, "1001", rendered)  # type: ignore[union-attr]
+    with pytest.raises(DeliveryRefused, match="does not exist"):
+        client.portal.call(gateway.edit, CONSOLE_CHAT_ID, "424242", rendered)  # type: ignore[union-attr]
+
+
+def test_long_output_file_reaches_the_browser_as_text(client: TestClient) -> None:
+    _login(client)
+    gateway = _gateway(client)
+    with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
+        ws.receive_json()
+        content = b"line\n" * 10_000 + b"\x1b[2Jtail \xff"
+        client.portal.call(gateway.send_file, CONSOLE_CHAT_ID, "output-7.txt", content)  # type: ignore[union-attr]
+        frame = ws.receive_json()
+    assert frame["message"]["file"]["name"] == "output-7.txt"
+    assert frame["message"]["file"]["bytes"] == len(content)
+    assert frame["message"]["file"]["text"].endswith("\\x1b[2Jtail \ufffd")  # ANSI shown, not obeyed
+
+
+def test_a_tab_that_stops_reading_is_dropped_not_buffered_forever(client: TestClient) -> None:
+    gateway = _gateway(client)
+    slow = gateway.subscribe("admin")
+    rendered = render(Message(title="storm"), gateway.capabilities)
+    for _ in range(600):  # more than a tab's queue holds
+        client.portal.call(gateway.send, CONSOLE_CHAT_ID, rendered)  # type: ignore[union-attr]
+    assert slow.closed
+    assert gateway.connected == 0
+    assert slow.queue.get_nowait() == {"type": "closed"}

@@ -92,7 +92,8 @@ def message_view(record: ConsoleMessageRecord) -> dict[str, Any]:
         "edited": record.updated_at != record.created_at,
         "author": record.author,
         "reply_to": record.reply_to,
-        "text": str(body.get("text", "")),
+        # What people typed is shown with control/bidi characters escaped too (THREATS T25).
+        "text": visible(str(body.get("text", ""))),
         "buttons": [{"label": str(label), "data": str(data)} for label, data in body.get("buttons", [])],
     }
     if "file" in body:
@@ -159,7 +160,8 @@ class ConsoleGateway:
         body["file"] = {
             "name": visible(filename)[:255],
             "bytes": len(content),
-            "text": content.decode("utf-8", errors="replace"),
+            # Control, ANSI and bidi characters shown as visible escapes (THREATS T25), like every message.
+            "text": visible(content.decode("utf-8", errors="replace")),
         }
         record = await self._append(body, reply_to=_optional_id(reply_to))
         self._publish({"type": "message", "message": message_view(record)})
