@@ -70,7 +70,7 @@ class StoredMessage:
 class FakeTelegram:
     """Start with `await start()`; `base_url` goes to PTB as `base_url`. Stop with `await stop()`."""
 
-    def __init__(self, token: str = "123456:TEST-token") -> None:
+    def __init__(self, token: str = "123456:TEST-token") -> None:  # noqa: S107 - a fake bot token
         self.token = token
         self.port = free_port()
         self.calls: list[Call] = []
@@ -200,7 +200,9 @@ class FakeTelegram:
             return {"edited_message": message}
         return {"message": message}
 
-    def button_update(self, chat_id: int, user_id: int, message_id: int, data: str, *, username: str = "alice") -> dict[str, Any]:
+    def button_update(
+        self, chat_id: int, user_id: int, message_id: int, data: str, *, username: str = "alice"
+    ) -> dict[str, Any]:
         original = self.messages.get((chat_id, message_id))
         return {
             "callback_query": {
@@ -273,7 +275,7 @@ class FakeTelegram:
 
     def _check_markup(self, text: str, parse_mode: str | None) -> None:
         if parse_mode and parse_mode.upper() in {m.upper() for m in self.reject_parse_modes}:
-            raise _ApiError(400, "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0")
+            raise _ApiError(400, 'Bad Request: can\'t parse entities: Unsupported start tag "x" at byte offset 0')
         if parse_mode and parse_mode.upper() == "HTML":
             _check_html(text)
 
@@ -285,7 +287,11 @@ class FakeTelegram:
             "from": BOT_USER,
         }
         if stored.document is not None:
-            result["document"] = {"file_id": f"f{stored.message_id}", "file_unique_id": "u", "file_name": stored.document}
+            result["document"] = {
+                "file_id": f"f{stored.message_id}",
+                "file_unique_id": "u",
+                "file_name": stored.document,
+            }
             if stored.text:
                 result["caption"] = stored.text
         else:
@@ -335,7 +341,10 @@ class FakeTelegram:
         self._check_markup(text, params.get("parse_mode"))
         markup = _json_field(params.get("reply_markup"))
         if text == stored.text and markup == stored.reply_markup:
-            raise _ApiError(400, "Bad Request: message is not modified: specified new message content and reply markup are exactly the same")
+            raise _ApiError(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply markup are exactly the same",
+            )
         stored.text, stored.parse_mode, stored.reply_markup = text, params.get("parse_mode"), markup
         stored.edits += 1
         stored.history.append(text)
@@ -359,7 +368,12 @@ class FakeTelegram:
         return True
 
     async def _get_me(self, _params: dict[str, Any]) -> dict[str, Any]:
-        return {**BOT_USER, "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+        return {
+            **BOT_USER,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
 
 
 class _ApiError(Exception):
@@ -369,7 +383,12 @@ class _ApiError(Exception):
         self.description = description
 
 
-_PHRASES = {429: "Too Many Requests: retry later", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_PHRASES = {
+    429: "Too Many Requests: retry later",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 _METHODS: dict[str, Callable[[FakeTelegram, dict[str, Any]], Any]] = {
     "getMe": FakeTelegram._get_me,
@@ -424,7 +443,23 @@ def _reply_to(params: dict[str, Any]) -> int | None:
     return int(reply["message_id"]) if reply else None
 
 
-_HTML_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "code", "pre", "a", "tg-spoiler", "blockquote", "span"}
+_HTML_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "code",
+    "pre",
+    "a",
+    "tg-spoiler",
+    "blockquote",
+    "span",
+}
 
 
 def _check_html(text: str) -> None:
@@ -441,7 +476,9 @@ def _check_html(text: str) -> None:
             closing = tag.startswith("/")
             name = tag.lstrip("/").split(" ", 1)[0].lower()
             if name not in _HTML_TAGS:
-                raise _ApiError(400, f'Bad Request: can\'t parse entities: Unsupported start tag "{name}" at byte offset {i}')
+                raise _ApiError(
+                    400, f'Bad Request: can\'t parse entities: Unsupported start tag "{name}" at byte offset {i}'
+                )
             if closing:
                 if not stack or stack.pop() != name:
                     raise _ApiError(400, f"Bad Request: can't parse entities: unexpected end tag at byte offset {i}")
@@ -455,4 +492,6 @@ def _check_html(text: str) -> None:
                 raise _ApiError(400, f"Bad Request: can't parse entities: unescaped & at byte offset {i}")
         i += 1
     if stack:
-        raise _ApiError(400, f"Bad Request: can't parse entities: can't find end tag corresponding to start tag {stack[-1]}")
+        raise _ApiError(
+            400, f"Bad Request: can't parse entities: can't find end tag corresponding to start tag {stack[-1]}"
+        )

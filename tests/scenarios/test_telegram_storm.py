@@ -1,0 +1,30 @@
+"""Alert storms: past the per-minute threshold, one summary message per chat instead of a flood."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Api
+from tests.fakes.telegram import FakeTelegram
+from tests.scenarios.conftest import ALERT_CHAT, alert_body, eventually
+from tests.scenarios.test_telegram_flow import post_alert
+
+
+@pytest.fixture
+def chat_overrides() -> dict[str, object]:
+    return {"storm_threshold": 3}
+
+
+async def test_storm_is_grouped_into_one_summary(api: Api, fake_telegram: FakeTelegram) -> None:
+    for n in range(8):
+        await post_alert(api, alert_body(name="DiskFull" if n % 2 else "HighLoad", fingerprint=f"storm{n}"))
+    await eventually(
+        lambda: any("more new incidents" in m.text for m in fake_telegram.chat_messages(ALERT_CHAT)), what="summary"
+    )
+    messages = fake_telegram.chat_messages(ALERT_CHAT)
+    summaries = [m for m in messages if "more new incidents" in m.text]
+    assert len(messages) - len(summaries) == 3
+    assert len(summaries) == 1
+    assert "+5 more" in summaries[0].text
+    assert "DiskFull ×" in summaries[0].text
+    assert "HighLoad ×" in summaries[0].text
