@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -14,6 +14,9 @@ from teleops.pipeline.authorize import authorize
 from teleops.pipeline.command_line import split_command
 from teleops.pipeline.hosts import resolve_host
 from teleops.store.agents import AgentRecord
+from teleops.store.audit import AuditUnavailable, record
+from teleops.store.audit_checkpoints import CheckpointLog
+from teleops.store.audited_dispatch import mark_dispatched_audited
 from teleops.store.commands import (
     CommandRecord,
     CommandStatus,
@@ -21,9 +24,8 @@ from teleops.store.commands import (
     create_command,
     finish_command,
     get_command,
-    mark_dispatched,
 )
-from teleops.store.database import Database
+from teleops.store.database import Database, StorageUnavailable
 from teleops.wire import Exec
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "CommandDenied",
     "CommandRequest",
     "CommandSender",
+    "StepUpCheck",
     "submit_command",
 ]
 
@@ -64,6 +67,12 @@ class CommandSender(Protocol):
         ...
 
 
+class StepUpCheck(Protocol):
+    """Whether a person's recent TOTP code still covers commands that need 2FA (TwoFactorStore implements it)."""
+
+    async def elevated(self, user: str, *, now: datetime) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CommandRequest:
     requester: str
@@ -76,13 +85,24 @@ class CommandRequest:
 
 
 async def submit_command(
-    db: Database, sender: CommandSender, agents: Sequence[AgentRecord], request: CommandRequest, *, now: datetime
+    db: Database,
+    sender: CommandSender,
+    agents: Sequence[AgentRecord],
+    request: CommandRequest,
+    *,
+    now: datetime,
+    stepup: StepUpCheck | None = None,
+    checkpoints: CheckpointLog | None = None,
 ) -> CommandRecord:
-    """Parse, resolve, authorize, record, mark dispatched (committed), then send.
+    """Parse, resolve, authorize, step-up, record, audit + mark dispatched (one commit), then send.
 
     Raises CommandLineError (bad text; nothing recorded), UnknownHost / AmbiguousHost, AgentOffline,
-    IncidentNotFound, CommandDenied (recorded as denied). If the send itself fails, the command ends
-    `failed` with a reason saying it never reached the agent.
+    IncidentNotFound, CommandDenied (recorded as denied and audited). A command whose rule needs a TOTP code
+    is refused unless `stepup` says the person is elevated; one needing approval is refused (two-person approval
+    is not built yet): both fail closed. If the `command.dispatching` audit record cannot be committed the
+    command ends `failed` ("not executed: audit unavailable") and nothing is sent. If the send itself fails, the
+    command ends `failed` with a reason saying it never reached the agent. `checkpoints` anchors the audit
+    head outside the database after each dispatch.
     """
     argv = split_command(request.command)
     agent = resolve_host(request.host, agents)
@@ -92,8 +112,22 @@ async def submit_command(
             f"agent {agent.name} for host {request.host!r} is offline ({seen}); nothing was run. "
             "Check that `teleops agent` is running on it and can reach this server."
         )
+    decision = authorize(request.requester, request.role, agent.name, argv, text=request.command)
     timeout = max(1, math.ceil(request.timeout_s))
-    decision = authorize(request.requester, request.role, agent.name, argv)
+    if decision.max_timeout_s is not None:
+        timeout = max(1, min(timeout, math.floor(decision.max_timeout_s)))
+    refusal = None if decision.allowed else decision.reason
+    if refusal is None and decision.require_approval:
+        refusal = (
+            f"{decision.reason}. Two-person approval is not available on this server yet, so it was not run; "
+            "ask an admin to run it"
+        )
+    elif (
+        refusal is None
+        and decision.require_2fa
+        and (stepup is None or not await stepup.elevated(request.requester, now=now))
+    ):
+        refusal = f"{decision.reason}. Send /otp CODE from your authenticator app, then run the command again"
     record = await create_command(
         db,
         requester=request.requester,
@@ -105,12 +139,29 @@ async def submit_command(
         incident_id=request.incident_id,
     )
     bound = log.bind(command_id=record.id, agent=agent.name, requester=request.requester)
-    if not decision.allowed:
-        await finish_command(db, record.id, Finish(CommandStatus.DENIED, reason=decision.reason), now=now)
+    facts = {"host": request.host, "agent": agent.name, "argv": argv, "rule": decision.rule}
+    if refusal is not None:
+        await finish_command(db, record.id, Finish(CommandStatus.DENIED, reason=refusal), now=now)
         bound.info("command.denied", rule=decision.rule)
-        raise CommandDenied(await get_command(db, record.id), decision.reason)
-    if not await mark_dispatched(db, record.id, now=now):
+        await record_audit(
+            db, now=now, actor=request.requester, action="command.denied", command_id=record.id, data=facts
+        )
+        raise CommandDenied(await get_command(db, record.id), refusal)
+    try:
+        dispatching = await mark_dispatched_audited(db, record.id, now=now, actor=request.requester, data=facts)
+    except (AuditUnavailable, StorageUnavailable) as exc:
+        # No audit, no execution (T30): the command is failed and the agent is never told about it.
+        bound.error("command.audit_failed", error=str(exc))
+        reason = "not executed: audit unavailable; the audit record could not be written. Try again later"
+        await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
+        return await get_command(db, record.id)
+    if dispatching is None:
         return await get_command(db, record.id)  # cancelled between record and dispatch
+    if checkpoints is not None:
+        try:
+            checkpoints.write(dispatching.seq, dispatching.hash)
+        except OSError as exc:  # the DB record is committed; a missed checkpoint only widens the re-chain window
+            bound.warning("audit.checkpoint_failed", error=str(exc))
     message = Exec(
         command_id=str(record.id),
         argv=argv,
@@ -126,3 +177,13 @@ async def submit_command(
     else:
         bound.info("command.dispatched", argv0=argv[0])
     return await get_command(db, record.id)
+
+
+async def record_audit(
+    db: Database, *, now: datetime, actor: str, action: str, command_id: int, data: Mapping[str, Any]
+) -> None:
+    """Best effort for refusals: the refusal stands even when its audit record cannot be written."""
+    try:
+        await record(db, at=now, actor=actor, action=action, subject=f"command:{command_id}", data=data)
+    except (AuditUnavailable, StorageUnavailable) as exc:
+        log.error("command.audit_failed", command_id=command_id, action=action, error=str(exc))

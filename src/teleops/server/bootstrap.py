@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 
+from teleops.pipeline.authorize import use_policy
 from teleops.server.services import Services
+from teleops.store.audit import record
 from teleops.store.tokens import TokenKind
 from teleops.store.users import UserExists
 
@@ -37,10 +41,15 @@ async def first_start(services: Services) -> FirstStart | None:
 
 
 async def sync_configured_users(services: Services) -> None:
-    """Users declared in config exist in the database with their configured role."""
+    """Users declared in config exist in the database with their configured role, and the configured policy
+    is the one the authorize step applies (audited as `policy.loaded`)."""
     now = services.clock()
     for user in services.settings.users:
         await services.users.ensure(user.name, user.role, now=now)
+    use_policy(services.settings.access_policy())
+    rules = services.settings.policy.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
+    await record(services.db, at=now, actor="system", action="policy.loaded", subject="policy", data={"sha256": digest})
 
 
 def welcome_text(base_url: str, first: FirstStart) -> str:

@@ -1,0 +1,187 @@
+"""The access-control steps of dispatch: injection (T10), human principal (T08), step-up fail-closed, and
+write-ahead audit (T30) — through the real `submit_command`, store and policy; the agent hub is replaced by a
+recorder of what would have been sent to an agent."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pyotp
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from teleops.config.settings import parse_duration
+from teleops.domain.policy import compile_policy
+from teleops.pipeline.authorize import authorize, current_policy, use_policy
+from teleops.pipeline.command_line import CommandLineError
+from teleops.pipeline.dispatch import CommandDenied, CommandRequest, submit_command
+from teleops.store.agents import list_agents, register_agent
+from teleops.store.audit import iter_events
+from teleops.store.audit_checkpoints import CheckpointLog
+from teleops.store.audit_verify import verify_audit
+from teleops.store.commands import CommandStatus, list_commands
+from teleops.store.database import Database
+from teleops.store.twofactor import TwoFactorStore
+from teleops.wire import Exec
+
+NOW = datetime(2026, 11, 25, 9, 0, 5, tzinfo=UTC)
+POLICY = yaml.safe_load(
+    """
+operator:
+  - {hosts: ["*"], commands: ["uptime", "df *", "echo *", "journalctl -u *.service"]}
+  - {hosts: ["web-*"], commands: ["systemctl restart *"], require_2fa: true, max_timeout: 30s}
+  - {hosts: ["*"], commands: ["reboot"], require_approval: true}
+bot:
+  - {hosts: ["*"], commands: ["*"], shell: true}
+"""
+)
+
+
+@dataclass
+class Recorder:
+    """Stands in for the agent hub: records each exec instead of sending it."""
+
+    sent: list[Exec] = field(default_factory=list)
+
+    def is_connected(self, agent_name: str) -> bool:
+        return True
+
+    async def send_exec(self, agent_name: str, message: Exec) -> None:
+        self.sent.append(message)
+
+
+@dataclass
+class Rig:
+    db: Database
+    sender: Recorder
+    data_dir: Path
+
+    async def submit(self, command: str, *, user: str = "alice", role: str = "operator", **kw: object):  # type: ignore[no-untyped-def]
+        request = CommandRequest(user, role, "web-1", command, 60, 65536)
+        return await submit_command(self.db, self.sender, await list_agents(self.db), request, now=NOW, **kw)  # type: ignore[arg-type]
+
+    async def audit_actions(self) -> list[tuple[str, str]]:
+        def read(conn: Connection) -> list[tuple[str, str]]:
+            return [(e.actor, e.action) for e in iter_events(conn)]
+
+        return await self.db.run_in_transaction(read)
+
+
+@pytest.fixture
+async def rig(db_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    previous = current_policy()
+    use_policy(compile_policy(POLICY, parse_duration=parse_duration))
+    db = Database(db_url)
+    await db.migrate()
+    await register_agent(db, name="web-1", hostname="web-1", version="1", labels={}, allowlist_digest="", now=NOW)
+    yield Rig(db, Recorder(), tmp_path / "data")
+    await db.close()
+    use_policy(previous)
+
+
+INJECTIONS = [
+    "uptime; touch /tmp/canary",
+    "uptime && touch /tmp/canary",
+    "uptime || touch /tmp/canary",
+    "uptime | sh",
+    "echo $(touch /tmp/canary)",
+    'echo "$(touch /tmp/canary)"',
+    "echo `touch /tmp/canary`",
+    "uptime\ntouch /tmp/canary",
+    "echo hi > /tmp/canary",
+    "echo 'unbalanced",
+    "sh -c 'touch /tmp/canary'",
+    "env bash -c 'touch /tmp/canary'",
+    "journalctl -u --output=/tmp/canary.service",
+]
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+async def test_injection_payloads_never_reach_an_agent(rig: Rig, payload: str) -> None:
+    with pytest.raises((CommandDenied, CommandLineError)):
+        await rig.submit(payload)
+    assert rig.sender.sent == []
+    assert all(c.status == CommandStatus.DENIED for c in await list_commands(rig.db))
+
+
+@pytest.mark.parametrize("payload", ["echo '$(touch /tmp/canary)'", "echo a\\;b", "echo '`id`' '&&' x"])
+async def test_quoted_metacharacters_travel_as_literal_argv(rig: Rig, payload: str) -> None:
+    record = await rig.submit(payload)
+    assert record.status == CommandStatus.RUNNING
+    [sent] = rig.sender.sent
+    assert sent.argv == shlex.split(payload)
+    assert await rig.audit_actions() == [("alice", "command.dispatching")]
+
+
+async def test_a_refusal_is_audited_and_changes_nothing_else(rig: Rig) -> None:
+    with pytest.raises(CommandDenied, match="shell syntax is not run"):
+        await rig.submit("uptime; reboot")
+    assert await rig.audit_actions() == [("alice", "command.denied")]
+
+
+async def test_audit_failure_means_no_execution_and_says_so(rig: Rig) -> None:
+    def break_audit(conn: Connection) -> None:
+        conn.execute(text("DELETE FROM audit_head"))
+
+    await rig.db.run_in_transaction(break_audit)
+    record = await rig.submit("uptime")
+    assert rig.sender.sent == []
+    assert record.status == CommandStatus.FAILED
+    assert record.reason is not None
+    assert record.reason.startswith("not executed: audit unavailable")
+
+
+async def test_a_dispatch_is_checkpointed_outside_the_database(rig: Rig) -> None:
+    log = CheckpointLog(rig.data_dir)
+    await rig.submit("uptime", checkpoints=log)
+    assert [c.seq for c in log.read()] == [1]
+    assert (await verify_audit(rig.db, log)).ok
+
+
+async def test_two_factor_rules_fail_closed_until_a_code_is_accepted(rig: Rig) -> None:
+    with pytest.raises(CommandDenied, match="/otp"):
+        await rig.submit("systemctl restart nginx")
+    store = TwoFactorStore(rig.db, rig.data_dir)
+    with pytest.raises(CommandDenied, match="/otp"):
+        await rig.submit("systemctl restart nginx", stepup=store)
+    uri = await store.enroll("alice", now=NOW, by="admin")
+    totp = pyotp.TOTP(parse_qs(urlparse(uri).query)["secret"][0])
+    assert (await store.verify("alice", totp.at(NOW), now=NOW - timedelta(seconds=1))).accepted
+    record = await rig.submit("systemctl restart nginx", stepup=store)
+    assert record.status == CommandStatus.RUNNING
+    assert rig.sender.sent[-1].timeout_s == 30  # the rule's max_timeout caps the requested 60 s
+
+
+async def test_approval_rules_fail_closed_while_approval_is_not_built(rig: Rig) -> None:
+    with pytest.raises(CommandDenied, match="second person"):
+        await rig.submit("reboot")
+    assert rig.sender.sent == []
+
+
+HUMAN_ROLES = {"alice": "operator", "eve": "nobody", "mallory": None}
+
+
+@given(
+    user=st.sampled_from(sorted(HUMAN_ROLES)),
+    host=st.sampled_from(["web-1", "db-1", "WEB-2"]),
+    argv=st.lists(st.sampled_from(["uptime", "df", "-h", "reboot", "sh", "-c", "echo", "x", "*"]), max_size=4),
+)
+def test_decisions_are_the_humans_never_the_bots(user: str, host: str, argv: list[str]) -> None:
+    policy = compile_policy(POLICY, parse_duration=parse_duration)
+    role = HUMAN_ROLES[user]
+    decision = authorize(user, role, host, argv, policy=policy)
+    assert decision == policy.decide(user=user, role=role, host=host, argv=argv)
+    bot = policy.decide(user="teleops-bot", role="bot", host=host, argv=argv)
+    if decision.allowed:
+        assert bot.allowed  # the bot can do everything, so this proves nothing by itself...
+    elif argv:
+        assert bot.allowed  # ...but here the bot could, and the human's refusal still stands
