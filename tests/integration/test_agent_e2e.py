@@ -260,6 +260,17 @@ def test_remote_agent_started_with_the_documented_command_connects_and_runs_comm
     assert timed_out["status"] == "timed_out"
     assert timed_out["exit_code"] == 124
 
+    long_id = run_command(server, "web-1", "sleep 60", timeout=120)
+    eventually(lambda: command(server, long_id)["started_at"], what="the agent to start the command")
+    cancel = httpx.post(f"{server.url}/api/v1/commands/{long_id}/cancel", headers=server.api_headers, timeout=10)
+    assert cancel.status_code == 202, cancel.text
+    cancelled = final(server, long_id)
+    assert cancelled["status"] == "killed"
+    assert cancelled["reason"] == "cancelled on request; the process group was killed"
+    again = httpx.post(f"{server.url}/api/v1/commands/{long_id}/cancel", headers=server.api_headers, timeout=10)
+    assert again.status_code == 409
+    assert "already ended (killed)" in again.json()["detail"]
+
 
 def test_a_command_on_an_incident_adds_requested_and_finished_to_its_timeline(
     teleops_server: Callable[..., TeleopsServer], start_agent: AgentFactory
