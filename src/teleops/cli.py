@@ -316,6 +316,37 @@ def user_2fa_unlock(name: str, config_path: Path | None) -> None:
     click.echo(f"2FA of {name!r} unlocked")
 
 
+@user.command("invite")
+@click.argument("name")
+@config_option
+def user_invite(name: str, config_path: Path | None) -> None:
+    """A one-time code (valid 24 h) that NAME sends to the bot as `/link CODE`; printed alone on the last line."""
+    from teleops.server.clock import system_clock
+    from teleops.store.database import Database
+    from teleops.store.identities import LINK_CODE_TTL, IdentityStore
+    from teleops.store.users import UserStore
+
+    settings = _settings(config_path)
+
+    async def run() -> str | None:
+        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await database.migrate()
+            if await UserStore(database).get(name) is None:
+                return None
+            return await IdentityStore(database).invite(name, now=system_clock())
+        finally:
+            await database.close()
+
+    code = _run(run)
+    if code is None:
+        _fail(f"no user {name!r}; declare it under `users:` in the config (serve creates it) and try again")
+        return
+    hours = int(LINK_CODE_TTL.total_seconds() // 3600)
+    click.echo(f"link code for {name!r}, valid {hours} h, usable once: they send `/link CODE` to the bot", err=True)
+    click.echo(code)
+
+
 @main.command()
 @click.argument("source")
 @click.argument("fixture")
