@@ -37,6 +37,7 @@ class Formatting(enum.StrEnum):
 
     PLAIN = "plain"
     HTML = "html"  # Telegram parse_mode=HTML subset: b, i, code, pre, a href
+    SLACK_MRKDWN = "slack_mrkdwn"  # Slack mrkdwn text plus Block Kit blocks (`Rendered.blocks`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,8 @@ class Capabilities:
     files: bool
     max_file_bytes: int  # 0 when files is False
     rate_limits: RateLimits = RateLimits()
+    # Each incident message is a thread: answers to a reply in it go into that thread (Slack), not the channel.
+    threads: bool = False
 
 
 class EventKind(enum.StrEnum):

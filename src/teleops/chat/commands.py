@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -30,7 +31,13 @@ __all__ = ["CommandRunner"]
 
 log = structlog.get_logger(__name__)
 
-Post = Callable[[str, str, Message, int | None], Awaitable[int]]
+
+class Post(Protocol):
+    """Queue a message (platform, chat, message, incident id); `reply_to` is the outbox row it answers."""
+
+    def __call__(
+        self, platform: str, chat_id: str, message: Message, incident_id: int | None, /, *, reply_to: int | None = None
+    ) -> Awaitable[int]: ...
 
 
 class CommandRunner:
@@ -119,13 +126,24 @@ class CommandRunner:
         except (CommandLineError, UnknownHost, AmbiguousHost, AgentOffline, IncidentNotFound) as exc:
             await self._say(event, f"Not run: {exc}", incident_id)
             return
-        row_id = await self._post(event.platform, event.chat_id, _progress(record), incident_id)
+        row_id = await self._post(
+            event.platform, event.chat_id, _progress(record), incident_id, reply_to=await self._thread(event)
+        )
         task = asyncio.create_task(self._watch(event.platform, record.id, row_id), name=f"chat-command-{record.id}")
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
 
     async def _say(self, event: InboundEvent, text: str, incident_id: int | None) -> None:
-        await self._post(event.platform, event.chat_id, Message(body=text), incident_id)
+        await self._post(
+            event.platform, event.chat_id, Message(body=text), incident_id, reply_to=await self._thread(event)
+        )
+
+    async def _thread(self, event: InboundEvent) -> int | None:
+        # On threaded platforms (Slack) the output goes into the incident's thread the command came from.
+        if not self._caps(event.platform).threads or event.reply_to is None:
+            return None
+        row = await self._outbox.find_message(event.platform, event.chat_id, event.reply_to)
+        return row.id if row is not None else None
 
     async def _watch(self, platform: str, command_id: int, row_id: int) -> None:
         interval = self._caps(platform).rate_limits.edit_interval_s

@@ -286,10 +286,31 @@ class Conversation:
     # -- output -----------------------------------------------------------------------------------
 
     async def _say(self, event: InboundEvent, text: str) -> None:
-        await self.post(event.platform, event.chat_id, Message(body=text))
+        await self.post(event.platform, event.chat_id, Message(body=text), reply_to=await self.thread_of(event))
 
-    async def post(self, platform: str, chat_id: str, message: Message, *, incident_id: int | None = None) -> int:
-        """Queue a message through the outbox (durable, rate-limited) and wake the worker. Returns the row id."""
+    async def thread_of(self, event: InboundEvent) -> int | None:
+        """On a platform with threads (`Capabilities.threads`), the outbox row of the thread `event` was posted
+        in, so that answers go into that thread; None elsewhere or outside a thread of ours.
+        """
+        gateway = self._d.gateways.get(event.platform)
+        if gateway is None or not gateway.capabilities.threads or event.reply_to is None:
+            return None
+        row = await self._d.outbox.find_message(event.platform, event.chat_id, event.reply_to)
+        return row.id if row is not None else None
+
+    async def post(
+        self,
+        platform: str,
+        chat_id: str,
+        message: Message,
+        *,
+        incident_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> int:
+        """Queue a message through the outbox (durable, rate-limited) and wake the worker. Returns the row id.
+
+        `reply_to`: the outbox row whose message this answers (a thread on Slack).
+        """
         d = self._d
 
         def apply(conn: object) -> int:
@@ -300,6 +321,7 @@ class Conversation:
                 payload={"message": message.to_json()},
                 now=d.clock(),
                 incident_id=incident_id,
+                reply_to=reply_to,
             )
 
         row_id = int(await d.outbox.run(apply))

@@ -98,6 +98,8 @@ class Rendered:
     formatting: Formatting
     plain: str
     buttons: tuple[Button, ...] = field(default=())
+    # Block Kit blocks (Formatting.SLACK_MRKDWN only): JSON-ready dicts; `text` is then the notification fallback.
+    blocks: tuple[dict[str, Any], ...] = field(default=())
 
     def as_plain(self) -> Rendered:
         return replace(self, text=self.plain, formatting=Formatting.PLAIN)
@@ -116,7 +118,11 @@ def render(message: Message, capabilities: Capabilities) -> Rendered:
     if capabilities.buttons:
         limit = capabilities.max_button_data_bytes
         buttons = tuple(b for b in buttons if len(b.data.encode()) <= limit)
-    return Rendered(text=text, formatting=capabilities.formatting, plain=plain, buttons=buttons)
+    blocks: tuple[dict[str, Any], ...] = ()
+    if capabilities.formatting is Formatting.SLACK_MRKDWN:
+        text = _mrkdwn(fitted)
+        blocks = _blocks(fitted, buttons)
+    return Rendered(text=text, formatting=capabilities.formatting, plain=plain, buttons=buttons, blocks=blocks)
 
 
 def _headline(message: Message) -> str:
@@ -184,6 +190,118 @@ def _html(message: Message) -> str:
     if message.status:
         lines.append(f"<i>{_esc(message.status)}</i>")
     return "\n".join(lines)
+
+
+# -- Slack: mrkdwn text and Block Kit ---------------------------------------------------------------
+
+SLACK_SECTION_LIMIT = 3000  # characters of one section's text, after escaping (Block Kit rejects more)
+# Buttons whose action cannot be undone from chat ask "are you sure?" first (Block Kit confirm dialog).
+_CONFIRM = {"resolve:": "Resolve this incident? Its messages will be closed for everyone."}
+
+
+def _slack_esc(text: str) -> str:
+    """Slack's whole escaping rule: &, <, > become entities, so `<!channel>` or `<url|label>` stay text."""
+    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slack_code(text: str) -> str:
+    # A ``` inside output would end the code block early: break the fence with a modifier grave accent.
+    return _slack_esc(text).replace("```", "`ˋ`")
+
+
+def _slack_links(message: Message) -> list[str]:
+    links = []
+    for link in message.links:
+        url = _safe_url(link.url)
+        label = _slack_esc(link.label).replace("|", "¦")
+        if url is None or any(c in url for c in "<>|"):  # odd schemes or delimiters: shown as text, never linked
+            links.append(f"{label}: {_slack_esc(link.url)}")
+        else:
+            links.append(f"<{url.replace('&', '&amp;')}|{label}>")
+    return links
+
+
+def _mrkdwn(message: Message) -> str:
+    lines: list[str] = []
+    headline = _headline(message)
+    if headline:
+        lines.append(f"*{_slack_esc(headline)}*")
+    if message.host:
+        lines.append(f"host: `{_slack_esc(message.host)}`")
+    if message.body:
+        lines.append(_slack_esc(message.body))
+    if message.labels:
+        lines.append("labels: " + ", ".join(f"`{_slack_esc(k)}={_slack_esc(v)}`" for k, v in message.labels))
+    links = _slack_links(message)
+    if links:
+        lines.append(" · ".join(links))
+    for block in message.code:
+        lines.append(f"```{_slack_code(block.text)}```")
+    if message.status:
+        lines.append(f"_{_slack_esc(message.status)}_")
+    return "\n".join(lines)
+
+
+def _section(text: str, *, tail: bool = False) -> dict[str, Any]:
+    """A mrkdwn section, clipped (head or tail) so that the escaped text fits Slack's per-section limit."""
+    if len(text) > SLACK_SECTION_LIMIT:
+        keep = SLACK_SECTION_LIMIT - 1
+        text = "…" + text[-keep:] if tail else text[:keep] + "…"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text or " ", "verbatim": True}}
+
+
+def _blocks(message: Message, buttons: Sequence[Button]) -> tuple[dict[str, Any], ...]:
+    """Section (severity, title, host, summary, labels) · code sections · context (links, status) · actions."""
+    head: list[str] = []
+    headline = _headline(message)
+    if headline:
+        head.append(f"*{_slack_esc(headline)}*")
+    if message.host:
+        head.append(f"host: `{_slack_esc(message.host)}`")
+    if message.body:
+        head.append(_slack_esc(message.body))
+    if message.labels:
+        head.append(" ".join(f"`{_slack_esc(k)}={_slack_esc(v)}`" for k, v in message.labels))
+    blocks: list[dict[str, Any]] = []
+    if head:
+        blocks.append(_section("\n".join(head)))
+    for code in message.code:
+        fence = 6  # the two ``` fences
+        body = _slack_code(code.text)
+        if len(body) + fence > SLACK_SECTION_LIMIT:
+            body = body[-(SLACK_SECTION_LIMIT - fence - 1) :]
+        blocks.append(_section(f"```{body}```", tail=True))
+    context = [*_slack_links(message)]
+    if message.status:
+        context.append(f"_{_slack_esc(message.status)}_")
+    if context:
+        elements = [{"type": "mrkdwn", "text": part[:SLACK_SECTION_LIMIT], "verbatim": True} for part in context[:10]]
+        blocks.append({"type": "context", "elements": elements})
+    if buttons:
+        blocks.append(
+            {"type": "actions", "block_id": "teleops_actions", "elements": [_button(b) for b in buttons[:25]]}
+        )
+    return tuple(blocks)
+
+
+def _button(button: Button) -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "type": "button",
+        "action_id": f"teleops:{button.data.split(':', 1)[0]}",
+        "text": {"type": "plain_text", "text": visible(button.label)[:75] or "?", "emoji": True},
+        "value": button.data,
+    }
+    for prefix, question in _CONFIRM.items():
+        if button.data.startswith(prefix):
+            element["style"] = "danger"
+            element["confirm"] = {
+                "title": {"type": "plain_text", "text": "Are you sure?"},
+                "text": {"type": "plain_text", "text": question},
+                "confirm": {"type": "plain_text", "text": visible(button.label)[:30] or "Yes"},
+                "deny": {"type": "plain_text", "text": "Cancel"},
+                "style": "danger",
+            }
+    return element
 
 
 def _length(text: str) -> int:

@@ -92,8 +92,10 @@ class ChatService:
     ) -> None:
         """Let chat run commands through the pipeline (needs the agent hub)."""
 
-        async def post(platform: str, chat_id: str, message: Message, incident_id: int | None) -> int:
-            return await self.conversation.post(platform, chat_id, message, incident_id=incident_id)
+        async def post(
+            platform: str, chat_id: str, message: Message, incident_id: int | None, /, *, reply_to: int | None = None
+        ) -> int:
+            return await self.conversation.post(platform, chat_id, message, incident_id=incident_id, reply_to=reply_to)
 
         self._runner = CommandRunner(
             db=self.db,

@@ -119,8 +119,10 @@ class SlackSettings(_Section):
     bot_token: SecretStr | None = None
     app_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
-    base_url: str | None = None
+    base_url: str | None = None  # Web API base, e.g. "https://slack.example/api/" (tests: a fake on loopback)
     alert_channels: list[str] = Field(default_factory=list)
+    allowed_channels: list[str] = Field(default_factory=list)  # served besides alert_channels; the bot leaves others
+    team_id: str | None = None  # the workspace served; events and people from any other team are refused
 
 
 class UserSettings(_Section):
