@@ -1,0 +1,139 @@
+"""Agentless execution over SSH (asyncssh), with the agent's semantics: argv (quoted, never re-parsed by us),
+timeout that kills the remote process group (exit 124), head + tail capped output, 128+N for signal N.
+
+Host keys are always verified against the configured known_hosts file: an unknown or changed key is an
+error, never accepted (no trust on first use). Only the configured key file authenticates; no ssh-agent,
+no ~/.ssh/config. The remote command is `timeout -k GRACE TIMEOUT argv…` (coreutils), which puts the command
+in its own process group and signals the whole group, so grandchildren die with it; a local deadline of
+timeout + grace + a margin closes the connection if the remote side still does not stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from teleops.agent.output import CappedOutput
+
+__all__ = ["SshResult", "SshTarget", "SshUnavailable", "run_over_ssh"]
+
+EXIT_TIMEOUT = 124
+_MARGIN_S = 5.0
+_CHUNK = 65536
+
+OutputSink = Callable[[bytes], Awaitable[None]]
+
+
+class SshUnavailable(Exception):
+    """Nothing ran: the host could not be reached, its key did not verify, or login failed. Says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class SshTarget:
+    address: str  # host or host:port
+    user: str
+    key_file: Path
+    known_hosts: Path
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.address.rpartition(":")
+        if sep and port.isdigit() and not host.endswith(":"):
+            return host.strip("[]"), int(port)
+        return self.address.strip("[]"), 22
+
+
+@dataclass(frozen=True, slots=True)
+class SshResult:
+    exit_code: int
+    signal: int | None
+    timed_out: bool
+    truncated: bool
+    output: bytes
+    output_bytes: int
+    duration_s: float
+
+
+async def run_over_ssh(
+    target: SshTarget,
+    argv: Sequence[str],
+    *,
+    timeout_s: float,
+    kill_grace_s: float = 3.0,
+    output_cap_bytes: int = 64 * 1024,
+    on_output: OutputSink | None = None,
+) -> SshResult:
+    """Run argv on the target. Raises SshUnavailable when nothing could run (the message says what to fix)."""
+    if not argv:
+        raise ValueError("argv is empty")
+    host, port = target.host_port
+    remote = shlex.join(["timeout", "-k", f"{kill_grace_s:g}", "--", f"{timeout_s:g}", *argv])
+    started = time.monotonic()
+    try:
+        connection = await asyncio.wait_for(
+            asyncssh.connect(
+                host,
+                port=port,
+                username=target.user,
+                client_keys=[str(target.key_file)],
+                known_hosts=str(target.known_hosts),
+                agent_path=None,
+                config=[],
+                preferred_auth="publickey",
+            ),
+            timeout=15,
+        )
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise SshUnavailable(
+            f"host key of {target.address} is not in {target.known_hosts} (or changed): {exc.reason}; "
+            "verify the key out of band and add it there — it is never accepted automatically"
+        ) from exc
+    except asyncssh.PermissionDenied as exc:
+        raise SshUnavailable(
+            f"{target.user}@{target.address} refused the key {target.key_file}; add its public key to the "
+            "user's authorized_keys"
+        ) from exc
+    except (OSError, TimeoutError, asyncssh.Error) as exc:
+        raise SshUnavailable(f"cannot reach {target.address} over SSH: {exc}") from exc
+    output = CappedOutput(output_cap_bytes)
+    timed_out = False
+    async with connection:
+        process = await connection.create_process(remote, stdin=asyncssh.DEVNULL, stderr=asyncssh.STDOUT, encoding=None)
+
+        async def pump() -> None:
+            while chunk := await process.stdout.read(_CHUNK):
+                head = output.feed(chunk)
+                if head and on_output is not None:
+                    with contextlib.suppress(Exception):
+                        await on_output(head)
+
+        try:
+            await asyncio.wait_for(asyncio.gather(pump(), process.wait()), timeout_s + kill_grace_s + _MARGIN_S)
+        except TimeoutError:
+            timed_out = True  # the remote `timeout` did not end it: drop the channel and say so
+            process.close()
+    duration = time.monotonic() - started
+    exit_code, sig = _exit_of(process.exit_status, process.exit_signal)
+    if exit_code == EXIT_TIMEOUT or timed_out or (exit_code == 128 + signal.SIGKILL and duration >= timeout_s):
+        return SshResult(EXIT_TIMEOUT, None, True, output.truncated, output.value(), output.total, duration)
+    return SshResult(exit_code, sig, False, output.truncated, output.value(), output.total, duration)
+
+
+def _exit_of(status: int | None, exit_signal: tuple[str, bool, str, str] | None) -> tuple[int, int | None]:
+    if exit_signal is not None:
+        try:
+            number = int(signal.Signals["SIG" + exit_signal[0]])
+        except KeyError:
+            number = int(signal.SIGKILL)
+        return 128 + number, number
+    if status is None or status < 0:
+        return 255, None  # the connection ended without an exit status
+    return status, None
