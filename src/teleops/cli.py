@@ -69,17 +69,35 @@ def serve(config_path: Path | None) -> None:
     settings = _settings(config_path)
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, announce=lambda text: click.echo(text))
-    click.echo(f"TeleOps listening on {settings.server.base_url()} (database: {_db_kind(settings)})")
-    uvicorn.run(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-        ws_max_size=1024 * 1024,
+    announcements: list[str] = []
+    app = create_app(settings, announce=announcements.append)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            ws_max_size=1024 * 1024,
+        )
     )
+
+    async def run() -> None:
+        serving = asyncio.create_task(server.serve())
+        # The banner (first-start credentials, the curl example) is printed once the port accepts
+        # connections, so what it tells a person to run works at once.
+        while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn offers only a flag)
+            await asyncio.sleep(0.05)
+        if server.started:
+            click.echo(f"TeleOps listening on {settings.server.base_url()} (database: {_db_kind(settings)})")
+            for text in announcements:
+                click.echo(text)
+        await serving
+
+    asyncio.run(run())
+    if not server.started:
+        _fail(f"could not start on {settings.server.listen}; is another process using that port? (see the log above)")
 
 
 def _db_kind(settings: Settings) -> str:
