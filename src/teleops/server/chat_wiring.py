@@ -20,6 +20,7 @@ def build_chat(settings: Settings, *, db: Database, users: UserStore, clock: Clo
     """A ChatService with every configured platform added (Telegram when `telegram.token` is set)."""
     telegram = settings.telegram
     configured = {("telegram", str(u.telegram_id)): u.name for u in settings.users if u.telegram_id is not None}
+    configured.update({("slack", u.slack_id): u.name for u in settings.users if u.slack_id})
     chat = ChatService(
         db=db,
         users=users,
@@ -51,4 +52,24 @@ def build_chat(settings: Settings, *, db: Database, users: UserStore, clock: Clo
             allowed_chats=[str(c) for c in telegram.allowed_chats],
             alert_chats=[str(c) for c in telegram.alert_chats],
         )
+    if settings.slack.bot_token is not None:
+        _add_slack(chat, settings, clock)
     return chat
+
+
+def _add_slack(chat: ChatService, settings: Settings, clock: Clock) -> None:
+    from teleops.chat.slack import SlackGateway  # the SDK loads only when Slack is configured
+
+    slack = settings.slack
+    assert slack.bot_token is not None
+    gateway = SlackGateway(
+        slack.bot_token.get_secret_value(),
+        allowed_channels=[*slack.allowed_channels, *slack.alert_channels],
+        clock=clock,
+        mode=slack.mode,
+        app_token=slack.app_token.get_secret_value() if slack.app_token else None,
+        signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else None,
+        base_url=slack.base_url,
+        team_id=slack.team_id,
+    )
+    chat.add_gateway(gateway, allowed_chats=slack.allowed_channels, alert_chats=slack.alert_channels)

@@ -1,4 +1,5 @@
-"""Chat platform webhooks: `POST /api/v1/chat/telegram/webhook` (secret header checked by the gateway)."""
+"""Chat platform webhooks: `POST /api/v1/chat/telegram/webhook` (secret header checked by the gateway) and
+`POST /api/v1/chat/slack/events` (Events API, interactivity and `/teleops`; signature checked by the gateway)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,24 @@ async def telegram_webhook(request: Request) -> Response:
         return Response("update too large", status_code=413)
     status = await handle(request.headers.getlist("x-telegram-bot-api-secret-token"), body)
     return Response(status_code=int(status))
+
+
+@router.post("/slack/events", status_code=200, responses={401: {"description": "Missing, stale or wrong signature"}})
+async def slack_events(request: Request) -> Response:
+    """One Slack Events API, interactivity or slash-command request (all may share this URL). 401 with
+    nothing done unless `X-Slack-Signature` is a valid v0 HMAC of the raw body signed within ±300 s;
+    404 when Slack runs in Socket Mode or is not configured.
+    """
+    services = services_of(request)
+    gateway = services.chat.gateway("slack") if services.chat is not None else None
+    handle = getattr(gateway, "handle_http", None)
+    if gateway is None or handle is None or services.settings.slack.mode != "events":
+        return Response(
+            "Slack Events API mode is not enabled; set slack.mode: events and slack.signing_secret", status_code=404
+        )
+    body = await request.body()
+    if len(body) > MAX_UPDATE_BYTES:
+        return Response("request too large", status_code=413)
+    headers = {name: request.headers.getlist(name) for name in {k.lower() for k in request.headers}}
+    status, answer_headers, content = await handle(headers, body)
+    return Response(content, status_code=int(status), headers=answer_headers)
