@@ -168,4 +168,5 @@ def test_golden_decision(policy: Policy, row: Row) -> None:
     assert decision.max_timeout_s == (float(timeout) if timeout else None)
     assert row.reason_has in decision.reason
     if not decision.allowed:
-        assert not (decision.require_2fa or decision.require_approval)
+        assert not decision.require_2fa
+        assert not decision.require_approval
