@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from teleops.chat.notify import incident_message
+from teleops.chat.render import Message
 from teleops.domain.incident import IncidentStatus, TimelineKind
 from teleops.oncall.directory import ChatTarget, OnCallDirectory, Page
 from teleops.oncall.escalation import EscalationState, Plan, Snapshot, evaluate
@@ -167,14 +168,7 @@ class EscalationWorker:
             facts = handover_facts(conn, since=previous.start, now=now)
             message = digest_message(facts, incoming=shift.user, since=previous.start, now=now)
             for chat in self._user_chats(conn, shift.user):
-                enqueue_send(
-                    conn,
-                    platform=chat.platform,
-                    chat_id=chat.chat_id,
-                    payload={"message": message.to_json()},
-                    now=now,
-                    purpose="handover",
-                )
+                _send(conn, chat, message, now, purpose="handover")
                 enqueued = True
             log.info("oncall.handover", rotation=rotation.name, incoming=shift.user, outgoing=previous.user)
         return enqueued
@@ -194,15 +188,7 @@ class EscalationWorker:
         for chat in self._chats_of(conn, page):
             who = f" {', '.join(page.users)}" if page.users else ""
             message = incident_message(incident, status_line=f"paging{who} (step {step_no} of {total})")
-            enqueue_send(
-                conn,
-                platform=chat.platform,
-                chat_id=chat.chat_id,
-                payload={"message": message.to_json()},
-                now=now,
-                incident_id=int(str(incident["id"])),
-                purpose="page",
-            )
+            _send(conn, chat, message, now, purpose="page", incident_id=int(str(incident["id"])))
             reached.append(f"{chat.platform}:{chat.chat_id}")
         for user in page.users:
             if not self._user_chats(conn, user):
@@ -223,15 +209,7 @@ class EscalationWorker:
         chats = self._user_chats(conn, user)
         for chat in chats:
             message = incident_message(incident, status_line=f"reminder: acknowledged by {user}, still not resolved")
-            enqueue_send(
-                conn,
-                platform=chat.platform,
-                chat_id=chat.chat_id,
-                payload={"message": message.to_json()},
-                now=now,
-                incident_id=int(str(incident["id"])),
-                purpose="reminder",
-            )
+            _send(conn, chat, message, now, purpose="reminder", incident_id=int(str(incident["id"])))
         store.add_event(
             conn, int(str(incident["id"])), now, "reminded", {"user": user, "chats": [c.chat_id for c in chats]}
         )
@@ -250,6 +228,20 @@ class EscalationWorker:
             if target not in chats:
                 chats.append(target)
         return chats
+
+
+def _send(
+    conn: Connection, chat: ChatTarget, message: Message, now: datetime, *, purpose: str, incident_id: int | None = None
+) -> None:
+    enqueue_send(
+        conn,
+        platform=chat.platform,
+        chat_id=chat.chat_id,
+        payload={"message": message.to_json()},
+        now=now,
+        incident_id=incident_id,
+        purpose=purpose,
+    )
 
 
 def _private_chat(platform: str, external_id: str) -> str:
