@@ -7,14 +7,18 @@ import os
 import pwd
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from teleops.server.ssh_executor import SshTarget, SshUnavailable, run_over_ssh
-from tests.integration.servers import free_port, stop_process, wait_until
+from tests.integration.servers import TeleopsServer, free_port, stop_process, wait_until
+
+T = TypeVar("T")
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -140,3 +144,45 @@ async def test_a_key_the_server_does_not_know_is_refused(sshd: SshServer, tmp_pa
     stranger = SshTarget(sshd.target.address, sshd.target.user, tmp_path / "stranger_key", sshd.target.known_hosts)
     with pytest.raises(SshUnavailable, match="authorized_keys"):
         await run_over_ssh(stranger, ["true"], timeout_s=5)
+
+
+def test_a_configured_ssh_host_runs_commands_through_the_api(
+    sshd: SshServer, teleops_server: Callable[..., TeleopsServer]
+) -> None:
+    target = sshd.target
+    ssh = {"address": target.address, "user": target.user, "key_file": str(target.key_file)}
+    ssh["known_hosts"] = str(target.known_hosts)
+    server = teleops_server(config={"hosts": [{"name": "db-1", "labels": {"env": "test"}, "ssh": ssh}]})
+    headers = server.api_headers
+
+    def listed() -> dict[str, Any] | None:
+        items = httpx.get(f"{server.url}/api/v1/agents", headers=headers, timeout=10).json()["items"]
+        return next((i for i in items if i["name"] == "db-1" and i["online"]), None)
+
+    host = _eventually(listed, "the SSH host to be listed")
+    assert (host["hostname"], host["version"], host["labels"]) == ("127.0.0.1", "ssh", {"env": "test"})
+
+    def run(command: str, **extra: Any) -> dict[str, Any]:
+        posted = httpx.post(
+            f"{server.url}/api/v1/commands", json={"host": "db-1", "command": command, **extra}, headers=headers
+        )
+        assert posted.status_code == 202, posted.text
+        url = f"{server.url}/api/v1/commands/{posted.json()['id']}"
+        done = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
+        return _eventually(
+            lambda: (c := httpx.get(url, headers=headers, timeout=10).json())["status"] in done and c,
+            f"{command} to finish",
+        )
+
+    ok = run("echo over ssh")
+    assert (ok["status"], ok["exit_code"], ok["output"]) == ("succeeded", 0, "over ssh\n")
+    slow = run("sleep 30", timeout=1)
+    assert (slow["status"], slow["exit_code"]) == ("timed_out", 124)
+
+
+def _eventually(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value

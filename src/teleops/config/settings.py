@@ -77,6 +77,23 @@ class LocalAgentSettings(_Section):
     policy_file: str | None = None
 
 
+class SshSettings(_Section):
+    """How to reach an agentless host over SSH. The host key must already be in `known_hosts`."""
+
+    address: str = Field(min_length=1, description="HOST or HOST:PORT")
+    user: str = Field(min_length=1)
+    key_file: Path
+    known_hosts: Path
+
+
+class HostSettings(_Section):
+    """A host without an agent, reached over SSH (`hosts: [{name, ssh: {...}}]`)."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    labels: dict[str, str] = Field(default_factory=dict)
+    ssh: SshSettings
+
+
 class AgentsSettings(_Section):
     """How the controller treats agents and the commands it sends them."""
 
@@ -209,6 +226,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     local_agent: LocalAgentSettings = Field(default_factory=LocalAgentSettings)
     agents: AgentsSettings = Field(default_factory=AgentsSettings)
+    hosts: list[HostSettings] = Field(default_factory=list)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     users: list[UserSettings] = Field(default_factory=list)

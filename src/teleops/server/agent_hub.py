@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketState
 
-from teleops.config.settings import AgentsSettings, parse_duration
+from teleops.config.settings import AgentsSettings, HostSettings, parse_duration
 from teleops.pipeline.dispatch import AgentUnavailable
 from teleops.pipeline.outcome import finish_of_exit
 from teleops.server.clock import Clock
+from teleops.server.ssh_executor import SshHosts, SshTarget
 from teleops.store.agents import get_agent, list_agents, mark_agent_offline, register_agent, touch_agent
 from teleops.store.commands import (
     CommandNotFound,
@@ -86,7 +87,15 @@ Handler = Callable[[_Connection, Message], Awaitable[None]]
 class AgentHub:
     """One per controller process. Also the `CommandSender` the dispatch step uses."""
 
-    def __init__(self, *, db: Database, tokens: TokenStore, clock: Clock, settings: AgentsSettings) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        tokens: TokenStore,
+        clock: Clock,
+        settings: AgentsSettings,
+        hosts: Sequence[HostSettings] = (),
+    ) -> None:
         self._db = db
         self._tokens = tokens
         self._clock = clock
@@ -95,6 +104,8 @@ class AgentHub:
         self._output_cap = settings.output_cap_bytes
         self._connections: dict[str, _Connection] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # Agentless hosts (`hosts:` with `ssh:`) are targets of this hub too, so every sender reaches them.
+        self._ssh = SshHosts(hosts, db=db, clock=clock, output_cap_bytes=self._output_cap) if hosts else None
         self._handlers: dict[str, Handler] = {
             "started": self._on_started,
             "output": self._on_output,
@@ -110,7 +121,25 @@ class AgentHub:
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="agent-hub-sweeper")
 
+    async def register_ssh_hosts(self) -> None:
+        """List the configured SSH hosts in the agents table (version "ssh"), so hosts resolve to them."""
+        if self._ssh is None:
+            return
+        for host in self._ssh.hosts:
+            hostname = SshTarget(host.ssh.address, host.ssh.user, host.ssh.key_file, host.ssh.known_hosts).host_port[0]
+            await register_agent(
+                self._db,
+                name=host.name,
+                hostname=hostname,
+                version="ssh",
+                labels=dict(host.labels),
+                allowlist_digest="",
+                now=self._clock(),
+            )
+
     async def stop(self) -> None:
+        if self._ssh is not None:
+            await self._ssh.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,13 +150,18 @@ class AgentHub:
     # -- CommandSender -------------------------------------------------------------------------------
 
     def is_connected(self, agent_name: str) -> bool:
-        return agent_name in self._connections
+        return agent_name in self._connections or (self._ssh is not None and self._ssh.is_connected(agent_name))
 
     async def send_exec(self, agent_name: str, message: Exec) -> None:
+        if agent_name not in self._connections and self._ssh is not None and self._ssh.is_connected(agent_name):
+            await self._ssh.send_exec(agent_name, message)
+            return
         await self._send_to(agent_name, message)
 
     async def send_cancel(self, agent_name: str, command_id: int) -> None:
         """Raises AgentUnavailable when the agent is not connected here."""
+        if self._ssh is not None and self._ssh.cancel(command_id):
+            return
         await self._send_to(agent_name, Cancel(command_id=str(command_id)))
 
     async def _send_to(self, agent_name: str, message: Message) -> None:
@@ -346,6 +380,10 @@ class AgentHub:
 
     async def _sweep_forever(self) -> None:
         interval = min(1.0, self._lost_after.total_seconds() / 2)
+        try:
+            await self.register_ssh_hosts()
+        except StorageUnavailable as exc:
+            log.error("agent_hub.ssh_hosts_not_listed", error=str(exc), hint="restart once the database is back")
         while True:
             await asyncio.sleep(interval)
             try:
@@ -361,7 +399,7 @@ class AgentHub:
         ended = 0
         agents = {agent.name: agent for agent in await list_agents(self._db)}
         for command in await in_flight_commands(self._db):
-            if command.agent_name in self._connections:
+            if command.agent_name in self._connections or (self._ssh is not None and self._ssh.is_running(command.id)):
                 continue
             agent = agents.get(command.agent_name) or await get_agent(self._db, command.agent_name)
             last_seen = agent.last_seen_at if agent is not None else None

@@ -86,7 +86,9 @@ def create_app(
         if first is not None and announce is not None:
             announce(welcome_text(settings.server.base_url(), first))
         services.ingest.start()
-        services.hub = AgentHub(db=db, tokens=services.tokens, clock=clock, settings=settings.agents)
+        services.hub = AgentHub(
+            db=db, tokens=services.tokens, clock=clock, settings=settings.agents, hosts=settings.hosts
+        )
         services.hub.start()
         local_agent = await _start_local_agent(services)
         chat.enable_commands(

@@ -11,6 +11,7 @@ timeout + grace + a margin closes the connection if the remote side still does n
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import shlex
 import signal
@@ -20,10 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
+import structlog
 
 from teleops.agent.output import CappedOutput
+from teleops.config.settings import HostSettings
+from teleops.pipeline.dispatch import AgentUnavailable
+from teleops.pipeline.outcome import finish_of_exit
+from teleops.server.clock import Clock
+from teleops.store.commands import CommandStatus, Finish, append_output, finish_command, mark_started
+from teleops.store.database import Database
+from teleops.wire import Exec, Exit
 
-__all__ = ["SshResult", "SshTarget", "SshUnavailable", "run_over_ssh"]
+__all__ = ["SshHosts", "SshResult", "SshTarget", "SshUnavailable", "run_over_ssh"]
+
+log = structlog.get_logger(__name__)
 
 EXIT_TIMEOUT = 124
 _MARGIN_S = 5.0
@@ -137,3 +148,92 @@ def _exit_of(status: int | None, exit_signal: tuple[str, bool, str, str] | None)
     if status is None or status < 0:
         return 255, None  # the connection ended without an exit status
     return status, None
+
+
+class SshHosts:
+    """The configured agentless hosts as dispatch targets, with the agent hub's `is_connected`/`send_exec`.
+
+    A sent command runs in a task of this process; its start, streamed output and result are recorded like an
+    agent's (the same `Exit` → status mapping). If the controller stops first, the command is left `running`
+    and the hub's sweep ends it `lost` after its timeout plus `agents.lost_after`.
+    """
+
+    def __init__(self, hosts: Sequence[HostSettings], *, db: Database, clock: Clock, output_cap_bytes: int) -> None:
+        self._hosts = {h.name: h for h in hosts}
+        self._db = db
+        self._clock = clock
+        self._cap = output_cap_bytes
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def hosts(self) -> list[HostSettings]:
+        return list(self._hosts.values())
+
+    def is_running(self, command_id: int) -> bool:
+        return str(command_id) in self._tasks
+
+    def is_connected(self, name: str) -> bool:
+        return name in self._hosts
+
+    async def send_exec(self, name: str, message: Exec) -> None:
+        host = self._hosts.get(name)
+        if host is None:
+            raise AgentUnavailable(f"{name} is not a configured SSH host")
+        target = SshTarget(host.ssh.address, host.ssh.user, host.ssh.key_file, host.ssh.known_hosts)
+        task = asyncio.create_task(self._run(name, target, message), name=f"ssh-command-{message.command_id}")
+        self._tasks[message.command_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(message.command_id, None))
+
+    def cancel(self, command_id: int) -> bool:
+        """Stop waiting and close the channel. The remote `timeout` still bounds the remote process."""
+        task = self._tasks.get(str(command_id))
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    async def stop(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def _run(self, name: str, target: SshTarget, message: Exec) -> None:
+        command_id = int(message.command_id)
+        bound = log.bind(command_id=command_id, host=name)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
+
+        async def on_output(chunk: bytes) -> None:
+            text = decoder.decode(chunk)
+            if text:
+                await append_output(self._db, command_id, text, cap_chars=self._cap)
+
+        await mark_started(self._db, command_id, now=self._clock())
+        try:
+            result = await run_over_ssh(
+                target,
+                message.argv,
+                timeout_s=message.timeout_s,
+                output_cap_bytes=message.output_cap_bytes,
+                on_output=on_output,
+            )
+        except SshUnavailable as exc:
+            bound.warning("ssh.unavailable", error=str(exc))
+            finish = Finish(CommandStatus.FAILED, reason=f"not run: {exc}")
+        except asyncio.CancelledError:
+            finish = Finish(CommandStatus.KILLED, reason="cancelled on request; the SSH channel was closed")
+            await finish_command(self._db, command_id, finish, now=self._clock())
+            raise
+        else:
+            exit_ = Exit(
+                command_id=message.command_id,
+                exit_code=result.exit_code,
+                signal=result.signal,
+                timed_out=result.timed_out,
+                truncated=result.truncated,
+                output_bytes=result.output_bytes,
+                duration_s=result.duration_s,
+                output=result.output.decode("utf-8", errors="backslashreplace"),
+            )
+            finish = finish_of_exit(exit_, agent=name)
+        await finish_command(self._db, command_id, finish, now=self._clock())
+        bound.info("command.finished", status=finish.status.value, exit_code=finish.exit_code, via="ssh")
