@@ -13,9 +13,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
-
 from teleops.chat.base import EventKind, Gateway, InboundEvent
 from teleops.chat.commands import CommandRunner
 from teleops.chat.notify import Notifier
@@ -38,11 +38,20 @@ HELP = """TeleOps commands:
 /note TEXT — add a note (reply to the incident's message)
 /run HOST CMD… — run a command on a host; or reply to an incident with the command
 /hosts — hosts with an agent · /cancel ID — stop a command
+/oncall — who is on call now and next · /handover — the digest for the next person on call
 /whoami — your id and this chat's id · /link CODE — link your account"""
 
 _BUTTON = re.compile(r"^(ack|resolve|snooze):(\d{1,12})(?::(\d{1,4}[smhd]))?$")
 _COMMAND = re.compile(r"^/([a-z_]{1,32})(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
 MAX_SNOOZE_S = 30 * 86400
+
+
+class OnCallAnswers(Protocol):
+    """What the on-call side answers in chat (oncall/service.py implements it)."""
+
+    async def oncall_message(self) -> Message: ...
+
+    async def handover_message(self, user: str) -> Message: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +79,11 @@ class ConversationDeps:
 class Conversation:
     def __init__(self, deps: ConversationDeps) -> None:
         self._d = deps
+        self._oncall: OnCallAnswers | None = None
+
+    def use_oncall(self, oncall: OnCallAnswers) -> None:
+        """Serve /oncall and /handover from the on-call side."""
+        self._oncall = oncall
 
     async def handle(self, event: InboundEvent) -> None:
         """Handle one event. Never raises: a failure is logged and, where useful, told to the sender."""
@@ -230,6 +244,16 @@ class Conversation:
             await self._incidents(event)
         elif command in ("run", "hosts", "cancel"):
             await self._commands_verb(event, person, command, args)
+        elif command in ("oncall", "handover"):
+            if self._oncall is None:
+                await self._say(event, "On-call answers are not available on this server.")
+                return
+            answer = (
+                await self._oncall.oncall_message()
+                if command == "oncall"
+                else await self._oncall.handover_message(person.name)
+            )
+            await self.post(event.platform, event.chat_id, answer)
         else:
             await self._say(event, f"Unknown command /{command}. /help lists what I understand.")
 

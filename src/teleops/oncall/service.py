@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from teleops.chat.render import Message
 from teleops.config import Settings
 from teleops.oncall.directory import OnCallDirectory
+from teleops.oncall.handover import digest_message, oncall_message
 from teleops.oncall.silences import SilenceWriter
 from teleops.oncall.worker import EscalationWorker
 from teleops.store.database import Database
 from teleops.store.database import Transaction as Connection
+from teleops.store.handover import HandoverFacts, handover_facts
 from teleops.store.incidents import register_action_hooks
 from teleops.store.ingest import IncidentChange
 
@@ -23,6 +26,8 @@ class OnCallService:
     def __init__(
         self, settings: Settings, *, db: Database, clock: Callable[[], datetime], wake_outbox: Callable[[], None]
     ) -> None:
+        self._db = db
+        self._clock = clock
         self.directory = OnCallDirectory(settings)
         self.worker = EscalationWorker(db, self.directory, clock=clock, on_enqueued=wake_outbox)
         register_action_hooks(db, self.worker.on_incident_action, self.worker.wake)
@@ -37,6 +42,26 @@ class OnCallService:
 
     def after_ingest(self, _changes: Sequence[IncidentChange] = ()) -> None:
         self.worker.wake()
+
+    # Chat answers (chat.conversation.OnCallAnswers).
+    async def oncall_message(self) -> Message:
+        return oncall_message(self.directory.on_call_now(self._clock()))
+
+    async def handover_message(self, user: str) -> Message:
+        """The digest since the current shift began (of the first rotation `user` is in; else the last 24 h)."""
+        now = self._clock()
+        since = now - timedelta(hours=24)
+        incoming = None
+        for rotation in self.directory.rotations.values():
+            if user in rotation.members:
+                shift = rotation.shift_at(now)
+                since, (_, incoming) = shift.start, rotation.next_handoff(now)
+                break
+
+        def facts(conn: Connection) -> HandoverFacts:
+            return handover_facts(conn, since=since, now=now)
+
+        return digest_message(await self._db.run_in_transaction(facts), incoming=incoming, since=since, now=now)
 
     def start(self) -> None:
         if self.silences is not None:

@@ -59,6 +59,7 @@ def create_app(
         users = UserStore(db)
         chat = build_chat(settings, db=db, users=users, clock=clock, metrics=metrics)
         oncall = OnCallService(settings, db=db, clock=clock, wake_outbox=chat.wake)
+        chat.conversation.use_oncall(oncall)
 
         def after_ingest(changes: Sequence[IncidentChange]) -> None:
             chat.notifier.after_commit(changes)
