@@ -13,15 +13,17 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
+
 from teleops.chat.base import EventKind, Gateway, InboundEvent
 from teleops.chat.commands import CommandRunner
 from teleops.chat.notify import Notifier
-from teleops.chat.render import Message
+from teleops.chat.render import Button, Message
 from teleops.config.settings import parse_duration
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
+from teleops.memory.run_again import RunAgainRefused, button_data, parse_button
+from teleops.memory.service import ScenarioMemory
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.identities import IdentityStore, LinkError
 from teleops.store.incidents import IncidentNotFound, act_on_incident, add_note, list_incidents
@@ -38,20 +40,13 @@ HELP = """TeleOps commands:
 /note TEXT — add a note (reply to the incident's message)
 /run HOST CMD… — run a command on a host; or reply to an incident with the command
 /hosts — hosts with an agent · /cancel ID — stop a command
-/oncall — who is on call now and next · /handover — the digest for the next person on call
+/history [QUERY] — what was done last time (reply to an incident), or search past scenarios
 /whoami — your id and this chat's id · /link CODE — link your account"""
 
 _BUTTON = re.compile(r"^(ack|resolve|snooze):(\d{1,12})(?::(\d{1,4}[smhd]))?$")
 _COMMAND = re.compile(r"^/([a-z_]{1,32})(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
 MAX_SNOOZE_S = 30 * 86400
-
-
-class OnCallAnswers(Protocol):
-    """What the on-call side answers in chat (oncall/service.py implements it)."""
-
-    async def oncall_message(self) -> Message: ...
-
-    async def handover_message(self, user: str) -> Message: ...
+_AGAIN_CANCEL = "again-cancel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +74,11 @@ class ConversationDeps:
 class Conversation:
     def __init__(self, deps: ConversationDeps) -> None:
         self._d = deps
-        self._oncall: OnCallAnswers | None = None
+        self._memory: ScenarioMemory | None = None
 
-    def use_oncall(self, oncall: OnCallAnswers) -> None:
-        """Serve /oncall and /handover from the on-call side."""
-        self._oncall = oncall
+    def use_memory(self, memory: ScenarioMemory) -> None:
+        """Serve Run-again buttons and /history from scenario memory."""
+        self._memory = memory
 
     async def handle(self, event: InboundEvent) -> None:
         """Handle one event. Never raises: a failure is logged and, where useful, told to the sender."""
@@ -180,6 +175,13 @@ class Conversation:
     # -- actions ----------------------------------------------------------------------------------
 
     async def _button(self, event: InboundEvent, person: Person) -> None:
+        again = parse_button(event.button_data or "")
+        if again is not None:
+            await self._run_again(event, person, *again)
+            return
+        if event.button_data == _AGAIN_CANCEL:
+            await self._answer(event, "Not run.")
+            return
         match = _BUTTON.match(event.button_data or "")
         if match is None:
             await self._answer(event, "Unknown button.")
@@ -244,16 +246,8 @@ class Conversation:
             await self._incidents(event)
         elif command in ("run", "hosts", "cancel"):
             await self._commands_verb(event, person, command, args)
-        elif command in ("oncall", "handover"):
-            if self._oncall is None:
-                await self._say(event, "On-call answers are not available on this server.")
-                return
-            answer = (
-                await self._oncall.oncall_message()
-                if command == "oncall"
-                else await self._oncall.handover_message(person.name)
-            )
-            await self.post(event.platform, event.chat_id, answer)
+        elif command == "history":
+            await self._history(event, args.strip())
         else:
             await self._say(event, f"Unknown command /{command}. /help lists what I understand.")
 
@@ -286,6 +280,44 @@ class Conversation:
             await self._say(event, f"Incident #{incident_id} names no host; use /run HOST CMD… instead.")
             return
         await runner.run(event, person.name, person.role, host, event.text.strip(), incident_id=incident_id)
+
+    async def _run_again(
+        self, event: InboundEvent, person: Person, confirmed: bool, incident_id: int, command_id: int
+    ) -> None:
+        """A Run-again press: re-check it, preview exactly what runs where, run only on the confirm press."""
+        memory, runner = self._memory, self._d.commands
+        if memory is None or runner is None:
+            await self._answer(event, "Run again is not available on this server.")
+            return
+        try:
+            choice = await memory.check_run_again(incident_id, command_id)
+        except RunAgainRefused as exc:
+            await self._answer(event, "Not run.")
+            await self._say(event, f"Not run: {exc}.")
+            return
+        if not confirmed:
+            confirm = Button("▶ Run it", button_data(incident_id, command_id, confirm=True))
+            preview = Message(body=choice.preview(), buttons=(confirm, Button("Cancel", _AGAIN_CANCEL)))
+            await self.post(event.platform, event.chat_id, preview, incident_id=incident_id)
+            await self._answer(event, "Check the command, then confirm.")
+            return
+        await self._answer(event, f"Running as {person.name}…")
+        # The whole pipeline (policy, step-up, approval, audit) decides, for the person who pressed.
+        await runner.run(event, person.name, person.role, choice.host, choice.text, incident_id=incident_id)
+
+    async def _history(self, event: InboundEvent, query: str) -> None:
+        memory = self._memory
+        if memory is None:
+            await self._say(event, "Scenario memory is not available on this server.")
+            return
+        if not query:
+            incident_id = await self._target(event, None)
+            if incident_id is None:
+                await self._say(event, "Reply to an incident's message with /history, or send /history WORDS.")
+                return
+            await self._say(event, await memory.history_text(incident_id))
+            return
+        await self._say(event, await memory.search_text(query))
 
     async def _target(self, event: InboundEvent, explicit: str | None) -> int | None:
         if explicit is not None:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from teleops.chat.render import Button, Link, Message
+import structlog
+
+from teleops.chat.render import Button, CodeBlock, Link, Message
 from teleops.domain.incident import IncidentAction
 from teleops.store.ingest import IncidentChange, Outcome
 from teleops.store.outbox import (
@@ -25,7 +27,9 @@ from teleops.store.outbox import (
     replace_payload,
 )
 
-__all__ = ["AlertTarget", "Notifier", "incident_message"]
+__all__ = ["AlertTarget", "Extra", "ExtraSource", "Notifier", "incident_message"]
+
+log = structlog.get_logger(__name__)
 
 STORM_WINDOW = timedelta(minutes=1)
 _SNOOZE_BUTTON = "1h"
@@ -37,14 +41,32 @@ class AlertTarget:
     chat_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Extra:
+    """What another part adds to an incident's message (scenario memory: "last time", Run-again buttons)."""
+
+    lines: tuple[str, ...] = ()
+    code: tuple[CodeBlock, ...] = ()
+    buttons: tuple[Button, ...] = ()
+
+
+# Called inside the notifier's transaction with the incident snapshot; returns None for nothing to add.
+ExtraSource = Callable[[Any, dict[str, Any]], Extra | None]
+
+
 @dataclass(slots=True)
 class _Window:
     started: datetime
     count: int = 0
 
 
-def incident_message(incident: dict[str, Any], *, status_line: str = "", buttons: bool = True) -> Message:
-    """The announcement of an incident (untrusted fields stay plain text; `render` escapes them)."""
+def incident_message(
+    incident: dict[str, Any], *, status_line: str = "", buttons: bool = True, extra: Extra | None = None
+) -> Message:
+    """The announcement of an incident (untrusted fields stay plain text; `render` escapes them).
+
+    `extra` lines follow the summary, its code blocks follow the labels, its buttons follow Ack/Resolve/Snooze.
+    """
     incident_id = int(incident["id"])
     labels = tuple(sorted((str(k), str(v)) for k, v in dict(incident.get("labels") or {}).items()))
     annotations = dict(incident.get("annotations") or {})
@@ -62,13 +84,19 @@ def incident_message(incident: dict[str, Any], *, status_line: str = "", buttons
             Button("Resolve", f"resolve:{incident_id}"),
             Button("Snooze 1h", f"snooze:{incident_id}:{_SNOOZE_BUTTON}"),
         )
+    body = str(incident.get("summary") or "")
+    if extra is not None:
+        body = "\n\n".join(part for part in (body, "\n".join(extra.lines)) if part)
+        if buttons:
+            choices = (*choices, *extra.buttons)
     return Message(
         title=str(incident.get("name", "")),
         severity=str(incident.get("severity") or "unknown"),
         host=incident.get("host"),
-        body=str(incident.get("summary") or ""),
+        body=body,
         labels=labels,
         links=tuple(links),
+        code=extra.code if extra is not None else (),
         status=status,
         buttons=choices,
     )
@@ -104,6 +132,20 @@ class Notifier:
         self._storm_threshold = storm_threshold
         self._wake = wake
         self._windows: dict[AlertTarget, _Window] = {}
+        self._extra: ExtraSource | None = None
+
+    def use_extra(self, source: ExtraSource) -> None:
+        """Add `source`'s lines and buttons to every incident message (announcement and its edits)."""
+        self._extra = source
+
+    def _extra_for(self, conn: Any, incident: dict[str, Any]) -> Extra | None:
+        if self._extra is None:
+            return None
+        try:
+            return self._extra(conn, incident)
+        except Exception:  # an optional block must never cost the notification itself
+            log.exception("chat.notify_extra_failed", incident_id=incident.get("id"))
+            return None
 
     # -- ingest (IngestWriter hooks) --------------------------------------------------------------
 
@@ -132,7 +174,7 @@ class Notifier:
         incident = incident_snapshot(conn, incident_id)
         if incident is None:
             return
-        message = incident_message(incident).to_json()
+        message = incident_message(incident, extra=self._extra_for(conn, incident)).to_json()
         for target in self._targets():
             window = self._windows.get(target)
             if window is None or now - window.started >= STORM_WINDOW:
@@ -177,7 +219,8 @@ class Notifier:
             return
         line = _state_line(action, actor, now, until)
         resolved = action in (IncidentAction.RESOLVE, Outcome.RESOLVED)
-        edited = incident_message(incident, status_line=line, buttons=not resolved).to_json()
+        extra = self._extra_for(conn, incident)
+        edited = incident_message(incident, status_line=line, buttons=not resolved, extra=extra).to_json()
         if not resolved and action in (IncidentAction.ACK, Outcome.ACKNOWLEDGED):
             # Once acknowledged, Ack is no longer a choice.
             edited["buttons"] = [b for b in edited["buttons"] if not str(b[1]).startswith("ack:")]

@@ -211,6 +211,23 @@ class TwoFactorSettings(_Section):
         return value
 
 
+class MemorySettings(_Section):
+    """Scenario memory: how far back "last time" looks, when a fix "didn't stick", where runbooks live."""
+
+    fix_window: str = "24h"  # the alert back within this long after a fix: "fix didn't stick"
+    lookback: str = "30d"  # "4th time in 30 days"
+    runbooks_dir: Path | None = None  # a folder of runbook YAML files, one per alert name (e.g. ./runbooks)
+    # The role the first-response principal (teleops-firstresponse) acts under; None: no automatic diagnostics.
+    first_response_role: str | None = None
+
+    @field_validator("fix_window", "lookback")
+    @classmethod
+    def _memory_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError(f"{value!r} must be a positive duration like 24h")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything TeleOps reads at startup. Every key can be set as TELEOPS_SECTION__KEY."""
 
@@ -234,6 +251,7 @@ class Settings(BaseSettings):
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     twofactor: TwoFactorSettings = Field(default_factory=TwoFactorSettings)
     oncall: OncallSettings = Field(default_factory=OncallSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -250,6 +268,16 @@ class Settings(BaseSettings):
                     f"{_KEYED}users.{index}.role: user {user.name!r} has role {user.role!r}, which the policy does "
                     f"not define (roles: {defined}); add it under policy.roles or fix the spelling"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _first_response_role_exists(self) -> Settings:
+        role = self.memory.first_response_role
+        if role is not None and role not in self.policy.compile().roles:
+            raise ValueError(
+                f"{_KEYED}memory.first_response_role: role {role!r} is not defined under policy.roles; "
+                "add it (with the read-only diagnostics it may run) or remove the key"
+            )
         return self
 
     def access_policy(self) -> Policy:

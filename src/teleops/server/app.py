@@ -22,6 +22,8 @@ import teleops
 from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
+from teleops.memory.first_response import FirstResponder
+from teleops.memory.service import ScenarioMemory
 from teleops.oncall.service import OnCallService
 from teleops.server.agent_hub import AgentHub
 from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
@@ -33,6 +35,7 @@ from teleops.server.routes import agents as agent_routes
 from teleops.server.routes import alerts, health, incidents, ui
 from teleops.server.routes import chat as chat_routes
 from teleops.server.routes import commands as command_routes
+from teleops.server.routes import scenarios as scenario_routes
 from teleops.server.services import Services
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import Database
@@ -59,11 +62,18 @@ def create_app(
         users = UserStore(db)
         chat = build_chat(settings, db=db, users=users, clock=clock, metrics=metrics)
         oncall = OnCallService(settings, db=db, clock=clock, wake_outbox=chat.wake)
-        chat.conversation.use_oncall(oncall)
+        # Scenario memory: "last time" and Run-again in every incident message, /history in chat.
+        memory = ScenarioMemory.from_settings(settings.memory, db, clock=clock)
+        chat.notifier.use_extra(memory.extra)
+        chat.conversation.use_memory(memory)
+        app.state.memory = memory
+        responders: list[FirstResponder] = []  # set once the agent hub runs (memory.first_response_role)
 
         def after_ingest(changes: Sequence[IncidentChange]) -> None:
             chat.notifier.after_commit(changes)
             oncall.after_ingest(changes)
+            for responder in responders:
+                responder.after_ingest(changes)
 
         services = Services(
             settings=settings,
@@ -98,12 +108,25 @@ def create_app(
             output_cap_bytes=settings.agents.output_cap_bytes,
             cancel=services.hub.send_cancel,
         )
+        if settings.memory.first_response_role is not None:
+            responders.append(
+                FirstResponder(
+                    memory,
+                    role=settings.memory.first_response_role,
+                    sender=lambda: services.hub,
+                    clock=clock,
+                    timeout_s=parse_duration(settings.agents.default_timeout),
+                    output_cap_bytes=settings.agents.output_cap_bytes,
+                )
+            )
         await chat.start()
         oncall.start()
         log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
         try:
             yield
         finally:
+            for responder in responders:
+                await responder.stop()
             await oncall.stop()
             await chat.stop()
             if local_agent is not None:
@@ -163,6 +186,7 @@ def create_app(
     app.include_router(agent_routes.ws_router)
     app.include_router(command_routes.router)
     app.include_router(chat_routes.router)
+    app.include_router(scenario_routes.router)
     app.add_middleware(_LatencyMiddleware, metrics=metrics)
     return app
 

@@ -115,6 +115,9 @@ incidents = Table(
     Index("ix_incidents_status_id", "status", "id"),
     Index("ix_incidents_source_fingerprint_id", "source", "fingerprint", "id"),
     Index("ix_incidents_name_host", "name", "host"),
+    # 0006 (scenario memory): newest-first recurrence lookups by name, and by name on one host.
+    Index("ix_incidents_name_id", "name", "id"),
+    Index("ix_incidents_name_host_id", "name", "host", "id"),
 )
 
 # Each real change an alert sender reported (fired, updated, resolved): the raw history of a scenario.

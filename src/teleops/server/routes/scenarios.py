@@ -1,0 +1,93 @@
+"""Scenario memory over REST: an incident's history ("last time"), search, and the postmortem export."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+
+from teleops.memory.export import export_incident
+from teleops.memory.service import ScenarioMemory
+from teleops.server.auth import Caller, require_api_caller, services_of
+from teleops.server.schemas import RowId
+from teleops.store.incidents import IncidentNotFound
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["scenarios"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such incident"}}
+
+
+class ScenarioHit(BaseModel):
+    incident_id: int
+    score: float = Field(description="Relevance; higher is better, comparable within one search only.")
+    name: str
+    host: str | None
+    status: str
+    summary: str
+    created_at: str
+    snippet: str = Field(description="Where the words were found (plain text).")
+
+
+class ScenarioSearch(BaseModel):
+    items: list[ScenarioHit]
+    next_offset: int | None = Field(None, description="Pass as `offset` for the next page; null on the last one.")
+
+
+def memory_of(request: Request) -> ScenarioMemory:
+    memory: ScenarioMemory | None = getattr(request.app.state, "memory", None)
+    if memory is None:
+        raise HTTPException(503, "scenario memory is not running yet; retry in a moment")
+    return memory
+
+
+@router.get("/incidents/{incident_id}/history", responses=_NOT_FOUND)
+async def history(
+    incident_id: RowId, request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]
+) -> dict[str, Any]:
+    """What was done the earlier times this alert fired: the "last time" block as data (docs/scenario-memory.md)."""
+    view = await memory_of(request).history(incident_id)
+    if view is None:
+        raise HTTPException(404, f"incident {incident_id} does not exist; list them with GET /api/v1/incidents")
+    return view
+
+
+@router.get("/scenarios", response_model=ScenarioSearch)
+async def search(
+    request: Request,
+    _caller: Annotated[Caller, Depends(require_api_caller)],
+    q: Annotated[str, Query(min_length=1, max_length=500, description="Words to find (all must match).")],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+) -> ScenarioSearch:
+    """Full text over alert names, hosts, summaries, notes, commands and their output; best match first."""
+    hits = await memory_of(request).search(q, limit=limit + 1, offset=offset)
+    items = [
+        ScenarioHit(
+            incident_id=h.incident_id,
+            score=h.score,
+            name=h.name,
+            host=h.host,
+            status=h.status,
+            summary=h.summary,
+            created_at=h.created_at.isoformat(),
+            snippet=h.snippet,
+        )
+        for h in hits[:limit]
+    ]
+    return ScenarioSearch(items=items, next_offset=offset + limit if len(hits) > limit else None)
+
+
+@router.get("/incidents/{incident_id}/export.md", response_class=PlainTextResponse, responses=_NOT_FOUND)
+async def export_md(
+    incident_id: RowId, request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]
+) -> PlainTextResponse:
+    """The incident as a postmortem-ready Markdown timeline (times, actors, commands, outputs, notes)."""
+    try:
+        text = await export_incident(services_of(request).db, incident_id)
+    except IncidentNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")

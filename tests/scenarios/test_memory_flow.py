@@ -1,0 +1,240 @@
+"""Scenario memory end to end: a real controller on loopback (uvicorn, in this process), its real local agent
+(a `teleops agent` child process, killed by PID on shutdown), and the fake Telegram Bot API driven through
+python-telegram-bot.
+
+alice answers an alert with a harmless stand-in command and resolves it; the alert comes back; the new
+message shows what alice ran, its exit code and output, flags that the fix did not stick, and offers Run
+again; bob's press previews, then runs it under bob's policy; carol's role may not run it; forged buttons run
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from teleops.config import Settings
+from teleops.server.app import create_app
+from teleops.server.services import Services
+from teleops.store.commands import list_commands
+from teleops.store.incidents import get_incident
+from teleops.store.tokens import TokenKind
+from tests.conftest import FakeClock
+from tests.fakes.telegram import FakeTelegram, StoredMessage, free_port
+from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, FIRING, eventually
+
+BOB_ID = 2002
+CAROL_ID = 3003
+FINISHED = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        server={"listen": f"127.0.0.1:{free_port()}"},  # type: ignore[arg-type]
+        database={"url": db_url},  # type: ignore[arg-type]
+        # The embedded agent serves host web-1 (the alert's host), through the same WebSocket as any agent.
+        local_agent={"enabled": True, "name": "web-1"},  # type: ignore[arg-type]
+        telegram={  # type: ignore[arg-type]
+            "token": fake_telegram.token,
+            "base_url": fake_telegram.base_url,
+            "allowed_chats": [ALERT_CHAT],
+            "alert_chats": [ALERT_CHAT],
+            "poll_timeout": "1s",
+        },
+        users=[  # type: ignore[list-item]
+            {"name": "alice", "role": "operator", "telegram_id": ALICE_ID},
+            {"name": "bob", "role": "operator", "telegram_id": BOB_ID},
+            {"name": "carol", "role": "viewer", "telegram_id": CAROL_ID},
+        ],
+        policy={  # type: ignore[arg-type]
+            "roles": {
+                "operator": [{"hosts": ["*"], "commands": ["echo *", "uptime"]}],
+                "viewer": [{"hosts": ["*"], "commands": ["uptime"]}],
+            }
+        },
+    )
+
+
+class Controller:
+    def __init__(self, services: Services, client: httpx.AsyncClient, api_token: str, ingest_token: str) -> None:
+        self.services = services
+        self.client = client
+        self.api = {"Authorization": f"Bearer {api_token}"}
+        self.ingest = {"Authorization": f"Bearer {ingest_token}", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+async def controller(settings: Settings, clock: FakeClock) -> AsyncIterator[Controller]:
+    app = create_app(settings, clock=clock)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started or task.done(), what="the controller to listen")
+        assert not task.done(), "the controller stopped during startup"
+        services: Services = app.state.services
+        ingest = await services.tokens.create(TokenKind.INGEST, "memory-test", now=clock())
+        api_token = await services.tokens.create(TokenKind.API, "alice-cli", now=clock(), user_name="alice")
+        async with httpx.AsyncClient(base_url=f"http://{settings.server.listen}", timeout=10) as client:
+            hub = services.hub
+            assert hub is not None
+            await eventually(lambda: hub.is_connected("web-1"), timeout=30, what="the local agent to connect")
+            yield Controller(services, client, api_token, ingest)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def occurrence(starts_at: str) -> bytes:
+    """The captured Alertmanager payload, firing again: a new `startsAt` is a new occurrence (ADR 0002)."""
+    body = json.loads(FIRING.read_text())
+    alert = copy.deepcopy(body["alerts"][0])
+    alert["startsAt"] = starts_at
+    body["alerts"] = [alert]
+    return json.dumps(body).encode()
+
+
+async def fire(ctl: Controller, starts_at: str) -> None:
+    response = await ctl.client.post("/api/v1/alerts/alertmanager", content=occurrence(starts_at), headers=ctl.ingest)
+    assert response.status_code == 200, response.text
+
+
+def buttons(message: StoredMessage) -> list[dict[str, str]]:
+    markup: dict[str, Any] = message.reply_markup or {"inline_keyboard": [[]]}
+    return list(markup["inline_keyboard"][0])
+
+
+async def command_done(ctl: Controller, requester: str, count: int = 1) -> list[Any]:
+    async def done() -> list[Any]:
+        rows = [c for c in await list_commands(ctl.services.db) if c.requester == requester]
+        return rows if len(rows) >= count and all(c.status in FINISHED for c in rows) else []
+
+    return list(await eventually(done, timeout=30, what=f"{requester}'s command to finish"))
+
+
+async def test_recurring_alert_shows_last_time_and_runs_again_as_the_presser(
+    controller: Controller, fake_telegram: FakeTelegram, clock: FakeClock
+) -> None:
+    ctl, fake = controller, fake_telegram
+    await fire(ctl, "2026-11-25T09:03:47Z")
+    first = (await eventually(lambda: fake.chat_messages(ALERT_CHAT), what="the first alert message"))[0]
+    assert "time in" not in first.text  # nothing to remember yet
+    assert [b["text"] for b in buttons(first)] == ["Ack", "Resolve", "Snooze 1h"]
+
+    # alice answers with a (harmless stand-in) fix, notes it, resolves.
+    fake.push_update(fake.message_update(ALERT_CHAT, ALICE_ID, "echo restarted-nginx", reply_to=first.message_id))
+    [alices] = await command_done(ctl, "alice")
+    assert alices.status == "succeeded"
+    assert alices.exit_code == 0
+    assert alices.incident_id == 1
+    fake.push_update(
+        fake.message_update(ALERT_CHAT, ALICE_ID, "/note nginx wedged, restart fixed it", reply_to=first.message_id)
+    )
+    await eventually(lambda: any("Note added" in m.text for m in fake.chat_messages(ALERT_CHAT)), what="the note")
+    clock.advance(minutes=14)
+    resolve = next(b["callback_data"] for b in buttons(first) if b["text"] == "Resolve")
+    fake.push_update(fake.button_update(ALERT_CHAT, ALICE_ID, first.message_id, resolve))
+    await eventually(lambda: "resolved by alice" in first.text, what="the resolution")
+
+    # Two hours later it is back: a new incident, linked to the first.
+    clock.advance(hours=2)
+    await fire(ctl, "2026-11-25T11:20:00Z")
+    second = await eventually(
+        lambda: next((m for m in fake.chat_messages(ALERT_CHAT) if "time in" in m.text), None), what="the recurrence"
+    )
+    assert (await get_incident(ctl.services.db, 2)).predecessor_id == 1
+    assert "2nd time in 30d" in second.text
+    assert "Last time: #1" in second.text
+    assert "handled by alice" in second.text
+    assert "resolved by alice after 14m" in second.text
+    assert "alice: echo restarted-nginx → exit 0 · restarted-nginx" in second.text
+    assert "nginx wedged, restart fixed it" in second.text
+    assert "Fix didn't stick: back 2h after #1 was fixed" in second.text
+    again = [b for b in buttons(second) if b["text"].startswith("↻")]
+    assert [b["text"] for b in again] == ["↻ echo restarted-nginx"]
+    assert again[0]["callback_data"] == f"again:2:{alices.id}"
+    assert all(len(b["callback_data"].encode()) <= 64 for b in buttons(second))
+
+    # bob presses Run again: first a preview of exactly what runs where, nothing run yet.
+    before = len(fake.chat_messages(ALERT_CHAT))
+    fake.push_update(
+        fake.button_update(ALERT_CHAT, BOB_ID, second.message_id, again[0]["callback_data"], username="bob")
+    )
+    preview = await eventually(
+        lambda: next((m for m in fake.chat_messages(ALERT_CHAT)[before:] if "Run `" in m.text), None), what="preview"
+    )
+    assert "Run `echo restarted-nginx` on web-1?" in preview.text
+    assert not [c for c in await list_commands(ctl.services.db) if c.requester == "bob"]
+    confirm = next(b["callback_data"] for b in buttons(preview) if b["text"] == "▶ Run it")
+    fake.push_update(fake.button_update(ALERT_CHAT, BOB_ID, preview.message_id, confirm, username="bob"))
+    [bobs] = await command_done(ctl, "bob")
+    assert (bobs.status, bobs.exit_code, bobs.argv, bobs.host, bobs.incident_id) == (
+        "succeeded",
+        0,
+        ["echo", "restarted-nginx"],
+        "web-1",
+        2,
+    )
+
+    # carol's role may not run echo: the same confirmed press is refused by the policy, and recorded.
+    fake.push_update(fake.button_update(ALERT_CHAT, CAROL_ID, preview.message_id, confirm, username="carol"))
+    [carols] = await command_done(ctl, "carol")
+    assert carols.status == "denied"
+    await eventually(lambda: any("Command refused" in m.text for m in fake.chat_messages(ALERT_CHAT)), what="refusal")
+
+    # A forged button (a command that never fixed this alert) runs nothing.
+    fake.push_update(
+        fake.button_update(ALERT_CHAT, BOB_ID, preview.message_id, f"again!:2:{bobs.id + 100}", username="bob")
+    )
+    await eventually(
+        lambda: any("is not one that fixed an earlier occurrence" in m.text for m in fake.chat_messages(ALERT_CHAT)),
+        what="the forged button's refusal",
+    )
+    assert len([c for c in await list_commands(ctl.services.db) if c.requester == "bob"]) == 1
+
+    # The same memory over REST, search and the postmortem export.
+    history = (await ctl.client.get("/api/v1/incidents/2/history", headers=ctl.api)).json()
+    assert history["times"] == 2
+    assert history["fix_didnt_stick"] is True
+    assert history["last"]["incident_id"] == 1
+    assert history["last"]["ended_in_fix"] is True
+    assert [c["argv"] for c in history["run_again"]] == [["echo", "restarted-nginx"]]
+    found = (await ctl.client.get("/api/v1/scenarios", params={"q": "wedged"}, headers=ctl.api)).json()
+    assert [hit["incident_id"] for hit in found["items"]] == [1]
+    export = await ctl.client.get("/api/v1/incidents/1/export.md", headers=ctl.api)
+    assert export.status_code == 200
+    assert export.headers["content-type"].startswith("text/markdown")
+    assert "`echo restarted-nginx` on web-1 → succeeded, exit 0" in export.text
+    assert "nginx wedged, restart fixed it" in export.text
+    assert "| alice |" in export.text
+
+
+async def test_run_again_is_refused_once_the_incident_is_resolved(
+    controller: Controller, fake_telegram: FakeTelegram
+) -> None:
+    ctl, fake = controller, fake_telegram
+    await fire(ctl, "2026-11-25T09:03:47Z")
+    first = (await eventually(lambda: fake.chat_messages(ALERT_CHAT), what="the alert message"))[0]
+    fake.push_update(fake.message_update(ALERT_CHAT, ALICE_ID, "echo cleared-cache", reply_to=first.message_id))
+    [alices] = await command_done(ctl, "alice")
+    assert (await ctl.client.post("/api/v1/incidents/1/resolve", headers=ctl.api)).status_code == 200
+    await fire(ctl, "2026-11-25T10:00:00Z")
+    await eventually(lambda: any("time in" in m.text for m in fake.chat_messages(ALERT_CHAT)), what="the recurrence")
+    assert (await ctl.client.post("/api/v1/incidents/2/resolve", headers=ctl.api)).status_code == 200
+    fake.push_update(fake.button_update(ALERT_CHAT, ALICE_ID, first.message_id, f"again!:2:{alices.id}"))
+    await eventually(
+        lambda: any("#2 is already resolved; nothing was run" in m.text for m in fake.chat_messages(ALERT_CHAT)),
+        what="the refusal",
+    )
+    assert len(await list_commands(ctl.services.db)) == 1
