@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -41,12 +42,21 @@ HELP = """TeleOps commands:
 /run HOST CMD… — run a command on a host; or reply to an incident with the command
 /hosts — hosts with an agent · /cancel ID — stop a command
 /history [QUERY] — what was done last time (reply to an incident), or search past scenarios
+/oncall — who is on call now and next · /handover — the digest for the next person on call
 /whoami — your id and this chat's id · /link CODE — link your account"""
 
 _BUTTON = re.compile(r"^(ack|resolve|snooze):(\d{1,12})(?::(\d{1,4}[smhd]))?$")
 _COMMAND = re.compile(r"^/([a-z_]{1,32})(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
 MAX_SNOOZE_S = 30 * 86400
 _AGAIN_CANCEL = "again-cancel"
+
+
+class OnCallAnswers(Protocol):
+    """What the on-call side answers in chat (oncall/service.py implements it)."""
+
+    async def oncall_message(self) -> Message: ...
+
+    async def handover_message(self, user: str) -> Message: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,11 @@ class Conversation:
     def __init__(self, deps: ConversationDeps) -> None:
         self._d = deps
         self._memory: ScenarioMemory | None = None
+        self._oncall: OnCallAnswers | None = None
+
+    def use_oncall(self, oncall: OnCallAnswers) -> None:
+        """Serve /oncall and /handover from the on-call side."""
+        self._oncall = oncall
 
     def use_memory(self, memory: ScenarioMemory) -> None:
         """Serve Run-again buttons and /history from scenario memory."""
@@ -248,6 +263,16 @@ class Conversation:
             await self._commands_verb(event, person, command, args)
         elif command == "history":
             await self._history(event, args.strip())
+        elif command in ("oncall", "handover"):
+            if self._oncall is None:
+                await self._say(event, "On-call answers are not available on this server.")
+                return
+            answer = (
+                await self._oncall.oncall_message()
+                if command == "oncall"
+                else await self._oncall.handover_message(person.name)
+            )
+            await self.post(event.platform, event.chat_id, answer)
         else:
             await self._say(event, f"Unknown command /{command}. /help lists what I understand.")
 

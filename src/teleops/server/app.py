@@ -62,6 +62,7 @@ def create_app(
         users = UserStore(db)
         chat = build_chat(settings, db=db, users=users, clock=clock, metrics=metrics)
         oncall = OnCallService(settings, db=db, clock=clock, wake_outbox=chat.wake)
+        chat.conversation.use_oncall(oncall)
         # Scenario memory: "last time" and Run-again in every incident message, /history in chat.
         memory = ScenarioMemory.from_settings(settings.memory, db, clock=clock)
         chat.notifier.use_extra(memory.extra)
