@@ -14,7 +14,9 @@ import pytest
 
 from teleops.chat.base import Gateway, InboundEvent
 from teleops.chat.render import Button, CodeBlock, Message, render
+from teleops.chat.slack import SlackGateway
 from teleops.chat.telegram import TelegramGateway
+from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 
 
@@ -37,7 +39,31 @@ async def telegram_gateway() -> AsyncIterator[tuple[Gateway, str]]:
         await fake.stop()
 
 
-GATEWAYS: dict[str, Callable[[], Any]] = {"telegram": telegram_gateway}
+@asynccontextmanager
+async def slack_gateway() -> AsyncIterator[tuple[Gateway, str]]:
+    fake = FakeSlack()
+    await fake.start()
+    gateway = SlackGateway(
+        fake.bot_token,
+        allowed_channels=["C0ALERT"],
+        clock=lambda: datetime.now(UTC),
+        mode="socket",
+        app_token=fake.app_token,
+        base_url=fake.base_url,
+    )
+
+    async def ignore(_event: InboundEvent) -> None:
+        return None
+
+    await gateway.start(ignore)
+    try:
+        yield gateway, "C0ALERT"
+    finally:
+        await gateway.stop()
+        await fake.stop()
+
+
+GATEWAYS: dict[str, Callable[[], Any]] = {"telegram": telegram_gateway, "slack": slack_gateway}
 
 
 @pytest.fixture(params=sorted(GATEWAYS))
