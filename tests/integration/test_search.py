@@ -85,7 +85,8 @@ async def test_results_are_paged(api: Api) -> None:
     first = await search(api, "flaky", limit=2)
     second = await search(api, "flaky", limit=2, offset=first["next_offset"])
     last = await search(api, "flaky", limit=2, offset=second["next_offset"])
-    assert first["next_offset"] == 2 and second["next_offset"] == 4
+    assert first["next_offset"] == 2
+    assert second["next_offset"] == 4
     assert last["next_offset"] is None
     assert sorted(ids(first) + ids(second) + ids(last)) == sorted(made)
     assert len(set(ids(first) + ids(second) + ids(last))) == 5

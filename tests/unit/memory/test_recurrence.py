@@ -44,7 +44,8 @@ def test_fix_stuck_depends_on_the_window() -> None:
     assert not back_soon.fix_stuck(WINDOW)
     assert back_late.fix_stuck(WINDOW)
     assert never_back.fix_stuck(WINDOW)
-    assert back_late.fix_stuck(timedelta(days=2)) and not back_late.fix_stuck(timedelta(days=4))
+    assert back_late.fix_stuck(timedelta(days=2))
+    assert not back_late.fix_stuck(timedelta(days=4))
 
 
 def test_rank_tier_first_then_fix_that_stuck_then_recency() -> None:
@@ -85,8 +86,10 @@ def test_last_is_the_newest_of_the_closest_tier_not_the_best_ranked() -> None:
     newer_no_fix = scenario(4, Tier.SAME_FINGERPRINT, fixed=False)
     newest_elsewhere = scenario(6, Tier.OTHER_HOST, fixed=True, host="web-2")
     rec = recurrence(old_fix, newer_no_fix, newest_elsewhere, opened_after_last=timedelta(hours=1))
-    assert rec.last is not None and rec.last.row.id == 4
-    assert rec.best_fix is not None and rec.best_fix.row.id == 2
+    assert rec.last is not None
+    assert rec.last.row.id == 4
+    assert rec.best_fix is not None
+    assert rec.best_fix.row.id == 2
 
 
 def test_run_again_offers_only_fix_commands_on_this_host_once_each() -> None:
