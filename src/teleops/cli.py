@@ -599,5 +599,79 @@ def agent(
         sys.exit(EXIT_CONFIG)
 
 
+@main.group()
+def incident() -> None:
+    """Incidents (scenarios): export one for a postmortem."""
+
+
+@incident.command("export")
+@click.argument("incident_id", type=click.IntRange(min=1))
+@click.option("--format", "fmt", type=click.Choice(["md"]), default="md", show_default=True, help="Output format.")
+@config_option
+def incident_export(incident_id: int, fmt: str, config_path: Path | None) -> None:
+    """Print INCIDENT_ID as a postmortem-ready Markdown timeline (times, actors, commands, outputs, notes)."""
+    from teleops.memory.export import export_incident
+    from teleops.store.database import Database
+    from teleops.store.incidents import IncidentNotFound
+
+    settings = _settings(config_path)
+
+    async def run() -> str | None:
+        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await database.migrate()
+            return await export_incident(database, incident_id)
+        except IncidentNotFound:
+            return None
+        finally:
+            await database.close()
+
+    text = _run(run)
+    if text is None:
+        _fail(f"incident {incident_id} does not exist; list them with GET /api/v1/incidents or the web UI")
+    click.echo(text, nl=False)
+
+
+@main.group()
+def runbook() -> None:
+    """Runbooks (memory.runbooks_dir): propose one from what fixed an alert before."""
+
+
+@runbook.command("suggest")
+@click.argument("alertname")
+@config_option
+def runbook_suggest(alertname: str, config_path: Path | None) -> None:
+    """Print a runbook YAML for ALERTNAME built from the fixes that stuck, for a person to review."""
+    from datetime import timedelta
+
+    from teleops.config.settings import parse_duration
+    from teleops.memory.learned_runbooks import suggest_runbook
+    from teleops.memory.recurrence import MemoryWindows
+    from teleops.store.database import Database
+
+    settings = _settings(config_path)
+    windows = MemoryWindows(
+        fix_window=timedelta(seconds=parse_duration(settings.memory.fix_window)),
+        lookback=timedelta(seconds=parse_duration(settings.memory.lookback)),
+    )
+
+    async def run() -> tuple[str, int]:
+        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await database.migrate()
+            text, evidence = await suggest_runbook(database, alertname, windows=windows)
+            return text, len(evidence)
+        finally:
+            await database.close()
+
+    text, found = _run(run)
+    if not found:
+        _fail(
+            f"no scenario of {alertname!r} ended in a fix that stuck (a command that succeeded before a resolution "
+            f"that held for {settings.memory.fix_window}); nothing to propose yet. Check the alert name's spelling"
+        )
+    click.echo(text, nl=False)
+
+
 if __name__ == "__main__":
     main()

@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
+import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+import yaml
 
 from teleops.config import Settings
+from teleops.memory.runbooks import parse_runbook
 from teleops.server.app import create_app
 from teleops.server.services import Services
 from teleops.store.commands import list_commands
@@ -123,8 +128,20 @@ async def command_done(ctl: Controller, requester: str, count: int = 1) -> list[
     return list(await eventually(done, timeout=30, what=f"{requester}'s command to finish"))
 
 
+async def cli(settings: Settings, cwd: Path, *args: str) -> str:
+    """`teleops ARGS` as a real process on the controller's database; its stdout (asserting exit 0)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEOPS_")}
+    env["TELEOPS_DATABASE__URL"] = settings.database.url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "teleops", *args, cwd=cwd, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
 async def test_recurring_alert_shows_last_time_and_runs_again_as_the_presser(
-    controller: Controller, fake_telegram: FakeTelegram, clock: FakeClock
+    controller: Controller, fake_telegram: FakeTelegram, clock: FakeClock, settings: Settings, tmp_path: Path
 ) -> None:
     ctl, fake = controller, fake_telegram
     await fire(ctl, "2026-11-25T09:03:47Z")
@@ -218,6 +235,17 @@ async def test_recurring_alert_shows_last_time_and_runs_again_as_the_presser(
     assert "`echo restarted-nginx` on web-1 → succeeded, exit 0" in export.text
     assert "nginx wedged, restart fixed it" in export.text
     assert "| alice |" in export.text
+
+    # Once bob's run resolves #2 and the alert stays away, the CLI proposes it as a learned runbook fix.
+    assert (await ctl.client.post("/api/v1/incidents/2/resolve", headers=ctl.api)).status_code == 200
+    exported = await cli(settings, tmp_path, "incident", "export", "1", "--format", "md")
+    assert exported.startswith("# #1 DiskFull on web-1")
+    assert "`echo restarted-nginx` on web-1 → succeeded, exit 0" in exported
+    proposal = await cli(settings, tmp_path, "runbook", "suggest", "DiskFull")
+    runbook = parse_runbook(yaml.safe_load(proposal), where="proposal")
+    assert [fix.argv for fix in runbook.fixes] == [("echo", "restarted-nginx")]
+    assert "#2; by bob" in runbook.fixes[0].name
+    assert not runbook.diagnostics
 
 
 async def test_run_again_is_refused_once_the_incident_is_resolved(
