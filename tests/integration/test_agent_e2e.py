@@ -181,7 +181,8 @@ def test_embedded_local_agent_runs_uname_and_returns_its_real_output(
     eventually(lambda: agent_online(server, "localhost"), what="the embedded local agent to connect")
 
     command_id = run_command(server, "localhost", "uname -a")
-    result = final(server, command_id)
+    waited = httpx.get(f"{server.url}/api/v1/commands/{command_id}?wait=20", headers=server.api_headers, timeout=30)
+    result = waited.json()
 
     expected = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout
     assert result["status"] == "succeeded", result
@@ -190,6 +191,7 @@ def test_embedded_local_agent_runs_uname_and_returns_its_real_output(
     assert result["argv"] == ["uname", "-a"]
     assert result["requester"] == "admin"
     assert result["finished_at"] is not None
+    assert result["started_at"] is not None  # arrived with the result, not as a write of its own
     token_file = server.data_dir / "local-agent.token"
     assert token_file.stat().st_mode & 0o777 == 0o600
 

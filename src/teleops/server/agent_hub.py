@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -20,17 +20,10 @@ from teleops.config.settings import AgentsSettings, HostSettings, parse_duration
 from teleops.pipeline.dispatch import AgentUnavailable
 from teleops.pipeline.outcome import finish_of_exit
 from teleops.server.clock import Clock
+from teleops.server.command_progress import CommandProgress
 from teleops.server.ssh_executor import SshHosts, SshTarget
 from teleops.store.agents import get_agent, list_agents, mark_agent_offline, register_agent, touch_agent
-from teleops.store.commands import (
-    CommandNotFound,
-    CommandStatus,
-    Finish,
-    append_output,
-    finish_command,
-    in_flight_commands,
-    mark_started,
-)
+from teleops.store.commands import CommandNotFound, CommandStatus, Finish, finish_command, in_flight_commands
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.tokens import TokenKind, TokenStore
 from teleops.wire import (
@@ -104,8 +97,13 @@ class AgentHub:
         self._output_cap = settings.output_cap_bytes
         self._connections: dict[str, _Connection] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.progress = CommandProgress(db, output_cap_chars=self._output_cap)
         # Agentless hosts (`hosts:` with `ssh:`) are targets of this hub too, so every sender reaches them.
-        self._ssh = SshHosts(hosts, db=db, clock=clock, output_cap_bytes=self._output_cap) if hosts else None
+        self._ssh = (
+            SshHosts(hosts, db=db, clock=clock, output_cap_bytes=self._output_cap, on_finished=self.progress.finished)
+            if hosts
+            else None
+        )
         self._handlers: dict[str, Handler] = {
             "started": self._on_started,
             "output": self._on_output,
@@ -138,6 +136,7 @@ class AgentHub:
             )
 
     async def stop(self) -> None:
+        await self.progress.flush_all()
         if self._ssh is not None:
             await self._ssh.stop()
         if self._sweeper is not None:
@@ -306,6 +305,7 @@ class AgentHub:
                 "outcome unknown — check the host"
             )
             await finish_command(self._db, command.id, Finish(CommandStatus.LOST, reason=reason), now=self._clock())
+            self.progress.finished(command.id)
             log.warning("command.lost", command_id=command.id, agent=connection.name, reason="not on agent")
 
     # -- handlers (one per message type an agent may send) -------------------------------------------
@@ -314,13 +314,13 @@ class AgentHub:
         assert isinstance(message, Started)
         command_id = _db_id(message.command_id)
         if command_id is not None:
-            await mark_started(self._db, command_id, now=self._clock())
+            self.progress.started(command_id, self._clock())
 
     async def _on_output(self, connection: _Connection, message: Message) -> None:
         assert isinstance(message, Output)
         command_id = _db_id(message.command_id)
         if command_id is not None:
-            await append_output(self._db, command_id, message.data, cap_chars=self._output_cap)
+            self.progress.output(command_id, message.data)
 
     async def _on_exit(self, connection: _Connection, message: Message) -> None:
         assert isinstance(message, Exit)
@@ -330,10 +330,12 @@ class AgentHub:
         command_id = _db_id(message.command_id)
         if command_id is not None:
             finish = finish_of_exit(message, agent=connection.name, late=late)
+            finish = replace(finish, started_at=self.progress.take_started_at(command_id))
             try:
                 changed = await finish_command(self._db, command_id, finish, now=self._clock(), replace_lost=True)
             except CommandNotFound:
                 changed = None
+            self.progress.finished(command_id)
             log.info(
                 "command.finished" if changed else "command.duplicate_result",
                 command_id=command_id,
@@ -352,6 +354,7 @@ class AgentHub:
             return
         reason = f"agent {connection.name} refused to run it: {message.reason}"
         await finish_command(self._db, command_id, Finish(CommandStatus.DENIED, reason=reason), now=self._clock())
+        self.progress.finished(command_id)
         log.info("command.refused_by_agent", command_id=command_id, agent=connection.name, reason=message.reason)
 
     async def _on_ping(self, connection: _Connection, message: Message) -> None:
@@ -416,6 +419,7 @@ class AgentHub:
             )
             if await finish_command(self._db, command.id, Finish(CommandStatus.LOST, reason=reason), now=now):
                 ended += 1
+                self.progress.finished(command.id)
                 log.warning("command.lost", command_id=command.id, agent=command.agent_name, reason=reason)
         return ended
 

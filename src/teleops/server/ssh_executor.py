@@ -158,12 +158,21 @@ class SshHosts:
     and the hub's sweep ends it `lost` after its timeout plus `agents.lost_after`.
     """
 
-    def __init__(self, hosts: Sequence[HostSettings], *, db: Database, clock: Clock, output_cap_bytes: int) -> None:
+    def __init__(
+        self,
+        hosts: Sequence[HostSettings],
+        *,
+        db: Database,
+        clock: Clock,
+        output_cap_bytes: int,
+        on_finished: Callable[[int], None] | None = None,
+    ) -> None:
         self._hosts = {h.name: h for h in hosts}
         self._db = db
         self._clock = clock
         self._cap = output_cap_bytes
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._on_finished = on_finished
 
     @property
     def hosts(self) -> list[HostSettings]:
@@ -236,4 +245,6 @@ class SshHosts:
             )
             finish = finish_of_exit(exit_, agent=name)
         await finish_command(self._db, command_id, finish, now=self._clock())
+        if self._on_finished is not None:
+            self._on_finished(command_id)
         bound.info("command.finished", status=finish.status.value, exit_code=finish.exit_code, via="ssh")

@@ -107,6 +107,7 @@ class Finish:
     output_bytes: int | None = None
     truncated: bool | None = None
     duration_s: float | None = None
+    started_at: datetime | None = None  # when the start was not written yet (it arrived with the result)
 
 
 def _record(row: Any) -> CommandRecord:
@@ -225,6 +226,10 @@ async def finish_command(
             value = getattr(finish, name)
             if value is not None:
                 values[name] = value
+        if finish.started_at is not None:
+            current = conn.execute(select(commands.c.started_at).where(commands.c.id == command_id)).first()
+            if current is not None and current.started_at is None:
+                values["started_at"] = finish.started_at
         result = conn.execute(
             update(commands).where(commands.c.id == command_id, commands.c.status.in_(open_states)).values(**values)
         )

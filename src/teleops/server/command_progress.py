@@ -1,0 +1,98 @@
+"""Progress of running commands between the agent's messages and the database, and waiting for the end.
+
+`started` and streamed output are written at most every FLUSH_AFTER_S instead of one durable transaction per
+message: a short command then costs one write for its whole result (the exit carries its start time), and a
+chatty one a few writes per second. Callers that want the end wait on `finished()` instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from teleops.store.commands import append_output, mark_started
+from teleops.store.database import Database, StorageUnavailable
+
+__all__ = ["FLUSH_AFTER_S", "CommandProgress"]
+
+log = structlog.get_logger(__name__)
+
+FLUSH_AFTER_S = 0.25
+
+
+@dataclass(eq=False)
+class _Pending:
+    started_at: datetime | None = None
+    output: list[str] = field(default_factory=list)
+    chars: int = 0
+    flush: asyncio.Task[None] | None = None
+
+
+class CommandProgress:
+    def __init__(self, db: Database, *, output_cap_chars: int) -> None:
+        self._db = db
+        self._cap = output_cap_chars
+        self._pending: dict[int, _Pending] = {}
+        self._waiters: dict[int, asyncio.Event] = {}
+
+    def started(self, command_id: int, at: datetime) -> None:
+        self._entry(command_id).started_at = at
+
+    def output(self, command_id: int, text: str) -> None:
+        entry = self._entry(command_id)
+        if entry.chars < self._cap:  # the exit brings the final capped text; the live view needs no more
+            entry.output.append(text)
+            entry.chars += len(text)
+
+    def take_started_at(self, command_id: int) -> datetime | None:
+        """The exit is being recorded: drop what is pending (the result replaces it) but keep the start time."""
+        entry = self._pending.pop(command_id, None)
+        if entry is None:
+            return None
+        if entry.flush is not None:
+            entry.flush.cancel()
+        return entry.started_at
+
+    def finished(self, command_id: int) -> None:
+        """Wake whoever waits for this command."""
+        event = self._waiters.pop(command_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, command_id: int, timeout_s: float) -> None:
+        """Return when `finished(command_id)` is called here, or after `timeout_s`."""
+        event = self._waiters.setdefault(command_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+    async def flush_all(self) -> None:
+        for command_id in list(self._pending):
+            await self._flush(command_id)
+
+    def _entry(self, command_id: int) -> _Pending:
+        entry = self._pending.get(command_id)
+        if entry is None:
+            entry = self._pending[command_id] = _Pending()
+        if entry.flush is None:
+            entry.flush = asyncio.create_task(self._flush_later(command_id))
+        return entry
+
+    async def _flush_later(self, command_id: int) -> None:
+        await asyncio.sleep(FLUSH_AFTER_S)
+        await self._flush(command_id)
+
+    async def _flush(self, command_id: int) -> None:
+        entry = self._pending.pop(command_id, None)
+        if entry is None:
+            return
+        try:
+            if entry.started_at is not None:
+                await mark_started(self._db, command_id, now=entry.started_at)
+            if entry.output:
+                await append_output(self._db, command_id, "".join(entry.output), cap_chars=self._cap)
+        except StorageUnavailable as exc:  # progress only: the exit still records the result
+            log.warning("command.progress_not_saved", command_id=command_id, error=str(exc))
