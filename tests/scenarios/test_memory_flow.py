@@ -14,6 +14,7 @@ import asyncio
 import copy
 import json
 import os
+import re
 import sys
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
@@ -235,6 +236,21 @@ async def test_recurring_alert_shows_last_time_and_runs_again_as_the_presser(
     assert "`echo restarted-nginx` on web-1 → succeeded, exit 0" in export.text
     assert "nginx wedged, restart fixed it" in export.text
     assert "| alice |" in export.text
+
+    # And on the web UI's incident page.
+    assert await ctl.services.users.set_password("alice", "correct horse battery")
+    async with httpx.AsyncClient(base_url=str(ctl.client.base_url), timeout=10) as browser:
+        login = await browser.get("/ui/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+        assert token is not None
+        form = {"username": "alice", "password": "correct horse battery", "csrf_token": token.group(1)}
+        await browser.post("/ui/login", data=form)
+        page = await browser.get("/ui/incidents/2")
+    assert page.status_code == 200
+    section = page.text[page.text.index('id="last-time"') :]
+    assert "2nd time in 30d" in section
+    assert "Fix didn&#39;t stick" in section
+    assert "<code>$ echo restarted-nginx</code> by alice · exit 0" in section
 
     # Once bob's run resolves #2 and the alert stays away, the CLI proposes it as a learned runbook fix.
     assert (await ctl.client.post("/api/v1/incidents/2/resolve", headers=ctl.api)).status_code == 200

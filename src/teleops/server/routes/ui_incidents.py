@@ -62,11 +62,14 @@ async def incident_page(
             status_code=404,
             message=f"Incident {incident_id} does not exist. Go back to the incident list.",
         )
+    memory = getattr(request.app.state, "memory", None)  # scenario memory: what was done the earlier times
+    last_time = await memory.history(incident_id) if memory is not None else None
     return render_page(
         request,
         "incident.html",
         user=user,
         incident=record,
+        last_time=last_time if last_time and last_time["last"] else None,
         events=[_event_view(e.kind, e.actor, e.at, e.data) for e in record.timeline],
         link=_safe_link(record.url),
         snooze_choices=list(SNOOZE_CHOICES),
