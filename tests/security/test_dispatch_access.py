@@ -23,7 +23,7 @@ from teleops.config.settings import parse_duration
 from teleops.domain.policy import compile_policy
 from teleops.pipeline.authorize import authorize, current_policy, use_policy
 from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import CommandDenied, CommandRequest, submit_command
+from teleops.pipeline.dispatch import CommandDenied, CommandRequest, StepUpRequired, submit_command
 from teleops.store.agents import list_agents, register_agent
 from teleops.store.audit import iter_events
 from teleops.store.audit_checkpoints import CheckpointLog
@@ -148,11 +148,13 @@ async def test_a_dispatch_is_checkpointed_outside_the_database(rig: Rig) -> None
 
 
 async def test_two_factor_rules_fail_closed_until_a_code_is_accepted(rig: Rig) -> None:
-    with pytest.raises(CommandDenied, match="/otp"):
+    with pytest.raises(StepUpRequired, match="needs a TOTP code"):
         await rig.submit("systemctl restart nginx")
     store = TwoFactorStore(rig.db, rig.data_dir)
-    with pytest.raises(CommandDenied, match="/otp"):
+    with pytest.raises(StepUpRequired, match="needs a TOTP code"):
         await rig.submit("systemctl restart nginx", stepup=store)
+    assert await list_commands(rig.db) == []  # nothing recorded while the code is missing; only the audit
+    assert [a for _, a in await rig.audit_actions()] == ["command.stepup_required"] * 2
     uri = await store.enroll("alice", now=NOW, by="admin")
     totp = pyotp.TOTP(parse_qs(urlparse(uri).query)["secret"][0])
     assert (await store.verify("alice", totp.at(NOW), now=NOW - timedelta(seconds=1))).accepted
@@ -161,7 +163,7 @@ async def test_two_factor_rules_fail_closed_until_a_code_is_accepted(rig: Rig) -
     assert rig.sender.sent[-1].timeout_s == 30  # the rule's max_timeout caps the requested 60 s
 
 
-async def test_approval_rules_fail_closed_while_approval_is_not_built(rig: Rig) -> None:
+async def test_approval_rules_fail_closed_without_approval_rules(rig: Rig) -> None:
     with pytest.raises(CommandDenied, match="second person"):
         await rig.submit("reboot")
     assert rig.sender.sent == []

@@ -12,20 +12,31 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from teleops.chat.base import Capabilities, InboundEvent
 from teleops.chat.render import CodeBlock, Message
 from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import AgentOffline, CommandDenied, CommandRequest, CommandSender, submit_command
+from teleops.pipeline.dispatch import (
+    AgentOffline,
+    ApprovalPending,
+    CommandDenied,
+    CommandRequest,
+    CommandSender,
+    StepUpRequired,
+    submit_command,
+)
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
 from teleops.store.agents import list_agents
 from teleops.store.commands import TERMINAL, CommandNotFound, CommandRecord, get_command
 from teleops.store.database import Database
 from teleops.store.incidents import IncidentNotFound, get_incident
 from teleops.store.outbox import OutboxStore, chat_of_row, enqueue_edit, enqueue_file
+
+if TYPE_CHECKING:
+    from teleops.chat.access import AccessDialog
 
 __all__ = ["CommandRunner"]
 
@@ -66,6 +77,7 @@ class CommandRunner:
         self._cap = output_cap_bytes
         self._cancel = cancel
         self._watchers: set[asyncio.Task[None]] = set()
+        self.access: AccessDialog | None = None  # 2FA prompts and approvals (set when the controller has them)
 
     async def stop(self) -> None:
         for task in list(self._watchers):
@@ -105,9 +117,18 @@ class CommandRunner:
         return f"Cancel sent to command {record.id}."
 
     async def run(
-        self, event: InboundEvent, user: str, role: str, host: str, text: str, *, incident_id: int | None
+        self,
+        event: InboundEvent,
+        user: str,
+        role: str,
+        host: str,
+        text: str,
+        *,
+        incident_id: int | None,
+        code: str | None = None,
     ) -> None:
-        """Submit and start watching. Refusals and errors are told in chat with what to do next."""
+        """Submit and start watching. Refusals and errors are told in chat with what to do next; a command that
+        needs a one-time code or a second person is handed to the access dialog (which asks for them)."""
         request = CommandRequest(
             requester=user,
             role=role,
@@ -116,22 +137,61 @@ class CommandRunner:
             timeout_s=self._timeout_s,
             output_cap_bytes=self._cap,
             incident_id=incident_id,
+            platform=event.platform,
+            chat_id=event.chat_id,
         )
+        access = self.access
+        gate = access.gate(code, via=f"{event.platform}:{event.user_id}") if access is not None else None
         try:
             agents = await list_agents(self._db)
-            record = await submit_command(self._db, self._sender, agents, request, now=self._clock())
+            record = await submit_command(
+                self._db,
+                self._sender,
+                agents,
+                request,
+                now=self._clock(),
+                stepup=gate,
+                checkpoints=access.checkpoints if access is not None else None,
+                approval=access.approval_rules if access is not None else None,
+            )
         except CommandDenied as exc:
             await self._say(event, f"Command refused: {exc}", incident_id)
+            return
+        except StepUpRequired as exc:
+            if access is None:
+                await self._say(event, f"Command refused: {exc}; 2FA is not available on this server", incident_id)
+            else:
+                await access.ask_code(event, request, exc, gate)
+            return
+        except ApprovalPending as exc:
+            if access is not None:
+                await access.ask_approval(event, exc)
             return
         except (CommandLineError, UnknownHost, AmbiguousHost, AgentOffline, IncidentNotFound) as exc:
             await self._say(event, f"Not run: {exc}", incident_id)
             return
-        row_id = await self._post(
-            event.platform, event.chat_id, _progress(record), incident_id, reply_to=await self._thread(event)
-        )
-        task = asyncio.create_task(self._watch(event.platform, record.id, row_id), name=f"chat-command-{record.id}")
+        await self.show(event.platform, event.chat_id, record, reply_to=await self._thread(event))
+
+    async def show(self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None) -> None:
+        """Post the command's progress message in `chat_id` and keep it edited until the command ends."""
+        row_id = await self._post(platform, chat_id, _progress(record), record.incident_id, reply_to=reply_to)
+        task = asyncio.create_task(self._watch(platform, record.id, row_id), name=f"chat-command-{record.id}")
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
+
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    async def say(self, event: InboundEvent, text: str, incident_id: int | None = None) -> int:
+        """Answer in the event's chat (in its thread where the platform has threads); returns the outbox row."""
+        return await self.post_message(event, Message(body=text), incident_id)
+
+    async def post_message(self, event: InboundEvent, message: Message, incident_id: int | None) -> int:
+        return await self._post(event.platform, event.chat_id, message, incident_id, reply_to=await self._thread(event))
+
+    async def post_to(self, platform: str, chat_id: str, message: Message, incident_id: int | None) -> int:
+        return await self._post(platform, chat_id, message, incident_id)
 
     async def _say(self, event: InboundEvent, text: str, incident_id: int | None) -> None:
         await self._post(

@@ -43,6 +43,8 @@ HELP = """TeleOps commands:
 /hosts — hosts with an agent · /cancel ID — stop a command
 /history [QUERY] — what was done last time (reply to an incident), or search past scenarios
 /oncall — who is on call now and next · /handover — the digest for the next person on call
+/otp CODE — a one-time code for a command that asks for one (or reply to the prompt with it)
+/approve ID, /deny ID — decide on someone else's command that needs a second person
 /whoami — your id and this chat's id · /link CODE — link your account"""
 
 _BUTTON = re.compile(r"^(ack|resolve|snooze):(\d{1,12})(?::(\d{1,4}[smhd]))?$")
@@ -197,6 +199,9 @@ class Conversation:
         if event.button_data == _AGAIN_CANCEL:
             await self._answer(event, "Not run.")
             return
+        access = self._d.commands.access if self._d.commands is not None else None
+        if access is not None and await access.button(event, person.name):
+            return  # Approve / Deny
         match = _BUTTON.match(event.button_data or "")
         if match is None:
             await self._answer(event, "Unknown button.")
@@ -263,6 +268,8 @@ class Conversation:
             await self._commands_verb(event, person, command, args)
         elif command == "history":
             await self._history(event, args.strip())
+        elif command in ("otp", "approve", "deny"):
+            await self._access_verb(event, person, command, args)
         elif command in ("oncall", "handover"):
             if self._oncall is None:
                 await self._say(event, "On-call answers are not available on this server.")
@@ -292,7 +299,20 @@ class Conversation:
                 return
             await runner.run(event, person.name, person.role, host, text.strip(), incident_id=None)
 
+    async def _access_verb(self, event: InboundEvent, person: Person, command: str, args: str) -> None:
+        access = self._d.commands.access if self._d.commands is not None else None
+        if access is None:
+            await self._say(event, "2FA and approvals are not available on this server (no agent hub).")
+        elif command == "otp":
+            await access.otp(event, person.name, person.role, args)
+        else:
+            await access.vote_command(event, person.name, command, args)
+
     async def _reply(self, event: InboundEvent, person: Person) -> None:
+        access = self._d.commands.access if self._d.commands is not None else None
+        if access is not None and await access.answers_prompt(event):
+            await access.otp(event, person.name, person.role, event.text)  # a code, never a command
+            return
         incident_id = await self._target(event, None)
         if incident_id is None or not event.text.strip():
             return  # a reply to something that is not an incident: ordinary chat, not for us

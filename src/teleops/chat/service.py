@@ -13,16 +13,20 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from teleops.chat.access import AccessDialog
 from teleops.chat.base import Capabilities, Gateway, InboundEvent
 from teleops.chat.commands import CommandRunner
 from teleops.chat.conversation import Conversation, ConversationDeps
 from teleops.chat.notify import AlertTarget, Notifier
 from teleops.chat.outbox import OutboxWorker
 from teleops.chat.render import Message
+from teleops.pipeline.approval import ApprovalDesk
 from teleops.pipeline.dispatch import CommandSender
+from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database
 from teleops.store.identities import IdentityStore
 from teleops.store.outbox import OutboxStore
+from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
 
 __all__ = ["ChatService", "PlatformConfig"]
@@ -110,6 +114,26 @@ class ChatService:
             cancel=cancel,
         )
         self._deps.commands = self._runner
+
+    def enable_access(
+        self,
+        *,
+        stepup: TwoFactorStore | None,
+        approvals: ApprovalDesk | None,
+        checkpoints: CheckpointLog | None,
+    ) -> None:
+        """Ask for one-time codes and run approvals in chat (after `enable_commands`)."""
+        if self._runner is None:
+            raise RuntimeError("enable_commands must come before enable_access")
+        self._runner.access = AccessDialog(
+            self._runner,
+            outbox=self.outbox,
+            gateway_of=self.gateway,
+            clock=self.clock,
+            stepup=stepup,
+            approvals=approvals,
+            checkpoints=checkpoints,
+        )
 
     def capabilities(self, platform: str) -> Capabilities:
         return self._platforms[platform].gateway.capabilities

@@ -211,6 +211,20 @@ class TwoFactorSettings(_Section):
         return value
 
 
+class ApprovalSettings(_Section):
+    """Two-person approval: how long a request waits, and how many other people must approve it."""
+
+    ttl: str = "15m"
+    approvers: int = Field(default=1, ge=1, le=5)
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl_is_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError(f"{value!r} must be a positive duration like 15m")
+        return value
+
+
 class MemorySettings(_Section):
     """Scenario memory: how far back "last time" looks, when a fix "didn't stick", where runbooks live."""
 
@@ -250,6 +264,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     twofactor: TwoFactorSettings = Field(default_factory=TwoFactorSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     oncall: OncallSettings = Field(default_factory=OncallSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -14,6 +14,7 @@ from teleops.pipeline.authorize import authorize
 from teleops.pipeline.command_line import split_command
 from teleops.pipeline.hosts import resolve_host
 from teleops.store.agents import AgentRecord
+from teleops.store.approvals import ApprovalRecord, ApprovalRules, approval_digest, claim_for_dispatch, open_approval
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audited_dispatch import mark_dispatched_audited
@@ -31,10 +32,13 @@ from teleops.wire import Exec
 __all__ = [
     "AgentOffline",
     "AgentUnavailable",
+    "ApprovalPending",
     "CommandDenied",
     "CommandRequest",
     "CommandSender",
     "StepUpCheck",
+    "StepUpRequired",
+    "dispatch_approved",
     "submit_command",
 ]
 
@@ -55,6 +59,28 @@ class CommandDenied(Exception):
     def __init__(self, record: CommandRecord, reason: str) -> None:
         super().__init__(reason)
         self.record = record
+
+
+class StepUpRequired(Exception):
+    """The rule needs a fresh one-time code and the person is not elevated. Nothing was recorded or sent.
+
+    `refusal` is why a code that came with the request did not count (wrong, replayed, locked …), if one did.
+    """
+
+    def __init__(self, reason: str, *, agent: str, argv: list[str], refusal: str | None = None) -> None:
+        super().__init__(reason)
+        self.agent = agent
+        self.argv = argv
+        self.refusal = refusal
+
+
+class ApprovalPending(Exception):
+    """The command is recorded `queued` and waits for a second person (`approval`); nothing was sent."""
+
+    def __init__(self, record: CommandRecord, approval: ApprovalRecord, reason: str) -> None:
+        super().__init__(reason)
+        self.record = record
+        self.approval = approval
 
 
 class CommandSender(Protocol):
@@ -82,6 +108,8 @@ class CommandRequest:
     timeout_s: float
     output_cap_bytes: int
     incident_id: int | None = None
+    platform: str | None = None  # where the request came from (approval outcomes are posted back there)
+    chat_id: str | None = None
 
 
 async def submit_command(
@@ -93,16 +121,20 @@ async def submit_command(
     now: datetime,
     stepup: StepUpCheck | None = None,
     checkpoints: CheckpointLog | None = None,
+    approval: ApprovalRules | None = None,
 ) -> CommandRecord:
-    """Parse, resolve, authorize, step-up, record, audit + mark dispatched (one commit), then send.
+    """Parse, resolve, authorize, step-up, approval, record, audit + mark dispatched (one commit), then send.
 
     Raises CommandLineError (bad text; nothing recorded), UnknownHost / AmbiguousHost, AgentOffline,
     IncidentNotFound, CommandDenied (recorded as denied and audited). A command whose rule needs a TOTP code
-    is refused unless `stepup` says the person is elevated; one needing approval is refused (two-person approval
-    is not built yet): both fail closed. If the `command.dispatching` audit record cannot be committed the
-    command ends `failed` ("not executed: audit unavailable") and nothing is sent. If the send itself fails, the
-    command ends `failed` with a reason saying it never reached the agent. `checkpoints` anchors the audit
-    head outside the database after each dispatch.
+    raises StepUpRequired unless `stepup` says the person is elevated (nothing recorded; audited as
+    `command.stepup_required`). One whose rule needs a second person is recorded `queued` with an approval
+    request (audited `approval.requested`) and raises ApprovalPending; without `approval` rules it is refused.
+    Step-up comes first: a command needing both asks for the code before it asks anyone to approve it.
+    If the `command.dispatching` audit record cannot be committed the command ends `failed` ("not executed:
+    audit unavailable") and nothing is sent. If the send itself fails, the command ends `failed` with a reason
+    saying it never reached the agent. `checkpoints` anchors the audit head outside the database after each
+    dispatch.
     """
     argv = split_command(request.command)
     agent = resolve_host(request.host, agents)
@@ -117,17 +149,20 @@ async def submit_command(
     if decision.max_timeout_s is not None:
         timeout = max(1, min(timeout, math.floor(decision.max_timeout_s)))
     refusal = None if decision.allowed else decision.reason
-    if refusal is None and decision.require_approval:
-        refusal = (
-            f"{decision.reason}. Two-person approval is not available on this server yet, so it was not run; "
-            "ask an admin to run it"
-        )
-    elif (
+    facts = {"host": request.host, "agent": agent.name, "argv": argv, "rule": decision.rule}
+    if (
         refusal is None
         and decision.require_2fa
-        and (stepup is None or not await stepup.elevated(request.requester, now=now))
+        and not (stepup is not None and await stepup.elevated(request.requester, now=now))
     ):
-        refusal = f"{decision.reason}. Send /otp CODE from your authenticator app, then run the command again"
+        await record_audit(
+            db, now=now, actor=request.requester, action="command.stepup_required", subject="", data=facts
+        )
+        raise StepUpRequired(decision.reason, agent=agent.name, argv=argv, refusal=getattr(stepup, "refusal", None))
+    if refusal is None and decision.require_approval and approval is None:
+        refusal = (
+            f"{decision.reason}. Two-person approval is not available here, so it was not run; ask an admin to run it"
+        )
     record = await create_command(
         db,
         requester=request.requester,
@@ -139,16 +174,95 @@ async def submit_command(
         incident_id=request.incident_id,
     )
     bound = log.bind(command_id=record.id, agent=agent.name, requester=request.requester)
-    facts = {"host": request.host, "agent": agent.name, "argv": argv, "rule": decision.rule}
     if refusal is not None:
         await finish_command(db, record.id, Finish(CommandStatus.DENIED, reason=refusal), now=now)
         bound.info("command.denied", rule=decision.rule)
         await record_audit(
-            db, now=now, actor=request.requester, action="command.denied", command_id=record.id, data=facts
+            db, now=now, actor=request.requester, action="command.denied", subject=f"command:{record.id}", data=facts
         )
         raise CommandDenied(await get_command(db, record.id), refusal)
+    if decision.require_approval and approval is not None:
+        opened = await open_approval(
+            db,
+            command_id=record.id,
+            digest=approval_digest(agent=agent.name, argv=argv, requester=request.requester, command_id=record.id),
+            requester=request.requester,
+            command_text=request.command,
+            rules=approval,
+            now=now,
+            platform=request.platform,
+            chat_id=request.chat_id,
+            facts=facts,
+        )
+        bound.info("command.awaiting_approval", needed=approval.needed)
+        raise ApprovalPending(record, opened, decision.reason)
+    return await _dispatch(
+        db, sender, record, now=now, facts=facts, checkpoints=checkpoints, output_cap_bytes=request.output_cap_bytes
+    )
+
+
+async def dispatch_approved(
+    db: Database,
+    sender: CommandSender,
+    command_id: int,
+    *,
+    role: str | None,
+    locked: bool,
+    now: datetime,
+    output_cap_bytes: int,
+    checkpoints: CheckpointLog | None = None,
+) -> CommandRecord:
+    """Run a command whose approval is complete, re-checking everything that may have changed meanwhile (T23).
+
+    Claims the approval once (a second call, an expired or a denied one runs nothing), then re-evaluates the
+    policy for the requester's *current* `role` (None: the user is gone) and refuses when `locked` (their 2FA
+    is locked) or the command row no longer matches the approved digest. A refusal ends the command `denied`
+    and is audited; otherwise it is dispatched like any command (write-ahead audit, then send). Returns the
+    command's record. Raises CommandNotFound.
+    """
+    record = await get_command(db, command_id)
+    claimed = await claim_for_dispatch(db, command_id, now=now)
+    if claimed is None:
+        return record
+    facts = {"host": record.host, "agent": record.agent_name, "argv": record.argv, "approved_by": claimed.approved_by}
+    decision = authorize(record.requester, role, record.agent_name, record.argv, text=claimed.command_text)
+    digest = approval_digest(
+        agent=record.agent_name, argv=record.argv, requester=record.requester, command_id=record.id
+    )
+    refusal: str | None = None
+    if digest != claimed.digest:
+        refusal = "not run: the command changed after it was approved"
+    elif not decision.allowed:
+        refusal = f"not run: the policy changed after approval: {decision.reason}"
+    elif locked:
+        refusal = f"not run: {record.requester}'s 2FA was locked after approval; an admin must unlock it first"
+    elif not sender.is_connected(record.agent_name):
+        refusal = f"not run: agent {record.agent_name} is offline; ask for the command again once it is back"
+    if refusal is not None:
+        await finish_command(db, record.id, Finish(CommandStatus.DENIED, reason=refusal), now=now)
+        await record_audit(
+            db, now=now, actor=record.requester, action="command.denied", subject=f"command:{record.id}",
+            data={**facts, "reason": refusal},
+        )  # fmt: skip
+        return await get_command(db, record.id)
+    return await _dispatch(
+        db, sender, record, now=now, facts=facts, checkpoints=checkpoints, output_cap_bytes=output_cap_bytes
+    )
+
+
+async def _dispatch(
+    db: Database,
+    sender: CommandSender,
+    record: CommandRecord,
+    *,
+    now: datetime,
+    facts: Mapping[str, Any],
+    checkpoints: CheckpointLog | None,
+    output_cap_bytes: int,
+) -> CommandRecord:
+    bound = log.bind(command_id=record.id, agent=record.agent_name, requester=record.requester)
     try:
-        dispatching = await mark_dispatched_audited(db, record.id, now=now, actor=request.requester, data=facts)
+        dispatching = await mark_dispatched_audited(db, record.id, now=now, actor=record.requester, data=facts)
     except (AuditUnavailable, StorageUnavailable) as exc:
         # No audit, no execution (T30): the command is failed and the agent is never told about it.
         bound.error("command.audit_failed", error=str(exc))
@@ -164,26 +278,26 @@ async def submit_command(
             bound.warning("audit.checkpoint_failed", error=str(exc))
     message = Exec(
         command_id=str(record.id),
-        argv=argv,
-        timeout_s=timeout,
-        output_cap_bytes=request.output_cap_bytes,
+        argv=list(record.argv),
+        timeout_s=record.timeout_s,
+        output_cap_bytes=output_cap_bytes,
     )
     try:
-        await sender.send_exec(agent.name, message)
+        await sender.send_exec(record.agent_name, message)
     except AgentUnavailable as exc:
-        reason = f"not run: agent {agent.name} went offline before the command was sent ({exc}); try again"
+        reason = f"not run: agent {record.agent_name} went offline before the command was sent ({exc}); try again"
         await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
         bound.warning("command.not_sent", error=str(exc))
     else:
-        bound.info("command.dispatched", argv0=argv[0])
+        bound.info("command.dispatched", argv0=record.argv[0])
     return await get_command(db, record.id)
 
 
 async def record_audit(
-    db: Database, *, now: datetime, actor: str, action: str, command_id: int, data: Mapping[str, Any]
+    db: Database, *, now: datetime, actor: str, action: str, subject: str, data: Mapping[str, Any]
 ) -> None:
     """Best effort for refusals: the refusal stands even when its audit record cannot be written."""
     try:
-        await record(db, at=now, actor=actor, action=action, subject=f"command:{command_id}", data=data)
+        await record(db, at=now, actor=actor, action=action, subject=subject, data=data)
     except (AuditUnavailable, StorageUnavailable) as exc:
-        log.error("command.audit_failed", command_id=command_id, action=action, error=str(exc))
+        log.error("command.audit_failed", subject=subject, action=action, error=str(exc))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,15 @@ from swagger_ui_bundle import swagger_ui_path
 
 import teleops
 from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
+from teleops.chat.service import ChatService
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
+from teleops.domain.stepup import StepUpRules
 from teleops.memory.first_response import FirstResponder
 from teleops.memory.service import ScenarioMemory
 from teleops.oncall.service import OnCallService
+from teleops.pipeline.approval import ApprovalDesk
+from teleops.server.access_upkeep import AccessUpkeep
 from teleops.server.agent_hub import AgentHub
 from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
 from teleops.server.chat_wiring import build_chat
@@ -37,10 +42,13 @@ from teleops.server.routes import chat as chat_routes
 from teleops.server.routes import commands as command_routes
 from teleops.server.routes import scenarios as scenario_routes
 from teleops.server.services import Services
+from teleops.store.approvals import ApprovalRules
+from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import Database
 from teleops.store.ingest import IncidentChange, IngestWriter
 from teleops.store.tokens import TokenStore
+from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
 
 __all__ = ["create_app"]
@@ -109,6 +117,7 @@ def create_app(
             output_cap_bytes=settings.agents.output_cap_bytes,
             cancel=services.hub.send_cancel,
         )
+        upkeep = _start_access_control(services, chat)
         if settings.memory.first_response_role is not None:
             responders.append(
                 FirstResponder(
@@ -130,6 +139,7 @@ def create_app(
                 await responder.stop()
             await oncall.stop()
             await chat.stop()
+            await upkeep.stop()
             if local_agent is not None:
                 await local_agent.stop()
             await services.hub.stop()
@@ -210,6 +220,33 @@ class _LatencyMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             self.metrics.request_latency.labels(template, scope["method"]).observe(time.perf_counter() - started)
+
+
+def _start_access_control(services: Services, chat: ChatService) -> AccessUpkeep:
+    """TOTP step-up, two-person approval and the audit checkpoints, for the REST API and chat alike."""
+    settings, db = services.settings, services.db
+    assert services.hub is not None
+    elevation = timedelta(seconds=parse_duration(settings.twofactor.elevation))
+    stepup = TwoFactorStore(db, settings.data_dir, StepUpRules(lockout_after=settings.twofactor.lockout_after,
+                                                                elevation=elevation))  # fmt: skip
+    checkpoints = CheckpointLog(settings.data_dir)
+    approvals = ApprovalDesk(
+        db=db,
+        users=services.users,
+        sender=services.hub,
+        clock=services.clock,
+        rules=ApprovalRules(
+            ttl=timedelta(seconds=parse_duration(settings.approval.ttl)), needed=settings.approval.approvers
+        ),
+        output_cap_bytes=settings.agents.output_cap_bytes,
+        stepup=stepup,
+        checkpoints=checkpoints,
+    )
+    services.stepup, services.checkpoints, services.approvals = stepup, checkpoints, approvals
+    chat.enable_access(stepup=stepup, approvals=approvals, checkpoints=checkpoints)
+    upkeep = AccessUpkeep(db, checkpoints, approvals)
+    upkeep.start()
+    return upkeep
 
 
 async def _start_local_agent(services: Services) -> LocalAgentSupervisor | None:

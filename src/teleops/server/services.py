@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from teleops.chat.service import ChatService
 from teleops.config import Settings
 from teleops.oncall.service import OnCallService
+from teleops.pipeline.approval import ApprovalDesk
 from teleops.server.agent_hub import AgentHub
 from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
+from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database
 from teleops.store.ingest import IngestWriter
 from teleops.store.tokens import TokenStore
+from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
 
 __all__ = ["Services"]
@@ -30,3 +33,6 @@ class Services:
     hub: AgentHub | None = None  # set by the lifespan; routes answer 503 without it
     chat: ChatService | None = None  # gateways, outbox workers, notifier, conversation
     oncall: OnCallService | None = None  # escalation worker, handovers, Alertmanager silences
+    stepup: TwoFactorStore | None = None  # TOTP step-up (commands whose rule has require_2fa)
+    checkpoints: CheckpointLog | None = None  # the audit head anchored outside the database
+    approvals: ApprovalDesk | None = None  # two-person approval; set with the hub

@@ -5,18 +5,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from teleops.config.settings import parse_duration
+from teleops.pipeline.approval import Vote
 from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import AgentOffline, AgentUnavailable, CommandDenied, CommandRequest, submit_command
+from teleops.pipeline.dispatch import (
+    AgentOffline,
+    AgentUnavailable,
+    ApprovalPending,
+    CommandDenied,
+    CommandRequest,
+    StepUpRequired,
+    submit_command,
+)
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
+from teleops.pipeline.stepup import OTP_HEADER, CodeGate
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.schemas import RowId
 from teleops.server.services import Services
 from teleops.store.agents import list_agents
+from teleops.store.approvals import get_approval
 from teleops.store.commands import (
     TERMINAL,
     CommandNotFound,
@@ -87,7 +98,7 @@ class CommandOut(BaseModel):
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    403: {"description": "Not allowed for this user (recorded as denied)"},
+    403: {"description": "Not allowed for this user (recorded as denied), or needs a one-time code (`needs: otp`)"},
     404: {"description": "Unknown host (the message lists the known hosts) or incident"},
     409: {"description": "The host's agent is offline, or the host name is ambiguous"},
     422: {"description": "Empty command, unbalanced quotes, or a bad timeout"},
@@ -109,7 +120,22 @@ def _timeout(services: Services, value: float | str | None) -> float:
 
 
 @router.post("", response_model=CommandOut, status_code=202, responses=_RESPONSES)
-async def create(body: CommandCreate, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]) -> Any:
+async def create(
+    body: CommandCreate,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_api_caller)],
+    otp: Annotated[
+        str | None,
+        Header(
+            alias=OTP_HEADER,
+            max_length=16,
+            description="A one-time code from the caller's authenticator, for commands whose rule needs 2FA.",
+        ),
+    ] = None,
+) -> Any:
+    """Run a command. One whose rule needs 2FA answers 403 unless the caller is elevated (a code accepted in the
+    last `twofactor.elevation`) or sends a fresh code in `X-TeleOps-OTP`. One that needs a second person answers
+    202 with status `queued` and an `approval` object: another user approves it (`POST …/{id}/approve`)."""
     services = services_of(request)
     if services.hub is None:
         raise HTTPException(503, "the agent hub is not running; restart the controller")
@@ -125,9 +151,17 @@ async def create(body: CommandCreate, request: Request, caller: Annotated[Caller
         output_cap_bytes=services.settings.agents.output_cap_bytes,
         incident_id=body.incident_id,
     )
+    gate = CodeGate(services.stepup, otp, via=f"api:{caller.user}") if services.stepup is not None else None
     try:
         record = await submit_command(
-            services.db, services.hub, await list_agents(services.db), command_request, now=services.clock()
+            services.db,
+            services.hub,
+            await list_agents(services.db),
+            command_request,
+            now=services.clock(),
+            stepup=gate,
+            checkpoints=services.checkpoints,
+            approval=services.approvals.rules if services.approvals is not None else None,
         )
     except CommandLineError as exc:
         raise HTTPException(422, f"command: {exc}") from exc
@@ -139,7 +173,74 @@ async def create(body: CommandCreate, request: Request, caller: Annotated[Caller
         return JSONResponse(
             {"detail": f"command refused: {exc}", "id": exc.record.id, "status": exc.record.status}, status_code=403
         )
+    except StepUpRequired as exc:
+        why = gate.refusal if gate is not None and gate.refusal else None
+        detail = (
+            f"command needs a one-time code: {exc}. Code not accepted: {why}"
+            if otp is not None and why
+            else f"command needs a one-time code: {exc}. "
+            + (f"{why}. " if why else "")
+            + f"Repeat the request with the header `{OTP_HEADER}: CODE` from your authenticator app"
+        )
+        return JSONResponse({"detail": detail, "needs": "otp"}, status_code=403)
+    except ApprovalPending as exc:
+        body_out = CommandOut.of(exc.record).model_dump(mode="json")
+        approval = exc.approval
+        body_out["approval"] = {
+            "status": approval.status.value,
+            "digest": approval.digest,
+            "needed": approval.needed,
+            "expires_at": approval.expires_at.isoformat(),
+            "detail": f"{exc}; another user allowed to run it approves: POST /api/v1/commands/{exc.record.id}/approve",
+        }
+        return JSONResponse(body_out, status_code=202)
     return CommandOut.of(record)
+
+
+class VoteOut(BaseModel):
+    id: int
+    counted: bool
+    detail: str
+    status: str
+    approval: str | None
+
+
+async def _vote(services: Services, command_id: int, user: str, vote: Vote) -> VoteOut:
+    if services.approvals is None:
+        raise HTTPException(503, "two-person approval is not running; restart the controller")
+    text = await services.approvals.vote(command_id, voter=user, vote=vote)
+    approval = await get_approval(services.db, command_id)
+    try:
+        status = (await get_command(services.db, command_id)).status
+    except CommandNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    counted = not text.startswith("Not counted")
+    out = VoteOut(
+        id=command_id, counted=counted, detail=text, status=status, approval=approval.status if approval else None
+    )
+    if not counted:
+        raise HTTPException(404 if approval is None else 409, text)
+    return out
+
+
+_VOTE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such command, or it never needed approval"},
+    409: {"description": "Not counted: own request, not allowed to run it, already decided, or expired"},
+}
+
+
+@router.post("/{command_id}/approve", response_model=VoteOut, responses=_VOTE_RESPONSES)
+async def approve(
+    command_id: RowId, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
+) -> VoteOut:
+    """Approve another user's command that waits for a second person (you must be allowed to run it yourself)."""
+    return await _vote(services_of(request), command_id, caller.user, Vote.APPROVE)
+
+
+@router.post("/{command_id}/deny", response_model=VoteOut, responses=_VOTE_RESPONSES)
+async def deny(command_id: RowId, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]) -> VoteOut:
+    """Deny another user's command that waits for a second person: one deny stops it."""
+    return await _vote(services_of(request), command_id, caller.user, Vote.DENY)
 
 
 @router.get("/{command_id}", response_model=CommandOut, responses={404: {"description": "No such command"}})

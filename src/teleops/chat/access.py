@@ -1,0 +1,227 @@
+"""The chat side of step-up and approval: asking for a one-time code, `/otp`, replies to the code prompt,
+Approve/Deny buttons, `/approve ID` and `/deny ID`, and posting approval outcomes back.
+
+The decisions themselves are made elsewhere (pipeline/stepup.py, pipeline/approval.py, the dispatch step);
+this module only talks. A code continues exactly the command it was asked for: the pending request is
+bound to its id and the hash of (agent, argv, requester, id), and expires (default 5 min).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from teleops.chat.base import EventKind, Gateway, InboundEvent
+from teleops.chat.commands import CommandRunner
+from teleops.chat.render import Button, Message
+from teleops.domain.stepup import Verdict
+from teleops.pipeline.approval import ApprovalDesk, ApprovalNews, Vote
+from teleops.pipeline.command_line import CommandLineError, split_command
+from teleops.pipeline.dispatch import ApprovalPending, CommandRequest, StepUpRequired
+from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
+from teleops.pipeline.stepup import CodeGate, PendingStepUp, PendingStepUps
+from teleops.store.agents import list_agents
+from teleops.store.approvals import ApprovalRules
+from teleops.store.audit_checkpoints import CheckpointLog
+from teleops.store.commands import CommandStatus
+from teleops.store.outbox import OutboxStore
+from teleops.store.twofactor import NotEnrolled, TwoFactorKeyMissing, TwoFactorStore
+
+__all__ = ["CODE_PROMPT", "AccessDialog", "approval_button"]
+
+log = structlog.get_logger(__name__)
+
+CODE_PROMPT = "Command needs a one-time code: reply to this message with the 6-digit code or send /otp CODE"
+_VOTE_BUTTON = re.compile(r"^(apv|dny):(\d{1,12}):([0-9a-f]{8,64})$")
+
+
+def approval_button(vote: Vote, command_id: int, digest: str) -> str:
+    """Button data for a vote, bound to the request's digest prefix (fits Telegram's 64 bytes)."""
+    return f"{'apv' if vote is Vote.APPROVE else 'dny'}:{command_id}:{digest}"
+
+
+class AccessDialog:
+    def __init__(
+        self,
+        runner: CommandRunner,
+        *,
+        outbox: OutboxStore,
+        gateway_of: Callable[[str], Gateway | None],
+        clock: Callable[[], datetime],
+        stepup: TwoFactorStore | None,
+        approvals: ApprovalDesk | None,
+        checkpoints: CheckpointLog | None,
+        pending: PendingStepUps | None = None,
+    ) -> None:
+        self._runner = runner
+        self._outbox = outbox
+        self._gateway_of = gateway_of
+        self._clock = clock
+        self._stepup = stepup
+        self._approvals = approvals
+        self.checkpoints = checkpoints
+        self.pending = pending or PendingStepUps()
+        if approvals is not None:
+            approvals.listen(self._on_news)
+
+    @property
+    def approval_rules(self) -> ApprovalRules | None:
+        return self._approvals.rules if self._approvals is not None else None
+
+    def gate(self, code: str | None, *, via: str) -> CodeGate | None:
+        return CodeGate(self._stepup, code, via=via) if self._stepup is not None else None
+
+    # -- step-up ------------------------------------------------------------------------------------
+
+    async def ask_code(
+        self, event: InboundEvent, request: CommandRequest, exc: StepUpRequired, gate: CodeGate | None
+    ) -> None:
+        """The command needs a code: remember it and ask, or say why a code cannot help (not enrolled, locked)."""
+        if gate is None or (gate.refusal is not None and not gate.had_code and gate.judgement is None):
+            why = gate.refusal if gate is not None and gate.refusal else "2FA is not available on this server"
+            await self._runner.say(event, f"Command refused: {exc}. {why}.", request.incident_id)
+            return
+        pending = self.pending.add(
+            user=request.requester,
+            role=request.role,
+            host=request.host,
+            text=request.command,
+            agent=exc.agent,
+            argv=exc.argv,
+            platform=event.platform,
+            chat_id=event.chat_id,
+            incident_id=request.incident_id,
+            now=self._clock(),
+        )
+        minutes = int(self.pending.ttl.total_seconds() // 60)
+        text = f"{CODE_PROMPT} (within {minutes} min) to run `{request.command}` on {request.host}."
+        row = await self._runner.say(event, text, request.incident_id)
+        self.pending.set_prompt(pending, row)
+
+    async def answers_prompt(self, event: InboundEvent) -> bool:
+        """True when `event` is a reply to one of our code prompts (then it is a code, never a command)."""
+        if event.reply_to is None:
+            return False
+        row = await self._outbox.find_message(event.platform, event.chat_id, event.reply_to)
+        return row is not None and self.pending.is_prompt(row.id)
+
+    async def otp(self, event: InboundEvent, user: str, role: str, code: str) -> None:
+        """`/otp CODE` or a reply to the prompt: continue the person's waiting command, or just elevate them."""
+        code = code.strip()
+        if not code:
+            await self._runner.say(event, "Usage: /otp CODE — the 6 digits your authenticator app shows.")
+            return
+        if self._stepup is None:
+            await self._runner.say(event, "2FA is not available on this server.")
+            return
+        now = self._clock()
+        pending = self.pending.current(user, now=now)
+        if pending is None:
+            await self._elevate(event, user, code)
+            return
+        if not await self._still_same(pending):
+            self.pending.drop(pending)
+            await self._runner.say(
+                event, f"Not run: `{pending.text}` no longer resolves to what the code was asked for; send it again."
+            )
+            return
+        ask = InboundEvent(
+            platform=pending.platform,
+            kind=EventKind.MESSAGE,
+            chat_id=pending.chat_id,
+            user_id=event.user_id,
+            text=pending.text,
+            sent_at=event.sent_at,
+            update_id=event.update_id,
+        )
+        try:
+            await self._runner.run(
+                ask, user, role, pending.host, pending.text, incident_id=pending.incident_id, code=code
+            )
+        finally:
+            state = await self._stepup.state(user)
+            elevated = state is not None and state.elevated(self._clock())
+            locked = state is not None and state.locked_at is not None
+            if elevated or locked:
+                self.pending.drop(pending)
+
+    async def _elevate(self, event: InboundEvent, user: str, code: str) -> None:
+        assert self._stepup is not None
+        try:
+            judgement = await self._stepup.verify(
+                user, code, now=self._clock(), via=f"{event.platform}:{event.user_id}"
+            )
+        except (NotEnrolled, TwoFactorKeyMissing) as exc:
+            await self._runner.say(event, f"Code not checked: {exc}.")
+            return
+        prefix = "" if judgement.verdict is Verdict.ACCEPTED else "Code refused: "
+        await self._runner.say(event, f"{prefix}{judgement.message[:1].upper()}{judgement.message[1:]}.")
+
+    async def _still_same(self, pending: PendingStepUp) -> bool:
+        try:
+            agent = resolve_host(pending.host, await list_agents(self._runner.db))
+            argv = split_command(pending.text)
+        except (UnknownHost, AmbiguousHost, CommandLineError):
+            return False
+        return pending.matches(agent.name, argv)
+
+    # -- approval -----------------------------------------------------------------------------------
+
+    async def ask_approval(self, event: InboundEvent, exc: ApprovalPending) -> None:
+        record, approval = exc.record, exc.approval
+        expires = f"{approval.expires_at:%H:%M} UTC"
+        needed = "a second person" if approval.needed == 1 else f"{approval.needed} other people"
+        body = (
+            f"Approval needed: {record.requester} asks to run `{approval.command_text}` on {record.host} "
+            f"(command {record.id}). It needs {needed} allowed to run it; the requester cannot approve. "
+            f"Press Approve or Deny, or send /approve {record.id} or /deny {record.id}, before {expires}."
+        )
+        buttons = (
+            Button("Approve", approval_button(Vote.APPROVE, record.id, approval.short_digest)),
+            Button("Deny", approval_button(Vote.DENY, record.id, approval.short_digest)),
+        )
+        await self._runner.post_message(event, Message(body=body, buttons=buttons), record.incident_id)
+
+    async def vote_command(self, event: InboundEvent, user: str, verb: str, args: str) -> None:
+        """`/approve ID` or `/deny ID`."""
+        words = args.split()
+        if len(words) != 1 or not words[0].isdigit() or len(words[0]) > 12:
+            await self._runner.say(event, f"Usage: /{verb} ID — the command number shown in the approval request.")
+            return
+        if self._approvals is None:
+            await self._runner.say(event, "Two-person approval is not available on this server.")
+            return
+        vote = Vote.APPROVE if verb == "approve" else Vote.DENY
+        await self._runner.say(event, await self._approvals.vote(int(words[0]), voter=user, vote=vote))
+
+    async def button(self, event: InboundEvent, user: str) -> bool:
+        """Handle an Approve/Deny press; False when the button is not one of these."""
+        match = _VOTE_BUTTON.match(event.button_data or "")
+        if match is None:
+            return False
+        if self._approvals is None:
+            await self._answer(event, "Two-person approval is not available on this server.")
+            return True
+        vote = Vote.APPROVE if match.group(1) == "apv" else Vote.DENY
+        text = await self._approvals.vote(int(match.group(2)), voter=user, vote=vote, digest=match.group(3))
+        await self._answer(event, text[:190])
+        if text.startswith("Not counted"):
+            await self._runner.say(event, f"{user}: {text}")
+        return True
+
+    async def _answer(self, event: InboundEvent, text: str) -> None:
+        gateway = self._gateway_of(event.platform)
+        if event.kind is EventKind.BUTTON and event.callback_id and gateway is not None:
+            await gateway.answer_button(event.callback_id, text)
+
+    async def _on_news(self, news: ApprovalNews) -> None:
+        approval, record = news.approval, news.record
+        if approval.platform is None or approval.chat_id is None:
+            return
+        await self._runner.post_to(approval.platform, approval.chat_id, Message(body=news.text), record.incident_id)
+        if record.status == CommandStatus.RUNNING:
+            await self._runner.show(approval.platform, approval.chat_id, record, reply_to=None)
+        log.info("approval.told", command_id=record.id, status=approval.status.value)
