@@ -42,8 +42,27 @@ CAROL_ID = 3003
 FINISHED = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
 
 
+NGINX_RUNBOOK = """
+alert: NginxDown
+description: nginx stopped answering
+params:
+  host: {label: teleops_host, regex: "^[a-z0-9-]{1,32}$"}
+  job: {label: job, enum: [nginx]}
+diagnostics:
+  - {name: greet, command: [echo, checking, "{host}"], auto: true}
+  - {name: load, command: [uptime], auto: true}
+  - {name: job, command: [echo, "{job}"], auto: true}
+  - {name: by hand, command: [echo, manual]}
+fixes:
+  - {name: restart, command: [echo, restart, "{host}"]}
+"""
+
+
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settings:
+    runbooks = tmp_path / "runbooks"
+    runbooks.mkdir()
+    (runbooks / "nginx.yaml").write_text(NGINX_RUNBOOK)
     return Settings(
         data_dir=tmp_path / "data",
         server={"listen": f"127.0.0.1:{free_port()}"},  # type: ignore[arg-type]
@@ -66,8 +85,10 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
             "roles": {
                 "operator": [{"hosts": ["*"], "commands": ["echo *", "uptime"]}],
                 "viewer": [{"hosts": ["*"], "commands": ["uptime"]}],
+                "firstresponse": [{"hosts": ["*"], "commands": ["echo *"]}],
             }
         },
+        memory={"runbooks_dir": runbooks, "first_response_role": "firstresponse"},  # type: ignore[arg-type]
     )
 
 
@@ -102,17 +123,20 @@ async def controller(settings: Settings, clock: FakeClock) -> AsyncIterator[Cont
         await task
 
 
-def occurrence(starts_at: str) -> bytes:
+def occurrence(starts_at: str, name: str = "DiskFull") -> bytes:
     """The captured Alertmanager payload, firing again: a new `startsAt` is a new occurrence (ADR 0002)."""
     body = json.loads(FIRING.read_text())
     alert = copy.deepcopy(body["alerts"][0])
     alert["startsAt"] = starts_at
+    alert["labels"]["alertname"] = name
+    alert["fingerprint"] = f"{name}-fp"
     body["alerts"] = [alert]
     return json.dumps(body).encode()
 
 
-async def fire(ctl: Controller, starts_at: str) -> None:
-    response = await ctl.client.post("/api/v1/alerts/alertmanager", content=occurrence(starts_at), headers=ctl.ingest)
+async def fire(ctl: Controller, starts_at: str, name: str = "DiskFull") -> None:
+    body = occurrence(starts_at, name)
+    response = await ctl.client.post("/api/v1/alerts/alertmanager", content=body, headers=ctl.ingest)
     assert response.status_code == 200, response.text
 
 
@@ -282,3 +306,30 @@ async def test_run_again_is_refused_once_the_incident_is_resolved(
         what="the refusal",
     )
     assert len(await list_commands(ctl.services.db)) == 1
+
+
+async def test_first_response_runs_auto_diagnostics_under_policy_and_attaches_the_output(
+    controller: Controller, fake_telegram: FakeTelegram
+) -> None:
+    ctl, fake = controller, fake_telegram
+    await fire(ctl, "2026-11-25T09:03:47Z", name="NginxDown")
+    message = (await eventually(lambda: fake.chat_messages(ALERT_CHAT), what="the alert message"))[0]
+    assert "📖 Runbook: nginx stopped answering" in message.text
+    assert "🩺 First response: running echo checking web-1 (output on the timeline)." in message.text
+    assert "🩺 job: unavailable (label 'job' is not one of nginx)." in message.text  # job=node fails the enum
+    assert "🔧 Suggested fix: echo restart web-1" in message.text
+    commands = await command_done(ctl, "teleops-firstresponse", count=2)
+    outcome = {tuple(c.argv): (c.status, c.output.strip()) for c in commands}
+    assert outcome[("echo", "checking", "web-1")] == ("succeeded", "checking web-1")
+    assert outcome[("uptime",)][0] == "denied"  # the principal's role allows only echo: policy still applies
+    assert ("echo", "manual") not in outcome  # not auto: never run on arrival
+    assert len(commands) == 2
+
+    async def timeline_has_output() -> bool:
+        events = (await get_incident(ctl.services.db, 1)).timeline
+        return any(e.kind == "command.finished" and "checking web-1" in e.data["output_excerpt"] for e in events)
+
+    await eventually(timeline_has_output, what="the diagnostic's output on the timeline")
+    notes = [e for e in (await get_incident(ctl.services.db, 1)).timeline if e.kind == "note"]
+    assert [n.actor for n in notes] == ["teleops-firstresponse"]
+    assert "skipped 'job'" in notes[0].data["text"]
