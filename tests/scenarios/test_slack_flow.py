@@ -4,15 +4,18 @@ answers land in the thread), /teleops, foreign workspaces, uninvited channels, 4
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from teleops.config import Settings
 from teleops.store.incidents import get_incident
 from tests.conftest import Api
 from tests.fakes.slack import FakeSlack, SlackMessage
+from tests.integration.servers import TeleopsServer, teleops_server  # noqa: F401  (fixture)
 from tests.scenarios.conftest import alert_body, eventually
 
 ALERTS = "C0ALERT"
@@ -173,3 +176,47 @@ async def test_slack_down_then_back_loses_nothing_and_keeps_order(api: Api, fake
     headlines = [m.text.split("\n")[0] for m in fake_slack.channel_messages(ALERTS)]
     names = [next(n for n in ("DiskFull", "Outage0", "Outage1", "Outage2") if n in h) for h in headlines]
     assert names == ["DiskFull", "Outage0", "Outage1", "Outage2"]
+
+
+async def test_a_thread_reply_runs_on_the_real_local_agent_and_the_output_streams_into_the_thread(
+    teleops_server: Callable[..., TeleopsServer],  # noqa: F811  (the fixture imported above)
+    fake_slack: FakeSlack,
+) -> None:
+    config = {
+        "slack": {
+            "bot_token": fake_slack.bot_token,
+            "app_token": fake_slack.app_token,
+            "base_url": fake_slack.base_url,
+            "alert_channels": [ALERTS],
+        },
+        "users": [{"name": "alice", "role": "admin", "slack_id": f"T1/{ALICE}"}],
+    }
+    # Started in a thread: the server calls this loop's fake Slack while it boots.
+    server = await asyncio.to_thread(teleops_server, local_agent=True, config=config)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        response = await client.post(
+            "/api/v1/alerts/alertmanager",
+            content=alert_body(instance="localhost:9100", teleops_host="localhost"),
+            headers={**server.ingest_headers, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+        message = (await eventually(lambda: fake_slack.channel_messages(ALERTS), timeout=30, what="the alert"))[0]
+
+        async def agent_online() -> bool:
+            agents = (await client.get("/api/v1/agents", headers=server.api_headers)).json()["items"]
+            return any(a["name"] == "localhost" and a["online"] for a in agents)
+
+        await eventually(agent_online, timeout=30, what="the local agent")
+    await fake_slack.push(
+        "events_api", fake_slack.message_payload(ALERTS, ALICE, "echo hello-from-the-thread", thread_ts=message.ts)
+    )
+    await eventually(
+        lambda: any("exit 0" in m.block_text() for m in fake_slack.channel_messages(ALERTS, thread=message.ts)),
+        timeout=30,
+        what=f"the final output in the thread (server log: {server.log})",
+    )
+    replies = fake_slack.channel_messages(ALERTS, thread=message.ts)
+    assert len(replies) == 1  # one message, edited as the output arrived
+    assert "hello-from-the-thread" in replies[0].block_text()
+    assert "localhost $ echo hello-from-the-thread" in replies[0].block_text()
+    assert len(fake_slack.channel_messages(ALERTS)) == 1
