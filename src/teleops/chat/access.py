@@ -80,7 +80,13 @@ class AccessDialog:
         self, event: InboundEvent, request: CommandRequest, exc: StepUpRequired, gate: CodeGate | None
     ) -> None:
         """The command needs a code: remember it and ask, or say why a code cannot help (not enrolled, locked)."""
-        if gate is None or (gate.refusal is not None and not gate.had_code and gate.judgement is None):
+        if gate is not None and gate.judgement is not None:  # a code came with it and did not count
+            why = gate.refusal or gate.judgement.message
+            locked = gate.judgement.verdict in (Verdict.LOCKED, Verdict.NOW_LOCKED)
+            more = "" if locked else " The command is still waiting: send /otp with the next code."
+            await self._runner.say(event, f"Code refused: {why}.{more}", request.incident_id)
+            return
+        if gate is None or gate.refusal is not None:
             why = gate.refusal if gate is not None and gate.refusal else "2FA is not available on this server"
             await self._runner.say(event, f"Command refused: {exc}. {why}.", request.incident_id)
             return
