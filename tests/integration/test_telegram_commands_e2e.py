@@ -146,3 +146,19 @@ def test_reply_runs_the_command_on_the_host_and_ack_edits_the_message(
     refusal = eventually(lambda: messages(telegram)[before:] or None, what="a refusal for the unlinked user")
     assert len(refusal) == 1
     assert "load average" not in refusal[0].text
+
+
+def test_a_reply_on_a_host_without_an_agent_is_answered_with_the_reason(
+    server: TeleopsServer, telegram: FakeInThread
+) -> None:
+    body = json.loads(FIRING.read_text())  # host web-1: no agent runs there
+    response = httpx.post(f"{server.url}/api/v1/alerts/alertmanager", json=body, headers=server.ingest_headers)
+    assert response.status_code == 200
+    incident_msg = eventually(lambda: next(iter(messages(telegram)), None), what="the incident message")
+    update = telegram.call(
+        lambda: telegram.fake.message_update(ALERT_CHAT, ALICE, "uptime", reply_to=incident_msg.message_id)
+    )
+    telegram.call(lambda: telegram.fake.push_update(update))
+    answer = eventually(lambda: messages(telegram)[1:] or None, what="an answer to the reply")
+    assert "web-1" in answer[0].text
+    assert "load average" not in answer[0].text
