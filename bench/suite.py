@@ -8,6 +8,7 @@ from bench.b05_scale import BENCHMARK as B5
 from bench.b06_command_round_trip import BENCHMARK as B6
 from bench.b08_concurrent_commands import BENCHMARK as B8
 from bench.b10_startup import BENCHMARK as B10
+from bench.b11_memory_lookup import BENCHMARK as B11
 from bench.context import Benchmark, Context
 from bench.report import Row
 
@@ -35,6 +36,7 @@ SUITE: tuple[Benchmark, ...] = (
     B8,
     _pending("B9", "1000 agents", "the 1000-simulated-agents harness is not written yet"),
     B10,
+    B11,
 )
 
 

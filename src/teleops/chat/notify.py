@@ -174,7 +174,7 @@ class Notifier:
         incident = incident_snapshot(conn, incident_id)
         if incident is None:
             return
-        message = incident_message(incident, extra=self._extra_for(conn, incident)).to_json()
+        message: dict[str, Any] | None = None  # built once, and only if some chat gets it (not in a storm)
         for target in self._targets():
             window = self._windows.get(target)
             if window is None or now - window.started >= STORM_WINDOW:
@@ -183,6 +183,8 @@ class Notifier:
             if window.count > self._storm_threshold:
                 self._fold_into_storm(conn, target, str(incident.get("name", "")), now)
                 continue
+            if message is None:
+                message = incident_message(incident, extra=self._extra_for(conn, incident)).to_json()
             enqueue_send(
                 conn,
                 platform=target.platform,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from teleops.store.database import Transaction
@@ -21,7 +21,9 @@ from teleops.store.scenarios import (
     ScenarioNote,
     ScenarioRow,
     commands_of,
+    count_recent,
     notes_of,
+    outputs_of,
     same_fingerprint,
     same_name,
     same_name_host,
@@ -145,15 +147,16 @@ def find_recurrence(
 ) -> Recurrence | None:
     """The ranked earlier scenarios of `incident_id`, or None when the incident does not exist.
 
-    Bounded: at most three indexed lookups of `per_tier`/COUNT_LIMIT rows, one for their commands, one for notes.
+    Bounded: indexed lookups of at most `per_tier` rows per tier, a count that stops at COUNT_LIMIT, the
+    candidates' commands without output, then output and notes only for the scenarios shown ("last time" and
+    the best fix).
     """
     incident = scenario_row(conn, incident_id)
     if incident is None:
         return None
-    chain = same_fingerprint(conn, incident.source, incident.fingerprint, before_id=incident.id, limit=COUNT_LIMIT)
+    chain = same_fingerprint(conn, incident.source, incident.fingerprint, before_id=incident.id, limit=per_tier)
+    taken = {r.id for r in chain}
     on_host: list[ScenarioRow] = []
-    elsewhere: list[ScenarioRow] = []
-    taken = {r.id for r in chain[:per_tier]}
     if incident.host is not None:
         on_host = [
             r
@@ -166,29 +169,36 @@ def find_recurrence(
         for r in same_name(conn, incident.name, before_id=incident.id, limit=per_tier * 3)
         if r.id not in taken and r.host != incident.host
     ][:per_tier]
-    tiers = ((Tier.SAME_FINGERPRINT, chain[:per_tier]), (Tier.SAME_HOST, on_host), (Tier.OTHER_HOST, elsewhere))
-    ids = [r.id for _, rows in tiers for r in rows]
-    commands = commands_of(conn, ids)
+    tiers = ((Tier.SAME_FINGERPRINT, chain), (Tier.SAME_HOST, on_host), (Tier.OTHER_HOST, elsewhere))
+    commands = commands_of(conn, [r.id for _, rows in tiers for r in rows], with_output=False)
     scenarios: list[Scenario] = []
     for tier, rows in tiers:
         for index, row in enumerate(rows):
             came_back = _came_back(tier, rows, index, incident)
             scenarios.append(Scenario(row, tier, tuple(commands.get(row.id, ())), came_back_at=came_back))
     ranked = rank(scenarios, windows.fix_window)
-    shown = {s.row.id for s in ranked[:1]} | {s.row.id for s in ranked if s.ended_in_fix}
-    last = Recurrence(incident, tuple(ranked), 0, False, windows).last
-    if last is not None:
-        shown.add(last.row.id)
+    draft = Recurrence(incident, tuple(ranked), 0, False, windows)
+    shown = {s.row.id for s in (draft.last, draft.best_fix) if s is not None}
     notes = notes_of(conn, sorted(shown))
+    outputs = outputs_of(conn, [c.id for s in ranked if s.row.id in shown for c in s.commands])
     ranked = [
-        Scenario(s.row, s.tier, s.commands, tuple(notes.get(s.row.id, ())), s.came_back_at) if s.row.id in notes else s
+        replace(
+            s,
+            commands=tuple(replace(c, output_tail=outputs.get(c.id, "")) for c in s.commands),
+            notes=tuple(notes.get(s.row.id, ())),
+        )
+        if s.row.id in shown
+        else s
         for s in ranked
     ]
-    counted = chain if chain else on_host
     since = incident.created_at - windows.lookback
-    recent = [r for r in counted if r.created_at >= since]
-    capped = len(counted) >= COUNT_LIMIT and len(recent) == len(counted)
-    return Recurrence(incident, tuple(ranked), len(recent) + 1, capped, windows)
+    if chain:
+        earlier = count_recent(
+            conn, incident.source, incident.fingerprint, before_id=incident.id, since=since, cap=COUNT_LIMIT
+        )
+    else:
+        earlier = len([r for r in on_host if r.created_at >= since])
+    return Recurrence(incident, tuple(ranked), earlier + 1, earlier >= COUNT_LIMIT, windows)
 
 
 def _came_back(tier: Tier, rows: Sequence[ScenarioRow], index: int, incident: ScenarioRow) -> datetime | None:

@@ -65,7 +65,7 @@ class ScenarioMemory:
 
     # -- the notification ---------------------------------------------------------------------------
 
-    def extra(self, conn: Transaction, incident: dict[str, Any]) -> Extra | None:
+    def announcement(self, conn: Transaction, incident: dict[str, Any]) -> Extra | None:
         """The notifier's ExtraSource: "last time" lines, Run-again buttons, first-response note."""
         incident_id = int(incident["id"])
         recurrence = in_savepoint(conn, lambda c: find_recurrence(c, incident_id, windows=self.windows))

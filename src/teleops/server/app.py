@@ -73,7 +73,7 @@ def create_app(
         chat.conversation.use_oncall(oncall)
         # Scenario memory: "last time" and Run-again in every incident message, /history in chat.
         memory = ScenarioMemory.from_settings(settings.memory, db, clock=clock)
-        chat.notifier.use_extra(memory.extra)
+        chat.notifier.use_extra(memory.announcement)
         chat.conversation.use_memory(memory)
         app.state.memory = memory
         responders: list[FirstResponder] = []  # set once the agent hub runs (memory.first_response_role)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,8 +26,10 @@ __all__ = [
     "ScenarioRow",
     "command_row",
     "commands_of",
+    "count_recent",
     "in_savepoint",
     "notes_of",
+    "outputs_of",
     "same_fingerprint",
     "same_name",
     "same_name_host",
@@ -93,14 +95,44 @@ _ROW_COLUMNS = (
 )
 
 
-def _rows(conn: Connection, where: Any, limit: int) -> list[ScenarioRow]:
-    query = select(*_ROW_COLUMNS).where(where).order_by(incidents.c.id.desc()).limit(limit)
-    return [ScenarioRow(**dict(r._mapping)) for r in conn.execute(query)]
+def _newest_first(where: Any) -> Any:
+    return select(*_ROW_COLUMNS).where(where).order_by(incidents.c.id.desc()).limit(bindparam("limit"))
+
+
+# Built once: on this path (the notifier, inside the ingest transaction) building a Core statement per call
+# cost more than running it (the same finding as ingest's, bench B11).
+_BY_ID = select(*_ROW_COLUMNS).where(incidents.c.id == bindparam("incident_id"))
+_BEFORE = incidents.c.id < bindparam("before_id")
+_SAME_FINGERPRINT = _newest_first(
+    and_(incidents.c.source == bindparam("source"), incidents.c.fingerprint == bindparam("fingerprint"), _BEFORE)
+)
+_SAME_NAME_HOST = _newest_first(
+    and_(incidents.c.name == bindparam("name"), incidents.c.host == bindparam("host"), _BEFORE)
+)
+_SAME_NAME = _newest_first(and_(incidents.c.name == bindparam("name"), _BEFORE))
+_NAMED = _newest_first(incidents.c.name == bindparam("name"))
+_RECENT_IN_CHAIN = (
+    select(literal(1))
+    .where(
+        incidents.c.source == bindparam("source"),
+        incidents.c.fingerprint == bindparam("fingerprint"),
+        _BEFORE,
+        incidents.c.created_at >= bindparam("since", type_=incidents.c.created_at.type),
+    )
+    .order_by(incidents.c.id.desc())
+    .limit(bindparam("cap"))
+    .subquery()
+)
+_COUNT_RECENT = select(func.count()).select_from(_RECENT_IN_CHAIN)
+
+
+def _rows(conn: Connection, statement: Any, **params: Any) -> list[ScenarioRow]:
+    return [ScenarioRow(*r) for r in conn.execute(statement, params)]
 
 
 def scenario_row(conn: Connection, incident_id: int) -> ScenarioRow | None:
     """One incident as a scenario row, or None if it does not exist."""
-    found = _rows(conn, incidents.c.id == incident_id, 1)
+    found = _rows(conn, _BY_ID, incident_id=incident_id)
     return found[0] if found else None
 
 
@@ -108,50 +140,74 @@ def same_fingerprint(
     conn: Connection, source: str, fingerprint: str, *, before_id: int, limit: int
 ) -> list[ScenarioRow]:
     """Earlier incidents of the same `(source, fingerprint)` — the predecessor chain — newest first."""
-    where = and_(incidents.c.source == source, incidents.c.fingerprint == fingerprint, incidents.c.id < before_id)
-    return _rows(conn, where, limit)
+    return _rows(conn, _SAME_FINGERPRINT, source=source, fingerprint=fingerprint, before_id=before_id, limit=limit)
+
+
+def count_recent(conn: Connection, source: str, fingerprint: str, *, before_id: int, since: datetime, cap: int) -> int:
+    """How many earlier incidents of `(source, fingerprint)` opened since `since`, counting at most `cap`."""
+    params = {"source": source, "fingerprint": fingerprint, "before_id": before_id, "since": since, "cap": cap}
+    return int(conn.execute(_COUNT_RECENT, params).scalar_one())
 
 
 def same_name_host(conn: Connection, name: str, host: str, *, before_id: int, limit: int) -> list[ScenarioRow]:
     """Earlier incidents with the same alert name on the same host, newest first."""
-    where = and_(incidents.c.name == name, incidents.c.host == host, incidents.c.id < before_id)
-    return _rows(conn, where, limit)
+    return _rows(conn, _SAME_NAME_HOST, name=name, host=host, before_id=before_id, limit=limit)
 
 
 def same_name(conn: Connection, name: str, *, before_id: int, limit: int) -> list[ScenarioRow]:
     """Earlier incidents with the same alert name on any host, newest first (callers filter the host)."""
-    return _rows(conn, and_(incidents.c.name == name, incidents.c.id < before_id), limit)
+    return _rows(conn, _SAME_NAME, name=name, before_id=before_id, limit=limit)
 
 
 def scenarios_named(conn: Connection, name: str, *, limit: int) -> list[ScenarioRow]:
     """The newest `limit` incidents with this alert name, resolved or not."""
-    return _rows(conn, incidents.c.name == name, limit)
+    return _rows(conn, _NAMED, name=name, limit=limit)
 
 
-def commands_of(conn: Connection, incident_ids: Sequence[int]) -> dict[int, list[ScenarioCommand]]:
-    """The commands run on each incident, oldest first (by `ix_commands_incident_id`)."""
+_COMMAND_FACTS = (
+    commands.c.id,
+    commands.c.incident_id,
+    commands.c.requester,
+    commands.c.host,
+    commands.c.argv,
+    commands.c.status,
+    commands.c.exit_code,
+    commands.c.created_at,
+    commands.c.finished_at,
+)
+_COMMANDS_OF = (
+    select(*_COMMAND_FACTS, commands.c.output)
+    .where(commands.c.incident_id.in_(bindparam("ids", expanding=True)))
+    .order_by(commands.c.id)
+)
+_FACTS_OF = (
+    select(*_COMMAND_FACTS, literal("").label("output"))
+    .where(commands.c.incident_id.in_(bindparam("ids", expanding=True)))
+    .order_by(commands.c.id)
+)
+_OUTPUTS_OF = select(commands.c.id, commands.c.output).where(commands.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def commands_of(
+    conn: Connection, incident_ids: Sequence[int], *, with_output: bool = True
+) -> dict[int, list[ScenarioCommand]]:
+    """The commands run on each incident, oldest first (by `ix_commands_incident_id`).
+
+    `with_output=False` leaves `output_tail` empty (ranking needs no output; `outputs_of` fetches it for few).
+    """
     if not incident_ids:
         return {}
-    query = (
-        select(
-            commands.c.id,
-            commands.c.incident_id,
-            commands.c.requester,
-            commands.c.host,
-            commands.c.argv,
-            commands.c.status,
-            commands.c.exit_code,
-            commands.c.output,
-            commands.c.created_at,
-            commands.c.finished_at,
-        )
-        .where(commands.c.incident_id.in_(list(incident_ids)))
-        .order_by(commands.c.id)
-    )
     found: dict[int, list[ScenarioCommand]] = {i: [] for i in incident_ids}
-    for r in conn.execute(query):
+    for r in conn.execute(_COMMANDS_OF if with_output else _FACTS_OF, {"ids": list(incident_ids)}):
         found[r.incident_id].append(_command(r))
     return found
+
+
+def outputs_of(conn: Connection, command_ids: Sequence[int]) -> dict[int, str]:
+    """The last OUTPUT_TAIL_CHARS characters of each command's output."""
+    if not command_ids:
+        return {}
+    return {r.id: (r.output or "")[-OUTPUT_TAIL_CHARS:] for r in conn.execute(_OUTPUTS_OF, {"ids": list(command_ids)})}
 
 
 def command_row(conn: Connection, command_id: int) -> ScenarioCommand | None:
@@ -190,17 +246,19 @@ def _command(r: Any) -> ScenarioCommand:
     )
 
 
+_NOTES_OF = (
+    select(timeline.c.incident_id, timeline.c.at, timeline.c.actor, timeline.c.data)
+    .where(timeline.c.incident_id.in_(bindparam("ids", expanding=True)), timeline.c.kind == TimelineKind.NOTE.value)
+    .order_by(timeline.c.incident_id, timeline.c.id)
+)
+
+
 def notes_of(conn: Connection, incident_ids: Sequence[int]) -> dict[int, list[ScenarioNote]]:
     """People's notes on each incident, oldest first (by `ix_timeline_events_incident_id_id`)."""
     if not incident_ids:
         return {}
-    query = (
-        select(timeline.c.incident_id, timeline.c.at, timeline.c.actor, timeline.c.data)
-        .where(timeline.c.incident_id.in_(list(incident_ids)), timeline.c.kind == TimelineKind.NOTE.value)
-        .order_by(timeline.c.incident_id, timeline.c.id)
-    )
     found: dict[int, list[ScenarioNote]] = {i: [] for i in incident_ids}
-    for r in conn.execute(query):
+    for r in conn.execute(_NOTES_OF, {"ids": list(incident_ids)}):
         text = r.data.get("text") if isinstance(r.data, dict) else None
         if text:
             found[r.incident_id].append(ScenarioNote(r.incident_id, r.at, r.actor, str(text)))
