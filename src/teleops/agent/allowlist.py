@@ -4,6 +4,7 @@ The policy file is YAML::
 
     allow: ["uptime", "df *", "systemctl status *"]
     deny: ["systemctl status --all *"]     # optional; deny wins over allow
+    redact: ["(?i)db_pass=(?P<secret>\\S+)"]  # optional; regexes masked in output, on top of the built-ins
 
 Patterns follow ``teleops.domain.patterns`` (token by token over the argv; a trailing ``*`` matches the rest).
 A command no rule allows is refused. ``allow_all: true`` is accepted only for the embedded local mode, where
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,11 @@ from pathlib import Path
 import yaml
 
 from teleops.domain.patterns import InvalidPattern, argv_matches, parse_pattern, pattern_text
+from teleops.domain.redaction import SecretRules
 
 __all__ = ["Allowlist", "Decision", "PolicyFileError"]
 
-_KEYS = frozenset({"allow", "deny", "allow_all"})
+_KEYS = frozenset({"allow", "deny", "allow_all", "redact"})
 
 
 class PolicyFileError(Exception):
@@ -50,10 +53,19 @@ class _Rule:
 class Allowlist:
     """Allow and deny rules over argv. Build with ``load``, ``from_mapping``, ``deny_all`` or ``local_allow_all``."""
 
-    def __init__(self, allow: Sequence[Sequence[str]], deny: Sequence[Sequence[str]], *, allow_all: bool) -> None:
+    def __init__(
+        self,
+        allow: Sequence[Sequence[str]],
+        deny: Sequence[Sequence[str]],
+        *,
+        allow_all: bool,
+        redact: Sequence[str] = (),
+    ) -> None:
         self._allow = tuple(_Rule(tuple(t)) for t in allow)
         self._deny = tuple(_Rule(tuple(t)) for t in deny)
         self._allow_all = allow_all
+        # Output of every command is masked with the built-in secret shapes plus these patterns (THREATS T24).
+        self.redaction = SecretRules.build(redact)
 
     @classmethod
     def deny_all(cls) -> Allowlist:
@@ -103,7 +115,7 @@ class Allowlist:
                 "'allow_all: true' is only accepted for the embedded local agent; "
                 "list the allowed commands under 'allow'"
             )
-        return cls(_patterns(data, "allow"), _patterns(data, "deny"), allow_all=allow_all)
+        return cls(_patterns(data, "allow"), _patterns(data, "deny"), allow_all=allow_all, redact=_redactions(data))
 
     def check(self, argv: Sequence[str]) -> Decision:
         """Decide whether argv may run here. Deny rules win; with no matching allow rule the answer is no."""
@@ -132,6 +144,19 @@ class Allowlist:
         }
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _redactions(data: Mapping[object, object]) -> list[str]:
+    raw = data.get("redact", [])
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise PolicyFileError("'redact' must be a list of regular expressions (strings)")
+    try:
+        SecretRules.build(raw)
+    except (re.error, ValueError) as exc:
+        raise PolicyFileError(f"'redact': {exc}; fix the regular expression") from exc
+    return list(raw)
 
 
 def _patterns(data: Mapping[object, object], key: str) -> list[tuple[str, ...]]:

@@ -27,6 +27,7 @@ import teleops
 from teleops.agent.allowlist import Allowlist
 from teleops.agent.runner import RunSpec, run
 from teleops.agent.spool import Spool
+from teleops.domain.redaction import Redactor, redact
 from teleops.wire import (
     MAX_MESSAGE_BYTES,
     Ack,
@@ -283,9 +284,13 @@ class Agent:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
         seq = 0
 
+        # Secrets are masked before anything leaves this host; a secret split across chunks is held back whole.
+        rules = self._options.allowlist.redaction
+        redactor = Redactor(rules)
+
         async def on_output(chunk: bytes) -> None:
             nonlocal seq
-            text = decoder.decode(chunk)
+            text = redactor.feed(decoder.decode(chunk))
             if text:
                 await self._send(Output(command_id=command_id, seq=seq, data=text))
                 seq += 1
@@ -312,7 +317,9 @@ class Agent:
                 truncated=result.truncated,
                 output_bytes=result.output_bytes,
                 duration_s=result.duration_s,
-                output=result.output.decode("utf-8", errors="backslashreplace"),
+                output=redact(
+                    result.output.decode("utf-8", errors="backslashreplace"), self._options.allowlist.redaction
+                ),
                 finished_at=datetime.now(UTC),
             )
         except Exception as exc:  # the runner promises not to raise; if it does, report rather than vanish

@@ -17,10 +17,12 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketState
 
 from teleops.config.settings import AgentsSettings, HostSettings, parse_duration
+from teleops.domain.redaction import SecretRules
 from teleops.pipeline.dispatch import AgentUnavailable
 from teleops.pipeline.outcome import finish_of_exit
 from teleops.server.clock import Clock
 from teleops.server.command_progress import CommandProgress
+from teleops.server.output_redaction import OutputRedaction
 from teleops.server.ssh_executor import SshHosts, SshTarget
 from teleops.store.agents import get_agent, list_agents, mark_agent_offline, register_agent, touch_agent
 from teleops.store.commands import CommandNotFound, CommandStatus, Finish, finish_command, in_flight_commands
@@ -88,8 +90,10 @@ class AgentHub:
         clock: Clock,
         settings: AgentsSettings,
         hosts: Sequence[HostSettings] = (),
+        redaction: SecretRules | None = None,
     ) -> None:
         self._db = db
+        self._redaction = OutputRedaction(redaction or SecretRules.build())
         self._tokens = tokens
         self._clock = clock
         self._heartbeat_s = parse_duration(settings.heartbeat)
@@ -320,7 +324,7 @@ class AgentHub:
         assert isinstance(message, Output)
         command_id = _db_id(message.command_id)
         if command_id is not None:
-            self.progress.output(command_id, message.data)
+            self.progress.output(command_id, self._redaction.chunk(command_id, message.data))
 
     async def _on_exit(self, connection: _Connection, message: Message) -> None:
         assert isinstance(message, Exit)
@@ -330,6 +334,8 @@ class AgentHub:
         command_id = _db_id(message.command_id)
         if command_id is not None:
             finish = finish_of_exit(message, agent=connection.name, late=late)
+            if finish.output is not None:
+                finish = replace(finish, output=self._redaction.final(command_id, finish.output))
             finish = replace(finish, started_at=self.progress.take_started_at(command_id))
             try:
                 changed = await finish_command(self._db, command_id, finish, now=self._clock(), replace_lost=True)
@@ -352,10 +358,10 @@ class AgentHub:
         command_id = _db_id(message.command_id)
         if command_id is None:
             return
-        reason = f"agent {connection.name} refused to run it: {message.reason}"
+        reason = f"agent {connection.name} refused to run it: {self._redaction.text(message.reason)}"
         await finish_command(self._db, command_id, Finish(CommandStatus.DENIED, reason=reason), now=self._clock())
         self.progress.finished(command_id)
-        log.info("command.refused_by_agent", command_id=command_id, agent=connection.name, reason=message.reason)
+        log.info("command.refused_by_agent", command_id=command_id, agent=connection.name, reason=reason)
 
     async def _on_ping(self, connection: _Connection, message: Message) -> None:
         assert isinstance(message, Ping)
@@ -377,7 +383,12 @@ class AgentHub:
 
     async def _on_error(self, connection: _Connection, message: Message) -> None:
         assert isinstance(message, Error)
-        log.warning("agent.reported_error", agent=connection.name, code=message.code, error=message.message[:200])
+        log.warning(
+            "agent.reported_error",
+            agent=connection.name,
+            code=message.code,
+            error=self._redaction.text(message.message)[:200],
+        )
 
     # -- agents that do not come back ----------------------------------------------------------------
 

@@ -107,7 +107,12 @@ def create_app(
             announce(welcome_text(settings.server.base_url(), first))
         services.ingest.start()
         services.hub = AgentHub(
-            db=db, tokens=services.tokens, clock=clock, settings=settings.agents, hosts=settings.hosts
+            db=db,
+            tokens=services.tokens,
+            clock=clock,
+            settings=settings.agents,
+            hosts=settings.hosts,
+            redaction=settings.redaction_rules(),  # output is redacted here too, whatever the agent did (T24)
         )
         services.hub.start()
         local_agent = await _start_local_agent(services)
