@@ -245,6 +245,23 @@ async def test_recurring_alert_shows_last_time_and_runs_again_as_the_presser(
     )
     assert len([c for c in await list_commands(ctl.services.db) if c.requester == "bob"]) == 1
 
+    # /history in chat: in reply to the incident, its "last time"; with words, a search. (Dated by the
+    # controller's clock, which the test moved ahead; the group's 20 messages/minute limit may delay answers.)
+    sent = int(clock.now.timestamp())
+    asked = fake.message_update(ALERT_CHAT, BOB_ID, "/history", username="bob", reply_to=second.message_id, date=sent)
+    fake.push_update(asked)
+    fake.push_update(fake.message_update(ALERT_CHAT, BOB_ID, "/history wedged nginx", username="bob", date=sent))
+    await eventually(
+        lambda: (
+            len([m for m in fake.chat_messages(ALERT_CHAT) if m.text.startswith(("#2 DiskFull", "Scenarios"))]) == 2
+        ),
+        timeout=90,
+        what="both /history answers",
+    )
+    texts = "\n".join(m.text for m in fake.chat_messages(ALERT_CHAT))
+    assert "#2 DiskFull\n🔁 2nd time in 30d." in texts
+    assert "Scenarios matching 'wedged nginx', best first:\n#1 DiskFull on web-1 (resolved," in texts
+
     # The same memory over REST, search and the postmortem export.
     history = (await ctl.client.get("/api/v1/incidents/2/history", headers=ctl.api)).json()
     assert history["times"] == 2
