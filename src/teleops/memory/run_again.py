@@ -1,7 +1,7 @@
 """Run again: what a "Run again" button means, and the re-check made every time one is pressed.
 
 The button carries only ids — `again:INCIDENT:COMMAND` (preview) and `again!:INCIDENT:COMMAND` (confirmed),
-at most 39 bytes — never the command text. On every press the command is looked up again and must still be
+at most 46 bytes — never the command text. On every press the command is looked up again and must still be
 one that preceded the resolution of an earlier scenario of *this* incident, on this incident's host. Then it
 goes through the whole command pipeline as the person who pressed; nothing here ever runs a command.
 """
@@ -17,7 +17,8 @@ from teleops.store.database import Transaction
 
 __all__ = ["RunAgain", "RunAgainRefused", "button_data", "check_run_again", "parse_button"]
 
-_DATA = re.compile(r"^again(!?):(\d{1,12}):(\d{1,12})$")
+MAX_ID = 2**63 - 1
+_DATA = re.compile(r"again(!?):([1-9]\d{0,18}):([1-9]\d{0,18})")  # 64-bit ids: at most 46 bytes in all
 
 
 def button_data(incident_id: int, command_id: int, *, confirm: bool = False) -> str:
@@ -26,10 +27,13 @@ def button_data(incident_id: int, command_id: int, *, confirm: bool = False) -> 
 
 def parse_button(data: str) -> tuple[bool, int, int] | None:
     """(confirmed, incident id, command id), or None when `data` is not a Run-again button."""
-    match = _DATA.match(data)
+    match = _DATA.fullmatch(data)  # fullmatch: `$` would accept a trailing newline
     if match is None:
         return None
-    return match.group(1) == "!", int(match.group(2)), int(match.group(3))
+    incident_id, command_id = int(match.group(2)), int(match.group(3))
+    if max(incident_id, command_id) > MAX_ID:
+        return None  # no such row; and PostgreSQL would refuse the number rather than find nothing
+    return match.group(1) == "!", incident_id, command_id
 
 
 @dataclass(frozen=True, slots=True)
