@@ -204,6 +204,7 @@ def create_app(
     app.include_router(chat_routes.router)
     app.include_router(scenario_routes.router)
     app.add_middleware(_LatencyMiddleware, metrics=metrics)
+    app.add_middleware(alerts.IngestFastPath)  # added last: outermost, before routing (see its docstring)
     return app
 
 
@@ -224,7 +225,7 @@ class _LatencyMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.request_latency.labels(template, scope["method"]).observe(time.perf_counter() - started)
+            self.metrics.observe_latency(template, scope["method"], time.perf_counter() - started)
 
 
 def _start_access_control(services: Services, chat: ChatService) -> AccessUpkeep:

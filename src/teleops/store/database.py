@@ -14,7 +14,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["Database", "StorageUnavailable", "Transaction"]
+from teleops.store.committer import Commit, PipelinedCommitter
+
+__all__ = ["Commit", "Database", "StorageUnavailable", "Transaction"]
 
 # The connection of an open transaction, as other packages name it in type hints: they pass it to store
 # functions and never use it themselves (only `store` speaks SQL).
@@ -46,6 +48,7 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._sync_engine: Engine | None = None
+        self._committer: PipelinedCommitter | None = None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
             # Batched hot paths run in one worker thread on the stdlib driver: one thread hop per
@@ -55,6 +58,14 @@ class Database:
                 connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
             )
             event.listen(self._sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+            if database and database != ":memory:":
+                # The group-committed ingest path: its own connection, WAL fsynced out of line (ADR 0003).
+                batch_engine = create_engine(
+                    parsed.set(drivername="sqlite+pysqlite"),
+                    connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+                )
+                event.listen(batch_engine, "connect", _sqlite_pragmas(busy_timeout_ms, synchronous="NORMAL"))
+                self._committer = PipelinedCommitter(batch_engine, Path(database + "-wal"), _storage_error)
 
     async def run_in_transaction(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(connection, *args)` in one committed transaction, with no await between statements.
@@ -71,6 +82,35 @@ class Database:
             raise  # a constraint said no: the caller decides (retry, or a conflict), not "storage down"
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StorageUnavailable(_short(exc)) from exc
+
+    def submit_batch(self, fn: Callable[..., T], *args: Any) -> Commit[T]:
+        """Start `fn(connection, *args)` in one transaction; returns at once with two futures.
+
+        `applied` gets fn's result once the transaction committed (or its error: IntegrityError as is,
+        StorageUnavailable when the database refuses). `durable` completes once the commit is on stable
+        storage, or fails with StorageUnavailable; it is cancelled when `applied` failed. Answer 2xx only
+        after `durable`. SQLite files: pipelined (the next batch is applied while this one's fsync runs);
+        otherwise both complete at the commit.
+        """
+        if self._committer is not None:
+            return self._committer.submit(fn, *args)
+        loop = asyncio.get_running_loop()
+        commit: Commit[T] = Commit(loop.create_future(), loop.create_future())
+
+        def settle(task: asyncio.Task[T]) -> None:
+            if task.cancelled():
+                commit.applied.cancel()
+                commit.durable.cancel()
+            elif (error := task.exception()) is not None:
+                commit.applied.set_exception(error)
+                commit.durable.cancel()
+            else:
+                commit.applied.set_result(task.result())
+                commit.durable.set_result(None)
+
+        task = loop.create_task(self.run_in_transaction(fn, *args))
+        task.add_done_callback(settle)
+        return commit
 
     def _run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._sync_engine is not None
@@ -91,6 +131,8 @@ class Database:
             raise StorageUnavailable(_short(exc)) from exc
 
     async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.to_thread(self._committer.close)
         await self.engine.dispose()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
@@ -102,13 +144,25 @@ def _short(exc: BaseException) -> str:
     return str(orig if orig is not None else exc).splitlines()[0][:200]
 
 
-def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+def _storage_error(exc: BaseException) -> BaseException:
+    """What a batch's caller sees for a driver error: IntegrityError as is, refusals as StorageUnavailable."""
+    if isinstance(exc, IntegrityError):
+        return exc
+    if isinstance(exc, (OperationalError, DBAPIError, OSError)):
+        unavailable = StorageUnavailable(_short(exc))
+        unavailable.__cause__ = exc
+        return unavailable
+    return exc
+
+
+def _sqlite_pragmas(busy_timeout_ms: int, *, synchronous: str = "FULL") -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        # FULL: a commit is on disk before we answer 2xx (the ingest invariant), group commit pays for it.
-        cursor.execute("PRAGMA synchronous=FULL")
+        # FULL: a commit is on disk before we answer 2xx. NORMAL only on the pipelined batch connection,
+        # whose committer fsyncs the WAL itself before anyone answers (ADR 0003).
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -1,13 +1,21 @@
-"""POST /api/v1/alerts/{source}: authenticate, cap, parse, commit, then answer."""
+"""POST /api/v1/alerts/{source}: authenticate, cap, parse, commit, then answer.
+
+The hottest route of the controller. `IngestFastPath` (an ASGI middleware) serves it before FastAPI's
+router, dependency solving and exception middleware, which cost more than the ingest itself under load
+(py-spy profile of B1 in docs/benchmarks.md); the FastAPI route below stays as the documented contract
+(OpenAPI) and runs the same `receive_alerts` for any request the fast path leaves alone.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from teleops.server.auth import credential_from, services_of
 from teleops.server.json_body import BadJSON, loads_strict
@@ -17,12 +25,14 @@ from teleops.sources.registry import SOURCES, get_source
 from teleops.store.database import StorageUnavailable
 from teleops.store.tokens import TokenKind
 
-__all__ = ["router"]
+__all__ = ["IngestFastPath", "router"]
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["alerts"])
 
 _SOURCE_NAMES = [source.name for source in SOURCES]
+_PREFIX = "/api/v1/alerts/"
+ROUTE_TEMPLATE = _PREFIX + "{source}"
 
 
 class _TooLarge(Exception):
@@ -59,7 +69,7 @@ async def _read_capped(request: Request, cap: int) -> bytes:
 
 
 @router.post(
-    "/api/v1/alerts/{source}",
+    ROUTE_TEMPLATE,
     summary="Receive alerts from a monitoring sender",
     description="Source is one of: " + ", ".join(_SOURCE_NAMES) + ". Answers 200 only after the alerts "
     "are committed; 503 when storage is unavailable (senders retry 5xx).",
@@ -120,11 +130,50 @@ async def receive_alerts(source: str, request: Request) -> JSONResponse:
             status_code=503,
             headers={"Retry-After": "5"},
         )
-    for alert in parsed:
-        metrics.alerts_received.labels(source, alert.status.value).inc()
+    metrics.count_received(source, parsed)
     return JSONResponse(
         {
             "received": len(parsed),
             "results": [{"incident_id": o.incident_id, "outcome": o.outcome.value} for o in outcomes],
         }
     )
+
+
+class IngestFastPath:
+    """Serves `POST /api/v1/alerts/{source}` with `receive_alerts` directly; everything else goes on to `app`.
+
+    Same behaviour and errors as the FastAPI route (it is the same function), without the router's path
+    matching, dependency solving and per-request exit stacks. It records the request latency itself under
+    the route template, as `_LatencyMiddleware` would.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        source = _fast_source(scope)
+        if source is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request = Request(scope, receive)
+        try:
+            response = await receive_alerts(source, request)
+            await response(scope, receive, send)
+        finally:
+            services = getattr(scope["app"].state, "services", None)
+            if services is not None:
+                services.metrics.observe_latency(ROUTE_TEMPLATE, "POST", time.perf_counter() - started)
+
+
+def _fast_source(scope: Scope) -> str | None:
+    """The `{source}` of a request the fast path serves, or None to leave it to the router."""
+    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path") or "app" not in scope:
+        return None
+    path: str = scope["path"]
+    if not path.startswith(_PREFIX):
+        return None
+    source = path[len(_PREFIX) :]
+    if not source or "/" in source:
+        return None  # FastAPI answers these (404, trailing-slash redirect) as before
+    return source

@@ -1,0 +1,179 @@
+"""Pipelined group commit on SQLite: one writer thread applies and commits, one sync thread makes commits durable.
+
+A batch is applied and committed on one long-lived connection with `synchronous=NORMAL` (in WAL mode the
+commit writes its frames to the WAL but does not fsync it), then handed to the sync thread, which fsyncs
+the WAL file once for every commit that finished meanwhile and only then resolves their futures. While
+that fsync runs, the writer already applies the next batch: the disk flush overlaps the work instead of
+serialising with it. Durability is that of `synchronous=FULL` for the caller, who waits for `durable`:
+the WAL frames of its commit are on stable storage before it answers (docs/adr/0003).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import structlog
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["Commit", "PipelinedCommitter"]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Commit(Generic[T]):
+    """The two moments of one batch: `applied` (committed, visible, survives a process crash) and
+    `durable` (its WAL frames fsynced: survives power loss). Callers answer 2xx after `durable` only."""
+
+    applied: asyncio.Future[T]
+    durable: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    commit: Commit[Any]
+    result: Any = field(default=None)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class PipelinedCommitter:
+    """Runs `fn(connection, *args)` batches in order on one connection, fsyncs the WAL out of line."""
+
+    def __init__(self, engine: Engine, wal_path: Path, translate: Callable[[BaseException], BaseException]) -> None:
+        self._engine = engine
+        self._wal_path = wal_path
+        self._translate = translate  # driver errors -> StorageUnavailable, decided by Database
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._syncs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._wal_fd: int | None = None
+        self._wal_inode: int | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Commit[T]:
+        """Queue one batch; returns at once with its two futures (set on the calling loop)."""
+        loop = asyncio.get_running_loop()
+        commit: Commit[T] = Commit(loop.create_future(), loop.create_future())
+        self._start()
+        self._jobs.put(_Job(fn, args, loop, commit))
+        return commit
+
+    def close(self) -> None:
+        """Finish queued batches, stop both threads, close the WAL descriptor."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        if threads:
+            self._jobs.put(None)
+            for thread in threads:
+                thread.join(timeout=30)
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
+
+    def _start(self) -> None:
+        if self._threads:
+            return
+        with self._lock:
+            if self._threads:
+                return
+            self._threads = [
+                threading.Thread(target=self._write_loop, name="teleops-sqlite-writer", daemon=True),
+                threading.Thread(target=self._sync_loop, name="teleops-sqlite-sync", daemon=True),
+            ]
+            for thread in self._threads:
+                thread.start()
+
+    def _write_loop(self) -> None:
+        conn: Connection | None = None
+        try:
+            while (job := self._jobs.get()) is not None:
+                try:
+                    if conn is None:
+                        conn = self._engine.connect()
+                    with conn.begin():
+                        job.result = job.fn(conn, *job.args)
+                except BaseException as exc:  # every failure goes to the waiting request
+                    error = self._translate(exc)
+                    job.loop.call_soon_threadsafe(_resolve, job.commit.applied, None, error)
+                    # Nothing to make durable; cancelled (not failed) so nobody must retrieve an exception.
+                    job.loop.call_soon_threadsafe(job.commit.durable.cancel)
+                    if conn is not None and conn.invalidated:
+                        conn.close()
+                        conn = None
+                    continue
+                job.loop.call_soon_threadsafe(_resolve, job.commit.applied, job.result)
+                self._syncs.put(job)
+        finally:
+            self._syncs.put(None)
+            if conn is not None:
+                conn.close()
+
+    def _sync_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self._syncs.get()
+            if job is None:
+                return
+            jobs = [job]
+            # Every commit that finished while the previous fsync ran shares this one.
+            while True:
+                try:
+                    more = self._syncs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                jobs.append(more)
+            error: BaseException | None = None
+            try:
+                self._fsync_wal()
+            except OSError as exc:
+                log.error("sqlite.wal_fsync_failed", error=str(exc))
+                error = self._translate(exc)
+            for done in jobs:
+                done.loop.call_soon_threadsafe(_resolve, done.commit.durable, None, error)
+
+    def _fsync_wal(self) -> None:
+        """fdatasync the WAL file; reopen it when SQLite replaced it (then the main file holds the data)."""
+        try:
+            inode: int | None = os.stat(self._wal_path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode is None or inode != self._wal_inode:
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
+            # No WAL, or a new one: SQLite checkpointed the old one into the main file (and synced that, as
+            # synchronous=NORMAL does after every checkpoint). Sync the main file anyway: cheap, and certain.
+            main = os.open(str(self._wal_path)[: -len("-wal")], os.O_RDONLY)
+            try:
+                os.fdatasync(main)
+            finally:
+                os.close(main)
+        if inode is None:
+            return
+        if self._wal_fd is None:
+            self._wal_fd = os.open(self._wal_path, os.O_RDONLY)
+            self._wal_inode = os.fstat(self._wal_fd).st_ino
+        os.fdatasync(self._wal_fd)
