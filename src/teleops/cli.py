@@ -157,6 +157,7 @@ def token_create() -> None:
 
 def _create_token(config_path: Path | None, kind: str, name: str, user: str | None) -> None:
     from teleops.server.clock import system_clock
+    from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
     from teleops.store.tokens import TokenExists, TokenKind, TokenStore
     from teleops.store.users import UserStore
@@ -169,7 +170,11 @@ def _create_token(config_path: Path | None, kind: str, name: str, user: str | No
             await database.migrate()
             if user is not None and await UserStore(database).get(user) is None:
                 _fail(f"no user {user!r}; users come from the `users:` config section (and `admin`)")
-            return await TokenStore(database).create(TokenKind(kind), name, now=system_clock(), user_name=user)
+            secret = await TokenStore(database).create(
+                TokenKind(kind), name, now=system_clock(), user_name=user, by="cli"
+            )
+            await CheckpointLog(settings.data_dir).checkpoint(database)  # audited: anchor it before exiting
+            return secret
         except TokenExists as exc:
             _fail(str(exc))
             raise
@@ -213,6 +218,7 @@ def token_create_api(name: str, user: str, config_path: Path | None) -> None:
 def token_revoke(kind: str, name: str, config_path: Path | None) -> None:
     """Revoke a token by kind and name."""
     from teleops.server.clock import system_clock
+    from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
     from teleops.store.tokens import TokenKind, TokenStore
 
@@ -222,7 +228,9 @@ def token_revoke(kind: str, name: str, config_path: Path | None) -> None:
         database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
         try:
             await database.migrate()
-            return await TokenStore(database).revoke(TokenKind(kind), name, now=system_clock())
+            revoked = await TokenStore(database).revoke(TokenKind(kind), name, now=system_clock(), by="cli")
+            await CheckpointLog(settings.data_dir).checkpoint(database)  # audited: anchor it before exiting
+            return revoked
         finally:
             await database.close()
 

@@ -10,6 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from teleops.store.audit import append
 from teleops.store.database import Database
 from teleops.store.schema import chat_refusals, chat_updates, identities, link_codes
 
@@ -83,6 +84,10 @@ class IdentityStore:
                     via="link-code",
                 )
             )
+            append(
+                conn, at=now, actor=str(row.user_name), action="identity.linked",
+                subject=f"user:{row.user_name}", data={"platform": platform, "external_id": external_id},
+            )  # fmt: skip
             return str(row.user_name)
 
         try:

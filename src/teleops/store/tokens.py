@@ -14,6 +14,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from teleops.store.audit import append
 from teleops.store.database import Database
 from teleops.store.schema import tokens
 
@@ -59,8 +60,11 @@ class TokenStore:
         # a revocation made by another replica takes effect within CACHE_SECONDS.
         self._cache: dict[tuple[TokenKind, str], tuple[TokenRecord, float]] = {}
 
-    async def create(self, kind: TokenKind, name: str, *, now: datetime, user_name: str | None = None) -> str:
-        """Create a token and return its secret (shown once). Raises TokenExists for a used name."""
+    async def create(
+        self, kind: TokenKind, name: str, *, now: datetime, user_name: str | None = None, by: str = "system"
+    ) -> str:
+        """Create a token and return its secret (shown once), audited as `token.created` (never the secret) in the
+        same transaction. Raises TokenExists for a used name."""
         secret = _PREFIX[kind.value] + secrets.token_urlsafe(32)
 
         def apply(conn: Connection) -> None:
@@ -73,6 +77,8 @@ class TokenStore:
                     created_at=now,
                 )
             )
+            data = {"kind": kind.value, "name": name, "user": user_name}
+            append(conn, at=now, actor=by, action="token.created", subject=f"token:{kind.value}:{name}", data=data)
 
         try:
             await self._db.run_in_transaction(apply)
@@ -82,13 +88,18 @@ class TokenStore:
             ) from exc
         return secret
 
-    async def revoke(self, kind: TokenKind, name: str, *, now: datetime) -> bool:
+    async def revoke(self, kind: TokenKind, name: str, *, now: datetime, by: str = "system") -> bool:
+        """Revoke the live token; audited as `token.revoked` in the same transaction. False when none was live."""
+
         def apply(conn: Connection) -> bool:
             result = conn.execute(
                 update(tokens)
                 .where(tokens.c.kind == kind.value, tokens.c.name == name, tokens.c.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
+            if result.rowcount:
+                data = {"kind": kind.value, "name": name}
+                append(conn, at=now, actor=by, action="token.revoked", subject=f"token:{kind.value}:{name}", data=data)
             return bool(result.rowcount)
 
         done = await self._db.run_in_transaction(apply)
