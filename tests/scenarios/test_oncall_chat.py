@@ -48,8 +48,8 @@ async def ask(fake: FakeTelegram, text: str) -> str:
 async def test_oncall_names_who_is_on_call_now_and_next(api: Api, fake_telegram: FakeTelegram) -> None:
     answer = await ask(fake_telegram, "/oncall")
     assert "primary:" in answer
-    assert ("alice" in answer)
-    assert ("bob" in answer)
+    assert "alice" in answer
+    assert "bob" in answer
     assert "until" in answer
 
 
