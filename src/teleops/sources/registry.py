@@ -35,7 +35,7 @@ SOURCES: tuple[Source, ...] = (
     Source("grafana", parse_grafana, "Grafana unified alerting"),
     Source("sensu", parse_sensu, "Sensu Go event"),
     Source("zabbix", parse_zabbix, "Zabbix webhook media type"),
-    Source("pagerduty", parse_pagerduty, "PagerDuty Events API v2", token_field="routing_key"),
+    Source("pagerduty", parse_pagerduty, "PagerDuty Events API v2", token_field="routing_key"),  # noqa: S106 (a field name)
     Source("generic", parse_generic, "TeleOps generic alert"),
 )
 
