@@ -14,7 +14,14 @@ router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 MAX_UPDATE_BYTES = 1024 * 1024
 
 
-@router.post("/telegram/webhook", status_code=200, responses={403: {"description": "Missing or wrong secret"}})
+@router.post(
+    "/telegram/webhook",
+    status_code=200,
+    responses={
+        403: {"description": "Missing or wrong secret"},
+        404: {"description": "Telegram is not configured in webhook mode"},
+    },
+)
 async def telegram_webhook(request: Request) -> Response:
     """One Telegram update. 403 unless exactly one `X-Telegram-Bot-Api-Secret-Token` header matches
     `telegram.webhook_secret`; 404 when Telegram runs in polling mode or is not configured.
@@ -34,7 +41,14 @@ async def telegram_webhook(request: Request) -> Response:
     return Response(status_code=int(status))
 
 
-@router.post("/slack/events", status_code=200, responses={401: {"description": "Missing, stale or wrong signature"}})
+@router.post(
+    "/slack/events",
+    status_code=200,
+    responses={
+        401: {"description": "Missing, stale or wrong signature"},
+        404: {"description": "Slack is not configured in Events API mode"},
+    },
+)
 async def slack_events(request: Request) -> Response:
     """One Slack Events API, interactivity or slash-command request (all may share this URL). 401 with
     nothing done unless `X-Slack-Signature` is a valid v0 HMAC of the raw body signed within ±300 s;

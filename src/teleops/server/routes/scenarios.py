@@ -81,13 +81,17 @@ async def search(
     return ScenarioSearch(items=items, next_offset=offset + limit if len(hits) > limit else None)
 
 
-@router.get("/incidents/{incident_id}/export.md", response_class=PlainTextResponse, responses=_NOT_FOUND)
+class MarkdownResponse(PlainTextResponse):
+    media_type = "text/markdown"
+
+
+@router.get("/incidents/{incident_id}/export.md", response_class=MarkdownResponse, responses=_NOT_FOUND)
 async def export_md(
     incident_id: RowId, request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]
-) -> PlainTextResponse:
+) -> MarkdownResponse:
     """The incident as a postmortem-ready Markdown timeline (times, actors, commands, outputs, notes)."""
     try:
         text = await export_incident(services_of(request).db, incident_id)
     except IncidentNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
-    return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
+    return MarkdownResponse(text)
