@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.b01_ingest_repeated import BENCHMARK as B1
 from bench.b02_ingest_distinct import BENCHMARK as B2
+from bench.b03_b04_chat import B3, B4
 from bench.b05_scale import BENCHMARK as B5
 from bench.b06_command_round_trip import BENCHMARK as B6
 from bench.b08_concurrent_commands import BENCHMARK as B8
@@ -26,10 +27,8 @@ def _pending(bench_id: str, title: str, reason: str) -> Benchmark:
 SUITE: tuple[Benchmark, ...] = (
     B1,
     B2,
-    _pending(
-        "B3", "alert → first chat API call", "the benchmark against the Telegram gateway and fake is not written yet"
-    ),
-    _pending("B4", "10k-alert storm", "the benchmark against the Telegram gateway and fake is not written yet"),
+    B3,
+    B4,
     B5,
     B6,
     _pending("B7", "1 MB output streaming", "the benchmark of chat output streaming is not written yet"),
