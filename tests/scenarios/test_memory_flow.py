@@ -229,8 +229,27 @@ async def test_recurring_alert_shows_last_time_and_runs_again_as_the_presser(
         2,
     )
 
-    # carol's role may not run echo: the same confirmed press is refused by the policy, and recorded.
-    fake.push_update(fake.button_update(ALERT_CHAT, CAROL_ID, preview.message_id, confirm, username="carol"))
+    # A preview confirms once: pressing "Run it" again (a double tap) runs nothing more.
+    fake.push_update(fake.button_update(ALERT_CHAT, BOB_ID, preview.message_id, confirm, username="bob"))
+    await eventually(
+        lambda: (
+            fake.calls_of("answerCallbackQuery")
+            and "Already confirmed" in str(fake.calls_of("answerCallbackQuery")[-1].params.get("text", ""))
+        ),
+        what="the second confirm's answer",
+    )
+    assert len([c for c in await list_commands(ctl.services.db) if c.requester == "bob"]) == 1
+
+    # carol's role may not run echo: her own confirmed press is refused by the policy, and recorded.
+    before = len(fake.chat_messages(ALERT_CHAT))
+    fake.push_update(
+        fake.button_update(ALERT_CHAT, CAROL_ID, second.message_id, again[0]["callback_data"], username="carol")
+    )
+    carols_preview = await eventually(
+        lambda: next((m for m in fake.chat_messages(ALERT_CHAT)[before:] if "Run `" in m.text), None),
+        what="carol's preview",
+    )
+    fake.push_update(fake.button_update(ALERT_CHAT, CAROL_ID, carols_preview.message_id, confirm, username="carol"))
     [carols] = await command_done(ctl, "carol")
     assert carols.status == "denied"
     await eventually(lambda: any("Command refused" in m.text for m in fake.chat_messages(ALERT_CHAT)), what="refusal")

@@ -346,6 +346,13 @@ class Conversation:
             await self.post(event.platform, event.chat_id, preview, incident_id=incident_id)
             await self._answer(event, "Check the command, then confirm.")
             return
+        # A preview confirms once: a second press (double tap, or another person) on the same preview runs nothing.
+        once = f"run-again:{event.chat_id}:{event.message_id or event.update_id}"
+        if not await self._d.identities.first_delivery(event.platform, once, now=self._d.clock()):
+            await self._answer(
+                event, "Already confirmed from this preview; press the Run-again button again for a new one."
+            )
+            return
         await self._answer(event, f"Running as {person.name}…")
         # The whole pipeline (policy, step-up, approval, audit) decides, for the person who pressed.
         await runner.run(event, person.name, person.role, choice.host, choice.text, incident_id=incident_id)
