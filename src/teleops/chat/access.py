@@ -3,11 +3,14 @@ Approve/Deny buttons, `/approve ID` and `/deny ID`, and posting approval outcome
 
 The decisions themselves are made elsewhere (pipeline/stepup.py, pipeline/approval.py, the dispatch step);
 this module only talks. A code continues exactly the command it was asked for: the pending request is
-bound to its id and the hash of (agent, argv, requester, id), and expires (default 5 min).
+bound to its id and the hash of (agent, argv, requester, id), and expires (default 5 min). For a person who
+steps up with Duo, the command instead waits for the push on their phone (one at a time) and, once approved,
+runs through the same path as after an accepted code; a Duo outage refuses it (fail closed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -21,6 +24,7 @@ from teleops.domain.stepup import Verdict
 from teleops.pipeline.approval import ApprovalDesk, ApprovalNews, Vote
 from teleops.pipeline.command_line import CommandLineError, split_command
 from teleops.pipeline.dispatch import ApprovalPending, CommandRequest, StepUpRequired
+from teleops.pipeline.duo import DuoPushes, PendingPush, PushAlreadyPending
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
 from teleops.pipeline.stepup import CodeGate, PendingStepUp, PendingStepUps
 from teleops.store.agents import list_agents
@@ -55,6 +59,7 @@ class AccessDialog:
         approvals: ApprovalDesk | None,
         checkpoints: CheckpointLog | None,
         pending: PendingStepUps | None = None,
+        duo: DuoPushes | None = None,
     ) -> None:
         self._runner = runner
         self._outbox = outbox
@@ -64,6 +69,8 @@ class AccessDialog:
         self._approvals = approvals
         self.checkpoints = checkpoints
         self.pending = pending or PendingStepUps()
+        self.duo = duo
+        self._pushes: set[asyncio.Task[None]] = set()  # pushes waiting on phones (kept so they are not collected)
         if approvals is not None:
             approvals.listen(self._on_news)
 
@@ -72,14 +79,18 @@ class AccessDialog:
         return self._approvals.rules if self._approvals is not None else None
 
     def gate(self, code: str | None, *, via: str) -> CodeGate | None:
-        return CodeGate(self._stepup, code, via=via) if self._stepup is not None else None
+        return CodeGate(self._stepup, code, via=via, push=self.duo) if self._stepup is not None else None
 
     # -- step-up ------------------------------------------------------------------------------------
 
     async def ask_code(
         self, event: InboundEvent, request: CommandRequest, exc: StepUpRequired, gate: CodeGate | None
     ) -> None:
-        """The command needs a code: remember it and ask, or say why a code cannot help (not enrolled, locked)."""
+        """The command needs a code: remember it and ask, or say why a code cannot help (not enrolled, locked).
+        A Duo user gets a push instead."""
+        if self.duo is not None and self.duo.applies_to(request.requester) and (gate is None or not gate.had_code):
+            await self._ask_push(event, request, exc)
+            return
         if gate is not None and gate.judgement is not None:  # a code came with it and did not count
             why = gate.refusal or gate.judgement.message
             locked = gate.judgement.verdict in (Verdict.LOCKED, Verdict.NOW_LOCKED)
@@ -106,6 +117,54 @@ class AccessDialog:
         text = f"{CODE_PROMPT} (within {minutes} min) to run `{request.command}` on {request.host}."
         row = await self._runner.say(event, text, request.incident_id)
         self.pending.set_prompt(pending, row)
+
+    async def _ask_push(self, event: InboundEvent, request: CommandRequest, exc: StepUpRequired) -> None:
+        assert self.duo is not None
+        try:
+            push = self.duo.reserve(request.requester, command=request.command, host=exc.agent)
+        except PushAlreadyPending as refused:
+            await self._runner.say(event, f"Command refused: {refused}.", request.incident_id)
+            return
+        await self._runner.say(
+            event,
+            f"Approve the Duo push on your phone (command `{request.command}` on host {exc.agent}); "
+            f"it runs once you approve, within {int(self.duo.config.push_timeout_s)} s.",
+            request.incident_id,
+        )
+        task = asyncio.create_task(self._after_push(event, request, exc, push), name=f"duo-push-{request.requester}")
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+
+    async def _after_push(
+        self, event: InboundEvent, request: CommandRequest, exc: StepUpRequired, push: PendingPush
+    ) -> None:
+        assert self.duo is not None
+        try:
+            result = await self.duo.push(push, via=f"{event.platform}:{event.user_id}")
+            if not result.approved:
+                await self._runner.say(event, f"Command refused: {result.message}. Not executed.", request.incident_id)
+                return
+            if not await self._resolves_to(request, exc):
+                await self._runner.say(
+                    event,
+                    f"Not run: `{request.command}` no longer resolves to what the push was for; send it again.",
+                    request.incident_id,
+                )
+                return
+            await self._runner.run(
+                event, request.requester, request.role, request.host, request.command, incident_id=request.incident_id
+            )
+        except Exception:  # a background task: log it, never lose it silently
+            log.exception("duo.push_failed", user=request.requester)
+            await self._runner.say(event, "Command not executed: the Duo step-up failed; send it again.")
+
+    async def _resolves_to(self, request: CommandRequest, exc: StepUpRequired) -> bool:
+        try:
+            agent = resolve_host(request.host, await list_agents(self._runner.db))
+            argv = split_command(request.command)
+        except (UnknownHost, AmbiguousHost, CommandLineError):
+            return False
+        return agent.name == exc.agent and argv == exc.argv
 
     async def answers_prompt(self, event: InboundEvent) -> bool:
         """True when `event` is a reply to one of our code prompts (then it is a code, never a command)."""

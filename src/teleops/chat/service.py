@@ -22,6 +22,7 @@ from teleops.chat.outbox import OutboxWorker
 from teleops.chat.render import Message
 from teleops.pipeline.approval import ApprovalDesk
 from teleops.pipeline.dispatch import CommandSender
+from teleops.pipeline.duo import DuoPushes
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database
 from teleops.store.identities import IdentityStore
@@ -121,8 +122,9 @@ class ChatService:
         stepup: TwoFactorStore | None,
         approvals: ApprovalDesk | None,
         checkpoints: CheckpointLog | None,
+        duo: DuoPushes | None = None,
     ) -> None:
-        """Ask for one-time codes and run approvals in chat (after `enable_commands`)."""
+        """Ask for one-time codes (or Duo pushes) and run approvals in chat (after `enable_commands`)."""
         if self._runner is None:
             raise RuntimeError("enable_commands must come before enable_access")
         self._runner.access = AccessDialog(
@@ -133,6 +135,7 @@ class ChatService:
             stepup=stepup,
             approvals=approvals,
             checkpoints=checkpoints,
+            duo=duo,
         )
 
     def capabilities(self, platform: str) -> Capabilities:

@@ -148,6 +148,7 @@ class UserSettings(_Section):
     telegram_id: int | None = None
     slack_id: str | None = None
     matrix_id: str | None = None
+    twofactor: Literal["totp", "duo"] | None = None  # how this person steps up; None: twofactor.method
 
     @field_validator("telegram_id")
     @classmethod
@@ -197,11 +198,32 @@ class RedactionSettings(_Section):
         return value
 
 
+class DuoSettings(_Section):
+    """Duo push step-up through Duo's Auth API (the `duo` extra): an "Auth API" application's keys and host."""
+
+    ikey: str = Field(min_length=1)  # integration key
+    skey: SecretStr  # secret key: signs every request (HMAC); never logged
+    api_host: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")  # HOST or HOST:PORT
+    timeout: str = "10s"  # per request to Duo; longer, or no answer, counts as "unreachable"
+    push_timeout: str = "60s"  # how long the person has to answer the push
+    ca_certs: Path | None = None  # a PEM CA bundle instead of the one duo_client ships (TLS proxy, tests)
+
+    @field_validator("timeout", "push_timeout")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError(f"{value!r} must be a positive duration like 10s")
+        return value
+
+
 class TwoFactorSettings(_Section):
-    """TOTP step-up: how long one accepted code elevates a person, and how many wrong codes lock them."""
+    """Step-up: TOTP codes or Duo push (`method`, per user `users[].twofactor`); how long one success elevates a
+    person, and how many wrong codes lock them."""
 
     elevation: str = "10m"
     lockout_after: int = Field(default=5, ge=1, le=100)
+    method: Literal["totp", "duo"] = "totp"
+    duo: DuoSettings | None = None
 
     @field_validator("elevation")
     @classmethod
@@ -286,6 +308,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _duo_configured_when_used(self) -> Settings:
+        users = [u.name for u in self.users if u.twofactor == "duo"]
+        if self.twofactor.duo is None and (self.twofactor.method == "duo" or users):
+            who = "twofactor.method is duo" if self.twofactor.method == "duo" else f"users {', '.join(users)} use duo"
+            raise ValueError(
+                f"{_KEYED}twofactor.duo: {who} but twofactor.duo is missing; add ikey, skey and api_host of a Duo "
+                "Auth API application (see docs/access-control.md) or use totp"
+            )
+        return self
+
+    def twofactor_method(self, user: str) -> Literal["totp", "duo"]:
+        """How `user` steps up: their `users[].twofactor`, else `twofactor.method`."""
+        own = next((u.twofactor for u in self.users if u.name == user), None)
+        return own or self.twofactor.method
+
+    @model_validator(mode="after")
     def _first_response_role_exists(self) -> Settings:
         role = self.memory.first_response_role
         if role is not None and role not in self.policy.compile().roles:
@@ -309,6 +347,7 @@ class Settings(BaseSettings):
             self.slack.bot_token,
             self.slack.app_token,
             self.slack.signing_secret,
+            self.twofactor.duo.skey if self.twofactor.duo is not None else None,
         ):
             if secret is not None:
                 known.append(secret.get_secret_value())

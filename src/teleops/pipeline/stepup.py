@@ -25,7 +25,15 @@ from teleops.domain.stepup import Judgement, TwoFactorState
 from teleops.store.approvals import approval_digest
 from teleops.store.twofactor import NotEnrolled, TwoFactorKeyMissing
 
-__all__ = ["OTP_HEADER", "CodeGate", "PendingStepUp", "PendingStepUps", "StepUpStore", "request_digest"]
+__all__ = [
+    "OTP_HEADER",
+    "CodeGate",
+    "PendingStepUp",
+    "PendingStepUps",
+    "PushElevation",
+    "StepUpStore",
+    "request_digest",
+]
 
 OTP_HEADER = "X-TeleOps-OTP"
 PENDING_TTL = timedelta(minutes=5)
@@ -41,13 +49,21 @@ class StepUpStore(Protocol):
     async def state(self, user: str) -> TwoFactorState | None: ...
 
 
+class PushElevation(Protocol):
+    """Elevation by an approved Duo push (pipeline/duo.py's DuoPushes implements it)."""
+
+    def elevated(self, user: str, *, now: datetime) -> bool: ...
+
+
 class CodeGate:
     """A StepUpCheck for one request. Elevated already → yes, no code spent. Else the request's code (if any)
     is verified; `refusal` then says, for the person, why no code counted (wrong, replayed, throttled, locked,
-    not enrolled). Never raises for a bad code; StorageUnavailable propagates."""
+    not enrolled). An approved Duo push (`push`) elevates like a code. Never raises for a bad code;
+    StorageUnavailable propagates."""
 
-    def __init__(self, store: StepUpStore, code: str | None, *, via: str) -> None:
+    def __init__(self, store: StepUpStore, code: str | None, *, via: str, push: PushElevation | None = None) -> None:
         self._store = store
+        self._push = push
         self._code = code.strip() if code else None
         self._via = via
         self.judgement: Judgement | None = None
@@ -58,6 +74,8 @@ class CodeGate:
         return self._code is not None
 
     async def elevated(self, user: str, *, now: datetime) -> bool:
+        if self._push is not None and self._push.elevated(user, now=now):
+            return True
         if await self._store.elevated(user, now=now):
             return True
         if self._code is None:

@@ -29,6 +29,7 @@ from teleops.memory.first_response import FirstResponder
 from teleops.memory.service import ScenarioMemory
 from teleops.oncall.service import OnCallService
 from teleops.pipeline.approval import ApprovalDesk
+from teleops.pipeline.duo import DuoConfig, DuoPushes
 from teleops.server.access_upkeep import AccessUpkeep
 from teleops.server.agent_hub import AgentHub
 from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
@@ -249,10 +250,31 @@ def _start_access_control(services: Services, chat: ChatService) -> AccessUpkeep
         checkpoints=checkpoints,
     )
     services.stepup, services.checkpoints, services.approvals = stepup, checkpoints, approvals
-    chat.enable_access(stepup=stepup, approvals=approvals, checkpoints=checkpoints)
+    services.duo = _duo_pushes(services, elevation)
+    chat.enable_access(stepup=stepup, approvals=approvals, checkpoints=checkpoints, duo=services.duo)
     upkeep = AccessUpkeep(db, checkpoints, approvals)
     upkeep.start()
     return upkeep
+
+
+def _duo_pushes(services: Services, elevation: timedelta) -> DuoPushes | None:
+    """Duo push step-up when `twofactor.duo` is configured (raises DuoClientMissing without the `duo` extra)."""
+    settings = services.settings
+    duo = settings.twofactor.duo
+    if duo is None:
+        return None
+    config = DuoConfig(
+        ikey=duo.ikey,
+        skey=duo.skey.get_secret_value(),
+        api_host=duo.api_host,
+        timeout_s=parse_duration(duo.timeout),
+        push_timeout_s=parse_duration(duo.push_timeout),
+        ca_certs=duo.ca_certs,
+        elevation=elevation,
+    )
+    return DuoPushes(
+        config, db=services.db, clock=services.clock, uses_duo=lambda user: settings.twofactor_method(user) == "duo"
+    )
 
 
 async def _start_local_agent(services: Services) -> LocalAgentSupervisor | None:

@@ -8,6 +8,7 @@ from teleops.chat.service import ChatService
 from teleops.config import Settings
 from teleops.oncall.service import OnCallService
 from teleops.pipeline.approval import ApprovalDesk
+from teleops.pipeline.duo import DuoPushes
 from teleops.server.agent_hub import AgentHub
 from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
@@ -36,3 +37,4 @@ class Services:
     stepup: TwoFactorStore | None = None  # TOTP step-up (commands whose rule has require_2fa)
     checkpoints: CheckpointLog | None = None  # the audit head anchored outside the database
     approvals: ApprovalDesk | None = None  # two-person approval; set with the hub
+    duo: DuoPushes | None = None  # Duo push step-up (twofactor.duo); set with the hub

@@ -21,6 +21,7 @@ from teleops.pipeline.dispatch import (
     StepUpRequired,
     submit_command,
 )
+from teleops.pipeline.duo import PushAlreadyPending, PushOutcome
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
 from teleops.pipeline.stepup import OTP_HEADER, CodeGate
 from teleops.server.auth import Caller, require_api_caller, services_of
@@ -98,9 +99,13 @@ class CommandOut(BaseModel):
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    403: {"description": "Not allowed for this user (recorded as denied), or needs a one-time code (`needs: otp`)"},
+    403: {
+        "description": "Not allowed for this user (recorded as denied), needs a one-time code (`needs: otp`), or "
+        "the Duo push was denied, timed out or is already waiting (`needs: duo`)"
+    },
     404: {"description": "Unknown host (the message lists the known hosts) or incident"},
     409: {"description": "The host's agent is offline, or the host name is ambiguous"},
+    503: {"description": "The MFA provider (Duo) is unreachable: not executed (fail closed)"},
     422: {"description": "Empty command, unbalanced quotes, or a bad timeout"},
 }
 
@@ -135,7 +140,9 @@ async def create(
 ) -> Any:
     """Run a command. One whose rule needs 2FA answers 403 unless the caller is elevated (a code accepted in the
     last `twofactor.elevation`) or sends a fresh code in `X-TeleOps-OTP`. One that needs a second person answers
-    202 with status `queued` and an `approval` object: another user approves it (`POST …/{id}/approve`)."""
+    202 with status `queued` and an `approval` object: another user approves it (`POST …/{id}/approve`).
+    For a user who steps up with Duo (and sent no code) the request waits for the push on their phone, then runs;
+    a denied or unanswered push answers 403, an unreachable Duo 503 (nothing runs)."""
     services = services_of(request)
     if services.hub is None:
         raise HTTPException(503, "the agent hub is not running; restart the controller")
@@ -151,11 +158,14 @@ async def create(
         output_cap_bytes=services.settings.agents.output_cap_bytes,
         incident_id=body.incident_id,
     )
-    gate = CodeGate(services.stepup, otp, via=f"api:{caller.user}") if services.stepup is not None else None
-    try:
-        record = await submit_command(
+    via = f"api:{caller.user}"
+    gate = CodeGate(services.stepup, otp, via=via, push=services.duo) if services.stepup is not None else None
+    hub = services.hub
+
+    async def submit() -> CommandRecord:
+        return await submit_command(
             services.db,
-            services.hub,
+            hub,
             await list_agents(services.db),
             command_request,
             now=services.clock(),
@@ -163,6 +173,23 @@ async def create(
             checkpoints=services.checkpoints,
             approval=services.approvals.rules if services.approvals is not None else None,
         )
+
+    try:
+        try:
+            record = await submit()
+        except StepUpRequired as exc:
+            duo = services.duo
+            if otp is not None or duo is None or not duo.applies_to(caller.user):
+                raise
+            try:
+                push = duo.reserve(caller.user, command=body.command, host=exc.agent)
+            except PushAlreadyPending as refused:
+                return JSONResponse({"detail": f"command refused: {refused}", "needs": "duo"}, status_code=403)
+            result = await duo.push(push, via=via)
+            if not result.approved:
+                status = 503 if result.outcome is PushOutcome.UNAVAILABLE else 403
+                return JSONResponse({"detail": f"command refused: {result.message}", "needs": "duo"}, status)
+            record = await submit()
     except CommandLineError as exc:
         raise HTTPException(422, f"command: {exc}") from exc
     except (UnknownHost, IncidentNotFound) as exc:
