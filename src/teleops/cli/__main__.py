@@ -1,0 +1,5 @@
+"""`python -m teleops.cli`."""
+
+from teleops.cli import main
+
+main()
