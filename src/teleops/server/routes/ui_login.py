@@ -1,8 +1,13 @@
-"""Log in and out of the web UI (the admin login is printed at first start)."""
+"""Log in and out of the web UI (the admin login is printed at first start).
+
+Every login attempt is in the audit log: `login.succeeded` is written before the session cookie is issued
+(sessions are signed cookies, not rows, so there is no session transaction to share: no audit record, no
+session), `login.failed` best effort with the user name tried and why, never the password."""
 
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -10,13 +15,35 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from teleops.server.auth import services_of
 from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user, safe_next
+from teleops.server.services import Services
 from teleops.server.session import LOGIN_COOKIE, SESSION_COOKIE, WebSessions, web_sessions
+from teleops.store.audit import AuditUnavailable, record
+from teleops.store.database import StorageUnavailable
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 _MAX_FIELD = 256
+_MAX_AUDITED_NAME = 64
+
+
+async def _audit_login(services: Services, *, now: datetime, name: str, address: str, failure: str | None) -> bool:
+    """Append the attempt to the audit log; False when it could not be written. Never the password."""
+    tried = name[:_MAX_AUDITED_NAME] or "(empty)"
+    data = {"address": address, "via": "web"} | ({"reason": failure} if failure else {})
+    try:
+        await record(
+            services.db,
+            at=now,
+            actor=tried,
+            action="login.failed" if failure else "login.succeeded",
+            subject=f"user:{tried}",
+            data=data,
+        )
+    except (AuditUnavailable, StorageUnavailable):
+        return False
+    return True
 
 
 def _login_form(
@@ -67,6 +94,7 @@ async def login(
     name = username.strip()
     wait = sessions.throttle.retry_after(name, address, now=now)
     if wait is not None:
+        await _audit_login(services, now=now, name=name, address=address, failure="throttled")
         return _login_form(
             request,
             sessions,
@@ -78,6 +106,7 @@ async def login(
     user = await services.users.verify_password(name, password) if name and password else None
     if user is None:
         sessions.throttle.failed(name, address, now=now)
+        await _audit_login(services, now=now, name=name, address=address, failure="wrong user name or password")
         return _login_form(
             request,
             sessions,
@@ -85,6 +114,15 @@ async def login(
             error="Wrong user name or password. The admin password was printed when TeleOps first started; "
             "reset it with `teleops user set-password admin`.",
             status_code=401,
+        )
+    if not await _audit_login(services, now=now, name=user.name, address=address, failure=None):
+        return _login_form(
+            request,
+            sessions,
+            next_path=target,
+            error="Not logged in: the audit log could not record the login. Try again in a minute; if it persists, "
+            "check that the database is reachable and writable.",
+            status_code=503,
         )
     sessions.throttle.succeeded(name, address)
     response = RedirectResponse(target, status_code=303)
