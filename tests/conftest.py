@@ -89,3 +89,15 @@ async def api(settings: Settings, clock: FakeClock) -> AsyncIterator[Api]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://teleops.test") as client:
             yield Api(client, services, ingest, token)
+
+
+@pytest.fixture(autouse=True)
+def _default_policy_after_each_test() -> Iterator[None]:
+    """The controller installs its configured policy process-wide at startup (pipeline.authorize.use_policy):
+    one process serves one config. Tests start many apps in one process, so each test ends by putting the
+    built-in default back, and no test sees the policy another test's app installed."""
+    from teleops.pipeline.authorize import current_policy, use_policy
+
+    before = current_policy()
+    yield
+    use_policy(before)
