@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PATH = "/api/v1/alerts/alertmanager"
 AM_PATH = "/api/v2/alerts"
 PEER = "Alertmanager 0.25 → webhook"
-ALERT_CHAT = -1001234567890
+ALERT_CHAT = -1001234567890  # a group: Telegram (and TeleOps' pacing) allow 20 messages a minute there
+DIRECT_CHAT = 424242  # a private chat: one message a second, so B3 samples are not held by the group window
 TOKEN = "123456:BENCH-token"
 
 
@@ -71,12 +72,12 @@ def _sends(stats: dict[str, Any]) -> list[list[Any]]:
     return [c for c in stats["calls"] if c[0] == "sendMessage" and c[3] == 200]
 
 
-async def _teleops_with_telegram(workdir: Path, fake: Server, *, storm_threshold: int) -> TeleOps:
+async def _teleops_with_telegram(workdir: Path, fake: Server, *, storm_threshold: int, chat: int) -> TeleOps:
     extra: dict[str, object] = {
         "telegram": {
             "token": TOKEN,
             "base_url": f"http://127.0.0.1:{fake.port}/bot",
-            "alert_chats": [ALERT_CHAT],
+            "alert_chats": [chat],
             "storm_threshold": storm_threshold,
         }
     }
@@ -119,7 +120,7 @@ async def run_b3(ctx: Context) -> list[Row]:
     theirs: list[float] = []
     try:
         # A storm threshold above the sample count: B3 measures one alert's way to chat, not storm folding.
-        teleops = await _teleops_with_telegram(ctx.sub("b3-teleops"), fake, storm_threshold=10_000)
+        teleops = await _teleops_with_telegram(ctx.sub("b3-teleops"), fake, storm_threshold=10_000, chat=DIRECT_CHAT)
         am = await start_alertmanager(
             ctx.sub("b3-am"), webhook_url=f"http://127.0.0.1:{hook.port}/hook", group_wait="0s", group_interval="1s"
         )
@@ -127,7 +128,7 @@ async def run_b3(ctx: Context) -> list[Row]:
             auth = {"Authorization": f"Bearer {teleops.ingest_token}"}
 
             def telegram_sends(stats: dict[str, Any]) -> list[float]:
-                return [c[2] for c in _sends(stats) if c[1] is not None and int(c[1]) == ALERT_CHAT]
+                return [c[2] for c in _sends(stats) if c[1] is not None and int(c[1]) == DIRECT_CHAT]
 
             def webhook_posts(stats: dict[str, Any]) -> list[float]:
                 return [p[0] for p in stats["posts"]]
@@ -185,7 +186,7 @@ async def run_b4(ctx: Context) -> list[Row]:
     fake = await _receiver(ctx.sub("far-end"), "telegram", "--rate-limited")
     hook = await _receiver(ctx.sub("far-end"), "webhook")
     try:
-        teleops = await _teleops_with_telegram(ctx.sub("b4-teleops"), fake, storm_threshold=10)
+        teleops = await _teleops_with_telegram(ctx.sub("b4-teleops"), fake, storm_threshold=10, chat=ALERT_CHAT)
         try:
             auth = {"Authorization": f"Bearer {teleops.ingest_token}"}
             started = time.monotonic()
