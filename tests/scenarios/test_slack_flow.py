@@ -13,7 +13,7 @@ import pytest
 
 from teleops.config import Settings
 from teleops.store.incidents import get_incident
-from tests.conftest import Api
+from tests.conftest import Api, FakeClock
 from tests.fakes.slack import FakeSlack, SlackMessage
 from tests.integration.servers import TeleopsServer, teleops_server  # noqa: F401  (fixture)
 from tests.scenarios.conftest import alert_body, eventually
@@ -220,3 +220,36 @@ async def test_a_thread_reply_runs_on_the_real_local_agent_and_the_output_stream
     assert "hello-from-the-thread" in replies[0].block_text()
     assert "localhost $ echo hello-from-the-thread" in replies[0].block_text()
     assert len(fake_slack.channel_messages(ALERTS)) == 1
+
+
+async def test_a_controller_restart_loses_nothing_and_sends_nothing_twice(
+    settings: Settings, clock: FakeClock, fake_slack: FakeSlack
+) -> None:
+    from teleops.server.app import create_app
+    from teleops.store.tokens import TokenKind
+
+    async def controller() -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+        app = create_app(settings, clock=clock)
+        async with app.router.lifespan_context(app):
+            services = app.state.services
+            token = await services.tokens.create(TokenKind.INGEST, f"s{len(fake_slack.calls)}", now=clock())
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://teleops.test") as client:
+                yield client, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    # First life: one alert delivered; then Slack goes away and two more alerts are only in the outbox.
+    async for client, headers in controller():
+        await client.post("/api/v1/alerts/alertmanager", content=alert_body(), headers=headers)
+        await eventually(lambda: len(fake_slack.channel_messages(ALERTS)) == 1, what="the first alert")
+        await fake_slack.stop()
+        for n in range(2):
+            body = alert_body(name=f"Outage{n}", fingerprint=f"out{n}")
+            assert (await client.post("/api/v1/alerts/alertmanager", content=body, headers=headers)).status_code == 200
+    # Second life, Slack back: the two pending messages arrive once each, the first is not sent again.
+    await fake_slack.start()
+    async for _client, _headers in controller():
+        await eventually(lambda: len(fake_slack.channel_messages(ALERTS)) >= 3, timeout=60, what="the pending alerts")
+        await asyncio.sleep(1.5)  # a window in which a duplicate would show up
+        headlines = [m.text.split("\n")[0] for m in fake_slack.channel_messages(ALERTS)]
+        names = [next(n for n in ("DiskFull", "Outage0", "Outage1") if n in h) for h in headlines]
+        assert names == ["DiskFull", "Outage0", "Outage1"]

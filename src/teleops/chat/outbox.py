@@ -125,8 +125,10 @@ class OutboxWorker:
             if delay is None:
                 await self._wake.wait()
             else:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races a wake-up.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.001))
+                    async with asyncio.timeout(max(delay, 0.001)):
+                        await self._wake.wait()
 
     async def _dispatch_ready(self) -> float | None:
         """Start a delivery for every chat whose head row may go now; returns seconds until the next one may."""

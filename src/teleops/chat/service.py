@@ -6,7 +6,7 @@ on shutdown. The notifier's hooks go into the ingest writer and act_on_incident.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +31,8 @@ from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
 
 __all__ = ["ChatService", "PlatformConfig"]
+
+STOP_TIMEOUT_S = 5.0
 
 log = structlog.get_logger(__name__)
 
@@ -167,7 +169,12 @@ class ChatService:
         if self._runner is not None:
             await self._runner.stop()
         for platform, config in self._platforms.items():
-            with contextlib.suppress(Exception):
-                await config.gateway.stop()
+            # A platform that is unreachable (or an SDK stuck reconnecting) must not hold up shutdown.
+            try:
+                await asyncio.wait_for(config.gateway.stop(), timeout=STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("chat.stop_timed_out", platform=platform, timeout_s=STOP_TIMEOUT_S)
+            except Exception:
+                log.exception("chat.stop_failed", platform=platform)
             await self._workers[platform].stop()
             log.info("chat.stopped", platform=platform)

@@ -54,6 +54,7 @@ class EscalationWorker:
         self._on_enqueued = on_enqueued
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._pass = asyncio.Lock()  # one pass at a time in this process (replicas: SKIP LOCKED)
 
     # -- hooks the rest of the controller calls inside its own transactions --------------------------------
@@ -87,6 +88,7 @@ class EscalationWorker:
             self._task = asyncio.create_task(self._run(), name="escalation-worker")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -94,7 +96,7 @@ class EscalationWorker:
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             delay = MAX_SLEEP_S
             try:
                 await self.tick()
@@ -109,8 +111,11 @@ class EscalationWorker:
             except Exception:  # the loop must survive a bug in one pass; the escalation stays due
                 log.exception("escalation.pass_failed")
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races a wake-up, and the
+            # loop would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def tick(self) -> int:
         """Process everything due now. Returns how many escalations were evaluated."""

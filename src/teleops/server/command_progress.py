@@ -67,7 +67,8 @@ class CommandProgress:
         """Return when `finished(command_id)` is called here, or after `timeout_s`."""
         event = self._waiters.setdefault(command_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
 
     async def flush_all(self) -> None:
         for command_id in list(self._pending):
