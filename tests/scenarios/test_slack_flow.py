@@ -220,6 +220,18 @@ async def test_a_thread_reply_runs_on_the_real_local_agent_and_the_output_stream
     assert "hello-from-the-thread" in replies[0].block_text()
     assert "localhost $ echo hello-from-the-thread" in replies[0].block_text()
     assert len(fake_slack.channel_messages(ALERTS)) == 1
+    # Output longer than a Slack message: the thread message keeps the tail, the whole output comes as a file.
+    await fake_slack.push("events_api", fake_slack.message_payload(ALERTS, ALICE, "seq 1 4000", thread_ts=message.ts))
+    shared = await eventually(
+        lambda: [m for m in fake_slack.channel_messages(ALERTS, thread=message.ts) if m.file is not None],
+        timeout=30,
+        what=f"the output file in the thread (server log: {server.log})",
+    )
+    name, data = shared[0].file  # type: ignore[misc]
+    assert name.endswith("-output.txt")
+    assert data.decode().split() == [str(n) for n in range(1, 4001)]
+    final = [m for m in fake_slack.channel_messages(ALERTS, thread=message.ts) if "seq 1 4000" in m.block_text()]
+    assert "4000" in final[0].block_text()  # the tail stays inline
 
 
 async def test_a_controller_restart_loses_nothing_and_sends_nothing_twice(
@@ -253,15 +265,3 @@ async def test_a_controller_restart_loses_nothing_and_sends_nothing_twice(
         headlines = [m.text.split("\n")[0] for m in fake_slack.channel_messages(ALERTS)]
         names = [next(n for n in ("DiskFull", "Outage0", "Outage1") if n in h) for h in headlines]
         assert names == ["DiskFull", "Outage0", "Outage1"]
-    # Output longer than a Slack message: the thread message keeps the tail, the whole output comes as a file.
-    await fake_slack.push("events_api", fake_slack.message_payload(ALERTS, ALICE, "seq 1 4000", thread_ts=message.ts))
-    shared = await eventually(
-        lambda: [m for m in fake_slack.channel_messages(ALERTS, thread=message.ts) if m.file is not None],
-        timeout=30,
-        what=f"the output file in the thread (server log: {server.log})",
-    )
-    name, data = shared[0].file  # type: ignore[misc]
-    assert name.endswith("-output.txt")
-    assert data.decode().split() == [str(n) for n in range(1, 4001)]
-    final = [m for m in fake_slack.channel_messages(ALERTS, thread=message.ts) if "seq 1 4000" in m.block_text()]
-    assert "4000" in final[0].block_text()  # the tail stays inline
