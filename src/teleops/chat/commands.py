@@ -31,7 +31,7 @@ from teleops.pipeline.dispatch import (
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
 from teleops.store.agents import list_agents
 from teleops.store.commands import TERMINAL, CommandNotFound, CommandRecord, get_command
-from teleops.store.database import Database
+from teleops.store.database import Database, Transaction
 from teleops.store.incidents import IncidentNotFound, get_incident
 from teleops.store.outbox import OutboxStore, chat_of_row, enqueue_edit, enqueue_file
 
@@ -228,14 +228,14 @@ class CommandRunner:
         too_long = len(record.output) > caps.max_message_length - 512
         now = self._clock()
 
-        def apply(conn: object) -> None:
-            enqueue_edit(conn, ref_id=row_id, payload={"message": message.to_json()}, now=now)  # type: ignore[arg-type]
+        def apply(conn: Transaction) -> None:
+            enqueue_edit(conn, ref_id=row_id, payload={"message": message.to_json()}, now=now)
             if final and too_long and caps.files:
                 # Same transaction: the file follows the final edit in the chat's order.
                 enqueue_file(
-                    conn,  # type: ignore[arg-type]
+                    conn,
                     platform=platform,
-                    chat_id=chat_of_row(conn, row_id),  # type: ignore[arg-type]
+                    chat_id=chat_of_row(conn, row_id),
                     filename=f"command-{record.id}-output.txt",
                     content=record.output,
                     caption=Message(body=f"Full output of command {record.id}").to_json(),

@@ -25,7 +25,7 @@ from teleops.config.settings import parse_duration
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
 from teleops.memory.run_again import RunAgainRefused, button_data, parse_button
 from teleops.memory.service import ScenarioMemory
-from teleops.store.database import Database, StorageUnavailable
+from teleops.store.database import Database, StorageUnavailable, Transaction
 from teleops.store.identities import IdentityStore, LinkError
 from teleops.store.incidents import IncidentNotFound, act_on_incident, add_note, list_incidents
 from teleops.store.outbox import OutboxStore, enqueue_send
@@ -421,9 +421,9 @@ class Conversation:
         """
         d = self._d
 
-        def apply(conn: object) -> int:
+        def apply(conn: Transaction) -> int:
             return enqueue_send(
-                conn,  # type: ignore[arg-type]
+                conn,
                 platform=platform,
                 chat_id=chat_id,
                 payload={"message": message.to_json()},
