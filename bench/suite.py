@@ -8,6 +8,7 @@ from bench.b03_b04_chat import B3, B4
 from bench.b05_scale import BENCHMARK as B5
 from bench.b06_command_round_trip import BENCHMARK as B6
 from bench.b08_concurrent_commands import BENCHMARK as B8
+from bench.b09_agents import BENCHMARK as B9
 from bench.b10_startup import BENCHMARK as B10
 from bench.b11_memory_lookup import BENCHMARK as B11
 from bench.context import Benchmark, Context
@@ -33,7 +34,7 @@ SUITE: tuple[Benchmark, ...] = (
     B6,
     _pending("B7", "1 MB output streaming", "the benchmark of chat output streaming is not written yet"),
     B8,
-    _pending("B9", "1000 agents", "the 1000-simulated-agents harness is not written yet"),
+    B9,
     B10,
     B11,
 )
