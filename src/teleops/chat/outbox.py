@@ -150,12 +150,19 @@ class OutboxWorker:
                 break
             self._global.record(now)
             self._chat_ready[row.chat_id] = now + self._caps.rate_limits.per_chat_interval_s
-            if row.kind != OutboxKind.EDIT and self._is_group(row.chat_id):
-                self._group(row.chat_id).record(now)
             task = asyncio.create_task(self._deliver(row), name=f"outbox-{self._platform}-{row.id}")
             self._in_flight[row.chat_id] = task
             task.add_done_callback(self._finisher(row.chat_id))
         return None if math.isinf(next_at) else next_at - now
+
+    def _spaced_after_call(self, row: OutboxRow) -> None:
+        """Count the chat's interval (and its group window) from when the platform answered, not from when the
+        delivery began: the claim before the call takes a variable time, and the platform counts arrivals."""
+        now = self._now()
+        chat = row.chat_id
+        self._chat_ready[chat] = max(self._chat_ready.get(chat, now), now + self._caps.rate_limits.per_chat_interval_s)
+        if row.kind != OutboxKind.EDIT and self._is_group(chat):
+            self._group(chat).record(now)
 
     def _finisher(self, chat_id: str) -> Callable[[asyncio.Task[None]], None]:
         def finished(_task: asyncio.Task[None]) -> None:
@@ -193,7 +200,10 @@ class OutboxWorker:
         if not await self._store.claim(row.id, self._clock()):
             return
         try:
-            message_id = await self._call(row)
+            try:
+                message_id = await self._call(row)
+            finally:
+                self._spaced_after_call(row)
         except RetryLater as exc:
             await self._retry(row, str(exc), exc.retry_after, log_)
             return
