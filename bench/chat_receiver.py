@@ -39,6 +39,15 @@ class RateLimitedTelegram(FakeTelegram):
         self.rate_limited = rate_limited
         self._sent: dict[int, deque[float]] = {}
         self._app.router.routes.append(Route("/stats", self._stats, methods=["GET"]))
+        self._app.router.routes.append(Route("/reply", self._reply, methods=["POST"]))
+
+    async def _reply(self, request: Request) -> JSONResponse:
+        """B7's person: `{"chat_id", "user_id", "text"}` becomes an update replying to the bot's first message there."""
+        body = json.loads(await request.body())
+        chat_id, user_id = int(body["chat_id"]), int(body["user_id"])
+        first = min((m for (c, m) in self.messages if c == chat_id), default=None)
+        update = self.message_update(chat_id, user_id, str(body["text"]), username="ops", reply_to=first)
+        return JSONResponse({"update_id": self.push_update(update), "reply_to": first})
 
     async def _endpoint(self, request: Request) -> JSONResponse:
         method = request.path_params["method"]

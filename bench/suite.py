@@ -7,6 +7,7 @@ from bench.b02_ingest_distinct import BENCHMARK as B2
 from bench.b03_b04_chat import B3, B4
 from bench.b05_scale import BENCHMARK as B5
 from bench.b06_command_round_trip import BENCHMARK as B6
+from bench.b07_output_streaming import BENCHMARK as B7
 from bench.b08_concurrent_commands import BENCHMARK as B8
 from bench.b09_agents import BENCHMARK as B9
 from bench.b10_startup import BENCHMARK as B10
@@ -32,7 +33,7 @@ SUITE: tuple[Benchmark, ...] = (
     B4,
     B5,
     B6,
-    _pending("B7", "1 MB output streaming", "the benchmark of chat output streaming is not written yet"),
+    B7,
     B8,
     B9,
     B10,
