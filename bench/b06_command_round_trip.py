@@ -1,13 +1,16 @@
 """B6 command round trip: `true` via POST /api/v1/commands on a real agent, until the API reports it done,
 vs the floor: one loopback WebSocket round trip plus a bare asyncio spawn of `true`. Target ≤ 1.5× floor.
 
-The `ssh localhost true` peer (OpenSSH on a reused ControlMaster connection) is not measured yet.
+Second peer: `ssh localhost true` over a reused ControlMaster connection, against a temporary OpenSSH server
+(Debian's sshd, loopback port, throwaway host and user keys, key auth only, root's account) — the tool people
+would otherwise use. Target: TeleOps at least 3× faster (ratio ≤ 0.33).
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,13 +83,78 @@ async def run(ctx: Context) -> list[Row]:
     finally:
         rig.stop()
     floor = await _floor(ctx, repeats)
+    ssh = await _ssh(ctx, repeats)
     name = "spawn + WS round trip"
+    ssh_name = "ssh localhost true, ControlMaster"
     return [
+        at_most(
+            "B6",
+            "`true` via API vs ssh, p50",
+            "ms",
+            statistics.median(ours) * 1e3,
+            statistics.median(ssh) * 1e3,
+            ssh_name,
+            1 / 3,
+        ),
         at_most(
             "B6", "`true` via API, p50", "ms", statistics.median(ours) * 1e3, statistics.median(floor) * 1e3, name, 1.5
         ),
         info("B6", "`true` via API, p99", "ms", percentile(ours, 99) * 1e3, percentile(floor, 99) * 1e3, name),
     ]
+
+
+async def _ssh(ctx: Context, repeats: int) -> list[float]:
+    """Seconds per `ssh -S CONTROL -p PORT root@127.0.0.1 true` once a master connection is up."""
+    workdir = ctx.sub("b6-ssh")
+    for key in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / key)], check=True)
+    (workdir / "authorized_keys").write_text((workdir / "user_key.pub").read_text())
+    (workdir / "authorized_keys").chmod(0o600)
+    port = free_port()
+    config = workdir / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host_key'}\nPidFile {workdir / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nStrictModes no\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd started as root wants its privilege-separation dir
+    sshd = spawn("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], port=port, log_path=workdir / "sshd.log")
+    control = workdir / "control"
+    base = [
+        "ssh", "-p", str(port), "-i", str(workdir / "user_key"), "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={workdir / 'known_hosts'}", "-o", "StrictHostKeyChecking=accept-new",
+        "-o", f"ControlPath={control}", "root@127.0.0.1",
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while subprocess.run([*base[:-1], "-o", "ControlMaster=no", base[-1], "true"], check=False,
+                             capture_output=True).returncode != 0:  # fmt: skip
+            sshd.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"ssh to the temporary sshd did not work:\n{sshd.log_tail()}")
+            await asyncio.sleep(0.1)
+        master = subprocess.Popen([*base[:-1], "-M", "-N", "-o", "ControlPersist=no", base[-1]])
+        try:
+            while not control.exists():
+                await asyncio.sleep(0.01)
+            samples = []
+            for _ in range(repeats + 3):
+                started = time.perf_counter()
+                process = await asyncio.create_subprocess_exec(*base, "true")
+                if await process.wait() != 0:
+                    raise BenchError("ssh ... true failed over the master connection")
+                samples.append(time.perf_counter() - started)
+            return samples[3:]
+        finally:
+            subprocess.run([*base[:-1], "-O", "exit", base[-1]], check=False, capture_output=True, timeout=10)
+            master.terminate()
+            try:
+                master.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                master.kill()
+                master.wait(timeout=5)
+    finally:
+        sshd.stop()
 
 
 BENCHMARK = Benchmark("B6", "command round trip", run)
