@@ -38,6 +38,7 @@ class CommandProgress:
         self._cap = output_cap_chars
         self._pending: dict[int, _Pending] = {}
         self._waiters: dict[int, asyncio.Event] = {}
+        self._waiting: dict[int, int] = {}  # how many callers hold each waiter (for `release`)
 
     def started(self, command_id: int, at: datetime) -> None:
         self._entry(command_id).started_at = at
@@ -60,12 +61,27 @@ class CommandProgress:
     def finished(self, command_id: int) -> None:
         """Wake whoever waits for this command."""
         event = self._waiters.pop(command_id, None)
+        self._waiting.pop(command_id, None)
         if event is not None:
             event.set()
 
-    async def wait(self, command_id: int, timeout_s: float) -> None:
-        """Return when `finished(command_id)` is called here, or after `timeout_s`."""
-        event = self._waiters.setdefault(command_id, asyncio.Event())
+    def waiter(self, command_id: int) -> asyncio.Event:
+        """An event set by `finished(command_id)`. Take it *before* reading the command's state, so an end
+        that lands between the read and the wait is not missed (a lost wake-up would wait out the timeout)."""
+        self._waiting[command_id] = self._waiting.get(command_id, 0) + 1
+        return self._waiters.setdefault(command_id, asyncio.Event())
+
+    def release(self, command_id: int) -> None:
+        """The caller of `waiter` no longer waits (it found the command already ended, or timed out)."""
+        left = self._waiting.get(command_id, 0) - 1
+        if left > 0:
+            self._waiting[command_id] = left
+        else:
+            self._waiting.pop(command_id, None)
+            self._waiters.pop(command_id, None)
+
+    async def wait(self, event: asyncio.Event, timeout_s: float) -> None:
+        """Return when the command of `event` (from `waiter`) ends, or after `timeout_s`."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await event.wait()

@@ -281,10 +281,16 @@ async def read(
 ) -> CommandOut:
     services = services_of(request)
     try:
-        record = await get_command(services.db, command_id)
-        if wait > 0 and CommandStatus(record.status) not in TERMINAL and services.hub is not None:
-            await services.hub.progress.wait(command_id, wait)
+        hub = services.hub if wait > 0 else None
+        finished = hub.progress.waiter(command_id) if hub is not None else None  # before the read: no lost wake-up
+        try:
             record = await get_command(services.db, command_id)
+            if hub is not None and finished is not None and CommandStatus(record.status) not in TERMINAL:
+                await hub.progress.wait(finished, wait)
+                record = await get_command(services.db, command_id)
+        finally:
+            if hub is not None:
+                hub.progress.release(command_id)
     except CommandNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     return CommandOut.of(record)
