@@ -9,6 +9,7 @@ Unlinked people get one short refusal, then silence; every refusal is logged.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -106,6 +107,13 @@ class Conversation:
             await self._say(event, "TeleOps is busy (database unavailable); nothing was done. Try again in a minute.")
         except Exception:
             log.exception("chat.event_failed", platform=event.platform, update_id=event.update_id)
+            # Invariant: a person who asked gets an answer, even when the answer is "that failed".
+            with contextlib.suppress(Exception):
+                await self._say(
+                    event,
+                    f"That failed inside TeleOps and nothing was run (update {event.update_id}). "
+                    "Try again; if it keeps failing, an admin finds the error in the TeleOps log under that id.",
+                )
 
     async def _handle(self, event: InboundEvent) -> None:
         d = self._d
