@@ -35,12 +35,14 @@ class AgentRig:
         auth = {"Authorization": f"Bearer {self.api_token}"}
         return build_request("POST", "127.0.0.1", self.teleops.port, "/api/v1/commands", body, auth)
 
-    def status_request(self, command_id: int) -> bytes:
+    def status_request(self, command_id: int, *, wait_s: int = 30) -> bytes:
         auth = {"Authorization": f"Bearer {self.api_token}"}
-        return build_request("GET", "127.0.0.1", self.teleops.port, f"/api/v1/commands/{command_id}", b"", auth)
+        path = f"/api/v1/commands/{command_id}?wait={wait_s}"
+        return build_request("GET", "127.0.0.1", self.teleops.port, path, b"", auth)
 
     async def run_command(self, connection: KeepAlive, command: str) -> dict[str, object]:
-        """POST the command, then poll it on the same connection until it ends; its final JSON."""
+        """POST the command, then `GET …?wait=30` on the same connection until it ends (the documented way to
+        wait: answered the moment the result is stored); its final JSON."""
         status, body = await connection.request(self.command_request(command))
         if status != 202:
             raise BenchError(f"POST /api/v1/commands answered {status}: {body[:300]!r}")
@@ -50,7 +52,6 @@ class AgentRig:
             record: dict[str, object] = json.loads(body)
             if record.get("status") in TERMINAL:
                 return record
-            await asyncio.sleep(0)  # poll as fast as the loop allows: the poll interval is the resolution
 
 
 async def start_agent(teleops: TeleOps, workdir: Path, token_file: Path) -> tuple[Server, float]:

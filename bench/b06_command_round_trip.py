@@ -1,5 +1,6 @@
-"""B6 command round trip: `true` via POST /api/v1/commands on a real agent, until the API reports it done,
-vs the floor: one loopback WebSocket round trip plus a bare asyncio spawn of `true`. Target ≤ 1.5× floor.
+"""B6 command round trip: `true` via POST /api/v1/commands on a real agent, until `GET …?wait` reports it
+done, vs the floor: one loopback WebSocket round trip to a peer that spawns `true` with bare asyncio before it
+answers (`bench.ws_echo`, on the server core like the agent). Target ≤ 1.5× floor.
 
 Second peer: `ssh localhost true` over a reused ControlMaster connection, against a temporary OpenSSH server
 (Debian's sshd, loopback port, throwaway host and user keys, key auth only, root's account) — the tool people
@@ -53,9 +54,7 @@ async def _floor(ctx: Context, repeats: int) -> list[float]:
             for _ in range(repeats):
                 started = time.perf_counter()
                 await websocket.send('{"type":"exec","argv":["true"]}')
-                await websocket.recv()
-                process = await asyncio.create_subprocess_exec("true")
-                await process.wait()
+                await websocket.recv()  # answered once the peer's `true` has exited
                 samples.append(time.perf_counter() - started)
         return samples
     finally:

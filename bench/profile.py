@@ -1,8 +1,9 @@
-"""`python -m bench.profile {b1|b2} [--seconds N]`: profile `teleops serve` under a benchmark's load.
+"""`python -m bench.profile {b1|b2|b6} [--seconds N]`: profile `teleops serve` under a benchmark's load.
 
 Starts TeleOps on SQLite, drives it with the benchmark's requests, and records the server process with
-py-spy (sampling, non-blocking, all threads). Writes the collapsed stacks and a flame graph under
-bench/results/, and prints the functions with the most samples, by own time and including callees.
+py-spy (sampling, non-blocking, all threads); for b6 (`true` round trips, one at a time) the agent too.
+Writes the collapsed stacks under bench/results/, and prints the functions with the most samples, by own time
+and including callees.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from bench.agent_setup import start_rig
 from bench.alerts import FIRING_FIXTURE, webhook_body
-from bench.loadgen import build_request, run_load
+from bench.loadgen import KeepAlive, build_request, run_load
 from bench.process import BenchError, pin_load_generator
 from bench.teleops_server import start_teleops
 
@@ -65,9 +68,43 @@ def _short(frame: str) -> str:
     return f"{name} ({path})"
 
 
+def _record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
+    command += ["--nonblocking", "--format", "raw", "-o", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _finish(recorder: subprocess.Popen[bytes]) -> None:
+    _out, err = recorder.communicate(timeout=60)
+    if recorder.returncode != 0:
+        raise BenchError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+
+
+async def profile_commands(seconds: float) -> list[Path]:
+    """B6's loop (POST `true`, wait for its end) under py-spy, recording the controller and the agent."""
+    with tempfile.TemporaryDirectory(prefix="teleops-profile-") as workdir:
+        rig, _connected = await start_rig(Path(workdir))
+        try:
+            connection = await KeepAlive.open("127.0.0.1", rig.teleops.port)
+            outs = [RESULTS / "profile-b6.txt", RESULTS / "profile-b6-agent.txt"]
+            pin_load_generator()
+            pids = (rig.teleops.server.pid, rig.agent.pid)
+            recorders = [_record(pid, seconds, out) for pid, out in zip(pids, outs, strict=True)]
+            count = 0
+            deadline = time.monotonic() + seconds + 1
+            while time.monotonic() < deadline:
+                await rig.run_command(connection, "true")
+                count += 1
+            connection.close()
+            for recorder in recorders:
+                _finish(recorder)
+            print(f"b6: {count / (seconds + 1):,.0f} round trips/s under the profiler")
+        finally:
+            rig.stop()
+    return outs
+
+
 async def profile(scenario: str, seconds: float, concurrency: int) -> Path:
-    if shutil.which("py-spy") is None:
-        raise BenchError("py-spy is missing; install the dev extras: pip install -e '.[dev]'")
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="teleops-profile-") as workdir:
         teleops = await start_teleops(Path(workdir))
@@ -81,37 +118,12 @@ async def profile(scenario: str, seconds: float, concurrency: int) -> Path:
                 return build_request("POST", "127.0.0.1", teleops.port, PATH, webhook_body([i], "prof"), auth)
 
             raw = RESULTS / f"profile-{scenario}.txt"
-            svg = RESULTS / f"profile-{scenario}.svg"
             pin_load_generator()
-            recorders = [
-                subprocess.Popen(
-                    [
-                        "py-spy",
-                        "record",
-                        "--pid",
-                        str(teleops.server.pid),
-                        "--duration",
-                        str(int(seconds)),
-                        "--rate",
-                        "250",
-                        "--nonblocking",
-                        "--format",
-                        fmt,
-                        "-o",
-                        str(out),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-                for fmt, out in (("raw", raw), ("flamegraph", svg))
-            ][:1]
+            recorder = _record(teleops.server.pid, seconds, raw)
             result = await run_load(
                 "127.0.0.1", teleops.port, make, concurrency=concurrency, duration=seconds + 1, warmup=100
             )
-            for recorder in recorders:
-                _out, err = recorder.communicate(timeout=60)
-                if recorder.returncode != 0:
-                    raise BenchError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+            _finish(recorder)
             print(f"{scenario}: {result.throughput:,.0f} req/s, p50 {result.p(50) * 1e3:.1f} ms under the profiler")
         finally:
             teleops.server.stop()
@@ -120,12 +132,17 @@ async def profile(scenario: str, seconds: float, concurrency: int) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("scenario", choices=("b1", "b2"))
+    parser.add_argument("scenario", choices=("b1", "b2", "b6"))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    raw = asyncio.run(profile(args.scenario, args.seconds, args.concurrency))
-    summary = summarize(raw) + "\n\n" + summarize(raw, main_thread_only=True)
+    if shutil.which("py-spy") is None:
+        raise BenchError("py-spy is missing; install the dev extras: pip install -e '.[dev]'")
+    if args.scenario == "b6":
+        raws = asyncio.run(profile_commands(args.seconds))
+    else:
+        raws = [asyncio.run(profile(args.scenario, args.seconds, args.concurrency))]
+    summary = "\n\n".join(f"{raw.name}\n" + summarize(raw, main_thread_only=True) for raw in raws)
     (RESULTS / f"profile-{args.scenario}.summary.txt").write_text(summary + "\n")
     print(summary)
     return 0

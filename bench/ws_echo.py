@@ -1,4 +1,8 @@
-"""The B6 floor's WebSocket peer: `python -m bench.ws_echo PORT` echoes every message back."""
+"""The B6 floor's agent: `python -m bench.ws_echo PORT` answers every message after spawning `true` for it.
+
+The least an agent can do per command — receive a frame, start a process, wait for it, answer — on the same
+core as TeleOps' agent (the server core), so the floor pays the same CPU contention as the real thing.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,15 @@ import sys
 from websockets.asyncio.server import ServerConnection, serve
 
 
-async def _echo(connection: ServerConnection) -> None:
+async def _exec_and_answer(connection: ServerConnection) -> None:
     async for message in connection:
+        process = await asyncio.create_subprocess_exec("true")
+        await process.wait()
         await connection.send(message)
 
 
 async def main(port: int) -> None:
-    async with serve(_echo, "127.0.0.1", port):
+    async with serve(_exec_and_answer, "127.0.0.1", port):
         await asyncio.Future()
 
 

@@ -27,7 +27,7 @@ from teleops.pipeline.dispatch import ApprovalPending, CommandRequest, StepUpReq
 from teleops.pipeline.duo import DuoPushes, PendingPush, PushAlreadyPending
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
 from teleops.pipeline.stepup import CodeGate, PendingStepUp, PendingStepUps
-from teleops.store.agents import list_agents
+from teleops.store.agents import host_candidates
 from teleops.store.approvals import ApprovalRules
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.commands import CommandStatus
@@ -160,7 +160,7 @@ class AccessDialog:
 
     async def _resolves_to(self, request: CommandRequest, exc: StepUpRequired) -> bool:
         try:
-            agent = resolve_host(request.host, await list_agents(self._runner.db))
+            agent = resolve_host(request.host, await host_candidates(self._runner.db, request.host))
             argv = split_command(request.command)
         except (UnknownHost, AmbiguousHost, CommandLineError):
             return False
@@ -227,7 +227,7 @@ class AccessDialog:
 
     async def _still_same(self, pending: PendingStepUp) -> bool:
         try:
-            agent = resolve_host(pending.host, await list_agents(self._runner.db))
+            agent = resolve_host(pending.host, await host_candidates(self._runner.db, pending.host))
             argv = split_command(pending.text)
         except (UnknownHost, AmbiguousHost, CommandLineError):
             return False

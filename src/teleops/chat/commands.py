@@ -29,7 +29,7 @@ from teleops.pipeline.dispatch import (
     submit_command,
 )
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
-from teleops.store.agents import list_agents
+from teleops.store.agents import host_candidates, list_agents
 from teleops.store.commands import TERMINAL, CommandNotFound, CommandRecord, get_command
 from teleops.store.database import Database, Transaction
 from teleops.store.incidents import IncidentNotFound, get_incident
@@ -143,7 +143,7 @@ class CommandRunner:
         access = self.access
         gate = access.gate(code, via=f"{event.platform}:{event.user_id}") if access is not None else None
         try:
-            agents = await list_agents(self._db)
+            agents = await host_candidates(self._db, request.host)
             record = await submit_command(
                 self._db,
                 self._sender,

@@ -22,7 +22,7 @@ from teleops.memory.service import FIRST_RESPONSE_PRINCIPAL, ScenarioMemory
 from teleops.pipeline.command_line import CommandLineError
 from teleops.pipeline.dispatch import AgentOffline, CommandDenied, CommandRequest, CommandSender, submit_command
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
-from teleops.store.agents import list_agents
+from teleops.store.agents import host_candidates
 from teleops.store.incidents import IncidentNotFound, add_timeline_event, get_incident
 from teleops.store.ingest import IncidentChange, Outcome
 
@@ -94,7 +94,7 @@ class FirstResponder:
                 incident_id=incident_id,
             )
             try:
-                await submit_command(db, sender, await list_agents(db), request, now=self._clock())
+                await submit_command(db, sender, await host_candidates(db, request.host), request, now=self._clock())
             except CommandDenied:
                 pass  # recorded as denied on the incident's timeline by the pipeline
             except (CommandLineError, UnknownHost, AmbiguousHost, AgentOffline, IncidentNotFound) as exc:

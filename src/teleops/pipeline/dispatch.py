@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -15,9 +16,9 @@ from teleops.pipeline.command_line import split_command
 from teleops.pipeline.hosts import resolve_host
 from teleops.store.agents import AgentRecord
 from teleops.store.approvals import ApprovalRecord, ApprovalRules, approval_digest, claim_for_dispatch, open_approval
-from teleops.store.audit import AuditUnavailable, record
+from teleops.store.audit import AuditEvent, AuditUnavailable, record
 from teleops.store.audit_checkpoints import CheckpointLog
-from teleops.store.audited_dispatch import mark_dispatched_audited
+from teleops.store.audited_dispatch import DispatchFacts, create_dispatched_audited, mark_dispatched_audited
 from teleops.store.commands import (
     CommandRecord,
     CommandStatus,
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+_AUDIT_FAILED = "not executed: audit unavailable; the audit record could not be written. Try again later"
 
 
 class AgentUnavailable(Exception):
@@ -163,6 +166,19 @@ async def submit_command(
         refusal = (
             f"{decision.reason}. Two-person approval is not available here, so it was not run; ask an admin to run it"
         )
+    if refusal is None and not decision.require_approval:
+        new = DispatchFacts(
+            requester=request.requester,
+            host=request.host,
+            agent_name=agent.name,
+            argv=argv,
+            timeout_s=timeout,
+            incident_id=request.incident_id,
+            audit_data=facts,
+        )
+        return await _dispatch_new(
+            db, sender, new, now=now, checkpoints=checkpoints, output_cap_bytes=request.output_cap_bytes
+        )
     record = await create_command(
         db,
         requester=request.requester,
@@ -250,6 +266,39 @@ async def dispatch_approved(
     )
 
 
+async def _dispatch_new(
+    db: Database,
+    sender: CommandSender,
+    facts: DispatchFacts,
+    *,
+    now: datetime,
+    checkpoints: CheckpointLog | None,
+    output_cap_bytes: int,
+) -> CommandRecord:
+    """Record, audit and mark dispatched in one commit, then send."""
+    try:
+        record, dispatching = await create_dispatched_audited(db, facts, now=now)
+    except (AuditUnavailable, StorageUnavailable) as exc:
+        # No audit, no execution (T30). Nothing was written; record the command as failed so the person sees
+        # why (if storage is down altogether this raises StorageUnavailable too and the caller answers 503).
+        log.error("command.audit_failed", agent=facts.agent_name, requester=facts.requester, error=str(exc))
+        record = await create_command(
+            db,
+            requester=facts.requester,
+            host=facts.host,
+            agent_name=facts.agent_name,
+            argv=facts.argv,
+            timeout_s=facts.timeout_s,
+            now=now,
+            incident_id=facts.incident_id,
+        )
+        await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=_AUDIT_FAILED), now=now)
+        return await get_command(db, record.id)
+    return await _send(
+        db, sender, record, dispatching, now=now, checkpoints=checkpoints, output_cap_bytes=output_cap_bytes
+    )
+
+
 async def _dispatch(
     db: Database,
     sender: CommandSender,
@@ -260,22 +309,34 @@ async def _dispatch(
     checkpoints: CheckpointLog | None,
     output_cap_bytes: int,
 ) -> CommandRecord:
-    bound = log.bind(command_id=record.id, agent=record.agent_name, requester=record.requester)
+    """Mark an already recorded (approved) command dispatched with its audit event, then send."""
     try:
         dispatching = await mark_dispatched_audited(db, record.id, now=now, actor=record.requester, data=facts)
     except (AuditUnavailable, StorageUnavailable) as exc:
         # No audit, no execution (T30): the command is failed and the agent is never told about it.
-        bound.error("command.audit_failed", error=str(exc))
-        reason = "not executed: audit unavailable; the audit record could not be written. Try again later"
-        await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
+        log.error("command.audit_failed", command_id=record.id, agent=record.agent_name, error=str(exc))
+        await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=_AUDIT_FAILED), now=now)
         return await get_command(db, record.id)
     if dispatching is None:
         return await get_command(db, record.id)  # cancelled between record and dispatch
-    if checkpoints is not None:
-        try:
-            checkpoints.write(dispatching.seq, dispatching.hash)
-        except OSError as exc:  # the DB record is committed; a missed checkpoint only widens the re-chain window
-            bound.warning("audit.checkpoint_failed", error=str(exc))
+    running = replace(record, status=CommandStatus.RUNNING.value, dispatched_at=now)
+    return await _send(
+        db, sender, running, dispatching, now=now, checkpoints=checkpoints, output_cap_bytes=output_cap_bytes
+    )
+
+
+async def _send(
+    db: Database,
+    sender: CommandSender,
+    record: CommandRecord,
+    dispatching: AuditEvent,
+    *,
+    now: datetime,
+    checkpoints: CheckpointLog | None,
+    output_cap_bytes: int,
+) -> CommandRecord:
+    """Send the exec of a committed dispatch; returns the command as it now stands."""
+    bound = log.bind(command_id=record.id, agent=record.agent_name, requester=record.requester)
     message = Exec(
         command_id=str(record.id),
         argv=list(record.argv),
@@ -288,9 +349,17 @@ async def _dispatch(
         reason = f"not run: agent {record.agent_name} went offline before the command was sent ({exc}); try again"
         await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
         bound.warning("command.not_sent", error=str(exc))
+        record = await get_command(db, record.id)
     else:
         bound.info("command.dispatched", argv0=record.argv[0])
-    return await get_command(db, record.id)
+    if checkpoints is not None:
+        # After the send: the dispatch is already committed (write-ahead); the checkpoint anchors the chain head
+        # outside the database, and writing it off the event loop keeps its fsync out of the command's path.
+        try:
+            await asyncio.to_thread(checkpoints.write, dispatching.seq, dispatching.hash)
+        except OSError as exc:  # a missed checkpoint only widens the re-chain window
+            bound.warning("audit.checkpoint_failed", error=str(exc))
+    return record
 
 
 async def record_audit(

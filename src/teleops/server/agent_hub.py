@@ -341,7 +341,7 @@ class AgentHub:
                 changed = await finish_command(self._db, command_id, finish, now=self._clock(), replace_lost=True)
             except CommandNotFound:
                 changed = None
-            self.progress.finished(command_id)
+            self.progress.finished(command_id, changed)
             log.info(
                 "command.finished" if changed else "command.duplicate_result",
                 command_id=command_id,

@@ -14,10 +14,10 @@ from datetime import datetime
 
 import structlog
 
-from teleops.store.commands import append_output, mark_started
+from teleops.store.commands import CommandRecord, append_output, mark_started
 from teleops.store.database import Database, StorageUnavailable
 
-__all__ = ["FLUSH_AFTER_S", "CommandProgress"]
+__all__ = ["FLUSH_AFTER_S", "CommandProgress", "Finished"]
 
 log = structlog.get_logger(__name__)
 
@@ -32,12 +32,20 @@ class _Pending:
     flush: asyncio.Task[None] | None = None
 
 
+@dataclass(eq=False)
+class Finished:
+    """What waiters of one command share: set when it ends, with its final record when the ender had it."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    record: CommandRecord | None = None
+
+
 class CommandProgress:
     def __init__(self, db: Database, *, output_cap_chars: int) -> None:
         self._db = db
         self._cap = output_cap_chars
         self._pending: dict[int, _Pending] = {}
-        self._waiters: dict[int, asyncio.Event] = {}
+        self._waiters: dict[int, Finished] = {}
         self._waiting: dict[int, int] = {}  # how many callers hold each waiter (for `release`)
 
     def started(self, command_id: int, at: datetime) -> None:
@@ -58,18 +66,19 @@ class CommandProgress:
             entry.flush.cancel()
         return entry.started_at
 
-    def finished(self, command_id: int) -> None:
-        """Wake whoever waits for this command."""
-        event = self._waiters.pop(command_id, None)
+    def finished(self, command_id: int, record: CommandRecord | None = None) -> None:
+        """Wake whoever waits for this command, handing them its committed final `record` when known."""
+        waiter = self._waiters.pop(command_id, None)
         self._waiting.pop(command_id, None)
-        if event is not None:
-            event.set()
+        if waiter is not None:
+            waiter.record = record
+            waiter.event.set()
 
-    def waiter(self, command_id: int) -> asyncio.Event:
-        """An event set by `finished(command_id)`. Take it *before* reading the command's state, so an end
-        that lands between the read and the wait is not missed (a lost wake-up would wait out the timeout)."""
+    def waiter(self, command_id: int) -> Finished:
+        """Set by `finished(command_id)`. Take it *before* reading the command's state, so an end that lands
+        between the read and the wait is not missed (a lost wake-up would wait out the timeout)."""
         self._waiting[command_id] = self._waiting.get(command_id, 0) + 1
-        return self._waiters.setdefault(command_id, asyncio.Event())
+        return self._waiters.setdefault(command_id, Finished())
 
     def release(self, command_id: int) -> None:
         """The caller of `waiter` no longer waits (it found the command already ended, or timed out)."""
@@ -80,11 +89,13 @@ class CommandProgress:
             self._waiting.pop(command_id, None)
             self._waiters.pop(command_id, None)
 
-    async def wait(self, event: asyncio.Event, timeout_s: float) -> None:
-        """Return when the command of `event` (from `waiter`) ends, or after `timeout_s`."""
+    async def wait(self, finished: Finished, timeout_s: float) -> CommandRecord | None:
+        """Wait until the command of `finished` (from `waiter`) ends, or `timeout_s` passes. Returns its final
+        record when the end came with one (then no read is needed), else None: read the command."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                await event.wait()
+                await finished.event.wait()
+        return finished.record
 
     async def flush_all(self) -> None:
         for command_id in list(self._pending):

@@ -6,13 +6,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from teleops.store.database import Database
 from teleops.store.schema import agents
 
-__all__ = ["AgentRecord", "get_agent", "list_agents", "mark_agent_offline", "register_agent", "touch_agent"]
+__all__ = [
+    "AgentRecord",
+    "get_agent",
+    "host_candidates",
+    "list_agents",
+    "mark_agent_offline",
+    "register_agent",
+    "touch_agent",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +90,30 @@ async def mark_agent_offline(db: Database, name: str, *, now: datetime) -> None:
 
 async def list_agents(db: Database) -> list[AgentRecord]:
     """Every agent ever registered, by name."""
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(select(agents).order_by(agents.c.name))).all()
+    rows = await db.all(select(agents).order_by(agents.c.name))
     return [_record(row) for row in rows]
 
 
+async def host_candidates(db: Database, host: str) -> list[AgentRecord]:
+    """The agents `pipeline.hosts.resolve_host` needs to decide who serves `host`, read in one go without
+    loading every agent: the one named `host`; else those with that hostname (case-insensitive); else those
+    labelled `host=<host>`; else all of them (so the "unknown host" error can name the known ones)."""
+    wanted = host.strip()
+
+    def read(conn: Connection) -> list[AgentRecord]:
+        for condition in (
+            agents.c.name == wanted,
+            func.lower(agents.c.hostname) == wanted.lower(),
+            agents.c.labels["host"].as_string() == wanted,
+        ):
+            rows = conn.execute(select(agents).where(condition).order_by(agents.c.name)).all()
+            if rows:
+                return [_record(row) for row in rows]
+        return [_record(row) for row in conn.execute(select(agents).order_by(agents.c.name)).all()]
+
+    return await db.read(read)
+
+
 async def get_agent(db: Database, name: str) -> AgentRecord | None:
-    async with db.engine.connect() as conn:
-        row = (await conn.execute(select(agents).where(agents.c.name == name))).first()
+    row = await db.first(select(agents).where(agents.c.name == name))
     return _record(row) if row is not None else None

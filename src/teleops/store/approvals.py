@@ -199,8 +199,7 @@ async def open_approval(
 
 
 async def get_approval(db: Database, command_id: int) -> ApprovalRecord | None:
-    async with db.engine.connect() as conn:
-        row = (await conn.execute(select(approvals).where(approvals.c.command_id == command_id))).first()
+    row = await db.first(select(approvals).where(approvals.c.command_id == command_id))
     return None if row is None else _record(row)
 
 
@@ -326,5 +325,4 @@ async def due_approvals(db: Database, *, now: datetime) -> list[int]:
     query = select(approvals.c.command_id).where(
         approvals.c.status == ApprovalStatus.PENDING.value, approvals.c.expires_at <= now
     )
-    async with db.engine.connect() as conn:
-        return [int(v) for v in (await conn.execute(query)).scalars()]
+    return [int(row[0]) for row in await db.all(query)]

@@ -1,8 +1,10 @@
-"""Write-ahead audit for dispatch (THREATS T30): `command.dispatching` commits with queued → running, or neither."""
+"""Write-ahead audit for dispatch (THREATS T30): `command.dispatching` commits with the command's `running`
+state, or neither does."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,11 +12,11 @@ from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
 from teleops.store.audit import AuditEvent, append
-from teleops.store.commands import CommandStatus
+from teleops.store.commands import CommandRecord, CommandStatus, insert_command
 from teleops.store.database import Database
 from teleops.store.schema import commands
 
-__all__ = ["mark_dispatched_audited"]
+__all__ = ["DispatchFacts", "create_dispatched_audited", "mark_dispatched_audited"]
 
 
 async def mark_dispatched_audited(
@@ -38,5 +40,51 @@ async def mark_dispatched_audited(
         return append(
             conn, at=now, actor=actor, action="command.dispatching", subject=f"command:{command_id}", data=data
         )
+
+    return await db.run_in_transaction(apply)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchFacts:
+    """A command about to be sent as it is recorded and audited."""
+
+    requester: str
+    host: str
+    agent_name: str
+    argv: list[str]
+    timeout_s: int
+    incident_id: int | None
+    audit_data: Mapping[str, Any]
+
+
+async def create_dispatched_audited(
+    db: Database, facts: DispatchFacts, *, now: datetime
+) -> tuple[CommandRecord, AuditEvent]:
+    """Record a command straight as `running` with its `command.dispatching` audit event: one committed
+    transaction (one fsync) for a command that needs nobody else's approval. The exec may be sent once this
+    returns. Raises AuditUnavailable or StorageUnavailable (nothing was written: the caller records the
+    refusal), IncidentNotFound."""
+
+    def apply(conn: Connection) -> tuple[CommandRecord, AuditEvent]:
+        record = insert_command(
+            conn,
+            requester=facts.requester,
+            host=facts.host,
+            agent_name=facts.agent_name,
+            argv=facts.argv,
+            timeout_s=facts.timeout_s,
+            now=now,
+            incident_id=facts.incident_id,
+            dispatched=True,
+        )
+        event = append(
+            conn,
+            at=now,
+            actor=facts.requester,
+            action="command.dispatching",
+            subject=f"command:{record.id}",
+            data=facts.audit_data,
+        )
+        return record, event
 
     return await db.run_in_transaction(apply)

@@ -29,6 +29,7 @@ __all__ = [
     "finish_command",
     "get_command",
     "in_flight_commands",
+    "insert_command",
     "list_commands",
     "mark_dispatched",
     "mark_started",
@@ -121,6 +122,78 @@ def _get(conn: Connection, command_id: int) -> CommandRecord:
     return _record(row)
 
 
+def insert_command(
+    conn: Connection,
+    *,
+    requester: str,
+    host: str,
+    agent_name: str,
+    argv: list[str],
+    timeout_s: int,
+    now: datetime,
+    incident_id: int | None = None,
+    dispatched: bool = False,
+) -> CommandRecord:
+    """Insert a command in the caller's transaction: `queued`, or `running` when `dispatched` (then the caller
+    must also write its `command.dispatching` audit event in that transaction). Adds `command.requested` to its
+    incident's timeline. Raises IncidentNotFound."""
+    if (
+        incident_id is not None
+        and conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None
+    ):
+        raise IncidentNotFound(incident_id)
+    status = CommandStatus.RUNNING if dispatched else CommandStatus.QUEUED
+    dispatched_at = now if dispatched else None
+    command_id = conn.execute(
+        insert(commands)
+        .values(
+            requester=requester,
+            host=host,
+            agent_name=agent_name,
+            argv=list(argv),
+            status=status.value,
+            timeout_s=timeout_s,
+            incident_id=incident_id,
+            output="",
+            output_bytes=0,
+            truncated=False,
+            created_at=now,
+            dispatched_at=dispatched_at,
+        )
+        .returning(commands.c.id)
+    ).scalar_one()
+    if incident_id is not None:
+        conn.execute(
+            insert(timeline).values(
+                incident_id=incident_id,
+                at=now,
+                kind=TimelineKind.COMMAND_REQUESTED.value,
+                actor=requester,
+                data={"command_id": command_id, "host": host, "argv": list(argv)},
+            )
+        )
+    return CommandRecord(
+        id=command_id,
+        requester=requester,
+        host=host,
+        agent_name=agent_name,
+        argv=list(argv),
+        status=status.value,
+        timeout_s=timeout_s,
+        incident_id=incident_id,
+        exit_code=None,
+        signal=None,
+        output="",
+        output_bytes=0,
+        truncated=False,
+        reason=None,
+        created_at=now,
+        dispatched_at=dispatched_at,
+        started_at=None,
+        finished_at=None,
+    )
+
+
 async def create_command(
     db: Database,
     *,
@@ -135,39 +208,16 @@ async def create_command(
     """Record a `queued` command (and `command.requested` on its incident). Raises IncidentNotFound."""
 
     def apply(conn: Connection) -> CommandRecord:
-        if (
-            incident_id is not None
-            and conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None
-        ):
-            raise IncidentNotFound(incident_id)
-        command_id = conn.execute(
-            insert(commands)
-            .values(
-                requester=requester,
-                host=host,
-                agent_name=agent_name,
-                argv=list(argv),
-                status=CommandStatus.QUEUED.value,
-                timeout_s=timeout_s,
-                incident_id=incident_id,
-                output="",
-                output_bytes=0,
-                truncated=False,
-                created_at=now,
-            )
-            .returning(commands.c.id)
-        ).scalar_one()
-        if incident_id is not None:
-            conn.execute(
-                insert(timeline).values(
-                    incident_id=incident_id,
-                    at=now,
-                    kind=TimelineKind.COMMAND_REQUESTED.value,
-                    actor=requester,
-                    data={"command_id": command_id, "host": host, "argv": list(argv)},
-                )
-            )
-        return _get(conn, command_id)
+        return insert_command(
+            conn,
+            requester=requester,
+            host=host,
+            agent_name=agent_name,
+            argv=argv,
+            timeout_s=timeout_s,
+            now=now,
+            incident_id=incident_id,
+        )
 
     return await db.run_in_transaction(apply)
 
@@ -262,8 +312,7 @@ async def finish_command(
 
 async def get_command(db: Database, command_id: int) -> CommandRecord:
     """Raises CommandNotFound."""
-    async with db.engine.connect() as conn:
-        row = (await conn.execute(select(commands).where(commands.c.id == command_id))).first()
+    row = await db.first(select(commands).where(commands.c.id == command_id))
     if row is None:
         raise CommandNotFound(command_id)
     return _record(row)
@@ -274,8 +323,7 @@ async def list_commands(db: Database, *, limit: int = 100, status: CommandStatus
     query = select(commands).order_by(commands.c.id.desc()).limit(limit)
     if status is not None:
         query = query.where(commands.c.status == status.value)
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await db.all(query)
     return [_record(row) for row in rows]
 
 
@@ -284,6 +332,5 @@ async def in_flight_commands(db: Database, *, agent_name: str | None = None) -> 
     query = select(commands).where(commands.c.status == CommandStatus.RUNNING.value).order_by(commands.c.id)
     if agent_name is not None:
         query = query.where(commands.c.agent_name == agent_name)
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await db.all(query)
     return [_record(row) for row in rows]

@@ -85,14 +85,10 @@ class ConsoleMessageStore:
         return await self._db.run_in_transaction(apply)
 
     async def get(self, message_id: int) -> ConsoleMessageRecord | None:
-        async with self._db.engine.connect() as conn:
-            row = (await conn.execute(select(console_messages).where(console_messages.c.id == message_id))).first()
+        row = await self._db.first(select(console_messages).where(console_messages.c.id == message_id))
         return None if row is None else _record(row)
 
     async def recent(self, *, limit: int = 200) -> list[ConsoleMessageRecord]:
         """The newest `limit` messages, oldest first (the order a chat shows them)."""
-        async with self._db.engine.connect() as conn:
-            rows = (
-                await conn.execute(select(console_messages).order_by(console_messages.c.id.desc()).limit(limit))
-            ).all()
+        rows = await self._db.all(select(console_messages).order_by(console_messages.c.id.desc()).limit(limit))
         return [_record(row) for row in reversed(rows)]

@@ -36,8 +36,7 @@ class IdentityStore:
         query = select(identities.c.user_name).where(
             identities.c.platform == platform, identities.c.external_id == external_id
         )
-        async with self._db.engine.connect() as conn:
-            value = (await conn.execute(query)).scalar()
+        value = await self._db.scalar(query)
         return str(value) if value is not None else None
 
     async def invite(self, user_name: str, *, now: datetime, ttl: timedelta = LINK_CODE_TTL) -> str:

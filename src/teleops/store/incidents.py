@@ -10,10 +10,9 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from teleops.domain.incident import IncidentAction, IncidentStatus, TimelineKind, next_status
-from teleops.store.database import Database, StorageUnavailable
+from teleops.store.database import Database
 from teleops.store.schema import incidents, timeline
 
 __all__ = [
@@ -107,37 +106,31 @@ async def list_incidents(
         query = query.where(incidents.c.status == status.value)
     if before_id is not None:
         query = query.where(incidents.c.id < before_id)
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await db.all(query)
     return [_record(row) for row in rows]
 
 
 async def count_open(db: Database) -> int:
     """Raises StorageUnavailable when the database does not answer."""
-    try:
-        async with db.engine.connect() as conn:
-            value = await conn.scalar(
-                select(func.count()).select_from(incidents).where(incidents.c.resolved_at.is_(None))
-            )
-    except (OperationalError, DBAPIError) as exc:
-        raise StorageUnavailable(str(exc).splitlines()[0][:200]) from exc
+    value = await db.scalar(select(func.count()).select_from(incidents).where(incidents.c.resolved_at.is_(None)))
     return int(value or 0)
 
 
 async def get_incident(db: Database, incident_id: int) -> IncidentRecord:
     """The incident with its whole timeline, oldest event first. Raises IncidentNotFound."""
-    async with db.engine.connect() as conn:
-        row = (await conn.execute(select(*_COLUMNS).where(incidents.c.id == incident_id))).first()
+
+    def read(conn: Connection) -> IncidentRecord:
+        row = conn.execute(select(*_COLUMNS).where(incidents.c.id == incident_id)).first()
         if row is None:
             raise IncidentNotFound(incident_id)
-        events = (
-            await conn.execute(
-                select(timeline.c.id, timeline.c.at, timeline.c.kind, timeline.c.actor, timeline.c.data)
-                .where(timeline.c.incident_id == incident_id)
-                .order_by(timeline.c.id)
-            )
+        events = conn.execute(
+            select(timeline.c.id, timeline.c.at, timeline.c.kind, timeline.c.actor, timeline.c.data)
+            .where(timeline.c.incident_id == incident_id)
+            .order_by(timeline.c.id)
         ).all()
-    return _record(row, tuple(TimelineEvent(e.id, e.at, e.kind, e.actor, e.data) for e in events))
+        return _record(row, tuple(TimelineEvent(e.id, e.at, e.kind, e.actor, e.data) for e in events))
+
+    return await db.read(read)
 
 
 _ACTION_EVENTS = {

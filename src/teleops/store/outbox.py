@@ -236,13 +236,11 @@ class OutboxStore:
             .order_by(outbox.c.id)
             .limit(limit)
         )
-        async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.all(query)
         return [_row(r) for r in rows]
 
     async def get(self, row_id: int) -> OutboxRow | None:
-        async with self._db.engine.connect() as conn:
-            row = (await conn.execute(select(*_ROW_COLUMNS).where(outbox.c.id == row_id))).first()
+        row = await self._db.first(select(*_ROW_COLUMNS).where(outbox.c.id == row_id))
         return _row(row) if row is not None else None
 
     async def rows(self, platform: str, chat_id: str | None = None) -> list[OutboxRow]:
@@ -250,8 +248,7 @@ class OutboxStore:
         query = select(*_ROW_COLUMNS).where(outbox.c.platform == platform).order_by(outbox.c.id)
         if chat_id is not None:
             query = query.where(outbox.c.chat_id == chat_id)
-        async with self._db.engine.connect() as conn:
-            return [_row(r) for r in (await conn.execute(query)).all()]
+        return [_row(r) for r in await self._db.all(query)]
 
     async def find_message(self, platform: str, chat_id: str, platform_message_id: str) -> OutboxRow | None:
         """The row whose delivered message has this platform id (to map a chat reply to its incident)."""
@@ -260,8 +257,7 @@ class OutboxStore:
             outbox.c.chat_id == chat_id,
             outbox.c.platform_message_id == platform_message_id,
         )
-        async with self._db.engine.connect() as conn:
-            row = (await conn.execute(query.order_by(outbox.c.id).limit(1))).first()
+        row = await self._db.first(query.order_by(outbox.c.id).limit(1))
         return _row(row) if row is not None else None
 
     async def claim(self, row_id: int, now: datetime) -> bool:

@@ -114,16 +114,13 @@ class TokenStore:
         cached = self._cache.get((kind, digest))
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
-        async with self._db.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(tokens).where(
-                        tokens.c.kind == kind.value,
-                        tokens.c.secret_hash == digest,
-                        tokens.c.revoked_at.is_(None),
-                    )
-                )
-            ).first()
+        row = await self._db.first(
+            select(tokens).where(
+                tokens.c.kind == kind.value,
+                tokens.c.secret_hash == digest,
+                tokens.c.revoked_at.is_(None),
+            )
+        )
         if row is None or not hmac.compare_digest(row.secret_hash, digest):
             return None
         record = TokenRecord(row.id, TokenKind(row.kind), row.name, row.user_name, row.created_at, row.revoked_at)
@@ -136,6 +133,5 @@ class TokenStore:
         query = select(tokens).order_by(tokens.c.id)
         if kind is not None:
             query = query.where(tokens.c.kind == kind.value)
-        async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._db.all(query)
         return [TokenRecord(r.id, TokenKind(r.kind), r.name, r.user_name, r.created_at, r.revoked_at) for r in rows]

@@ -90,13 +90,11 @@ class UserStore:
         return existing
 
     async def get(self, name: str) -> UserRecord | None:
-        async with self._db.engine.connect() as conn:
-            row = (await conn.execute(select(users).where(users.c.name == name))).first()
+        row = await self._db.first(select(users).where(users.c.name == name))
         return None if row is None else UserRecord(row.id, row.name, row.role, row.created_at)
 
     async def verify_password(self, name: str, password: str) -> UserRecord | None:
-        async with self._db.engine.connect() as conn:
-            row = (await conn.execute(select(users).where(users.c.name == name))).first()
+        row = await self._db.first(select(users).where(users.c.name == name))
         if row is None:
             check_password(password, hash_password("timing-equaliser"))
             return None

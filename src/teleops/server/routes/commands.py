@@ -27,7 +27,7 @@ from teleops.pipeline.stepup import OTP_HEADER, CodeGate
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.schemas import RowId
 from teleops.server.services import Services
-from teleops.store.agents import list_agents
+from teleops.store.agents import host_candidates
 from teleops.store.approvals import get_approval
 from teleops.store.commands import (
     TERMINAL,
@@ -166,7 +166,7 @@ async def create(
         return await submit_command(
             services.db,
             hub,
-            await list_agents(services.db),
+            await host_candidates(services.db, command_request.host),
             command_request,
             now=services.clock(),
             stepup=gate,
@@ -286,8 +286,8 @@ async def read(
         try:
             record = await get_command(services.db, command_id)
             if hub is not None and finished is not None and CommandStatus(record.status) not in TERMINAL:
-                await hub.progress.wait(finished, wait)
-                record = await get_command(services.db, command_id)
+                final = await hub.progress.wait(finished, wait)
+                record = final if final is not None else await get_command(services.db, command_id)
         finally:
             if hub is not None:
                 hub.progress.release(command_id)

@@ -1,0 +1,61 @@
+"""`host_candidates` reads only the agents that can serve a host, and `resolve_host` decides the same as it
+would over every agent: by name, then hostname (any case), then the `host` label, else "unknown" naming all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
+from teleops.store.agents import host_candidates, list_agents, register_agent
+from teleops.store.database import Database
+
+NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+AGENTS = [
+    ("web-1", "web-1.prod.example.org", {"host": "frontend"}),
+    ("web-2", "Web-2.prod.example.org", {"host": "frontend"}),
+    ("db-1", "db-1.prod.example.org", {"host": "database"}),
+    ("localhost", "vm", {}),
+    ("vm", "other", {}),  # a name equal to another agent's hostname: the name wins
+]
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    await database.migrate()
+    for name, hostname, labels in AGENTS:
+        await register_agent(
+            database, name=name, hostname=hostname, version="1", labels=labels, allowlist_digest="", now=NOW
+        )
+    yield database
+    await database.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("web-1", ["web-1"]),
+        ("WEB-2.prod.example.org", ["web-2"]),
+        ("database", ["db-1"]),
+        ("vm", ["vm"]),
+        (" db-1 ", ["db-1"]),
+        ("frontend", ["web-1", "web-2"]),
+        ("nowhere", ["db-1", "localhost", "vm", "web-1", "web-2"]),
+    ],
+)
+async def test_only_the_agents_that_can_serve_the_host_are_read(db: Database, host: str, expected: list[str]) -> None:
+    assert [agent.name for agent in await host_candidates(db, host)] == expected
+
+
+@pytest.mark.parametrize("host", ["web-1", "web-2.PROD.example.org", "database", "vm", "localhost", "frontend", "x"])
+async def test_resolution_is_the_same_as_over_every_agent(db: Database, host: str) -> None:
+    def outcome(candidates: list[object]) -> str:
+        try:
+            return resolve_host(host, candidates).name  # type: ignore[type-var]
+        except (UnknownHost, AmbiguousHost) as exc:
+            return str(exc)
+
+    assert outcome(list(await host_candidates(db, host))) == outcome(list(await list_agents(db)))
