@@ -544,3 +544,35 @@ async def test_relative_program_path_and_directory(tmp_path: Path) -> None:
     assert result.exit_code == 126
     result = await run(RunSpec(["./missing.sh"], cwd=str(tmp_path)))
     assert result.exit_code == 127
+
+
+# -- the start gate waits for `ready` (the agent's durable "seen" record) -----------------------------------
+
+
+async def test_the_command_starts_only_after_ready_completes(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    released = asyncio.Event()
+
+    async def ready() -> None:
+        await released.wait()
+
+    gate = asyncio.ensure_future(ready())
+    running = asyncio.create_task(run(RunSpec(["touch", str(marker)]), ready=gate))
+    await asyncio.sleep(0.3)
+    assert not marker.exists()  # forked and held at the gate
+    released.set()
+    result = await asyncio.wait_for(running, 10)
+    assert result.exit_code == 0
+    assert marker.exists()
+
+
+async def test_a_failed_ready_means_the_command_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+
+    async def ready() -> None:
+        raise OSError(28, "No space left on device")
+
+    result = await run(RunSpec(["touch", str(marker)]), ready=asyncio.ensure_future(ready()))
+    assert result.exit_code == 126
+    assert b"could not record the command id" in result.output
+    assert not marker.exists()

@@ -100,6 +100,7 @@ class Agent:
         self._url = agent_socket_url(options.server_url)
         self._session: _Session | None = None
         self._running: dict[str, asyncio.Event] = {}  # command id → its cancel event
+        self._spooling: dict[str, asyncio.Future[None]] = {}  # command id → its result being written
         self._tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
             "exec": self._on_exec,
@@ -265,10 +266,13 @@ class Agent:
         if len(self._running) >= options.max_concurrent:
             await self._refuse(bound, command_id, f"busy: {len(self._running)} commands running (the limit)")
             return
-        options.spool.remember(command_id)  # durable before it runs: at most once, also across restarts
+        # At most once, also across restarts: the id is on disk before the command may exec. The fsync runs in a
+        # worker thread while the process is being set up; the runner opens its start gate only after it.
+        options.spool.note_seen(command_id)
+        remembered = asyncio.ensure_future(asyncio.to_thread(options.spool.persist_seen, command_id))
         cancel = asyncio.Event()
         self._running[command_id] = cancel
-        task = asyncio.create_task(self._execute(message, cancel), name=f"command-{command_id}")
+        task = asyncio.create_task(self._execute(message, cancel, remembered), name=f"command-{command_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -278,7 +282,7 @@ class Agent:
         bound.warning("agent.command_refused", reason=reason, argv=argv)
         await self._send(Refused(command_id=command_id, reason=reason))
 
-    async def _execute(self, message: Exec, cancel: asyncio.Event) -> None:
+    async def _execute(self, message: Exec, cancel: asyncio.Event, remembered: asyncio.Future[None]) -> None:
         command_id = message.command_id
         bound = log.bind(command_id=command_id, argv0=message.argv[0])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
@@ -307,7 +311,7 @@ class Agent:
             command_id=command_id,
         )
         try:
-            result = await run(spec, on_output, cancel=cancel)
+            result = await run(spec, on_output, cancel=cancel, ready=remembered)
             exit_ = Exit(
                 command_id=command_id,
                 exit_code=result.exit_code,
@@ -326,18 +330,32 @@ class Agent:
             bound.exception("agent.runner_failed")
             exit_ = Exit(command_id=command_id, exit_code=126, output=f"teleops agent: could not run it: {exc}\n")
         try:
-            self._options.spool.put(exit_)  # durable before reporting: survives a drop or a restart
+            await remembered  # done already: the runner waited for it before the command could start
         except OSError as exc:
-            bound.error("agent.spool_failed", error=str(exc), hint="free disk space in the state directory")
-        finally:
-            self._running.pop(command_id, None)
+            bound.error("agent.seen_not_saved", error=str(exc), hint="free disk space in the state directory")
         bound.info(
             "agent.command_finished",
             exit_code=exit_.exit_code,
             timed_out=exit_.timed_out,
             duration_s=round(exit_.duration_s, 3),
         )
-        await self._send(exit_)
+        # The result is spooled (so it survives a drop or a restart) while it travels: the command stays in
+        # `_running` until the spool has it, so a hello in between lists it as running or as a result.
+        spooled = asyncio.ensure_future(asyncio.to_thread(self._options.spool.put, exit_))
+        self._spooling[command_id] = spooled
+        session = self._session
+        sent = await self._send(exit_)
+        try:
+            await spooled
+        except OSError as exc:
+            bound.error("agent.spool_failed", error=str(exc), hint="free disk space in the state directory")
+        finally:
+            self._running.pop(command_id, None)
+            self._spooling.pop(command_id, None)
+        if not sent or self._session is not session:
+            # The connection changed while it was being spooled: report it on the new one (once the controller
+            # has it, a second report is only acknowledged).
+            await self._send(exit_)
 
     async def _on_cancel(self, message: Message) -> None:
         assert isinstance(message, Cancel)
@@ -350,8 +368,17 @@ class Agent:
 
     async def _on_ack(self, message: Message) -> None:
         assert isinstance(message, Ack)
+        command_id = message.command_id
+        spooling = self._spooling.get(command_id)
+        if spooling is not None and not spooling.done():
+            # Acknowledged before its spool file was written: forget it once it is, not before.
+            spooling.add_done_callback(lambda _done: self._forget(command_id))
+            return
+        self._forget(command_id)
+
+    def _forget(self, command_id: str) -> None:
         with contextlib.suppress(OSError):
-            self._options.spool.ack(message.command_id)
+            self._options.spool.ack(command_id)
 
     async def _on_ping(self, message: Message) -> None:
         assert isinstance(message, Ping)

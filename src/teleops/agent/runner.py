@@ -294,18 +294,27 @@ async def _supervise(
     )
 
 
-async def run(spec: RunSpec, on_output: OutputSink | None = None, *, cancel: asyncio.Event | None = None) -> RunResult:
+async def run(
+    spec: RunSpec,
+    on_output: OutputSink | None = None,
+    *,
+    cancel: asyncio.Event | None = None,
+    ready: Awaitable[None] | None = None,
+) -> RunResult:
     """Run spec.argv to completion, timeout or cancellation and report how it ended (see the module docstring).
 
     Never raises for a bad or failing command: refusals (empty argv, refused env var, missing cwd, unknown
     run_as) and spawn errors come back with ``error`` set and exit code 127 (not found / empty) or 126.
     Setting ``cancel`` terminates the command like a timeout, with ``cancelled=True`` and the exit code of how
     it actually died. Cancelling the ``run`` task itself SIGKILLs the command and re-raises CancelledError.
+    ``ready`` is awaited after the process is set up and before it may exec (see ``spawn``); a refused start
+    still awaits it, so the caller never leaves it pending.
     """
     started = time.monotonic()
     try:
         prepared = _prepare(spec)
     except SpawnRefused as exc:
+        await _settle(ready)
         return await _refusal(exc.exit_code, str(exc), started, on_output)
 
     cgroup = CommandCgroup.create(spec.command_id, pids_max=spec.limits.nproc) if spec.use_cgroup else None
@@ -317,14 +326,23 @@ async def run(spec: RunSpec, on_output: OutputSink | None = None, *, cancel: asy
             identity=prepared.identity,
             limits=spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s),
             cgroup=cgroup,
+            ready=ready,
         )
         tree = _Tree(spawned.process.pid, spawned.cgroup)
         return await _supervise(spec, spawned.process, spawned.output_fd, tree, on_output, cancel, started)
     except SpawnRefused as exc:
+        await _settle(ready)
         return await _refusal(exc.exit_code, str(exc), started, on_output)
     finally:
         if cgroup is not None:
             _dispose(cgroup)
+
+
+async def _settle(ready: Awaitable[None] | None) -> None:
+    """Wait for `ready` if the start never got to it (its failure is reported by whoever started it)."""
+    if ready is not None:
+        with contextlib.suppress(Exception):
+            await ready
 
 
 _disposals: set[asyncio.Task[None]] = set()

@@ -31,7 +31,7 @@ import os
 import resource
 import stat
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from teleops.agent.cgroup import CommandCgroup
@@ -125,8 +125,13 @@ async def spawn(
     identity: Identity | None,
     limits: Sequence[RlimitSetting],
     cgroup: CommandCgroup | None,
+    ready: Awaitable[None] | None = None,
 ) -> Spawned:
     """Start argv in a new session, stdin on /dev/null, stdout+stderr into one pipe, inside cgroup, with limits.
+
+    `ready`, when given, is awaited before the gate opens: the command execs only once it completed (the agent
+    writes the command id to disk meanwhile, so the fsync overlaps the fork). If it raises OSError the command
+    never runs (SpawnRefused 126).
 
     Raises SpawnRefused when it could not be started (the command never ran). A cgroup that the process cannot
     join is given up (logged) and the command runs with process-group isolation only; the caller then owns
@@ -175,12 +180,21 @@ async def spawn(
                 joined = None
         for res, soft, hard in parent_limits:
             resource.prlimit(process.pid, res, (soft, hard))
+        if ready is not None:
+            try:
+                await ready
+            except OSError as exc:
+                raise _NotReady(str(exc)) from exc
     except BaseException as exc:
         os.close(gate_w)  # closed unwritten: the trampoline exits 125 and never execs the command
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await asyncio.shield(process.wait())
         os.close(out_r)
+        if isinstance(exc, _NotReady):
+            raise SpawnRefused(
+                EXIT_CANNOT_EXECUTE, f"not run: the agent could not record the command id on disk first: {exc}"
+            ) from exc
         if isinstance(exc, OSError):
             raise SpawnRefused(
                 EXIT_CANNOT_EXECUTE, f"cannot apply resource limits to the command: {exc}; check the agent's limits"
@@ -191,6 +205,10 @@ async def spawn(
     finally:
         os.close(gate_w)
     return Spawned(process, out_r, joined)
+
+
+class _NotReady(Exception):
+    """`ready` failed: the command must not run."""
 
 
 def _refusal(exc: BaseException, cwd: str) -> BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 import structlog
@@ -35,6 +36,7 @@ class Spool:
         for folder in (state_dir, self._results):
             os.chmod(folder, 0o700)
         self._seen: dict[str, None] = {}  # insertion-ordered set
+        self._lock = threading.Lock()  # appends to `seen` may come from worker threads
         if self._seen_file.exists():
             for line in self._seen_file.read_text(encoding="utf-8").splitlines()[-remember:]:
                 if line:
@@ -49,21 +51,30 @@ class Spool:
 
     def remember(self, command_id: str) -> None:
         """Record that `command_id` was accepted, durably, before it runs."""
-        self._seen[command_id] = None
-        with open(self._seen_file, "a", encoding="utf-8") as handle:
-            handle.write(command_id + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if len(self._seen) > 2 * self._remember:
-            self._compact()
+        self.note_seen(command_id)
+        self.persist_seen(command_id)
 
-    def _compact(self) -> None:
-        keep = list(self._seen)[-self._remember :]
-        self._seen = dict.fromkeys(keep)
-        _write_atomically(self._seen_file, "".join(f"{i}\n" for i in keep))
+    def note_seen(self, command_id: str) -> None:
+        """The in-memory half of `remember`: from now on `seen(command_id)` is True in this process."""
+        self._seen[command_id] = None
+
+    def persist_seen(self, command_id: str) -> None:
+        """The durable half of `remember` (append + fsync); safe to call from a worker thread."""
+        with self._lock:
+            with open(self._seen_file, "a", encoding="utf-8") as handle:
+                handle.write(command_id + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            if len(self._seen) > 2 * self._remember:
+                # Drop the oldest in place: an id noted meanwhile on the event loop must not be lost.
+                for old in list(self._seen)[: len(self._seen) - self._remember]:
+                    self._seen.pop(old, None)
+                keep = list(self._seen)
+                _write_atomically(self._seen_file, "".join(f"{i}\n" for i in keep))
 
     def put(self, result: Exit) -> None:
-        """Keep `result` until `ack`. Atomic: a crash leaves the old file or the new one, never half."""
+        """Keep `result` until `ack`. Atomic: a crash leaves the old file or the new one, never half.
+        Safe to call from a worker thread."""
         _write_atomically(self._results / f"{result.command_id}.json", encode(result))
 
     def ack(self, command_id: str) -> None:

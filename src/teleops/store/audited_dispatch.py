@@ -41,7 +41,7 @@ async def mark_dispatched_audited(
             conn, at=now, actor=actor, action="command.dispatching", subject=f"command:{command_id}", data=data
         )
 
-    return await db.run_in_transaction(apply)
+    return await db.write(apply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,4 +87,4 @@ async def create_dispatched_audited(
         )
         return record, event
 
-    return await db.run_in_transaction(apply)
+    return await db.write(apply)

@@ -219,7 +219,7 @@ async def create_command(
             incident_id=incident_id,
         )
 
-    return await db.run_in_transaction(apply)
+    return await db.write(apply)
 
 
 async def mark_dispatched(db: Database, command_id: int, *, now: datetime) -> bool:
@@ -233,7 +233,7 @@ async def mark_dispatched(db: Database, command_id: int, *, now: datetime) -> bo
         )
         return bool(result.rowcount)
 
-    return await db.run_in_transaction(apply)
+    return await db.write(apply)
 
 
 async def mark_started(db: Database, command_id: int, *, now: datetime) -> None:
@@ -242,7 +242,7 @@ async def mark_started(db: Database, command_id: int, *, now: datetime) -> None:
             update(commands).where(commands.c.id == command_id, commands.c.started_at.is_(None)).values(started_at=now)
         )
 
-    await db.run_in_transaction(apply)
+    await db.write(apply)
 
 
 async def append_output(db: Database, command_id: int, text: str, *, cap_chars: int) -> None:
@@ -255,7 +255,7 @@ async def append_output(db: Database, command_id: int, text: str, *, cap_chars: 
         output = (row.output + text)[:cap_chars]
         conn.execute(update(commands).where(commands.c.id == command_id).values(output=output))
 
-    await db.run_in_transaction(apply)
+    await db.write(apply)
 
 
 async def finish_command(
@@ -307,7 +307,7 @@ async def finish_command(
             )
         return record
 
-    return await db.run_in_transaction(apply)
+    return await db.write(apply)
 
 
 async def get_command(db: Database, command_id: int) -> CommandRecord:

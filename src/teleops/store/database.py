@@ -84,6 +84,17 @@ class Database:
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StorageUnavailable(_short(exc)) from exc
 
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """`run_in_transaction` through the group committer (`submit_batch`): returns once the transaction is
+        committed *and* durable. On a SQLite file, writes from many callers then share one fsync and never
+        wait for each other's write lock; elsewhere it is `run_in_transaction`. Same errors."""
+        if self._committer is None:
+            return await self.run_in_transaction(fn, *args)
+        commit = self.submit_batch(fn, *args)
+        result = await commit.applied
+        await commit.durable
+        return result
+
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(connection, *args)` on one consistent snapshot and return its result (nothing is written).
 
