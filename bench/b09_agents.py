@@ -4,8 +4,9 @@ The agents are simulated in this process: each one is a real WebSocket client sp
 (hello → welcome, pong to pings, `started` + `exit` for every exec), with its own agent token, exactly what
 the controller sees from `teleops agent` minus the subprocess. Memory per agent is the controller's RSS
 growth from no agent to all connected, divided by the number of agents (target ≤ 64 KiB). Fan-out is the wall
-time from the first `POST /api/v1/commands` to the last command reported finished through the API
-(target < 2 s for 1000). No peer: both targets are absolute, from the remote-execution issue.
+time from `POST /api/v1/commands/batch` (one command on every agent) to all of them reported finished by
+`GET /api/v1/commands?ids=…&wait=…` (target < 2 s for 1000). No peer: both targets are absolute, from the
+remote-execution issue.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from teleops.wire.messages import Exec, Ping, Pong
 __all__ = ["BENCHMARK"]
 
 CONNECT_CONCURRENCY = 50
-FANOUT_CONCURRENCY = 32
 
 
 def _raise_fd_limit(wanted: int) -> None:
@@ -102,29 +102,28 @@ class _SimulatedAgent:
 
 
 async def _fan_out(base: str, api_token: str, names: list[str]) -> float:
-    """Seconds from the first POST to the last command reported finished."""
+    """Seconds from `POST /api/v1/commands/batch` (one command, every agent) to all reported finished through
+    `GET /api/v1/commands?ids=…&wait=…`."""
     headers = {"Authorization": f"Bearer {api_token}"}
-    gate = asyncio.Semaphore(FANOUT_CONCURRENCY)
-    limits = httpx.Limits(max_connections=FANOUT_CONCURRENCY, max_keepalive_connections=FANOUT_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as client:
-
-        async def one(name: str) -> None:
-            async with gate:
-                created = await client.post("/api/v1/commands", json={"host": name, "command": "true"})
-                if created.status_code >= 300:
-                    raise BenchError(f"POST /api/v1/commands for {name}: {created.status_code} {created.text}")
-                command_id = created.json()["id"]
-            while True:
-                async with gate:
-                    done = (await client.get(f"/api/v1/commands/{command_id}", params={"wait": 10})).json()
-                if done["status"] not in ("queued", "running"):
-                    if done["status"] != "succeeded":
-                        raise BenchError(f"command on {name} ended {done['status']}: {json.dumps(done)[:300]}")
-                    return
-
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(one(name) for name in names))
-        return time.perf_counter() - started
+        created = await client.post("/api/v1/commands/batch", json={"hosts": names, "command": "true"})
+        if created.status_code >= 300:
+            raise BenchError(f"POST /api/v1/commands/batch: {created.status_code} {created.text[:300]}")
+        items = created.json()["items"]
+        errors = [item for item in items if item["command"] is None]
+        if errors:
+            raise BenchError(f"{len(errors)} hosts not run, e.g. {errors[0]}")
+        ids = ",".join(str(item["command"]["id"]) for item in items)
+        while True:
+            done = (await client.get("/api/v1/commands", params={"ids": ids, "wait": 10})).json()["items"]
+            if all(c["status"] not in ("queued", "running") for c in done):
+                break
+        elapsed = time.perf_counter() - started
+    failed = [c for c in done if c["status"] != "succeeded"]
+    if failed:
+        raise BenchError(f"{len(failed)} commands did not succeed, e.g. {json.dumps(failed[0])[:300]}")
+    return elapsed
 
 
 async def run(ctx: Context) -> list[Row]:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,21 @@ def pin_load_generator() -> None:
     """Move this process (the load generator) to core 1 when pinning."""
     if _pinning_possible():
         os.sched_setaffinity(0, {1})
+
+
+@contextlib.contextmanager
+def on_server_core() -> Iterator[None]:
+    """Run the body (and the processes it starts) on the server core, like every server side of a
+    comparison; back on the load generator's core afterwards."""
+    if not _pinning_possible():
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {0})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def free_port() -> int:

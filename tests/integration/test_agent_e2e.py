@@ -429,3 +429,57 @@ def test_malformed_frames_are_answered_then_the_connection_is_closed_and_the_con
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4400
     assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+
+
+# --- one command on many hosts ----------------------------------------------------------------------
+
+
+def test_a_batch_runs_once_per_host_and_reports_each_host_on_its_own(
+    teleops_server: Callable[..., TeleopsServer], start_agent: AgentFactory
+) -> None:
+    policy = {"policy": {"roles": {"admin": [{"hosts": ["web-*"], "commands": ["*"]}]}}}
+    server = teleops_server(config=policy)
+    agents = [start_agent(server.url, name, server.create_token("agent", name)) for name in ("web-1", "web-2", "db-1")]
+    for agent in agents:
+        connected_agent(server, agent)
+
+    hosts = ["web-1", "web-2", "db-1", "nowhere"]
+    response = httpx.post(
+        f"{server.url}/api/v1/commands/batch",
+        json={"hosts": hosts, "command": "echo fanned"},
+        headers=server.api_headers,
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    items = response.json()["items"]
+    assert [item["host"] for item in items] == hosts
+    web = [item["command"]["id"] for item in items[:2]]
+    denied = items[2]["command"]
+    assert denied["status"] == "denied"  # recorded and audited, never sent
+    assert items[3]["command"] is None
+    assert "known hosts" in items[3]["error"]
+
+    ids = ",".join(str(i) for i in [*web, denied["id"]])
+    waited = httpx.get(f"{server.url}/api/v1/commands?ids={ids}&wait=20", headers=server.api_headers, timeout=30)
+    assert waited.status_code == 200, waited.text
+    done = waited.json()["items"]
+    assert [c["id"] for c in done] == [*web, denied["id"]]
+    assert [(c["status"], c["output"], c["agent"]) for c in done[:2]] == [
+        ("succeeded", "fanned\n", "web-1"),
+        ("succeeded", "fanned\n", "web-2"),
+    ]
+    for agent, command_id in zip(agents[:2], web, strict=True):
+        assert log_count(agent.text(), "agent.command_started", command_id) == 1  # each ran its own, once
+    assert "agent.command_started" not in agents[2].text()  # the denied host never heard of it
+
+    duplicate = httpx.post(
+        f"{server.url}/api/v1/commands/batch",
+        json={"hosts": ["web-1", "web-1"], "command": "echo x"},
+        headers=server.api_headers,
+        timeout=10,
+    )
+    assert duplicate.status_code == 422
+    unknown_id = httpx.get(f"{server.url}/api/v1/commands?ids=999999", headers=server.api_headers, timeout=10)
+    assert unknown_id.status_code == 404
+    bad_ids = httpx.get(f"{server.url}/api/v1/commands?ids=1,x", headers=server.api_headers, timeout=10)
+    assert bad_ids.status_code == 422

@@ -38,7 +38,7 @@ from teleops.server.clock import Clock, system_clock
 from teleops.server.local_agent import LocalAgentSupervisor, ensure_local_agent_token
 from teleops.server.metrics import Metrics
 from teleops.server.routes import agents as agent_routes
-from teleops.server.routes import alerts, health, incidents, ui
+from teleops.server.routes import alerts, command_batches, health, incidents, ui
 from teleops.server.routes import chat as chat_routes
 from teleops.server.routes import commands as command_routes
 from teleops.server.routes import scenarios as scenario_routes
@@ -202,6 +202,7 @@ def create_app(
     app.include_router(agent_routes.router)
     app.include_router(agent_routes.ws_router)
     app.include_router(command_routes.router)
+    app.include_router(command_batches.router)
     app.include_router(chat_routes.router)
     app.include_router(scenario_routes.router)
     app.add_middleware(_LatencyMiddleware, metrics=metrics)

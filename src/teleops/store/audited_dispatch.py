@@ -3,7 +3,7 @@ state, or neither does."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,12 @@ from teleops.store.commands import CommandRecord, CommandStatus, insert_command
 from teleops.store.database import Database
 from teleops.store.schema import commands
 
-__all__ = ["DispatchFacts", "create_dispatched_audited", "mark_dispatched_audited"]
+__all__ = [
+    "DispatchFacts",
+    "create_dispatched_audited",
+    "create_many_dispatched_audited",
+    "mark_dispatched_audited",
+]
 
 
 async def mark_dispatched_audited(
@@ -64,27 +69,38 @@ async def create_dispatched_audited(
     transaction (one fsync) for a command that needs nobody else's approval. The exec may be sent once this
     returns. Raises AuditUnavailable or StorageUnavailable (nothing was written: the caller records the
     refusal), IncidentNotFound."""
+    [created] = await create_many_dispatched_audited(db, [facts], now=now)
+    return created
 
-    def apply(conn: Connection) -> tuple[CommandRecord, AuditEvent]:
-        record = insert_command(
-            conn,
-            requester=facts.requester,
-            host=facts.host,
-            agent_name=facts.agent_name,
-            argv=facts.argv,
-            timeout_s=facts.timeout_s,
-            now=now,
-            incident_id=facts.incident_id,
-            dispatched=True,
-        )
-        event = append(
-            conn,
-            at=now,
-            actor=facts.requester,
-            action="command.dispatching",
-            subject=f"command:{record.id}",
-            data=facts.audit_data,
-        )
-        return record, event
+
+async def create_many_dispatched_audited(
+    db: Database, many: Sequence[DispatchFacts], *, now: datetime
+) -> list[tuple[CommandRecord, AuditEvent]]:
+    """`create_dispatched_audited` for several commands (a fan-out) in one transaction: all or none."""
+
+    def apply(conn: Connection) -> list[tuple[CommandRecord, AuditEvent]]:
+        created = []
+        for facts in many:
+            record = insert_command(
+                conn,
+                requester=facts.requester,
+                host=facts.host,
+                agent_name=facts.agent_name,
+                argv=facts.argv,
+                timeout_s=facts.timeout_s,
+                now=now,
+                incident_id=facts.incident_id,
+                dispatched=True,
+            )
+            event = append(
+                conn,
+                at=now,
+                actor=facts.requester,
+                action="command.dispatching",
+                subject=f"command:{record.id}",
+                data=facts.audit_data,
+            )
+            created.append((record, event))
+        return created
 
     return await db.write(apply)

@@ -7,6 +7,7 @@ state. `lost` is terminal for the requester, but a result the agent reports late
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "create_command",
     "finish_command",
     "get_command",
+    "get_commands",
     "in_flight_commands",
     "insert_command",
     "list_commands",
@@ -316,6 +318,13 @@ async def get_command(db: Database, command_id: int) -> CommandRecord:
     if row is None:
         raise CommandNotFound(command_id)
     return _record(row)
+
+
+async def get_commands(db: Database, ids: Sequence[int]) -> list[CommandRecord]:
+    """The commands with these ids that exist, in the order of `ids`."""
+    rows = await db.all(select(commands).where(commands.c.id.in_(list(ids))))
+    found = {row.id: _record(row) for row in rows}
+    return [found[i] for i in ids if i in found]
 
 
 async def list_commands(db: Database, *, limit: int = 100, status: CommandStatus | None = None) -> list[CommandRecord]:

@@ -40,7 +40,7 @@ from teleops.store.commands import (
 )
 from teleops.store.incidents import IncidentNotFound
 
-__all__ = ["CommandCreate", "CommandOut", "router"]
+__all__ = ["CommandCreate", "CommandOut", "command_timeout", "router"]
 
 router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
 
@@ -110,7 +110,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _timeout(services: Services, value: float | str | None) -> float:
+def command_timeout(services: Services, value: float | str | None) -> float:
     agents = services.settings.agents
     limit = parse_duration(agents.max_timeout)
     if value is None:
@@ -154,7 +154,7 @@ async def create(
         role=user.role,
         host=body.host,
         command=body.command,
-        timeout_s=_timeout(services, body.timeout),
+        timeout_s=command_timeout(services, body.timeout),
         output_cap_bytes=services.settings.agents.output_cap_bytes,
         incident_id=body.incident_id,
     )

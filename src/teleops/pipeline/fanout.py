@@ -1,0 +1,143 @@
+"""One command on many hosts at once: each host gets its own command, decided and audited like a single one,
+with every allowed dispatch recorded in one commit and the execs sent together.
+
+Per host, the same checks as `submit_command`: the host must resolve to a connected agent and the policy must
+allow the command there. A refusal is recorded `denied` and audited. A rule that needs a one-time code or a
+second person is not run from a fan-out (nobody can approve 1,000 commands one by one): that host's item says
+to run it on its own. Errors for one host never stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from teleops.pipeline.authorize import authorize
+from teleops.pipeline.command_line import split_command
+from teleops.pipeline.dispatch import AgentUnavailable, CommandRequest, CommandSender, record_audit
+from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
+from teleops.store.agents import AgentRecord
+from teleops.store.audit import AuditUnavailable
+from teleops.store.audit_checkpoints import CheckpointLog
+from teleops.store.audited_dispatch import DispatchFacts, create_many_dispatched_audited
+from teleops.store.commands import CommandRecord, CommandStatus, Finish, create_command, finish_command, get_command
+from teleops.store.database import Database, StorageUnavailable
+from teleops.wire import Exec
+
+__all__ = ["FanoutItem", "submit_fanout"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutItem:
+    """What happened on one host: its command (running, failed or denied), or why nothing was recorded."""
+
+    host: str
+    command: CommandRecord | None = None
+    error: str | None = None
+
+
+async def submit_fanout(
+    db: Database,
+    sender: CommandSender,
+    agents: Sequence[AgentRecord],
+    request: CommandRequest,
+    hosts: Sequence[str],
+    *,
+    now: datetime,
+    checkpoints: CheckpointLog | None = None,
+) -> list[FanoutItem]:
+    """Run `request.command` on every host of `hosts` (`request.host` is ignored); one item per host, in order.
+
+    Raises CommandLineError (bad text: nothing recorded anywhere) and StorageUnavailable (nothing sent).
+    """
+    argv = split_command(request.command)
+    items: dict[int, FanoutItem] = {}
+    allowed: list[tuple[int, DispatchFacts]] = []
+    for index, host in enumerate(hosts):
+        try:
+            agent = resolve_host(host, agents)
+        except (UnknownHost, AmbiguousHost) as exc:
+            items[index] = FanoutItem(host, error=str(exc))
+            continue
+        if not sender.is_connected(agent.name):
+            items[index] = FanoutItem(host, error=f"agent {agent.name} is offline; nothing was run there")
+            continue
+        decision = authorize(request.requester, request.role, agent.name, argv, text=request.command)
+        timeout = max(1, math.ceil(request.timeout_s))
+        if decision.max_timeout_s is not None:
+            timeout = max(1, min(timeout, math.floor(decision.max_timeout_s)))
+        facts = {"host": host, "agent": agent.name, "argv": argv, "rule": decision.rule, "fanout": len(hosts)}
+        one = DispatchFacts(request.requester, host, agent.name, argv, timeout, request.incident_id, facts)
+        if not decision.allowed:
+            items[index] = FanoutItem(host, command=await _deny(db, one, decision.reason, now=now))
+        elif decision.require_2fa or decision.require_approval:
+            needs = "a one-time code" if decision.require_2fa else "a second person's approval"
+            items[index] = FanoutItem(
+                host, error=f"{decision.reason}: it needs {needs}, so it is not run from a fan-out; run it on its own"
+            )
+        else:
+            allowed.append((index, one))
+    try:
+        created = await create_many_dispatched_audited(db, [one for _, one in allowed], now=now)
+    except AuditUnavailable as exc:  # no audit, no execution (T30)
+        log.error("command.audit_failed", fanout=len(hosts), error=str(exc))
+        for index, refused in allowed:
+            items[index] = FanoutItem(refused.host, error="not executed: audit unavailable; try again later")
+        return [items[i] for i in range(len(hosts))]
+    sent = await asyncio.gather(
+        *(_send(db, sender, record, request.output_cap_bytes, now=now) for record, _event in created)
+    )
+    for (index, _facts), record in zip(allowed, sent, strict=True):
+        items[index] = FanoutItem(record.host, command=record)
+    if created and checkpoints is not None:
+        last = created[-1][1]
+        try:
+            await asyncio.to_thread(checkpoints.write, last.seq, last.hash)
+        except OSError as exc:
+            log.warning("audit.checkpoint_failed", error=str(exc))
+    log.info("command.fanout", hosts=len(hosts), dispatched=len(created), requester=request.requester)
+    return [items[i] for i in range(len(hosts))]
+
+
+async def _deny(db: Database, facts: DispatchFacts, reason: str, *, now: datetime) -> CommandRecord:
+    record = await create_command(
+        db,
+        requester=facts.requester,
+        host=facts.host,
+        agent_name=facts.agent_name,
+        argv=facts.argv,
+        timeout_s=facts.timeout_s,
+        now=now,
+        incident_id=facts.incident_id,
+    )
+    await finish_command(db, record.id, Finish(CommandStatus.DENIED, reason=reason), now=now)
+    await record_audit(
+        db, now=now, actor=facts.requester, action="command.denied", subject=f"command:{record.id}",
+        data=facts.audit_data,
+    )  # fmt: skip
+    return await get_command(db, record.id)
+
+
+async def _send(
+    db: Database, sender: CommandSender, record: CommandRecord, output_cap_bytes: int, *, now: datetime
+) -> CommandRecord:
+    message = Exec(
+        command_id=str(record.id), argv=list(record.argv), timeout_s=record.timeout_s, output_cap_bytes=output_cap_bytes
+    )
+    try:
+        await sender.send_exec(record.agent_name, message)
+    except AgentUnavailable as exc:
+        reason = f"not run: agent {record.agent_name} went offline before the command was sent ({exc}); try again"
+        try:
+            await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
+            return await get_command(db, record.id)
+        except StorageUnavailable:
+            return record  # the hub's sweep ends it `lost` later
+    return record

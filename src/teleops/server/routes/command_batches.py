@@ -1,0 +1,158 @@
+"""Many commands at once: run one command on many hosts (`POST /api/v1/commands/batch`), and list or wait for
+several commands (`GET /api/v1/commands?ids=…&wait=…`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from teleops.pipeline.command_line import CommandLineError
+from teleops.pipeline.dispatch import CommandRequest
+from teleops.pipeline.fanout import submit_fanout
+from teleops.server.auth import Caller, require_api_caller, services_of
+from teleops.server.command_progress import Finished
+from teleops.server.routes.commands import CommandOut, command_timeout
+from teleops.store.agents import list_agents
+from teleops.store.commands import TERMINAL, CommandRecord, CommandStatus, get_commands, list_commands
+from teleops.store.database import Database
+from teleops.store.incidents import IncidentNotFound
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
+
+MAX_HOSTS = 1000
+
+
+class BatchCreate(BaseModel):
+    hosts: list[str] = Field(
+        min_length=1, max_length=MAX_HOSTS, description="Agent names, hostnames or `host` labels; each runs it once."
+    )
+    command: str = Field(max_length=4096, description="Split like a shell would (shlex); never run by a shell.")
+    timeout: float | str | None = Field(None, description="Seconds, or a duration like 30s / 5m.")
+    incident_id: int | None = Field(None, description="Attach every command to this incident's timeline.")
+
+
+class BatchItem(BaseModel):
+    host: str
+    command: CommandOut | None = Field(None, description="The command on this host (running, failed or denied).")
+    error: str | None = Field(None, description="Why nothing was recorded for this host.")
+
+
+class BatchOut(BaseModel):
+    items: list[BatchItem]
+
+
+class CommandList(BaseModel):
+    items: list[CommandOut]
+
+
+@router.post("/batch", response_model=BatchOut, status_code=202)
+async def create_batch(
+    body: BatchCreate, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
+) -> BatchOut:
+    """Run one command on many hosts: one command per host, each authorized and audited on its own, all
+    dispatched in one commit. Answers `{"items": [{"host", "command"?, "error"?}]}` in the order of `hosts`.
+    Commands whose rule needs 2FA or a second person are not run from a batch (the item says so).
+    Wait for them with `GET /api/v1/commands?ids=…&wait=…`."""
+    services = services_of(request)
+    if services.hub is None:
+        raise HTTPException(503, "the agent hub is not running; restart the controller")
+    hosts = [host.strip() for host in body.hosts]
+    if any(not host for host in hosts) or len(set(hosts)) != len(hosts):
+        raise HTTPException(422, "hosts: every host must be non-empty and listed once")
+    user = await services.users.get(caller.user)
+    if user is None:
+        raise HTTPException(403, f"user {caller.user!r} no longer exists; ask an admin")
+    template = CommandRequest(
+        requester=caller.user,
+        role=user.role,
+        host="",
+        command=body.command,
+        timeout_s=command_timeout(services, body.timeout),
+        output_cap_bytes=services.settings.agents.output_cap_bytes,
+        incident_id=body.incident_id,
+    )
+    try:
+        items = await submit_fanout(
+            services.db,
+            services.hub,
+            await list_agents(services.db),
+            template,
+            hosts,
+            now=services.clock(),
+            checkpoints=services.checkpoints,
+        )
+    except CommandLineError as exc:
+        raise HTTPException(422, f"command: {exc}") from exc
+    except IncidentNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return BatchOut(
+        items=[
+            BatchItem(host=i.host, command=CommandOut.of(i.command) if i.command else None, error=i.error)
+            for i in items
+        ]
+    )
+
+
+@router.get("", response_model=CommandList)
+async def list_or_wait(
+    request: Request,
+    _caller: Annotated[Caller, Depends(require_api_caller)],
+    ids: Annotated[
+        str | None, Query(max_length=20_000, description="Comma-separated command ids (at most 1000).")
+    ] = None,
+    wait: Annotated[float, Query(ge=0, le=60, description="With `ids`: seconds to wait for all of them to end.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Without `ids`: how many of the newest.")] = 100,
+) -> CommandList:
+    """The newest commands, or the commands `ids` (in that order), answered once all have ended or `wait`
+    seconds passed, whichever comes first."""
+    services = services_of(request)
+    if ids is None:
+        return CommandList(items=[CommandOut.of(r) for r in await list_commands(services.db, limit=limit)])
+    wanted = _parse_ids(ids)
+    hub = services.hub if wait > 0 else None
+    waiters = {i: hub.progress.waiter(i) for i in wanted} if hub is not None else {}  # before the read
+    try:
+        records = await get_commands(services.db, wanted)
+        missing = sorted(set(wanted) - {r.id for r in records})
+        if missing:
+            raise HTTPException(404, f"no command {missing[0]}; check the ids returned by POST /api/v1/commands")
+        open_ids = [r.id for r in records if CommandStatus(r.status) not in TERMINAL]
+        if hub is not None and open_ids:
+            records = await _wait_all(services.db, records, {i: waiters[i] for i in open_ids}, wait)
+    finally:
+        if hub is not None:
+            for command_id in wanted:
+                hub.progress.release(command_id)
+    return CommandList(items=[CommandOut.of(r) for r in records])
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        wanted = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise HTTPException(422, f"ids: expected comma-separated command ids, like 12,13,14 ({exc})") from exc
+    if not wanted or len(wanted) > 1000 or any(i < 1 for i in wanted):
+        raise HTTPException(422, "ids: between 1 and 1000 positive command ids")
+    return list(dict.fromkeys(wanted))
+
+
+async def _wait_all(
+    db: Database, records: list[CommandRecord], open_waiters: dict[int, Finished], wait: float
+) -> list[CommandRecord]:
+    """`records` with each open one replaced by its final state, for those that end within `wait` seconds."""
+    tasks = [asyncio.ensure_future(finished.event.wait()) for finished in open_waiters.values()]
+    try:
+        await asyncio.wait(tasks, timeout=wait)
+    finally:
+        for task in tasks:
+            task.cancel()
+    finals = {i: f.record for i, f in open_waiters.items() if f.record is not None}
+    unread = [i for i in open_waiters if i not in finals]
+    if unread:
+        finals.update({r.id: r for r in await get_commands(db, unread)})
+    return [finals.get(r.id, r) for r in records]
