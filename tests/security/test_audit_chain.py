@@ -18,7 +18,7 @@ import yaml
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from teleops.store.audit import GENESIS_HASH, append, event_hash, iter_events, record
+from teleops.store.audit import GENESIS_HASH, append, append_many, event_hash, iter_events, record
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audit_verify import Tamper, verify_audit
 from teleops.store.database import Database
@@ -66,6 +66,34 @@ async def test_an_untouched_log_verifies(log: Log) -> None:
     finding = await verify_audit(log.db, log.checkpoints)
     assert finding.ok, finding.message
     assert (finding.events, finding.head_seq, finding.checkpoints) == (6, 6, 1)
+
+
+async def test_events_appended_together_chain_exactly_like_one_by_one(log: Log) -> None:
+    entries = [("bob", "command.dispatching", f"command:{n}", {"fanout": 3, "host": f"web-{n}"}) for n in (7, 8, 9)]
+
+    def together(conn: Connection) -> list[str]:
+        return [event.hash for event in append_many(conn, at=T0, entries=entries)]
+
+    def one_by_one(conn: Connection) -> list[str]:
+        return [append(conn, at=T0, actor=a, action=b, subject=c, data=d).hash for a, b, c, d in entries]
+
+    batch = await log.db.run_in_transaction(together)
+    finding = await verify_audit(log.db, log.checkpoints)
+    assert finding.ok, finding.message
+    assert (finding.events, finding.head_seq) == (9, 9)
+
+    other = Database(f"sqlite+aiosqlite:///{log.data_dir}/other.db")
+    await other.migrate()
+    try:
+        for number in range(1, 7):  # the same first six events as the fixture
+            await record(
+                other, at=T0 + timedelta(seconds=number), actor="alice", action="command.dispatching",
+                subject=f"command:{number}",
+                data={"argv": ["rm", "-rf", f"/tmp/{number}"], "host": "web-1", "via": "telegram-bot"},
+            )  # fmt: skip
+        assert await other.run_in_transaction(one_by_one) == batch
+    finally:
+        await other.close()
 
 
 async def test_the_checkpoint_key_is_private_and_lines_carry_an_hmac(log: Log) -> None:

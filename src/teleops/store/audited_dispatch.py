@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
-from teleops.store.audit import AuditEvent, append
-from teleops.store.commands import CommandRecord, CommandStatus, insert_command
+from teleops.store.audit import AuditEvent, append, append_many
+from teleops.store.commands import CommandRecord, CommandStatus, insert_dispatched_commands
 from teleops.store.database import Database
 from teleops.store.schema import commands
 
@@ -79,28 +79,19 @@ async def create_many_dispatched_audited(
     """`create_dispatched_audited` for several commands (a fan-out) in one transaction: all or none."""
 
     def apply(conn: Connection) -> list[tuple[CommandRecord, AuditEvent]]:
-        created = []
-        for facts in many:
-            record = insert_command(
-                conn,
-                requester=facts.requester,
-                host=facts.host,
-                agent_name=facts.agent_name,
-                argv=facts.argv,
-                timeout_s=facts.timeout_s,
-                now=now,
-                incident_id=facts.incident_id,
-                dispatched=True,
-            )
-            event = append(
-                conn,
-                at=now,
-                actor=facts.requester,
-                action="command.dispatching",
-                subject=f"command:{record.id}",
-                data=facts.audit_data,
-            )
-            created.append((record, event))
-        return created
+        records = insert_dispatched_commands(
+            conn,
+            [(f.requester, f.host, f.agent_name, f.argv, f.timeout_s, f.incident_id) for f in many],
+            now=now,
+        )
+        events = append_many(
+            conn,
+            at=now,
+            entries=[
+                (f.requester, "command.dispatching", f"command:{record.id}", f.audit_data)
+                for f, record in zip(many, records, strict=True)
+            ],
+        )
+        return list(zip(records, events, strict=True))
 
     return await db.write(apply)

@@ -32,6 +32,7 @@ __all__ = [
     "get_commands",
     "in_flight_commands",
     "insert_command",
+    "insert_dispatched_commands",
     "list_commands",
     "mark_dispatched",
     "mark_started",
@@ -194,6 +195,44 @@ def insert_command(
         started_at=None,
         finished_at=None,
     )
+
+
+def insert_dispatched_commands(
+    conn: Connection, many: Sequence[tuple[str, str, str, list[str], int, int | None]], *, now: datetime
+) -> list[CommandRecord]:
+    """`insert_command(..., dispatched=True)` for several (requester, host, agent, argv, timeout, incident) in
+    one multi-row statement, in order. Raises IncidentNotFound."""
+    for incident_id in {entry[5] for entry in many if entry[5] is not None}:
+        if conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None:
+            raise IncidentNotFound(incident_id)
+    rows = [
+        {
+            "requester": requester, "host": host, "agent_name": agent, "argv": list(argv),
+            "status": CommandStatus.RUNNING.value, "timeout_s": timeout_s, "incident_id": incident_id, "output": "",
+            "output_bytes": 0, "truncated": False, "created_at": now, "dispatched_at": now,
+        }
+        for requester, host, agent, argv, timeout_s, incident_id in many
+    ]  # fmt: skip
+    if not rows:
+        return []
+    ids = conn.execute(insert(commands).returning(commands.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    events: list[dict[str, Any]] = [
+        {"incident_id": incident_id, "at": now, "kind": TimelineKind.COMMAND_REQUESTED.value, "actor": requester,
+         "data": {"command_id": command_id, "host": host, "argv": list(argv)}}
+        for command_id, (requester, host, _agent, argv, _timeout, incident_id) in zip(ids, many, strict=True)
+        if incident_id is not None
+    ]  # fmt: skip
+    if events:
+        conn.execute(insert(timeline), events)
+    return [
+        CommandRecord(
+            id=command_id, requester=requester, host=host, agent_name=agent, argv=list(argv),
+            status=CommandStatus.RUNNING.value, timeout_s=timeout_s, incident_id=incident_id, exit_code=None,
+            signal=None, output="", output_bytes=0, truncated=False, reason=None, created_at=now, dispatched_at=now,
+            started_at=None, finished_at=None,
+        )
+        for command_id, (requester, host, agent, argv, timeout_s, incident_id) in zip(ids, many, strict=True)
+    ]  # fmt: skip
 
 
 async def create_command(
