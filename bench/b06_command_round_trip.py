@@ -1,6 +1,6 @@
 """B6 command round trip: `true` via POST /api/v1/commands on a real agent, until `GET …?wait` reports it
 done, vs the floor: one loopback WebSocket round trip to a peer that spawns `true` with bare asyncio before it
-answers (`bench.ws_echo`, on the server core like the agent). Target ≤ 1.5× floor.
+answers (`bench.floor_agent`, on the server core like the agent). Target ≤ 1.5× floor.
 
 Second peer: `ssh localhost true` over a reused ControlMaster connection, against a temporary OpenSSH server
 (Debian's sshd, loopback port, throwaway host and user keys, key auth only, root's account) — the tool people
@@ -31,11 +31,11 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 async def _floor(ctx: Context, repeats: int) -> list[float]:
     port = free_port()
-    echo = spawn(
-        "ws echo",
-        [sys.executable, "-m", "bench.ws_echo", str(port)],
+    peer = spawn(
+        "floor agent",
+        [sys.executable, "-m", "bench.floor_agent", str(port)],
         port=port,
-        log_path=ctx.sub("b6") / "echo.log",
+        log_path=ctx.sub("b6") / "floor-agent.log",
         cwd=_ROOT,
     )
     try:
@@ -45,9 +45,9 @@ async def _floor(ctx: Context, repeats: int) -> list[float]:
                 websocket = await connect(f"ws://127.0.0.1:{port}")
                 break
             except OSError:
-                echo.check_alive()
+                peer.check_alive()
                 if time.monotonic() > deadline:
-                    raise BenchError("the WebSocket echo server did not start") from None
+                    raise BenchError("the floor agent (bench.floor_agent) did not start") from None
                 await asyncio.sleep(0.01)
         samples = []
         async with websocket:
@@ -58,7 +58,7 @@ async def _floor(ctx: Context, repeats: int) -> list[float]:
                 samples.append(time.perf_counter() - started)
         return samples
     finally:
-        echo.stop()
+        peer.stop()
 
 
 async def run(ctx: Context) -> list[Row]:

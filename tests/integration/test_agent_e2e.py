@@ -472,14 +472,18 @@ def test_a_batch_runs_once_per_host_and_reports_each_host_on_its_own(
         assert log_count(agent.text(), "agent.command_started", command_id) == 1  # each ran its own, once
     assert "agent.command_started" not in agents[2].text()  # the denied host never heard of it
 
-    duplicate = httpx.post(
-        f"{server.url}/api/v1/commands/batch",
-        json={"hosts": ["web-1", "web-1"], "command": "echo x"},
-        headers=server.api_headers,
-        timeout=10,
-    )
-    assert duplicate.status_code == 422
-    unknown_id = httpx.get(f"{server.url}/api/v1/commands?ids=999999", headers=server.api_headers, timeout=10)
-    assert unknown_id.status_code == 404
-    bad_ids = httpx.get(f"{server.url}/api/v1/commands?ids=1,x", headers=server.api_headers, timeout=10)
-    assert bad_ids.status_code == 422
+    before = _get(server, "/api/v1/commands?limit=1000")["items"]
+    for bad in (
+        {"hosts": ["web-1", "web-1"], "command": "echo x"},  # listed twice
+        {"hosts": [" "], "command": "echo x"},
+        {"hosts": [], "command": "echo x"},
+        {"hosts": ["w" * 256], "command": "echo x"},
+        {"hosts": ["web-1"], "command": "echo 'unbalanced"},
+        {"hosts": ["web-1"], "command": "echo x", "timeout": "forever"},
+    ):
+        refused = httpx.post(f"{server.url}/api/v1/commands/batch", json=bad, headers=server.api_headers, timeout=10)
+        assert refused.status_code == 422, (bad, refused.text)
+    for query, status in (("ids=999999", 404), ("ids=1,x", 422), ("ids=", 422), (f"ids={2**70}", 422)):
+        answer = httpx.get(f"{server.url}/api/v1/commands?{query}", headers=server.api_headers, timeout=10)
+        assert answer.status_code == status, (query, answer.text)
+    assert _get(server, "/api/v1/commands?limit=1000")["items"] == before  # bad input changed nothing

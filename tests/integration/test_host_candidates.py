@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
-from teleops.store.agents import host_candidates, list_agents, register_agent
+from teleops.store.agents import AgentRecord, host_candidates, list_agents, register_agent
 from teleops.store.database import Database
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
@@ -52,9 +52,9 @@ async def test_only_the_agents_that_can_serve_the_host_are_read(db: Database, ho
 
 @pytest.mark.parametrize("host", ["web-1", "web-2.PROD.example.org", "database", "vm", "localhost", "frontend", "x"])
 async def test_resolution_is_the_same_as_over_every_agent(db: Database, host: str) -> None:
-    def outcome(candidates: list[object]) -> str:
+    def outcome(candidates: list[AgentRecord]) -> str:
         try:
-            return resolve_host(host, candidates).name  # type: ignore[type-var]
+            return resolve_host(host, candidates).name
         except (UnknownHost, AmbiguousHost) as exc:
             return str(exc)
 

@@ -24,6 +24,7 @@ from teleops.domain.policy import compile_policy
 from teleops.pipeline.authorize import authorize, current_policy, use_policy
 from teleops.pipeline.command_line import CommandLineError
 from teleops.pipeline.dispatch import CommandDenied, CommandRequest, StepUpRequired, submit_command
+from teleops.pipeline.fanout import FanoutItem, submit_fanout
 from teleops.store.agents import list_agents, register_agent
 from teleops.store.audit import iter_events
 from teleops.store.audit_checkpoints import CheckpointLog
@@ -187,3 +188,63 @@ def test_decisions_are_the_humans_never_the_bots(user: str, host: str, argv: lis
         assert bot.allowed  # the bot can do everything, so this proves nothing by itself...
     elif argv:
         assert bot.allowed  # ...but here the bot could, and the human's refusal still stands
+
+
+# -- one command on many hosts: every host decided and audited on its own -------------------------------------
+
+
+async def fan_out(rig: Rig, command: str, hosts: list[str], *, verify: bool = True) -> list[FanoutItem]:
+    for name in ("web-2", "db-1"):
+        await register_agent(rig.db, name=name, hostname=name, version="1", labels={}, allowlist_digest="", now=NOW)
+    request = CommandRequest("alice", "operator", "", command, 60, 65536)
+    checkpoints = CheckpointLog(rig.data_dir)
+    items = await submit_fanout(
+        rig.db, rig.sender, await list_agents(rig.db), request, hosts, now=NOW, checkpoints=checkpoints
+    )
+    if verify:
+        assert (await verify_audit(rig.db, checkpoints)).ok
+    return items
+
+
+async def test_a_fan_out_sends_only_what_the_policy_allows_on_each_host(rig: Rig) -> None:
+    items = await fan_out(rig, "systemctl restart nginx", ["web-1", "db-1", "web-2", "nowhere"])
+    assert [item.host for item in items] == ["web-1", "db-1", "web-2", "nowhere"]
+    assert "one-time code" in (items[0].error or "")  # 2FA: never from a batch
+    assert items[0].command is None
+    assert items[1].command is not None
+    assert items[1].command.status == CommandStatus.DENIED  # no rule on db-1 for it
+    assert "one-time code" in (items[2].error or "")
+    assert "known hosts" in (items[3].error or "")
+    assert rig.sender.sent == []
+    assert await rig.audit_actions() == [
+        ("alice", "command.stepup_required"),
+        ("alice", "command.denied"),
+        ("alice", "command.stepup_required"),
+    ]
+
+
+async def test_a_fan_out_needing_approval_is_refused_per_host_and_audited(rig: Rig) -> None:
+    items = await fan_out(rig, "reboot", ["web-1", "db-1"])
+    assert all("second person" in (item.error or "") for item in items)
+    assert rig.sender.sent == []
+    assert await list_commands(rig.db) == []
+    assert await rig.audit_actions() == [("alice", "command.approval_required")] * 2
+
+
+async def test_a_fan_out_dispatches_every_allowed_host_in_one_chain(rig: Rig) -> None:
+    items = await fan_out(rig, "uptime", ["web-1", "web-2", "db-1"])
+    assert [item.command.status if item.command else None for item in items] == [CommandStatus.RUNNING] * 3
+    assert [m.command_id for m in rig.sender.sent] == [str(item.command.id) for item in items if item.command]
+    assert await rig.audit_actions() == [("alice", "command.dispatching")] * 3
+    assert [c.seq for c in CheckpointLog(rig.data_dir).read()] == [3]
+
+
+async def test_a_fan_out_without_audit_runs_nothing(rig: Rig) -> None:
+    def break_audit(conn: Connection) -> None:
+        conn.execute(text("DELETE FROM audit_head"))
+
+    await rig.db.run_in_transaction(break_audit)
+    items = await fan_out(rig, "uptime", ["web-1", "web-2"], verify=False)
+    assert all((item.error or "").startswith("not executed: audit unavailable") for item in items)
+    assert rig.sender.sent == []
+    assert await list_commands(rig.db) == []

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from teleops.domain.policy import Decision
 from teleops.pipeline.authorize import authorize
 from teleops.pipeline.command_line import split_command
 from teleops.pipeline.hosts import resolve_host
@@ -40,7 +41,12 @@ __all__ = [
     "StepUpCheck",
     "StepUpRequired",
     "dispatch_approved",
+    "effective_timeout",
+    "record_audit",
+    "record_denied",
+    "send_dispatched",
     "submit_command",
+    "write_checkpoint",
 ]
 
 log = structlog.get_logger(__name__)
@@ -148,73 +154,85 @@ async def submit_command(
             "Check that `teleops agent` is running on it and can reach this server."
         )
     decision = authorize(request.requester, request.role, agent.name, argv, text=request.command)
-    timeout = max(1, math.ceil(request.timeout_s))
-    if decision.max_timeout_s is not None:
-        timeout = max(1, min(timeout, math.floor(decision.max_timeout_s)))
-    refusal = None if decision.allowed else decision.reason
     facts = {"host": request.host, "agent": agent.name, "argv": argv, "rule": decision.rule}
-    if (
-        refusal is None
-        and decision.require_2fa
-        and not (stepup is not None and await stepup.elevated(request.requester, now=now))
-    ):
+    one = DispatchFacts(
+        requester=request.requester,
+        host=request.host,
+        agent_name=agent.name,
+        argv=argv,
+        timeout_s=effective_timeout(request.timeout_s, decision),
+        incident_id=request.incident_id,
+        audit_data=facts,
+    )
+    if not decision.allowed:
+        raise CommandDenied(await record_denied(db, one, decision.reason, now=now), decision.reason)
+    if decision.require_2fa and not (stepup is not None and await stepup.elevated(request.requester, now=now)):
         await record_audit(
             db, now=now, actor=request.requester, action="command.stepup_required", subject="", data=facts
         )
         raise StepUpRequired(decision.reason, agent=agent.name, argv=argv, refusal=getattr(stepup, "refusal", None))
-    if refusal is None and decision.require_approval and approval is None:
+    if not decision.require_approval:
+        return await _dispatch_new(
+            db, sender, one, now=now, checkpoints=checkpoints, output_cap_bytes=request.output_cap_bytes
+        )
+    if approval is None:
         refusal = (
             f"{decision.reason}. Two-person approval is not available here, so it was not run; ask an admin to run it"
         )
-    if refusal is None and not decision.require_approval:
-        new = DispatchFacts(
-            requester=request.requester,
-            host=request.host,
-            agent_name=agent.name,
-            argv=argv,
-            timeout_s=timeout,
-            incident_id=request.incident_id,
-            audit_data=facts,
-        )
-        return await _dispatch_new(
-            db, sender, new, now=now, checkpoints=checkpoints, output_cap_bytes=request.output_cap_bytes
-        )
+        raise CommandDenied(await record_denied(db, one, refusal, now=now), refusal)
     record = await create_command(
         db,
         requester=request.requester,
         host=request.host,
         agent_name=agent.name,
         argv=argv,
-        timeout_s=timeout,
+        timeout_s=one.timeout_s,
         now=now,
         incident_id=request.incident_id,
     )
-    bound = log.bind(command_id=record.id, agent=agent.name, requester=request.requester)
-    if refusal is not None:
-        await finish_command(db, record.id, Finish(CommandStatus.DENIED, reason=refusal), now=now)
-        bound.info("command.denied", rule=decision.rule)
-        await record_audit(
-            db, now=now, actor=request.requester, action="command.denied", subject=f"command:{record.id}", data=facts
-        )
-        raise CommandDenied(await get_command(db, record.id), refusal)
-    if decision.require_approval and approval is not None:
-        opened = await open_approval(
-            db,
-            command_id=record.id,
-            digest=approval_digest(agent=agent.name, argv=argv, requester=request.requester, command_id=record.id),
-            requester=request.requester,
-            command_text=request.command,
-            rules=approval,
-            now=now,
-            platform=request.platform,
-            chat_id=request.chat_id,
-            facts=facts,
-        )
-        bound.info("command.awaiting_approval", needed=approval.needed)
-        raise ApprovalPending(record, opened, decision.reason)
-    return await _dispatch(
-        db, sender, record, now=now, facts=facts, checkpoints=checkpoints, output_cap_bytes=request.output_cap_bytes
+    opened = await open_approval(
+        db,
+        command_id=record.id,
+        digest=approval_digest(agent=agent.name, argv=argv, requester=request.requester, command_id=record.id),
+        requester=request.requester,
+        command_text=request.command,
+        rules=approval,
+        now=now,
+        platform=request.platform,
+        chat_id=request.chat_id,
+        facts=facts,
     )
+    log.info("command.awaiting_approval", command_id=record.id, agent=agent.name, needed=approval.needed)
+    raise ApprovalPending(record, opened, decision.reason)
+
+
+def effective_timeout(requested_s: float, decision: Decision) -> int:
+    """Whole seconds, at least 1, and no more than the deciding rule's `max_timeout`."""
+    timeout = max(1, math.ceil(requested_s))
+    if decision.max_timeout_s is not None:
+        timeout = max(1, min(timeout, math.floor(decision.max_timeout_s)))
+    return timeout
+
+
+async def record_denied(db: Database, facts: DispatchFacts, reason: str, *, now: datetime) -> CommandRecord:
+    """Record a refused command as `denied` (with `reason`) and audit `command.denied`; nothing is sent."""
+    record = await create_command(
+        db,
+        requester=facts.requester,
+        host=facts.host,
+        agent_name=facts.agent_name,
+        argv=facts.argv,
+        timeout_s=facts.timeout_s,
+        now=now,
+        incident_id=facts.incident_id,
+    )
+    await finish_command(db, record.id, Finish(CommandStatus.DENIED, reason=reason), now=now)
+    log.info("command.denied", command_id=record.id, agent=facts.agent_name, rule=facts.audit_data.get("rule"))
+    await record_audit(
+        db, now=now, actor=facts.requester, action="command.denied", subject=f"command:{record.id}",
+        data=facts.audit_data,
+    )  # fmt: skip
+    return await get_command(db, record.id)
 
 
 async def dispatch_approved(
@@ -335,7 +353,18 @@ async def _send(
     checkpoints: CheckpointLog | None,
     output_cap_bytes: int,
 ) -> CommandRecord:
-    """Send the exec of a committed dispatch; returns the command as it now stands."""
+    """Send the exec of a committed dispatch, then checkpoint the audit head; the command as it now stands."""
+    record = await send_dispatched(db, sender, record, output_cap_bytes=output_cap_bytes, now=now)
+    if checkpoints is not None:
+        await write_checkpoint(checkpoints, dispatching)
+    return record
+
+
+async def send_dispatched(
+    db: Database, sender: CommandSender, record: CommandRecord, *, output_cap_bytes: int, now: datetime
+) -> CommandRecord:
+    """Send the exec of a command whose dispatch is committed. If it cannot be sent the command ends `failed`
+    saying so (when even that cannot be stored, it stays `running` and the hub's sweep ends it `lost`)."""
     bound = log.bind(command_id=record.id, agent=record.agent_name, requester=record.requester)
     message = Exec(
         command_id=str(record.id),
@@ -346,20 +375,25 @@ async def _send(
     try:
         await sender.send_exec(record.agent_name, message)
     except AgentUnavailable as exc:
-        reason = f"not run: agent {record.agent_name} went offline before the command was sent ({exc}); try again"
-        await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
         bound.warning("command.not_sent", error=str(exc))
-        record = await get_command(db, record.id)
-    else:
-        bound.info("command.dispatched", argv0=record.argv[0])
-    if checkpoints is not None:
-        # After the send: the dispatch is already committed (write-ahead); the checkpoint anchors the chain head
-        # outside the database, and writing it off the event loop keeps its fsync out of the command's path.
+        reason = f"not run: agent {record.agent_name} went offline before the command was sent ({exc}); try again"
         try:
-            await asyncio.to_thread(checkpoints.write, dispatching.seq, dispatching.hash)
-        except OSError as exc:  # a missed checkpoint only widens the re-chain window
-            bound.warning("audit.checkpoint_failed", error=str(exc))
+            await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
+            return await get_command(db, record.id)
+        except StorageUnavailable as error:
+            bound.error("command.not_sent_unrecorded", error=str(error), hint="the sweep ends it lost")
+            return record
+    bound.info("command.dispatched", argv0=record.argv[0])
     return record
+
+
+async def write_checkpoint(checkpoints: CheckpointLog, head: AuditEvent) -> None:
+    """Anchor the audit chain head outside the database, off the event loop. Called after the send: the dispatch
+    is already committed (write-ahead), and a missed checkpoint only widens the re-chain window."""
+    try:
+        await asyncio.to_thread(checkpoints.write, head.seq, head.hash)
+    except OSError as exc:
+        log.warning("audit.checkpoint_failed", seq=head.seq, error=str(exc))
 
 
 async def record_audit(

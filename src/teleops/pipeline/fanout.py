@@ -4,13 +4,13 @@ with every allowed dispatch recorded in one commit and the execs sent together.
 Per host, the same checks as `submit_command`: the host must resolve to a connected agent and the policy must
 allow the command there. A refusal is recorded `denied` and audited. A rule that needs a one-time code or a
 second person is not run from a fan-out (nobody can approve 1,000 commands one by one): that host's item says
-to run it on its own. Errors for one host never stop the others.
+to run it on its own, and the refusal is audited (`command.stepup_required` / `command.approval_required`,
+with nothing recorded, as for a single command awaiting a code). Errors for one host never stop the others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,15 +19,22 @@ import structlog
 
 from teleops.pipeline.authorize import authorize
 from teleops.pipeline.command_line import split_command
-from teleops.pipeline.dispatch import AgentUnavailable, CommandRequest, CommandSender, record_audit
+from teleops.pipeline.dispatch import (
+    CommandRequest,
+    CommandSender,
+    effective_timeout,
+    record_audit,
+    record_denied,
+    send_dispatched,
+    write_checkpoint,
+)
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
 from teleops.store.agents import AgentRecord
 from teleops.store.audit import AuditUnavailable
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audited_dispatch import DispatchFacts, create_many_dispatched_audited
-from teleops.store.commands import CommandRecord, CommandStatus, Finish, create_command, finish_command, get_command
-from teleops.store.database import Database, StorageUnavailable
-from teleops.wire import Exec
+from teleops.store.commands import CommandRecord
+from teleops.store.database import Database
 
 __all__ = ["FanoutItem", "submit_fanout"]
 
@@ -70,15 +77,15 @@ async def submit_fanout(
             items[index] = FanoutItem(host, error=f"agent {agent.name} is offline; nothing was run there")
             continue
         decision = authorize(request.requester, request.role, agent.name, argv, text=request.command)
-        timeout = max(1, math.ceil(request.timeout_s))
-        if decision.max_timeout_s is not None:
-            timeout = max(1, min(timeout, math.floor(decision.max_timeout_s)))
+        timeout = effective_timeout(request.timeout_s, decision)
         facts = {"host": host, "agent": agent.name, "argv": argv, "rule": decision.rule, "fanout": len(hosts)}
         one = DispatchFacts(request.requester, host, agent.name, argv, timeout, request.incident_id, facts)
         if not decision.allowed:
-            items[index] = FanoutItem(host, command=await _deny(db, one, decision.reason, now=now))
+            items[index] = FanoutItem(host, command=await record_denied(db, one, decision.reason, now=now))
         elif decision.require_2fa or decision.require_approval:
             needs = "a one-time code" if decision.require_2fa else "a second person's approval"
+            action = "command.stepup_required" if decision.require_2fa else "command.approval_required"
+            await record_audit(db, now=now, actor=request.requester, action=action, subject="", data=facts)
             items[index] = FanoutItem(
                 host, error=f"{decision.reason}: it needs {needs}, so it is not run from a fan-out; run it on its own"
             )
@@ -92,52 +99,14 @@ async def submit_fanout(
             items[index] = FanoutItem(refused.host, error="not executed: audit unavailable; try again later")
         return [items[i] for i in range(len(hosts))]
     sent = await asyncio.gather(
-        *(_send(db, sender, record, request.output_cap_bytes, now=now) for record, _event in created)
+        *(
+            send_dispatched(db, sender, record, output_cap_bytes=request.output_cap_bytes, now=now)
+            for record, _event in created
+        )
     )
     for (index, _facts), record in zip(allowed, sent, strict=True):
         items[index] = FanoutItem(record.host, command=record)
     if created and checkpoints is not None:
-        last = created[-1][1]
-        try:
-            await asyncio.to_thread(checkpoints.write, last.seq, last.hash)
-        except OSError as exc:
-            log.warning("audit.checkpoint_failed", error=str(exc))
+        await write_checkpoint(checkpoints, created[-1][1])  # the last event covers the whole chain before it
     log.info("command.fanout", hosts=len(hosts), dispatched=len(created), requester=request.requester)
     return [items[i] for i in range(len(hosts))]
-
-
-async def _deny(db: Database, facts: DispatchFacts, reason: str, *, now: datetime) -> CommandRecord:
-    record = await create_command(
-        db,
-        requester=facts.requester,
-        host=facts.host,
-        agent_name=facts.agent_name,
-        argv=facts.argv,
-        timeout_s=facts.timeout_s,
-        now=now,
-        incident_id=facts.incident_id,
-    )
-    await finish_command(db, record.id, Finish(CommandStatus.DENIED, reason=reason), now=now)
-    await record_audit(
-        db, now=now, actor=facts.requester, action="command.denied", subject=f"command:{record.id}",
-        data=facts.audit_data,
-    )  # fmt: skip
-    return await get_command(db, record.id)
-
-
-async def _send(
-    db: Database, sender: CommandSender, record: CommandRecord, output_cap_bytes: int, *, now: datetime
-) -> CommandRecord:
-    message = Exec(
-        command_id=str(record.id), argv=list(record.argv), timeout_s=record.timeout_s, output_cap_bytes=output_cap_bytes
-    )
-    try:
-        await sender.send_exec(record.agent_name, message)
-    except AgentUnavailable as exc:
-        reason = f"not run: agent {record.agent_name} went offline before the command was sent ({exc}); try again"
-        try:
-            await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
-            return await get_command(db, record.id)
-        except StorageUnavailable:
-            return record  # the hub's sweep ends it `lost` later
-    return record

@@ -15,6 +15,7 @@ from teleops.pipeline.fanout import submit_fanout
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.command_progress import Finished
 from teleops.server.routes.commands import CommandOut, command_timeout
+from teleops.server.schemas import MAX_ROW_ID
 from teleops.store.agents import list_agents
 from teleops.store.commands import TERMINAL, CommandRecord, CommandStatus, get_commands, list_commands
 from teleops.store.database import Database
@@ -28,7 +29,7 @@ MAX_HOSTS = 1000
 
 
 class BatchCreate(BaseModel):
-    hosts: list[str] = Field(
+    hosts: list[Annotated[str, Field(max_length=255)]] = Field(
         min_length=1, max_length=MAX_HOSTS, description="Agent names, hostnames or `host` labels; each runs it once."
     )
     command: str = Field(max_length=4096, description="Split like a shell would (shlex); never run by a shell.")
@@ -103,7 +104,7 @@ async def list_or_wait(
     request: Request,
     _caller: Annotated[Caller, Depends(require_api_caller)],
     ids: Annotated[
-        str | None, Query(max_length=20_000, description="Comma-separated command ids (at most 1000).")
+        str | None, Query(max_length=20_000, description=f"Comma-separated command ids (at most {MAX_HOSTS}).")
     ] = None,
     wait: Annotated[float, Query(ge=0, le=60, description="With `ids`: seconds to wait for all of them to end.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Without `ids`: how many of the newest.")] = 100,
@@ -136,8 +137,8 @@ def _parse_ids(text: str) -> list[int]:
         wanted = [int(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
         raise HTTPException(422, f"ids: expected comma-separated command ids, like 12,13,14 ({exc})") from exc
-    if not wanted or len(wanted) > 1000 or any(i < 1 for i in wanted):
-        raise HTTPException(422, "ids: between 1 and 1000 positive command ids")
+    if not wanted or len(wanted) > MAX_HOSTS or any(not 1 <= i <= MAX_ROW_ID for i in wanted):
+        raise HTTPException(422, f"ids: between 1 and {MAX_HOSTS} command ids, each from 1 to {MAX_ROW_ID}")
     return list(dict.fromkeys(wanted))
 
 

@@ -1,4 +1,4 @@
-"""The B6 floor's agent: `python -m bench.ws_echo PORT` answers every message after spawning `true` for it.
+"""The B6 floor's agent: `python -m bench.floor_agent PORT` answers every message after spawning `true` for it.
 
 The least an agent can do per command — receive a frame, start a process, wait for it, answer — on the same
 core as TeleOps' agent (the server core), so the floor pays the same CPU contention as the real thing.
