@@ -81,6 +81,18 @@ def _log_tail(log: Path | None, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def eventually(check: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
+    """Poll `check` until it returns something truthy (and return that); fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
 def wait_until(
     ready: Callable[[], bool],
     *,

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,25 +23,13 @@ import yaml
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.integration.servers import TeleopsServer, stop_process, wait_until
+from tests.integration.servers import TeleopsServer, eventually, stop_process, wait_until
 from tests.integration.tcp_proxy import running_proxy
 
 T = TypeVar("T")
 
 POLICY = {"allow": ["uname *", "echo *", "sleep *", "ls *"]}
 TERMINAL = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
-
-
-def eventually(check: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
-    """Poll until `check` returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

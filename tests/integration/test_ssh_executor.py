@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from teleops.server.ssh_executor import SshTarget, SshUnavailable, run_over_ssh
-from tests.integration.servers import TeleopsServer, free_port, stop_process, wait_until
+from tests.integration.servers import TeleopsServer, eventually, free_port, stop_process, wait_until
 
 T = TypeVar("T")
 
@@ -159,7 +159,7 @@ def test_a_configured_ssh_host_runs_commands_through_the_api(
         items = httpx.get(f"{server.url}/api/v1/agents", headers=headers, timeout=10).json()["items"]
         return next((i for i in items if i["name"] == "db-1" and i["online"]), None)
 
-    host = _eventually(listed, "the SSH host to be listed")
+    host = eventually(listed, what="the SSH host to be listed")
     assert (host["hostname"], host["version"], host["labels"]) == ("127.0.0.1", "ssh", {"env": "test"})
 
     def run(command: str, **extra: Any) -> dict[str, Any]:
@@ -169,20 +169,12 @@ def test_a_configured_ssh_host_runs_commands_through_the_api(
         assert posted.status_code == 202, posted.text
         url = f"{server.url}/api/v1/commands/{posted.json()['id']}"
         done = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
-        return _eventually(
+        return eventually(
             lambda: (c := httpx.get(url, headers=headers, timeout=10).json())["status"] in done and c,
-            f"{command} to finish",
+            what=f"{command} to finish",
         )
 
     ok = run("echo over ssh")
     assert (ok["status"], ok["exit_code"], ok["output"]) == ("succeeded", 0, "over ssh\n")
     slow = run("sleep 30", timeout=1)
     assert (slow["status"], slow["exit_code"]) == ("timed_out", 124)
-
-
-def _eventually(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value

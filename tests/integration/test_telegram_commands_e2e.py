@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.fakes.telegram import FakeTelegram, StoredMessage
-from tests.integration.servers import TeleopsServer, start_teleops, stop_process
+from tests.integration.servers import TeleopsServer, eventually, start_teleops, stop_process
 
 T = TypeVar("T")
 ALERT_CHAT = -1001
@@ -78,17 +77,6 @@ def server(tmp_path: Path, telegram: FakeInThread) -> Iterator[TeleopsServer]:
     started = start_teleops(tmp_path / "ctl", local_agent=True, config=config)
     yield started
     stop_process(started.process)
-
-
-def eventually(condition: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def messages(telegram: FakeInThread) -> list[StoredMessage]:

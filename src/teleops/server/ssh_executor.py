@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import shlex
 import signal
 import time
@@ -123,8 +122,10 @@ async def run_over_ssh(
             while chunk := await process.stdout.read(_CHUNK):
                 head = output.feed(chunk)
                 if head and on_output is not None:
-                    with contextlib.suppress(Exception):
+                    try:
                         await on_output(head)
+                    except Exception:  # the live view only: the final result still carries the output
+                        log.exception("ssh.output_sink_failed")
 
         try:
             await asyncio.wait_for(asyncio.gather(pump(), process.wait()), timeout_s + kill_grace_s + _MARGIN_S)

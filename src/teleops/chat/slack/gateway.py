@@ -138,8 +138,7 @@ class SlackGateway:
                 return
             self._connector = asyncio.create_task(self._connect(), name="slack-socket-mode")
         else:
-            with contextlib.suppress(Exception):
-                await self._whoami()
+            await self._whoami_or_log("start")
 
     async def stop(self) -> None:
         if self._connector is not None:
@@ -155,6 +154,13 @@ class SlackGateway:
     async def connected(self) -> bool:
         """True while a Socket Mode session is open (always False in events mode)."""
         return self._socket is not None and await self._socket.client.is_connected()
+
+    async def _whoami_or_log(self, during: str) -> None:
+        """`_whoami`, where failing only delays knowing our own user id (asked again next time): say so."""
+        try:
+            await self._whoami()
+        except Exception as exc:  # network, HTTP, bad token: all only postpone it
+            log.warning("slack.auth_test_failed", during=during, error=_describe(exc), hint="retried on next use")
 
     async def _whoami(self) -> None:
         if self._bot_user_id is None:
@@ -294,8 +300,7 @@ class SlackGateway:
         await ack()
         event = body.get("event") or {}
         channel = str(event.get("channel") or "")
-        with contextlib.suppress(Exception):
-            await self._whoami()
+        await self._whoami_or_log("member_joined_channel")
         if event.get("user") != self._bot_user_id or channel in self._allowed:
             return
         # Invited into a channel nobody configured: leave at once (THREATS T06).
