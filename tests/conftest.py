@@ -15,6 +15,7 @@ from teleops.server.app import create_app
 from teleops.server.services import Services
 from teleops.store.tokens import TokenKind
 from tests.integration.servers import PostgresServer, postgres_server  # noqa: F401  (fixture, used by db_url)
+from tests.settings import settings_with
 
 
 class FakeClock:
@@ -53,10 +54,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
-        database={"url": db_url},  # type: ignore[arg-type]
-        local_agent={"enabled": False},  # type: ignore[arg-type]
+        database={"url": db_url},
+        local_agent={"enabled": False},
     )
 
 

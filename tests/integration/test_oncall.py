@@ -17,6 +17,7 @@ from teleops.server.services import Services
 from teleops.store.tokens import TokenKind
 from tests.conftest import Api, FakeClock
 from tests.integration.servers import start_teleops, stop_process, wait_until
+from tests.settings import settings_with
 
 FIXTURES = Path(__file__).parents[2] / "src/teleops/sources/alertmanager/fixtures"
 
@@ -40,12 +41,12 @@ USERS = [
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
-        database={"url": db_url},  # type: ignore[arg-type]
-        local_agent={"enabled": False},  # type: ignore[arg-type]
-        users=USERS,  # type: ignore[arg-type]
-        oncall=ONCALL,  # type: ignore[arg-type]
+        database={"url": db_url},
+        local_agent={"enabled": False},
+        users=USERS,
+        oncall=ONCALL,
     )
 
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 from schemathesis.schemas import APIOperation
 
-from teleops.config import Settings
 from teleops.server.app import create_app
 from tests.integration.servers import PostgresServer, TeleopsServer, start_teleops, stop_process
+from tests.settings import settings_with
 
 EXAMPLES_PER_OPERATION = 40
 CHECKS = [
@@ -33,7 +33,7 @@ CHECKS = [
 
 def _published_schema() -> schemathesis.BaseSchema:
     """The schema the app publishes at /openapi.json, built without starting it (to list the operations)."""
-    app = create_app(Settings(local_agent={"enabled": False}))  # type: ignore[arg-type]
+    app = create_app(settings_with(local_agent={"enabled": False}))
     return schemathesis.openapi.from_dict(app.openapi())
 
 

@@ -16,6 +16,7 @@ from teleops.server.services import Services
 from teleops.store.tokens import TokenKind
 from tests.conftest import Api, FakeClock
 from tests.integration.servers import AlertmanagerServer, free_port
+from tests.settings import settings_with
 
 FIXTURES = Path(__file__).parents[2] / "src/teleops/sources/alertmanager/fixtures"
 
@@ -46,11 +47,11 @@ async def api(tmp_path: Path, am: AlertmanagerServer) -> AsyncIterator[Api]:
     # Real time here: Alertmanager refuses silences that end in its past.
     from teleops.server.clock import system_clock
 
-    settings = Settings(
+    settings = settings_with(
         data_dir=tmp_path / "data",
-        database={"url": f"sqlite+aiosqlite:///{tmp_path}/t.db"},  # type: ignore[arg-type]
-        local_agent={"enabled": False},  # type: ignore[arg-type]
-        oncall={"alertmanager_url": am.url},  # type: ignore[arg-type]
+        database={"url": f"sqlite+aiosqlite:///{tmp_path}/t.db"},
+        local_agent={"enabled": False},
+        oncall={"alertmanager_url": am.url},
     )
     async for value in make_api(settings, system_clock)():  # type: ignore[arg-type]
         yield value
@@ -112,11 +113,11 @@ async def test_other_sources_are_not_silenced(api: Api, am: AlertmanagerServer) 
 async def test_alertmanager_down_is_reported_on_the_timeline(tmp_path: Path) -> None:
     from teleops.server.clock import system_clock
 
-    settings = Settings(
+    settings = settings_with(
         data_dir=tmp_path / "data",
-        database={"url": f"sqlite+aiosqlite:///{tmp_path}/t.db"},  # type: ignore[arg-type]
-        local_agent={"enabled": False},  # type: ignore[arg-type]
-        oncall={"alertmanager_url": f"http://127.0.0.1:{free_port()}"},  # type: ignore[arg-type]
+        database={"url": f"sqlite+aiosqlite:///{tmp_path}/t.db"},
+        local_agent={"enabled": False},
+        oncall={"alertmanager_url": f"http://127.0.0.1:{free_port()}"},
     )
     async for api in make_api(settings, system_clock)():  # type: ignore[arg-type]
         body = json.loads((FIXTURES / "firing.json").read_text())

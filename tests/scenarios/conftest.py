@@ -16,6 +16,7 @@ import pytest
 from teleops.config import Settings
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram
+from tests.settings import settings_with
 
 ALERT_CHAT = -100
 ALICE_ID = 1001
@@ -54,11 +55,11 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram, chat_over
         "poll_timeout": "1s",
         **chat_overrides,
     }
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
-        database={"url": db_url},  # type: ignore[arg-type]
-        local_agent={"enabled": False},  # type: ignore[arg-type]
-        telegram=telegram,  # type: ignore[arg-type]
+        database={"url": db_url},
+        local_agent={"enabled": False},
+        telegram=telegram,
         users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],  # type: ignore[list-item]
     )
 

@@ -36,6 +36,7 @@ from teleops.store.tokens import TokenKind
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, StoredMessage, free_port
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, FIRING, eventually
+from tests.settings import settings_with
 
 BOB_ID = 2002
 CAROL_ID = 3003
@@ -63,13 +64,13 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
     runbooks = tmp_path / "runbooks"
     runbooks.mkdir()
     (runbooks / "nginx.yaml").write_text(NGINX_RUNBOOK)
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
-        server={"listen": f"127.0.0.1:{free_port()}"},  # type: ignore[arg-type]
-        database={"url": db_url},  # type: ignore[arg-type]
+        server={"listen": f"127.0.0.1:{free_port()}"},
+        database={"url": db_url},
         # The embedded agent serves host web-1 (the alert's host), through the same WebSocket as any agent.
-        local_agent={"enabled": True, "name": "web-1"},  # type: ignore[arg-type]
-        telegram={  # type: ignore[arg-type]
+        local_agent={"enabled": True, "name": "web-1"},
+        telegram={
             "token": fake_telegram.token,
             "base_url": fake_telegram.base_url,
             "allowed_chats": [ALERT_CHAT],
@@ -81,14 +82,14 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
             {"name": "bob", "role": "operator", "telegram_id": BOB_ID},
             {"name": "carol", "role": "viewer", "telegram_id": CAROL_ID},
         ],
-        policy={  # type: ignore[arg-type]
+        policy={
             "roles": {
                 "operator": [{"hosts": ["*"], "commands": ["echo *", "uptime"]}],
                 "viewer": [{"hosts": ["*"], "commands": ["uptime"]}],
                 "firstresponse": [{"hosts": ["*"], "commands": ["echo *"]}],
             }
         },
-        memory={"runbooks_dir": runbooks, "first_response_role": "firstresponse"},  # type: ignore[arg-type]
+        memory={"runbooks_dir": runbooks, "first_response_role": "firstresponse"},
     )
 
 

@@ -11,15 +11,16 @@ from teleops.config import Settings
 from tests.conftest import Api
 from tests.fakes.telegram import FakeTelegram
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, alert_body, eventually
+from tests.settings import settings_with
 
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settings:
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
-        database={"url": db_url},  # type: ignore[arg-type]
-        local_agent={"enabled": False},  # type: ignore[arg-type]
-        telegram={  # type: ignore[arg-type]
+        database={"url": db_url},
+        local_agent={"enabled": False},
+        telegram={
             "token": fake_telegram.token,
             "base_url": fake_telegram.base_url,
             "allowed_chats": [ALERT_CHAT],
@@ -27,7 +28,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
             "poll_timeout": "1s",
         },
         users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],  # type: ignore[list-item]
-        oncall={  # type: ignore[arg-type]
+        oncall={
             "rotations": [{"name": "primary", "members": ["alice", "bob"], "shift": "1d", "handoff": "09:00"}],
             "escalation": [{"after": "0m", "notify": "rotation:primary"}],
         },

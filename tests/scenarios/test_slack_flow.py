@@ -17,6 +17,7 @@ from tests.conftest import Api, FakeClock
 from tests.fakes.slack import FakeSlack, SlackMessage
 from tests.integration.servers import TeleopsServer, teleops_server  # noqa: F401  (fixture)
 from tests.scenarios.conftest import alert_body, eventually
+from tests.settings import settings_with
 
 ALERTS = "C0ALERT"
 ALICE = "U1"
@@ -34,11 +35,11 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, fake_slack: FakeSlack) -> Settings:
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
-        database={"url": db_url},  # type: ignore[arg-type]
-        local_agent={"enabled": False},  # type: ignore[arg-type]
-        slack={  # type: ignore[arg-type]
+        database={"url": db_url},
+        local_agent={"enabled": False},
+        slack={
             "mode": "socket",
             "bot_token": fake_slack.bot_token,
             "app_token": fake_slack.app_token,

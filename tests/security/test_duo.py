@@ -23,6 +23,7 @@ from tests.conftest import FakeClock
 from tests.fakes.duo import Answer, FakeDuo
 from tests.fakes.telegram import FakeTelegram, free_port
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
+from tests.settings import settings_with
 
 from teleops.config import Settings
 from teleops.pipeline.duo import UNREACHABLE
@@ -68,7 +69,7 @@ def duo_skey(fake_duo: FakeDuo) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram, fake_duo: FakeDuo, duo_skey: str) -> Settings:
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
         server={"listen": f"127.0.0.1:{free_port()}"},
         database={"url": db_url},

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, free_port
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
+from tests.settings import settings_with
 
 from teleops.config import Settings
 from teleops.server.app import create_app
@@ -88,12 +89,12 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settings:
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
-        server={"listen": f"127.0.0.1:{free_port()}"},  # type: ignore[arg-type]
-        database={"url": db_url},  # type: ignore[arg-type]
-        local_agent={"enabled": True, "name": "web-1"},  # type: ignore[arg-type]
-        telegram={  # type: ignore[arg-type]
+        server={"listen": f"127.0.0.1:{free_port()}"},
+        database={"url": db_url},
+        local_agent={"enabled": True, "name": "web-1"},
+        telegram={
             "token": fake_telegram.token,
             "base_url": fake_telegram.base_url,
             "allowed_chats": [ALERT_CHAT],
@@ -101,8 +102,8 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
             "poll_timeout": "1s",
         },
         users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],  # type: ignore[list-item]
-        redaction={"secrets": [CONFIGURED]},  # type: ignore[arg-type]
-        policy={"roles": {"operator": [{"hosts": ["*"], "commands": [f"{sys.executable} *"]}]}},  # type: ignore[arg-type]
+        redaction={"secrets": [CONFIGURED]},
+        policy={"roles": {"operator": [{"hosts": ["*"], "commands": [f"{sys.executable} *"]}]}},
     )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from tests.conftest import Api, FakeClock
 from tests.fakes.slack import FakeSlack, sign
 from tests.scenarios.conftest import alert_body, eventually
+from tests.settings import settings_with
 
 from teleops.config import Settings
 from teleops.store.incidents import get_incident
@@ -33,11 +34,11 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, fake_slack: FakeSlack) -> Settings:
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
-        database={"url": db_url},  # type: ignore[arg-type]
-        local_agent={"enabled": False},  # type: ignore[arg-type]
-        slack={  # type: ignore[arg-type]
+        database={"url": db_url},
+        local_agent={"enabled": False},
+        slack={
             "mode": "events",
             "bot_token": fake_slack.bot_token,
             "signing_secret": SECRET,

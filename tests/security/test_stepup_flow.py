@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, free_port
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
+from tests.settings import settings_with
 
 from teleops.chat.access import CODE_PROMPT
 from teleops.config import Settings
@@ -52,7 +53,7 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settings:
-    return Settings(
+    return settings_with(
         data_dir=tmp_path / "data",
         server={"listen": f"127.0.0.1:{free_port()}"},
         database={"url": db_url},
