@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pyotp
@@ -29,7 +30,7 @@ from teleops.store.agents import list_agents, register_agent
 from teleops.store.audit import iter_events
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audit_verify import verify_audit
-from teleops.store.commands import CommandStatus, list_commands
+from teleops.store.commands import CommandRecord, CommandStatus, list_commands
 from teleops.store.database import Database
 from teleops.store.twofactor import TwoFactorStore
 from teleops.wire import Exec
@@ -66,9 +67,9 @@ class Rig:
     sender: Recorder
     data_dir: Path
 
-    async def submit(self, command: str, *, user: str = "alice", role: str = "operator", **kw: object):  # type: ignore[no-untyped-def]
+    async def submit(self, command: str, *, user: str = "alice", role: str = "operator", **kw: Any) -> CommandRecord:
         request = CommandRequest(user, role, "web-1", command, 60, 65536)
-        return await submit_command(self.db, self.sender, await list_agents(self.db), request, now=NOW, **kw)  # type: ignore[arg-type]
+        return await submit_command(self.db, self.sender, await list_agents(self.db), request, now=NOW, **kw)
 
     async def audit_actions(self) -> list[tuple[str, str]]:
         def read(conn: Connection) -> list[tuple[str, str]]:

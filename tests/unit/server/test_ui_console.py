@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from starlette.testclient import TestClient
@@ -18,15 +18,23 @@ from teleops.server.app import create_app
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
+T = TypeVar("T")
+
 ORIGIN = {"origin": "http://testserver"}
 PASSWORD = "correct horse battery"
+
+
+def on_loop(client: TestClient, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run `fn(*args)` on the app's event loop (the client's portal, open while the client is)."""
+    assert client.portal is not None, "use the client inside its `with` block"
+    return client.portal.call(fn, *args)
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
     with TestClient(app, base_url="http://testserver") as client:
-        client.portal.call(app.state.services.users.set_password, "admin", PASSWORD)  # type: ignore[union-attr]
+        on_loop(client, app.state.services.users.set_password, "admin", PASSWORD)
         yield client
 
 
@@ -76,8 +84,8 @@ def test_logged_in_browser_gets_history_then_live_messages(client: TestClient) -
     _login(client)
     gateway = _gateway(client)
     capabilities = gateway.capabilities
-    first = client.portal.call(  # type: ignore[union-attr]
-        gateway.send, CONSOLE_CHAT_ID, render(Message(title="DiskFull", severity="critical"), capabilities)
+    first = on_loop(
+        client, gateway.send, CONSOLE_CHAT_ID, render(Message(title="DiskFull", severity="critical"), capabilities)
     )
     with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
         history = ws.receive_json()
@@ -86,14 +94,14 @@ def test_logged_in_browser_gets_history_then_live_messages(client: TestClient) -
         assert [m["id"] for m in history["messages"]] == [int(first)]
         assert "CRITICAL" in history["messages"][0]["text"]
         message = Message(title="<b>Load</b>", severity="warning", buttons=(Button("Ack", "ack:1"),))
-        second = client.portal.call(gateway.send, CONSOLE_CHAT_ID, render(message, capabilities))  # type: ignore[union-attr]
+        second = on_loop(client, gateway.send, CONSOLE_CHAT_ID, render(message, capabilities))
         pushed = ws.receive_json()
         assert pushed["type"] == "message"
         assert pushed["message"]["id"] == int(second)
         assert "<b>Load</b>" in pushed["message"]["text"]  # plain text; the page sets it with textContent
         assert pushed["message"]["buttons"] == [{"label": "Ack", "data": "ack:1"}]
         edited = Message(title="Load", status="acknowledged by admin")
-        client.portal.call(gateway.edit, CONSOLE_CHAT_ID, second, render(edited, capabilities))  # type: ignore[union-attr]
+        on_loop(client, gateway.edit, CONSOLE_CHAT_ID, second, render(edited, capabilities))
         edit = ws.receive_json()
         assert edit["type"] == "edit"
         assert edit["message"]["id"] == int(second)
@@ -108,9 +116,9 @@ def test_typed_reply_and_button_press_become_inbound_events(client: TestClient) 
     async def on_event(event: InboundEvent) -> None:
         events.append(event)
 
-    client.portal.call(gateway.start, on_event)  # type: ignore[union-attr]
+    on_loop(client, gateway.start, on_event)
     alert = Message(title="DiskFull", buttons=(Button("Ack", "ack:7"),))
-    alert_id = client.portal.call(gateway.send, CONSOLE_CHAT_ID, render(alert, gateway.capabilities))  # type: ignore[union-attr]
+    alert_id = on_loop(client, gateway.send, CONSOLE_CHAT_ID, render(alert, gateway.capabilities))
     with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
         ws.receive_json()  # history
         ws.send_json({"type": "text", "text": "df -h", "reply_to": int(alert_id)})
@@ -156,12 +164,12 @@ def test_connecting_links_the_console_account_to_the_logged_in_user(client: Test
     from teleops.store.identities import IdentityStore
 
     identities = IdentityStore(client.app.state.services.db)  # type: ignore[attr-defined]
-    assert client.portal.call(identities.user_of, "console", "admin") is None  # type: ignore[union-attr]
+    assert on_loop(client, identities.user_of, "console", "admin") is None
     _login(client)
     for _ in range(2):  # a second tab (or reload) finds the link and changes nothing
         with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
             assert ws.receive_json()["type"] == "history"
-    assert client.portal.call(identities.user_of, "console", "admin") == "admin"  # type: ignore[union-attr]
+    assert on_loop(client, identities.user_of, "console", "admin") == "admin"
 
 
 def test_gateway_refuses_other_chats_and_unknown_messages(client: TestClient) -> None:
@@ -170,9 +178,9 @@ def test_gateway_refuses_other_chats_and_unknown_messages(client: TestClient) ->
     gateway = _gateway(client)
     rendered = render(Message(title="x"), gateway.capabilities)
     with pytest.raises(DeliveryRefused, match="one chat"):
-        client.portal.call(gateway.send, "1001", rendered)  # type: ignore[union-attr]
+        on_loop(client, gateway.send, "1001", rendered)
     with pytest.raises(DeliveryRefused, match="does not exist"):
-        client.portal.call(gateway.edit, CONSOLE_CHAT_ID, "424242", rendered)  # type: ignore[union-attr]
+        on_loop(client, gateway.edit, CONSOLE_CHAT_ID, "424242", rendered)
 
 
 def test_long_output_file_reaches_the_browser_as_text(client: TestClient) -> None:
@@ -181,7 +189,7 @@ def test_long_output_file_reaches_the_browser_as_text(client: TestClient) -> Non
     with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
         ws.receive_json()
         content = b"line\n" * 10_000 + b"\x1b[2Jtail \xff"
-        client.portal.call(gateway.send_file, CONSOLE_CHAT_ID, "output-7.txt", content)  # type: ignore[union-attr]
+        on_loop(client, gateway.send_file, CONSOLE_CHAT_ID, "output-7.txt", content)
         frame = ws.receive_json()
     assert frame["message"]["file"]["name"] == "output-7.txt"
     assert frame["message"]["file"]["bytes"] == len(content)
@@ -193,7 +201,7 @@ def test_a_tab_that_stops_reading_is_dropped_not_buffered_forever(client: TestCl
     slow = gateway.subscribe("admin")
     rendered = render(Message(title="storm"), gateway.capabilities)
     for _ in range(600):  # more than a tab's queue holds
-        client.portal.call(gateway.send, CONSOLE_CHAT_ID, rendered)  # type: ignore[union-attr]
+        on_loop(client, gateway.send, CONSOLE_CHAT_ID, rendered)
     assert slow.closed
     assert gateway.connected == 0
     assert slow.queue.get_nowait() == {"type": "closed"}
