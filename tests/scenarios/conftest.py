@@ -6,7 +6,7 @@ import asyncio
 import copy
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,16 +27,6 @@ FIRING = Path(__file__).parents[2] / "src/teleops/sources/alertmanager/fixtures/
 def clock() -> FakeClock:
     # Telegram dates are real Unix times, so the controller's clock starts at the real now.
     return FakeClock(datetime.now(UTC))
-
-
-@pytest.fixture
-async def fake_telegram() -> AsyncIterator[FakeTelegram]:
-    fake = FakeTelegram()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture

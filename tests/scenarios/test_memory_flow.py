@@ -23,18 +23,17 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 
 from teleops.config import Settings
 from teleops.memory.runbooks import parse_runbook
-from teleops.server.app import create_app
 from teleops.server.services import Services
 from teleops.store.commands import list_commands
 from teleops.store.incidents import get_incident
 from teleops.store.tokens import TokenKind
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, StoredMessage, free_port
+from tests.live_controller import live_controller
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, FIRING, eventually
 from tests.settings import settings_with
 
@@ -103,25 +102,9 @@ class Controller:
 
 @pytest.fixture
 async def controller(settings: Settings, clock: FakeClock) -> AsyncIterator[Controller]:
-    app = create_app(settings, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started or task.done(), what="the controller to listen")
-        assert not task.done(), "the controller stopped during startup"
-        services: Services = app.state.services
-        ingest = await services.tokens.create(TokenKind.INGEST, "memory-test", now=clock())
-        api_token = await services.tokens.create(TokenKind.API, "alice-cli", now=clock(), user_name="alice")
-        async with httpx.AsyncClient(base_url=f"http://{settings.server.listen}", timeout=10) as client:
-            hub = services.hub
-            assert hub is not None
-            await eventually(lambda: hub.is_connected("web-1"), timeout=30, what="the local agent to connect")
-            yield Controller(services, client, api_token, ingest)
-    finally:
-        server.should_exit = True
-        await task
+    async with live_controller(settings, clock) as live:
+        ingest = await live.services.tokens.create(TokenKind.INGEST, "memory-test", now=clock())
+        yield Controller(live.services, live.client, live.api_token, ingest)
 
 
 def occurrence(starts_at: str, name: str = "DiskFull") -> bytes:

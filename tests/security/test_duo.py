@@ -9,29 +9,22 @@ push waits → refused, no second push; the push carries the command, host and r
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
-import uvicorn
-from sqlalchemy.engine import Connection
 from tests.conftest import FakeClock
 from tests.fakes.duo import Answer, FakeDuo
 from tests.fakes.telegram import FakeTelegram, free_port
+from tests.live_controller import LiveController, live_controller
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
 from tests.settings import settings_with
 
 from teleops.config import Settings
 from teleops.pipeline.duo import UNREACHABLE
-from teleops.server.app import create_app
-from teleops.server.services import Services
-from teleops.store.audit import AuditEvent, iter_events
 from teleops.store.commands import CommandRecord, list_commands
-from teleops.store.tokens import TokenKind
 
 FINISHED = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
 PUSH_ASKED = "Approve the Duo push on your phone"
@@ -39,17 +32,7 @@ PUSH_ASKED = "Approve the Duo push on your phone"
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock(datetime.now(UTC))
-
-
-@pytest.fixture
-async def fake_telegram() -> AsyncIterator[FakeTelegram]:
-    fake = FakeTelegram()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
+    return FakeClock(datetime.now(UTC))  # Telegram dates are real Unix times
 
 
 @pytest.fixture
@@ -103,43 +86,11 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram, fake_duo:
     )
 
 
-class Live:
-    def __init__(self, services: Services, client: httpx.AsyncClient, api_token: str) -> None:
-        self.services = services
-        self.client = client
-        self.api = {"Authorization": f"Bearer {api_token}"}
-
-    async def events(self) -> list[AuditEvent]:
-        def read(conn: Connection) -> list[AuditEvent]:
-            return list(iter_events(conn))
-
-        return await self.services.db.run_in_transaction(read)
-
-    async def actions(self) -> list[str]:
-        return [e.action for e in await self.events()]
-
-
 @pytest.fixture
-async def live(settings: Settings, clock: FakeClock) -> AsyncIterator[Live]:
-    app = create_app(settings, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started or task.done(), what="the controller to listen")
-        assert not task.done(), "the controller stopped during startup"
-        services: Services = app.state.services
-        assert services.duo is not None
-        api_token = await services.tokens.create(TokenKind.API, "alice-cli", now=clock(), user_name="alice")
-        async with httpx.AsyncClient(base_url=f"http://{settings.server.listen}", timeout=30) as client:
-            hub = services.hub
-            assert hub is not None
-            await eventually(lambda: hub.is_connected("web-1"), timeout=30, what="the local agent to connect")
-            yield Live(services, client, api_token)
-    finally:
-        server.should_exit = True
-        await task
+async def live(settings: Settings, clock: FakeClock) -> AsyncIterator[LiveController]:
+    async with live_controller(settings, clock, timeout_s=30) as controller:
+        assert controller.services.duo is not None
+        yield controller
 
 
 def texts(fake: FakeTelegram) -> list[str]:
@@ -156,7 +107,7 @@ async def said(fake: FakeTelegram, fragment: str, *, after: int = 0) -> str:
     )
 
 
-async def finished(live: Live, count: int) -> list[CommandRecord]:
+async def finished(live: LiveController, count: int) -> list[CommandRecord]:
     async def done() -> list[CommandRecord]:
         rows = await list_commands(live.services.db)
         return list(rows) if len(rows) >= count and all(c.status in FINISHED for c in rows) else []
@@ -165,7 +116,7 @@ async def finished(live: Live, count: int) -> list[CommandRecord]:
 
 
 async def test_approved_push_runs_the_command_once_and_pushinfo_shows_command_host_requester(
-    live: Live, fake_telegram: FakeTelegram, fake_duo: FakeDuo
+    live: LiveController, fake_telegram: FakeTelegram, fake_duo: FakeDuo
 ) -> None:
     fake_duo.default = Answer.APPROVE
     fake_telegram.push_update(fake_telegram.message_update(ALERT_CHAT, ALICE_ID, "/run web-1 echo restarted-nginx"))
@@ -194,7 +145,7 @@ async def test_approved_push_runs_the_command_once_and_pushinfo_shows_command_ho
     assert len(fake_duo.pushes()) == 1
 
 
-async def test_denied_push_runs_nothing(live: Live, fake_telegram: FakeTelegram, fake_duo: FakeDuo) -> None:
+async def test_denied_push_runs_nothing(live: LiveController, fake_telegram: FakeTelegram, fake_duo: FakeDuo) -> None:
     fake_duo.default = Answer.DENY
     fake_telegram.push_update(fake_telegram.message_update(ALERT_CHAT, ALICE_ID, "/run web-1 echo nope"))
     refused = await said(fake_telegram, "Command refused")
@@ -207,7 +158,7 @@ async def test_denied_push_runs_nothing(live: Live, fake_telegram: FakeTelegram,
 
 @pytest.mark.parametrize("answer", [Answer.UNREACHABLE, Answer.ERROR_5XX, Answer.SLOW])
 async def test_duo_down_fails_closed(
-    live: Live, fake_telegram: FakeTelegram, fake_duo: FakeDuo, answer: Answer
+    live: LiveController, fake_telegram: FakeTelegram, fake_duo: FakeDuo, answer: Answer
 ) -> None:
     fake_duo.default = answer
     fake_telegram.push_update(fake_telegram.message_update(ALERT_CHAT, ALICE_ID, "/run web-1 echo should-not-run"))
@@ -223,7 +174,7 @@ async def test_duo_down_fails_closed(
 
 
 @pytest.mark.parametrize("duo_skey", ["not-the-secret-key-the-fake-expects-000000"])
-async def test_bad_signature_fails_closed(live: Live, fake_telegram: FakeTelegram, fake_duo: FakeDuo) -> None:
+async def test_bad_signature_fails_closed(live: LiveController, fake_telegram: FakeTelegram, fake_duo: FakeDuo) -> None:
     fake_telegram.push_update(fake_telegram.message_update(ALERT_CHAT, ALICE_ID, "/run web-1 echo forged"))
     assert "401" in await said(fake_telegram, UNREACHABLE)
     assert fake_duo.rejected_signatures >= 1
@@ -233,7 +184,7 @@ async def test_bad_signature_fails_closed(live: Live, fake_telegram: FakeTelegra
 
 
 async def test_second_request_while_a_push_waits_is_refused(
-    live: Live, fake_telegram: FakeTelegram, fake_duo: FakeDuo
+    live: LiveController, fake_telegram: FakeTelegram, fake_duo: FakeDuo
 ) -> None:
     fake_duo.default = Answer.WAIT
     fake_telegram.push_update(fake_telegram.message_update(ALERT_CHAT, ALICE_ID, "/run web-1 echo first"))
@@ -256,7 +207,7 @@ async def test_second_request_while_a_push_waits_is_refused(
     assert run.argv == ["echo", "first"]
 
 
-async def test_rest_waits_for_the_push_and_fails_closed(live: Live, fake_duo: FakeDuo) -> None:
+async def test_rest_waits_for_the_push_and_fails_closed(live: LiveController, fake_duo: FakeDuo) -> None:
     body = {"host": "web-1", "command": "echo via-api"}
     fake_duo.default = Answer.ERROR_5XX
     down = await live.client.post("/api/v1/commands", json=body, headers=live.api)

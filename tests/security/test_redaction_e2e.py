@@ -10,7 +10,6 @@ caught by the controller, which proves the controller's own streaming redaction.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import sys
 import urllib.parse
@@ -20,19 +19,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, free_port
+from tests.live_controller import live_controller
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
 from tests.settings import settings_with
 
 from teleops.config import Settings
-from teleops.server.app import create_app
 from teleops.server.services import Services
 from teleops.store.commands import CommandRecord, list_commands
-from teleops.store.tokens import TokenKind
 
 CONFIGURED = "Canary/Val+ue=9f3kQ!x"
 RAW = CONFIGURED.encode()
@@ -78,16 +75,6 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def fake_telegram() -> AsyncIterator[FakeTelegram]:
-    fake = FakeTelegram()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settings:
     return settings_with(
         data_dir=tmp_path / "data",
@@ -109,24 +96,8 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
 
 @pytest.fixture
 async def services(settings: Settings, clock: FakeClock) -> AsyncIterator[tuple[Services, httpx.AsyncClient, str]]:
-    app = create_app(settings, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started or task.done(), what="the controller to listen")
-        assert not task.done(), "the controller stopped during startup"
-        found: Services = app.state.services
-        token = await found.tokens.create(TokenKind.API, "alice-cli", now=clock(), user_name="alice")
-        async with httpx.AsyncClient(base_url=f"http://{settings.server.listen}", timeout=10) as client:
-            hub = found.hub
-            assert hub is not None
-            await eventually(lambda: hub.is_connected("web-1"), timeout=30, what="the local agent to connect")
-            yield found, client, token
-    finally:
-        server.should_exit = True
-        await task
+    async with live_controller(settings, clock) as controller:
+        yield controller.services, controller.client, controller.api_token
 
 
 async def everything_in_the_database(services: Services) -> str:

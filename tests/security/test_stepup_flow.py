@@ -9,29 +9,22 @@ code is asked. Each refusal changes nothing but the audit log.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-import httpx
 import pyotp
 import pytest
-import uvicorn
-from sqlalchemy.engine import Connection
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, free_port
+from tests.live_controller import LiveController, live_controller
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
 from tests.settings import settings_with
 
 from teleops.chat.access import CODE_PROMPT
 from teleops.config import Settings
-from teleops.server.app import create_app
-from teleops.server.services import Services
-from teleops.store.audit import iter_events
 from teleops.store.commands import CommandRecord, list_commands
-from teleops.store.tokens import TokenKind
 
 FINISHED = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
 
@@ -39,16 +32,6 @@ FINISHED = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime.now(UTC))  # Telegram dates are real Unix times
-
-
-@pytest.fixture
-async def fake_telegram() -> AsyncIterator[FakeTelegram]:
-    fake = FakeTelegram()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture
@@ -79,44 +62,16 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
     )
 
 
-class Live:
-    def __init__(self, services: Services, client: httpx.AsyncClient, api_token: str) -> None:
-        self.services = services
-        self.client = client
-        self.api = {"Authorization": f"Bearer {api_token}"}
-
-    async def actions(self) -> list[str]:
-        def read(conn: Connection) -> list[str]:
-            return [e.action for e in iter_events(conn)]
-
-        return await self.services.db.run_in_transaction(read)
-
-    async def enroll(self, user: str = "alice") -> pyotp.TOTP:
-        assert self.services.stepup is not None
-        uri = await self.services.stepup.enroll(user, now=self.services.clock(), by="admin")
-        return pyotp.TOTP(parse_qs(urlparse(uri).query)["secret"][0])
+async def enroll(live: LiveController, user: str = "alice") -> pyotp.TOTP:
+    assert live.services.stepup is not None
+    uri = await live.services.stepup.enroll(user, now=live.services.clock(), by="admin")
+    return pyotp.TOTP(parse_qs(urlparse(uri).query)["secret"][0])
 
 
 @pytest.fixture
-async def live(settings: Settings, clock: FakeClock) -> AsyncIterator[Live]:
-    app = create_app(settings, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started or task.done(), what="the controller to listen")
-        assert not task.done(), "the controller stopped during startup"
-        services: Services = app.state.services
-        api_token = await services.tokens.create(TokenKind.API, "alice-cli", now=clock(), user_name="alice")
-        async with httpx.AsyncClient(base_url=f"http://{settings.server.listen}", timeout=10) as client:
-            hub = services.hub
-            assert hub is not None
-            await eventually(lambda: hub.is_connected("web-1"), timeout=30, what="the local agent to connect")
-            yield Live(services, client, api_token)
-    finally:
-        server.should_exit = True
-        await task
+async def live(settings: Settings, clock: FakeClock) -> AsyncIterator[LiveController]:
+    async with live_controller(settings, clock) as controller:
+        yield controller
 
 
 def texts(fake: FakeTelegram) -> list[str]:
@@ -131,7 +86,7 @@ async def said(fake: FakeTelegram, fragment: str, *, after: int = 0) -> str:
     )
 
 
-async def finished(live: Live, count: int) -> list[CommandRecord]:
+async def finished(live: LiveController, count: int) -> list[CommandRecord]:
     async def done() -> list[CommandRecord]:
         rows = await list_commands(live.services.db)
         return list(rows) if len(rows) >= count and all(c.status in FINISHED for c in rows) else []
@@ -145,10 +100,10 @@ def a_wrong_code(totp: pyotp.TOTP, at: float) -> str:
 
 
 async def test_code_asked_wrong_refused_right_runs_replay_rejected_window_asks_nothing(
-    live: Live, fake_telegram: FakeTelegram, clock: FakeClock
+    live: LiveController, fake_telegram: FakeTelegram, clock: FakeClock
 ) -> None:
     fake = fake_telegram
-    totp = await live.enroll()
+    totp = await enroll(live)
     fake.push_update(fake.message_update(ALERT_CHAT, ALICE_ID, "/run web-1 echo restarted-nginx"))
     prompt_text = await said(fake, CODE_PROMPT)
     assert "`echo restarted-nginx` on web-1" in prompt_text
@@ -193,10 +148,10 @@ async def test_code_asked_wrong_refused_right_runs_replay_rejected_window_asks_n
 
 
 async def test_repeated_wrong_codes_lock_with_a_clear_message_and_nothing_runs(
-    live: Live, fake_telegram: FakeTelegram, clock: FakeClock
+    live: LiveController, fake_telegram: FakeTelegram, clock: FakeClock
 ) -> None:
     fake = fake_telegram
-    totp = await live.enroll()
+    totp = await enroll(live)
     fake.push_update(fake.message_update(ALERT_CHAT, ALICE_ID, "/run web-1 echo hi"))
     await said(fake, CODE_PROMPT)
     for attempt in range(3):
@@ -215,8 +170,8 @@ async def test_repeated_wrong_codes_lock_with_a_clear_message_and_nothing_runs(
     assert "command.dispatching" not in await live.actions()
 
 
-async def test_rest_answers_403_until_the_request_carries_a_fresh_code(live: Live, clock: FakeClock) -> None:
-    totp = await live.enroll()
+async def test_rest_answers_403_until_the_request_carries_a_fresh_code(live: LiveController, clock: FakeClock) -> None:
+    totp = await enroll(live)
     body = {"host": "web-1", "command": "echo via-api"}
     missing = await live.client.post("/api/v1/commands", json=body, headers=live.api)
     assert missing.status_code == 403
