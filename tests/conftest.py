@@ -14,6 +14,7 @@ from teleops.config import Settings
 from teleops.server.app import create_app
 from teleops.server.services import Services
 from teleops.store.tokens import TokenKind
+from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 from tests.integration.servers import PostgresServer, postgres_server  # noqa: F401  (fixture, used by db_url)
 from tests.settings import settings_with
@@ -35,6 +36,17 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    """A fake Slack Web API on loopback (tests/fakes/slack.py), for tests that talk to Slack."""
+    fake = FakeSlack()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
 
 
 @pytest.fixture

@@ -24,16 +24,6 @@ ALICE = "U1"
 
 
 @pytest.fixture
-async def fake_slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 def settings(tmp_path: Path, db_url: str, fake_slack: FakeSlack) -> Settings:
     return settings_with(
         data_dir=tmp_path / "data",

@@ -24,6 +24,7 @@ from teleops.store.commands import (
     CommandRecord,
     CommandStatus,
     Finish,
+    NewCommand,
     create_command,
     finish_command,
     get_command,
@@ -182,13 +183,13 @@ async def submit_command(
         raise CommandDenied(await record_denied(db, one, refusal, now=now), refusal)
     record = await create_command(
         db,
-        requester=request.requester,
-        host=request.host,
-        agent_name=agent.name,
-        argv=argv,
+        requester=one.requester,
+        host=one.host,
+        agent_name=one.agent_name,
+        argv=one.argv,
         timeout_s=one.timeout_s,
         now=now,
-        incident_id=request.incident_id,
+        incident_id=one.incident_id,
     )
     opened = await open_approval(
         db,
@@ -216,22 +217,28 @@ def effective_timeout(requested_s: float, decision: Decision) -> int:
 
 async def record_denied(db: Database, facts: DispatchFacts, reason: str, *, now: datetime) -> CommandRecord:
     """Record a refused command as `denied` (with `reason`) and audit `command.denied`; nothing is sent."""
-    record = await create_command(
-        db,
-        requester=facts.requester,
-        host=facts.host,
-        agent_name=facts.agent_name,
-        argv=facts.argv,
-        timeout_s=facts.timeout_s,
-        now=now,
-        incident_id=facts.incident_id,
-    )
-    await finish_command(db, record.id, Finish(CommandStatus.DENIED, reason=reason), now=now)
+    record = await _record_ended(db, facts, Finish(CommandStatus.DENIED, reason=reason), now=now)
     log.info("command.denied", command_id=record.id, agent=facts.agent_name, rule=facts.audit_data.get("rule"))
     await record_audit(
         db, now=now, actor=facts.requester, action="command.denied", subject=f"command:{record.id}",
         data=facts.audit_data,
     )  # fmt: skip
+    return record
+
+
+async def _record_ended(db: Database, new: NewCommand, finish: Finish, *, now: datetime) -> CommandRecord:
+    """Record a command that ends before it is sent (denied, or failed for want of an audit record)."""
+    record = await create_command(
+        db,
+        requester=new.requester,
+        host=new.host,
+        agent_name=new.agent_name,
+        argv=new.argv,
+        timeout_s=new.timeout_s,
+        now=now,
+        incident_id=new.incident_id,
+    )
+    await finish_command(db, record.id, finish, now=now)
     return await get_command(db, record.id)
 
 
@@ -300,18 +307,7 @@ async def _dispatch_new(
         # No audit, no execution (T30). Nothing was written; record the command as failed so the person sees
         # why (if storage is down altogether this raises StorageUnavailable too and the caller answers 503).
         log.error("command.audit_failed", agent=facts.agent_name, requester=facts.requester, error=str(exc))
-        record = await create_command(
-            db,
-            requester=facts.requester,
-            host=facts.host,
-            agent_name=facts.agent_name,
-            argv=facts.argv,
-            timeout_s=facts.timeout_s,
-            now=now,
-            incident_id=facts.incident_id,
-        )
-        await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=_AUDIT_FAILED), now=now)
-        return await get_command(db, record.id)
+        return await _record_ended(db, facts, Finish(CommandStatus.FAILED, reason=_AUDIT_FAILED), now=now)
     return await _send(
         db, sender, record, dispatching, now=now, checkpoints=checkpoints, output_cap_bytes=output_cap_bytes
     )

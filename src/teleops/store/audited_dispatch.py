@@ -4,7 +4,7 @@ state, or neither does."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
 from teleops.store.audit import AuditEvent, append, append_many
-from teleops.store.commands import CommandRecord, CommandStatus, insert_dispatched_commands
+from teleops.store.commands import CommandRecord, CommandStatus, NewCommand, insert_commands
 from teleops.store.database import Database
 from teleops.store.schema import commands
 
@@ -50,16 +50,10 @@ async def mark_dispatched_audited(
 
 
 @dataclass(frozen=True, slots=True)
-class DispatchFacts:
-    """A command about to be sent as it is recorded and audited."""
+class DispatchFacts(NewCommand):
+    """A command about to be sent, with what its `command.dispatching` (or refusal) audit event says."""
 
-    requester: str
-    host: str
-    agent_name: str
-    argv: list[str]
-    timeout_s: int
-    incident_id: int | None
-    audit_data: Mapping[str, Any]
+    audit_data: Mapping[str, Any] = field(default_factory=dict)
 
 
 async def create_dispatched_audited(
@@ -79,11 +73,7 @@ async def create_many_dispatched_audited(
     """`create_dispatched_audited` for several commands (a fan-out) in one transaction: all or none."""
 
     def apply(conn: Connection) -> list[tuple[CommandRecord, AuditEvent]]:
-        records = insert_dispatched_commands(
-            conn,
-            [(f.requester, f.host, f.agent_name, f.argv, f.timeout_s, f.incident_id) for f in many],
-            now=now,
-        )
+        records = insert_commands(conn, many, now=now, dispatched=True)
         events = append_many(
             conn,
             at=now,

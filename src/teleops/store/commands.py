@@ -25,14 +25,14 @@ __all__ = [
     "CommandRecord",
     "CommandStatus",
     "Finish",
+    "NewCommand",
     "append_output",
     "create_command",
     "finish_command",
     "get_command",
     "get_commands",
     "in_flight_commands",
-    "insert_command",
-    "insert_dispatched_commands",
+    "insert_commands",
     "list_commands",
     "mark_dispatched",
     "mark_started",
@@ -125,113 +125,56 @@ def _get(conn: Connection, command_id: int) -> CommandRecord:
     return _record(row)
 
 
-def insert_command(
-    conn: Connection,
-    *,
-    requester: str,
-    host: str,
-    agent_name: str,
-    argv: list[str],
-    timeout_s: int,
-    now: datetime,
-    incident_id: int | None = None,
-    dispatched: bool = False,
-) -> CommandRecord:
-    """Insert a command in the caller's transaction: `queued`, or `running` when `dispatched` (then the caller
-    must also write its `command.dispatching` audit event in that transaction). Adds `command.requested` to its
-    incident's timeline. Raises IncidentNotFound."""
-    if (
-        incident_id is not None
-        and conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None
-    ):
-        raise IncidentNotFound(incident_id)
-    status = CommandStatus.RUNNING if dispatched else CommandStatus.QUEUED
-    dispatched_at = now if dispatched else None
-    command_id = conn.execute(
-        insert(commands)
-        .values(
-            requester=requester,
-            host=host,
-            agent_name=agent_name,
-            argv=list(argv),
-            status=status.value,
-            timeout_s=timeout_s,
-            incident_id=incident_id,
-            output="",
-            output_bytes=0,
-            truncated=False,
-            created_at=now,
-            dispatched_at=dispatched_at,
-        )
-        .returning(commands.c.id)
-    ).scalar_one()
-    if incident_id is not None:
-        conn.execute(
-            insert(timeline).values(
-                incident_id=incident_id,
-                at=now,
-                kind=TimelineKind.COMMAND_REQUESTED.value,
-                actor=requester,
-                data={"command_id": command_id, "host": host, "argv": list(argv)},
-            )
-        )
-    return CommandRecord(
-        id=command_id,
-        requester=requester,
-        host=host,
-        agent_name=agent_name,
-        argv=list(argv),
-        status=status.value,
-        timeout_s=timeout_s,
-        incident_id=incident_id,
-        exit_code=None,
-        signal=None,
-        output="",
-        output_bytes=0,
-        truncated=False,
-        reason=None,
-        created_at=now,
-        dispatched_at=dispatched_at,
-        started_at=None,
-        finished_at=None,
-    )
+@dataclass(frozen=True, slots=True)
+class NewCommand:
+    """A command to record."""
+
+    requester: str
+    host: str
+    agent_name: str
+    argv: list[str]
+    timeout_s: int
+    incident_id: int | None = None
 
 
-def insert_dispatched_commands(
-    conn: Connection, many: Sequence[tuple[str, str, str, list[str], int, int | None]], *, now: datetime
+def insert_commands(
+    conn: Connection, many: Sequence[NewCommand], *, now: datetime, dispatched: bool = False
 ) -> list[CommandRecord]:
-    """`insert_command(..., dispatched=True)` for several (requester, host, agent, argv, timeout, incident) in
-    one multi-row statement, in order. Raises IncidentNotFound."""
-    for incident_id in {entry[5] for entry in many if entry[5] is not None}:
+    """Insert commands in the caller's transaction with one multi-row statement, in order: `queued`, or `running`
+    when `dispatched` (then the caller must also write their `command.dispatching` audit events in that
+    transaction). Adds `command.requested` to each one's incident timeline. Raises IncidentNotFound."""
+    for incident_id in {new.incident_id for new in many if new.incident_id is not None}:
         if conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None:
             raise IncidentNotFound(incident_id)
+    if not many:
+        return []
+    status = CommandStatus.RUNNING if dispatched else CommandStatus.QUEUED
+    dispatched_at = now if dispatched else None
     rows = [
         {
-            "requester": requester, "host": host, "agent_name": agent, "argv": list(argv),
-            "status": CommandStatus.RUNNING.value, "timeout_s": timeout_s, "incident_id": incident_id, "output": "",
-            "output_bytes": 0, "truncated": False, "created_at": now, "dispatched_at": now,
+            "requester": new.requester, "host": new.host, "agent_name": new.agent_name, "argv": list(new.argv),
+            "status": status.value, "timeout_s": new.timeout_s, "incident_id": new.incident_id, "output": "",
+            "output_bytes": 0, "truncated": False, "created_at": now, "dispatched_at": dispatched_at,
         }
-        for requester, host, agent, argv, timeout_s, incident_id in many
+        for new in many
     ]  # fmt: skip
-    if not rows:
-        return []
     ids = conn.execute(insert(commands).returning(commands.c.id, sort_by_parameter_order=True), rows).scalars().all()
     events: list[dict[str, Any]] = [
-        {"incident_id": incident_id, "at": now, "kind": TimelineKind.COMMAND_REQUESTED.value, "actor": requester,
-         "data": {"command_id": command_id, "host": host, "argv": list(argv)}}
-        for command_id, (requester, host, _agent, argv, _timeout, incident_id) in zip(ids, many, strict=True)
-        if incident_id is not None
+        {"incident_id": new.incident_id, "at": now, "kind": TimelineKind.COMMAND_REQUESTED.value,
+         "actor": new.requester, "data": {"command_id": command_id, "host": new.host, "argv": list(new.argv)}}
+        for command_id, new in zip(ids, many, strict=True)
+        if new.incident_id is not None
     ]  # fmt: skip
     if events:
         conn.execute(insert(timeline), events)
     return [
         CommandRecord(
-            id=command_id, requester=requester, host=host, agent_name=agent, argv=list(argv),
-            status=CommandStatus.RUNNING.value, timeout_s=timeout_s, incident_id=incident_id, exit_code=None,
-            signal=None, output="", output_bytes=0, truncated=False, reason=None, created_at=now, dispatched_at=now,
+            id=command_id, requester=new.requester, host=new.host, agent_name=new.agent_name, argv=list(new.argv),
+            status=status.value, timeout_s=new.timeout_s, incident_id=new.incident_id, exit_code=None, signal=None,
+            output="", output_bytes=0, truncated=False, reason=None, created_at=now, dispatched_at=dispatched_at,
             started_at=None, finished_at=None,
         )
-        for command_id, (requester, host, agent, argv, timeout_s, incident_id) in zip(ids, many, strict=True)
+        for command_id, new in zip(ids, many, strict=True)
     ]  # fmt: skip
 
 
@@ -249,16 +192,10 @@ async def create_command(
     """Record a `queued` command (and `command.requested` on its incident). Raises IncidentNotFound."""
 
     def apply(conn: Connection) -> CommandRecord:
-        return insert_command(
-            conn,
-            requester=requester,
-            host=host,
-            agent_name=agent_name,
-            argv=argv,
-            timeout_s=timeout_s,
-            now=now,
-            incident_id=incident_id,
+        [record] = insert_commands(
+            conn, [NewCommand(requester, host, agent_name, list(argv), timeout_s, incident_id)], now=now
         )
+        return record
 
     return await db.write(apply)
 

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import CommandRequest
 from teleops.pipeline.fanout import submit_fanout
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.command_progress import Finished
-from teleops.server.routes.commands import CommandOut, command_timeout
+from teleops.server.routes.commands import CommandOut, request_as_caller, running_hub
 from teleops.server.schemas import MAX_ROW_ID
 from teleops.store.agents import list_agents
 from teleops.store.commands import TERMINAL, CommandRecord, CommandStatus, get_commands, list_commands
@@ -60,27 +59,17 @@ async def create_batch(
     Commands whose rule needs 2FA or a second person are not run from a batch (the item says so).
     Wait for them with `GET /api/v1/commands?ids=…&wait=…`."""
     services = services_of(request)
-    if services.hub is None:
-        raise HTTPException(503, "the agent hub is not running; restart the controller")
+    hub = running_hub(services)
     hosts = [host.strip() for host in body.hosts]
     if any(not host for host in hosts) or len(set(hosts)) != len(hosts):
         raise HTTPException(422, "hosts: every host must be non-empty and listed once")
-    user = await services.users.get(caller.user)
-    if user is None:
-        raise HTTPException(403, f"user {caller.user!r} no longer exists; ask an admin")
-    template = CommandRequest(
-        requester=caller.user,
-        role=user.role,
-        host="",
-        command=body.command,
-        timeout_s=command_timeout(services, body.timeout),
-        output_cap_bytes=services.settings.agents.output_cap_bytes,
-        incident_id=body.incident_id,
+    template = await request_as_caller(
+        services, caller, host="", command=body.command, run_timeout=body.timeout, incident_id=body.incident_id
     )
     try:
         items = await submit_fanout(
             services.db,
-            services.hub,
+            hub,
             await list_agents(services.db),
             template,
             hosts,

@@ -24,6 +24,7 @@ from teleops.pipeline.dispatch import (
 from teleops.pipeline.duo import PushAlreadyPending, PushOutcome
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
 from teleops.pipeline.stepup import OTP_HEADER, CodeGate
+from teleops.server.agent_hub import AgentHub
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.schemas import RowId
 from teleops.server.services import Services
@@ -40,7 +41,7 @@ from teleops.store.commands import (
 )
 from teleops.store.incidents import IncidentNotFound
 
-__all__ = ["CommandCreate", "CommandOut", "command_timeout", "router"]
+__all__ = ["CommandCreate", "CommandOut", "command_timeout", "request_as_caller", "router", "running_hub"]
 
 router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
 
@@ -110,6 +111,38 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def request_as_caller(
+    services: Services,
+    caller: Caller,
+    *,
+    host: str,
+    command: str,
+    run_timeout: float | str | None,
+    incident_id: int | None,
+) -> CommandRequest:
+    """The command as the API token's user, under that user's current role. 403 when the user is gone, 422 for
+    a bad timeout."""
+    user = await services.users.get(caller.user)
+    if user is None:
+        raise HTTPException(403, f"user {caller.user!r} no longer exists; ask an admin")
+    return CommandRequest(
+        requester=caller.user,
+        role=user.role,
+        host=host,
+        command=command,
+        timeout_s=command_timeout(services, run_timeout),
+        output_cap_bytes=services.settings.agents.output_cap_bytes,
+        incident_id=incident_id,
+    )
+
+
+def running_hub(services: Services) -> AgentHub:
+    """The agent hub, or 503 when it is not running."""
+    if services.hub is None:
+        raise HTTPException(503, "the agent hub is not running; restart the controller")
+    return services.hub
+
+
 def command_timeout(services: Services, value: float | str | None) -> float:
     agents = services.settings.agents
     limit = parse_duration(agents.max_timeout)
@@ -144,23 +177,12 @@ async def create(
     For a user who steps up with Duo (and sent no code) the request waits for the push on their phone, then runs;
     a denied or unanswered push answers 403, an unreachable Duo 503 (nothing runs)."""
     services = services_of(request)
-    if services.hub is None:
-        raise HTTPException(503, "the agent hub is not running; restart the controller")
-    user = await services.users.get(caller.user)
-    if user is None:
-        raise HTTPException(403, f"user {caller.user!r} no longer exists; ask an admin")
-    command_request = CommandRequest(
-        requester=caller.user,
-        role=user.role,
-        host=body.host,
-        command=body.command,
-        timeout_s=command_timeout(services, body.timeout),
-        output_cap_bytes=services.settings.agents.output_cap_bytes,
-        incident_id=body.incident_id,
+    hub = running_hub(services)
+    command_request = await request_as_caller(
+        services, caller, host=body.host, command=body.command, run_timeout=body.timeout, incident_id=body.incident_id
     )
     via = f"api:{caller.user}"
     gate = CodeGate(services.stepup, otp, via=via, push=services.duo) if services.stepup is not None else None
-    hub = services.hub
 
     async def submit() -> CommandRecord:
         return await submit_command(
