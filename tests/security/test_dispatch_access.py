@@ -249,3 +249,27 @@ async def test_a_fan_out_without_audit_runs_nothing(rig: Rig) -> None:
     assert all((item.error or "").startswith("not executed: audit unavailable") for item in items)
     assert rig.sender.sent == []
     assert await list_commands(rig.db) == []
+
+
+# -- the dispatch committed but its fsync failed: it must not run, nor stay `running` ---------------------------
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the pipelined WAL fsync is SQLite's
+async def test_a_dispatch_that_cannot_be_made_durable_fails_and_is_never_sent(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    committer = rig.db._committer
+    assert committer is not None
+    failures = iter([OSError(5, "Input/output error")])
+
+    def failing_fsync() -> None:
+        error = next(failures, None)  # only the dispatch's fsync fails; recording the failure may sync again
+        if error is not None:
+            raise error
+
+    monkeypatch.setattr(committer, "_fsync_wal", failing_fsync)
+    record = await rig.submit("uptime")
+    assert rig.sender.sent == []
+    assert record.status == CommandStatus.FAILED
+    assert (record.reason or "").startswith("not executed: the database could not put the dispatch safely on disk")
+    assert [c.status for c in await list_commands(rig.db)] == [CommandStatus.FAILED]

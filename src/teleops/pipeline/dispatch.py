@@ -29,7 +29,7 @@ from teleops.store.commands import (
     finish_command,
     get_command,
 )
-from teleops.store.database import Database, StorageUnavailable
+from teleops.store.database import Database, NotDurable, StorageUnavailable
 from teleops.wire import Exec
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "StepUpRequired",
     "dispatch_approved",
     "effective_timeout",
+    "fail_unsent",
     "record_audit",
     "record_denied",
     "send_dispatched",
@@ -53,6 +54,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _AUDIT_FAILED = "not executed: audit unavailable; the audit record could not be written. Try again later"
+NOT_DURABLE = "not executed: the database could not put the dispatch safely on disk (fsync failed). Check the disk"
 
 
 class AgentUnavailable(Exception):
@@ -303,6 +305,11 @@ async def _dispatch_new(
     """Record, audit and mark dispatched in one commit, then send."""
     try:
         record, dispatching = await create_dispatched_audited(db, facts, now=now)
+    except NotDurable as exc:
+        # Recorded as `running` but maybe not on disk: it must not run, and must not stay `running` either.
+        record = exc.applied[0]  # (record, event)
+        log.error("command.dispatch_not_durable", command_id=record.id, agent=facts.agent_name, error=str(exc))
+        return await fail_unsent(db, record, NOT_DURABLE, now=now)
     except (AuditUnavailable, StorageUnavailable) as exc:
         # No audit, no execution (T30). Nothing was written; record the command as failed so the person sees
         # why (if storage is down altogether this raises StorageUnavailable too and the caller answers 503).
@@ -373,14 +380,21 @@ async def send_dispatched(
     except AgentUnavailable as exc:
         bound.warning("command.not_sent", error=str(exc))
         reason = f"not run: agent {record.agent_name} went offline before the command was sent ({exc}); try again"
-        try:
-            await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
-            return await get_command(db, record.id)
-        except StorageUnavailable as error:
-            bound.error("command.not_sent_unrecorded", error=str(error), hint="the sweep ends it lost")
-            return record
+        return await fail_unsent(db, record, reason, now=now)
     bound.info("command.dispatched", argv0=record.argv[0])
     return record
+
+
+async def fail_unsent(db: Database, record: CommandRecord, reason: str, *, now: datetime) -> CommandRecord:
+    """End a command that was recorded `running` but never reached its agent as `failed` with `reason`. If even
+    that cannot be stored it stays `running`; the agent reconnecting, or the sweep once the agent is gone, ends
+    it `lost`."""
+    try:
+        await finish_command(db, record.id, Finish(CommandStatus.FAILED, reason=reason), now=now)
+        return await get_command(db, record.id)
+    except StorageUnavailable as exc:
+        log.error("command.unsent_not_recorded", command_id=record.id, reason=reason, error=str(exc))
+        return record
 
 
 async def write_checkpoint(checkpoints: CheckpointLog, head: AuditEvent) -> None:

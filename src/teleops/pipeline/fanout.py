@@ -20,9 +20,11 @@ import structlog
 from teleops.pipeline.authorize import authorize
 from teleops.pipeline.command_line import split_command
 from teleops.pipeline.dispatch import (
+    NOT_DURABLE,
     CommandRequest,
     CommandSender,
     effective_timeout,
+    fail_unsent,
     record_audit,
     record_denied,
     send_dispatched,
@@ -34,7 +36,7 @@ from teleops.store.audit import AuditUnavailable
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audited_dispatch import DispatchFacts, create_many_dispatched_audited
 from teleops.store.commands import CommandRecord
-from teleops.store.database import Database
+from teleops.store.database import Database, NotDurable
 
 __all__ = ["FanoutItem", "submit_fanout"]
 
@@ -93,6 +95,11 @@ async def submit_fanout(
             allowed.append((index, one))
     try:
         created = await create_many_dispatched_audited(db, [one for _, one in allowed], now=now)
+    except NotDurable as exc:  # recorded `running` but maybe not on disk: none of them may run
+        log.error("command.dispatch_not_durable", fanout=len(hosts), error=str(exc))
+        for (index, _one), (record, _event) in zip(allowed, exc.applied, strict=True):
+            items[index] = FanoutItem(record.host, command=await fail_unsent(db, record, NOT_DURABLE, now=now))
+        return [items[i] for i in range(len(hosts))]
     except AuditUnavailable as exc:  # no audit, no execution (T30)
         log.error("command.audit_failed", fanout=len(hosts), error=str(exc))
         for index, refused in allowed:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from teleops.store.audit import AuditEvent, append, append_many
 from teleops.store.commands import CommandRecord, CommandStatus, NewCommand, insert_commands
-from teleops.store.database import Database
+from teleops.store.database import Database, NotDurable
 from teleops.store.schema import commands
 
 __all__ = [
@@ -62,8 +62,11 @@ async def create_dispatched_audited(
     """Record a command straight as `running` with its `command.dispatching` audit event: one committed
     transaction (one fsync) for a command that needs nobody else's approval. The exec may be sent once this
     returns. Raises AuditUnavailable or StorageUnavailable (nothing was written: the caller records the
-    refusal), IncidentNotFound."""
-    [created] = await create_many_dispatched_audited(db, [facts], now=now)
+    refusal), IncidentNotFound, and NotDurable (its `applied` is the (record, event) written)."""
+    try:
+        [created] = await create_many_dispatched_audited(db, [facts], now=now)
+    except NotDurable as exc:  # hand over this one command and its event, as this function returns them
+        raise NotDurable(str(exc), exc.applied[0]) from exc
     return created
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.sql import Executable
 
 from teleops.store.committer import Commit, PipelinedCommitter
 
-__all__ = ["Commit", "Database", "StorageUnavailable", "Transaction"]
+__all__ = ["Commit", "Database", "NotDurable", "StorageUnavailable", "Transaction"]
 
 # The connection of an open transaction, as other packages name it in type hints: they pass it to store
 # functions and never use it themselves (only `store` speaks SQL).
@@ -30,6 +30,15 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 class StorageUnavailable(Exception):
     """The database could not take the write (locked, full, gone). Callers answer 503 and retry later."""
+
+
+class NotDurable(StorageUnavailable):
+    """`Database.write`: the transaction committed (`applied` is fn's result) but could not be made durable (the
+    WAL fsync failed). Its effects are visible now and may be lost at a power cut: undo or fail what depends on it."""
+
+    def __init__(self, message: str, applied: Any) -> None:
+        super().__init__(message)
+        self.applied = applied
 
 
 class Database:
@@ -87,12 +96,16 @@ class Database:
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """`run_in_transaction` through the group committer (`submit_batch`): returns once the transaction is
         committed *and* durable. On a SQLite file, writes from many callers then share one fsync and never
-        wait for each other's write lock; elsewhere it is `run_in_transaction`. Same errors."""
+        wait for each other's write lock; elsewhere it is `run_in_transaction`. Same errors, plus NotDurable
+        when it committed but its fsync failed."""
         if self._committer is None:
             return await self.run_in_transaction(fn, *args)
         commit = self.submit_batch(fn, *args)
         result = await commit.applied
-        await commit.durable
+        try:
+            await commit.durable
+        except StorageUnavailable as exc:
+            raise NotDurable(str(exc), result) from exc
         return result
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
