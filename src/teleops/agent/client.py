@@ -1,4 +1,5 @@
-"""The agent's connection to the controller: dial out, hello → welcome, run execs, report, reconnect.
+"""The agent's connection to the controller: dial out, hello → welcome, hand execs to `Executions`
+(agent/executions.py), heartbeat, reconnect.
 
 Commands belong to the agent, not to a connection: when the link drops mid-command the command keeps
 running (up to its timeout), its result goes to the spool, and the next hello reports it, keyed by command
@@ -9,13 +10,10 @@ Incoming frames are decoded against the wire table and handled through `_handler
 from __future__ import annotations
 
 import asyncio
-import codecs
-import contextlib
 import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,23 +23,15 @@ from websockets.asyncio.client import ClientConnection
 
 import teleops
 from teleops.agent.allowlist import Allowlist
-from teleops.agent.runner import RunSpec, run
+from teleops.agent.executions import Executions
 from teleops.agent.spool import Spool
-from teleops.domain.redaction import Redactor, redact
 from teleops.wire import (
     MAX_MESSAGE_BYTES,
-    Ack,
-    Cancel,
     Error,
-    Exec,
-    Exit,
     Hello,
     Message,
-    Output,
     Ping,
     Pong,
-    Refused,
-    Started,
     Welcome,
     WireError,
     decode,
@@ -99,13 +89,18 @@ class Agent:
         self._options = options
         self._url = agent_socket_url(options.server_url)
         self._session: _Session | None = None
-        self._running: dict[str, asyncio.Event] = {}  # command id → its cancel event
-        self._spooling: dict[str, asyncio.Future[None]] = {}  # command id → its result being written
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._executions = Executions(
+            allowlist=options.allowlist,
+            spool=options.spool,
+            max_concurrent=options.max_concurrent,
+            kill_grace_s=options.kill_grace_s,
+            send=self._send,
+            connection=lambda: self._session,
+        )
         self._handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
-            "exec": self._on_exec,
-            "cancel": self._on_cancel,
-            "ack": self._on_ack,
+            "exec": self._executions.on_exec,
+            "cancel": self._executions.on_cancel,
+            "ack": self._executions.on_ack,
             "ping": self._on_ping,
             "pong": self._on_pong,
             "error": self._on_error,
@@ -117,7 +112,7 @@ class Agent:
 
     @property
     def running(self) -> list[str]:
-        return list(self._running)
+        return self._executions.running
 
     async def run_forever(self) -> None:
         """Stay connected; reconnect with jittered exponential backoff (cap 30 s). Cancel to stop: running
@@ -140,10 +135,7 @@ class Agent:
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._executions.stop()
 
     # -- one connection ------------------------------------------------------------------------------
 
@@ -189,7 +181,7 @@ class Agent:
 
     def _hello(self) -> tuple[Hello, set[str]]:
         options = self._options
-        running = list(self._running)  # before the results: a command finishing in between is in one of them
+        running = self._executions.running  # before the results: a command finishing in between is in one of them
         results = options.spool.pending()
         hello = Hello(
             agent=options.name,
@@ -248,137 +240,7 @@ class Agent:
             return False
         return True
 
-    # -- handlers (one per message type a controller may send) ---------------------------------------
-
-    async def _on_exec(self, message: Message) -> None:
-        assert isinstance(message, Exec)
-        command_id = message.command_id
-        options = self._options
-        bound = log.bind(command_id=command_id, argv0=message.argv[0])
-        if command_id in self._running or options.spool.seen(command_id):
-            await self._refuse(bound, command_id, f"command {command_id} was already received here; never run twice")
-            return
-        decision = options.allowlist.check(message.argv)
-        if not decision.allowed:
-            options.spool.remember(command_id)
-            await self._refuse(bound, command_id, decision.reason, argv=message.argv)
-            return
-        if len(self._running) >= options.max_concurrent:
-            await self._refuse(bound, command_id, f"busy: {len(self._running)} commands running (the limit)")
-            return
-        # At most once, also across restarts: the id is on disk before the command may exec. The fsync runs in a
-        # worker thread while the process is being set up; the runner opens its start gate only after it.
-        options.spool.note_seen(command_id)
-        remembered = asyncio.ensure_future(asyncio.to_thread(options.spool.persist_seen, command_id))
-        cancel = asyncio.Event()
-        self._running[command_id] = cancel
-        task = asyncio.create_task(self._execute(message, cancel, remembered), name=f"command-{command_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _refuse(
-        self, bound: structlog.typing.FilteringBoundLogger, command_id: str, reason: str, argv: list[str] | None = None
-    ) -> None:
-        bound.warning("agent.command_refused", reason=reason, argv=argv)
-        await self._send(Refused(command_id=command_id, reason=reason))
-
-    async def _execute(self, message: Exec, cancel: asyncio.Event, remembered: asyncio.Future[None]) -> None:
-        command_id = message.command_id
-        bound = log.bind(command_id=command_id, argv0=message.argv[0])
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
-        seq = 0
-
-        # Secrets are masked before anything leaves this host; a secret split across chunks is held back whole.
-        rules = self._options.allowlist.redaction
-        redactor = Redactor(rules)
-
-        async def on_output(chunk: bytes) -> None:
-            nonlocal seq
-            text = redactor.feed(decoder.decode(chunk))
-            if text:
-                await self._send(Output(command_id=command_id, seq=seq, data=text))
-                seq += 1
-
-        bound.info("agent.command_started", argv=message.argv, timeout_s=message.timeout_s)
-        await self._send(Started(command_id=command_id))
-        spec = RunSpec(
-            argv=list(message.argv),
-            timeout_s=message.timeout_s,
-            kill_grace_s=self._options.kill_grace_s,
-            output_cap_bytes=message.output_cap_bytes,
-            cwd=message.cwd,
-            env=dict(message.env),
-            command_id=command_id,
-        )
-        try:
-            result = await run(spec, on_output, cancel=cancel, ready=remembered)
-            exit_ = Exit(
-                command_id=command_id,
-                exit_code=result.exit_code,
-                signal=result.signal,
-                timed_out=result.timed_out,
-                cancelled=result.cancelled,
-                truncated=result.truncated,
-                output_bytes=result.output_bytes,
-                duration_s=result.duration_s,
-                output=redact(
-                    result.output.decode("utf-8", errors="backslashreplace"), self._options.allowlist.redaction
-                ),
-                finished_at=datetime.now(UTC),
-            )
-        except Exception as exc:  # the runner promises not to raise; if it does, report rather than vanish
-            bound.exception("agent.runner_failed")
-            exit_ = Exit(command_id=command_id, exit_code=126, output=f"teleops agent: could not run it: {exc}\n")
-        try:
-            await remembered  # done already: the runner waited for it before the command could start
-        except OSError as exc:
-            bound.error("agent.seen_not_saved", error=str(exc), hint="free disk space in the state directory")
-        bound.info(
-            "agent.command_finished",
-            exit_code=exit_.exit_code,
-            timed_out=exit_.timed_out,
-            duration_s=round(exit_.duration_s, 3),
-        )
-        # The result is spooled (so it survives a drop or a restart) while it travels: the command stays in
-        # `_running` until the spool has it, so a hello in between lists it as running or as a result.
-        spooled = asyncio.ensure_future(asyncio.to_thread(self._options.spool.put, exit_))
-        self._spooling[command_id] = spooled
-        session = self._session
-        sent = await self._send(exit_)
-        try:
-            await spooled
-        except OSError as exc:
-            bound.error("agent.spool_failed", error=str(exc), hint="free disk space in the state directory")
-        finally:
-            self._running.pop(command_id, None)
-            self._spooling.pop(command_id, None)
-        if not sent or self._session is not session:
-            # The connection changed while it was being spooled: report it on the new one (once the controller
-            # has it, a second report is only acknowledged).
-            await self._send(exit_)
-
-    async def _on_cancel(self, message: Message) -> None:
-        assert isinstance(message, Cancel)
-        event = self._running.get(message.command_id)
-        if event is None:
-            log.info("agent.cancel_unknown", command_id=message.command_id)
-            return
-        log.info("agent.command_cancelled", command_id=message.command_id)
-        event.set()
-
-    async def _on_ack(self, message: Message) -> None:
-        assert isinstance(message, Ack)
-        command_id = message.command_id
-        spooling = self._spooling.get(command_id)
-        if spooling is not None and not spooling.done():
-            # Acknowledged before its spool file was written: forget it once it is, not before.
-            spooling.add_done_callback(lambda _done: self._forget(command_id))
-            return
-        self._forget(command_id)
-
-    def _forget(self, command_id: str) -> None:
-        with contextlib.suppress(OSError):
-            self._options.spool.ack(command_id)
+    # -- handlers (one per message type a controller may send; commands are `Executions`') ------------
 
     async def _on_ping(self, message: Message) -> None:
         assert isinstance(message, Ping)

@@ -7,25 +7,29 @@ import asyncio
 from pathlib import Path
 
 from teleops.agent.allowlist import Allowlist
-from teleops.agent.client import Agent, AgentOptions
+from teleops.agent.executions import Executions
 from teleops.agent.spool import Spool
-from teleops.wire import Ack, Exit
+from teleops.wire import Ack, Exit, Message
 
 
-def agent(tmp_path: Path) -> tuple[Agent, Spool]:
+async def no_connection(message: Message) -> bool:
+    return False
+
+
+def executions(tmp_path: Path) -> tuple[Executions, Spool]:
     spool = Spool(tmp_path / "state")
-    options = AgentOptions(
-        server_url="http://127.0.0.1:9", name="web-1", token="t", hostname="web-1",
-        allowlist=Allowlist.deny_all(), spool=spool,
+    running = Executions(
+        allowlist=Allowlist.deny_all(), spool=spool, max_concurrent=4, kill_grace_s=1.0, send=no_connection,
+        connection=lambda: None,
     )  # fmt: skip
-    return Agent(options), spool
+    return running, spool
 
 
 async def test_an_ack_before_the_spool_write_removes_the_file_once_it_is_written(tmp_path: Path) -> None:
-    client, spool = agent(tmp_path)
+    commands, spool = executions(tmp_path)
     written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    client._spooling["7"] = written  # the result of command 7 is being written in a worker thread
-    await client._handlers["ack"](Ack(command_id="7"))  # the controller stored it first
+    commands._spooling["7"] = written  # the result of command 7 is being written in a worker thread
+    await commands.on_ack(Ack(command_id="7"))  # the controller stored it first
     spool.put(Exit(command_id="7", exit_code=0))  # now the write lands
     assert [r.command_id for r in spool.pending()] == ["7"]
     written.set_result(None)
@@ -34,7 +38,7 @@ async def test_an_ack_before_the_spool_write_removes_the_file_once_it_is_written
 
 
 async def test_an_ack_after_the_spool_write_removes_the_file_at_once(tmp_path: Path) -> None:
-    client, spool = agent(tmp_path)
+    commands, spool = executions(tmp_path)
     spool.put(Exit(command_id="8", exit_code=0))
-    await client._handlers["ack"](Ack(command_id="8"))
+    await commands.on_ack(Ack(command_id="8"))
     assert spool.pending() == []
