@@ -44,13 +44,17 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         (" db-1 ", ["db-1"]),
         ("frontend", ["web-1", "web-2"]),
         ("nowhere", ["db-1", "localhost", "vm", "web-1", "web-2"]),
+        ("web-1\x00", ["db-1", "localhost", "vm", "web-1", "web-2"]),  # NUL: PostgreSQL refuses it as text
+        ("web-\udb56", ["db-1", "localhost", "vm", "web-1", "web-2"]),  # a lone surrogate is not UTF-8
     ],
 )
 async def test_only_the_agents_that_can_serve_the_host_are_read(db: Database, host: str, expected: list[str]) -> None:
     assert [agent.name for agent in await host_candidates(db, host)] == expected
 
 
-@pytest.mark.parametrize("host", ["web-1", "web-2.PROD.example.org", "database", "vm", "localhost", "frontend", "x"])
+@pytest.mark.parametrize(
+    "host", ["web-1", "web-2.PROD.example.org", "database", "vm", "localhost", "frontend", "x", "\x00", "\udb56"]
+)
 async def test_resolution_is_the_same_as_over_every_agent(db: Database, host: str) -> None:
     def outcome(candidates: list[AgentRecord]) -> str:
         try:

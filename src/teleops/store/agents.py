@@ -101,6 +101,8 @@ async def host_candidates(db: Database, host: str) -> list[AgentRecord]:
     wanted = host.strip()
 
     def read(conn: Connection) -> list[AgentRecord]:
+        if not _storable(wanted):  # no agent is named so (and PostgreSQL refuses the text): the caller says unknown
+            return [_record(row) for row in conn.execute(select(agents).order_by(agents.c.name)).all()]
         for condition in (
             agents.c.name == wanted,
             func.lower(agents.c.hostname) == wanted.lower(),
@@ -112,6 +114,15 @@ async def host_candidates(db: Database, host: str) -> list[AgentRecord]:
         return [_record(row) for row in conn.execute(select(agents).order_by(agents.c.name)).all()]
 
     return await db.read(read)
+
+
+def _storable(text: str) -> bool:
+    """Whether `text` can be sent to the database as a string: UTF-8 encodable (no lone surrogates), no NUL."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
 
 
 async def get_agent(db: Database, name: str) -> AgentRecord | None:
