@@ -267,23 +267,27 @@ class _Latest:
 _PREFETCH_CHUNK = 500  # fingerprints per query, well under SQLite's bound-parameter limit
 
 
-def _prefetch_query(source: str, fingerprints: Sequence[str]) -> Any:
-    # `source = ? AND fingerprint IN (…)` is an index SEARCH per key on SQLite; a row-value
-    # `(source, fingerprint) IN (VALUES …)` was planned as a SCAN of the whole index (EXPLAIN QUERY PLAN).
-    newest = (
-        select(func.max(incidents.c.id))
-        .where(incidents.c.source == source, incidents.c.fingerprint.in_(fingerprints))
-        .group_by(incidents.c.fingerprint)
+# `source = ? AND fingerprint IN (…)` is an index SEARCH per key on SQLite; a row-value
+# `(source, fingerprint) IN (VALUES …)` was planned as a SCAN of the whole index (EXPLAIN QUERY PLAN).
+_NEWEST_PER_FINGERPRINT = (
+    select(func.max(incidents.c.id))
+    .where(
+        incidents.c.source == bindparam("source"),
+        incidents.c.fingerprint.in_(bindparam("fingerprints", expanding=True)),
     )
-    return select(
-        incidents.c.id,
-        incidents.c.source,
-        incidents.c.fingerprint,
-        incidents.c.status,
-        incidents.c.digest,
-        incidents.c.starts_at,
-        incidents.c.resolved_at,
-    ).where(incidents.c.id.in_(newest.scalar_subquery()))
+    .group_by(incidents.c.fingerprint)
+)
+_PREFETCH = select(
+    incidents.c.id,
+    incidents.c.source,
+    incidents.c.fingerprint,
+    incidents.c.status,
+    incidents.c.digest,
+    incidents.c.starts_at,
+    incidents.c.resolved_at,
+).where(incidents.c.id.in_(_NEWEST_PER_FINGERPRINT.scalar_subquery()))
+_INSERT_ALERTS = insert(alerts)
+_INSERT_EVENTS = insert(timeline)
 
 
 class _BatchApplier:
@@ -311,8 +315,8 @@ class _BatchApplier:
             by_source.setdefault(source, []).append(fingerprint)
         for source, fingerprints in by_source.items():
             for start in range(0, len(fingerprints), _PREFETCH_CHUNK):
-                query = _prefetch_query(source, fingerprints[start : start + _PREFETCH_CHUNK])
-                for row in self.conn.execute(query):
+                chunk = fingerprints[start : start + _PREFETCH_CHUNK]
+                for row in self.conn.execute(_PREFETCH, {"source": source, "fingerprints": chunk}):
                     self._latest[(row.source, row.fingerprint)] = _Latest(
                         row.id, row.status, row.digest, row.starts_at, row.resolved_at
                     )
@@ -345,9 +349,9 @@ class _BatchApplier:
                 _TOUCH, [{"incident_id": i, "n": n, "seen_at": self.now} for i, n in self._touches.items()]
             )
         if self._alert_rows:
-            self.conn.execute(insert(alerts), self._alert_rows)
+            self.conn.execute(_INSERT_ALERTS, self._alert_rows)
         if self._event_rows:
-            self.conn.execute(insert(timeline), self._event_rows)
+            self.conn.execute(_INSERT_EVENTS, self._event_rows)
 
     def _open(self, alert: Alert, predecessor_id: int | None) -> AlertOutcome:
         digest = alert_digest(alert)
