@@ -155,22 +155,22 @@ class PipelinedCommitter:
                 done.loop.call_soon_threadsafe(_resolve, done.commit.durable, None, error)
 
     def _fsync_wal(self) -> None:
-        """fdatasync the WAL file; reopen it when SQLite replaced it (then the main file holds the data)."""
+        """fdatasync the WAL file; reopen it when SQLite replaced it.
+
+        The main database file is never opened here: closing any descriptor of it would drop every POSIX lock
+        this process holds on it (SQLite's own connections' included), and a connection that then believes
+        it is the last one checkpoints and deletes the WAL under the others (seen as "disk I/O error" and
+        lost commits). Nor is that needed: with synchronous=NORMAL SQLite syncs the WAL before a checkpoint
+        and the main file after it, so frames that left a replaced or deleted WAL are already durable.
+        """
         try:
             inode: int | None = os.stat(self._wal_path).st_ino
         except FileNotFoundError:
             inode = None
-        if inode is None or inode != self._wal_inode:
-            if self._wal_fd is not None:
-                os.close(self._wal_fd)
-                self._wal_fd = None
-            # No WAL, or a new one: SQLite checkpointed the old one into the main file (and synced that, as
-            # synchronous=NORMAL does after every checkpoint). Sync the main file anyway: cheap, and certain.
-            main = os.open(str(self._wal_path)[: -len("-wal")], os.O_RDONLY)
-            try:
-                os.fdatasync(main)
-            finally:
-                os.close(main)
+        if self._wal_fd is not None and inode != self._wal_inode:
+            os.close(self._wal_fd)  # SQLite locks the main file and the -shm file, never the WAL
+            self._wal_fd = None
+            self._wal_inode = None
         if inode is None:
             return
         if self._wal_fd is None:
