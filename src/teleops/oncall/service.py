@@ -40,8 +40,9 @@ class OnCallService:
     def on_ingest(self, conn: Connection, changes: Sequence[IncidentChange], now: datetime) -> None:
         self.worker.on_incidents_changed(conn, changes, now)
 
-    def after_ingest(self, _changes: Sequence[IncidentChange] = ()) -> None:
-        self.worker.wake()
+    def after_ingest(self, changes: Sequence[IncidentChange] = ()) -> None:
+        if self.worker.escalates(changes):
+            self.worker.wake()
 
     # Chat answers (chat.conversation.OnCallAnswers).
     async def oncall_message(self) -> Message:

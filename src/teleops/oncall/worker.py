@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 import structlog
@@ -19,7 +19,7 @@ from teleops.chat.notify import incident_message
 from teleops.chat.render import Message
 from teleops.domain.incident import IncidentStatus, TimelineKind
 from teleops.oncall.directory import ChatTarget, OnCallDirectory, Page
-from teleops.oncall.escalation import EscalationState, Plan, Snapshot, evaluate
+from teleops.oncall.escalation import EscalationState, Plan, Snapshot, Step, evaluate
 from teleops.oncall.handover import digest_message
 from teleops.oncall.routing import route_team
 from teleops.store import escalations as store
@@ -61,6 +61,14 @@ class EscalationWorker:
 
     def on_incidents_changed(self, conn: Connection, changes: Sequence[IncidentChange], now: datetime) -> None:
         """Ingest hook: a new incident starts escalating for the team its route names."""
+        for change, team, steps in self._escalating(changes):
+            store.start(conn, incident_id=change.incident_id, team=team, now=now, first_due=now + steps[0].after)
+
+    def escalates(self, changes: Sequence[IncidentChange]) -> bool:
+        """Whether `changes` started an escalation (the loop need not wake for an ingest that started none)."""
+        return any(True for _ in self._escalating(changes))
+
+    def _escalating(self, changes: Sequence[IncidentChange]) -> Iterator[tuple[IncidentChange, str, tuple[Step, ...]]]:
         for change in changes:
             if change.outcome is not Outcome.CREATED:
                 continue
@@ -70,7 +78,7 @@ class EscalationWorker:
             )
             steps, _repeat = self._directory.policy(team)
             if steps:
-                store.start(conn, incident_id=change.incident_id, team=team, now=now, first_due=now + steps[0].after)
+                yield change, team, steps
 
     def on_incident_action(
         self, conn: Connection, incident_id: int, _action: object, _actor: str, now: datetime, _until: object
@@ -100,7 +108,7 @@ class EscalationWorker:
             delay = MAX_SLEEP_S
             try:
                 await self.tick()
-                next_due = await self._db.run_in_transaction(store.next_due_at)
+                next_due = await self._db.read(store.next_due_at)
                 handoff = self.next_handoff(self._clock())
                 if handoff is not None and (next_due is None or handoff < next_due):
                     next_due = handoff
@@ -120,7 +128,7 @@ class EscalationWorker:
     async def tick(self) -> int:
         """Process everything due now. Returns how many escalations were evaluated."""
         async with self._pass:
-            count, enqueued = await self._db.run_in_transaction(self._process, self._clock())
+            count, enqueued = await self._db.write(self._process, self._clock())
         if enqueued:
             self._on_enqueued()
         return count
