@@ -68,7 +68,7 @@ class ConsoleMessageStore:
             ).one()
             return _record(row)
 
-        return await self._db.run_in_transaction(apply)
+        return await self._db.write(apply)
 
     async def replace_body(
         self, message_id: int, body: dict[str, Any], *, now: datetime
@@ -82,7 +82,7 @@ class ConsoleMessageStore:
             row = conn.execute(select(console_messages).where(console_messages.c.id == message_id)).first()
             return None if row is None else _record(row)
 
-        return await self._db.run_in_transaction(apply)
+        return await self._db.write(apply)
 
     async def get(self, message_id: int) -> ConsoleMessageRecord | None:
         row = await self._db.first(select(console_messages).where(console_messages.c.id == message_id))
