@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import Api
@@ -28,3 +30,23 @@ async def test_storm_is_grouped_into_one_summary(api: Api, fake_telegram: FakeTe
     assert "+5 more" in summaries[0].text
     assert "DiskFull ×" in summaries[0].text
     assert "HighLoad ×" in summaries[0].text
+
+
+async def test_a_storm_in_one_webhook_folds_into_one_summary_then_keeps_counting(
+    api: Api, fake_telegram: FakeTelegram
+) -> None:
+    """All folded incidents of one batch are added to the summary at once; a later batch adds to the same one."""
+    alerts = [json.loads(alert_body(name="DiskFull", fingerprint=f"batch{n}"))["alerts"][0] for n in range(8)]
+    body = json.loads(alert_body())
+    body["alerts"] = alerts
+    await post_alert(api, json.dumps(body).encode())
+    await post_alert(api, alert_body(name="HighLoad", fingerprint="later"))
+    await eventually(
+        lambda: any("+6 more" in m.text for m in fake_telegram.chat_messages(ALERT_CHAT)), what="summary of 6"
+    )
+    messages = fake_telegram.chat_messages(ALERT_CHAT)
+    summaries = [m for m in messages if "more new incidents" in m.text]
+    assert len(messages) - len(summaries) == 3
+    assert len(summaries) == 1
+    assert "DiskFull ×5" in summaries[0].text
+    assert "HighLoad ×1" in summaries[0].text

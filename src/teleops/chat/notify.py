@@ -151,11 +151,14 @@ class Notifier:
 
     def on_ingest(self, conn: Any, changes: Sequence[IncidentChange], now: datetime) -> None:
         """ChangeHook: announce new incidents, edit/reply on resolution — same transaction as the ingest."""
+        storms: dict[AlertTarget, Counter[str]] = {}  # what this batch folds, written once per chat at the end
         for change in changes:
             if change.outcome is Outcome.CREATED:
-                self._announce(conn, change.incident_id, now)
+                self._announce(conn, change, now, storms)
             elif change.outcome in (Outcome.RESOLVED, Outcome.ACKNOWLEDGED):
                 self._state_changed(conn, change.incident_id, change.outcome, f"source:{change.alert.source}", now)
+        for target, counts in storms.items():
+            self._fold_into_storm(conn, target, counts, now)
 
     def after_commit(self, _changes: Sequence[IncidentChange] = ()) -> None:
         """Wake the delivery workers (call after the commit, never before: they would miss the rows)."""
@@ -170,19 +173,23 @@ class Notifier:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _announce(self, conn: Any, incident_id: int, now: datetime) -> None:
-        incident = incident_snapshot(conn, incident_id)
-        if incident is None:
-            return
-        message: dict[str, Any] | None = None  # built once, and only if some chat gets it (not in a storm)
+    def _announce(
+        self, conn: Any, change: IncidentChange, now: datetime, storms: dict[AlertTarget, Counter[str]]
+    ) -> None:
+        incident: dict[str, Any] | None = None  # read, and the message built, only if some chat gets it
+        message: dict[str, Any] | None = None
         for target in self._targets():
             window = self._windows.get(target)
             if window is None or now - window.started >= STORM_WINDOW:
                 window = self._windows[target] = _Window(now)
             window.count += 1
             if window.count > self._storm_threshold:
-                self._fold_into_storm(conn, target, str(incident.get("name", "")), now)
+                storms.setdefault(target, Counter())[change.alert.name or "(unnamed)"] += 1
                 continue
+            if incident is None:
+                incident = incident_snapshot(conn, change.incident_id)
+                if incident is None:
+                    return
             if message is None:
                 message = incident_message(incident, extra=self._extra_for(conn, incident)).to_json()
             enqueue_send(
@@ -191,14 +198,15 @@ class Notifier:
                 chat_id=target.chat_id,
                 payload={"message": message},
                 now=now,
-                incident_id=incident_id,
+                incident_id=change.incident_id,
                 purpose="incident",
             )
 
-    def _fold_into_storm(self, conn: Any, target: AlertTarget, name: str, now: datetime) -> None:
+    def _fold_into_storm(self, conn: Any, target: AlertTarget, folded: Counter[str], now: datetime) -> None:
+        """Add `folded` (incident name -> count) to the chat's pending storm summary, or start one."""
         pending = pending_storm_row(conn, target.platform, target.chat_id)
         counts: Counter[str] = Counter(pending[1].get("counts", {}) if pending else {})
-        counts[name or "(unnamed)"] += 1
+        counts.update(folded)
         payload = {"counts": dict(counts), "message": _storm_message(counts).to_json()}
         if pending is None:
             enqueue_send(
