@@ -47,7 +47,8 @@ class _Job:
     result: Any = field(default=None)
 
 
-def _resolve(future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+def resolve(future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Complete `future` unless it is done already (its waiter may have been cancelled meanwhile)."""
     if future.done():
         return
     if error is not None:
@@ -114,14 +115,14 @@ class PipelinedCommitter:
                         job.result = job.fn(conn, *job.args)
                 except BaseException as exc:  # every failure goes to the waiting request
                     error = self._translate(exc)
-                    job.loop.call_soon_threadsafe(_resolve, job.commit.applied, None, error)
+                    job.loop.call_soon_threadsafe(resolve, job.commit.applied, None, error)
                     # Nothing to make durable; cancelled (not failed) so nobody must retrieve an exception.
                     job.loop.call_soon_threadsafe(job.commit.durable.cancel)
                     if conn is not None and conn.invalidated:
                         conn.close()
                         conn = None
                     continue
-                job.loop.call_soon_threadsafe(_resolve, job.commit.applied, job.result)
+                job.loop.call_soon_threadsafe(resolve, job.commit.applied, job.result)
                 self._syncs.put(job)
         finally:
             self._syncs.put(None)
@@ -152,7 +153,7 @@ class PipelinedCommitter:
                 log.error("sqlite.wal_fsync_failed", error=str(exc))
                 error = self._translate(exc)
             for done in jobs:
-                done.loop.call_soon_threadsafe(_resolve, done.commit.durable, None, error)
+                done.loop.call_soon_threadsafe(resolve, done.commit.durable, None, error)
 
     def _fsync_wal(self) -> None:
         """fdatasync the WAL file; reopen it when SQLite replaced it.

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
-from teleops.store.committer import Commit, PipelinedCommitter
+from teleops.store.committer import Commit, PipelinedCommitter, resolve
 
 __all__ = ["Commit", "Database", "NotDurable", "StorageUnavailable", "Transaction"]
 
@@ -154,11 +154,11 @@ class Database:
                 commit.applied.cancel()
                 commit.durable.cancel()
             elif (error := task.exception()) is not None:
-                commit.applied.set_exception(error)
+                resolve(commit.applied, error=error)
                 commit.durable.cancel()
             else:
-                commit.applied.set_result(task.result())
-                commit.durable.set_result(None)
+                resolve(commit.applied, task.result())
+                resolve(commit.durable)
 
         task = loop.create_task(self.run_in_transaction(fn, *args))
         task.add_done_callback(settle)
