@@ -114,8 +114,8 @@ incidents = Table(
     ),
     Index("ix_incidents_status_id", "status", "id"),
     Index("ix_incidents_source_fingerprint_id", "source", "fingerprint", "id"),
-    Index("ix_incidents_name_host", "name", "host"),
-    # 0006 (scenario memory): newest-first recurrence lookups by name, and by name on one host.
+    # 0006 (scenario memory): newest-first recurrence lookups by name, and by name on one host (0008 dropped the
+    # (name, host) index this one starts with).
     Index("ix_incidents_name_id", "name", "id"),
     Index("ix_incidents_name_host_id", "name", "host", "id"),
 )
