@@ -4,12 +4,15 @@ may create the canary file; each one that runs prints its metacharacters as plai
 
 from __future__ import annotations
 
+import asyncio
 import shlex
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from teleops.agent.runner import RunSpec, run
+from teleops.agent.warm import WarmTrampolines
 from teleops.pipeline.command_line import CommandLineError, split_command
 
 PAYLOADS = [
@@ -31,12 +34,28 @@ PAYLOADS = [
 UNBALANCED = ["echo 'touch {canary}", 'echo "touch {canary}', "echo \\"]
 
 
+@pytest.fixture(params=["cold", "warm"])
+async def trampolines(request: pytest.FixtureRequest) -> AsyncIterator[WarmTrampolines | None]:
+    """Both ways a command starts: cold, and on a warm trampoline whose shell learns the argv (agent/warm.py)."""
+    if request.param == "cold":
+        yield None
+        return
+    warm = WarmTrampolines(use_cgroup=False)
+    warm.start()
+    while warm._ready is None:
+        await asyncio.sleep(0.01)
+    yield warm
+    await warm.close()
+
+
 @pytest.mark.parametrize("payload", PAYLOADS)
-async def test_metacharacters_reach_the_command_as_text_and_never_run_a_shell(payload: str, tmp_path: Path) -> None:
+async def test_metacharacters_reach_the_command_as_text_and_never_run_a_shell(
+    payload: str, tmp_path: Path, trampolines: WarmTrampolines | None
+) -> None:
     canary = tmp_path / "canary"
     typed = payload.format(canary=canary)
     argv = split_command(typed)
-    result = await run(RunSpec(argv=argv, timeout_s=10, cwd=str(tmp_path), use_cgroup=False))
+    result = await run(RunSpec(argv=argv, timeout_s=10, cwd=str(tmp_path), use_cgroup=False), trampolines=trampolines)
     assert result.error is None
     assert result.exit_code == 0
     assert not canary.exists()
@@ -50,10 +69,12 @@ def test_unbalanced_quotes_are_refused_before_anything_runs(payload: str, tmp_pa
         split_command(payload.format(canary=tmp_path / "canary"))
 
 
-async def test_an_argv_token_that_looks_like_a_script_is_one_argument(tmp_path: Path) -> None:
+async def test_an_argv_token_that_looks_like_a_script_is_one_argument(
+    tmp_path: Path, trampolines: WarmTrampolines | None
+) -> None:
     canary = tmp_path / "canary"
     argv = ["printf", "%s\n", f"$(touch {canary}); `touch {canary}`"]
-    result = await run(RunSpec(argv=argv, timeout_s=10, cwd=str(tmp_path), use_cgroup=False))
+    result = await run(RunSpec(argv=argv, timeout_s=10, cwd=str(tmp_path), use_cgroup=False), trampolines=trampolines)
     assert result.output.decode() == argv[2] + "\n"
     assert not canary.exists()
     assert shlex.split(shlex.join(argv)) == argv

@@ -66,6 +66,7 @@ class CommandCgroup:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._pids_max: int | None = None
 
     @classmethod
     def create(cls, command_id: str | None, *, pids_max: int | None = None) -> CommandCgroup | None:
@@ -89,12 +90,20 @@ class CommandCgroup:
             group._set_pids_max(pids_max)
         return group
 
+    def claim(self, *, pids_max: int | None = None) -> None:
+        """Make a cgroup created ahead of time (``agent/warm.py``) a command's: its pids limit, written only when it
+        differs from the one set at creation. It keeps its provisional name (``teleops-cmd-warm-…``): cgroup v2
+        refuses to rename a cgroup."""
+        if pids_max is not None and pids_max != self._pids_max:
+            self._set_pids_max(pids_max)
+
     def _set_pids_max(self, limit: int) -> None:
         # Only present when the pids controller is enabled for our subtree; unlike RLIMIT_NPROC it binds root.
         pids_max = self.path / "pids.max"
         if pids_max.exists():
             try:
                 pids_max.write_text(str(limit))
+                self._pids_max = limit
             except OSError as exc:
                 log.warning("cannot set %s: %s", pids_max, exc)
 
@@ -125,7 +134,13 @@ class CommandCgroup:
                 os.kill(pid, sig)
 
     def kill(self) -> None:
-        """SIGKILL everything in the cgroup, including processes forked while we do it."""
+        """SIGKILL everything in the cgroup, including processes forked while we do it.
+
+        Nothing is written when the cgroup is already empty: a write to a cgroup file takes the kernel's
+        cgroup_mutex, which a process move elsewhere (a warm trampoline being placed, agent/warm.py) holds through
+        an RCU grace period, so a needless cgroup.kill would hold a finished command's result for 5-20 ms."""
+        if not self.populated():
+            return
         try:
             (self.path / "cgroup.kill").write_text("1")
             return

@@ -118,6 +118,7 @@ class Agent:
         """Stay connected; reconnect with jittered exponential backoff (cap 30 s). Cancel to stop: running
         commands are then killed with their process groups (the runner leaves nothing behind)."""
         backoff = BACKOFF_START_S
+        self._executions.start()
         try:
             while True:
                 started = asyncio.get_running_loop().time()

@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 import structlog
 
 from teleops.agent.allowlist import Allowlist
-from teleops.agent.runner import RunSpec, run
+from teleops.agent.rlimits import ResourceLimits
+from teleops.agent.runner import RunSpec, finish_disposals, run
 from teleops.agent.spool import Spool
+from teleops.agent.warm import WarmTrampolines
 from teleops.domain.redaction import Redactor, redact
 from teleops.wire import Ack, Cancel, Exec, Exit, Message, Output, Refused, Started
 
@@ -52,10 +54,16 @@ class Executions:
         self._running: dict[str, asyncio.Event] = {}  # command id → its cancel event
         self._spooling: dict[str, asyncio.Future[None]] = {}  # command id → its result being written
         self._tasks: set[asyncio.Task[None]] = set()
+        # The next command's process, started ahead (agent/warm.py), in a cgroup limited like a command's.
+        self._trampolines = WarmTrampolines(pids_max=ResourceLimits().nproc)
 
     @property
     def running(self) -> list[str]:
         return list(self._running)
+
+    def start(self) -> None:
+        """Warm the first trampoline (call once the event loop runs)."""
+        self._trampolines.start()
 
     async def stop(self) -> None:
         """Cancel every running command (the runner kills their process groups) and wait for them."""
@@ -63,6 +71,8 @@ class Executions:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._trampolines.close()
+        await finish_disposals()
 
     async def on_exec(self, message: Message) -> None:
         assert isinstance(message, Exec)
@@ -124,7 +134,7 @@ class Executions:
             command_id=command_id,
         )
         try:
-            result = await run(spec, on_output, cancel=cancel, ready=remembered)
+            result = await run(spec, on_output, cancel=cancel, ready=remembered, trampolines=self._trampolines)
             exit_ = Exit(
                 command_id=command_id,
                 exit_code=result.exit_code,

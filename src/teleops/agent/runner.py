@@ -14,8 +14,9 @@ How a command runs (``run``):
   so a grandchild that escaped and holds the pipe open cannot keep ``run`` from returning: ``run`` returns
   within about timeout + grace + 1 s in every case.
 
-Isolation: with cgroup v2 where the agent may create child cgroups, each command gets ``teleops-cmd-<id>`` and
-``setsid`` escapees die with it (``RunResult.isolation == "cgroup"``). Otherwise only the process group is
+Isolation: with cgroup v2 where the agent may create child cgroups, each command gets ``teleops-cmd-<id>``
+(or, started on a warm trampoline, ``teleops-cmd-warm-<agent pid>-<random>`` made ahead of time: agent/warm.py)
+and ``setsid`` escapees die with it (``RunResult.isolation == "cgroup"``). Otherwise only the process group is
 signalled (``"process-group"``): a descendant that left the group survives the timeout, but ``run`` still
 returns on time. ``"none"`` means nothing was started (a refusal or spawn error, see ``RunResult.error``).
 
@@ -41,7 +42,8 @@ from teleops.agent.environment import EnvironmentRefused, build_environment
 from teleops.agent.identity import Identity, IdentityError, resolve_identity
 from teleops.agent.output import CappedOutput
 from teleops.agent.rlimits import ResourceLimits
-from teleops.agent.spawn import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, SpawnRefused, spawn
+from teleops.agent.spawn import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, SpawnRefused, spawn, spawn_warm
+from teleops.agent.warm import Warm, WarmTrampolines, gate_line
 
 __all__ = [
     "EXIT_CANNOT_EXECUTE",
@@ -54,6 +56,7 @@ __all__ = [
     "ResourceLimits",
     "RunResult",
     "RunSpec",
+    "finish_disposals",
     "run",
 ]
 
@@ -300,6 +303,7 @@ async def run(
     *,
     cancel: asyncio.Event | None = None,
     ready: Awaitable[None] | None = None,
+    trampolines: WarmTrampolines | None = None,
 ) -> RunResult:
     """Run spec.argv to completion, timeout or cancellation and report how it ended (see the module docstring).
 
@@ -308,7 +312,8 @@ async def run(
     Setting ``cancel`` terminates the command like a timeout, with ``cancelled=True`` and the exit code of how
     it actually died. Cancelling the ``run`` task itself SIGKILLs the command and re-raises CancelledError.
     ``ready`` is awaited after the process is set up and before it may exec (see ``spawn``); a refused start
-    still awaits it, so the caller never leaves it pending.
+    still awaits it, so the caller never leaves it pending. With ``trampolines`` the command starts on a warm
+    trampoline when it can (agent/warm.py: no wait for the cgroup move).
     """
     started = time.monotonic()
     try:
@@ -317,17 +322,28 @@ async def run(
         await _settle(ready)
         return await _refusal(exc.exit_code, str(exc), started, on_output)
 
-    cgroup = CommandCgroup.create(spec.command_id, pids_max=spec.limits.nproc) if spec.use_cgroup else None
+    limits = spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s)
+    warm = _take_warm(spec, prepared, trampolines)
+    cgroup = None
     try:
-        spawned = await spawn(
-            prepared.argv,
-            cwd=spec.cwd,
-            env=prepared.env,
-            identity=prepared.identity,
-            limits=spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s),
-            cgroup=cgroup,
-            ready=ready,
-        )
+        if warm is not None:
+            line, taken = warm
+            cgroup = taken.cgroup
+            if cgroup is not None:
+                cgroup.claim(pids_max=spec.limits.nproc)
+                log.debug("command %s: warm start in %s", spec.command_id, cgroup.path)
+            spawned = await spawn_warm(taken, line, argv0=prepared.argv[0], cwd=spec.cwd, limits=limits, ready=ready)
+        else:
+            cgroup = CommandCgroup.create(spec.command_id, pids_max=spec.limits.nproc) if spec.use_cgroup else None
+            spawned = await spawn(
+                prepared.argv,
+                cwd=spec.cwd,
+                env=prepared.env,
+                identity=prepared.identity,
+                limits=limits,
+                cgroup=cgroup,
+                ready=ready,
+            )
         tree = _Tree(spawned.process.pid, spawned.cgroup)
         return await _supervise(spec, spawned.process, spawned.output_fd, tree, on_output, cancel, started)
     except SpawnRefused as exc:
@@ -336,6 +352,19 @@ async def run(
     finally:
         if cgroup is not None:
             _dispose(cgroup)
+
+
+def _take_warm(spec: RunSpec, prepared: _Prepared, trampolines: WarmTrampolines | None) -> tuple[bytes, Warm] | None:
+    """A warm trampoline and its gate line when this command can use one (see agent/warm.py), else None."""
+    if trampolines is None or trampolines.use_cgroup != spec.use_cgroup:
+        return None
+    if prepared.identity is not None and prepared.identity.switch:
+        return None  # run_as: the limits and the user switch happen in a preexec_fn of a cold start
+    line = gate_line(prepared.argv, cwd=spec.cwd, env=prepared.env)
+    if line is None:
+        return None
+    warm = trampolines.take()
+    return (line, warm) if warm is not None else None
 
 
 async def _settle(ready: Awaitable[None] | None) -> None:
@@ -348,16 +377,21 @@ async def _settle(ready: Awaitable[None] | None) -> None:
 _disposals: set[asyncio.Task[None]] = set()
 
 
+async def finish_disposals() -> None:
+    """Wait until the cgroups of finished commands are removed (at agent shutdown, so none is left behind)."""
+    while _disposals:
+        await asyncio.gather(*list(_disposals), return_exceptions=True)
+
+
 def _dispose(cgroup: CommandCgroup) -> None:
-    """Remove the cgroup now if empty, else kill what is left and remove it in the background."""
-    if not cgroup.populated():
-        cgroup.remove()
-        return
+    """Remove the cgroup in the background (killing what is left first), never holding up the result: the rmdir
+    waits for the kernel's cgroup_mutex, which a process move elsewhere holds through an RCU grace period."""
 
     async def later() -> None:
-        cgroup.kill()
-        await cgroup.wait_empty(5.0)
-        cgroup.remove()
+        if cgroup.populated():
+            cgroup.kill()
+            await cgroup.wait_empty(5.0)
+        await asyncio.to_thread(cgroup.remove)
 
     task = asyncio.get_running_loop().create_task(later())
     _disposals.add(task)

@@ -38,8 +38,17 @@ from teleops.agent.cgroup import CommandCgroup
 from teleops.agent.environment import FIXED_PATH
 from teleops.agent.identity import Identity
 from teleops.agent.rlimits import RlimitSetting
+from teleops.agent.warm import Warm
 
-__all__ = ["EXIT_CANNOT_EXECUTE", "EXIT_NOT_FOUND", "SpawnRefused", "Spawned", "locate_program", "spawn"]
+__all__ = [
+    "EXIT_CANNOT_EXECUTE",
+    "EXIT_NOT_FOUND",
+    "SpawnRefused",
+    "Spawned",
+    "locate_program",
+    "spawn",
+    "spawn_warm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +200,10 @@ async def spawn(
             process.kill()
         await asyncio.shield(process.wait())
         os.close(out_r)
-        if isinstance(exc, _NotReady):
-            raise SpawnRefused(
-                EXIT_CANNOT_EXECUTE, f"not run: the agent could not record the command id on disk first: {exc}"
-            ) from exc
-        if isinstance(exc, OSError):
-            raise SpawnRefused(
-                EXIT_CANNOT_EXECUTE, f"cannot apply resource limits to the command: {exc}; check the agent's limits"
-            ) from exc
-        raise
+        refused = _refused(exc)
+        if refused is exc:
+            raise
+        raise refused from exc
     try:
         os.write(gate_w, b"go\n")
     finally:
@@ -207,8 +211,61 @@ async def spawn(
     return Spawned(process, out_r, joined)
 
 
+async def spawn_warm(
+    warm: Warm,
+    line: bytes,
+    *,
+    argv0: str,
+    cwd: str,
+    limits: Sequence[RlimitSetting],
+    ready: Awaitable[None] | None = None,
+) -> Spawned:
+    """Start a command on a warm trampoline (``agent/warm.py``): the same gate as ``spawn``, without the wait
+    for the cgroup move. ``line`` is ``gate_line(...)`` of the command; the caller has claimed ``warm.cgroup``.
+    Not for ``run_as``: the trampoline already runs as the agent's user. Raises SpawnRefused like ``spawn``."""
+    try:
+        locate_program(argv0, cwd)
+        for res, soft, hard in limits:
+            resource.prlimit(warm.process.pid, res, (soft, hard))
+        if ready is not None:
+            try:
+                await ready
+            except OSError as exc:
+                raise _NotReady(str(exc)) from exc
+    except BaseException as exc:
+        os.close(warm.gate_fd)  # closed unwritten: the trampoline exits 125 and never runs anything
+        with contextlib.suppress(ProcessLookupError):
+            warm.process.kill()
+        await asyncio.shield(warm.process.wait())
+        os.close(warm.output_fd)
+        refused = _refused(exc)
+        if refused is exc:
+            raise
+        raise refused from exc
+    try:
+        os.write(warm.gate_fd, line)  # at most MAX_LINE_BYTES, well within the pipe's buffer: never blocks
+    finally:
+        os.close(warm.gate_fd)
+    return Spawned(warm.process, warm.output_fd, warm.cgroup)
+
+
 class _NotReady(Exception):
     """`ready` failed: the command must not run."""
+
+
+def _refused(exc: BaseException) -> BaseException:
+    """What a start that failed after the process existed raises: SpawnRefused for a person, else ``exc`` itself."""
+    if isinstance(exc, SpawnRefused):
+        return exc
+    if isinstance(exc, _NotReady):
+        return SpawnRefused(
+            EXIT_CANNOT_EXECUTE, f"not run: the agent could not record the command id on disk first: {exc}"
+        )
+    if isinstance(exc, OSError):
+        return SpawnRefused(
+            EXIT_CANNOT_EXECUTE, f"cannot apply resource limits to the command: {exc}; check the agent's limits"
+        )
+    return exc
 
 
 def _refusal(exc: BaseException, cwd: str) -> BaseException:

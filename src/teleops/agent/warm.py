@@ -1,0 +1,218 @@
+"""Warm trampolines: the next command's process is started ahead of time, already inside its own cgroup.
+
+Moving a process into a cgroup (a write to ``cgroup.procs``) takes the kernel's cgroup_threadgroup_rwsem for
+writing, which first waits for an RCU grace period: 5–20 ms on a machine that was idle a moment before, more
+than everything else the agent does for a short command (docs/benchmarks.md, "B6 command path"). Processes
+forked *inside* a cgroup pay nothing, but a command needs a cgroup of its own. So the agent keeps one trampoline
+started, moved into a fresh cgroup and blocked on its gate pipe, before any command asks for it::
+
+    /bin/sh -c 'nl=<newline>; IFS= read -r line || exit 125; eval "$line"' teleops-run
+
+A command takes it (``WarmTrampolines.take``) and a new one is started in the background. The agent sets the
+command's pids limit and rlimits from outside, as for a cold start (``spawn``), then writes one line to the gate:
+
+    cd -- '/srv' || exit 126; unset PWD OLDPWD; export 'PATH=…' 'HOME=…'; set -- 'df' '-h'; exec "$@" </dev/null
+
+Unlike the cold trampoline, whose argv reaches ``exec`` as positional parameters, this one has to learn its argv
+after it started, so the shell parses that line. Every word in it is single-quoted by ``quote`` (a single quote
+becomes ``'"'"'``, a newline ``'"$nl"'``, so the line has none and ``read`` takes it whole), environment names
+must be plain identifiers, and argv never contains NUL (checked before): eval only ever sees quoted literals.
+Commands the warm path does not fit (``run_as`` switching users, a line over ``MAX_LINE_BYTES``) start cold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from teleops.agent.cgroup import CommandCgroup, cgroup_parent
+
+__all__ = ["MAX_LINE_BYTES", "Warm", "WarmTrampolines", "gate_line", "quote"]
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 4096  # dash reads the gate a byte at a time; longer commands start cold
+_SHELL = "/bin/sh"
+_NAME = "teleops-run"
+_SCRIPT = "nl='\n'; IFS= read -r line || exit 125; eval \"$line\""
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WARM_PREFIX = "warm-"  # cgroup teleops-cmd-warm-<agent pid>-<random>
+
+
+@dataclass(slots=True)
+class Warm:
+    """A trampoline blocked on its gate: write ``gate_line(...)`` to ``gate_fd`` and it execs; close it unwritten
+    and it exits 125. The taker owns all of it: the process, both descriptors and the cgroup."""
+
+    process: asyncio.subprocess.Process
+    output_fd: int  # read end of its stdout+stderr pipe
+    gate_fd: int
+    cgroup: CommandCgroup | None
+
+
+def quote(word: str) -> str:
+    """``word`` as one single-quoted shell word without a newline character (see the module docstring)."""
+    return "'" + word.replace("'", "'\"'\"'").replace("\n", "'\"$nl\"'") + "'"
+
+
+def gate_line(argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> bytes | None:
+    """The line that makes a warm trampoline become ``argv`` in ``cwd`` with exactly ``env``; None when this command
+    must start cold (an environment name that is not an identifier, NUL anywhere, a line over MAX_LINE_BYTES)."""
+    words = [cwd, *argv, *env.keys(), *env.values()]
+    if any("\x00" in w for w in words) or not all(_ENV_NAME.fullmatch(name) for name in env):
+        return None
+    exports = " ".join(quote(f"{name}={value}") for name, value in env.items())
+    line = (
+        f"cd -- {quote(cwd)} || exit 126; unset PWD OLDPWD; "
+        + (f"export {exports}; " if exports else "")
+        + f'set -- {" ".join(quote(a) for a in argv)}; exec "$@" </dev/null\n'
+    )
+    encoded = os.fsencode(line)
+    return encoded if len(encoded) <= MAX_LINE_BYTES else None
+
+
+class WarmTrampolines:
+    """Keeps one warm trampoline ready (``take`` one, a new one starts in the background); ``close`` at the end."""
+
+    def __init__(self, *, use_cgroup: bool = True, pids_max: int | None = None) -> None:
+        self._use_cgroup = use_cgroup
+        self._pids_max = pids_max  # set when the cgroup is made (the usual limit), so a command need not write it
+        self._ready: Warm | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def use_cgroup(self) -> bool:
+        return self._use_cgroup
+
+    def start(self) -> None:
+        """Remove what warm trampolines of agents that died left behind, and begin warming the first one (call from
+        the event loop)."""
+        _sweep_orphans()
+        self._refill()
+
+    def take(self) -> Warm | None:
+        """The warm trampoline, if one is ready (then the next one starts warming); None: start this command cold."""
+        warm, self._ready = self._ready, None
+        self._refill()
+        if warm is not None and warm.process.returncode is not None:  # it died meanwhile (killed from outside)
+            _discard(warm)
+            if warm.cgroup is not None:
+                warm.cgroup.remove()
+            return None
+        return warm
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+        warm, self._ready = self._ready, None
+        if warm is not None:
+            _discard(warm)
+            with contextlib.suppress(ProcessLookupError):
+                warm.process.kill()
+            await warm.process.wait()
+            if warm.cgroup is not None:
+                warm.cgroup.remove()
+
+    def _refill(self) -> None:
+        if self._closed or self._ready is not None or (self._starting is not None and not self._starting.done()):
+            return
+        self._starting = asyncio.get_running_loop().create_task(self._warm_one(), name="agent-warm-trampoline")
+
+    async def _warm_one(self) -> None:
+        try:
+            warm = await _start(self._use_cgroup, self._pids_max)
+        except Exception:  # the next command simply starts cold; say why once per failure
+            log.warning("could not start a warm trampoline; commands start cold meanwhile", exc_info=True)
+            return
+        if self._closed:
+            _discard(warm)
+            warm.process.kill()
+            await warm.process.wait()
+            if warm.cgroup is not None:
+                warm.cgroup.remove()
+            return
+        self._ready = warm
+
+
+async def _start(use_cgroup: bool, pids_max: int | None) -> Warm:
+    name = f"{_WARM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    cgroup = CommandCgroup.create(name, pids_max=pids_max) if use_cgroup else None
+    out_r, out_w = os.pipe()
+    gate_r, gate_w = os.pipe()
+    try:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                _SHELL,
+                "-c",
+                _SCRIPT,
+                _NAME,
+                stdin=gate_r,
+                stdout=out_w,
+                stderr=out_w,
+                cwd="/",
+                env={},
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            os.close(out_w)
+            os.close(gate_r)
+    except BaseException:
+        os.close(out_r)
+        os.close(gate_w)
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    if cgroup is not None:
+        try:
+            # In a thread: the write waits for the kernel (see the module docstring), the event loop must not.
+            await asyncio.to_thread(cgroup.add, process.pid)
+        except OSError as exc:
+            log.warning(
+                "cannot move pid %s into %s (%s); isolating by process group only", process.pid, cgroup.path, exc
+            )
+            cgroup.remove()
+            cgroup = None
+    return Warm(process, out_r, gate_w, cgroup)
+
+
+def _sweep_orphans() -> None:
+    """rmdir the empty cgroups of warm trampolines whose agent is gone (killed before it could clean up; its
+    trampoline then read EOF on the gate and exited, leaving the cgroup empty)."""
+    parent = cgroup_parent()
+    if parent is None:
+        return
+    for path in parent.glob(f"teleops-cmd-{_WARM_PREFIX}*"):
+        owner = path.name.removeprefix(f"teleops-cmd-{_WARM_PREFIX}").split("-", 1)[0]
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        orphan = CommandCgroup(path)
+        if not orphan.populated():
+            orphan.remove()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _discard(warm: Warm) -> None:
+    """Close our descriptors: the trampoline reads EOF on its gate and exits 125 without running anything."""
+    for fd in (warm.gate_fd, warm.output_fd):
+        with contextlib.suppress(OSError):
+            os.close(fd)
