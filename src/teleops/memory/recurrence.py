@@ -22,11 +22,9 @@ from teleops.store.scenarios import (
     ScenarioRow,
     commands_of,
     count_recent,
+    earlier_scenarios,
     notes_of,
     outputs_of,
-    same_fingerprint,
-    same_name,
-    same_name_host,
     scenario_row,
 )
 
@@ -154,21 +152,12 @@ def find_recurrence(
     incident = scenario_row(conn, incident_id)
     if incident is None:
         return None
-    chain = same_fingerprint(conn, incident.source, incident.fingerprint, before_id=incident.id, limit=per_tier)
+    found = earlier_scenarios(conn, incident, chain_limit=per_tier, host_limit=per_tier * 2, name_limit=per_tier * 3)
+    chain = found.same_fingerprint
     taken = {r.id for r in chain}
-    on_host: list[ScenarioRow] = []
-    if incident.host is not None:
-        on_host = [
-            r
-            for r in same_name_host(conn, incident.name, incident.host, before_id=incident.id, limit=per_tier * 2)
-            if r.id not in taken
-        ][:per_tier]
+    on_host = [r for r in found.same_name_host if r.id not in taken][:per_tier]
     taken |= {r.id for r in on_host}
-    elsewhere = [
-        r
-        for r in same_name(conn, incident.name, before_id=incident.id, limit=per_tier * 3)
-        if r.id not in taken and r.host != incident.host
-    ][:per_tier]
+    elsewhere = [r for r in found.same_name if r.id not in taken and r.host != incident.host][:per_tier]
     tiers = ((Tier.SAME_FINGERPRINT, chain), (Tier.SAME_HOST, on_host), (Tier.OTHER_HOST, elsewhere))
     commands = commands_of(conn, [r.id for _, rows in tiers for r in rows], with_output=False)
     scenarios: list[Scenario] = []

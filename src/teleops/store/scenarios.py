@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, func, literal, select
+from sqlalchemy import and_, bindparam, func, literal, select, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,18 +21,17 @@ from teleops.domain.incident import TimelineKind
 from teleops.store.schema import commands, incidents, timeline
 
 __all__ = [
+    "Earlier",
     "ScenarioCommand",
     "ScenarioNote",
     "ScenarioRow",
     "command_row",
     "commands_of",
     "count_recent",
+    "earlier_scenarios",
     "in_savepoint",
     "notes_of",
     "outputs_of",
-    "same_fingerprint",
-    "same_name",
-    "same_name_host",
     "scenario_row",
     "scenarios_named",
 ]
@@ -103,13 +102,6 @@ def _newest_first(where: Any) -> Any:
 # cost more than running it (the same finding as ingest's, bench B11).
 _BY_ID = select(*_ROW_COLUMNS).where(incidents.c.id == bindparam("incident_id"))
 _BEFORE = incidents.c.id < bindparam("before_id")
-_SAME_FINGERPRINT = _newest_first(
-    and_(incidents.c.source == bindparam("source"), incidents.c.fingerprint == bindparam("fingerprint"), _BEFORE)
-)
-_SAME_NAME_HOST = _newest_first(
-    and_(incidents.c.name == bindparam("name"), incidents.c.host == bindparam("host"), _BEFORE)
-)
-_SAME_NAME = _newest_first(and_(incidents.c.name == bindparam("name"), _BEFORE))
 _NAMED = _newest_first(incidents.c.name == bindparam("name"))
 _RECENT_IN_CHAIN = (
     select(literal(1))
@@ -136,27 +128,65 @@ def scenario_row(conn: Connection, incident_id: int) -> ScenarioRow | None:
     return found[0] if found else None
 
 
-def same_fingerprint(
-    conn: Connection, source: str, fingerprint: str, *, before_id: int, limit: int
-) -> list[ScenarioRow]:
-    """Earlier incidents of the same `(source, fingerprint)` — the predecessor chain — newest first."""
-    return _rows(conn, _SAME_FINGERPRINT, source=source, fingerprint=fingerprint, before_id=before_id, limit=limit)
-
-
 def count_recent(conn: Connection, source: str, fingerprint: str, *, before_id: int, since: datetime, cap: int) -> int:
     """How many earlier incidents of `(source, fingerprint)` opened since `since`, counting at most `cap`."""
     params = {"source": source, "fingerprint": fingerprint, "before_id": before_id, "since": since, "cap": cap}
     return int(conn.execute(_COUNT_RECENT, params).scalar_one())
 
 
-def same_name_host(conn: Connection, name: str, host: str, *, before_id: int, limit: int) -> list[ScenarioRow]:
-    """Earlier incidents with the same alert name on the same host, newest first."""
-    return _rows(conn, _SAME_NAME_HOST, name=name, host=host, before_id=before_id, limit=limit)
+def _tier(tag: int, where: Any, limit: str) -> Any:
+    newest = (
+        select(literal(tag).label("tier"), *_ROW_COLUMNS)
+        .where(where)
+        .order_by(incidents.c.id.desc())
+        .limit(bindparam(limit))
+        .subquery()
+    )
+    return select(newest)
 
 
-def same_name(conn: Connection, name: str, *, before_id: int, limit: int) -> list[ScenarioRow]:
-    """Earlier incidents with the same alert name on any host, newest first (callers filter the host)."""
-    return _rows(conn, _SAME_NAME, name=name, before_id=before_id, limit=limit)
+# The three tiers of earlier scenarios in one round trip (each part still an indexed newest-first lookup):
+# on PostgreSQL every statement is a network round trip, and this lookup runs for each announced incident.
+_EARLIER = union_all(
+    _tier(
+        0,
+        and_(incidents.c.source == bindparam("source"), incidents.c.fingerprint == bindparam("fingerprint"), _BEFORE),
+        "chain_limit",
+    ),
+    _tier(1, and_(incidents.c.name == bindparam("name"), incidents.c.host == bindparam("host"), _BEFORE), "host_limit"),
+    _tier(2, and_(incidents.c.name == bindparam("name"), _BEFORE), "name_limit"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """Earlier incidents of one incident, newest first in each list (see `earlier_scenarios`)."""
+
+    same_fingerprint: list[ScenarioRow]
+    same_name_host: list[ScenarioRow]  # may include rows of same_fingerprint: callers de-duplicate
+    same_name: list[ScenarioRow]  # any host, the incident's own included: callers filter
+
+
+def earlier_scenarios(
+    conn: Connection, incident: ScenarioRow, *, chain_limit: int, host_limit: int, name_limit: int
+) -> Earlier:
+    """`same_fingerprint`, `same_name_host` (nothing when the incident has no host) and `same_name` in one query."""
+    params = {
+        "source": incident.source,
+        "fingerprint": incident.fingerprint,
+        "name": incident.name,
+        "host": incident.host,
+        "before_id": incident.id,
+        "chain_limit": chain_limit,
+        "host_limit": host_limit if incident.host is not None else 0,
+        "name_limit": name_limit,
+    }
+    tiers: tuple[list[ScenarioRow], list[ScenarioRow], list[ScenarioRow]] = ([], [], [])
+    for row in conn.execute(_EARLIER, params):
+        tiers[row[0]].append(ScenarioRow(*row[1:]))
+    for rows in tiers:  # UNION ALL keeps no order across its parts: newest first again
+        rows.sort(key=lambda r: r.id, reverse=True)
+    return Earlier(*tiers)
 
 
 def scenarios_named(conn: Connection, name: str, *, limit: int) -> list[ScenarioRow]:
