@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,6 +387,43 @@ def test_controller_restart_mid_command_is_reconciled_when_the_agent_reconnects(
     assert result["output"] == "done\n"
     assert runs.read_text() == "run\n"
     assert log_count(agent.text(), "agent.command_started", command_id) == 1
+
+
+def test_a_connected_agent_that_never_reports_a_started_command_gets_it_ended_lost_then_a_late_result_wins(
+    teleops_server: Callable[..., TeleopsServer],
+) -> None:
+    """An agent that stays connected but loses a command (a bug, a result the database refused): the command
+    must not stay `running` forever. The real result, if it ever comes, replaces `lost`."""
+    server = teleops_server(config={"agents": {"lost_after": "1s", "heartbeat": "1s"}})
+    token = server.create_token("agent", "raw-2")
+    url = server.url.replace("http://", "ws://") + "/api/v1/agent/ws"
+    hello = {"v": 1, "type": "hello", "agent": "raw-2", "hostname": "raw-2", "version": "0"}
+    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as websocket:
+        websocket.send(json.dumps(hello))
+        assert json.loads(websocket.recv(timeout=10))["type"] == "welcome"
+        command_id = run_command(server, "raw-2", "sleep 30", timeout=1)
+        while True:  # answer heartbeats; say the command started, then never report it
+            frame = json.loads(websocket.recv(timeout=10))
+            if frame["type"] == "ping":
+                websocket.send(json.dumps({"v": 1, "type": "pong", "nonce": frame["nonce"]}))
+            elif frame["type"] == "exec":
+                websocket.send(json.dumps({"v": 1, "type": "started", "command_id": frame["command_id"], "pid": 1}))
+                break
+        deadline = time.monotonic() + 20
+        while (current := command(server, command_id))["status"] == "running" and time.monotonic() < deadline:
+            try:
+                frame = json.loads(websocket.recv(timeout=0.2))
+            except TimeoutError:
+                continue
+            if frame["type"] == "ping":
+                websocket.send(json.dumps({"v": 1, "type": "pong", "nonce": frame["nonce"]}))
+        assert current["status"] == "lost"
+        assert "agent raw-2 is connected but sent no result within the 1 s timeout" in current["reason"]
+        assert agent_online(server, "raw-2") is not None
+
+        websocket.send(json.dumps({"v": 1, "type": "exit", "command_id": str(command_id), "exit_code": 0}))
+        late = eventually(lambda: (c := command(server, command_id))["status"] != "lost" and c, what="the late result")
+    assert late["status"] == "succeeded"
 
 
 def test_malformed_frames_are_answered_then_the_connection_is_closed_and_the_controller_lives_on(

@@ -25,7 +25,14 @@ from teleops.server.command_progress import CommandProgress
 from teleops.server.output_redaction import OutputRedaction
 from teleops.server.ssh_executor import SshHosts, SshTarget
 from teleops.store.agents import get_agent, list_agents, mark_agent_offline, register_agent, touch_agent
-from teleops.store.commands import CommandNotFound, CommandStatus, Finish, finish_command, in_flight_commands
+from teleops.store.commands import (
+    CommandNotFound,
+    CommandRecord,
+    CommandStatus,
+    Finish,
+    finish_command,
+    in_flight_commands,
+)
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.tokens import TokenKind, TokenStore
 from teleops.wire import (
@@ -413,7 +420,10 @@ class AgentHub:
         ended = 0
         agents = {agent.name: agent for agent in await list_agents(self._db)}
         for command in await in_flight_commands(self._db):
-            if command.agent_name in self._connections or (self._ssh is not None and self._ssh.is_running(command.id)):
+            if command.agent_name in self._connections:
+                ended += await self._sweep_connected(command, now)
+                continue
+            if self._ssh is not None and self._ssh.is_running(command.id):
                 continue
             agent = agents.get(command.agent_name) or await get_agent(self._db, command.agent_name)
             last_seen = agent.last_seen_at if agent is not None else None
@@ -433,6 +443,24 @@ class AgentHub:
                 self.progress.finished(command.id)
                 log.warning("command.lost", command_id=command.id, agent=command.agent_name, reason=reason)
         return ended
+
+    async def _sweep_connected(self, command: CommandRecord, now: datetime) -> int:
+        """A command its agent started, still connected, with no result long after its timeout: the agent kills a
+        command at its timeout and reports at once, so the command or its result was lost on the way (an agent
+        bug, a result the database refused). End it `lost` rather than `running` forever; a result that still
+        comes is recorded over it. Not started yet (queued on the agent behind its concurrency limit): left."""
+        started = self.progress.started_at(command.id) or command.started_at
+        if started is None or now < started + timedelta(seconds=command.timeout_s) + self._lost_after:
+            return 0
+        reason = (
+            f"agent {command.agent_name} is connected but sent no result within the {command.timeout_s} s timeout "
+            f"plus {self._lost_after.total_seconds():.0f} s; outcome unknown — check the host and the agent's log"
+        )
+        if not await finish_command(self._db, command.id, Finish(CommandStatus.LOST, reason=reason), now=now):
+            return 0
+        self.progress.finished(command.id)
+        log.warning("command.lost", command_id=command.id, agent=command.agent_name, reason=reason)
+        return 1
 
 
 def _bearer(header: str | None) -> str | None:

@@ -57,6 +57,11 @@ class CommandProgress:
             entry.output.append(text)
             entry.chars += len(text)
 
+    def started_at(self, command_id: int) -> datetime | None:
+        """When the agent said the command started, if that is still pending here (else see the record)."""
+        entry = self._pending.get(command_id)
+        return entry.started_at if entry is not None else None
+
     def take_started_at(self, command_id: int) -> datetime | None:
         """The exit is being recorded: drop what is pending (the result replaces it) but keep the start time."""
         entry = self._pending.pop(command_id, None)
