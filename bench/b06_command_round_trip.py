@@ -7,17 +7,20 @@ Second peer: `ssh localhost true` over a reused ControlMaster connection, agains
 would otherwise use. Target: TeleOps at least 3× faster (ratio ≤ 0.33).
 
 Also reported (no target): both sides with the commands 100 ms apart, as a person types them, so each one
-arrives on an idle machine (the agent's warm trampoline is then ready: agent/warm.py).
+arrives on an idle machine (the agent's warm trampoline is then ready: agent/warm.py); and `true` sent as a
+chat reply to an incident message on the fake Telegram, until its result message reaches the fake.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import connect
 
@@ -33,6 +36,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 SPACING_S = 0.1  # "a person typing": each command arrives on an idle machine
+CHAT_SPACING_S = 1.2  # replies in one chat: Telegram takes about a message a second there
 
 
 async def _floor(ctx: Context, repeats: int, spaced: int) -> tuple[list[float], list[float]]:
@@ -71,6 +75,61 @@ async def _floor(ctx: Context, repeats: int, spaced: int) -> tuple[list[float], 
         peer.stop()
 
 
+async def _via_chat(ctx: Context, samples: int) -> list[float]:
+    """Seconds from a linked person's reply `true` (to an incident message on the fake Telegram) to the message
+    with its result reaching the fake. Replies are CHAT_SPACING_S apart: a chat takes about a message a second."""
+    from bench.b03_b04_chat import DIRECT_CHAT, TOKEN, _receiver, _stats
+    from bench.b07_output_streaming import _http, _until
+    from bench.loadgen import build_request, request_once
+    from bench.teleops_server import create_token, start_teleops
+
+    workdir = ctx.sub("b6-chat")
+    fake = await _receiver(workdir, "telegram")
+    try:
+        extra: dict[str, object] = {
+            "telegram": {"token": TOKEN, "base_url": f"http://127.0.0.1:{fake.port}/bot", "alert_chats": [DIRECT_CHAT]},
+            "users": [{"name": "ops", "role": "admin", "telegram_id": DIRECT_CHAT}],
+            "local_agent": {"enabled": True},
+        }
+        teleops = await start_teleops(workdir, extra_config=extra)
+        try:
+            api = create_token(teleops.config, "api", "b6", "--user", "admin")
+
+            async def agent_online() -> bool:
+                _, body = await _http(teleops.port, "GET", "/api/v1/agents", api)
+                return any(a["name"] == "localhost" and a["online"] for a in body["items"])
+
+            await _until(agent_online, 30, "the embedded agent")
+            alert = {"summary": "B6 via chat", "host": "localhost", "check": "B6"}
+            await _http(teleops.port, "POST", "/api/v1/alerts/generic", teleops.ingest_token, alert)
+
+            async def announced() -> bool:
+                return any(c[0] == "sendMessage" and c[3] == 200 for c in (await _stats(fake))["calls"])
+
+            await _until(announced, 30, "the incident message")
+            reply = json.dumps({"chat_id": DIRECT_CHAT, "user_id": DIRECT_CHAT, "text": "true"}).encode()
+            times = []
+            for _ in range(samples):
+                await asyncio.sleep(CHAT_SPACING_S)
+                before = len((await _stats(fake))["calls"])
+                replied = time.monotonic()
+                await request_once(
+                    "127.0.0.1", fake.port, build_request("POST", "127.0.0.1", fake.port, "/reply", reply)
+                )
+
+                async def result(since: int = before) -> list[list[Any]]:
+                    calls: list[list[Any]] = (await _stats(fake))["calls"][since:]
+                    return [c for c in calls if c[3] == 200 and c[4] and "exit 0" in c[4]]
+
+                shown = await _until(result, 30, "the result of `true` in the chat")
+                times.append(shown[0][2] - replied)
+            return times
+        finally:
+            teleops.server.stop()
+    finally:
+        fake.stop()
+
+
 async def run(ctx: Context) -> list[Row]:
     repeats = ctx.pick(5, 50, 200)
     spaced = ctx.pick(3, 15, 40)
@@ -96,6 +155,7 @@ async def run(ctx: Context) -> list[Row]:
     finally:
         rig.stop()
     floor, floor_apart = await _floor(ctx, repeats, spaced)
+    chat = await _via_chat(ctx, ctx.pick(2, 5, 10))
     ssh = await _ssh(ctx, repeats)
     name = "spawn + WS round trip"
     ssh_name = "ssh localhost true, ControlMaster"
@@ -118,6 +178,14 @@ async def run(ctx: Context) -> list[Row]:
             f"`true` via API, {SPACING_S * 1e3:.0f} ms apart, p50",
             "ms",
             statistics.median(ours_apart) * 1e3,
+            statistics.median(floor_apart) * 1e3,
+            f"{name}, {SPACING_S * 1e3:.0f} ms apart",
+        ),
+        info(
+            "B6",
+            "`true` via a chat reply (fake Telegram), p50",
+            "ms",
+            statistics.median(chat) * 1e3,
             statistics.median(floor_apart) * 1e3,
             f"{name}, {SPACING_S * 1e3:.0f} ms apart",
         ),

@@ -75,7 +75,9 @@ class RateLimitedTelegram(FakeTelegram):
         return JSONResponse(
             {
                 "calls": [
-                    [c.method, c.params.get("chat_id"), c.at, c.status] for c in self.calls if c.method != "getUpdates"
+                    [c.method, c.params.get("chat_id"), c.at, c.status, c.params.get("text")]
+                    for c in self.calls
+                    if c.method != "getUpdates"
                 ]
             }
         )

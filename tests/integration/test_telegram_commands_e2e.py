@@ -63,7 +63,12 @@ def telegram() -> Iterator[FakeInThread]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, telegram: FakeInThread) -> Iterator[TeleopsServer]:
+def role() -> str:
+    return "operator"
+
+
+@pytest.fixture
+def server(tmp_path: Path, telegram: FakeInThread, role: str) -> Iterator[TeleopsServer]:
     config = {
         "telegram": {
             "token": telegram.fake.token,
@@ -72,7 +77,7 @@ def server(tmp_path: Path, telegram: FakeInThread) -> Iterator[TeleopsServer]:
             "poll_timeout": "1s",
             "alert_chats": [ALERT_CHAT],
         },
-        "users": [{"name": "alice", "role": "operator", "telegram_id": ALICE}],
+        "users": [{"name": "alice", "role": role, "telegram_id": ALICE}],
     }
     started = start_teleops(tmp_path / "ctl", local_agent=True, config=config)
     yield started
@@ -150,3 +155,43 @@ def test_a_reply_on_a_host_without_an_agent_is_answered_with_the_reason(
     answer = eventually(lambda: messages(telegram)[1:] or None, what="an answer to the reply")
     assert "web-1" in answer[0].text
     assert "load average" not in answer[0].text
+
+
+@pytest.mark.parametrize("role", ["admin"])  # operators may not run `sleep`
+def test_a_quick_command_is_shown_once_finished_and_a_slow_one_as_progress_then_edited(
+    server: TeleopsServer, telegram: FakeInThread
+) -> None:
+    """Chats allow about a message a second: a command that ends within QUICK_RESULT_S gets one message with its
+    result (no "running…" then an edit a second later); a slower one shows progress, then its result."""
+    eventually(
+        lambda: httpx.get(f"{server.url}/api/v1/agents", headers=server.api_headers).json()["items"][0]["online"],
+        what="the embedded agent",
+    )
+    body = json.loads(FIRING.read_text())
+    body["alerts"][0]["labels"]["teleops_host"] = "localhost"
+    assert httpx.post(f"{server.url}/api/v1/alerts/alertmanager", json=body, headers=server.ingest_headers).is_success
+    incident_msg = eventually(lambda: next(iter(messages(telegram)), None), what="the incident message")
+
+    def reply(text: str) -> int:
+        before = len(messages(telegram))
+        update = telegram.call(
+            lambda: telegram.fake.message_update(ALERT_CHAT, ALICE, text, reply_to=incident_msg.message_id)
+        )
+        telegram.call(lambda: telegram.fake.push_update(update))
+        return before
+
+    before = reply("echo quick")
+    quick = eventually(lambda: messages(telegram)[before:] or None, what="the quick command's message")
+    assert len(quick) == 1
+    assert "exit 0" in quick[0].text
+    assert "quick" in quick[0].text
+    assert "running…" not in quick[0].text
+
+    before = reply("sleep 1.5")
+    slow = eventually(lambda: messages(telegram)[before:] or None, what="the slow command's message")
+    assert "running…" in slow[0].text
+    eventually(
+        lambda: "exit 0" in telegram.call(lambda: telegram.fake.messages[(ALERT_CHAT, slow[0].message_id)].text),
+        what="the progress message edited into the result",
+    )
+    assert len(messages(telegram)) == before + 1  # one message, edited: not a second one

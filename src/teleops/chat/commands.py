@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -38,7 +38,7 @@ from teleops.store.outbox import OutboxStore, chat_of_row, enqueue_edit, enqueue
 if TYPE_CHECKING:
     from teleops.chat.access import AccessDialog
 
-__all__ = ["CommandRunner"]
+__all__ = ["CommandEnds", "CommandRunner"]
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,21 @@ class Post(Protocol):
     def __call__(
         self, platform: str, chat_id: str, message: Message, incident_id: int | None, /, *, reply_to: int | None = None
     ) -> Awaitable[int]: ...
+
+
+class CommandEnds(Protocol):
+    """How the runner learns that a command ended without polling (the agent hub's CommandProgress)."""
+
+    def waiter(self, command_id: int) -> Any: ...
+
+    def release(self, command_id: int) -> None: ...
+
+    async def wait(self, finished: Any, timeout_s: float) -> CommandRecord | None: ...
+
+
+# A command that ends this soon after it was dispatched is shown once, finished, instead of a "running…" message
+# and an edit: chats allow about one message a second, so the edit would come a second later.
+QUICK_RESULT_S = 0.5
 
 
 class CommandRunner:
@@ -65,8 +80,10 @@ class CommandRunner:
         timeout_s: float = 60.0,
         output_cap_bytes: int = 64 * 1024,
         cancel: Callable[[str, int], Awaitable[None]] | None = None,
+        ends: CommandEnds | None = None,
     ) -> None:
         self._db = db
+        self._ends = ends
         self._outbox = outbox
         self._sender = sender
         self._caps = capabilities
@@ -173,7 +190,12 @@ class CommandRunner:
         await self.show(event.platform, event.chat_id, record, reply_to=await self._thread(event))
 
     async def show(self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None) -> None:
-        """Post the command's progress message in `chat_id` and keep it edited until the command ends."""
+        """Post the command's message in `chat_id`: its result if it ends within QUICK_RESULT_S (and fits in a
+        message), else a progress message kept edited until the command ends."""
+        ended = await self._ended_within(record, QUICK_RESULT_S)
+        if ended is not None and len(ended.output) <= self._caps(platform).max_message_length - 512:
+            await self._post(platform, chat_id, _final(ended), ended.incident_id, reply_to=reply_to)
+            return
         row_id = await self._post(platform, chat_id, _progress(record), record.incident_id, reply_to=reply_to)
         task = asyncio.create_task(self._watch(platform, record.id, row_id), name=f"chat-command-{record.id}")
         self._watchers.add(task)
@@ -205,22 +227,50 @@ class CommandRunner:
         row = await self._outbox.find_message(event.platform, event.chat_id, event.reply_to)
         return row.id if row is not None else None
 
+    async def _ended_within(self, record: CommandRecord, timeout_s: float) -> CommandRecord | None:
+        """The command's final record if it ended (or ends within `timeout_s`), else None."""
+        if record.status in TERMINAL:
+            return record
+        if self._ends is None:
+            return None
+        finished = self._ends.waiter(record.id)  # before the read: an end in between is not missed
+        try:
+            current = await get_command(self._db, record.id)
+            if current.status in TERMINAL:
+                return current
+            ended = await self._ends.wait(finished, timeout_s)
+            if ended is None:
+                current = await get_command(self._db, record.id)
+                return current if current.status in TERMINAL else None
+            return ended
+        finally:
+            self._ends.release(record.id)
+
     async def _watch(self, platform: str, command_id: int, row_id: int) -> None:
         interval = self._caps(platform).rate_limits.edit_interval_s
+        finished = self._ends.waiter(command_id) if self._ends is not None else None
         shown = ""
-        while True:
-            await asyncio.sleep(interval)  # the edit rate the platform allows; see the module docstring
-            try:
-                record = await get_command(self._db, command_id)
-            except Exception:
-                log.exception("chat.command_watch_failed", command_id=command_id)
-                continue
-            done = record.status in TERMINAL
-            if record.output != shown or done:
-                shown = record.output
-                await self._edit(platform, row_id, record, final=done)
-            if done:
-                return
+        try:
+            while True:
+                # Output is shown at the edit rate the platform allows (see the module docstring); the end at once.
+                if finished is not None and self._ends is not None:
+                    await self._ends.wait(finished, interval)
+                else:
+                    await asyncio.sleep(interval)
+                try:
+                    record = await get_command(self._db, command_id)
+                except Exception:
+                    log.exception("chat.command_watch_failed", command_id=command_id)
+                    continue
+                done = record.status in TERMINAL
+                if record.output != shown or done:
+                    shown = record.output
+                    await self._edit(platform, row_id, record, final=done)
+                if done:
+                    return
+        finally:
+            if finished is not None and self._ends is not None:
+                self._ends.release(command_id)
 
     async def _edit(self, platform: str, row_id: int, record: CommandRecord, *, final: bool) -> None:
         caps = self._caps(platform)

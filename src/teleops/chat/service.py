@@ -15,7 +15,7 @@ import structlog
 
 from teleops.chat.access import AccessDialog
 from teleops.chat.base import Capabilities, Gateway, InboundEvent
-from teleops.chat.commands import CommandRunner
+from teleops.chat.commands import CommandEnds, CommandRunner
 from teleops.chat.conversation import Conversation, ConversationDeps
 from teleops.chat.notify import AlertTarget, Notifier
 from teleops.chat.outbox import OutboxWorker
@@ -96,8 +96,9 @@ class ChatService:
         timeout_s: float,
         output_cap_bytes: int,
         cancel: Callable[[str, int], Awaitable[None]] | None = None,
+        ends: CommandEnds | None = None,
     ) -> None:
-        """Let chat run commands through the pipeline (needs the agent hub)."""
+        """Let chat run commands through the pipeline (needs the agent hub; `ends`: its command progress)."""
 
         async def post(
             platform: str, chat_id: str, message: Message, incident_id: int | None, /, *, reply_to: int | None = None
@@ -115,6 +116,7 @@ class ChatService:
             timeout_s=timeout_s,
             output_cap_bytes=output_cap_bytes,
             cancel=cancel,
+            ends=ends,
         )
         self._deps.commands = self._runner
 

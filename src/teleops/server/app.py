@@ -122,6 +122,7 @@ def create_app(
             timeout_s=parse_duration(settings.agents.default_timeout),
             output_cap_bytes=settings.agents.output_cap_bytes,
             cancel=services.hub.send_cancel,
+            ends=services.hub.progress,
         )
         upkeep = _start_access_control(services, chat)
         if settings.memory.first_response_role is not None:
