@@ -2,8 +2,9 @@
 paced (Telegram allows about one a second per chat), and what the rate-limited fake refused.
 
 A real `teleops serve` with its embedded agent and the Telegram gateway pointed at the rate-limited fake Bot
-API (bench/chat_receiver.py). A linked person replies to an incident's message with `seq 1 150000` (about
-1 MB); the output streams into one message, edited as it arrives, and the whole output ends as a file.
+API (bench/chat_receiver.py). A linked person replies to an incident's message with a command that prints what
+`seq 1 150000` prints (about 1 MB) with a one-second pause halfway; the output streams into one message, edited
+as it arrives, and the whole output ends as a file.
 No peer: the target is the platform's own limit (≤ 1 edit a second to a chat, no 429).
 """
 
@@ -23,7 +24,9 @@ from bench.teleops_server import create_token, start_teleops
 
 __all__ = ["BENCHMARK"]
 
-COMMAND = "seq 1 150000"  # 1,038,894 bytes of output
+# What `seq 1 150000` prints (1,038,894 bytes), with a pause halfway: a command that ends within half a second is
+# shown once, finished (chat/commands.py), and B7 is about output streamed while the command still runs.
+COMMAND = """perl -e '$| = 1; print "$_\\n" for 1 .. 75000; sleep 1; print "$_\\n" for 75001 .. 150000'"""
 
 
 async def _http(port: int, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:

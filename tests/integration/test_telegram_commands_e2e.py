@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -187,6 +188,15 @@ def test_a_quick_command_is_shown_once_finished_and_a_slow_one_as_progress_then_
     assert "quick" in quick[0].text
     assert "running…" not in quick[0].text
 
+    before = reply("seq 1 5000")  # quick, but longer than a message: the result message, then the whole output
+    long_output = eventually(lambda: messages(telegram)[before + 1 :] or None, what="the output file")
+    result, document = messages(telegram)[before], long_output[0]
+    assert "exit 0" in result.text
+    assert result.edits == 0
+    assert document.document == f"command-{_command_id(result.text)}-output.txt"
+    assert document.document_bytes == "".join(f"{n}\n" for n in range(1, 5001)).encode()
+    assert document.reply_to == result.message_id
+
     before = reply("sleep 1.5")
     slow = eventually(lambda: messages(telegram)[before:] or None, what="the slow command's message")
     assert "running…" in slow[0].text
@@ -195,3 +205,9 @@ def test_a_quick_command_is_shown_once_finished_and_a_slow_one_as_progress_then_
         what="the progress message edited into the result",
     )
     assert len(messages(telegram)) == before + 1  # one message, edited: not a second one
+
+
+def _command_id(text: str) -> str:
+    found = re.search(r"command (\d+) ·", text)
+    assert found is not None, text
+    return found.group(1)

@@ -193,8 +193,12 @@ class CommandRunner:
         """Post the command's message in `chat_id`: its result if it ends within QUICK_RESULT_S (and fits in a
         message), else a progress message kept edited until the command ends."""
         ended = await self._ended_within(record, QUICK_RESULT_S)
-        if ended is not None and len(ended.output) <= self._caps(platform).max_message_length - 512:
-            await self._post(platform, chat_id, _final(ended), ended.incident_id, reply_to=reply_to)
+        if ended is not None:
+            row_id = await self._post(platform, chat_id, _final(ended), ended.incident_id, reply_to=reply_to)
+            if self._needs_file(platform, ended):
+                now = self._clock()
+                await self._outbox.run(lambda conn: _enqueue_output_file(conn, platform, ended, row_id, now))
+                self._wake()
             return
         row_id = await self._post(platform, chat_id, _progress(record), record.incident_id, reply_to=reply_to)
         task = asyncio.create_task(self._watch(platform, record.id, row_id), name=f"chat-command-{record.id}")
@@ -273,29 +277,39 @@ class CommandRunner:
                 self._ends.release(command_id)
 
     async def _edit(self, platform: str, row_id: int, record: CommandRecord, *, final: bool) -> None:
-        caps = self._caps(platform)
         message = _final(record) if final else _progress(record)
-        too_long = len(record.output) > caps.max_message_length - 512
+        with_file = final and self._needs_file(platform, record)
         now = self._clock()
 
         def apply(conn: Transaction) -> None:
             enqueue_edit(conn, ref_id=row_id, payload={"message": message.to_json()}, now=now)
-            if final and too_long and caps.files:
-                # Same transaction: the file follows the final edit in the chat's order.
-                enqueue_file(
-                    conn,
-                    platform=platform,
-                    chat_id=chat_of_row(conn, row_id),
-                    filename=f"command-{record.id}-output.txt",
-                    content=record.output,
-                    caption=Message(body=f"Full output of command {record.id}").to_json(),
-                    now=now,
-                    incident_id=record.incident_id,
-                    reply_to=row_id,
-                )
+            if with_file:  # same transaction: the file follows the final edit in the chat's order
+                _enqueue_output_file(conn, platform, record, row_id, now)
 
         await self._outbox.run(apply)
         self._wake()
+
+    def _needs_file(self, platform: str, record: CommandRecord) -> bool:
+        """The output is too long for a message (which keeps its tail) and the platform takes files."""
+        caps = self._caps(platform)
+        return caps.files and len(record.output) > caps.max_message_length - 512
+
+
+def _enqueue_output_file(
+    conn: Transaction, platform: str, record: CommandRecord, message_row: int, now: datetime
+) -> None:
+    """The whole output as a file, answering the command's message (outbox row `message_row`)."""
+    enqueue_file(
+        conn,
+        platform=platform,
+        chat_id=chat_of_row(conn, message_row),
+        filename=f"command-{record.id}-output.txt",
+        content=record.output,
+        caption=Message(body=f"Full output of command {record.id}").to_json(),
+        now=now,
+        incident_id=record.incident_id,
+        reply_to=message_row,
+    )
 
 
 def _header(record: CommandRecord) -> str:
