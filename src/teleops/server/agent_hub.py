@@ -22,12 +22,12 @@ from teleops.pipeline.dispatch import AgentUnavailable
 from teleops.pipeline.outcome import finish_of_exit
 from teleops.server.clock import Clock
 from teleops.server.command_progress import CommandProgress
+from teleops.server.lost_commands import LostCommands
 from teleops.server.output_redaction import OutputRedaction
 from teleops.server.ssh_executor import SshHosts, SshTarget
-from teleops.store.agents import get_agent, list_agents, mark_agent_offline, register_agent, touch_agent
+from teleops.store.agents import mark_agent_offline, register_agent, touch_agent
 from teleops.store.commands import (
     CommandNotFound,
-    CommandRecord,
     CommandStatus,
     Finish,
     finish_command,
@@ -109,6 +109,15 @@ class AgentHub:
         self._connections: dict[str, _Connection] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.progress = CommandProgress(db, output_cap_chars=self._output_cap)
+        self._lost = LostCommands(
+            db,
+            clock=clock,
+            progress=self.progress,
+            connected=lambda name: name in self._connections,
+            running_over_ssh=lambda command_id: self._ssh is not None and self._ssh.is_running(command_id),
+            heartbeat_s=self._heartbeat_s,
+            lost_after=self._lost_after,
+        )
         # Agentless hosts (`hosts:` with `ssh:`) are targets of this hub too, so every sender reaches them.
         self._ssh = (
             SshHosts(hosts, db=db, clock=clock, output_cap_bytes=self._output_cap, on_finished=self.progress.finished)
@@ -408,59 +417,9 @@ class AgentHub:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.sweep()
+                await self._lost.sweep()
             except StorageUnavailable as exc:
                 log.warning("agent_hub.sweep_failed", error=str(exc))
-
-    async def sweep(self) -> int:
-        """End as `lost` every running command whose agent has been unreachable past its timeout plus
-        `agents.lost_after`. Returns how many it ended."""
-        now = self._clock()
-        stale_after = timedelta(seconds=3 * self._heartbeat_s)
-        ended = 0
-        agents = {agent.name: agent for agent in await list_agents(self._db)}
-        for command in await in_flight_commands(self._db):
-            if command.agent_name in self._connections:
-                ended += await self._sweep_connected(command, now)
-                continue
-            if self._ssh is not None and self._ssh.is_running(command.id):
-                continue
-            agent = agents.get(command.agent_name) or await get_agent(self._db, command.agent_name)
-            last_seen = agent.last_seen_at if agent is not None else None
-            if agent is not None and agent.online and last_seen is not None and now - last_seen < stale_after:
-                continue  # connected to another controller replica
-            dispatched = command.dispatched_at or command.created_at
-            since = last_seen or dispatched
-            deadline = max(since, dispatched + timedelta(seconds=command.timeout_s)) + self._lost_after
-            if now < deadline:
-                continue
-            reason = (
-                f"agent {command.agent_name} unreachable since {since:%Y-%m-%d %H:%M:%S} UTC; "
-                "outcome unknown — check the host"
-            )
-            if await finish_command(self._db, command.id, Finish(CommandStatus.LOST, reason=reason), now=now):
-                ended += 1
-                self.progress.finished(command.id)
-                log.warning("command.lost", command_id=command.id, agent=command.agent_name, reason=reason)
-        return ended
-
-    async def _sweep_connected(self, command: CommandRecord, now: datetime) -> int:
-        """A command its agent started, still connected, with no result long after its timeout: the agent kills a
-        command at its timeout and reports at once, so the command or its result was lost on the way (an agent
-        bug, a result the database refused). End it `lost` rather than `running` forever; a result that still
-        comes is recorded over it. Not started yet (queued on the agent behind its concurrency limit): left."""
-        started = self.progress.started_at(command.id) or command.started_at
-        if started is None or now < started + timedelta(seconds=command.timeout_s) + self._lost_after:
-            return 0
-        reason = (
-            f"agent {command.agent_name} is connected but sent no result within the {command.timeout_s} s timeout "
-            f"plus {self._lost_after.total_seconds():.0f} s; outcome unknown — check the host and the agent's log"
-        )
-        if not await finish_command(self._db, command.id, Finish(CommandStatus.LOST, reason=reason), now=now):
-            return 0
-        self.progress.finished(command.id)
-        log.warning("command.lost", command_id=command.id, agent=command.agent_name, reason=reason)
-        return 1
 
 
 def _bearer(header: str | None) -> str | None:
