@@ -14,7 +14,6 @@ chat reply to an incident message on the fake Telegram, until its result message
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from bench.agent_setup import start_rig
+from bench.chat_rig import calls, incident_chat, reply, until
 from bench.context import Benchmark, Context
 from bench.loadgen import KeepAlive, percentile
 from bench.process import BenchError, free_port, pin_load_generator, spawn
@@ -78,56 +78,19 @@ async def _floor(ctx: Context, repeats: int, spaced: int) -> tuple[list[float], 
 async def _via_chat(ctx: Context, samples: int) -> list[float]:
     """Seconds from a linked person's reply `true` (to an incident message on the fake Telegram) to the message
     with its result reaching the fake. Replies are CHAT_SPACING_S apart: a chat takes about a message a second."""
-    from bench.b03_b04_chat import DIRECT_CHAT, TOKEN, _receiver, _stats
-    from bench.b07_output_streaming import _http, _until
-    from bench.loadgen import build_request, request_once
-    from bench.teleops_server import create_token, start_teleops
+    times = []
+    async with incident_chat(ctx.sub("b6-chat"), rate_limited=False) as (fake, _teleops):
+        for _ in range(samples):
+            await asyncio.sleep(CHAT_SPACING_S)
+            before = len(await calls(fake))
+            replied = await reply(fake, "true")
 
-    workdir = ctx.sub("b6-chat")
-    fake = await _receiver(workdir, "telegram")
-    try:
-        extra: dict[str, object] = {
-            "telegram": {"token": TOKEN, "base_url": f"http://127.0.0.1:{fake.port}/bot", "alert_chats": [DIRECT_CHAT]},
-            "users": [{"name": "ops", "role": "admin", "telegram_id": DIRECT_CHAT}],
-            "local_agent": {"enabled": True},
-        }
-        teleops = await start_teleops(workdir, extra_config=extra)
-        try:
-            api = create_token(teleops.config, "api", "b6", "--user", "admin")
+            async def result(since: int = before) -> list[list[Any]]:
+                return [c for c in (await calls(fake))[since:] if c[3] == 200 and c[4] and "exit 0" in c[4]]
 
-            async def agent_online() -> bool:
-                _, body = await _http(teleops.port, "GET", "/api/v1/agents", api)
-                return any(a["name"] == "localhost" and a["online"] for a in body["items"])
-
-            await _until(agent_online, 30, "the embedded agent")
-            alert = {"summary": "B6 via chat", "host": "localhost", "check": "B6"}
-            await _http(teleops.port, "POST", "/api/v1/alerts/generic", teleops.ingest_token, alert)
-
-            async def announced() -> bool:
-                return any(c[0] == "sendMessage" and c[3] == 200 for c in (await _stats(fake))["calls"])
-
-            await _until(announced, 30, "the incident message")
-            reply = json.dumps({"chat_id": DIRECT_CHAT, "user_id": DIRECT_CHAT, "text": "true"}).encode()
-            times = []
-            for _ in range(samples):
-                await asyncio.sleep(CHAT_SPACING_S)
-                before = len((await _stats(fake))["calls"])
-                replied = time.monotonic()
-                await request_once(
-                    "127.0.0.1", fake.port, build_request("POST", "127.0.0.1", fake.port, "/reply", reply)
-                )
-
-                async def result(since: int = before) -> list[list[Any]]:
-                    calls: list[list[Any]] = (await _stats(fake))["calls"][since:]
-                    return [c for c in calls if c[3] == 200 and c[4] and "exit 0" in c[4]]
-
-                shown = await _until(result, 30, "the result of `true` in the chat")
-                times.append(shown[0][2] - replied)
-            return times
-        finally:
-            teleops.server.stop()
-    finally:
-        fake.stop()
+            shown = await until(result, 30, "the result of `true` in the chat")
+            times.append(shown[0][2] - replied)
+    return times
 
 
 async def run(ctx: Context) -> list[Row]:

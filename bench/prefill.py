@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import create_engine, insert
 
 from bench.alerts import webhook_body
-from teleops.domain.incident import IncidentStatus, TimelineKind
+from teleops.domain.incident import TimelineKind
 from teleops.sources.alertmanager.parse import parse_alertmanager
 from teleops.store.database import Database
-from teleops.store.ingest import alert_digest
+from teleops.store.ingest_batch import alert_digest, new_incident_row
 from teleops.store.schema import alerts, incidents, timeline
 
 __all__ = ["prefill_sqlite"]
@@ -50,28 +50,8 @@ def _insert_chunk(engine: Any, indices: range, run: str, now: datetime) -> None:
     event_rows = []
     for index, alert in zip(indices, parsed, strict=True):
         incident_id = index + 1  # a fresh database: ids are ours to choose
-        incident_rows.append(
-            {
-                "id": incident_id,
-                "source": alert.source,
-                "fingerprint": alert.fingerprint,
-                "status": IncidentStatus.OPEN,
-                "name": alert.name,
-                "severity": alert.severity.value,
-                "host": alert.host,
-                "summary": alert.summary,
-                "description": alert.description,
-                "labels": dict(alert.labels),
-                "annotations": dict(alert.annotations),
-                "url": alert.url,
-                "count": 1,
-                "digest": alert_digest(alert),
-                "starts_at": alert.starts_at,
-                "created_at": now,
-                "last_seen_at": now,
-                "predecessor_id": None,
-            }
-        )
+        row = new_incident_row(alert, digest=alert_digest(alert), now=now, predecessor_id=None)
+        incident_rows.append({"id": incident_id, **row})
         alert_rows.append(
             {"incident_id": incident_id, "status": alert.status.value, "received_at": now, "alert": alert.to_json()}
         )

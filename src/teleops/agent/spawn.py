@@ -178,36 +178,20 @@ async def spawn(
         raise _refusal(exc, cwd) from exc
 
     joined = cgroup
-    try:
-        if cgroup is not None:
-            try:
-                cgroup.add(process.pid)
-            except OSError as exc:
-                log.warning(
-                    "cannot move pid %s into %s (%s); isolating by process group only", process.pid, cgroup.path, exc
-                )
-                joined = None
-        for res, soft, hard in parent_limits:
-            resource.prlimit(process.pid, res, (soft, hard))
-        if ready is not None:
-            try:
-                await ready
-            except OSError as exc:
-                raise _NotReady(str(exc)) from exc
-    except BaseException as exc:
-        os.close(gate_w)  # closed unwritten: the trampoline exits 125 and never execs the command
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await asyncio.shield(process.wait())
-        os.close(out_r)
-        refused = _refused(exc)
-        if refused is exc:
-            raise
-        raise refused from exc
-    try:
-        os.write(gate_w, b"go\n")
-    finally:
-        os.close(gate_w)
+
+    def join_cgroup() -> None:
+        nonlocal joined
+        if cgroup is None:
+            return
+        try:
+            cgroup.add(process.pid)
+        except OSError as exc:
+            log.warning(
+                "cannot move pid %s into %s (%s); isolating by process group only", process.pid, cgroup.path, exc
+            )
+            joined = None
+
+    await _open_gate(process, gate_w, out_r, b"go\n", configure=join_cgroup, limits=parent_limits, ready=ready)
     return Spawned(process, out_r, joined)
 
 
@@ -223,30 +207,54 @@ async def spawn_warm(
     """Start a command on a warm trampoline (``agent/warm.py``): the same gate as ``spawn``, without the wait
     for the cgroup move. ``line`` is ``gate_line(...)`` of the command; the caller has claimed ``warm.cgroup``.
     Not for ``run_as``: the trampoline already runs as the agent's user. Raises SpawnRefused like ``spawn``."""
+    await _open_gate(
+        warm.process,
+        warm.gate_fd,
+        warm.output_fd,
+        line,  # at most MAX_LINE_BYTES, well within the pipe's buffer: the write never blocks
+        configure=lambda: locate_program(argv0, cwd),
+        limits=limits,
+        ready=ready,
+    )
+    return Spawned(warm.process, warm.output_fd, warm.cgroup)
+
+
+async def _open_gate(
+    process: asyncio.subprocess.Process,
+    gate_fd: int,
+    output_fd: int,
+    go: bytes,
+    *,
+    configure: Callable[[], object],
+    limits: Sequence[RlimitSetting],
+    ready: Awaitable[None] | None,
+) -> None:
+    """Configure the held trampoline from outside (``configure``, then the rlimits), wait for ``ready``, then write
+    ``go`` to its gate. On any failure the gate is closed unwritten (the trampoline exits 125 without running
+    anything), the process is reaped, the output pipe closed, and SpawnRefused (or the error itself) raised."""
     try:
-        locate_program(argv0, cwd)
+        configure()
         for res, soft, hard in limits:
-            resource.prlimit(warm.process.pid, res, (soft, hard))
+            resource.prlimit(process.pid, res, (soft, hard))
         if ready is not None:
             try:
                 await ready
             except OSError as exc:
                 raise _NotReady(str(exc)) from exc
     except BaseException as exc:
-        os.close(warm.gate_fd)  # closed unwritten: the trampoline exits 125 and never runs anything
+        os.close(gate_fd)
         with contextlib.suppress(ProcessLookupError):
-            warm.process.kill()
-        await asyncio.shield(warm.process.wait())
-        os.close(warm.output_fd)
+            process.kill()
+        await asyncio.shield(process.wait())
+        os.close(output_fd)
         refused = _refused(exc)
         if refused is exc:
             raise
         raise refused from exc
     try:
-        os.write(warm.gate_fd, line)  # at most MAX_LINE_BYTES, well within the pipe's buffer: never blocks
+        os.write(gate_fd, go)
     finally:
-        os.close(warm.gate_fd)
-    return Spawned(warm.process, warm.output_fd, warm.cgroup)
+        os.close(gate_fd)
 
 
 class _NotReady(Exception):

@@ -20,7 +20,7 @@ from teleops.domain.alert import Alert, AlertStatus
 from teleops.domain.incident import IncidentStatus, TimelineKind
 from teleops.store.schema import alerts, incidents, timeline
 
-__all__ = ["AlertOutcome", "BatchApplier", "IncidentChange", "Outcome", "alert_digest"]
+__all__ = ["AlertOutcome", "BatchApplier", "IncidentChange", "Outcome", "alert_digest", "new_incident_row"]
 
 
 class Outcome(enum.StrEnum):
@@ -117,6 +117,29 @@ _PREFETCH = select(
 ).where(incidents.c.id.in_(_NEWEST_PER_FINGERPRINT.scalar_subquery()))
 _INSERT_ALERTS = insert(alerts)
 _INSERT_EVENTS = insert(timeline)
+
+
+def new_incident_row(alert: Alert, *, digest: str, now: datetime, predecessor_id: int | None) -> dict[str, Any]:
+    """The `incidents` row an alert opens (bench/prefill.py writes the same rows in bulk)."""
+    return {
+        "source": alert.source,
+        "fingerprint": alert.fingerprint,
+        "status": IncidentStatus.OPEN.value,
+        "name": alert.name,
+        "severity": alert.severity.value,
+        "host": alert.host,
+        "summary": alert.summary,
+        "description": alert.description,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "url": alert.url,
+        "count": 1,
+        "digest": digest,
+        "starts_at": alert.starts_at,
+        "created_at": now,
+        "last_seen_at": now,
+        "predecessor_id": predecessor_id,
+    }
 
 
 class BatchApplier:
@@ -229,27 +252,7 @@ class BatchApplier:
     def _open(self, alert: Alert, predecessor_id: int | None) -> AlertOutcome:
         digest = alert_digest(alert)
         incident_id = -(len(self._real) + len(self._new) + 1)
-        self._new.append(
-            {
-                "source": alert.source,
-                "fingerprint": alert.fingerprint,
-                "status": IncidentStatus.OPEN.value,
-                "name": alert.name,
-                "severity": alert.severity.value,
-                "host": alert.host,
-                "summary": alert.summary,
-                "description": alert.description,
-                "labels": dict(alert.labels),
-                "annotations": dict(alert.annotations),
-                "url": alert.url,
-                "count": 1,
-                "digest": digest,
-                "starts_at": alert.starts_at,
-                "created_at": self.now,
-                "last_seen_at": self.now,
-                "predecessor_id": predecessor_id,
-            }
-        )
+        self._new.append(new_incident_row(alert, digest=digest, now=self.now, predecessor_id=predecessor_id))
         data: dict[str, Any] = {"summary": alert.summary, "severity": alert.severity.value, "host": alert.host}
         if predecessor_id is not None:
             data["predecessor_id"] = predecessor_id
