@@ -7,6 +7,7 @@ Waiting is always polling with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import httpx
 import pytest
 import yaml
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from tests.integration.servers import TeleopsServer, eventually, stop_process, wait_until
 from tests.integration.tcp_proxy import running_proxy
@@ -146,6 +147,19 @@ def restart_controller(server: TeleopsServer) -> None:
         process=server.process,
         log=server.log,
     )
+
+
+@contextlib.contextmanager
+def raw_agent(server: TeleopsServer, name: str) -> Iterator[ClientConnection]:
+    """A hand-driven agent connection (token created, hello answered with welcome): for frames a real agent never
+    sends, or results it never reports."""
+    token = server.create_token("agent", name)
+    url = server.url.replace("http://", "ws://") + "/api/v1/agent/ws"
+    hello = {"v": 1, "type": "hello", "agent": name, "hostname": name, "version": "0"}
+    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as websocket:
+        websocket.send(json.dumps(hello))
+        assert json.loads(websocket.recv(timeout=10))["type"] == "welcome"
+        yield websocket
 
 
 def script(path: Path, body: str) -> Path:
@@ -395,12 +409,7 @@ def test_a_connected_agent_that_never_reports_a_started_command_gets_it_ended_lo
     """An agent that stays connected but loses a command (a bug, a result the database refused): the command
     must not stay `running` forever. The real result, if it ever comes, replaces `lost`."""
     server = teleops_server(config={"agents": {"lost_after": "1s", "heartbeat": "1s"}})
-    token = server.create_token("agent", "raw-2")
-    url = server.url.replace("http://", "ws://") + "/api/v1/agent/ws"
-    hello = {"v": 1, "type": "hello", "agent": "raw-2", "hostname": "raw-2", "version": "0"}
-    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as websocket:
-        websocket.send(json.dumps(hello))
-        assert json.loads(websocket.recv(timeout=10))["type"] == "welcome"
+    with raw_agent(server, "raw-2") as websocket:
         command_id = run_command(server, "raw-2", "sleep 30", timeout=1)
         while True:  # answer heartbeats; say the command started, then never report it
             frame = json.loads(websocket.recv(timeout=10))
@@ -430,12 +439,7 @@ def test_malformed_frames_are_answered_then_the_connection_is_closed_and_the_con
     teleops_server: Callable[..., TeleopsServer],
 ) -> None:
     server = teleops_server()
-    token = server.create_token("agent", "raw-1")
-    url = server.url.replace("http://", "ws://") + "/api/v1/agent/ws"
-    hello = {"v": 1, "type": "hello", "agent": "raw-1", "hostname": "raw", "version": "0"}
-    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as websocket:
-        websocket.send(json.dumps(hello))
-        assert json.loads(websocket.recv(timeout=10))["type"] == "welcome"
+    with raw_agent(server, "raw-1") as websocket:
         frames = [
             "not json",
             json.dumps({"v": 1, "type": "__class__"}),
