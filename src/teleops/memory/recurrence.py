@@ -25,7 +25,6 @@ from teleops.store.scenarios import (
     earlier_scenarios,
     notes_of,
     outputs_of,
-    scenario_row,
 )
 
 __all__ = ["MemoryWindows", "Recurrence", "Scenario", "Tier", "find_recurrence", "rank"]
@@ -149,10 +148,10 @@ def find_recurrence(
     candidates' commands without output, then output and notes only for the scenarios shown ("last time" and
     the best fix).
     """
-    incident = scenario_row(conn, incident_id)
-    if incident is None:
+    found = earlier_scenarios(conn, incident_id, chain_limit=per_tier, host_limit=per_tier * 2, name_limit=per_tier * 3)
+    if found is None:
         return None
-    found = earlier_scenarios(conn, incident, chain_limit=per_tier, host_limit=per_tier * 2, name_limit=per_tier * 3)
+    incident = found.incident
     chain = found.same_fingerprint
     taken = {r.id for r in chain}
     on_host = [r for r in found.same_name_host if r.id not in taken][:per_tier]

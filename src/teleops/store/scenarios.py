@@ -147,46 +147,58 @@ def _tier(tag: int, where: Any, limit: str) -> Any:
 
 # The three tiers of earlier scenarios in one round trip (each part still an indexed newest-first lookup):
 # on PostgreSQL every statement is a network round trip, and this lookup runs for each announced incident.
+_SELF = incidents.alias("current")
+
+
+def _of_self(column: str) -> Any:
+    """The incident's own `column`, as a scalar subquery (evaluated once: its fields select the tiers)."""
+    return select(_SELF.c[column]).where(_SELF.c.id == bindparam("before_id")).scalar_subquery()
+
+
+# The incident and the three tiers of its earlier scenarios in one round trip (each tier still an indexed
+# newest-first lookup): on PostgreSQL every statement is a network round trip, and this runs for each announcement.
 _EARLIER = union_all(
+    _tier(3, incidents.c.id == bindparam("before_id"), "self_limit"),
     _tier(
         0,
-        and_(incidents.c.source == bindparam("source"), incidents.c.fingerprint == bindparam("fingerprint"), _BEFORE),
+        and_(incidents.c.source == _of_self("source"), incidents.c.fingerprint == _of_self("fingerprint"), _BEFORE),
         "chain_limit",
     ),
-    _tier(1, and_(incidents.c.name == bindparam("name"), incidents.c.host == bindparam("host"), _BEFORE), "host_limit"),
-    _tier(2, and_(incidents.c.name == bindparam("name"), _BEFORE), "name_limit"),
+    _tier(1, and_(incidents.c.name == _of_self("name"), incidents.c.host == _of_self("host"), _BEFORE), "host_limit"),
+    _tier(2, and_(incidents.c.name == _of_self("name"), _BEFORE), "name_limit"),
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Earlier:
-    """Earlier incidents of one incident, newest first in each list (see `earlier_scenarios`)."""
+    """An incident and its earlier incidents, newest first in each list (see `earlier_scenarios`)."""
 
+    incident: ScenarioRow
     same_fingerprint: list[ScenarioRow]
     same_name_host: list[ScenarioRow]  # may include rows of same_fingerprint: callers de-duplicate
     same_name: list[ScenarioRow]  # any host, the incident's own included: callers filter
 
 
 def earlier_scenarios(
-    conn: Connection, incident: ScenarioRow, *, chain_limit: int, host_limit: int, name_limit: int
-) -> Earlier:
-    """`same_fingerprint`, `same_name_host` (nothing when the incident has no host) and `same_name` in one query."""
+    conn: Connection, incident_id: int, *, chain_limit: int, host_limit: int, name_limit: int
+) -> Earlier | None:
+    """The incident with its `same_fingerprint`, `same_name_host` (none when it has no host: `host = NULL` matches
+    nothing) and `same_name` tiers, in one query; None when the incident does not exist."""
     params = {
-        "source": incident.source,
-        "fingerprint": incident.fingerprint,
-        "name": incident.name,
-        "host": incident.host,
-        "before_id": incident.id,
+        "before_id": incident_id,
+        "self_limit": 1,
         "chain_limit": chain_limit,
-        "host_limit": host_limit if incident.host is not None else 0,
+        "host_limit": host_limit,
         "name_limit": name_limit,
     }
-    tiers: tuple[list[ScenarioRow], list[ScenarioRow], list[ScenarioRow]] = ([], [], [])
+    tiers: tuple[list[ScenarioRow], ...] = ([], [], [], [])
     for row in conn.execute(_EARLIER, params):
         tiers[row[0]].append(ScenarioRow(*row[1:]))
+    if not tiers[3]:
+        return None
     for rows in tiers:  # UNION ALL keeps no order across its parts: newest first again
         rows.sort(key=lambda r: r.id, reverse=True)
-    return Earlier(*tiers)
+    return Earlier(tiers[3][0], tiers[0], tiers[1], tiers[2])
 
 
 def scenarios_named(conn: Connection, name: str, *, limit: int) -> list[ScenarioRow]:
