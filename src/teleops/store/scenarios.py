@@ -32,7 +32,6 @@ __all__ = [
     "in_savepoint",
     "notes_of",
     "outputs_of",
-    "scenario_row",
     "scenarios_named",
 ]
 
@@ -100,7 +99,6 @@ def _newest_first(where: Any) -> Any:
 
 # Built once: on this path (the notifier, inside the ingest transaction) building a Core statement per call
 # cost more than running it (the same finding as ingest's, bench B11).
-_BY_ID = select(*_ROW_COLUMNS).where(incidents.c.id == bindparam("incident_id"))
 _BEFORE = incidents.c.id < bindparam("before_id")
 _NAMED = _newest_first(incidents.c.name == bindparam("name"))
 _RECENT_IN_CHAIN = (
@@ -120,12 +118,6 @@ _COUNT_RECENT = select(func.count()).select_from(_RECENT_IN_CHAIN)
 
 def _rows(conn: Connection, statement: Any, **params: Any) -> list[ScenarioRow]:
     return [ScenarioRow(*r) for r in conn.execute(statement, params)]
-
-
-def scenario_row(conn: Connection, incident_id: int) -> ScenarioRow | None:
-    """One incident as a scenario row, or None if it does not exist."""
-    found = _rows(conn, _BY_ID, incident_id=incident_id)
-    return found[0] if found else None
 
 
 def count_recent(conn: Connection, source: str, fingerprint: str, *, before_id: int, since: datetime, cap: int) -> int:
