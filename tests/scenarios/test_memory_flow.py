@@ -29,7 +29,7 @@ from teleops.config import Settings
 from teleops.memory.runbooks import parse_runbook
 from teleops.server.services import Services
 from teleops.store.commands import list_commands
-from teleops.store.incidents import get_incident
+from teleops.store.incidents import TimelineEvent, get_incident
 from teleops.store.tokens import TokenKind
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, StoredMessage, free_port
@@ -350,6 +350,11 @@ async def test_first_response_runs_auto_diagnostics_under_policy_and_attaches_th
         return any(e.kind == "command.finished" and "checking web-1" in e.data["output_excerpt"] for e in events)
 
     await eventually(timeline_has_output, what="the diagnostic's output on the timeline")
-    notes = [e for e in (await get_incident(ctl.services.db, 1)).timeline if e.kind == "note"]
+
+    async def notes_of_incident() -> list[TimelineEvent]:
+        return [e for e in (await get_incident(ctl.services.db, 1)).timeline if e.kind == "note"]
+
+    # The `job` step comes after `load`: its note may land after both commands ended, so wait for it.
+    notes = await eventually(notes_of_incident, what="the first response's note for the skipped step")
     assert [n.actor for n in notes] == ["teleops-firstresponse"]
     assert "skipped 'job'" in notes[0].data["text"]
