@@ -206,6 +206,16 @@ def test_a_quick_command_is_shown_once_finished_and_a_slow_one_as_progress_then_
     )
     assert len(messages(telegram)) == before + 1  # one message, edited: not a second one
 
+    # A slow command does not hold up the chat: a quick one sent right after it is answered first.
+    before = reply("sleep 1.5")
+    reply("echo next")
+    both = eventually(
+        lambda: messages(telegram)[before:] if len(messages(telegram)) >= before + 2 else None, what="both"
+    )
+    assert "next" in both[0].text
+    assert "exit 0" in both[0].text
+    assert "running…" in both[1].text
+
 
 def _command_id(text: str) -> str:
     found = re.search(r"command (\d+) ·", text)

@@ -85,7 +85,9 @@ async def test_argv_environment_and_directory_arrive_exactly_as_on_a_cold_start(
     assert warm_seen == cold_seen
     assert warm_seen[0] == args
     assert warm_seen[2] == str(tmp_path)
-    assert dict(warm_seen[1])["LANG"] == value  # type: ignore[call-overload]
+    environment = warm_seen[1]
+    assert isinstance(environment, dict)
+    assert environment["LANG"] == value
 
 
 @given(word=WORDS)

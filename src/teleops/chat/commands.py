@@ -190,20 +190,30 @@ class CommandRunner:
         await self.show(event.platform, event.chat_id, record, reply_to=await self._thread(event))
 
     async def show(self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None) -> None:
-        """Post the command's message in `chat_id`: its result if it ends within QUICK_RESULT_S (and fits in a
-        message), else a progress message kept edited until the command ends."""
-        ended = await self._ended_within(record, QUICK_RESULT_S)
-        if ended is not None:
-            row_id = await self._post(platform, chat_id, _final(ended), ended.incident_id, reply_to=reply_to)
-            if self._needs_file(platform, ended):
-                now = self._clock()
-                await self._outbox.run(lambda conn: _enqueue_output_file(conn, platform, ended, row_id, now))
-                self._wake()
-            return
-        row_id = await self._post(platform, chat_id, _progress(record), record.incident_id, reply_to=reply_to)
-        task = asyncio.create_task(self._watch(platform, record.id, row_id), name=f"chat-command-{record.id}")
+        """Show the command in `chat_id`, in the background: the chat's next update is not held up meanwhile."""
+        task = asyncio.create_task(
+            self._present(platform, chat_id, record, reply_to=reply_to), name=f"chat-command-{record.id}"
+        )
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
+
+    async def _present(self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None) -> None:
+        """Its result if it ends within QUICK_RESULT_S (with the output as a file when it is too long for a message),
+        else a progress message kept edited until it ends."""
+        try:
+            ended = await self._ended_within(record, QUICK_RESULT_S)
+            if ended is not None:
+                row_id = await self._post(platform, chat_id, _final(ended), ended.incident_id, reply_to=reply_to)
+                if self._needs_file(platform, ended):
+                    now = self._clock()
+                    await self._outbox.run(lambda conn: _enqueue_output_file(conn, platform, ended, row_id, now))
+                    self._wake()
+                return
+            row_id = await self._post(platform, chat_id, _progress(record), record.incident_id, reply_to=reply_to)
+        except Exception:  # the command runs regardless; its record and timeline still have the result
+            log.exception("chat.command_show_failed", command_id=record.id, platform=platform)
+            return
+        await self._watch(platform, record.id, row_id)
 
     @property
     def db(self) -> Database:
@@ -265,6 +275,7 @@ class CommandRunner:
                     record = await get_command(self._db, command_id)
                 except Exception:
                     log.exception("chat.command_watch_failed", command_id=command_id)
+                    await asyncio.sleep(interval)  # once ended, `wait` returns at once: never spin on a failing read
                     continue
                 done = record.status in TERMINAL
                 if record.output != shown or done:
