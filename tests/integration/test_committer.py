@@ -3,14 +3,18 @@ connections of the same process do meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import Connection, text
 
-from teleops.store.database import Database
+from teleops.store.database import Database, StorageUnavailable
 
 
 def _insert(conn: Connection, value: str) -> None:
@@ -55,3 +59,75 @@ async def test_commits_survive_another_connection_of_the_process_closing(tmp_pat
         ]
     finally:
         reopened.close()
+
+
+def _gate_fsync(db: Database, monkeypatch: Any) -> threading.Event:
+    """Hold every WAL fsync of `db`'s committer until the returned event is set."""
+    committer = db._committer
+    assert committer is not None
+    gate = threading.Event()
+    real = committer._fsync_wal
+
+    def gated() -> None:
+        gate.wait(timeout=30)
+        real()
+
+    monkeypatch.setattr(committer, "_fsync_wal", gated)
+    return gate
+
+
+async def _notes_db(path: Path) -> Database:
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    await db.run_in_transaction(lambda conn: conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, value)")))
+    return db
+
+
+async def test_wait_durable_returns_only_after_the_fsync_of_what_was_read(tmp_path: Path, monkeypatch: Any) -> None:
+    db = await _notes_db(tmp_path / "teleops.db")
+    try:
+        gate = _gate_fsync(db, monkeypatch)
+        commit = db.submit_batch(_insert, "seen before its fsync")
+        await commit.applied
+        assert await db.read(_values) == ["seen before its fsync"]  # visible to a reader already
+        mark = db.durable_mark()
+        waiting = asyncio.create_task(db.wait_durable(mark))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        assert not commit.durable.done()
+        gate.set()
+        await asyncio.wait_for(waiting, timeout=10)
+        assert commit.durable.done()
+        await db.wait_durable(db.durable_mark())  # nothing new since: returns at once
+    finally:
+        await db.close()
+
+
+async def test_wait_durable_moves_past_a_batch_that_failed_and_reports_a_failed_fsync(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    db = await _notes_db(tmp_path / "teleops.db")
+    try:
+
+        def broken(conn: Connection) -> None:
+            conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+        failed = db.submit_batch(broken)
+        with pytest.raises(StorageUnavailable):
+            await failed.applied
+        await asyncio.wait_for(db.wait_durable(db.durable_mark()), timeout=10)  # nothing of it to wait for
+
+        committer = db._committer
+        assert committer is not None
+
+        def failing_fsync() -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(committer, "_fsync_wal", failing_fsync)
+        commit = db.submit_batch(_insert, "not on disk")
+        await commit.applied
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(db.wait_durable(db.durable_mark()), timeout=10)
+        with pytest.raises(StorageUnavailable):
+            await commit.durable
+    finally:
+        await db.close()

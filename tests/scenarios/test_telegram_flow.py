@@ -3,9 +3,14 @@ Ack edits it, identity rules, stale/forwarded/edited updates, outages, 429 and m
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
+import pytest
+
 from teleops.store.incidents import get_incident
+from teleops.store.outbox import OutboxStatus, OutboxStore
 from tests.conftest import Api
 from tests.fakes.telegram import FakeTelegram, StoredMessage
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, alert_body, eventually
@@ -209,3 +214,37 @@ async def test_bot_leaves_a_chat_it_was_not_configured_for(api: Api, fake_telegr
     fake_telegram.push_update(fake_telegram.added_to_chat_update(-999, 31337))
     calls = await eventually(lambda: fake_telegram.calls_of("leaveChat"), what="leaveChat")
     assert str(calls[0].params["chat_id"]) == "-999"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the pipelined WAL fsync is SQLite's
+async def test_an_alert_is_read_and_claimed_during_its_fsync_but_announced_only_after_it(
+    api: Api, fake_telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0003: the outbox worker may prepare a message while the commit that wrote it is being fsynced, but
+    nothing reaches the platform that a power loss could take back (the alert's POST is not answered yet)."""
+    committer = api.services.db._committer
+    assert committer is not None
+    gate = threading.Event()
+    real_fsync = committer._fsync_wal
+
+    def gated_fsync() -> None:
+        gate.wait(timeout=30)
+        real_fsync()
+
+    monkeypatch.setattr(committer, "_fsync_wal", gated_fsync)
+    outbox = OutboxStore(api.services.db)
+    post = asyncio.create_task(post_alert(api, alert_body()))
+    try:
+
+        async def claimed() -> bool:
+            rows = await outbox.rows("telegram")
+            return any(r.status in (OutboxStatus.SENDING, OutboxStatus.SENT) for r in rows)
+
+        await eventually(claimed, what="the announcement claimed while its commit waits for the fsync")
+        await asyncio.sleep(0.3)
+        assert not post.done()  # the sender has no 2xx yet
+        assert sent_texts(fake_telegram) == []  # and the chat has nothing yet
+    finally:
+        gate.set()
+    await post
+    await eventually(lambda: sent_texts(fake_telegram), what="the announcement after the fsync")

@@ -6,7 +6,9 @@ Rules it keeps (ARCHITECTURE §2, THREATS F01/F02/F04):
   and edits of one message at most once per `edit_interval_s` (pending edits coalesce meanwhile);
 - a 429 blocks that chat for exactly `retry_after` seconds; other failures back off exponentially
   with jitter; "can't parse entities" is resent at once as plain text (`render_fallback_total`);
-- woken in-process by `wake()` right after a commit, never by polling.
+- woken in-process by `wake()` right after a commit, never by polling; a row is read and claimed while the
+  commit that wrote it may still be waiting for its fsync, and the platform call waits for that fsync
+  (`OutboxStore.wait_durable`), so nothing is announced that a power loss could take back.
 
 One worker per platform means a slow platform only ever delays itself.
 """
@@ -27,6 +29,7 @@ import structlog
 
 from teleops.chat.base import DeliveryRefused, Gateway, MarkupRejected, RetryLater
 from teleops.chat.render import Message, Rendered, render
+from teleops.store.database import StorageUnavailable
 from teleops.store.outbox import OutboxKind, OutboxRow, OutboxStatus, OutboxStore
 
 __all__ = ["OutboxWorker"]
@@ -133,6 +136,7 @@ class OutboxWorker:
     async def _dispatch_ready(self) -> float | None:
         """Start a delivery for every chat whose head row may go now; returns seconds until the next one may."""
         heads = await self._store.heads(self._platform)
+        durable_mark = self._store.durable_mark()
         now = self._now()
         next_at = math.inf
         for row in heads:
@@ -150,7 +154,7 @@ class OutboxWorker:
                 break
             self._global.record(now)
             self._chat_ready[row.chat_id] = now + self._caps.rate_limits.per_chat_interval_s
-            task = asyncio.create_task(self._deliver(row), name=f"outbox-{self._platform}-{row.id}")
+            task = asyncio.create_task(self._deliver(row, durable_mark), name=f"outbox-{self._platform}-{row.id}")
             self._in_flight[row.chat_id] = task
             task.add_done_callback(self._finisher(row.chat_id))
         return None if math.isinf(next_at) else next_at - now
@@ -191,13 +195,19 @@ class OutboxWorker:
             ready = max(ready, self._group(row.chat_id).ready_at(now))
         return ready
 
-    async def _deliver(self, row: OutboxRow) -> None:
+    async def _deliver(self, row: OutboxRow, durable_mark: int) -> None:
         log_ = log.bind(platform=self._platform, outbox_id=row.id, kind=row.kind)
         # Committed *before* the call. If we die after the platform accepted the message but before
         # mark_sent commits, the row is still `sending` at the next start and is sent again: a
         # duplicate is possible only in that window and only for new messages, because the Bot API
         # gives no idempotency key for sendMessage (edits are idempotent: same text twice is a no-op).
         if not await self._store.claim(row.id, self._clock()):
+            return
+        try:
+            await self._store.wait_durable(durable_mark)
+        except StorageUnavailable as exc:  # the row may not survive a power loss: do not announce it yet
+            log_.warning("outbox.not_durable", error=str(exc))
+            self._chat_ready[row.chat_id] = max(self._chat_ready.get(row.chat_id, 0.0), self._now() + BACKOFF_BASE_S)
             return
         try:
             try:

@@ -80,7 +80,6 @@ def create_app(
         responders: list[FirstResponder] = []  # set once the agent hub runs (memory.first_response_role)
 
         def after_ingest(changes: Sequence[IncidentChange]) -> None:
-            chat.notifier.after_commit(changes)
             oncall.after_ingest(changes)
             for responder in responders:
                 responder.after_ingest(changes)
@@ -92,7 +91,11 @@ def create_app(
             tokens=TokenStore(db),
             users=users,
             ingest=IngestWriter(
-                db, clock=clock, hooks=[chat.notifier.on_ingest, oncall.on_ingest], on_changes=after_ingest
+                db,
+                clock=clock,
+                hooks=[chat.notifier.on_ingest, oncall.on_ingest],
+                on_changes=after_ingest,
+                on_applied=chat.notifier.after_commit,
             ),
             metrics=metrics,
             chat=chat,

@@ -6,6 +6,10 @@ the WAL file once for every commit that finished meanwhile and only then resolve
 that fsync runs, the writer already applies the next batch: the disk flush overlaps the work instead of
 serialising with it. Durability is that of `synchronous=FULL` for the caller, who waits for `durable`:
 the WAL frames of its commit are on stable storage before it answers (docs/adr/0003).
+
+A reader that saw committed rows without holding their `Commit` (the outbox worker reading what an ingest
+wrote) takes a `durable_mark()` after its read and awaits `wait_durable(mark)` before it announces them:
+every batch submitted up to the mark is then on disk, so the read's work overlaps the fsync too.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class _Job:
     args: tuple[Any, ...]
     loop: asyncio.AbstractEventLoop
     commit: Commit[Any]
+    seq: int
     result: Any = field(default=None)
 
 
@@ -70,14 +75,41 @@ class PipelinedCommitter:
         self._wal_fd: int | None = None
         self._wal_inode: int | None = None
         self._lock = threading.Lock()
+        # Loop side: batches are numbered as submitted; `_durable_seq` is the highest number known fsynced.
+        self._submitted = 0
+        self._durable_seq = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Commit[T]:
         """Queue one batch; returns at once with its two futures (set on the calling loop)."""
         loop = asyncio.get_running_loop()
         commit: Commit[T] = Commit(loop.create_future(), loop.create_future())
         self._start()
-        self._jobs.put(_Job(fn, args, loop, commit))
+        self._submitted += 1
+        self._jobs.put(_Job(fn, args, loop, commit, self._submitted))
         return commit
+
+    def durable_mark(self) -> int:
+        """The number of the last batch submitted so far (see `wait_durable`)."""
+        return self._submitted
+
+    async def wait_durable(self, mark: int) -> None:
+        """Return once every batch up to `mark` is durable (or failed to apply: nothing of it to lose).
+        Raises StorageUnavailable when the fsync covering them failed."""
+        if mark <= self._durable_seq:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((mark, waiter))
+        await waiter
+
+    def _synced(self, seq: int, error: BaseException | None) -> None:
+        """Loop side, after an fsync of every batch up to `seq`: wake the waiters it covers."""
+        if error is None:
+            self._durable_seq = max(self._durable_seq, seq)
+        covered = [w for w in self._waiters if w[0] <= seq]
+        self._waiters = [w for w in self._waiters if w[0] > seq]
+        for _mark, waiter in covered:
+            resolve(waiter, None, error)
 
     def close(self) -> None:
         """Finish queued batches, stop both threads, close the WAL descriptor."""
@@ -118,6 +150,7 @@ class PipelinedCommitter:
                     job.loop.call_soon_threadsafe(resolve, job.commit.applied, None, error)
                     # Nothing to make durable; cancelled (not failed) so nobody must retrieve an exception.
                     job.loop.call_soon_threadsafe(job.commit.durable.cancel)
+                    self._syncs.put(job)  # still counted by the sync thread, so `wait_durable` moves past it
                     if conn is not None and conn.invalidated:
                         conn.close()
                         conn = None
@@ -154,6 +187,8 @@ class PipelinedCommitter:
                 error = self._translate(exc)
             for done in jobs:
                 done.loop.call_soon_threadsafe(resolve, done.commit.durable, None, error)
+            last = jobs[-1]
+            last.loop.call_soon_threadsafe(self._synced, last.seq, error)
 
     def _fsync_wal(self) -> None:
         """fdatasync the WAL file; reopen it when SQLite replaced it.

@@ -164,6 +164,16 @@ class Database:
         task.add_done_callback(settle)
         return commit
 
+    def durable_mark(self) -> int:
+        """Taken after a read: `wait_durable(mark)` then returns once everything that read saw is durable."""
+        return self._committer.durable_mark() if self._committer is not None else 0
+
+    async def wait_durable(self, mark: int) -> None:
+        """Wait until every write submitted before `durable_mark()` returned `mark` is on stable storage
+        (at once where commits are durable as they complete). Raises StorageUnavailable when its fsync failed."""
+        if self._committer is not None:
+            await self._committer.wait_durable(mark)
+
     def _run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._sync_engine is not None
         with self._sync_engine.begin() as conn:

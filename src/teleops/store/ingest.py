@@ -65,11 +65,13 @@ class IngestWriter:
         clock: Callable[[], datetime],
         hooks: Sequence[ChangeHook] = (),
         on_changes: Callable[[Sequence[IncidentChange]], None] | None = None,
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._hooks = list(hooks)
         self._on_changes = on_changes
+        self._on_applied = on_applied
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._answering: set[asyncio.Task[None]] = set()
@@ -142,6 +144,8 @@ class IngestWriter:
             log.exception("ingest.batch_crashed", requests=len(live))
             _fail(live, StorageUnavailable(f"internal error: {type(exc).__name__}"))
             return
+        if changes and self._on_applied is not None:
+            self._on_applied()  # e.g. the outbox worker: it reads meanwhile and waits for the fsync itself
         task = asyncio.create_task(self._answer(live, results, changes, commit.durable), name="ingest-answer")
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)

@@ -259,6 +259,16 @@ class OutboxStore:
         rows = await self._db.read(_all_rows, _HEADS, {"platform": platform, "limit": limit})
         return [_row(r) for r in rows]
 
+    def durable_mark(self) -> int:
+        """Take right after `heads`: see `wait_durable`."""
+        return self._db.durable_mark()
+
+    async def wait_durable(self, mark: int) -> None:
+        """Return once the rows `heads` returned before `mark` was taken are on stable storage: the worker may
+        read and claim a row while the fsync of the transaction that wrote it still runs, but announces nothing
+        a power loss could take back (ADR 0003). Raises StorageUnavailable when that fsync failed."""
+        await self._db.wait_durable(mark)
+
     async def get(self, row_id: int) -> OutboxRow | None:
         row = await self._db.first(select(*_ROW_COLUMNS).where(outbox.c.id == row_id))
         return _row(row) if row is not None else None
