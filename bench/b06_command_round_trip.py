@@ -6,6 +6,10 @@ Second peer: `ssh localhost true` over a reused ControlMaster connection, agains
 (Debian's sshd, loopback port, throwaway host and user keys, key auth only, root's account) — the tool people
 would otherwise use. Target: TeleOps at least 3× faster (ratio ≤ 0.33).
 
+Third side, reported against both (no target): `bench.minimum_commands`, the least any program can do under
+TeleOps' obligations (dispatch and audit fsynced before the send, the agent's journal fdatasynced before the
+spawn), so the part of the ratio to the floor that no implementation can avoid is visible.
+
 Also reported (no target): both sides with the commands 100 ms apart, as a person types them, so each one
 arrives on an idle machine (the agent's warm trampoline is then ready: agent/warm.py); and `true` sent as a
 chat reply to an incident message on the fake Telegram, until its result message reaches the fake.
@@ -14,6 +18,7 @@ chat reply to an incident message on the fake Telegram, until its result message
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -26,8 +31,8 @@ from websockets.asyncio.client import connect
 from bench.agent_setup import start_rig
 from bench.chat_rig import calls, incident_chat, reply, until
 from bench.context import Benchmark, Context
-from bench.loadgen import KeepAlive, percentile
-from bench.process import BenchError, free_port, pin_load_generator, spawn
+from bench.loadgen import KeepAlive, build_request, percentile
+from bench.process import BenchError, Server, free_port, pin_load_generator, spawn, wait_http
 from bench.report import Row, at_most, info
 
 __all__ = ["BENCHMARK"]
@@ -37,6 +42,22 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 SPACING_S = 0.1  # "a person typing": each command arrives on an idle machine
 CHAT_SPACING_S = 1.2  # replies in one chat: Telegram takes about a message a second there
+
+
+async def wait_port(server: Server, timeout: float) -> None:
+    """Until `server` accepts TCP connections on its port (it must stay alive meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        except OSError:
+            server.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"{server.name} did not start listening within {timeout:.0f} s") from None
+            await asyncio.sleep(0.01)
+        else:
+            writer.close()
+            return
 
 
 async def _floor(ctx: Context, repeats: int, spaced: int) -> tuple[list[float], list[float]]:
@@ -50,16 +71,8 @@ async def _floor(ctx: Context, repeats: int, spaced: int) -> tuple[list[float], 
         cwd=_ROOT,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                websocket = await connect(f"ws://127.0.0.1:{port}")
-                break
-            except OSError:
-                peer.check_alive()
-                if time.monotonic() > deadline:
-                    raise BenchError("the floor agent (bench.floor_agent) did not start") from None
-                await asyncio.sleep(0.01)
+        await wait_port(peer, 20)
+        websocket = await connect(f"ws://127.0.0.1:{port}")
         samples: list[float] = []
         apart: list[float] = []
         async with websocket:
@@ -73,6 +86,49 @@ async def _floor(ctx: Context, repeats: int, spaced: int) -> tuple[list[float], 
         return samples, apart
     finally:
         peer.stop()
+
+
+async def _minimum(ctx: Context, repeats: int) -> list[float]:
+    """Seconds per `true` through bench.minimum_commands (POST, then GET ?wait on the same connection)."""
+    workdir = ctx.sub("b6-minimum")
+    agent_port, port = free_port(), free_port()
+    agent = spawn(
+        "minimum agent",
+        [sys.executable, "-m", "bench.floor_agent", str(agent_port), "--journal", str(workdir / "journal")],
+        port=agent_port,
+        log_path=workdir / "agent.log",
+        cwd=_ROOT,
+    )
+    try:
+        await wait_port(agent, 20)
+        argv = [sys.executable, "-m", "bench.minimum_commands", str(port), str(workdir / "minimum.db")]
+        controller = spawn(
+            "durable minimum", [*argv, str(agent_port)], port=port, log_path=workdir / "minimum.log", cwd=_ROOT
+        )
+        try:
+            await wait_http(controller, "/readyz")
+            connection = await KeepAlive.open("127.0.0.1", port)
+            try:
+                body = json.dumps({"host": "localhost", "command": "true"}).encode()
+                post = build_request("POST", "127.0.0.1", port, "/api/v1/commands", body)
+                samples = []
+                for _ in range(repeats + 3):
+                    started = time.perf_counter()
+                    status, answer = await connection.request(post)
+                    if status != 202:
+                        raise BenchError(f"the durable minimum answered {status}: {answer[:200]!r}")
+                    path = f"/api/v1/commands/{json.loads(answer)['id']}?wait=30"
+                    status, answer = await connection.request(build_request("GET", "127.0.0.1", port, path))
+                    if status != 200 or json.loads(answer)["status"] != "succeeded":
+                        raise BenchError(f"the durable minimum's `true` did not succeed: {answer[:200]!r}")
+                    samples.append(time.perf_counter() - started)
+                return samples[3:]
+            finally:
+                connection.close()
+        finally:
+            controller.stop()
+    finally:
+        agent.stop()
 
 
 async def _via_chat(ctx: Context, samples: int) -> list[float]:
@@ -118,6 +174,7 @@ async def run(ctx: Context) -> list[Row]:
     finally:
         rig.stop()
     floor, floor_apart = await _floor(ctx, repeats, spaced)
+    least = await _minimum(ctx, repeats)
     chat = await _via_chat(ctx, ctx.pick(2, 5, 10))
     ssh = await _ssh(ctx, repeats)
     name = "spawn + WS round trip"
@@ -136,6 +193,22 @@ async def run(ctx: Context) -> list[Row]:
             "B6", "`true` via API, p50", "ms", statistics.median(ours) * 1e3, statistics.median(floor) * 1e3, name, 1.5
         ),
         info("B6", "`true` via API, p99", "ms", percentile(ours, 99) * 1e3, percentile(floor, 99) * 1e3, name),
+        info(
+            "B6",
+            "the durable minimum: `true` via its API, p50",
+            "ms",
+            statistics.median(least) * 1e3,
+            statistics.median(floor) * 1e3,
+            name,
+        ),
+        info(
+            "B6",
+            "`true` via API, p50, vs the durable minimum",
+            "ms",
+            statistics.median(ours) * 1e3,
+            statistics.median(least) * 1e3,
+            "durable minimum: fsynced dispatch + journaled agent",
+        ),
         info(
             "B6",
             f"`true` via API, {SPACING_S * 1e3:.0f} ms apart, p50",
