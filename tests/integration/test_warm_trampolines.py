@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from teleops.agent.cgroup import CommandCgroup
 from teleops.agent.runner import ISOLATION_CGROUP, ISOLATION_PROCESS_GROUP, RunSpec, run
 from teleops.agent.spawn import EXIT_CANNOT_EXECUTE
-from teleops.agent.warm import MAX_LINE_BYTES, WarmTrampolines, gate_line, quote
+from teleops.agent.warm import MAX_LINE_BYTES, REFILL_AFTER_S, WarmTrampolines, gate_line, quote
 
 SHOW = "import json, os, sys; print(json.dumps([sys.argv[1:], dict(os.environ), os.getcwd()]))"
 
@@ -157,6 +157,32 @@ async def test_a_warm_trampoline_killed_from_outside_is_replaced_and_the_command
     assert result.output == b"still fine\n"
     assert result.isolation in (ISOLATION_CGROUP, ISOLATION_PROCESS_GROUP)
     await _until_warm(trampolines)
+
+
+async def test_the_next_trampoline_warms_after_the_command_that_took_one_not_while_it_starts(
+    trampolines: WarmTrampolines,
+) -> None:
+    """Warming a trampoline (fork, exec, cgroup) on the agent's core while a short command starts made it ~1.7 ms
+    slower; the next one starts on `refill` (the agent calls it when the controller acknowledged a result), or
+    REFILL_AFTER_S after the take for a long command."""
+    taken = trampolines.take()
+    assert taken is not None
+    assert trampolines._starting is None or trampolines._starting.done()  # nothing warming during the start
+    trampolines.refill()
+    await _until_warm(trampolines)
+
+    long_one = asyncio.create_task(run(RunSpec(argv=["sleep", "1"]), trampolines=trampolines))
+    await asyncio.sleep(REFILL_AFTER_S / 5)
+    assert trampolines._ready is None  # taken by the sleep, not refilled yet
+    await asyncio.sleep(REFILL_AFTER_S * 2)
+    await _until_warm(trampolines)  # a long command (or a missing acknowledgement) does not keep the next one cold
+    assert not long_one.done()
+    assert (await long_one).exit_code == 0
+    for fd in (taken.gate_fd, taken.output_fd):
+        os.close(fd)  # the unused trampoline reads EOF and exits
+    await taken.process.wait()
+    if taken.cgroup is not None:
+        taken.cgroup.remove()
 
 
 async def test_when_the_command_id_cannot_be_recorded_the_warm_command_never_runs(

@@ -190,6 +190,8 @@ class Executions:
     async def on_ack(self, message: Message) -> None:
         assert isinstance(message, Ack)
         command_id = message.command_id
+        # The controller has the result: a quiet moment to warm the next trampoline (agent/warm.py).
+        self._trampolines.refill()
         spooling = self._spooling.get(command_id)
         if spooling is not None and not spooling.done():
             # Acknowledged before its spool file was written: forget it once it is, not before.
