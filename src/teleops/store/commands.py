@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from teleops.domain.incident import TimelineKind
@@ -244,26 +244,26 @@ async def finish_command(
     `replace_lost=True` (a result the agent really reported) also replaces an earlier `lost`.
     Adds `command.finished` to the incident's timeline. Raises CommandNotFound.
     """
-    open_states = [CommandStatus.QUEUED.value, CommandStatus.RUNNING.value]
-    if replace_lost:
-        open_states.append(CommandStatus.LOST.value)
+    statement = _FINISH_REPLACING_LOST if replace_lost else _FINISH
+    params = {
+        "command_id": command_id,
+        "new_status": finish.status.value,
+        "new_finished_at": now,
+        "new_reason": finish.reason,
+        "new_exit_code": finish.exit_code,
+        "new_signal": finish.signal,
+        "new_output": finish.output,
+        "new_output_bytes": finish.output_bytes,
+        "new_truncated": finish.truncated,
+        "new_started_at": finish.started_at,
+    }
 
     def apply(conn: Connection) -> CommandRecord | None:
-        values: dict[str, Any] = {"status": finish.status.value, "finished_at": now, "reason": finish.reason}
-        for name in ("exit_code", "signal", "output", "output_bytes", "truncated"):
-            value = getattr(finish, name)
-            if value is not None:
-                values[name] = value
-        if finish.started_at is not None:
-            current = conn.execute(select(commands.c.started_at).where(commands.c.id == command_id)).first()
-            if current is not None and current.started_at is None:
-                values["started_at"] = finish.started_at
-        result = conn.execute(
-            update(commands).where(commands.c.id == command_id, commands.c.status.in_(open_states)).values(**values)
-        )
-        record = _get(conn, command_id)
-        if not result.rowcount:
+        row = conn.execute(statement, params).first()
+        if row is None:
+            _get(conn, command_id)  # raises CommandNotFound; else it was final already
             return None
+        record = _record(row)
         if record.incident_id is not None:
             conn.execute(
                 insert(timeline).values(
@@ -286,6 +286,37 @@ async def finish_command(
         return record
 
     return await db.write(apply)
+
+
+def _finish_statement(open_states: Sequence[CommandStatus]) -> Any:
+    """UPDATE … RETURNING that ends a command still in `open_states`: built once (building it cost more than
+    running it), with every value a parameter; a value left None keeps the stored one, and `started_at` is only
+    filled in when the start was not recorded yet."""
+    c = commands.c
+
+    def keep_unless_given(name: str, column: Any) -> Any:
+        return func.coalesce(bindparam(f"new_{name}", type_=column.type), column)
+
+    return (
+        update(commands)
+        .where(c.id == bindparam("command_id"), c.status.in_([s.value for s in open_states]))
+        .values(
+            status=bindparam("new_status", type_=c.status.type),
+            finished_at=bindparam("new_finished_at", type_=c.finished_at.type),
+            reason=bindparam("new_reason", type_=c.reason.type),
+            exit_code=keep_unless_given("exit_code", c.exit_code),
+            signal=keep_unless_given("signal", c.signal),
+            output=keep_unless_given("output", c.output),
+            output_bytes=keep_unless_given("output_bytes", c.output_bytes),
+            truncated=keep_unless_given("truncated", c.truncated),
+            started_at=func.coalesce(c.started_at, bindparam("new_started_at", type_=c.started_at.type)),
+        )
+        .returning(*c)
+    )
+
+
+_FINISH = _finish_statement([CommandStatus.QUEUED, CommandStatus.RUNNING])
+_FINISH_REPLACING_LOST = _finish_statement([CommandStatus.QUEUED, CommandStatus.RUNNING, CommandStatus.LOST])
 
 
 async def get_command(db: Database, command_id: int) -> CommandRecord:
