@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -46,9 +47,16 @@ def check_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(digest.hex(), digest_hex)
 
 
+CACHE_SECONDS = 5.0
+
+
 class UserStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # name -> (record, expiry): every API command and console request reads its user, and a role only changes
+        # when a controller starts with another config (`ensure`, which refreshes this entry); another replica's
+        # change is seen within CACHE_SECONDS. Unknown names are not cached (a new user is found at once).
+        self._cache: dict[str, tuple[UserRecord, float]] = {}
 
     async def create(self, name: str, role: str, *, now: datetime, password: str | None = None) -> UserRecord:
         def apply(conn: Connection) -> int:
@@ -73,6 +81,7 @@ class UserStore:
 
     async def ensure(self, name: str, role: str, *, now: datetime) -> UserRecord:
         """The user called `name`, created with `role` if missing; a configured role wins over the stored one."""
+        self._cache.pop(name, None)
         existing = await self.get(name)
         if existing is None:
             try:
@@ -86,12 +95,22 @@ class UserStore:
                 conn.execute(update(users).where(users.c.name == name).values(role=role))
 
             await self._db.run_in_transaction(apply)
+            self._cache.pop(name, None)
             existing = UserRecord(existing.id, name, role, existing.created_at)
         return existing
 
     async def get(self, name: str) -> UserRecord | None:
+        cached = self._cache.get(name)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         row = await self._db.first(select(users).where(users.c.name == name))
-        return None if row is None else UserRecord(row.id, row.name, row.role, row.created_at)
+        if row is None:
+            return None
+        record = UserRecord(row.id, row.name, row.role, row.created_at)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[name] = (record, time.monotonic() + CACHE_SECONDS)
+        return record
 
     async def verify_password(self, name: str, password: str) -> UserRecord | None:
         row = await self._db.first(select(users).where(users.c.name == name))
