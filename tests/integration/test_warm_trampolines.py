@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from teleops.agent.cgroup import CommandCgroup
 from teleops.agent.runner import ISOLATION_CGROUP, ISOLATION_PROCESS_GROUP, RunSpec, run
 from teleops.agent.spawn import EXIT_CANNOT_EXECUTE
-from teleops.agent.warm import MAX_LINE_BYTES, REFILL_AFTER_S, WarmTrampolines, gate_line, quote
+from teleops.agent.warm import MAX_LINE_BYTES, POOL_SIZE, REFILL_AFTER_S, WarmTrampolines, gate_line, quote
 
 SHOW = "import json, os, sys; print(json.dumps([sys.argv[1:], dict(os.environ), os.getcwd()]))"
 
@@ -44,9 +44,9 @@ async def trampolines() -> AsyncIterator[WarmTrampolines]:
     await warm.close()
 
 
-async def _until_warm(warm: WarmTrampolines) -> None:
+async def _until_warm(warm: WarmTrampolines, count: int = POOL_SIZE) -> None:
     for _ in range(500):
-        if warm._ready is not None:
+        if len(warm._ready) >= count:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no warm trampoline within 5 s")
@@ -142,17 +142,18 @@ async def test_what_cannot_start_warm_starts_cold(trampolines: WarmTrampolines, 
     assert gate_line(["echo", long_arg], cwd="/", env={}) is None
     result = await run(RunSpec(argv=["echo", long_arg], cwd=str(tmp_path)), trampolines=trampolines)
     assert result.output.decode() == long_arg + "\n"
-    assert trampolines._ready is not None  # the warm one was left for the next command
+    assert len(trampolines._ready) == POOL_SIZE  # the warm ones were left for the next commands
     assert gate_line(["true"], cwd="/", env={"BAD-NAME": "1"}) is None
 
 
-async def test_a_warm_trampoline_killed_from_outside_is_replaced_and_the_command_starts_cold(
+async def test_warm_trampolines_killed_from_outside_are_replaced_and_the_command_starts_cold(
     trampolines: WarmTrampolines,
 ) -> None:
-    spare = trampolines._ready
-    assert spare is not None
-    spare.process.kill()
-    await spare.process.wait()
+    spares = list(trampolines._ready)
+    assert len(spares) == POOL_SIZE
+    for spare in spares:
+        spare.process.kill()
+        await spare.process.wait()
     result = await run(RunSpec(argv=["echo", "still fine"]), trampolines=trampolines)
     assert result.output == b"still fine\n"
     assert result.isolation in (ISOLATION_CGROUP, ISOLATION_PROCESS_GROUP)
@@ -164,16 +165,18 @@ async def test_the_next_trampoline_warms_after_the_command_that_took_one_not_whi
 ) -> None:
     """Warming a trampoline (fork, exec, cgroup) on the agent's core while a short command starts made it ~1.7 ms
     slower; the next one starts on `refill` (the agent calls it when the controller acknowledged a result), or
-    REFILL_AFTER_S after the take for a long command."""
+    REFILL_AFTER_S after the take for a long command. The spare is there for a command right behind it."""
     taken = trampolines.take()
     assert taken is not None
     assert trampolines._starting is None or trampolines._starting.done()  # nothing warming during the start
+    assert len(trampolines._ready) == POOL_SIZE - 1  # the spare
     trampolines.refill()
     await _until_warm(trampolines)
 
     long_one = asyncio.create_task(run(RunSpec(argv=["sleep", "1"]), trampolines=trampolines))
     await asyncio.sleep(REFILL_AFTER_S / 5)
-    assert trampolines._ready is None  # taken by the sleep, not refilled yet
+    assert len(trampolines._ready) == POOL_SIZE - 1  # taken by the sleep, not refilled yet
+    assert trampolines._starting is None or trampolines._starting.done()
     await asyncio.sleep(REFILL_AFTER_S * 2)
     await _until_warm(trampolines)  # a long command (or a missing acknowledgement) does not keep the next one cold
     assert not long_one.done()
@@ -202,12 +205,12 @@ async def test_close_leaves_no_process_and_no_cgroup() -> None:
     warm = WarmTrampolines()
     warm.start()
     await _until_warm(warm)
-    spare = warm._ready
-    assert spare is not None
+    spares = list(warm._ready)
     await warm.close()
-    assert spare.process.returncode is not None
-    if spare.cgroup is not None:
-        assert not spare.cgroup.path.exists()
+    for spare in spares:
+        assert spare.process.returncode is not None
+        if spare.cgroup is not None:
+            assert not spare.cgroup.path.exists()
 
 
 async def test_start_removes_the_empty_warm_cgroups_of_agents_that_died_and_no_other() -> None:

@@ -42,7 +42,7 @@ async def trampolines(request: pytest.FixtureRequest) -> AsyncIterator[WarmTramp
         return
     warm = WarmTrampolines(use_cgroup=False)
     warm.start()
-    while warm._ready is None:
+    while not warm._ready:
         await asyncio.sleep(0.01)
     yield warm
     await warm.close()

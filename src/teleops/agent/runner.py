@@ -323,7 +323,7 @@ async def run(
         return await _refusal(exc.exit_code, str(exc), started, on_output)
 
     limits = spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s)
-    warm = _take_warm(spec, prepared, trampolines)
+    warm = await _take_warm(spec, prepared, trampolines)
     cgroup = None
     try:
         if warm is not None:
@@ -354,7 +354,9 @@ async def run(
             _dispose(cgroup)
 
 
-def _take_warm(spec: RunSpec, prepared: _Prepared, trampolines: WarmTrampolines | None) -> tuple[bytes, Warm] | None:
+async def _take_warm(
+    spec: RunSpec, prepared: _Prepared, trampolines: WarmTrampolines | None
+) -> tuple[bytes, Warm] | None:
     """A warm trampoline and its gate line when this command can use one (see agent/warm.py), else None."""
     if trampolines is None or trampolines.use_cgroup != spec.use_cgroup:
         return None
@@ -363,7 +365,7 @@ def _take_warm(spec: RunSpec, prepared: _Prepared, trampolines: WarmTrampolines 
     line = gate_line(prepared.argv, cwd=spec.cwd, env=prepared.env)
     if line is None:
         return None
-    warm = trampolines.take()
+    warm = await trampolines.take_soon()
     return (line, warm) if warm is not None else None
 
 

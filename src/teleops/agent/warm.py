@@ -27,6 +27,7 @@ Commands the warm path does not fit (``run_as`` switching users, a line over ``M
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 4096  # dash reads the gate a byte at a time; longer commands start cold
 REFILL_AFTER_S = 0.05  # the next trampoline warms when a result is acknowledged, or this long after a take
+POOL_SIZE = 2  # a spare for back-to-back commands: a cgroup move (the refill) takes up to ~30 ms now and then
 _SHELL = "/bin/sh"
 _NAME = "teleops-run"
 _SCRIPT = "nl='\n'; IFS= read -r line || exit 125; eval \"$line\""
@@ -83,14 +85,14 @@ def gate_line(argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> bytes
 
 
 class WarmTrampolines:
-    """Keeps one warm trampoline ready (``take`` one; ``refill`` once a result is acknowledged, or a new one starts
-    in the background REFILL_AFTER_S after the take); ``close`` at the end."""
+    """Keeps POOL_SIZE warm trampolines ready (``take`` one; ``refill`` once a result is acknowledged, or the next
+    one starts warming REFILL_AFTER_S after the take; one warms at a time); ``close`` at the end."""
 
     def __init__(self, *, use_cgroup: bool = True, pids_max: int | None = None) -> None:
         self._use_cgroup = use_cgroup
         self._pids_max = pids_max  # set when the cgroup is made (the usual limit), so a command need not write it
-        self._ready: Warm | None = None
-        self._starting: asyncio.Task[None] | None = None
+        self._ready: collections.deque[Warm] = collections.deque()
+        self._starting: asyncio.Task[bool] | None = None
         self._refill_later: asyncio.TimerHandle | None = None
         self._started = False  # nothing warms before `start`
         self._closed = False
@@ -107,21 +109,33 @@ class WarmTrampolines:
         self._refill()
 
     def take(self) -> Warm | None:
-        """The warm trampoline, if one is ready (then the next one starts warming); None: start this command cold."""
-        warm, self._ready = self._ready, None
-        if warm is not None and warm.process.returncode is not None:  # it died meanwhile (killed from outside)
-            _discard(warm)
-            if warm.cgroup is not None:
-                warm.cgroup.remove()
-            warm = None
+        """A warm trampoline, if one is ready (the next one warms later: see ``refill``); None: start this command
+        cold."""
+        warm = None
+        while self._ready and warm is None:
+            warm = self._ready.popleft()
+            if warm.process.returncode is not None:  # it died meanwhile (killed from outside)
+                _discard(warm)
+                if warm.cgroup is not None:
+                    warm.cgroup.remove()
+                warm = None
         if warm is None:
             self._refill()  # this command starts cold anyway: warm the next one now
         elif self._refill_later is None:
             self._refill_later = asyncio.get_running_loop().call_later(REFILL_AFTER_S, self.refill)
         return warm
 
+    async def take_soon(self) -> Warm | None:
+        """``take``, but when a trampoline is being warmed right now, wait for it first: a cold start would wait for
+        a cgroup move of its own (after that one), so this is never slower, and back-to-back commands stay warm."""
+        starting = self._starting
+        if not self._ready and starting is not None and not starting.done():
+            await asyncio.wait({starting})
+        return self.take()
+
     def refill(self) -> None:
-        """Start warming the next trampoline unless one is ready or warming (call when the agent is idle)."""
+        """Start warming the next trampoline unless POOL_SIZE are ready or one is warming (call when the agent is
+        idle)."""
         if self._refill_later is not None:
             self._refill_later.cancel()
             self._refill_later = None
@@ -136,8 +150,8 @@ class WarmTrampolines:
             self._starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._starting
-        warm, self._ready = self._ready, None
-        if warm is not None:
+        while self._ready:
+            warm = self._ready.popleft()
             _discard(warm)
             with contextlib.suppress(ProcessLookupError):
                 warm.process.kill()
@@ -149,26 +163,34 @@ class WarmTrampolines:
         if (
             not self._started
             or self._closed
-            or self._ready is not None
+            or len(self._ready) >= POOL_SIZE
             or (self._starting is not None and not self._starting.done())
         ):
             return
         self._starting = asyncio.get_running_loop().create_task(self._warm_one(), name="agent-warm-trampoline")
+        self._starting.add_done_callback(self._warmed)
 
-    async def _warm_one(self) -> None:
+    async def _warm_one(self) -> bool:
+        """Warm one trampoline; True when it joined the pool (then the next may start: see ``_warmed``)."""
         try:
             warm = await _start(self._use_cgroup, self._pids_max)
         except Exception:  # the next command simply starts cold; say why once per failure
             log.warning("could not start a warm trampoline; commands start cold meanwhile", exc_info=True)
-            return
+            return False
         if self._closed:
             _discard(warm)
             warm.process.kill()
             await warm.process.wait()
             if warm.cgroup is not None:
                 warm.cgroup.remove()
-            return
-        self._ready = warm
+            return False
+        self._ready.append(warm)
+        return True
+
+    def _warmed(self, task: asyncio.Task[bool]) -> None:
+        """Fill the pool one trampoline at a time; after a failure wait for the next take or refill to try again."""
+        if not task.cancelled() and task.exception() is None and task.result():
+            self._refill()
 
 
 async def _start(use_cgroup: bool, pids_max: int | None) -> Warm:
