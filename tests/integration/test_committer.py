@@ -131,3 +131,21 @@ async def test_wait_durable_moves_past_a_batch_that_failed_and_reports_a_failed_
             await commit.durable
     finally:
         await db.close()
+
+
+async def test_write_unsynced_returns_at_the_commit_and_a_later_barrier_covers_it(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    db = await _notes_db(tmp_path / "teleops.db")
+    try:
+        gate = _gate_fsync(db, monkeypatch)
+        await asyncio.wait_for(db.write_unsynced(_insert, "queued message"), timeout=10)  # the fsync is held
+        mark = db.durable_mark()
+        waiting = asyncio.create_task(db.wait_durable(mark))  # what the outbox worker does before the call
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        gate.set()
+        await asyncio.wait_for(waiting, timeout=10)
+        assert await db.read(_values) == ["queued message"]
+    finally:
+        await db.close()

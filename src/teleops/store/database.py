@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, event, make_url, text
@@ -24,6 +25,8 @@ __all__ = ["Commit", "Database", "NotDurable", "StorageUnavailable", "Transactio
 Transaction = Connection
 
 T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -107,6 +110,15 @@ class Database:
         except StorageUnavailable as exc:
             raise NotDurable(str(exc), result) from exc
         return result
+
+    async def write_unsynced(self, fn: Callable[..., T], *args: Any) -> T:
+        """`write`, but returns once the transaction is committed (visible; it survives a process crash) without
+        waiting for its fsync. For writes that announce nothing themselves: what they lead to is made durable
+        later in the same write-ahead log (a dispatch, an outbox row whose worker waits with `wait_durable`
+        before the platform call), and the WAL is synced in commit order, so that covers them too."""
+        commit = self.submit_batch(fn, *args)
+        commit.durable.add_done_callback(_log_not_durable)
+        return await commit.applied
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(connection, *args)` on one consistent snapshot and return its result (nothing is written).
@@ -203,6 +215,11 @@ class Database:
         await self.engine.dispose()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
+
+
+def _log_not_durable(durable: asyncio.Future[None]) -> None:
+    if not durable.cancelled() and (error := durable.exception()) is not None:
+        log.warning("database.unsynced_write_not_durable", error=str(error))
 
 
 def _all(conn: Connection, query: Executable) -> Sequence[Row[Any]]:

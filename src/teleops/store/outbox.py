@@ -251,8 +251,10 @@ class OutboxStore:
         self._db = db
 
     async def run(self, fn: Any, *args: Any) -> Any:
-        """Run `fn(conn, *args)` in one transaction (to enqueue several rows atomically)."""
-        return await self._db.run_in_transaction(fn, *args)
+        """Run `fn(conn, *args)` in one transaction (to enqueue several rows atomically); returns once it is
+        committed, without waiting for its fsync: the worker waits for that before any platform call
+        (`wait_durable`), so the message is prepared meanwhile and never announced before it is on disk."""
+        return await self._db.write_unsynced(fn, *args)
 
     async def heads(self, platform: str, *, limit: int = 500) -> list[OutboxRow]:
         """For each chat of `platform` with work left, its oldest live row (per-chat order), oldest chat first."""
