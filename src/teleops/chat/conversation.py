@@ -423,7 +423,8 @@ class Conversation:
         incident_id: int | None = None,
         reply_to: int | None = None,
     ) -> int:
-        """Queue a message through the outbox (durable, rate-limited) and wake the worker. Returns the row id.
+        """Queue a message through the outbox (rate-limited; on disk before it is sent) and wake the worker. Returns
+        the row id.
 
         `reply_to`: the outbox row whose message this answers (a thread on Slack).
         """
