@@ -137,6 +137,7 @@ class Agent:
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
         finally:
             await self._executions.stop()
+            self._options.spool.close()
 
     # -- one connection ------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import resource
@@ -191,7 +192,16 @@ async def spawn(
             )
             joined = None
 
-    await _open_gate(process, gate_w, out_r, b"go\n", configure=join_cgroup, limits=parent_limits, ready=ready)
+    # In a thread: the move waits for the kernel (an RCU grace period, up to ~20 ms), the event loop must not.
+    await _open_gate(
+        process,
+        gate_w,
+        out_r,
+        b"go\n",
+        configure=lambda: asyncio.to_thread(join_cgroup),
+        limits=parent_limits,
+        ready=ready,
+    )
     return Spawned(process, out_r, joined)
 
 
@@ -225,7 +235,7 @@ async def _open_gate(
     output_fd: int,
     go: bytes,
     *,
-    configure: Callable[[], object],
+    configure: Callable[[], object],  # may return an awaitable (awaited before the limits)
     limits: Sequence[RlimitSetting],
     ready: Awaitable[None] | None,
 ) -> None:
@@ -233,7 +243,9 @@ async def _open_gate(
     ``go`` to its gate. On any failure the gate is closed unwritten (the trampoline exits 125 without running
     anything), the process is reaped, the output pipe closed, and SpawnRefused (or the error itself) raised."""
     try:
-        configure()
+        configured = configure()
+        if inspect.isawaitable(configured):
+            await configured
         for res, soft, hard in limits:
             resource.prlimit(process.pid, res, (soft, hard))
         if ready is not None:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
+from typing import TextIO
 
 import structlog
 
@@ -36,7 +37,14 @@ class Spool:
         for folder in (state_dir, self._results):
             os.chmod(folder, 0o700)
         self._seen: dict[str, None] = {}  # insertion-ordered set
-        self._lock = threading.Lock()  # appends to `seen` may come from worker threads
+        # Appends to `seen` come from worker threads, many at once when commands arrive together: each appends
+        # under `_append_lock`, then one fsync covers every append made before it started (group commit), so
+        # a burst of 100 commands waits for a few fsyncs, not for 100 in a row. Lock order: sync, then append.
+        self._append_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._seen_handle: TextIO | None = None
+        self._appended = 0  # appends so far (under _append_lock)
+        self._synced = 0  # appends known on disk (under _sync_lock)
         if self._seen_file.exists():
             for line in self._seen_file.read_text(encoding="utf-8").splitlines()[-remember:]:
                 if line:
@@ -59,18 +67,43 @@ class Spool:
         self._seen[command_id] = None
 
     def persist_seen(self, command_id: str) -> None:
-        """The durable half of `remember` (append + fsync); safe to call from a worker thread."""
-        with self._lock:
-            with open(self._seen_file, "a", encoding="utf-8") as handle:
-                handle.write(command_id + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+        """The durable half of `remember` (append, then an fsync shared with concurrent callers); safe to call
+        from worker threads."""
+        with self._append_lock:
+            if self._seen_handle is None:
+                self._seen_handle = open(self._seen_file, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+            self._seen_handle.write(command_id + "\n")
+            self._seen_handle.flush()
+            self._appended += 1
+            mine = self._appended
+        with self._sync_lock:
+            if self._synced >= mine:
+                return  # an fsync that started after our append covered it
+            with self._append_lock:
+                covered = self._appended
+                assert self._seen_handle is not None
+                descriptor = self._seen_handle.fileno()  # only closed below, under _sync_lock
+            os.fsync(descriptor)
+            self._synced = covered
             if len(self._seen) > 2 * self._remember:
-                # Drop the oldest in place: an id noted meanwhile on the event loop must not be lost.
-                for old in list(self._seen)[: len(self._seen) - self._remember]:
-                    self._seen.pop(old, None)
-                keep = list(self._seen)
-                _write_atomically(self._seen_file, "".join(f"{i}\n" for i in keep))
+                self._trim_seen()
+
+    def _trim_seen(self) -> None:
+        """Drop the oldest ids in place (holding _sync_lock): an id noted meanwhile on the event loop is kept."""
+        with self._append_lock:
+            for old in list(self._seen)[: len(self._seen) - self._remember]:
+                self._seen.pop(old, None)
+            if self._seen_handle is not None:
+                self._seen_handle.close()
+                self._seen_handle = None
+            _write_atomically(self._seen_file, "".join(f"{i}\n" for i in self._seen))
+
+    def close(self) -> None:
+        """Close the `seen` file (the agent is stopping)."""
+        with self._sync_lock, self._append_lock:
+            if self._seen_handle is not None:
+                self._seen_handle.close()
+                self._seen_handle = None
 
     def put(self, result: Exit) -> None:
         """Keep `result` until `ack`. Atomic: a crash leaves the old file or the new one, never half.

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from teleops.agent.spool import Spool
 from teleops.wire import Exit
 
 
 def test_a_remembered_id_is_seen_after_a_restart(tmp_path: Path) -> None:
-    Spool(tmp_path).remember("41")
+    spool = Spool(tmp_path)
+    spool.remember("41")
+    spool.close()
     assert Spool(tmp_path).seen("41")
     assert not Spool(tmp_path).seen("42")
 
@@ -22,6 +28,7 @@ def test_noted_is_seen_at_once_but_survives_a_restart_only_once_persisted(tmp_pa
     assert not Spool(tmp_path).seen("7")
     spool.persist_seen("7")
     assert Spool(tmp_path).seen("7")
+    spool.close()
 
 
 def test_persisting_from_many_threads_keeps_every_id_and_compacts_to_the_newest(tmp_path: Path) -> None:
@@ -34,11 +41,46 @@ def test_persisting_from_many_threads_keeps_every_id_and_compacts_to_the_newest(
         thread.start()
     for thread in threads:
         thread.join()
+    spool.close()
     reloaded = Spool(tmp_path, remember=50)
     assert reloaded.seen("399")
     assert not reloaded.seen("0")
     lines = (tmp_path / "seen").read_text().splitlines()
     assert set(lines) <= set(ids)  # no line torn by concurrent appends (an id may appear twice: harmless)
+
+
+def test_ids_persisted_at_once_share_fsyncs_and_each_returns_only_once_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of commands (B8: 100 at once) used to wait for 100 fsyncs in a row before the last could start."""
+    real_fsync = os.fsync
+    synced_upto: list[int] = []
+    spool = Spool(tmp_path)
+
+    def slow_fsync(descriptor: int) -> None:
+        time.sleep(0.005)
+        real_fsync(descriptor)
+        synced_upto.append(len((tmp_path / "seen").read_text().splitlines()))
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    returned: dict[str, int] = {}
+
+    def persist(command_id: str) -> None:
+        spool.persist_seen(command_id)
+        returned[command_id] = synced_upto[-1]  # lines on disk by the last fsync when this call returned
+
+    ids = [str(n) for n in range(50)]
+    threads = [threading.Thread(target=persist, args=(command_id,)) for command_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spool.close()
+    lines = (tmp_path / "seen").read_text().splitlines()
+    assert sorted(lines) == sorted(ids)
+    assert len(synced_upto) < len(ids) / 2  # shared
+    for command_id, upto in returned.items():
+        assert command_id in lines[:upto]  # its line was in the file when an fsync covering it finished
 
 
 def test_results_stay_until_acknowledged_oldest_first(tmp_path: Path) -> None:
