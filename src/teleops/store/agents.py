@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from teleops.store.database import Database
@@ -101,19 +101,27 @@ async def host_candidates(db: Database, host: str) -> list[AgentRecord]:
     wanted = host.strip()
 
     def read(conn: Connection) -> list[AgentRecord]:
-        if not _storable(wanted):  # no agent is named so (and PostgreSQL refuses the text): the caller says unknown
-            return [_record(row) for row in conn.execute(select(agents).order_by(agents.c.name)).all()]
-        for condition in (
-            agents.c.name == wanted,
-            func.lower(agents.c.hostname) == wanted.lower(),
-            agents.c.labels["host"].as_string() == wanted,
-        ):
-            rows = conn.execute(select(agents).where(condition).order_by(agents.c.name)).all()
-            if rows:
-                return [_record(row) for row in rows]
-        return [_record(row) for row in conn.execute(select(agents).order_by(agents.c.name)).all()]
+        if _storable(wanted):  # else no agent is named so (and PostgreSQL refuses the text): the caller says unknown
+            params = {"wanted": wanted, "wanted_lower": wanted.lower()}
+            for statement in _CANDIDATES:
+                rows = conn.execute(statement, params).all()
+                if rows:
+                    return [_record(row) for row in rows]
+        return [_record(row) for row in conn.execute(_ALL_AGENTS).all()]
 
     return await db.read(read)
+
+
+# Built once (every command resolves its host; building the statements cost more than running them).
+_ALL_AGENTS = select(agents).order_by(agents.c.name)
+_CANDIDATES = tuple(
+    select(agents).where(condition).order_by(agents.c.name)
+    for condition in (
+        agents.c.name == bindparam("wanted"),
+        func.lower(agents.c.hostname) == bindparam("wanted_lower"),
+        agents.c.labels["host"].as_string() == bindparam("wanted"),
+    )
+)
 
 
 def _storable(text: str) -> bool:
