@@ -137,6 +137,12 @@ class NewCommand:
     incident_id: int | None = None
 
 
+# Built once (every command is inserted through these).
+_INCIDENT_EXISTS = select(incidents.c.id).where(incidents.c.id == bindparam("incident_id"))
+_INSERT_COMMANDS = insert(commands).returning(commands.c.id, sort_by_parameter_order=True)
+_INSERT_TIMELINE = insert(timeline)
+
+
 def insert_commands(
     conn: Connection, many: Sequence[NewCommand], *, now: datetime, dispatched: bool = False
 ) -> list[CommandRecord]:
@@ -144,7 +150,7 @@ def insert_commands(
     when `dispatched` (then the caller must also write their `command.dispatching` audit events in that
     transaction). Adds `command.requested` to each one's incident timeline. Raises IncidentNotFound."""
     for incident_id in {new.incident_id for new in many if new.incident_id is not None}:
-        if conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id)).first() is None:
+        if conn.execute(_INCIDENT_EXISTS, {"incident_id": incident_id}).first() is None:
             raise IncidentNotFound(incident_id)
     if not many:
         return []
@@ -158,7 +164,7 @@ def insert_commands(
         }
         for new in many
     ]  # fmt: skip
-    ids = conn.execute(insert(commands).returning(commands.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    ids = conn.execute(_INSERT_COMMANDS, rows).scalars().all()
     events: list[dict[str, Any]] = [
         {"incident_id": new.incident_id, "at": now, "kind": TimelineKind.COMMAND_REQUESTED.value,
          "actor": new.requester, "data": {"command_id": command_id, "host": new.host, "argv": list(new.argv)}}
@@ -166,7 +172,7 @@ def insert_commands(
         if new.incident_id is not None
     ]  # fmt: skip
     if events:
-        conn.execute(insert(timeline), events)
+        conn.execute(_INSERT_TIMELINE, events)
     return [
         CommandRecord(
             id=command_id, requester=new.requester, host=new.host, agent_name=new.agent_name, argv=list(new.argv),
