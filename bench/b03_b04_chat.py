@@ -27,13 +27,12 @@ from bench.alerts import am_v2_body, webhook_body
 from bench.context import Benchmark, Context
 from bench.loadgen import build_request, percentile, request_once, run_load
 from bench.peers import start_alertmanager
-from bench.process import BenchError, Server, free_port, rss_kib, spawn, wait_http
+from bench.process import BenchError, Server, rss_kib, start_http
 from bench.report import Row, at_most, info
 from bench.teleops_server import TeleOps, start_teleops
 
 __all__ = ["B3", "B4"]
 
-ROOT = Path(__file__).resolve().parent.parent
 PATH = "/api/v1/alerts/alertmanager"
 AM_PATH = "/api/v2/alerts"
 PEER = "Alertmanager 0.25 → webhook"
@@ -45,21 +44,12 @@ TOKEN = "123456:BENCH-token"
 
 
 async def _receiver(workdir: Path, kind: str, *extra: str) -> Server:
-    port = free_port()
-    server = spawn(
+    return await start_http(
         f"{kind} receiver",
-        [sys.executable, "-m", "bench.chat_receiver", kind, str(port), *extra],
-        port=port,
+        lambda port: [sys.executable, "-m", "bench.chat_receiver", kind, str(port), *extra],
         log_path=workdir / f"{kind}-receiver.log",
-        cwd=ROOT,
         pinned=False,  # the far end is not part of either side's CPU budget
     )
-    try:
-        await wait_http(server, "/readyz")
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 async def _stats(server: Server) -> dict[str, Any]:
@@ -117,16 +107,14 @@ async def _one_latency(port: int, request: bytes, receiver: Server, count_of: An
 
 
 async def _minimum(workdir: Path, fake: Server) -> Server:
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.minimum_chat", str(port), str(workdir / "minimum.db")]
-    argv += [f"http://127.0.0.1:{fake.port}/bot", str(MINIMUM_CHAT)]
-    server = spawn("durable minimum", argv, port=port, log_path=workdir / "minimum.log", cwd=ROOT)
-    try:
-        await wait_http(server, "/readyz")
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return await start_http(
+        "durable minimum",
+        lambda port: [
+            *(sys.executable, "-m", "bench.minimum_chat", str(port), str(workdir / "minimum.db")),
+            *(f"http://127.0.0.1:{fake.port}/bot", str(MINIMUM_CHAT)),
+        ],
+        log_path=workdir / "minimum.log",
+    )
 
 
 async def run_b3(ctx: Context) -> list[Row]:

@@ -32,7 +32,7 @@ from bench.agent_setup import start_rig
 from bench.chat_rig import calls, incident_chat, reply, until
 from bench.context import Benchmark, Context
 from bench.loadgen import KeepAlive, build_request, percentile
-from bench.process import BenchError, Server, free_port, pin_load_generator, spawn, wait_http
+from bench.process import BenchError, Server, free_port, pin_load_generator, spawn, start_http
 from bench.report import Row, at_most, info
 
 __all__ = ["BENCHMARK"]
@@ -91,7 +91,7 @@ async def _floor(ctx: Context, repeats: int, spaced: int) -> tuple[list[float], 
 async def _minimum(ctx: Context, repeats: int) -> list[float]:
     """Seconds per `true` through bench.minimum_commands (POST, then GET ?wait on the same connection)."""
     workdir = ctx.sub("b6-minimum")
-    agent_port, port = free_port(), free_port()
+    agent_port = free_port()
     agent = spawn(
         "minimum agent",
         [sys.executable, "-m", "bench.floor_agent", str(agent_port), "--journal", str(workdir / "journal")],
@@ -101,12 +101,16 @@ async def _minimum(ctx: Context, repeats: int) -> list[float]:
     )
     try:
         await wait_port(agent, 20)
-        argv = [sys.executable, "-m", "bench.minimum_commands", str(port), str(workdir / "minimum.db")]
-        controller = spawn(
-            "durable minimum", [*argv, str(agent_port)], port=port, log_path=workdir / "minimum.log", cwd=_ROOT
+        controller = await start_http(
+            "durable minimum",
+            lambda port: [
+                *(sys.executable, "-m", "bench.minimum_commands", str(port), str(workdir / "minimum.db")),
+                str(agent_port),
+            ],
+            log_path=workdir / "minimum.log",
         )
+        port = controller.port
         try:
-            await wait_http(controller, "/readyz")
             connection = await KeepAlive.open("127.0.0.1", port)
             try:
                 body = json.dumps({"host": "localhost", "command": "true"}).encode()

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-__all__ = ["app"]
+__all__ = ["app", "serve_like_teleops"]
 
 
 async def receive(request: Request) -> JSONResponse:
@@ -30,17 +30,22 @@ async def ready(_request: Request) -> JSONResponse:
 app = Starlette(routes=[Route("/api/v1/alerts/{source}", receive, methods=["POST"]), Route("/readyz", ready)])
 
 
-def main() -> None:
-    # The same keyword arguments as `teleops serve` (src/teleops/cli.py).
+def serve_like_teleops(asgi: Starlette, port: int) -> None:
+    """Run `asgi` under uvicorn with the keyword arguments `teleops serve` uses (src/teleops/cli/serve.py), so a
+    peer differs from TeleOps in its own work, not in the server setup."""
     uvicorn.run(
-        app,
+        asgi,
         host="127.0.0.1",
-        port=int(sys.argv[1]),
+        port=port,
         log_level="warning",
         access_log=False,
         proxy_headers=False,
         ws_max_size=1024 * 1024,
     )
+
+
+def main() -> None:
+    serve_like_teleops(app, int(sys.argv[1]))
 
 
 if __name__ == "__main__":

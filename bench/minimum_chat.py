@@ -19,12 +19,13 @@ import json
 import sqlite3
 import sys
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from telegram import Bot
+
+from bench.bare_app import serve_like_teleops
 
 __all__ = ["main"]
 
@@ -73,15 +74,7 @@ def build(db_path: str, base_url: str, chat: int) -> Starlette:
 
 def main() -> None:
     port, db_path, base_url, chat = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-    # The same keyword arguments as `teleops serve` (src/teleops/cli.py).
-    uvicorn.run(
-        build(db_path, base_url, chat),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-    )
+    serve_like_teleops(build(db_path, base_url, chat), port)
 
 
 if __name__ == "__main__":

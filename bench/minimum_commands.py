@@ -23,12 +23,13 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from websockets.asyncio.client import ClientConnection, connect
+
+from bench.bare_app import serve_like_teleops
 
 __all__ = ["main"]
 
@@ -108,15 +109,7 @@ def build(db_path: str, agent_port: int) -> Starlette:
 
 def main() -> None:
     port, db_path, agent_port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    # The same keyword arguments as `teleops serve` (src/teleops/cli.py).
-    uvicorn.run(
-        build(db_path, agent_port),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-    )
+    serve_like_teleops(build(db_path, agent_port), port)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.process import BenchError, Server, free_port, spawn, wait_http
+from bench.process import BenchError, Server, free_port, spawn, start_http, wait_http
 
 __all__ = ["ALERTMANAGER", "PostgresServer", "start_alertmanager", "start_bare_app", "start_postgres"]
 
@@ -34,20 +34,11 @@ PG_USER = "postgres"
 async def start_bare_app(workdir: Path) -> Server:
     """The bare Starlette app of bench/bare_app.py under uvicorn, ready."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = spawn(
+    return await start_http(
         "bare Starlette",
-        [sys.executable, "-m", "bench.bare_app", str(port)],
-        port=port,
+        lambda port: [sys.executable, "-m", "bench.bare_app", str(port)],
         log_path=workdir / "bare.log",
-        cwd=Path(__file__).resolve().parent.parent,
     )
-    try:
-        await wait_http(server, "/readyz")
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 async def start_alertmanager(

@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,9 @@ def on_server_core() -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
+
+
+_REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -147,6 +150,21 @@ def spawn(
     finally:
         log.close()
     return Server(name, process, port, log_path)
+
+
+async def start_http(
+    name: str, argv_for: Callable[[int], list[str]], *, log_path: Path, pinned: bool = True, ready: str = "/readyz"
+) -> Server:
+    """Start `argv_for(port)` on a free port (cwd: the repository) and return it once GET `ready` answers 2xx;
+    stopped again if it never does."""
+    port = free_port()
+    server = spawn(name, argv_for(port), port=port, log_path=log_path, cwd=_REPOSITORY, pinned=pinned)
+    try:
+        await wait_http(server, ready)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 async def wait_http(server: Server, path: str, *, timeout: float = 30.0, interval: float = 0.005) -> float:

@@ -4,7 +4,6 @@ takes a real result only when asked, and a final one is left alone."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,14 +22,6 @@ from teleops.store.commands import (
 from teleops.store.database import Database
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 async def _running(db: Database) -> int:

@@ -4,7 +4,6 @@ CACHE_SECONDS."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -18,14 +17,6 @@ from teleops.store.schema import users
 from teleops.store.users import UserStore
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 async def _role(store: UserStore, name: str) -> str:
