@@ -15,7 +15,7 @@ import subprocess
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,10 +29,19 @@ from teleops.agent.runner import (
     ISOLATION_NONE,
     ISOLATION_PROCESS_GROUP,
     RunSpec,
+    finish_disposals,
     run,
 )
 
 TEST_USER = "teleops-runner-test"
+
+
+@pytest.fixture(autouse=True)
+async def _cgroups_removed() -> AsyncIterator[None]:
+    """A finished command's cgroup is removed in the background; wait for it as the agent does when it stops,
+    or a test that ends right after its last command leaves the empty cgroup behind."""
+    yield
+    await finish_disposals()
 
 
 def _cgroups_available() -> bool:
