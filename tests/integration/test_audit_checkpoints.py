@@ -17,24 +17,29 @@ def test_writers_that_arrive_during_an_fsync_are_folded_into_the_next_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_fsync = audit_checkpoints.os.fsync
+    log = CheckpointLog(tmp_path)
+    everyone_asked = threading.Event()
 
     def slow_fsync(fd: int) -> None:
-        time.sleep(0.05)  # a slow disk: everyone else arrives while this one syncs
+        # A slow disk: the first fsync lasts until every other writer has asked for its head.
+        assert everyone_asked.wait(timeout=30)
         real_fsync(fd)
 
     monkeypatch.setattr(audit_checkpoints.os, "fsync", slow_fsync)
-    log = CheckpointLog(tmp_path)
     threads = [threading.Thread(target=log.write, args=(seq, f"{seq:064x}")) for seq in range(1, 21)]
     for thread in threads:
         thread.start()
-        time.sleep(0.001)
+    deadline = time.monotonic() + 30
+    while (log._wanted is None or log._wanted[0] != 20) and time.monotonic() < deadline:
+        time.sleep(0.001)  # polling the writers' shared state, not waiting out a guess
+    everyone_asked.set()
     for thread in threads:
         thread.join()
 
     lines = log.read()  # raises if any line's HMAC does not verify
     assert lines[-1].seq == 20
     assert lines[-1].hash == f"{20:064x}"
-    assert len(lines) <= 4  # 20 writers, a handful of fsyncs
+    assert len(lines) <= 2  # the first writer's line, then one line for the others folded into it
     assert [c.seq for c in lines] == sorted(c.seq for c in lines)
 
 

@@ -71,3 +71,16 @@ def test_bench_refuses_an_unknown_benchmark_id(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "unknown benchmark B99" in done.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_every_gap_note_names_a_published_row() -> None:
+    """GAP_NOTES is keyed by (benchmark, metric): a renamed metric would silently lose its note."""
+    from bench.report import GAP_NOTES
+
+    rows = set()
+    for line in (ROOT / "docs" / "benchmarks.md").read_text().splitlines():
+        if line.startswith("| B"):
+            cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+            rows.add((cells[0], cells[1].replace("\\|", "|")))
+    missing = [key for key in GAP_NOTES if key not in rows]
+    assert not missing, f"GAP_NOTES names rows the published table does not have: {missing}"

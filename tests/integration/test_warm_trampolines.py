@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 from teleops.agent.cgroup import CommandCgroup
 from teleops.agent.runner import ISOLATION_CGROUP, ISOLATION_PROCESS_GROUP, RunSpec, run
 from teleops.agent.spawn import EXIT_CANNOT_EXECUTE
-from teleops.agent.warm import MAX_LINE_BYTES, POOL_SIZE, REFILL_AFTER_S, WarmTrampolines, gate_line, quote
+from teleops.agent.warm import (
+    MAX_LINE_BYTES,
+    POOL_SIZE,
+    REFILL_AFTER_S,
+    TAKE_WAIT_S,
+    WarmTrampolines,
+    gate_line,
+    quote,
+)
 
 SHOW = "import json, os, sys; print(json.dumps([sys.argv[1:], dict(os.environ), os.getcwd()]))"
 
@@ -235,3 +243,30 @@ async def test_start_removes_the_empty_warm_cgroups_of_agents_that_died_and_no_o
         await warm.close()
         for group in (dead, mine, command):
             group.remove()
+
+
+async def test_a_command_waits_for_a_trampoline_being_warmed_but_not_for_ever(
+    trampolines: WarmTrampolines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck = asyncio.Event()
+
+    async def never_warms() -> bool:
+        await stuck.wait()  # a cgroup move that never returns
+        return False
+
+    monkeypatch.setattr(trampolines, "_warm_one", never_warms)
+    taken = [trampolines.take() for _ in range(POOL_SIZE)]  # empty the pool
+    assert all(taken)
+    assert trampolines.take() is None  # and the next one starts warming, for ever
+    started = asyncio.get_running_loop().time()
+    result = await run(RunSpec(argv=["echo", "cold"]), trampolines=trampolines)
+    assert result.output == b"cold\n"
+    assert asyncio.get_running_loop().time() - started >= TAKE_WAIT_S  # it did wait for the one warming
+    stuck.set()
+    for warm in taken:
+        assert warm is not None
+        for fd in (warm.gate_fd, warm.output_fd):
+            os.close(fd)  # the unused trampoline reads EOF and exits
+        await warm.process.wait()
+        if warm.cgroup is not None:
+            warm.cgroup.remove()

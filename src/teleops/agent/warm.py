@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 4096  # dash reads the gate a byte at a time; longer commands start cold
 REFILL_AFTER_S = 0.05  # the next trampoline warms when a result is acknowledged, or this long after a take
+TAKE_WAIT_S = 0.2  # how long a command waits for a trampoline being warmed before it starts cold
 POOL_SIZE = 2  # a spare for back-to-back commands: a cgroup move (the refill) takes up to ~30 ms now and then
 _SHELL = "/bin/sh"
 _NAME = "teleops-run"
@@ -130,7 +131,7 @@ class WarmTrampolines:
         a cgroup move of its own (after that one), so this is never slower, and back-to-back commands stay warm."""
         starting = self._starting
         if not self._ready and starting is not None and not starting.done():
-            await asyncio.wait({starting})
+            await asyncio.wait({starting}, timeout=TAKE_WAIT_S)  # a move stuck in the kernel: start cold instead
         return self.take()
 
     def refill(self) -> None:
