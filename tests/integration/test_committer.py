@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -147,5 +148,77 @@ async def test_write_unsynced_returns_at_the_commit_and_a_later_barrier_covers_i
         gate.set()
         await asyncio.wait_for(waiting, timeout=10)
         assert await db.read(_values) == ["queued message"]
+    finally:
+        await db.close()
+
+
+def _wal_frames(path: Path) -> tuple[int, int]:
+    """(frames in the WAL, frames of it copied back into the database file), read from the wal-index without
+    touching the database (a `wal_checkpoint` pragma would checkpoint): `mxFrame` at offset 16 of the index
+    header, `nBackfill` at offset 96 (SQLite's WAL file format, native byte order)."""
+    header = Path(f"{path}-shm").read_bytes()[:100]
+    return struct.unpack_from("=I", header, 16)[0], struct.unpack_from("=I", header, 96)[0]
+
+
+async def test_commits_never_checkpoint_and_the_checkpointer_does_it_when_the_writer_is_idle(tmp_path: Path) -> None:
+    """SQLite checkpoints inside the COMMIT that takes the WAL past 1,000 pages (5–20 ms of writes and an fsync
+    of the database file, paid by that alert): the group-commit connection must never, and the checkpoint thread
+    must catch up once the writer is idle."""
+    path = tmp_path / "teleops.db"
+    db = await _notes_db(path)
+    committer = db._committer
+    assert committer is not None
+    try:
+        committer.checkpointer.close()  # hold the checkpointer: only commits could checkpoint now
+        held = type(committer.checkpointer)(path, busy_timeout_ms=5000, is_idle=lambda: False, max_wait_s=3600)
+        committer.checkpointer = held
+        blob = "x" * 5000  # two pages a row: 600 commits write well past SQLite's 1,000-page threshold
+        for n in range(600):
+            await db.write(_insert, f"{n} {blob}")
+        await asyncio.sleep(0.2)
+        frames, copied = _wal_frames(path)
+        assert frames > 1000  # nothing reset the WAL: no commit checkpointed it
+        assert copied == 0
+        held.close()
+
+        committer.checkpointer = type(held)(path, busy_timeout_ms=5000, is_idle=committer._idle, every_commits=4)
+        for n in range(4):
+            await db.write(_insert, f"after {n}")
+
+        async def caught_up() -> bool:
+            return committer.checkpointer.checkpoints >= 1
+
+        for _ in range(500):
+            if await caught_up():
+                break
+            await asyncio.sleep(0.01)
+        assert committer.checkpointer.checkpoints >= 1
+        frames, copied = _wal_frames(path)
+        assert frames > 1000
+        assert copied == frames
+        assert len(await db.read(_values)) == 604
+    finally:
+        await db.close()
+
+
+async def test_the_checkpointer_does_not_wait_for_an_idle_moment_forever(tmp_path: Path) -> None:
+    """Under a load that never leaves the writer idle the WAL must stay bounded: after `max_wait_s` it checkpoints."""
+    path = tmp_path / "teleops.db"
+    db = await _notes_db(path)
+    committer = db._committer
+    assert committer is not None
+    try:
+        committer.checkpointer.close()
+        busy = type(committer.checkpointer)(
+            path, busy_timeout_ms=5000, is_idle=lambda: False, every_commits=2, max_wait_s=0.2
+        )
+        committer.checkpointer = busy
+        for n in range(2):
+            await db.write(_insert, f"{n}")
+        for _ in range(300):
+            if busy.checkpoints:
+                break
+            await asyncio.sleep(0.01)
+        assert busy.checkpoints == 1
     finally:
         await db.close()

@@ -77,8 +77,11 @@ class Database:
                     parsed.set(drivername="sqlite+pysqlite"),
                     connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
                 )
-                event.listen(batch_engine, "connect", _sqlite_pragmas(busy_timeout_ms, synchronous="NORMAL"))
-                self._committer = PipelinedCommitter(batch_engine, Path(database + "-wal"), _storage_error)
+                batch_pragmas = _sqlite_pragmas(busy_timeout_ms, synchronous="NORMAL", autocheckpoint=False)
+                event.listen(batch_engine, "connect", batch_pragmas)
+                self._committer = PipelinedCommitter(
+                    batch_engine, Path(database), _storage_error, busy_timeout_ms=busy_timeout_ms
+                )
 
     async def run_in_transaction(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(connection, *args)` in one committed transaction, with no await between statements.
@@ -251,7 +254,7 @@ def _storage_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _sqlite_pragmas(busy_timeout_ms: int, *, synchronous: str = "FULL") -> Any:
+def _sqlite_pragmas(busy_timeout_ms: int, *, synchronous: str = "FULL", autocheckpoint: bool = True) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -260,6 +263,8 @@ def _sqlite_pragmas(busy_timeout_ms: int, *, synchronous: str = "FULL") -> Any:
         # whose committer fsyncs the WAL itself before anyone answers (ADR 0003).
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if not autocheckpoint:  # the group-commit connection: store/checkpointer.py checkpoints off its path
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     return on_connect
