@@ -19,12 +19,14 @@ from teleops.chat.render import Button, CodeBlock, Link, Message
 from teleops.domain.incident import IncidentAction
 from teleops.store.ingest import IncidentChange, Outcome
 from teleops.store.outbox import (
+    OutboxRow,
     enqueue_edit,
     enqueue_send,
     incident_messages,
     incident_snapshot,
     pending_storm_row,
     replace_payload,
+    take_heads,
 )
 
 __all__ = ["AlertTarget", "Extra", "ExtraSource", "Notifier", "incident_message"]
@@ -127,12 +129,20 @@ class Notifier:
         *,
         storm_threshold: int = 10,
         wake: Callable[[], None] = lambda: None,
+        offer: Callable[[OutboxRow], None] = lambda _row: None,
     ) -> None:
         self._targets = targets
         self._storm_threshold = storm_threshold
         self._wake = wake
+        self._offer = offer
         self._windows: dict[AlertTarget, _Window] = {}
         self._extra: ExtraSource | None = None
+        # What the last ingest transaction wrote (set in the writer thread, read after its commit on the loop):
+        # the announcements it claimed, and whether it queued anything else. `_batch` is that transaction's list
+        # of changes, so an attempt that rolled back is never taken for the one that committed.
+        self._batch: Sequence[IncidentChange] | None = None
+        self._taken: list[OutboxRow] = []
+        self._queued_other = False
 
     def use_extra(self, source: ExtraSource) -> None:
         """Add `source`'s lines and buttons to every incident message (announcement and its edits)."""
@@ -151,18 +161,31 @@ class Notifier:
 
     def on_ingest(self, conn: Any, changes: Sequence[IncidentChange], now: datetime) -> None:
         """ChangeHook: announce new incidents, edit/reply on resolution — same transaction as the ingest."""
+        self._batch, self._taken, self._queued_other = changes, [], False
         storms: dict[AlertTarget, Counter[str]] = {}  # what this batch folds, written once per chat at the end
+        announced: list[int] = []
         for change in changes:
             if change.outcome is Outcome.CREATED:
-                self._announce(conn, change, now, storms)
+                announced.extend(self._announce(conn, change, now, storms))
             elif change.outcome in (Outcome.RESOLVED, Outcome.ACKNOWLEDGED):
+                self._queued_other = True
                 self._state_changed(conn, change.incident_id, change.outcome, f"source:{change.alert.source}", now)
         for target, counts in storms.items():
+            self._queued_other = True
             self._fold_into_storm(conn, target, counts, now)
+        self._taken = take_heads(conn, announced)
+        if len(self._taken) < len(announced):
+            self._queued_other = True
 
-    def after_commit(self, _changes: Sequence[IncidentChange] = ()) -> None:
-        """Wake the delivery workers (call after the commit, never before: they would miss the rows)."""
-        self._wake()
+    def after_commit(self, changes: Sequence[IncidentChange] = ()) -> None:
+        """After the ingest transaction that saw `changes` committed (never before: the rows would not exist):
+        offer the announcements it claimed to their workers, and wake the workers for whatever else it queued."""
+        taken, other = (self._taken, self._queued_other) if changes is self._batch else ([], True)
+        self._batch, self._taken, self._queued_other = None, [], False
+        for row in taken:
+            self._offer(row)
+        if other:
+            self._wake()
 
     # -- people's actions (act_on_incident hooks) -------------------------------------------------
 
@@ -175,9 +198,11 @@ class Notifier:
 
     def _announce(
         self, conn: Any, change: IncidentChange, now: datetime, storms: dict[AlertTarget, Counter[str]]
-    ) -> None:
+    ) -> list[int]:
+        """Queue the incident's announcement in each alert chat not in a storm; returns the outbox row ids."""
         incident: dict[str, Any] | None = None  # read, and the message built, only if some chat gets it
         message: dict[str, Any] | None = None
+        queued: list[int] = []
         for target in self._targets():
             window = self._windows.get(target)
             if window is None or now - window.started >= STORM_WINDOW:
@@ -189,18 +214,21 @@ class Notifier:
             if incident is None:
                 incident = incident_snapshot(conn, change.incident_id)
                 if incident is None:
-                    return
+                    return queued
             if message is None:
                 message = incident_message(incident, extra=self._extra_for(conn, incident)).to_json()
-            enqueue_send(
-                conn,
-                platform=target.platform,
-                chat_id=target.chat_id,
-                payload={"message": message},
-                now=now,
-                incident_id=change.incident_id,
-                purpose="incident",
+            queued.append(
+                enqueue_send(
+                    conn,
+                    platform=target.platform,
+                    chat_id=target.chat_id,
+                    payload={"message": message},
+                    now=now,
+                    incident_id=change.incident_id,
+                    purpose="incident",
+                )
             )
+        return queued
 
     def _fold_into_storm(self, conn: Any, target: AlertTarget, folded: Counter[str], now: datetime) -> None:
         """Add `folded` (incident name -> count) to the chat's pending storm summary, or start one."""

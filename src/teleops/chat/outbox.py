@@ -8,7 +8,10 @@ Rules it keeps (ARCHITECTURE §2, THREATS F01/F02/F04):
   with jitter; "can't parse entities" is resent at once as plain text (`render_fallback_total`);
 - woken in-process by `wake()` right after a commit, never by polling; a row is read and claimed while the
   commit that wrote it may still be waiting for its fsync, and the platform call waits for that fsync
-  (`OutboxStore.wait_durable`), so nothing is announced that a power loss could take back.
+  (`OutboxStore.wait_durable`), so nothing is announced that a power loss could take back;
+- a new incident's announcement skips the read and the claim: the ingest transaction claims it when it is
+  its chat's head (`take_if_head`) and `offer`s it after the commit, so it is rendered during the fsync and
+  sent the moment the fsync ends (docs/benchmarks.md, B3).
 
 One worker per platform means a slow platform only ever delays itself.
 """
@@ -41,6 +44,10 @@ log = structlog.get_logger(__name__)
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 MAX_IN_FLIGHT = 64
+# A local platform's delivery (the web console: a database write and a push to browsers) waits this long after its
+# row is durable, so that a remote platform's request for the same alert is written to its socket first instead of
+# sharing the event loop and the database writer with it (B3 in docs/benchmarks.md: ~3 ms on the Telegram call).
+LOCAL_HEAD_START_S = 0.005
 
 
 class _Window:
@@ -102,6 +109,22 @@ class OutboxWorker:
         """New rows were committed: look now (cheap; safe to call from any coroutine of this loop)."""
         self._wake.set()
 
+    def offer(self, row: OutboxRow) -> None:
+        """Deliver `row` now if its chat and the rate limits allow, without reading or claiming it: its own
+        transaction, just committed, claimed it as its chat's head (`take_if_head`). Otherwise the worker finds
+        it with its next read, like any live row. Call on this loop, after the commit."""
+        now = self._now()
+        if (
+            self._task is None  # not started, or stopped: the next start finds the row
+            or row.chat_id in self._in_flight
+            or len(self._in_flight) >= MAX_IN_FLIGHT
+            or self._ready_at(row, now) > now
+            or self._global.ready_at(now) > now
+        ):
+            self.wake()
+            return
+        self._start(row, self._store.durable_mark(), now, taken=True)
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"outbox-{self._platform}")
@@ -152,12 +175,15 @@ class OutboxWorker:
             if global_ready > now:
                 next_at = min(next_at, global_ready)
                 break
-            self._global.record(now)
-            self._chat_ready[row.chat_id] = now + self._caps.rate_limits.per_chat_interval_s
-            task = asyncio.create_task(self._deliver(row, durable_mark), name=f"outbox-{self._platform}-{row.id}")
-            self._in_flight[row.chat_id] = task
-            task.add_done_callback(self._finisher(row.chat_id))
+            self._start(row, durable_mark, now, taken=False)
         return None if math.isinf(next_at) else next_at - now
+
+    def _start(self, row: OutboxRow, durable_mark: int, now: float, *, taken: bool) -> None:
+        self._global.record(now)
+        self._chat_ready[row.chat_id] = now + self._caps.rate_limits.per_chat_interval_s
+        task = asyncio.create_task(self._deliver(row, durable_mark, taken), name=f"outbox-{self._platform}-{row.id}")
+        self._in_flight[row.chat_id] = task
+        task.add_done_callback(self._finisher(row.chat_id))
 
     def _spaced_after_call(self, row: OutboxRow) -> None:
         """Count the chat's interval (and its group window) from when the platform answered, not from when the
@@ -195,13 +221,19 @@ class OutboxWorker:
             ready = max(ready, self._group(row.chat_id).ready_at(now))
         return ready
 
-    async def _deliver(self, row: OutboxRow, durable_mark: int) -> None:
+    async def _deliver(self, row: OutboxRow, durable_mark: int, taken: bool) -> None:
+        """`taken`: the row's own transaction claimed it (`offer`); its attempt is counted with its outcome."""
         log_ = log.bind(platform=self._platform, outbox_id=row.id, kind=row.kind)
-        # Committed *before* the call. If we die after the platform accepted the message but before
+        # Claimed *before* the call. If we die after the platform accepted the message but before
         # mark_sent commits, the row is still `sending` at the next start and is sent again: a
         # duplicate is possible only in that window and only for new messages, because the Bot API
         # gives no idempotency key for sendMessage (edits are idempotent: same text twice is a no-op).
-        if not await self._store.claim(row.id, self._clock()):
+        if not taken and not await self._store.claim(row.id, self._clock()):
+            return
+        try:
+            request = self._prepare(row)  # rendered while the fsync of the row's commit may still run
+        except Exception as exc:
+            await self._failed(row, exc, taken, log_)
             return
         try:
             await self._store.wait_durable(durable_mark)
@@ -209,45 +241,50 @@ class OutboxWorker:
             log_.warning("outbox.not_durable", error=str(exc))
             self._chat_ready[row.chat_id] = max(self._chat_ready.get(row.chat_id, 0.0), self._now() + BACKOFF_BASE_S)
             return
+        if self._caps.local:
+            await asyncio.sleep(LOCAL_HEAD_START_S)
         try:
             try:
-                message_id = await self._call(row)
+                message_id = await request()
             finally:
                 self._spaced_after_call(row)
-        except RetryLater as exc:
-            await self._retry(row, str(exc), exc.retry_after, log_)
-            return
-        except DeliveryRefused as exc:
-            log_.warning("outbox.refused", error=str(exc))
-            await self._store.mark_failed(row.id, str(exc))
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a gateway bug must not lose the row: retry with backoff
-            log_.exception("outbox.gateway_error")
-            await self._retry(row, f"{type(exc).__name__}: {exc}", None, log_)
+        except Exception as exc:
+            await self._failed(row, exc, taken, log_)
             return
         stamp = self._now()
         if row.kind == OutboxKind.EDIT and row.ref_id is not None:
             self._last_edit[row.ref_id] = stamp
         else:
             self._last_edit[row.id] = stamp
-        await self._record_sent(row, message_id)
+        await self._record_sent(row, message_id, taken)
         self._on_delivered(row)
 
-    async def _record_sent(self, row: OutboxRow, message_id: str | None) -> None:
+    async def _failed(self, row: OutboxRow, exc: Exception, taken: bool, log_: structlog.BoundLogger) -> None:
+        """The row could not go: retry later (temporary, or a gateway bug must not lose it) or fail it for good."""
+        if isinstance(exc, RetryLater):
+            await self._retry(row, str(exc), exc.retry_after, log_, taken)
+        elif isinstance(exc, DeliveryRefused):
+            log_.warning("outbox.refused", error=str(exc))
+            await self._store.mark_failed(row.id, str(exc), count_attempt=taken)
+        else:
+            log_.error("outbox.gateway_error", exc_info=exc)
+            await self._retry(row, f"{type(exc).__name__}: {exc}", None, log_, taken)
+
+    async def _record_sent(self, row: OutboxRow, message_id: str | None, taken: bool) -> None:
         # The platform has the message: giving up here would resend it, so insist until the database answers.
         delay = 0.05
         while True:
             try:
-                await self._store.mark_sent(row.id, message_id, self._clock())
+                await self._store.mark_sent(row.id, message_id, self._clock(), count_attempt=taken)
                 return
             except Exception:
                 log.exception("outbox.mark_sent_failed", platform=self._platform, outbox_id=row.id)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _retry(self, row: OutboxRow, error: str, retry_after: float | None, log_: structlog.BoundLogger) -> None:
+    async def _retry(
+        self, row: OutboxRow, error: str, retry_after: float | None, log_: structlog.BoundLogger, taken: bool
+    ) -> None:
         if retry_after is not None:
             # Exactly what the platform asked for, never sooner, for every request to this chat.
             delay = float(retry_after)
@@ -256,10 +293,11 @@ class OutboxWorker:
             delay = ceiling * (0.5 + self._rng.random() / 2)  # "equal jitter": spread retries, keep a floor
         self._chat_ready[row.chat_id] = max(self._chat_ready.get(row.chat_id, 0.0), self._now() + delay)
         log_.info("outbox.retry", error=error, delay_s=round(delay, 3), attempt=row.attempts + 1)
-        await self._store.mark_retry(row.id, error, self._clock() + timedelta(seconds=delay))
+        await self._store.mark_retry(row.id, error, self._clock() + timedelta(seconds=delay), count_attempt=taken)
 
-    async def _call(self, row: OutboxRow) -> str | None:
-        """One platform request (two when the markup is rejected). Returns the platform message id."""
+    def _prepare(self, row: OutboxRow) -> Callable[[], Awaitable[str | None]]:
+        """Render `row`; returns its platform request (two when the markup is rejected), which answers the platform
+        message id. Raises DeliveryRefused or RetryLater when an edit's message cannot be edited (yet)."""
         raw = row.payload.get("message")
         message = Message.from_json(raw) if raw else None
         if row.kind == OutboxKind.EDIT:
@@ -268,25 +306,27 @@ class OutboxWorker:
             if row.ref_message_id is None:
                 raise RetryLater("the message to edit has no platform id yet")
             assert message is not None
-            rendered = render(message, self._caps)
-            await self._with_fallback(lambda r: self._gateway.edit(row.chat_id, row.ref_message_id or "", r), rendered)
-            return row.ref_message_id
+            message_id = row.ref_message_id
+            edited = render(message, self._caps)
+
+            async def edit() -> str | None:
+                await self._with_fallback(lambda r: self._gateway.edit(row.chat_id, message_id, r), edited)
+                return message_id
+
+            return edit
         reply_to = row.ref_message_id if row.ref_status == OutboxStatus.SENT else None
         if row.kind == OutboxKind.FILE:
             file = row.payload["file"]
+            name, content = str(file["name"]), str(file["text"]).encode()
             caption = render(message, self._caps) if message is not None else None
-            content = str(file["text"]).encode()
             if caption is None:
-                return await self._gateway.send_file(row.chat_id, str(file["name"]), content, reply_to=reply_to)
-            return await self._with_fallback(
-                lambda r: self._gateway.send_file(
-                    row.chat_id, str(file["name"]), content, caption=r, reply_to=reply_to
-                ),
-                caption,
+                return lambda: self._gateway.send_file(row.chat_id, name, content, reply_to=reply_to)
+            return lambda: self._with_fallback(
+                lambda r: self._gateway.send_file(row.chat_id, name, content, caption=r, reply_to=reply_to), caption
             )
         assert message is not None
         rendered = render(message, self._caps)
-        return await self._with_fallback(lambda r: self._gateway.send(row.chat_id, r, reply_to=reply_to), rendered)
+        return lambda: self._with_fallback(lambda r: self._gateway.send(row.chat_id, r, reply_to=reply_to), rendered)
 
     async def _with_fallback(self, call: Callable[[Rendered], Awaitable[T]], rendered: Rendered) -> T:
         try:

@@ -26,7 +26,7 @@ from teleops.pipeline.duo import DuoPushes
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database
 from teleops.store.identities import IdentityStore
-from teleops.store.outbox import OutboxStore
+from teleops.store.outbox import OutboxRow, OutboxStore
 from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
 
@@ -64,7 +64,9 @@ class ChatService:
         self._workers: dict[str, OutboxWorker] = {}
         self._on_fallback = on_fallback
         self._runner: CommandRunner | None = None
-        self.notifier = Notifier(self._alert_targets, storm_threshold=storm_threshold, wake=self.wake)
+        self.notifier = Notifier(
+            self._alert_targets, storm_threshold=storm_threshold, wake=self.wake, offer=self._offer
+        )
         self._deps = ConversationDeps(
             db=db,
             identities=self.identities,
@@ -155,6 +157,11 @@ class ChatService:
     def wake(self) -> None:
         for worker in self._workers.values():
             worker.wake()
+
+    def _offer(self, row: OutboxRow) -> None:
+        worker = self._workers.get(row.platform)
+        if worker is not None:
+            worker.offer(row)
 
     async def handle(self, event: InboundEvent) -> None:
         await self.conversation.handle(event)

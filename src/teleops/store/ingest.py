@@ -65,7 +65,7 @@ class IngestWriter:
         clock: Callable[[], datetime],
         hooks: Sequence[ChangeHook] = (),
         on_changes: Callable[[Sequence[IncidentChange]], None] | None = None,
-        on_applied: Callable[[], None] | None = None,
+        on_applied: Callable[[Sequence[IncidentChange]], None] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -145,7 +145,7 @@ class IngestWriter:
             _fail(live, StorageUnavailable(f"internal error: {type(exc).__name__}"))
             return
         if changes and self._on_applied is not None:
-            self._on_applied()  # e.g. the outbox worker: it reads meanwhile and waits for the fsync itself
+            self._on_applied(changes)  # e.g. the outbox workers: they prepare meanwhile and wait for the fsync
         task = asyncio.create_task(self._answer(live, results, changes, commit.durable), name="ingest-answer")
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)

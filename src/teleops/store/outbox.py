@@ -9,6 +9,7 @@ ingest writes notifications in the same transaction as the incident, invariant 1
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "incident_snapshot",
     "pending_storm_row",
     "replace_payload",
+    "take_heads",
 ]
 
 
@@ -244,6 +246,44 @@ _CLAIM = (
 )
 
 
+# The delivery claim of new rows, taken in the transaction that wrote them, of those no older row of whose chat
+# is live (one statement for all the rows of an ingest batch).
+_OLDER_LIVE = outbox.alias("older")
+_TAKE_HEADS = (
+    update(outbox)
+    .where(
+        outbox.c.id.in_(bindparam("row_ids", expanding=True)),
+        outbox.c.status == OutboxStatus.PENDING.value,
+        ~select(_OLDER_LIVE.c.id)
+        .where(
+            _OLDER_LIVE.c.platform == outbox.c.platform,
+            _OLDER_LIVE.c.status.in_(_LIVE),
+            _OLDER_LIVE.c.chat_id == outbox.c.chat_id,
+            _OLDER_LIVE.c.id < outbox.c.id,
+        )
+        .exists(),
+    )
+    .values(status=OutboxStatus.SENDING.value)
+    .returning(*_ROW_COLUMNS)
+)
+
+
+def take_heads(conn: Connection, row_ids: Sequence[int]) -> list[OutboxRow]:
+    """Claim for delivery, in the caller's transaction (the one that queued them), those of `row_ids` that are
+    the oldest live row of their chat; returns them as claimed (`sending`). The others wait for an older row
+    of their chat to go first, and the worker finds them in order with `heads`. The attempt is counted by the
+    write that records the outcome (`mark_sent` and the others with `count_attempt=True`).
+
+    The caller hands the returned rows to the delivery worker after the commit (`OutboxWorker.offer`), which
+    then needs neither a read nor a claim of its own before the platform call. A taken row the worker does not
+    deliver at once (rate limits) stays `sending`: it is live, so `heads` finds it like any other.
+    """
+    if not row_ids:
+        return []
+    rows = conn.execute(_TAKE_HEADS, {"row_ids": list(row_ids)}).all()
+    return sorted((_row(r) for r in rows), key=lambda r: r.id)
+
+
 class OutboxStore:
     """Reads and state changes for the delivery worker, and enqueueing in a transaction of its own."""
 
@@ -305,18 +345,36 @@ class OutboxStore:
 
         return bool(await self._db.submit_batch(apply).applied)
 
-    async def mark_sent(self, row_id: int, platform_message_id: str | None, now: datetime) -> None:
-        await self._set(row_id, status=OutboxStatus.SENT.value, sent_at=now, platform_message_id=platform_message_id)
-
-    async def mark_retry(self, row_id: int, error: str, next_attempt_at: datetime) -> None:
+    async def mark_sent(
+        self, row_id: int, platform_message_id: str | None, now: datetime, *, count_attempt: bool = False
+    ) -> None:
+        """The platform accepted the row. `count_attempt`: the row was taken without `claim` (`take_if_head`)."""
         await self._set(
-            row_id, status=OutboxStatus.PENDING.value, last_error=error[:500], next_attempt_at=next_attempt_at
+            row_id,
+            count_attempt,
+            status=OutboxStatus.SENT.value,
+            sent_at=now,
+            platform_message_id=platform_message_id,
         )
 
-    async def mark_failed(self, row_id: int, error: str) -> None:
-        await self._set(row_id, status=OutboxStatus.FAILED.value, last_error=error[:500])
+    async def mark_retry(
+        self, row_id: int, error: str, next_attempt_at: datetime, *, count_attempt: bool = False
+    ) -> None:
+        await self._set(
+            row_id,
+            count_attempt,
+            status=OutboxStatus.PENDING.value,
+            last_error=error[:500],
+            next_attempt_at=next_attempt_at,
+        )
 
-    async def _set(self, row_id: int, **values: Any) -> None:
+    async def mark_failed(self, row_id: int, error: str, *, count_attempt: bool = False) -> None:
+        await self._set(row_id, count_attempt, status=OutboxStatus.FAILED.value, last_error=error[:500])
+
+    async def _set(self, row_id: int, count_attempt: bool, **values: Any) -> None:
+        if count_attempt:
+            values["attempts"] = outbox.c.attempts + 1
+
         def apply(conn: Connection) -> None:
             conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
 

@@ -300,11 +300,19 @@ def notes_of(conn: Connection, incident_ids: Sequence[int]) -> dict[int, list[Sc
 
 
 def in_savepoint(conn: Connection, fn: Callable[[Connection], T]) -> T | None:
-    """Run `fn(conn)` in a SAVEPOINT; on a database error roll back to it and return None.
+    """Run `fn(conn)` (reads only) so that a database error costs only its result: returns None on one.
 
     For optional reads inside someone else's transaction (the ingest batch): on PostgreSQL a failed
-    statement would otherwise abort the whole transaction, and with it the alerts being stored.
+    statement would otherwise abort the whole transaction, and with it the alerts being stored, so `fn` runs
+    in a SAVEPOINT rolled back on error. SQLite keeps a transaction usable after a failed read (the errors that
+    roll it back, a full disk or an I/O error, would take a savepoint with it too), so there it saves the two
+    statements of a savepoint on the ingest path.
     """
+    if conn.dialect.name == "sqlite":
+        try:
+            return fn(conn)
+        except SQLAlchemyError:
+            return None
     savepoint = conn.begin_nested()
     try:
         result = fn(conn)

@@ -67,6 +67,7 @@ CONSOLE_CAPABILITIES = Capabilities(
         global_per_second=1000.0,
         edit_interval_s=1.0,
     ),
+    local=True,
 )
 
 

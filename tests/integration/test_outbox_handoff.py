@@ -1,0 +1,100 @@
+"""The announcement hand-off (B3): a new row is claimed in the transaction that queued it when it is its chat's
+head, on SQLite and PostgreSQL, and the worker delivers an offered row without reading or claiming it, once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Connection
+
+from teleops.chat.base import Capabilities, Formatting, RateLimits
+from teleops.chat.outbox import OutboxWorker
+from teleops.chat.render import Message, Rendered
+from teleops.store.database import Database
+from teleops.store.outbox import OutboxRow, OutboxStatus, OutboxStore, enqueue_send, take_heads
+
+NOW = datetime(2026, 12, 3, 3, 0, tzinfo=UTC)
+
+
+def _queue(conn: Connection, chat: str, text: str) -> int:
+    return enqueue_send(conn, platform="fake", chat_id=chat, payload={"message": Message(body=text).to_json()}, now=NOW)
+
+
+async def test_only_the_head_of_each_chat_is_taken_in_the_transaction_that_queued_it(db: Database) -> None:
+    store = OutboxStore(db)
+    older = await store.run(_queue, "busy", "queued earlier, still pending")
+
+    def batch(conn: Connection) -> tuple[list[int], list[OutboxRow]]:
+        ids = [_queue(conn, "quiet", "first"), _queue(conn, "quiet", "second"), _queue(conn, "busy", "behind")]
+        return ids, take_heads(conn, ids)
+
+    (first, second, behind), taken = await db.write(batch)
+    assert [row.id for row in taken] == [first]
+    assert taken[0].status == OutboxStatus.SENDING
+    assert taken[0].attempts == 0
+    assert taken[0].payload["message"]["body"] == "first"
+    states = {row.id: (row.status, row.attempts) for row in await store.rows("fake")}
+    assert states == {
+        older: ("pending", 0),
+        first: ("sending", 0),
+        second: ("pending", 0),  # behind "first": per-chat order
+        behind: ("pending", 0),  # behind the older pending row of its chat
+    }
+    assert await db.write(lambda conn: take_heads(conn, [])) == []
+
+
+class _RecordingGateway:
+    """A platform that records what reaches it (the far end of this test, not our code)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.capabilities = Capabilities(
+            platform="fake",
+            formatting=Formatting.PLAIN,
+            max_message_length=4096,
+            buttons=False,
+            max_button_data_bytes=0,
+            replies=False,
+            edits=False,
+            files=False,
+            max_file_bytes=0,
+            rate_limits=RateLimits(per_chat_interval_s=interval_s, per_group_per_minute=None, edit_interval_s=1.0),
+        )
+        self.sent: list[tuple[str, str, float]] = []
+
+    async def send(self, chat_id: str, message: Rendered, *, reply_to: str | None = None) -> str:
+        self.sent.append((chat_id, message.text, asyncio.get_running_loop().time()))
+        return str(len(self.sent))
+
+
+async def _settled(store: OutboxStore, count: int) -> list[OutboxRow]:
+    for _ in range(500):
+        rows = await store.rows("fake")
+        if sum(r.status == OutboxStatus.SENT for r in rows) == count:
+            return rows
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not all sent: {[(r.id, r.status) for r in await store.rows('fake')]}")
+
+
+async def test_an_offered_row_is_sent_once_and_a_rate_limited_one_waits_its_turn(db: Database) -> None:
+    store = OutboxStore(db)
+    gateway = _RecordingGateway(interval_s=0.5)
+    worker = OutboxWorker(store, gateway, clock=lambda: NOW)  # type: ignore[arg-type]
+    worker.start()
+    try:
+
+        def queue_and_take(conn: Connection, text: str) -> list[OutboxRow]:
+            return take_heads(conn, [_queue(conn, "chat", text)])
+
+        for text in ("one", "two"):  # the second is taken too (the first is sent by then) but must wait 0.5 s
+            (taken,) = await db.write(queue_and_take, text)
+            worker.offer(taken)
+            await asyncio.sleep(0.1)
+        rows = await _settled(store, 2)
+        assert [(chat, text) for chat, text, _ in gateway.sent] == [("chat", "one"), ("chat", "two")]
+        assert gateway.sent[1][2] - gateway.sent[0][2] >= 0.5  # the chat's interval, though offered 0.1 s later
+        assert [r.attempts for r in rows] == [1, 1]  # counted once each, whichever way it went
+        await asyncio.sleep(0.6)  # nothing comes again (a stale read or a second claim would resend)
+        assert len(gateway.sent) == 2
+    finally:
+        await worker.stop()
