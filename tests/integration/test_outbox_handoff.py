@@ -43,6 +43,12 @@ async def test_only_the_head_of_each_chat_is_taken_in_the_transaction_that_queue
     }
     assert await db.write(lambda conn: take_heads(conn, [])) == []
 
+    def reply(conn: Connection) -> list[OutboxRow]:
+        row_id = enqueue_send(conn, platform="fake", chat_id="other", payload={"message": {}}, now=NOW, reply_to=first)
+        return take_heads(conn, [row_id])
+
+    assert await db.write(reply) == []  # a reply goes through `heads`, which reads how its reference went
+
 
 class _RecordingGateway:
     """A platform that records what reaches it (the far end of this test, not our code)."""

@@ -29,7 +29,7 @@ from teleops.memory.service import ScenarioMemory
 from teleops.store.database import Database, StorageUnavailable, Transaction
 from teleops.store.identities import IdentityStore, LinkError
 from teleops.store.incidents import IncidentNotFound, act_on_incident, add_note, list_incidents
-from teleops.store.outbox import OutboxStore, enqueue_send
+from teleops.store.outbox import OutboxRow, OutboxStore, enqueue_send, take_heads
 from teleops.store.users import UserStore
 
 __all__ = ["Conversation", "ConversationDeps", "Person"]
@@ -82,6 +82,7 @@ class ConversationDeps:
     configured: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (platform, id) -> user name
     max_update_age: timedelta = timedelta(minutes=5)
     commands: CommandRunner | None = None
+    offer: Callable[[OutboxRow], None] = lambda _row: None  # a row claimed as its chat's head, to its worker
 
 
 class Conversation:
@@ -430,8 +431,8 @@ class Conversation:
         """
         d = self._d
 
-        def apply(conn: Transaction) -> int:
-            return enqueue_send(
+        def apply(conn: Transaction) -> tuple[int, list[OutboxRow]]:
+            row_id = enqueue_send(
                 conn,
                 platform=platform,
                 chat_id=chat_id,
@@ -440,10 +441,14 @@ class Conversation:
                 incident_id=incident_id,
                 reply_to=reply_to,
             )
+            return row_id, take_heads(conn, [row_id])
 
-        row_id = int(await d.outbox.run(apply))
-        d.wake()
-        return row_id
+        row_id, taken = await d.outbox.run(apply)
+        if taken:  # the chat has nothing before it: straight to the worker, no read and no claim (B6 chat reply)
+            d.offer(taken[0])
+        else:
+            d.wake()
+        return int(row_id)
 
     async def _answer(self, event: InboundEvent, text: str) -> None:
         if event.kind is EventKind.BUTTON and event.callback_id:

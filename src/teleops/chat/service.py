@@ -79,6 +79,7 @@ class ChatService:
             allowed_chats={},
             configured=dict(configured_identities or {}),
             max_update_age=max_update_age,
+            offer=self._offer,
         )
         self.conversation = Conversation(self._deps)
 

@@ -254,6 +254,7 @@ _TAKE_HEADS = (
     .where(
         outbox.c.id.in_(bindparam("row_ids", expanding=True)),
         outbox.c.status == OutboxStatus.PENDING.value,
+        outbox.c.ref_id.is_(None),  # a reply needs its reference's delivery state: `heads` reads it
         ~select(_OLDER_LIVE.c.id)
         .where(
             _OLDER_LIVE.c.platform == outbox.c.platform,
@@ -270,8 +271,9 @@ _TAKE_HEADS = (
 
 def take_heads(conn: Connection, row_ids: Sequence[int]) -> list[OutboxRow]:
     """Claim for delivery, in the caller's transaction (the one that queued them), those of `row_ids` that are
-    the oldest live row of their chat; returns them as claimed (`sending`). The others wait for an older row
-    of their chat to go first, and the worker finds them in order with `heads`. The attempt is counted by the
+    the oldest live row of their chat and answer no other message; returns them as claimed (`sending`). The
+    others (behind an older row of their chat, or replies, whose reference's state `heads` joins) are found by
+    the worker in order with `heads`. The attempt is counted by the
     write that records the outcome (`mark_sent` and the others with `count_attempt=True`).
 
     The caller hands the returned rows to the delivery worker after the commit (`OutboxWorker.offer`), which
