@@ -4,11 +4,13 @@ head, on SQLite and PostgreSQL, and the worker delivers an offered row without r
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection
 
-from teleops.chat.base import Capabilities, Formatting, RateLimits
+from teleops.chat.base import RateLimits
+from teleops.chat.console.gateway import CONSOLE_CAPABILITIES
 from teleops.chat.outbox import OutboxWorker
 from teleops.chat.render import Message, Rendered
 from teleops.store.database import Database
@@ -54,18 +56,9 @@ class _RecordingGateway:
     """A platform that records what reaches it (the far end of this test, not our code)."""
 
     def __init__(self, interval_s: float) -> None:
-        self.capabilities = Capabilities(
-            platform="fake",
-            formatting=Formatting.PLAIN,
-            max_message_length=4096,
-            buttons=False,
-            max_button_data_bytes=0,
-            replies=False,
-            edits=False,
-            files=False,
-            max_file_bytes=0,
-            rate_limits=RateLimits(per_chat_interval_s=interval_s, per_group_per_minute=None, edit_interval_s=1.0),
-        )
+        # The console's capabilities, as a remote platform with a per-chat interval.
+        limits = RateLimits(per_chat_interval_s=interval_s, per_group_per_minute=None, edit_interval_s=1.0)
+        self.capabilities = replace(CONSOLE_CAPABILITIES, platform="fake", local=False, rate_limits=limits)
         self.sent: list[tuple[str, str, float]] = []
 
     async def send(self, chat_id: str, message: Rendered, *, reply_to: str | None = None) -> str:
