@@ -9,9 +9,9 @@ Rules it keeps (ARCHITECTURE §2, THREATS F01/F02/F04):
 - woken in-process by `wake()` right after a commit, never by polling; a row is read and claimed while the
   commit that wrote it may still be waiting for its fsync, and the platform call waits for that fsync
   (`OutboxStore.wait_durable`), so nothing is announced that a power loss could take back;
-- a new incident's announcement skips the read and the claim: the ingest transaction claims it when it is
-  its chat's head (`take_if_head`) and `offer`s it after the commit, so it is rendered during the fsync and
-  sent the moment the fsync ends (docs/benchmarks.md, B3).
+- a new incident's announcement (and a person's answer) skips the read and the claim: the transaction that
+  queued it claims it when it is its chat's head (`take_heads`) and `offer`s it after the commit, so it is
+  rendered during the fsync and sent the moment the fsync ends (docs/benchmarks.md, B3).
 
 One worker per platform means a slow platform only ever delays itself.
 """
@@ -111,7 +111,7 @@ class OutboxWorker:
 
     def offer(self, row: OutboxRow) -> None:
         """Deliver `row` now if its chat and the rate limits allow, without reading or claiming it: its own
-        transaction, just committed, claimed it as its chat's head (`take_if_head`). Otherwise the worker finds
+        transaction, just committed, claimed it as its chat's head (`take_heads`). Otherwise the worker finds
         it with its next read, like any live row. Call on this loop, after the commit."""
         now = self._now()
         if (

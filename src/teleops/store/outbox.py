@@ -350,7 +350,7 @@ class OutboxStore:
     async def mark_sent(
         self, row_id: int, platform_message_id: str | None, now: datetime, *, count_attempt: bool = False
     ) -> None:
-        """The platform accepted the row. `count_attempt`: the row was taken without `claim` (`take_if_head`)."""
+        """The platform accepted the row. `count_attempt`: the row was taken without `claim` (`take_heads`)."""
         await self._set(
             row_id,
             count_attempt,
