@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection
 
-from teleops.chat.base import RateLimits
+from teleops.chat.base import Capabilities, EventHandler, RateLimits
 from teleops.chat.console.gateway import CONSOLE_CAPABILITIES
 from teleops.chat.outbox import OutboxWorker
 from teleops.chat.render import Message, Rendered
@@ -58,12 +58,39 @@ class _RecordingGateway:
     def __init__(self, interval_s: float) -> None:
         # The console's capabilities, as a remote platform with a per-chat interval.
         limits = RateLimits(per_chat_interval_s=interval_s, per_group_per_minute=None, edit_interval_s=1.0)
-        self.capabilities = replace(CONSOLE_CAPABILITIES, platform="fake", local=False, rate_limits=limits)
+        self._capabilities = replace(CONSOLE_CAPABILITIES, platform="fake", local=False, rate_limits=limits)
         self.sent: list[tuple[str, str, float]] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    async def start(self, on_event: EventHandler) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
     async def send(self, chat_id: str, message: Rendered, *, reply_to: str | None = None) -> str:
         self.sent.append((chat_id, message.text, asyncio.get_running_loop().time()))
         return str(len(self.sent))
+
+    async def edit(self, chat_id: str, message_id: str, message: Rendered) -> None:
+        raise AssertionError("this test queues no edits")
+
+    async def send_file(
+        self,
+        chat_id: str,
+        filename: str,
+        content: bytes,
+        *,
+        caption: Rendered | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        raise AssertionError("this test queues no files")
+
+    async def answer_button(self, callback_id: str, text: str) -> None:
+        raise AssertionError("this test presses no buttons")
 
 
 async def _settled(store: OutboxStore, count: int) -> list[OutboxRow]:
@@ -78,7 +105,7 @@ async def _settled(store: OutboxStore, count: int) -> list[OutboxRow]:
 async def test_an_offered_row_is_sent_once_and_a_rate_limited_one_waits_its_turn(db: Database) -> None:
     store = OutboxStore(db)
     gateway = _RecordingGateway(interval_s=0.5)
-    worker = OutboxWorker(store, gateway, clock=lambda: NOW)  # type: ignore[arg-type]
+    worker = OutboxWorker(store, gateway, clock=lambda: NOW)
     worker.start()
     try:
 

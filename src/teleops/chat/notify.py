@@ -17,17 +17,9 @@ import structlog
 
 from teleops.chat.render import Button, CodeBlock, Link, Message
 from teleops.domain.incident import IncidentAction
+from teleops.store.announcements import incident_messages, incident_snapshot, pending_storm_row, replace_payload
 from teleops.store.ingest import IncidentChange, Outcome
-from teleops.store.outbox import (
-    OutboxRow,
-    enqueue_edit,
-    enqueue_send,
-    incident_messages,
-    incident_snapshot,
-    pending_storm_row,
-    replace_payload,
-    take_heads,
-)
+from teleops.store.outbox import OutboxRow, enqueue_edit, enqueue_send, take_heads
 
 __all__ = ["AlertTarget", "Extra", "ExtraSource", "Notifier", "incident_message"]
 

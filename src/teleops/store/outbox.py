@@ -18,7 +18,7 @@ from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from teleops.store.database import Database
-from teleops.store.schema import incidents, outbox
+from teleops.store.schema import outbox
 
 __all__ = [
     "OutboxKind",
@@ -29,10 +29,6 @@ __all__ = [
     "enqueue_edit",
     "enqueue_file",
     "enqueue_send",
-    "incident_messages",
-    "incident_snapshot",
-    "pending_storm_row",
-    "replace_payload",
     "take_heads",
 ]
 
@@ -273,8 +269,8 @@ def take_heads(conn: Connection, row_ids: Sequence[int]) -> list[OutboxRow]:
     """Claim for delivery, in the caller's transaction (the one that queued them), those of `row_ids` that are
     the oldest live row of their chat and answer no other message; returns them as claimed (`sending`). The
     others (behind an older row of their chat, or replies, whose reference's state `heads` joins) are found by
-    the worker in order with `heads`. The attempt is counted by the
-    write that records the outcome (`mark_sent` and the others with `count_attempt=True`).
+    the worker in order with `heads`. The attempt is counted by the write that records the outcome (`mark_sent`
+    and the others with `count_attempt=True`).
 
     The caller hands the returned rows to the delivery worker after the commit (`OutboxWorker.offer`), which
     then needs neither a read nor a claim of its own before the platform call. A taken row the worker does not
@@ -385,54 +381,6 @@ class OutboxStore:
 
 def _all_rows(conn: Connection, query: Any, params: dict[str, Any]) -> list[Row[Any]]:
     return list(conn.execute(query, params))
-
-
-def incident_messages(conn: Connection, incident_id: int) -> list[tuple[int, str, str]]:
-    """(row id, platform, chat id) of each announcement of `incident_id` (the messages that get edited)."""
-    rows = conn.execute(
-        select(outbox.c.id, outbox.c.platform, outbox.c.chat_id).where(
-            outbox.c.incident_id == incident_id,
-            outbox.c.purpose == "incident",
-            outbox.c.kind == OutboxKind.SEND.value,
-        )
-    ).all()
-    return [(r.id, r.platform, r.chat_id) for r in rows]
-
-
-def pending_storm_row(conn: Connection, platform: str, chat_id: str) -> tuple[int, dict[str, Any]] | None:
-    """The not-yet-sent storm summary of a chat, to fold more incidents into it."""
-    row = conn.execute(
-        select(outbox.c.id, outbox.c.payload).where(
-            outbox.c.platform == platform,
-            outbox.c.chat_id == chat_id,
-            outbox.c.purpose == "storm",
-            outbox.c.status == OutboxStatus.PENDING.value,
-        )
-    ).first()
-    return (int(row.id), dict(row.payload)) if row is not None else None
-
-
-def replace_payload(conn: Connection, row_id: int, payload: dict[str, Any]) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == row_id).values(payload=payload))
-
-
-def incident_snapshot(conn: Connection, incident_id: int) -> dict[str, Any] | None:
-    """The fields an announcement shows, read inside the caller's transaction."""
-    row = conn.execute(_SNAPSHOT, {"incident_id": incident_id}).first()
-    return dict(row._mapping) if row is not None else None
-
-
-_SNAPSHOT = select(
-    incidents.c.id,
-    incidents.c.name,
-    incidents.c.severity,
-    incidents.c.host,
-    incidents.c.summary,
-    incidents.c.labels,
-    incidents.c.annotations,
-    incidents.c.url,
-    incidents.c.status,
-).where(incidents.c.id == bindparam("incident_id"))
 
 
 def chat_of_row(conn: Connection, row_id: int) -> str:
