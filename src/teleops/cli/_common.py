@@ -10,10 +10,20 @@ from typing import TypeVar
 
 import click
 
+from teleops.cli.exit_codes import EXIT_CONFIG, EXIT_ERROR
 from teleops.config import ConfigError, Settings, find_config_file, load_settings
 
-EXIT_ERROR = 1
-EXIT_CONFIG = 78
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "config_option",
+    "db_kind",
+    "fail",
+    "require_packages",
+    "run_async",
+    "settings_from",
+]
+
 T = TypeVar("T")
 
 config_option = click.option(
@@ -30,6 +40,17 @@ def settings_from(config_path: Path | None) -> Settings:
         return load_settings(find_config_file(config_path))
     except ConfigError as exc:
         click.echo(f"teleops: bad configuration:\n{exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def require_packages(settings: Settings) -> None:
+    """Exit 78 with one line per configured feature whose Python package is missing (no traceback later)."""
+    from teleops.config.packages import missing_packages
+
+    missing = missing_packages(settings)
+    for line in missing:
+        click.echo(f"teleops: {line}", err=True)
+    if missing:
         sys.exit(EXIT_CONFIG)
 
 

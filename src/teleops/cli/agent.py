@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from teleops.cli._common import EXIT_CONFIG
-from teleops.config.logging import configure_logging
+from teleops.cli.exit_codes import EXIT_CONFIG
+from teleops.logs import configure_logging
 
 
 @click.command()

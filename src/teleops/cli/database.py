@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from teleops.cli._common import config_option, db_kind, run_async, settings_from
+from teleops.cli._common import config_option, db_kind, require_packages, run_async, settings_from
 from teleops.config import find_config_file
 
 
@@ -45,6 +45,7 @@ def config_check(config_path: Path | None) -> None:
     """Validate the configuration and print where it came from."""
     path = find_config_file(config_path)
     settings = settings_from(config_path)
+    require_packages(settings)
     click.echo(
         f"configuration OK ({path or 'embedded default'}); database: {db_kind(settings)}, "
         f"listen: {settings.server.listen}, users: {len(settings.users)}"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from teleops.cli._common import config_option, db_kind, fail, settings_from
-from teleops.config.logging import configure_logging
+from teleops.cli._common import config_option, db_kind, fail, require_packages, settings_from
+from teleops.logs import configure_logging
 
 
 @click.command()
@@ -20,6 +20,7 @@ def serve(config_path: Path | None) -> None:
     from teleops.server.app import create_app
 
     settings = settings_from(config_path)
+    require_packages(settings)
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announcements: list[str] = []

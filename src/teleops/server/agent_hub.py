@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketState
@@ -24,7 +25,6 @@ from teleops.server.clock import Clock
 from teleops.server.command_progress import CommandProgress
 from teleops.server.lost_commands import LostCommands
 from teleops.server.output_redaction import OutputRedaction
-from teleops.server.ssh_executor import SshHosts, SshTarget
 from teleops.store.agents import mark_agent_offline, register_agent, touch_agent
 from teleops.store.commands import (
     CommandNotFound,
@@ -53,6 +53,9 @@ from teleops.wire import (
     decode,
     encode,
 )
+
+if TYPE_CHECKING:
+    from teleops.server.ssh_executor import SshHosts
 
 __all__ = ["CLOSE_FORBIDDEN", "CLOSE_PROTOCOL", "CLOSE_UNAUTHORIZED", "AgentHub"]
 
@@ -119,11 +122,13 @@ class AgentHub:
             lost_after=self._lost_after,
         )
         # Agentless hosts (`hosts:` with `ssh:`) are targets of this hub too, so every sender reaches them.
-        self._ssh = (
-            SshHosts(hosts, db=db, clock=clock, output_cap_bytes=self._output_cap, on_finished=self.progress.finished)
-            if hosts
-            else None
-        )
+        self._ssh: SshHosts | None = None
+        if hosts:
+            from teleops.server.ssh_executor import SshHosts  # asyncssh loads only when SSH hosts are configured
+
+            self._ssh = SshHosts(
+                hosts, db=db, clock=clock, output_cap_bytes=self._output_cap, on_finished=self.progress.finished
+            )
         self._handlers: dict[str, Handler] = {
             "started": self._on_started,
             "output": self._on_output,
@@ -143,6 +148,8 @@ class AgentHub:
         """List the configured SSH hosts in the agents table (version "ssh"), so hosts resolve to them."""
         if self._ssh is None:
             return
+        from teleops.server.ssh_executor import SshTarget
+
         for host in self._ssh.hosts:
             hostname = SshTarget(host.ssh.address, host.ssh.user, host.ssh.key_file, host.ssh.known_hosts).host_port[0]
             await register_agent(

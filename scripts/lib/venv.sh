@@ -1,0 +1,62 @@
+# Sourced by scripts/serve, scripts/test, scripts/check and scripts/bench: one virtual environment in the
+# checkout (.venv/), installed from a lock file in requirements/ (exact versions, every file's hash, pip
+# --require-hashes) and TeleOps itself as an editable install. The install runs only when the lock file,
+# pyproject.toml or the Python it was made with changed, so a restart needs no network.
+# PYTHON chooses the interpreter that creates .venv/ (default: python3; Debian's /usr/bin/python3 works).
+
+VENV="$(pwd -P)/.venv"
+PYTHON="${PYTHON:-python3}"
+
+_teleops_make_venv() {
+    if ! command -v "$PYTHON" >/dev/null; then
+        echo "TeleOps needs Python >= 3.11: '$PYTHON' was not found. Install python3 (apt-get install python3) or set PYTHON=/path/to/python3." >&2
+        exit 1
+    fi
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "TeleOps needs Python >= 3.11; $PYTHON is $("$PYTHON" -V 2>&1). Set PYTHON=/path/to/python3.11-or-newer." >&2
+        exit 1
+    fi
+    echo "== creating the virtual environment .venv/ with $("$PYTHON" -V 2>&1) ($PYTHON)"
+    local err
+    if ! err="$("$PYTHON" -m venv "$VENV" 2>&1)"; then
+        rm -rf "$VENV"
+        echo "$err" >&2
+        echo "Could not create .venv/: $PYTHON has no working venv module. On Debian or Ubuntu: apt-get install python3-venv, then run this again." >&2
+        exit 1
+    fi
+}
+
+# The lock files whose pins include LOCK's (test.lock is built with serve.lock as constraints).
+_teleops_covers() {
+    local installed="$1" wanted="$2"
+    [[ "$installed" == "$wanted" ]] && return 0
+    [[ "$installed" == "requirements/test.lock" && "$wanted" == "requirements/serve.lock" ]]
+}
+
+_teleops_stamp_of() {
+    local lock="$1"
+    echo "$lock $(cat "$lock" pyproject.toml | sha256sum | cut -c1-64) $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')"
+}
+
+# teleops_venv LOCK: make .venv/ match LOCK (requirements/serve.lock or requirements/test.lock), then put
+# .venv/bin first on PATH.
+teleops_venv() {
+    local lock="$1" stamp_file="$VENV/.teleops-installed" have
+    [[ -x "$VENV/bin/python" ]] || _teleops_make_venv
+    have="$(cat "$stamp_file" 2>/dev/null || true)"
+    local have_lock="${have%% *}"
+    if [[ -n "$have" ]] && _teleops_covers "$have_lock" "$lock" \
+        && [[ "$have" == "$(_teleops_stamp_of "$have_lock")" ]] \
+        && "$VENV/bin/python" -c 'import teleops' 2>/dev/null; then
+        echo "== dependencies: up to date ($have_lock unchanged; no install)"
+    else
+        echo "== installing the pinned dependencies of $lock into .venv/ (pip --require-hashes; once per change)"
+        local started=$SECONDS
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"
+        echo "== installing TeleOps from this checkout into .venv/ (editable, no network)"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index -e .
+        _teleops_stamp_of "$lock" >"$stamp_file"
+        echo "== installed in $((SECONDS - started)) s"
+    fi
+    export PATH="$VENV/bin:$PATH"
+}
