@@ -14,11 +14,10 @@ import structlog
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
-from swagger_ui_bundle import swagger_ui_path
 
 import teleops
 from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
@@ -58,6 +57,7 @@ __all__ = ["create_app"]
 log = structlog.get_logger(__name__)
 
 _UI_STATIC = Path(__file__).resolve().parent / "static"
+_SWAGGER_UI_STATIC = Path(__file__).resolve().parent / "swagger_ui"  # vendored Swagger UI 5 (reads OpenAPI 3.1)
 
 
 def create_app(
@@ -168,8 +168,13 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+    app.mount("/static/swagger-ui", StaticFiles(directory=_SWAGGER_UI_STATIC), name="swagger-ui")
     app.mount("/ui/static", StaticFiles(directory=_UI_STATIC), name="ui-static")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        # The web UI; its own pages send whoever is not logged in on to /ui/login.
+        return RedirectResponse("/ui/", status_code=303)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -179,6 +184,7 @@ def create_app(
             swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/static/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None},  # never ask validator.swagger.io about our schema
         )
 
     @app.exception_handler(RequestValidationError)
