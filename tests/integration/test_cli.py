@@ -59,6 +59,24 @@ def test_environment_config_errors_exit_78(workdir: Path) -> None:
     assert "database.url" in result.stderr
 
 
+def test_config_check_refuses_a_rotation_member_who_is_not_a_user(workdir: Path) -> None:
+    config = workdir / "oncall.yaml"
+    config.write_text(
+        "users: [{name: alice}, {name: carol}]\n"
+        "oncall:\n"
+        "  rotations: [{name: primary, members: [alice, carol, bob]}]\n"
+        "  escalation: [{notify: rotation:primary}]\n"
+    )
+    result = teleops("config", "check", "--config", str(config), cwd=workdir)
+    assert result.returncode == 78
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    named = [line for line in result.stderr.splitlines() if "oncall." in line]
+    assert named == [
+        f"{config}: oncall.rotations.0.members.2: 'bob' is not a defined user; define it under users: or fix the name"
+    ]
+
+
 def test_usage_errors_exit_2(workdir: Path) -> None:
     assert teleops("token", "create", "api", "x", cwd=workdir).returncode == 2  # --user missing
     assert teleops("no-such-command", cwd=workdir).returncode == 2

@@ -27,7 +27,10 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
             "alert_chats": [ALERT_CHAT],
             "poll_timeout": "1s",
         },
-        users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],  # type: ignore[list-item]
+        users=[  # type: ignore[list-item]
+            {"name": "alice", "role": "operator", "telegram_id": ALICE_ID},
+            {"name": "bob", "role": "operator"},
+        ],
         oncall={
             "rotations": [{"name": "primary", "members": ["alice", "bob"], "shift": "1d", "handoff": "09:00"}],
             "escalation": [{"after": "0m", "notify": "rotation:primary"}],

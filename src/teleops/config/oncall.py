@@ -1,12 +1,15 @@
 """The `oncall:` section: rotations, escalation policies per team, routes, named chats, reminders.
 
 The top-level `rotations` and `escalation` (ARCHITECTURE §6) are the default team's; `teams` add more,
-and `routes` send alerts to a team by source, severity and labels.
+and `routes` send alerts to a team by source, severity and labels. The names an escalation step or a rotation
+gives (rotations, chats, people) are checked by `Settings`, which also knows the `users:` section.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Literal
 
@@ -142,11 +145,44 @@ class OncallSettings(_Section):
         for route in self.routes:
             if route.team not in teams:
                 raise ValueError(f"route to unknown team {route.team!r}; teams: {', '.join(sorted(teams))}")
-        steps = [*self.escalation, *(step for team in self.teams for step in team.escalation)]
-        for step in steps:
-            kind, _, name = step.notify.partition(":")
-            if kind == "rotation" and name not in rotations:
-                raise ValueError(f"{step.notify}: no rotation named {name!r}")
-            if kind == "chat" and name not in self.chats:
-                raise ValueError(f"{step.notify}: no chat named {name!r} under oncall.chats")
         return self
+
+    def _keyed_steps(self) -> Iterator[tuple[str, EscalationStep]]:
+        """(key under `oncall`, step) of every escalation step: the default team's, then each team's."""
+        for index, step in enumerate(self.escalation):
+            yield f"escalation.{index}", step
+        for number, team in enumerate(self.teams):
+            for index, step in enumerate(team.escalation):
+                yield f"teams.{number}.escalation.{index}", step
+
+    def unknown_names(self, users: Collection[str]) -> Iterator[tuple[str, str]]:
+        """(key under `oncall`, what is wrong and what to do) for every name here that is not defined, in file
+        order: rotation members and override users missing from `users`, and escalation targets `user:NAME`
+        (a person missing from `users`), `rotation:NAME` (no such rotation) and `chat:NAME` (not under chats)."""
+        rotations = [r.name for r in self.rotations]
+        for number, rotation in enumerate(self.rotations):
+            for index, member in enumerate(rotation.members):
+                if member not in users:
+                    yield f"rotations.{number}.members.{index}", _undefined("user", member, users)
+            for index, override in enumerate(rotation.overrides):
+                if override.user not in users:
+                    yield f"rotations.{number}.overrides.{index}.user", _undefined("user", override.user, users)
+        for key, step in self._keyed_steps():
+            kind, _, name = step.notify.partition(":")
+            if kind == "user" and name not in users:
+                yield f"{key}.notify", _undefined("user", name, users)
+            elif kind == "rotation" and name not in rotations:
+                yield f"{key}.notify", _undefined("rotation", name, rotations)
+            elif kind == "chat" and name not in self.chats:
+                yield f"{key}.notify", _undefined("chat", name, self.chats)
+
+
+_DEFINE_UNDER = {"user": "users:", "rotation": "oncall.rotations", "chat": "oncall.chats"}
+
+
+def _undefined(kind: str, name: str, defined: Collection[str]) -> str:
+    """What is wrong and what to do, e.g. "'dvae' is not a defined user (did you mean 'dave'?); define it under
+    users: or fix the name"."""
+    close = difflib.get_close_matches(name, sorted(defined), n=1, cutoff=0.7)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{name!r} is not a defined {kind}{hint}; define it under {_DEFINE_UNDER[kind]} or fix the name"

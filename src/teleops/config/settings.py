@@ -21,6 +21,9 @@ __all__ = ["ConfigError", "Settings", "find_config_file", "load_settings", "pars
 DEFAULT_CONFIG_NAME = "teleops.yaml"
 # Marks a whole-settings error whose message starts with its own dotted key (see _describe).
 _KEYED = "key="
+# People who exist without a `users:` entry: `admin`, created by the first `teleops serve`
+# (teleops.server.bootstrap.ADMIN; config must not import the server). See _oncall_names_exist.
+BUILTIN_USERS = frozenset({"admin"})
 # Telegram service accounts that must never be principals (THREATS T05): the anonymous group admin,
 # the Telegram service notifications account, and the channel-post relay bot.
 TELEGRAM_PSEUDO_USERS = frozenset({1087968824, 777000, 136817688})
@@ -331,6 +334,20 @@ class Settings(BaseSettings):
                 f"{_KEYED}memory.first_response_role: role {role!r} is not defined under policy.roles; "
                 "add it (with the read-only diagnostics it may run) or remove the key"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _oncall_names_exist(self) -> Settings:
+        # Who is "defined": a person exists in the database only because `serve` syncs `users:` into it
+        # (bootstrap.sync_configured_users) or, for `admin`, creates them on first start; no `teleops user`
+        # command creates people, and a chat is linked (`/link CODE`) only to a person who already exists. So the
+        # configured names plus `admin` are everyone who can ever be paged, and this check can be exact from the
+        # config alone. (Someone removed from `users:` stays in the database but is refused here: put them back.)
+        people = {user.name for user in self.users} | BUILTIN_USERS
+        first = next(self.oncall.unknown_names(people), None)
+        if first is not None:
+            key, problem = first
+            raise ValueError(f"{_KEYED}oncall.{key}: {problem}")
         return self
 
     def access_policy(self) -> Policy:

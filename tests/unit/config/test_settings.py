@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,29 +22,20 @@ def test_embedded_default_is_sqlite_on_loopback() -> None:
     assert settings.local_agent.enabled is True
 
 
+def _readme_config_reference() -> str:
+    """The YAML block under README.md's "Configuration reference", as a reader copies it."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("## Configuration reference") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    return block.group(1)
+
+
 def test_the_documented_example_config_loads(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        """
-server:   {listen: "127.0.0.1:8080", public_url: "http://127.0.0.1:8080"}
-database: {url: "sqlite+aiosqlite:///./teleops-data/teleops.db"}
-local_agent: {enabled: true, name: "localhost"}
-telegram: {token: "123:abc", base_url: "http://127.0.0.1:9/bot", mode: polling, allowed_chats: [1001], alert_chats: [1001]}
-slack:    {mode: socket, bot_token: "xoxb", app_token: "xapp", signing_secret: "s", base_url: "http://x", alert_channels: ["C0123"]}
-users:
-  - {name: alice, role: operator, telegram_id: 1001, slack_id: "T1/U1"}
-policy:
-  roles:
-    operator:
-      - {hosts: ["*"], commands: ["uptime", "df *", "echo *"]}
-      - {hosts: ["web-*"], commands: ["systemctl restart *"], require_2fa: true}
-    admin:
-      - {hosts: ["*"], commands: ["*"]}
-oncall:
-  rotations: [{name: primary, members: [alice, bob], shift: 7d, handoff: "Mon 09:00", tz: "UTC"}]
-  escalation: [{after: 0m, notify: rotation:primary}, {after: 10m, notify: user:carol}]
-""",
-    )
+    # The README's reference config, as written there (its "…" placeholders stand for secrets and a URL).
+    text = _readme_config_reference().replace('base_url: "…/bot"', 'base_url: "http://127.0.0.1:9/bot"')
+    text = text.replace('token: "…"', 'token: "123:abc"')
+    path = write(tmp_path, text)
     settings = load_settings(path)
     assert settings.users[0].telegram_id == 1001
     assert settings.telegram.token is not None
