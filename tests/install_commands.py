@@ -8,6 +8,7 @@ temporary directories with `for_test`.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping
 
@@ -63,8 +64,9 @@ def all_commands() -> set[str]:
 def for_test(command: str, paths: Mapping[str, str], python: str = "/usr/bin/python3") -> list[str]:
     """The argv of a documented command with the docs' paths replaced (longest first) and a leading `python3`
     replaced by `python` (Debian's interpreter, as on a fresh machine)."""
-    for doc_path in sorted(paths, key=len, reverse=True):
-        command = command.replace(doc_path, paths[doc_path])
+    if paths:  # all at once, so that a replacement is never replaced again
+        pattern = "|".join(re.escape(doc_path) for doc_path in sorted(paths, key=len, reverse=True))
+        command = re.sub(pattern, lambda match: paths[match.group(0)], command)
     argv = shlex.split(command)
     if argv[0] == "python3":
         argv[0] = python
