@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect, sync_playwright
 
 from tests.integration.servers import TeleopsServer
 
@@ -176,6 +176,108 @@ def test_phone_width_pages_do_not_scroll_sideways(server: TeleopsServer, browser
         context.close()
 
 
+def long_lines(count: int) -> str:
+    """A command printing `count` lines of 500 characters (run without a shell: printf's own argument loop)."""
+    return "printf '%0500d\\n' " + " ".join(str(n) for n in range(1, count + 1))
+
+
+def reply_in_console(page: Page, alert: Locator, command: str) -> None:
+    alert.get_by_role("button", name="reply").click()
+    page.get_by_label("Message").fill(command)
+    page.get_by_role("button", name="Send").click()
+
+
+def widths(element: Locator) -> dict[str, int]:
+    """The page's scroll width, and the element's scroll and client widths."""
+    found: dict[str, int] = element.evaluate(
+        "e => ({page: document.documentElement.scrollWidth, scroll: e.scrollWidth, client: e.clientWidth})"
+    )
+    return found
+
+
+def test_long_output_lines_scroll_inside_their_box_on_a_phone(
+    teleops_server: Callable[..., TeleopsServer], browser: Browser, shots: Path
+) -> None:
+    server = teleops_server(local_agent=True)
+    context = browser.new_context(viewport=PHONE, is_mobile=True)  # type: ignore[arg-type]
+    context.set_default_timeout(WAIT_MS)
+    try:
+        page = context.new_page()
+        log_in(page, server, admin_password(server), then="/ui/console")
+        expect(page.locator("#console")).to_have_attribute("data-connected", "true")
+        fire(server)  # on the local agent's host
+        alert = page.locator(".message.bot", has_text="DiskFull")
+        line = "1" * 500  # one word: a 500-character command line, and a 500-character output line
+        reply_in_console(page, alert, f"echo {line}")
+        expect(page.locator(".message.bot", has_text="exit 0")).to_have_count(1, timeout=30_000)
+        reply_in_console(page, alert, long_lines(40))  # 20,040 bytes: more than a console message, so also a file
+        attachment = page.locator("details.file")
+        expect(attachment).to_have_count(1, timeout=30_000)
+        attachment.locator("summary").click()
+        seen = widths(attachment.locator("pre.output"))
+        assert seen["page"] <= PHONE["width"], f"the console is {seen['page']}px wide on a {PHONE['width']}px phone"
+        assert seen["scroll"] > seen["client"], f"the output box does not scroll sideways: {seen}"
+        page.screenshot(path=str(shots / "console-output-phone.png"), full_page=False)
+
+        page.goto(f"{server.url}/ui/")
+        page.locator("table.incidents a", has_text="DiskFull").click()
+        output = page.locator(".timeline pre.output", has_text=line[:400]).first
+        expect(output).to_be_visible()
+        seen = widths(output)
+        assert seen["page"] <= PHONE["width"], f"the incident is {seen['page']}px wide on a {PHONE['width']}px phone"
+        assert seen["scroll"] > seen["client"], f"the output box does not scroll sideways: {seen}"
+        assert output.evaluate("e => getComputedStyle(e).whiteSpace") == "pre"  # scrolled, not wrapped
+        page.screenshot(path=str(shots / "incident-output-phone.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_console_offers_reply_only_where_a_reply_does_something(server: TeleopsServer, context: BrowserContext) -> None:
+    """A reply to an incident's message runs on its host; a reply to anything else (here the /help answer) would
+    run nothing (chat/conversation.py), so it is not offered there."""
+    page = context.new_page()
+    log_in(page, server, admin_password(server), then="/ui/console")
+    expect(page.locator("#console")).to_have_attribute("data-connected", "true")
+    fire(server, host="web-1")
+    alert = page.locator(".message.bot", has_text="DiskFull")
+    expect(alert).to_have_count(1)
+    page.get_by_label("Message").fill("/help")
+    page.get_by_role("button", name="Send").click()
+    answer = page.locator(".message.bot", has_text="TeleOps commands")
+    expect(answer).to_have_count(1)
+    expect(answer.get_by_role("button", name="reply")).to_have_count(0)
+    expect(page.locator(".message.mine").get_by_role("button", name="reply")).to_have_count(0)
+
+    alert.get_by_role("button", name="reply").click()
+    expect(page.locator("#replying")).to_be_visible()
+    incident_id = server.incidents()[0]["id"]
+    expect(page.locator("#replying")).to_contain_text(f"the command runs on the host of incident #{incident_id}.")
+    page.reload()  # the history says the same
+    expect(page.locator("#console")).to_have_attribute("data-connected", "true")
+    expect(answer.get_by_role("button", name="reply")).to_have_count(0)
+    expect(alert.get_by_role("button", name="reply")).to_have_count(1)
+
+
+def test_console_labels_a_capped_output_file_with_the_bytes_it_holds(
+    teleops_server: Callable[..., TeleopsServer], context: BrowserContext
+) -> None:
+    server = teleops_server(local_agent=True)
+    page = context.new_page()
+    log_in(page, server, admin_password(server), then="/ui/console")
+    expect(page.locator("#console")).to_have_attribute("data-connected", "true")
+    fire(server)
+    reply_in_console(page, page.locator(".message.bot", has_text="DiskFull"), long_lines(200))  # 100,200 bytes
+
+    attachment = page.locator(".message.bot", has=page.locator("details.file"))
+    expect(attachment).to_have_count(1, timeout=30_000)
+    # The agent keeps 64 KiB of it (agents.output_cap_bytes): its first and last 32 KiB.
+    expect(attachment.locator(".text")).to_have_text(
+        "Output of command 1: the first 32,768 and the last 32,768 of 100,200 bytes; the 34,664 between them were cut"
+    )
+    expect(attachment.locator("summary")).to_have_text(re.compile(r"command-1-output\.txt \(65,\d{3} bytes\)$"))
+    expect(page.locator(".message.bot", has_text="exit 0")).to_contain_text("output truncated (100,200 bytes in all)")
+
+
 def test_alert_arrives_in_the_console_and_a_reply_runs_df_on_its_host(
     teleops_server: Callable[..., TeleopsServer], context: BrowserContext, shots: Path
 ) -> None:
@@ -191,7 +293,7 @@ def test_alert_arrives_in_the_console_and_a_reply_runs_df_on_its_host(
     expect(alert).to_have_class(re.compile(r"\bsev-critical\b"))
 
     alert.get_by_role("button", name="reply").click()
-    expect(page.locator("#replying")).to_be_visible()
+    expect(page.locator("#replying")).to_contain_text("the command runs on the host of incident #1.")
     page.get_by_label("Message").fill("df -h")
     page.get_by_role("button", name="Send").click()
     expect(page.locator(".message.mine", has_text="df -h")).to_have_count(1)
@@ -200,6 +302,8 @@ def test_alert_arrives_in_the_console_and_a_reply_runs_df_on_its_host(
     expect(output).to_have_count(1, timeout=30_000)
     expect(output).to_contain_text("Mounted on")
     expect(output).to_contain_text("exit 0", timeout=30_000)
+    # A result of a command on the incident is about the incident too: a reply to it runs on the same host.
+    expect(output.get_by_role("button", name="reply")).to_have_count(1)
     page.screenshot(path=str(shots / "console.png"), full_page=False)
 
     alert.get_by_role("button", name="Ack").click()

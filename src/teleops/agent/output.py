@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["CappedOutput", "printable", "truncation_marker"]
+__all__ = ["CappedOutput", "kept_parts", "printable", "truncation_marker"]
 
 
 def truncation_marker(dropped: int) -> bytes:
     """The line put between head and tail when output was cut."""
     return f"[… {dropped} bytes truncated …]\n".encode()
+
+
+def kept_parts(cap: int) -> tuple[int, int]:
+    """How many bytes of output longer than ``cap`` are kept: (from its start, from its end); together ``cap``."""
+    return cap // 2, cap - cap // 2
 
 
 class CappedOutput:
@@ -22,8 +27,7 @@ class CappedOutput:
     def __init__(self, cap: int) -> None:
         if cap < 2:
             raise ValueError(f"output cap must be at least 2 bytes, got {cap}")
-        self._head_cap = cap // 2
-        self._tail_cap = cap - self._head_cap
+        self._head_cap, self._tail_cap = kept_parts(cap)
         self._head = bytearray()
         self._tail = bytearray()
         self.total = 0  # every byte fed, kept or not

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from teleops.agent.output import kept_parts
 from teleops.chat.base import Capabilities, InboundEvent
 from teleops.chat.render import CodeBlock, Message
 from teleops.pipeline.command_line import CommandLineError
@@ -38,7 +39,7 @@ from teleops.store.outbox import OutboxStore, chat_of_row, enqueue_edit, enqueue
 if TYPE_CHECKING:
     from teleops.chat.access import AccessDialog
 
-__all__ = ["CommandEnds", "CommandRunner"]
+__all__ = ["CommandEnds", "CommandRunner", "output_file_caption"]
 
 log = structlog.get_logger(__name__)
 
@@ -206,7 +207,9 @@ class CommandRunner:
                 row_id = await self._post(platform, chat_id, _final(ended), ended.incident_id, reply_to=reply_to)
                 if self._needs_file(platform, ended):
                     now = self._clock()
-                    await self._outbox.run(lambda conn: _enqueue_output_file(conn, platform, ended, row_id, now))
+                    await self._outbox.run(
+                        lambda conn: _enqueue_output_file(conn, platform, ended, row_id, now, self._cap)
+                    )
                     self._wake()
                 return
             row_id = await self._post(platform, chat_id, _progress(record), record.incident_id, reply_to=reply_to)
@@ -295,7 +298,7 @@ class CommandRunner:
         def apply(conn: Transaction) -> None:
             enqueue_edit(conn, ref_id=row_id, payload={"message": message.to_json()}, now=now)
             if with_file:  # same transaction: the file follows the final edit in the chat's order
-                _enqueue_output_file(conn, platform, record, row_id, now)
+                _enqueue_output_file(conn, platform, record, row_id, now, self._cap)
 
         await self._outbox.run(apply)
         self._wake()
@@ -307,19 +310,39 @@ class CommandRunner:
 
 
 def _enqueue_output_file(
-    conn: Transaction, platform: str, record: CommandRecord, message_row: int, now: datetime
+    conn: Transaction, platform: str, record: CommandRecord, message_row: int, now: datetime, cap_bytes: int
 ) -> None:
-    """The whole output as a file, answering the command's message (outbox row `message_row`)."""
+    """The stored output as a file, answering the command's message (outbox row `message_row`)."""
     enqueue_file(
         conn,
         platform=platform,
         chat_id=chat_of_row(conn, message_row),
         filename=f"command-{record.id}-output.txt",
         content=record.output,
-        caption=Message(body=f"Full output of command {record.id}").to_json(),
+        caption=Message(body=output_file_caption(record, cap_bytes)).to_json(),
         now=now,
         incident_id=record.incident_id,
         reply_to=message_row,
+    )
+
+
+def output_file_caption(record: CommandRecord, cap_bytes: int) -> str:
+    """What the output file of `record` holds: all the command printed, or which part of it.
+
+    `cap_bytes` is the output cap commands are sent with: of longer output the agent keeps that many bytes, its
+    start and its end (agent/output.py), and reports how many it printed in all (`output_bytes`).
+    """
+    total = record.output_bytes
+    if total == 0:  # no result came from the agent (lost, or killed by a shutdown): only what streamed before
+        return f"Output of command {record.id} received before it ended ({record.status}); the rest is not known"
+    if not record.truncated:
+        return f"Full output of command {record.id} ({total:,} bytes)"
+    head, tail = kept_parts(cap_bytes)
+    if head + tail >= total:  # the cap was raised after the command ran: the sizes kept are not known here
+        return f"Output of command {record.id}: the start and the end of its {total:,} bytes; the middle was cut"
+    return (
+        f"Output of command {record.id}: the first {head:,} and the last {tail:,} of {total:,} bytes; "
+        f"the {total - head - tail:,} between them were cut"
     )
 
 
@@ -342,7 +365,7 @@ def _final(record: CommandRecord) -> Message:
     if record.duration_s is not None:
         parts.append(f"{record.duration_s:.1f} s")
     if record.truncated:
-        parts.append(f"output truncated ({record.output_bytes} bytes in all)")
+        parts.append(f"output truncated ({record.output_bytes:,} bytes in all)")
     if record.reason:
         parts.append(record.reason)
     return Message(

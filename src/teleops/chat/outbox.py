@@ -25,6 +25,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -318,15 +319,19 @@ class OutboxWorker:
         if row.kind == OutboxKind.FILE:
             file = row.payload["file"]
             name, content = str(file["name"]), str(file["text"]).encode()
-            caption = render(message, self._caps) if message is not None else None
+            caption = self._render(message, row) if message is not None else None
             if caption is None:
                 return lambda: self._gateway.send_file(row.chat_id, name, content, reply_to=reply_to)
             return lambda: self._with_fallback(
                 lambda r: self._gateway.send_file(row.chat_id, name, content, caption=r, reply_to=reply_to), caption
             )
         assert message is not None
-        rendered = render(message, self._caps)
+        rendered = self._render(message, row)
         return lambda: self._with_fallback(lambda r: self._gateway.send(row.chat_id, r, reply_to=reply_to), rendered)
+
+    def _render(self, message: Message, row: OutboxRow) -> Rendered:
+        """A new message of `row`, with the incident it is about (an edit keeps its message's)."""
+        return replace(render(message, self._caps), incident_id=row.incident_id)
 
     async def _with_fallback(self, call: Callable[[Rendered], Awaitable[T]], rendered: Rendered) -> T:
         try:

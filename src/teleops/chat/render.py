@@ -100,6 +100,8 @@ class Rendered:
     buttons: tuple[Button, ...] = field(default=())
     # Block Kit blocks (Formatting.SLACK_MRKDWN only): JSON-ready dicts; `text` is then the notification fallback.
     blocks: tuple[dict[str, Any], ...] = field(default=())
+    # The incident the message is about (its outbox row's): a reply to it acts on that incident (chat/conversation.py).
+    incident_id: int | None = None
 
     def as_plain(self) -> Rendered:
         return replace(self, text=self.plain, formatting=Formatting.PLAIN)

@@ -10,11 +10,13 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from teleops.chat.access import CODE_PROMPT
 from teleops.chat.base import EventKind, InboundEvent
 from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
 from teleops.chat.render import Button, Message, render
 from teleops.config import Settings
 from teleops.server.app import create_app
+from teleops.store.tokens import TokenKind
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -146,6 +148,52 @@ def test_typed_reply_and_button_press_become_inbound_events(client: TestClient) 
         "admin",
     )
     assert pressed.callback_id
+
+
+def _next_message(ws: Any, *, author: str | None) -> dict[str, Any]:
+    """The next new message of `author` (None: TeleOps) the socket pushes, skipping edits and notices."""
+    while True:
+        frame: dict[str, Any] = ws.receive_json()
+        message: dict[str, Any] = frame.get("message", {})
+        if frame["type"] == "message" and message["author"] == author:
+            return message
+
+
+def test_reply_is_offered_only_where_it_does_something_and_says_what(client: TestClient) -> None:
+    """chat/conversation.py: a reply to a message about an incident runs on that incident's host, a reply to a code
+    prompt is the code, and a reply to anything else (a /help answer, a storm summary) runs nothing."""
+    _login(client)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    ingest = on_loop(client, lambda: services.tokens.create(TokenKind.INGEST, "sender", now=services.clock()))
+    with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
+        ws.receive_json()  # history
+        alert = {"summary": "Disk / is 97% full", "host": "web-1", "check": "DiskFull", "severity": "critical"}
+        fired = client.post("/api/v1/alerts/generic", json=alert, headers={"Authorization": f"Bearer {ingest}"})
+        incident_id = fired.json()["results"][0]["incident_id"]
+        about_incident = _next_message(ws, author=None)
+        assert "DiskFull" in about_incident["text"]
+        assert (about_incident["reply"], about_incident["incident_id"]) == ("incident", incident_id)
+
+        ws.send_json({"type": "text", "text": "/help"})
+        assert _next_message(ws, author="admin")["reply"] is None  # people's own messages are never replied to
+        help_answer = _next_message(ws, author=None)
+        assert "TeleOps commands" in help_answer["text"]
+        assert (help_answer["reply"], help_answer["incident_id"]) == (None, None)
+
+        gateway = _gateway(client)
+        prompt = render(Message(body=f"{CODE_PROMPT} (within 5 min) to run `df -h` on web-1."), gateway.capabilities)
+        on_loop(client, gateway.send, CONSOLE_CHAT_ID, prompt)
+        assert _next_message(ws, author=None)["reply"] == "code"
+    after_reload = [m["reply"] for m in _history(client) if m["author"] is None]
+    assert after_reload == ["incident", None, "code"]
+
+
+def _history(client: TestClient) -> list[dict[str, Any]]:
+    with client.websocket_connect("/ui/console/ws", headers=ORIGIN) as ws:
+        frame: dict[str, Any] = ws.receive_json()
+    assert frame["type"] == "history"
+    messages: list[dict[str, Any]] = frame["messages"]
+    return messages
 
 
 def test_reply_to_a_missing_message_and_junk_frames_get_a_notice(client: TestClient) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from teleops.chat.access import CODE_PROMPT
 from teleops.chat.base import (
     Capabilities,
     DeliveryRefused,
@@ -84,6 +85,18 @@ class Subscriber:
     closed: bool = False
 
 
+def reply_meaning(record: ConsoleMessageRecord) -> str | None:
+    """What a reply to this message does (chat/conversation.py `_reply`), so the browser offers "reply" only where
+    it does something and says what: "code" (a one-time-code prompt: the reply is the code), "incident" (a message
+    about an incident, also a command's result on one: the reply runs on that incident's host), or None (a reply
+    to anything else runs nothing)."""
+    if record.author is not None:
+        return None
+    if str(record.body.get("text", "")).startswith(CODE_PROMPT):
+        return "code"
+    return "incident" if record.incident_id is not None else None
+
+
 def message_view(record: ConsoleMessageRecord) -> dict[str, Any]:
     """A stored message as the browser receives it (JSON; the script renders every field as text)."""
     body = record.body
@@ -93,6 +106,8 @@ def message_view(record: ConsoleMessageRecord) -> dict[str, Any]:
         "edited": record.updated_at != record.created_at,
         "author": record.author,
         "reply_to": record.reply_to,
+        "incident_id": record.incident_id,
+        "reply": reply_meaning(record),
         # What people typed is shown with control/bidi characters escaped too (THREATS T25).
         "text": visible(str(body.get("text", ""))),
         "buttons": [{"label": str(label), "data": str(data)} for label, data in body.get("buttons", [])],
@@ -128,7 +143,7 @@ class ConsoleGateway:
 
     async def send(self, chat_id: str, message: Rendered, *, reply_to: str | None = None) -> str:
         _check_chat(chat_id)
-        record = await self._append(_body(message), reply_to=_optional_id(reply_to))
+        record = await self._append(_body(message), reply_to=_optional_id(reply_to), incident_id=message.incident_id)
         self._publish({"type": "message", "message": message_view(record)})
         return str(record.id)
 
@@ -164,7 +179,8 @@ class ConsoleGateway:
             # Control, ANSI and bidi characters shown as visible escapes (THREATS T25), like every message.
             "text": visible(content.decode("utf-8", errors="replace")),
         }
-        record = await self._append(body, reply_to=_optional_id(reply_to))
+        incident_id = caption.incident_id if caption is not None else None
+        record = await self._append(body, reply_to=_optional_id(reply_to), incident_id=incident_id)
         self._publish({"type": "message", "message": message_view(record)})
         return str(record.id)
 
@@ -264,10 +280,17 @@ class ConsoleGateway:
         await handler(event)
 
     async def _append(
-        self, body: dict[str, Any], *, author: str | None = None, reply_to: int | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        author: str | None = None,
+        reply_to: int | None = None,
+        incident_id: int | None = None,
     ) -> ConsoleMessageRecord:
         try:
-            return await self._store.append(body, now=self._clock(), author=author, reply_to=reply_to)
+            return await self._store.append(
+                body, now=self._clock(), author=author, reply_to=reply_to, incident_id=incident_id
+            )
         except StorageUnavailable as exc:
             raise RetryLater(f"console storage unavailable: {exc}") from exc
 

@@ -11,6 +11,7 @@
   const replying = document.getElementById("replying");
   const replyingId = document.getElementById("replying-id");
   const replyingLink = document.getElementById("replying-link");
+  const replyingWhat = document.getElementById("replying-what");
   let socket = null;
   let replyTo = null;
   let retryDelay = 500;
@@ -29,12 +30,20 @@
     return match ? match[1].toLowerCase() : null;
   }
 
-  function setReply(id) {
-    replyTo = id;
-    replying.hidden = id === null;
-    if (id !== null) {
-      replyingId.textContent = String(id);
-      replyingLink.href = "#m" + id;
+  // What a reply does, by the message's `reply` (chat/console/gateway.py reply_meaning); "reply" is offered only
+  // on messages where it does something.
+  function replyEffect(message) {
+    if (message.reply === "code") return "your reply is taken as the one-time code, never run as a command.";
+    return "the command runs on the host of incident #" + message.incident_id + ".";
+  }
+
+  function setReply(message) {
+    replyTo = message === null ? null : message.id;
+    replying.hidden = message === null;
+    if (message !== null) {
+      replyingId.textContent = String(message.id);
+      replyingLink.href = "#m" + message.id;
+      replyingWhat.textContent = replyEffect(message);
       input.focus();
     }
   }
@@ -67,7 +76,8 @@
     if (message.text) item.appendChild(el("div", "text", message.text));
     if (message.file) {
       const box = el("details", "file");
-      box.appendChild(el("summary", null, "📎 " + message.file.name + " (" + message.file.bytes + " bytes)"));
+      const size = Number(message.file.bytes).toLocaleString("en-US");
+      box.appendChild(el("summary", null, "📎 " + message.file.name + " (" + size + " bytes)"));
       box.appendChild(el("pre", "output", message.file.text));
       const save = el("a", "download", "download");
       save.download = message.file.name;
@@ -84,10 +94,10 @@
       });
       actions.appendChild(b);
     }
-    if (!message.author) {
+    if (!message.author && message.reply) {
       const reply = el("button", "link reply", "reply");
       reply.type = "button";
-      reply.addEventListener("click", function () { setReply(message.id); });
+      reply.addEventListener("click", function () { setReply(message); });
       actions.appendChild(reply);
     }
     item.appendChild(actions);
