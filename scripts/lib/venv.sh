@@ -18,12 +18,25 @@ _teleops_make_venv() {
     fi
     echo "== creating the virtual environment .venv/ with $("$PYTHON" -V 2>&1) ($PYTHON)"
     local err
-    if ! err="$("$PYTHON" -m venv "$VENV" 2>&1)"; then
-        rm -rf "$VENV"
-        echo "$err" >&2
-        echo "Could not create .venv/: $PYTHON has no working venv module. On Debian or Ubuntu: apt-get install python3-venv, then run this again." >&2
-        exit 1
+    if err="$("$PYTHON" -m venv "$VENV" 2>&1)"; then
+        return
     fi
+    rm -rf "$VENV"
+    # Debian and Ubuntu ship the venv module's pip bootstrap separately (python3-venv). As root, install it;
+    # otherwise say what to run. TELEOPS_NO_APT=1 never installs system packages.
+    if [[ $(id -u) -eq 0 && -z "${TELEOPS_NO_APT:-}" ]] && command -v apt-get >/dev/null; then
+        echo "== $PYTHON cannot create a virtual environment (no ensurepip): apt-get install python3-venv"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; } \
+            || true
+        if err="$("$PYTHON" -m venv "$VENV" 2>&1)"; then
+            return
+        fi
+        rm -rf "$VENV"
+    fi
+    echo "$err" >&2
+    echo "Could not create .venv/: $PYTHON has no working venv module. On Debian or Ubuntu: apt-get install python3-venv (as root), then run this again." >&2
+    exit 1
 }
 
 # The lock files whose pins include LOCK's (test.lock is built with serve.lock as constraints).

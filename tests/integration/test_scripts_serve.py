@@ -89,3 +89,33 @@ def test_scripts_serve_installs_once_then_restarts_offline_with_no_install(tmp_p
     subprocess.run(["bash", "-c", DUO_IN_CHECKOUT], cwd=checkout, check=True, capture_output=True, timeout=300)
     accepted = subprocess.run([teleops, "config", "check", "--config", str(duo_config)], capture_output=True, text=True)
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_a_python_without_venv_gets_one_line_saying_what_to_install(tmp_path: Path) -> None:
+    """Stock Debian without python3-venv: `python3 -m venv` fails (no ensurepip). Not as root (or with
+    TELEOPS_NO_APT=1) scripts/serve says what to install and stops, leaving no half-made .venv/."""
+    checkout = tmp_path / "teleops"
+    for name in ("scripts/serve", "scripts/lib/venv.sh"):
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, checkout / name)
+    fake = tmp_path / "python3"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then\n'
+        "  echo 'The virtual environment was not created successfully because ensurepip is not available.' >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        'exec /usr/bin/python3 "$@"\n'
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        [str(checkout / "scripts" / "serve")],
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "TELEOPS_NO_APT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "apt-get install python3-venv" in result.stderr.strip().splitlines()[-1]
+    assert not (checkout / ".venv").exists()
