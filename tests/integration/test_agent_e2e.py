@@ -234,6 +234,38 @@ def test_local_agent_is_restarted_when_it_dies(teleops_server: Callable[..., Tel
     assert final(server, run_command(server, "localhost", "echo again"))["output"] == "again\n"
 
 
+def test_a_local_agent_command_killed_by_the_controller_shutting_down_ends_killed_with_that_reason(
+    teleops_server: Callable[..., TeleopsServer],
+) -> None:
+    """The controller stops its embedded agent when it stops, and that agent kills what it runs: the controller
+    knows, so it records `killed` and why, rather than the next start finding the command gone (`lost`)."""
+    server = teleops_server(local_agent=True)
+    eventually(lambda: agent_online(server, "localhost"), what="the embedded local agent to connect")
+    alert = httpx.post(
+        f"{server.url}/api/v1/alerts/generic",
+        json={"summary": "Disk full", "host": "localhost", "check": "DiskFull", "severity": "critical"},
+        headers=server.ingest_headers,
+        timeout=10,
+    )
+    assert alert.status_code < 300, alert.text
+    incident_id = alert.json()["results"][0]["incident_id"]
+    command_id = run_command(server, "localhost", "sleep 60", timeout=120, incident_id=incident_id)
+    eventually(lambda: command(server, command_id)["started_at"], what="the local agent to start the command")
+
+    restart_controller(server)  # SIGTERM, then `teleops serve` again on the same data dir
+
+    result = final(server, command_id)
+    assert result["status"] == "killed", result
+    assert result["reason"].startswith("killed: the controller shut down"), result["reason"]
+    assert result["finished_at"] is not None
+    finished = _get(server, f"/api/v1/incidents/{incident_id}")["timeline"][-1]
+    assert finished["kind"] == "command.finished"
+    assert (finished["data"]["command_id"], finished["data"]["status"]) == (command_id, "killed")
+    assert finished["data"]["reason"] == result["reason"]
+    eventually(lambda: agent_online(server, "localhost"), what="the local agent to connect after the restart")
+    assert command(server, command_id)["status"] == "killed"  # its reconnect does not turn it into `lost`
+
+
 # --- a remote agent --------------------------------------------------------------------------------
 
 
@@ -367,8 +399,11 @@ def test_network_cut_mid_command_delivers_the_result_once_after_reconnect(
         eventually(lambda: command(server, command_id)["started_at"], what="the agent to start the command")
 
         proxy.cut()
-        spooled = agent.state_dir / "results" / f"{command_id}.json"
-        eventually(spooled.exists, what="the agent to spool the result while the link is down")
+        results = agent.state_dir / "results"  # one file per result, named by the wire id `<row id>.<created>`
+        spooled = eventually(
+            lambda: next(iter(results.glob(f"{command_id}.*.json")), None),
+            what="the agent to spool the result while the link is down",
+        )
         assert command(server, command_id)["status"] == "running"  # the controller does not guess
         proxy.restore()
 

@@ -12,9 +12,11 @@ from teleops.store.commands import (
     CommandNotFound,
     CommandStatus,
     Finish,
+    NotThisAgentsCommand,
     append_output,
     create_command,
     finish_command,
+    finish_reported,
     get_command,
     mark_dispatched,
     mark_started,
@@ -75,3 +77,29 @@ async def test_a_final_command_is_left_alone_and_lost_takes_a_real_result_only_w
 async def test_an_unknown_command_is_not_found(db: Database) -> None:
     with pytest.raises(CommandNotFound):
         await finish_command(db, 424242, Finish(CommandStatus.LOST), now=NOW)
+
+
+async def test_only_the_agent_a_command_was_sent_to_can_report_its_outcome(db: Database) -> None:
+    command_id = await _running(db)
+    forged = Finish(CommandStatus.SUCCEEDED, exit_code=0, output="forged\n")
+    with pytest.raises(NotThisAgentsCommand):
+        await finish_reported(db, command_id, forged, agent_name="web-2", now=NOW, replace_lost=True)
+    assert (await get_command(db, command_id)).status == "running"
+    real = Finish(CommandStatus.SUCCEEDED, exit_code=0, output="real\n")
+    changed = await finish_reported(db, command_id, real, agent_name="web-1", now=NOW, replace_lost=True)
+    assert changed is not None
+    assert changed.output == "real\n"
+    again = await finish_reported(db, command_id, real, agent_name="web-1", now=NOW, replace_lost=True)
+    assert again is None  # its own repeated result: a duplicate, not a forgery
+
+
+async def test_a_command_never_sent_cannot_be_ended_by_any_agent_report(db: Database) -> None:
+    """A command waiting for approval (queued) is ended by no agent, not even the one of its own host."""
+    queued = await create_command(
+        db, requester="alice", host="web-1", agent_name="web-1", argv=["reboot"], timeout_s=30, now=NOW
+    )
+    refusal = Finish(CommandStatus.DENIED, reason="agent web-1 refused to run it")
+    for agent in ("web-1", "web-2"):
+        with pytest.raises(NotThisAgentsCommand):
+            await finish_reported(db, queued.id, refusal, agent_name=agent, now=NOW, replace_lost=False)
+    assert (await get_command(db, queued.id)).status == "queued"

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy.engine import Connection
 
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
-from teleops.store.agents import AgentRecord, host_candidates, list_agents, register_agent
+from teleops.store.agents import AgentRecord, bind_agent, host_candidates, list_agents, register_agent
+from teleops.store.audit import iter_events
 from teleops.store.database import Database
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
@@ -63,3 +65,40 @@ async def test_resolution_is_the_same_as_over_every_agent(db: Database, host: st
             return str(exc)
 
     assert outcome(list(await host_candidates(db, host))) == outcome(list(await list_agents(db)))
+
+
+async def test_an_agent_cannot_claim_another_agents_host_names(db: Database) -> None:
+    """THREATS T32: a new agent announcing web-1's hostname, or an existing one announcing a new hostname, is
+    not bound to it: commands for that name keep going where they went, and the conflict is recorded."""
+    rogue = await register_agent(
+        db, name="rogue", hostname="web-1.prod.example.org", version="1", labels={"host": "web-1"},
+        allowlist_digest="", now=NOW,
+    )  # fmt: skip
+    assert (rogue.bound_hostname, rogue.bound_host) == (None, None)
+    assert rogue.claim_conflict is not None
+    assert "'web-1'" in rogue.claim_conflict
+    assert [a.name for a in await host_candidates(db, "web-1.prod.example.org")] == ["web-1"]
+
+    moved = await register_agent(
+        db, name="db-1", hostname="web-2.prod.example.org", version="1", labels={"host": "database"},
+        allowlist_digest="", now=NOW,
+    )  # fmt: skip
+    assert moved.bound_hostname == "db-1.prod.example.org"  # the binding stays
+    assert moved.claim_conflict is not None
+    assert "teleops agents bind db-1 --hostname web-2.prod.example.org" in moved.claim_conflict
+    assert [a.name for a in await host_candidates(db, "web-2.prod.example.org")] == ["web-2"]
+
+
+async def test_an_admin_rebinds_an_agent_audited_and_never_onto_another_agents_name(db: Database) -> None:
+    with pytest.raises(ValueError, match="agent 'web-1' already answers for"):
+        await bind_agent(db, "db-1", hostname="web-1.prod.example.org", host=None, by="cli", now=NOW)
+    with pytest.raises(LookupError):
+        await bind_agent(db, "nobody", hostname="x", host=None, by="cli", now=NOW)
+    bound = await bind_agent(db, "db-1", hostname="db-1.new.example.org", host="database", by="cli", now=NOW)
+    assert (bound.bound_hostname, bound.bound_host, bound.claim_conflict) == ("db-1.new.example.org", "database", None)
+    assert [a.name for a in await host_candidates(db, "DB-1.new.example.org")] == ["db-1"]
+
+    def actions(conn: Connection) -> list[str]:
+        return [event.action for event in iter_events(conn)]
+
+    assert "agent.bound" in await db.run_in_transaction(actions)

@@ -34,6 +34,7 @@ from teleops.store.commands import CommandRecord, CommandStatus, list_commands
 from teleops.store.database import Database
 from teleops.store.twofactor import TwoFactorStore
 from teleops.wire import Exec
+from teleops.wire.command_ids import row_id_of
 
 NOW = datetime(2026, 11, 25, 9, 0, 5, tzinfo=UTC)
 POLICY = yaml.safe_load(
@@ -235,7 +236,7 @@ async def test_a_fan_out_needing_approval_is_refused_per_host_and_audited(rig: R
 async def test_a_fan_out_dispatches_every_allowed_host_in_one_chain(rig: Rig) -> None:
     items = await fan_out(rig, "uptime", ["web-1", "web-2", "db-1"])
     assert [item.command.status if item.command else None for item in items] == [CommandStatus.RUNNING] * 3
-    assert [m.command_id for m in rig.sender.sent] == [str(item.command.id) for item in items if item.command]
+    assert [row_id_of(m.command_id) for m in rig.sender.sent] == [item.command.id for item in items if item.command]
     assert await rig.audit_actions() == [("alice", "command.dispatching")] * 3
     assert [c.seq for c in CheckpointLog(rig.data_dir).read()] == [3]
 

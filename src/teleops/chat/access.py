@@ -114,7 +114,7 @@ class AccessDialog:
             now=self._clock(),
         )
         minutes = int(self.pending.ttl.total_seconds() // 60)
-        text = f"{CODE_PROMPT} (within {minutes} min) to run `{request.command}` on {request.host}."
+        text = f"{CODE_PROMPT} (within {minutes} min) to run `{request.command}` on {_on(request.host, exc.agent)}."
         row = await self._runner.say(event, text, request.incident_id)
         self.pending.set_prompt(pending, row)
 
@@ -240,7 +240,8 @@ class AccessDialog:
         expires = f"{approval.expires_at:%H:%M} UTC"
         needed = "a second person" if approval.needed == 1 else f"{approval.needed} other people"
         body = (
-            f"Approval needed: {record.requester} asks to run `{approval.command_text}` on {record.host} "
+            f"Approval needed: {record.requester} asks to run `{approval.command_text}` on "
+            f"{_on(record.host, record.agent_name)} "
             f"(command {record.id}). It needs {needed} allowed to run it; the requester cannot approve. "
             f"Press Approve or Deny, or send /approve {record.id} or /deny {record.id}, before {expires}."
         )
@@ -290,3 +291,9 @@ class AccessDialog:
         if record.status == CommandStatus.RUNNING:
             await self._runner.show(approval.platform, approval.chat_id, record, reply_to=None)
         log.info("approval.told", command_id=record.id, status=approval.status.value)
+
+
+def _on(host: str, agent: str) -> str:
+    """Where a command runs, as a confirmation shows it: the canonical agent (who the token says it is), and the
+    name that was asked for when it differs (THREATS T32)."""
+    return agent if host.strip().lower() == agent.lower() else f"{host} (agent {agent})"

@@ -17,6 +17,7 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("teleops.cli.serve", "serve"),
     "agent": ("teleops.cli.agent", "agent"),
+    "agents": ("teleops.cli.agents", "agents"),
     "db": ("teleops.cli.database", "db"),
     "config": ("teleops.cli.database", "config"),
     "token": ("teleops.cli.tokens", "token"),

@@ -31,6 +31,7 @@ from teleops.store.commands import (
 )
 from teleops.store.database import Database, NotDurable, StorageUnavailable
 from teleops.wire import Exec
+from teleops.wire.command_ids import wire_command_id
 
 __all__ = [
     "AgentOffline",
@@ -370,7 +371,7 @@ async def send_dispatched(
     saying so (when even that cannot be stored, it stays `running` and the hub's sweep ends it `lost`)."""
     bound = log.bind(command_id=record.id, agent=record.agent_name, requester=record.requester)
     message = Exec(
-        command_id=str(record.id),
+        command_id=wire_command_id(record.id, record.created_at),
         argv=list(record.argv),
         timeout_s=record.timeout_s,
         output_cap_bytes=output_cap_bytes,

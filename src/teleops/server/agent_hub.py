@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -22,15 +22,19 @@ from teleops.domain.redaction import SecretRules
 from teleops.pipeline.dispatch import AgentUnavailable
 from teleops.pipeline.outcome import finish_of_exit
 from teleops.server.clock import Clock
+from teleops.server.command_ownership import CommandOwnership
 from teleops.server.command_progress import CommandProgress
 from teleops.server.lost_commands import LostCommands
 from teleops.server.output_redaction import OutputRedaction
 from teleops.store.agents import mark_agent_offline, register_agent, touch_agent
+from teleops.store.audit import AuditUnavailable, record
 from teleops.store.commands import (
     CommandNotFound,
     CommandStatus,
     Finish,
+    NotThisAgentsCommand,
     finish_command,
+    finish_reported,
     in_flight_commands,
 )
 from teleops.store.database import Database, StorageUnavailable
@@ -53,11 +57,12 @@ from teleops.wire import (
     decode,
     encode,
 )
+from teleops.wire.command_ids import row_id_of, wire_command_id
 
 if TYPE_CHECKING:
     from teleops.server.ssh_executor import SshHosts
 
-__all__ = ["CLOSE_FORBIDDEN", "CLOSE_PROTOCOL", "CLOSE_UNAUTHORIZED", "AgentHub"]
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_PROTOCOL", "CLOSE_UNAUTHORIZED", "KILLED_AT_SHUTDOWN", "AgentHub"]
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +72,10 @@ CLOSE_PROTOCOL = 4400
 CLOSE_REPLACED = 4409
 HELLO_TIMEOUT_S = 10.0
 MAX_BAD_FRAMES = 3
+KILLED_AT_SHUTDOWN = (
+    "killed: the controller shut down and stopped its local agent, which kills the commands it runs; "
+    "run it again if it is still needed"
+)
 
 
 @dataclass(eq=False)
@@ -76,6 +85,7 @@ class _Connection:
     secret: str
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     bad_frames: int = 0
+    rejections_audited: int = 0
 
     async def send(self, message: Message) -> None:
         async with self.lock:
@@ -101,8 +111,10 @@ class AgentHub:
         settings: AgentsSettings,
         hosts: Sequence[HostSettings] = (),
         redaction: SecretRules | None = None,
+        on_rejected: Callable[[str], None] | None = None,
     ) -> None:
         self._db = db
+        self.ownership = CommandOwnership(db, clock=clock, on_rejected=on_rejected)
         self._redaction = OutputRedaction(redaction or SecretRules.build())
         self._tokens = tokens
         self._clock = clock
@@ -173,6 +185,26 @@ class AgentHub:
         for connection in list(self._connections.values()):
             await connection.close(1001, "controller shutting down")
 
+    async def end_killed_at_shutdown(self, agent_name: str, *, spared: Collection[int] = ()) -> int:
+        """The controller stopped its own agent `agent_name` as it shuts down, and that agent killed the commands it
+        ran (agent/executions.py `stop`): end them `killed`, saying why, instead of leaving them `running` for the
+        next start to find gone and end `lost`. `spared`: commands whose result the agent wrote before it stopped
+        (its spool reports them at the next start). Returns how many were ended."""
+        await self.progress.flush_all()  # the output streamed so far stays on the record
+        ended = 0
+        for command in await in_flight_commands(self._db, agent_name=agent_name):
+            if command.id in spared:
+                continue
+            finish = Finish(CommandStatus.KILLED, reason=KILLED_AT_SHUTDOWN)
+            record = await finish_command(self._db, command.id, finish, now=self._clock())
+            self.ownership.forget(command.id)
+            if record is None:
+                continue  # it ended meanwhile
+            self.progress.finished(command.id, record)
+            log.info("command.killed_at_shutdown", command_id=command.id, agent=agent_name)
+            ended += 1
+        return ended
+
     # -- CommandSender -------------------------------------------------------------------------------
 
     def is_connected(self, agent_name: str) -> bool:
@@ -182,13 +214,20 @@ class AgentHub:
         if agent_name not in self._connections and self._ssh is not None and self._ssh.is_connected(agent_name):
             await self._ssh.send_exec(agent_name, message)
             return
+        command_id = row_id_of(message.command_id)
+        if command_id is not None:
+            self.ownership.sent(command_id, agent_name, message.command_id)
         await self._send_to(agent_name, message)
 
     async def send_cancel(self, agent_name: str, command_id: int) -> None:
         """Raises AgentUnavailable when the agent is not connected here."""
         if self._ssh is not None and self._ssh.cancel(command_id):
             return
-        await self._send_to(agent_name, Cancel(command_id=str(command_id)))
+        try:
+            wire_id = await self.ownership.wire_id(command_id)
+        except CommandNotFound as exc:
+            raise AgentUnavailable(f"command {command_id} does not exist") from exc
+        await self._send_to(agent_name, Cancel(command_id=wire_id))
 
     async def _send_to(self, agent_name: str, message: Message) -> None:
         connection = self._connections.get(agent_name)
@@ -252,6 +291,18 @@ class AgentHub:
             allowlist_digest=hello.allowlist_digest,
             now=now,
         )
+        if agent.claim_conflict:
+            # Not an error of the connection: the agent is still reachable by its name and bound host names.
+            log.warning("agent.claim_refused", agent=name, conflict=agent.claim_conflict)
+            with contextlib.suppress(StorageUnavailable, AuditUnavailable):
+                await record(
+                    self._db,
+                    at=now,
+                    actor=f"agent:{name}",
+                    action="agent.claim_refused",
+                    subject=f"agent:{name}",
+                    data={"hostname": hello.hostname, "labels": dict(hello.labels), "why": agent.claim_conflict},
+                )
         connection = _Connection(name, websocket, secret)
         previous = self._connections.pop(name, None)
         if previous is not None:
@@ -322,8 +373,9 @@ class AgentHub:
             await self._record_exit(connection, result, late=True)
         running = set(hello.running)
         for command in await in_flight_commands(self._db, agent_name=connection.name):
-            key = str(command.id)
-            if key in reported or key in running:
+            # A bare row id was sent by an older controller.
+            keys = {wire_command_id(command.id, command.created_at), str(command.id)}
+            if keys & reported or keys & running:
                 continue
             if command.dispatched_at is not None and command.dispatched_at >= connected_at:
                 continue
@@ -337,15 +389,29 @@ class AgentHub:
 
     # -- handlers (one per message type an agent may send) -------------------------------------------
 
+    async def _owned(self, connection: _Connection, message_type: str, wire_id: str) -> int | None:
+        """The command id when `connection` may report on it; otherwise the report is refused (audited)."""
+        command_id = await self.ownership.owns(connection.name, wire_id)
+        if command_id is not None:
+            return command_id
+        audited = await self.ownership.reject(
+            connection.name, message_type, wire_id, audited_so_far=connection.rejections_audited
+        )
+        connection.rejections_audited += audited
+        await connection.send(
+            Error(code="not_yours", message=f"command {wire_id[:40]} was not sent to agent {connection.name}")
+        )
+        return None
+
     async def _on_started(self, connection: _Connection, message: Message) -> None:
         assert isinstance(message, Started)
-        command_id = _db_id(message.command_id)
+        command_id = await self._owned(connection, "started", message.command_id)
         if command_id is not None:
             self.progress.started(command_id, self._clock())
 
     async def _on_output(self, connection: _Connection, message: Message) -> None:
         assert isinstance(message, Output)
-        command_id = _db_id(message.command_id)
+        command_id = await self._owned(connection, "output", message.command_id)
         if command_id is not None:
             self.progress.output(command_id, self._redaction.chunk(command_id, message.data))
 
@@ -354,35 +420,44 @@ class AgentHub:
         await self._record_exit(connection, message, late=False)
 
     async def _record_exit(self, connection: _Connection, message: Exit, *, late: bool) -> None:
-        command_id = _db_id(message.command_id)
-        if command_id is not None:
-            finish = finish_of_exit(message, agent=connection.name, late=late)
-            if finish.output is not None:
-                finish = replace(finish, output=self._redaction.final(command_id, finish.output))
-            finish = replace(finish, started_at=self.progress.take_started_at(command_id))
-            try:
-                changed = await finish_command(self._db, command_id, finish, now=self._clock(), replace_lost=True)
-            except CommandNotFound:
-                changed = None
-            self.progress.finished(command_id, changed)
-            log.info(
-                "command.finished" if changed else "command.duplicate_result",
-                command_id=command_id,
-                agent=connection.name,
-                status=finish.status.value,
-                exit_code=message.exit_code,
-                late=late,
+        command_id = await self._owned(connection, "exit", message.command_id)
+        if command_id is None:
+            return  # not acknowledged: nothing of this agent's was stored
+        finish = finish_of_exit(message, agent=connection.name, late=late)
+        if finish.output is not None:
+            finish = replace(finish, output=self._redaction.final(command_id, finish.output))
+        finish = replace(finish, started_at=self.progress.take_started_at(command_id))
+        try:
+            changed = await finish_reported(
+                self._db, command_id, finish, agent_name=connection.name, now=self._clock(), replace_lost=True
             )
-        # Stored (or already final, or not ours): either way the agent may drop it from its spool.
+        except (CommandNotFound, NotThisAgentsCommand):
+            changed = None
+        self.ownership.forget(command_id)
+        self.progress.finished(command_id, changed)
+        log.info(
+            "command.finished" if changed else "command.duplicate_result",
+            command_id=command_id,
+            agent=connection.name,
+            status=finish.status.value,
+            exit_code=message.exit_code,
+            late=late,
+        )
+        # Stored, or already final: either way the agent may drop it from its spool.
         await connection.send(Ack(command_id=message.command_id))
 
     async def _on_refused(self, connection: _Connection, message: Message) -> None:
         assert isinstance(message, Refused)
-        command_id = _db_id(message.command_id)
+        command_id = await self._owned(connection, "refused", message.command_id)
         if command_id is None:
             return
         reason = f"agent {connection.name} refused to run it: {self._redaction.text(message.reason)}"
-        await finish_command(self._db, command_id, Finish(CommandStatus.DENIED, reason=reason), now=self._clock())
+        denied = Finish(CommandStatus.DENIED, reason=reason)
+        with contextlib.suppress(CommandNotFound, NotThisAgentsCommand):  # it ended meanwhile
+            await finish_reported(
+                self._db, command_id, denied, agent_name=connection.name, now=self._clock(), replace_lost=False
+            )
+        self.ownership.forget(command_id)
         self.progress.finished(command_id)
         log.info("command.refused_by_agent", command_id=command_id, agent=connection.name, reason=reason)
 
@@ -434,11 +509,6 @@ def _bearer(header: str | None) -> str | None:
         return None
     scheme, _, value = header.strip().partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None
-
-
-def _db_id(command_id: str) -> int | None:
-    """Our command ids on the wire are the row ids; anything else is not one of ours."""
-    return int(command_id) if command_id.isdigit() and len(command_id) < 19 else None
 
 
 async def _refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:

@@ -118,6 +118,7 @@ def create_app(
             settings=settings.agents,
             hosts=settings.hosts,
             redaction=settings.redaction_rules(),  # output is redacted here too, whatever the agent did (T24)
+            on_rejected=lambda reason: metrics.agent_messages_rejected.labels(reason).inc(),
         )
         services.hub.start()
         local_agent = await _start_local_agent(services)
@@ -297,7 +298,7 @@ async def _start_local_agent(services: Services) -> LocalAgentSupervisor | None:
     token_file = await ensure_local_agent_token(services.settings, services.tokens, clock=services.clock)
     if token_file is None:
         return None
-    supervisor = LocalAgentSupervisor(services.settings, token_file)
+    supervisor = LocalAgentSupervisor(services.settings, token_file, hub=services.hub)
     supervisor.start()
     return supervisor
 

@@ -3,6 +3,10 @@
 Same code path as a remote agent (a WebSocket over loopback with its own agent token), so the embedded
 default runs commands exactly as production does. The child is restarted with backoff if it dies and is
 terminated by its PID on shutdown; it also exits by itself if the controller disappears (--exit-with-parent).
+
+Stopping the child kills the commands it runs. A remote agent keeps its commands across a dropped connection and
+reports them later, but this one stops with the controller: so once it has stopped, the controller records its
+unfinished commands `killed` with that reason (`AgentHub.end_killed_at_shutdown`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,19 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
+from teleops.agent.spool import Spool
 from teleops.config import Settings
 from teleops.server.clock import Clock
+from teleops.store.database import StorageUnavailable
 from teleops.store.tokens import TokenExists, TokenKind, TokenStore
+from teleops.wire.command_ids import row_id_of
+
+if TYPE_CHECKING:
+    from teleops.server.agent_hub import AgentHub
 
 __all__ = ["LocalAgentSupervisor", "ensure_local_agent_token"]
 
@@ -66,9 +77,12 @@ async def ensure_local_agent_token(settings: Settings, tokens: TokenStore, *, cl
 
 
 class LocalAgentSupervisor:
-    def __init__(self, settings: Settings, token_file: Path) -> None:
+    """`hub`: where the commands the child was running are recorded `killed` once `stop` has stopped it."""
+
+    def __init__(self, settings: Settings, token_file: Path, *, hub: AgentHub | None = None) -> None:
         self._settings = settings
         self._token_file = token_file
+        self._hub = hub
         self._stopping = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
@@ -110,13 +124,18 @@ class LocalAgentSupervisor:
         self._task = asyncio.create_task(self._supervise(), name="local-agent-supervisor")
 
     async def stop(self) -> None:
+        """Stop the child (SIGTERM; SIGKILL after STOP_GRACE_S) and stop restarting it. A child that stopped by
+        itself killed its running commands on the way out: with a hub, they are then recorded as such."""
         self._stopping.set()
         process = self._process
+        stopped_cleanly = False
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+                # 0: the agent ran its own stop, which kills every command it runs and waits for them.
+                stopped_cleanly = process.returncode == 0
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGKILL)
@@ -125,6 +144,30 @@ class LocalAgentSupervisor:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if stopped_cleanly and self._hub is not None:
+            await self._record_killed(self._hub)
+
+    async def _record_killed(self, hub: AgentHub) -> None:
+        """End the child's unfinished commands `killed`, except those whose result it spooled before it stopped:
+        the next start of the child reports those, with their real outcome."""
+        name = self._settings.local_agent.name
+        try:
+            spool = Spool(self._settings.data_dir / STATE_DIR)
+            try:
+                spooled = {row for r in spool.pending() if (row := row_id_of(r.command_id)) is not None}
+            finally:
+                spool.close()
+        except OSError as exc:
+            # Without the spool nothing can be told apart: leave them to the next start's reconciliation (`lost`).
+            log.error("local_agent.spool_unreadable", error=str(exc), hint="its commands will show as lost")
+            return
+        try:
+            ended = await hub.end_killed_at_shutdown(name, spared=spooled)
+        except StorageUnavailable as exc:
+            log.error("local_agent.kills_not_recorded", error=str(exc), hint="its commands will show as lost")
+            return
+        if ended:
+            log.info("local_agent.commands_killed", name=name, count=ended)
 
     async def _supervise(self) -> None:
         backoff = 1.0

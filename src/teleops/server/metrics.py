@@ -44,6 +44,13 @@ class Metrics:
             ["platform"],
             registry=self.registry,
         )
+        self.agent_messages_rejected = Counter(
+            "teleops_agent_messages_rejected",
+            "Reports an agent sent about a command that was not sent to it (started, output, exit, refused), "
+            "refused by the controller, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def count_received(self, source: str, alerts: Sequence[Alert]) -> None:
         """Add committed alerts to `teleops_alerts_received_total`, one increment per (source, status)."""

@@ -30,6 +30,7 @@ from teleops.server.clock import Clock
 from teleops.store.commands import CommandStatus, Finish, append_output, finish_command, mark_started
 from teleops.store.database import Database
 from teleops.wire import Exec, Exit
+from teleops.wire.command_ids import row_id_of
 
 __all__ = ["SshHosts", "SshResult", "SshTarget", "SshUnavailable", "run_over_ssh"]
 
@@ -172,7 +173,7 @@ class SshHosts:
         self._db = db
         self._clock = clock
         self._cap = output_cap_bytes
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # by command row id
         self._on_finished = on_finished
 
     @property
@@ -180,7 +181,7 @@ class SshHosts:
         return list(self._hosts.values())
 
     def is_running(self, command_id: int) -> bool:
-        return str(command_id) in self._tasks
+        return command_id in self._tasks
 
     def is_connected(self, name: str) -> bool:
         return name in self._hosts
@@ -189,14 +190,17 @@ class SshHosts:
         host = self._hosts.get(name)
         if host is None:
             raise AgentUnavailable(f"{name} is not a configured SSH host")
+        command_id = row_id_of(message.command_id)
+        if command_id is None:
+            raise AgentUnavailable(f"{message.command_id!r} is not a command id of this controller")
         target = SshTarget(host.ssh.address, host.ssh.user, host.ssh.key_file, host.ssh.known_hosts)
-        task = asyncio.create_task(self._run(name, target, message), name=f"ssh-command-{message.command_id}")
-        self._tasks[message.command_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(message.command_id, None))
+        task = asyncio.create_task(self._run(name, target, command_id, message), name=f"ssh-command-{command_id}")
+        self._tasks[command_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(command_id, None))
 
     def cancel(self, command_id: int) -> bool:
         """Stop waiting and close the channel. The remote `timeout` still bounds the remote process."""
-        task = self._tasks.get(str(command_id))
+        task = self._tasks.get(command_id)
         if task is None:
             return False
         task.cancel()
@@ -207,8 +211,7 @@ class SshHosts:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def _run(self, name: str, target: SshTarget, message: Exec) -> None:
-        command_id = int(message.command_id)
+    async def _run(self, name: str, target: SshTarget, command_id: int, message: Exec) -> None:
         bound = log.bind(command_id=command_id, host=name)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
 

@@ -26,9 +26,11 @@ __all__ = [
     "CommandStatus",
     "Finish",
     "NewCommand",
+    "NotThisAgentsCommand",
     "append_output",
     "create_command",
     "finish_command",
+    "finish_reported",
     "get_command",
     "get_commands",
     "in_flight_commands",
@@ -62,6 +64,15 @@ TERMINAL = frozenset(
         CommandStatus.LOST,
     }
 )
+
+
+class NotThisAgentsCommand(LookupError):
+    """An agent reported on a command that was not sent to it (another host's, or one never dispatched)."""
+
+    def __init__(self, command_id: int, agent_name: str) -> None:
+        super().__init__(f"command {command_id} was not sent to agent {agent_name}")
+        self.command_id = command_id
+        self.agent_name = agent_name
 
 
 class CommandNotFound(LookupError):
@@ -251,7 +262,27 @@ async def finish_command(
     Adds `command.finished` to the incident's timeline. Raises CommandNotFound.
     """
     statement = _FINISH_REPLACING_LOST if replace_lost else _FINISH
-    params = {
+    params = _finish_params(command_id, finish, now)
+    return await _finish(db, statement, params, command_id, agent_name=None, duration_s=finish.duration_s)
+
+
+async def finish_reported(
+    db: Database, command_id: int, finish: Finish, *, agent_name: str, now: datetime, replace_lost: bool
+) -> CommandRecord | None:
+    """Record an outcome that agent `agent_name` reported (its result, or its refusal to run), once.
+
+    Only a command dispatched to that agent and still running there (or `lost`, with `replace_lost`) can be
+    ended this way: a queued command (waiting for approval, or not sent yet) never is. Returns the record if
+    this call changed it, None if it was final already. Raises CommandNotFound, and NotThisAgentsCommand when
+    the command exists but was sent to another agent or never sent: the reporting agent is lying (T13/T14).
+    """
+    statement = _REPORTED_REPLACING_LOST if replace_lost else _REPORTED
+    params = {**_finish_params(command_id, finish, now), "reporting_agent": agent_name}
+    return await _finish(db, statement, params, command_id, agent_name=agent_name, duration_s=finish.duration_s)
+
+
+def _finish_params(command_id: int, finish: Finish, now: datetime) -> dict[str, Any]:
+    return {
         "command_id": command_id,
         "new_status": finish.status.value,
         "new_finished_at": now,
@@ -264,17 +295,29 @@ async def finish_command(
         "new_started_at": finish.started_at,
     }
 
+
+async def _finish(
+    db: Database,
+    statement: Any,
+    params: dict[str, Any],
+    command_id: int,
+    *,
+    agent_name: str | None,
+    duration_s: float | None,
+) -> CommandRecord | None:
     def apply(conn: Connection) -> CommandRecord | None:
         row = conn.execute(statement, params).first()
         if row is None:
-            _get(conn, command_id)  # raises CommandNotFound; else it was final already
+            existing = _get(conn, command_id)  # raises CommandNotFound; else it was final already, or not ours
+            if agent_name is not None and (existing.agent_name != agent_name or existing.dispatched_at is None):
+                raise NotThisAgentsCommand(command_id, agent_name)
             return None
         record = _record(row)
         if record.incident_id is not None:
             conn.execute(
                 insert(timeline).values(
                     incident_id=record.incident_id,
-                    at=now,
+                    at=params["new_finished_at"],
                     kind=TimelineKind.COMMAND_FINISHED.value,
                     actor=record.requester,
                     data={
@@ -283,7 +326,7 @@ async def finish_command(
                         "argv": record.argv,
                         "status": record.status,
                         "exit_code": record.exit_code,
-                        "duration_s": finish.duration_s if finish.duration_s is not None else record.duration_s,
+                        "duration_s": duration_s if duration_s is not None else record.duration_s,
                         "output_excerpt": record.output[-EXCERPT_CHARS:],
                         "reason": record.reason,
                     },
@@ -294,7 +337,7 @@ async def finish_command(
     return await db.write(apply)
 
 
-def _finish_statement(open_states: Sequence[CommandStatus]) -> Any:
+def _finish_statement(open_states: Sequence[CommandStatus], *, by_agent: bool = False) -> Any:
     """UPDATE … RETURNING that ends a command still in `open_states`: built once (building it cost more than
     running it), with every value a parameter; a value left None keeps the stored one, and `started_at` is only
     filled in when the start was not recorded yet."""
@@ -303,9 +346,12 @@ def _finish_statement(open_states: Sequence[CommandStatus]) -> Any:
     def keep_unless_given(name: str, column: Any) -> Any:
         return func.coalesce(bindparam(f"new_{name}", type_=column.type), column)
 
+    where = [c.id == bindparam("command_id"), c.status.in_([s.value for s in open_states])]
+    if by_agent:  # only the agent it was sent to may end it (finish_reported)
+        where += [c.agent_name == bindparam("reporting_agent"), c.dispatched_at.is_not(None)]
     return (
         update(commands)
-        .where(c.id == bindparam("command_id"), c.status.in_([s.value for s in open_states]))
+        .where(*where)
         .values(
             status=bindparam("new_status", type_=c.status.type),
             finished_at=bindparam("new_finished_at", type_=c.finished_at.type),
@@ -323,6 +369,8 @@ def _finish_statement(open_states: Sequence[CommandStatus]) -> Any:
 
 _FINISH = _finish_statement([CommandStatus.QUEUED, CommandStatus.RUNNING])
 _FINISH_REPLACING_LOST = _finish_statement([CommandStatus.QUEUED, CommandStatus.RUNNING, CommandStatus.LOST])
+_REPORTED = _finish_statement([CommandStatus.RUNNING], by_agent=True)
+_REPORTED_REPLACING_LOST = _finish_statement([CommandStatus.RUNNING, CommandStatus.LOST], by_agent=True)
 
 
 async def get_command(db: Database, command_id: int) -> CommandRecord:

@@ -205,6 +205,10 @@ agents = Table(
     Column("online", Boolean, nullable=False, default=False),
     Column("connected_at", UTCDateTime),
     Column("last_seen_at", UTCDateTime),
+    # What host resolution uses: bound at the first connection, changed by an admin (migration 0009).
+    Column("bound_hostname", String(255)),
+    Column("bound_host", String(255)),
+    Column("claim_conflict", String(1024)),
 )
 
 commands = Table(

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, WebSocket
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from teleops.config.settings import parse_duration
 from teleops.server.auth import Caller, require_api_caller, services_of
@@ -27,6 +27,9 @@ class AgentOut(BaseModel):
     allowlist_digest: str
     connected_at: datetime | None
     last_seen_at: datetime | None
+    bound_hostname: str | None = Field(None, description="The hostname this agent answers for (bound, not claimed).")
+    bound_host: str | None = Field(None, description="The `host` label name this agent answers for (bound).")
+    claim_conflict: str | None = Field(None, description="Why the agent's claimed host names were not taken.")
 
 
 class AgentList(BaseModel):
@@ -56,6 +59,9 @@ async def list_(request: Request, _caller: Annotated[Caller, Depends(require_api
             allowlist_digest=a.allowlist_digest,
             connected_at=a.connected_at,
             last_seen_at=a.last_seen_at,
+            bound_hostname=a.bound_hostname,
+            bound_host=a.bound_host,
+            claim_conflict=a.claim_conflict,
         )
         for a in await list_agents(services.db)
     ]
