@@ -5,6 +5,10 @@ Commands belong to the agent, not to a connection: when the link drops mid-comma
 running (up to its timeout), its result goes to the spool, and the next hello reports it, keyed by command
 id. The controller acknowledges each result; only then does the spool forget it.
 Incoming frames are decoded against the wire table and handled through `_handlers`, an explicit dict.
+
+Before the token leaves (it is in the HTTP upgrade request): wss:// checks the controller against --ca-file and/or
+--pin inside the TLS handshake (agent/tls.py, THREATS T16); plain ws:// to anything but this host logs a warning
+on every attempt.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import teleops
 from teleops.agent.allowlist import Allowlist
 from teleops.agent.executions import Executions
 from teleops.agent.spool import Spool
+from teleops.agent.tls import Pin, PinMismatch, TLSConfigError, client_context, plaintext_warning
 from teleops.wire import (
     MAX_MESSAGE_BYTES,
     Error,
@@ -72,6 +77,7 @@ class AgentOptions:
     allowlist: Allowlist
     spool: Spool
     ca_file: Path | None = None
+    pins: tuple[Pin, ...] = ()  # SHA-256 of the controller's SubjectPublicKeyInfo; any one of them will do
     labels: dict[str, str] = field(default_factory=dict)
     max_concurrent: int = 128
     kill_grace_s: float = 3.0
@@ -86,8 +92,18 @@ class _Session:
 
 class Agent:
     def __init__(self, options: AgentOptions) -> None:
+        """Raises ValueError on a bad --server, TLSConfigError on --ca-file/--pin that cannot be used."""
         self._options = options
         self._url = agent_socket_url(options.server_url)
+        self._ssl_context: ssl.SSLContext | None = None
+        if self._url.startswith("wss://"):
+            # Built once: a bad --ca-file stops the agent at start instead of failing every attempt.
+            self._ssl_context = client_context(options.ca_file, options.pins)
+        elif options.ca_file is not None or options.pins:
+            raise TLSConfigError(
+                f"--ca-file and --pin need an https:// --server; {options.server_url} is plain http://, the token "
+                "would travel in clear"
+            )
         self._session: _Session | None = None
         self._executions = Executions(
             allowlist=options.allowlist,
@@ -118,10 +134,18 @@ class Agent:
         """Stay connected; reconnect with jittered exponential backoff (cap 30 s). Cancel to stop: running
         commands are then killed with their process groups (the runner leaves nothing behind)."""
         backoff = BACKOFF_START_S
+        if self._url.startswith("wss://") and self._options.ca_file is None and not self._options.pins:
+            log.warning(
+                "agent.controller_not_pinned",
+                server=self._url,
+                detail="wss:// trusts every CA in the system store: a certificate for this name from any of them "
+                "impersonates the controller; pin it with --ca-file or --pin (docs/install-agent.md, TLS)",
+            )
         self._executions.start()
         try:
             while True:
                 started = asyncio.get_running_loop().time()
+                untrusted = False
                 try:
                     await self._session_once()
                     reason = "the controller closed the connection"
@@ -129,10 +153,16 @@ class Agent:
                     reason = f"the controller refused this agent: {exc}"
                 except (OSError, TimeoutError, websockets.exceptions.WebSocketException, WireError) as exc:
                     reason = _describe(exc)
+                    # Wrong key or CA: an attacker on the path, or a controller whose key changed before its new
+                    # pin was rolled out. Keep trying, loudly: an attack must not stop the agent for good.
+                    untrusted = isinstance(exc, ssl.SSLCertVerificationError)
                 if asyncio.get_running_loop().time() - started > STABLE_AFTER_S:
                     backoff = BACKOFF_START_S
                 delay = random.uniform(backoff / 2, backoff)
-                log.warning("agent.disconnected", reason=reason, retry_in_s=round(delay, 2), server=self._url)
+                if untrusted:
+                    log.error("agent.controller_untrusted", reason=reason, retry_in_s=round(delay, 2), server=self._url)
+                else:
+                    log.warning("agent.disconnected", reason=reason, retry_in_s=round(delay, 2), server=self._url)
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
         finally:
@@ -143,15 +173,16 @@ class Agent:
 
     async def _session_once(self) -> None:
         options = self._options
-        ssl_context: ssl.SSLContext | None = None
-        if self._url.startswith("wss://"):
-            # With --ca-file only that CA is trusted (pinning, THREATS T16); else the system store.
-            ssl_context = ssl.create_default_context(cafile=str(options.ca_file) if options.ca_file else None)
+        warning = plaintext_warning(self._url)
+        if warning is not None:
+            log.warning("agent.token_in_clear", detail=warning, server=self._url)
+        # The token is in the upgrade request, written only once the TLS handshake (with its CA and pin checks,
+        # agent/tls.py) has succeeded.
         async with websockets.connect(
             self._url,
             additional_headers={"Authorization": f"Bearer {options.token}"},
             user_agent_header=f"teleops-agent/{teleops.__version__}",
-            ssl=ssl_context,
+            ssl=self._ssl_context,
             max_size=MAX_MESSAGE_BYTES,
             open_timeout=10,
             ping_interval=20,
@@ -262,8 +293,15 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, websockets.exceptions.ConnectionClosed):
         rcvd = exc.rcvd
         return f"connection closed ({rcvd.code} {rcvd.reason})" if rcvd else "connection lost"
+    if isinstance(exc, PinMismatch):
+        return str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"TLS: the controller's certificate is not trusted ({exc.verify_message or exc.reason}); check --ca-file "
+            "and the controller's certificate; not sending the token"
+        )
     if isinstance(exc, ssl.SSLError):
-        return f"TLS failed: {exc.reason or exc}; check --ca-file and the controller's certificate"
+        return f"TLS failed: {exc.reason or exc}; check --ca-file, --pin and the controller's certificate"
     if isinstance(exc, OSError):
         return f"cannot reach the controller: {exc.strerror or exc}"
     return f"{type(exc).__name__}: {exc}"

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import structlog
 
 from teleops.agent.allowlist import Allowlist
+from teleops.agent.environment import EnvironmentRefused, build_environment, check_cwd, installed_policy
 from teleops.agent.rlimits import ResourceLimits
 from teleops.agent.runner import RunSpec, finish_disposals, run
 from teleops.agent.spool import Spool
@@ -81,10 +82,20 @@ class Executions:
         if command_id in self._running or self._spool.seen(command_id):
             await self._refuse(bound, command_id, f"command {command_id} was already received here; never run twice")
             return
-        decision = self._allowlist.check(message.argv)
+        decision = self._allowlist.check(message.argv, cwd=message.cwd)
         if not decision.allowed:
             self._spool.remember(command_id)
             await self._refuse(bound, command_id, decision.reason, argv=message.argv)
+            return
+        # The environment and directory the controller asks for must be ones this host's policy permits (env:,
+        # cwd:); refused here, before `started`, so the controller records `denied` with the reason.
+        policy = installed_policy()
+        try:
+            check_cwd(message.cwd, policy)
+            build_environment(message.env, home="/", policy=policy)
+        except EnvironmentRefused as exc:
+            self._spool.remember(command_id)
+            await self._refuse(bound, command_id, str(exc), argv=message.argv, env=message.env, cwd=message.cwd)
             return
         if len(self._running) >= self._max_concurrent:
             await self._refuse(bound, command_id, f"busy: {len(self._running)} commands running (the limit)")
@@ -100,9 +111,18 @@ class Executions:
         task.add_done_callback(self._tasks.discard)
 
     async def _refuse(
-        self, bound: structlog.typing.FilteringBoundLogger, command_id: str, reason: str, argv: list[str] | None = None
+        self,
+        bound: structlog.typing.FilteringBoundLogger,
+        command_id: str,
+        reason: str,
+        argv: list[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
     ) -> None:
-        bound.warning("agent.command_refused", reason=reason, argv=argv)
+        bound.warning(
+            "agent.command_refused", decision="refused", reason=reason, argv=argv, env=dict(env or {}), cwd=cwd
+        )
         await self._send(Refused(command_id=command_id, reason=reason))
 
     async def _execute(self, message: Exec, cancel: asyncio.Event, remembered: asyncio.Future[None]) -> None:

@@ -8,14 +8,16 @@ import os
 import signal
 import socket
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
 
 from teleops.agent.allowlist import Allowlist, PolicyFileError
 from teleops.agent.client import Agent, AgentOptions, agent_socket_url
+from teleops.agent.environment import EnvPolicy, install_policy, installed_policy
 from teleops.agent.spool import Spool
+from teleops.agent.tls import TLSConfigError, parse_pins
 
 __all__ = ["AgentSettings", "AgentSetupError", "default_state_dir", "run_agent"]
 
@@ -36,6 +38,7 @@ class AgentSettings:
     policy_file: Path | None = None
     allow_all: bool = False
     ca_file: Path | None = None
+    pins: tuple[str, ...] = ()  # --pin as given: sha256//BASE64, sha256:BASE64 or sha256:HEX
     state_dir: Path | None = None
     labels: tuple[tuple[str, str], ...] = ()
     max_concurrent: int = 128
@@ -94,28 +97,37 @@ def build_agent(settings: AgentSettings) -> Agent:
     """Everything checked before the first dial. Raises AgentSetupError."""
     try:
         agent_socket_url(settings.server)
-    except ValueError as exc:
+        pins = parse_pins(settings.pins)
+    except ValueError as exc:  # TLSConfigError is one
         raise AgentSetupError(str(exc)) from exc
     token = read_token(settings.token_file)
     allowlist = load_allowlist(settings)
+    # From here on every command of this process is checked against the host's env:/cwd: (THREATS T14):
+    # a variable or directory the controller sends that the policy file does not list is refused.
+    source = str(settings.policy_file.absolute()) if settings.policy_file is not None else None
+    install_policy(replace(allowlist.env_policy, source=source))
     state_dir = settings.state_dir or default_state_dir(settings.name)
     try:
         spool = Spool(state_dir)
     except OSError as exc:
         raise AgentSetupError(f"cannot use state directory {state_dir}: {exc.strerror}; pass --state-dir") from exc
-    return Agent(
-        AgentOptions(
-            server_url=settings.server,
-            name=settings.name,
-            token=token,
-            hostname=socket.gethostname(),
-            allowlist=allowlist,
-            spool=spool,
-            ca_file=settings.ca_file,
-            labels=dict(settings.labels),
-            max_concurrent=settings.max_concurrent,
-        )
+    options = AgentOptions(
+        server_url=settings.server,
+        name=settings.name,
+        token=token,
+        hostname=socket.gethostname(),
+        allowlist=allowlist,
+        spool=spool,
+        ca_file=settings.ca_file,
+        pins=pins,
+        labels=dict(settings.labels),
+        max_concurrent=settings.max_concurrent,
     )
+    try:
+        return Agent(options)
+    except TLSConfigError as exc:
+        spool.close()
+        raise AgentSetupError(str(exc)) from exc
 
 
 async def _watch_parent(pid: int) -> None:
@@ -128,7 +140,15 @@ async def _watch_parent(pid: int) -> None:
 async def run_agent(settings: AgentSettings) -> None:
     """Run until SIGTERM/SIGINT (or the parent given by --exit-with-parent exits). Raises AgentSetupError."""
     agent = build_agent(settings)
-    log.info("agent.starting", name=settings.name, server=settings.server, allowlist=agent_digest(agent))
+    env_policy = installed_policy() or EnvPolicy()
+    log.info(
+        "agent.starting",
+        name=settings.name,
+        server=settings.server,
+        allowlist=agent_digest(agent),
+        env_permitted=sorted(env_policy.env),
+        cwd_permitted=sorted(env_policy.cwd),
+    )
     main = asyncio.create_task(agent.run_forever())
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -3,8 +3,12 @@
 How a command runs (``run``):
 
 - argv is exec'd directly (never a shell) in a new session, stdin on /dev/null, stdout and stderr into one pipe;
-- the environment is PATH (fixed), LANG=C.UTF-8, HOME and the caller's ``env`` — loader and interpreter
-  variables (LD_PRELOAD, PATH, PYTHONPATH, …) are refused, not dropped (see ``environment``);
+- the environment is PATH (fixed), LANG=C.UTF-8, HOME and the caller's ``env``. In a running agent only the
+  names the host's policy lists under ``env:`` may be sent, and ``cwd`` must be ``/`` or listed under ``cwd:``
+  (``environment.install_policy``); loader and interpreter variables (LD_PRELOAD, PATH, GIT_*, PYTHON*, …) are
+  refused whatever the policy. A request breaking either is refused as a whole, never trimmed. Every command's
+  argv, added env and cwd are logged on this host with the decision (``agent.command_exec`` /
+  ``agent.command_refused``);
 - with ``run_as`` and a root agent the child drops to that user; before it may exec, it is moved into its own
   cgroup (when available) and given its rlimits (see ``spawn`` for the gate, ``rlimits``, ``cgroup``);
 - after ``timeout_s`` (or when ``cancel`` is set): SIGTERM to the process group and the cgroup, ``kill_grace_s``
@@ -37,8 +41,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import structlog
+
 from teleops.agent.cgroup import CommandCgroup
-from teleops.agent.environment import EnvironmentRefused, build_environment
+from teleops.agent.environment import EnvironmentRefused, build_environment, check_cwd, installed_policy
 from teleops.agent.identity import Identity, IdentityError, resolve_identity
 from teleops.agent.output import CappedOutput
 from teleops.agent.rlimits import ResourceLimits
@@ -61,6 +67,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# The host-local record of what each command was started (or refused) with: argv, added env, cwd (THREATS T14).
+audit_log = structlog.get_logger("teleops.agent.runner")
 
 EXIT_TIMEOUT = 124
 
@@ -136,6 +144,11 @@ def _prepare(spec: RunSpec) -> _Prepared:
         raise SpawnRefused(EXIT_CANNOT_EXECUTE, f"kill grace must be zero or more seconds, got {spec.kill_grace_s}")
     if spec.output_cap_bytes < 2:
         raise SpawnRefused(EXIT_CANNOT_EXECUTE, f"output cap must be at least 2 bytes, got {spec.output_cap_bytes}")
+    policy = installed_policy()
+    try:
+        check_cwd(spec.cwd, policy)
+    except EnvironmentRefused as exc:
+        raise SpawnRefused(EXIT_CANNOT_EXECUTE, str(exc)) from None
     if not os.path.isabs(spec.cwd) or not os.path.isdir(spec.cwd):
         raise SpawnRefused(
             EXIT_CANNOT_EXECUTE,
@@ -144,7 +157,8 @@ def _prepare(spec: RunSpec) -> _Prepared:
         )
     try:
         identity = resolve_identity(spec.run_as)
-        env = build_environment(spec.env, home=identity.home if identity is not None else _agent_home())
+        home = identity.home if identity is not None else _agent_home()
+        env = build_environment(spec.env, home=home, policy=policy)
     except (IdentityError, EnvironmentRefused) as exc:
         raise SpawnRefused(EXIT_CANNOT_EXECUTE, str(exc)) from None
     return _Prepared(argv, env, identity)
@@ -319,8 +333,10 @@ async def run(
     try:
         prepared = _prepare(spec)
     except SpawnRefused as exc:
+        _log_decision(spec, refused=str(exc))
         await _settle(ready)
         return await _refusal(exc.exit_code, str(exc), started, on_output)
+    _log_decision(spec, refused=None)
 
     limits = spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s)
     warm = await _take_warm(spec, prepared, trampolines)
@@ -352,6 +368,22 @@ async def run(
     finally:
         if cgroup is not None:
             _dispose(cgroup)
+
+
+def _log_decision(spec: RunSpec, *, refused: str | None) -> None:
+    """One line per command in the agent's own log: argv, the variables added to the fixed base (as requested:
+    on a start they are the ones the host's policy permits), cwd, and whether it runs or why not."""
+    fields = {
+        "command_id": spec.command_id,
+        "argv": list(spec.argv),
+        "env": dict(spec.env),
+        "cwd": spec.cwd,
+        "run_as": spec.run_as,
+    }
+    if refused is None:
+        audit_log.info("agent.command_exec", decision="run", **fields)
+    else:
+        audit_log.warning("agent.command_refused", decision="refused", reason=refused, **fields)
 
 
 async def _take_warm(

@@ -33,7 +33,15 @@ from teleops.logs import configure_logging
     "--ca-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Trust only this CA for wss:// (pin the controller's CA).",
+    help="Trust only this CA for wss:// (pin the controller's CA); default: the system store.",
+)
+@click.option(
+    "--pin",
+    "pins",
+    multiple=True,
+    metavar="sha256//BASE64",
+    help="Accept only a controller whose public key has this SHA-256 (curl --pinnedpubkey form; sha256:HEX too). "
+    "Repeatable for key rotation. Alone it replaces CA checks (self-signed is fine); with --ca-file both apply.",
 )
 @click.option(
     "--state-dir",
@@ -54,6 +62,7 @@ def agent(
     policy_file: Path | None,
     allow_all: bool,
     ca_file: Path | None,
+    pins: tuple[str, ...],
     state_dir: Path | None,
     labels: tuple[str, ...],
     max_concurrent: int,
@@ -78,6 +87,7 @@ def agent(
         policy_file=policy_file,
         allow_all=allow_all,
         ca_file=ca_file,
+        pins=pins,
         state_dir=state_dir,
         labels=tuple(pairs),
         max_concurrent=max_concurrent,

