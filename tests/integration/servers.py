@@ -44,9 +44,11 @@ __all__ = [
     "PostgresServer",
     "ServerFailed",
     "TeleopsServer",
+    "agent_online",
     "alertmanager_server",
     "free_port",
     "postgres_server",
+    "start_agent",
     "start_alertmanager",
     "start_postgres",
     "start_teleops",
@@ -397,6 +399,39 @@ def run_teleops_cli(
     if check and result.returncode != 0:
         raise ServerFailed(f"teleops {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result
+
+
+def start_agent(
+    server: TeleopsServer,
+    name: str,
+    folder: Path,
+    *,
+    allow: tuple[str, ...],
+    labels: tuple[str, ...] = (),
+    state_dir: Path | None = None,
+    program: tuple[str, ...] = (sys.executable, "-m", "teleops"),
+) -> subprocess.Popen[bytes]:
+    """`teleops agent` as docs/install-agent.md runs it, with a fresh agent token for `name`, the policy `allow`,
+    and its log in `folder`/agent.log; `program` is the `teleops` to run (default: this checkout's)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    token_file, policy = folder / "agent.token", folder / "agent-policy.yaml"
+    token_file.write_text(server.create_token("agent", name) + "\n")
+    token_file.chmod(0o600)
+    policy.write_text(yaml.safe_dump({"allow": list(allow)}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEOPS_", "VIRTUAL_ENV"))}
+    argv = [*program, "agent", "--server", server.url, "--name", name, "--token-file", str(token_file)]
+    argv += ["--policy", str(policy), "--state-dir", str(state_dir or folder / "state")]
+    argv += [f"--label={label}" for label in labels]
+    with (folder / "agent.log").open("wb") as out:
+        return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+
+def agent_online(server: TeleopsServer, name: str, process: subprocess.Popen[bytes] | None = None) -> bool:
+    """Whether `GET /api/v1/agents` lists `name` online (fails the test if `process`, its agent, has exited)."""
+    if process is not None and process.poll() is not None:
+        pytest.fail(f"agent {name} exited with {process.returncode}")
+    items = httpx.get(f"{server.url}/api/v1/agents", headers=server.api_headers, timeout=10).json()["items"]
+    return any(item["name"] == name and item["online"] for item in items)
 
 
 def start_teleops(

@@ -5,7 +5,6 @@ chat SDK), and the offline-installed agent connects to a real controller and run
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,10 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import yaml
 
 from tests.install_commands import AGENT_INSTALL, AGENT_INSTALL_OFFLINE, WHEEL_INSTALL, for_test
-from tests.integration.servers import TeleopsServer, eventually, stop_process
+from tests.integration.servers import TeleopsServer, agent_online, eventually, start_agent, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -74,24 +72,11 @@ def test_the_documented_agent_installs_hold_only_what_the_agent_imports_and_the_
         assert not installed & CONTROLLER_ONLY, f"{venv.name}: {sorted(installed & CONTROLLER_ONLY)}"
 
     server = teleops_server()
-    token_file, policy_file = tmp_path / "agent.token", tmp_path / "agent-policy.yaml"
-    token_file.write_text(server.create_token("agent", "web-9") + "\n")
-    token_file.chmod(0o600)
-    policy_file.write_text(yaml.safe_dump({"allow": ["uname *"]}))
-    log = tmp_path / "agent.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEOPS_", "VIRTUAL_ENV"))}
-    argv = [str(offline / "bin" / "teleops"), "agent", "--server", server.url, "--name", "web-9"]
-    argv += ["--token-file", str(token_file), "--policy", str(policy_file), "--state-dir", str(tmp_path / "state")]
-    with log.open("wb") as out:
-        agent = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    program = (str(offline / "bin" / "teleops"),)
+    agent = start_agent(server, "web-9", tmp_path / "web-9", allow=("uname *",), program=program)
+    log = tmp_path / "web-9" / "agent.log"
     try:
-
-        def online_now() -> bool:
-            assert agent.poll() is None, log.read_text()
-            items = httpx.get(f"{server.url}/api/v1/agents", headers=server.api_headers, timeout=10).json()["items"]
-            return any(item["name"] == "web-9" and item["online"] for item in items)
-
-        eventually(online_now, what="the installed agent to connect")
+        eventually(lambda: agent_online(server, "web-9", agent), what="the installed agent to connect")
         posted = httpx.post(
             f"{server.url}/api/v1/commands",
             json={"host": "web-9", "command": "uname -s"},

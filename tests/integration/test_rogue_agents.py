@@ -8,37 +8,14 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import websockets
-import yaml
 
 from teleops.wire import Error, Exec, Exit, Hello, Output, Refused, Started, Welcome, decode, encode
-from tests.integration.servers import TeleopsServer, eventually, stop_process
-
-
-def _start_agent(
-    server: TeleopsServer, name: str, token: str, folder: Path, labels: tuple[str, ...] = ()
-) -> subprocess.Popen[bytes]:
-    token_file, policy = folder / "token", folder / "policy.yaml"
-    token_file.write_text(token + "\n")
-    token_file.chmod(0o600)
-    policy.write_text(yaml.safe_dump({"allow": ["sleep *", "echo *"]}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEOPS_")}
-    argv = [sys.executable, "-m", "teleops", "agent", "--server", server.url, "--name", name]
-    argv += ["--token-file", str(token_file), "--policy", str(policy), "--state-dir", str(folder / "state")]
-    argv += [f"--label={label}" for label in labels]
-    with (folder / "agent.log").open("wb") as out:
-        return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _online(server: TeleopsServer, name: str) -> bool:
-    items = httpx.get(f"{server.url}/api/v1/agents", headers=server.api_headers, timeout=10).json()["items"]
-    return any(item["name"] == name and item["online"] for item in items)
+from tests.integration.servers import TeleopsServer, agent_online, eventually, start_agent, stop_process
 
 
 async def _forge(server: TeleopsServer, token: str, command_id: str) -> list[Error]:
@@ -63,10 +40,10 @@ def test_a_rogue_agent_cannot_report_on_another_hosts_command(
     teleops_server: Callable[..., TeleopsServer], tmp_path: Path
 ) -> None:
     server = teleops_server()
-    real = _start_agent(server, "web-1", server.create_token("agent", "web-1"), tmp_path)
+    real = start_agent(server, "web-1", tmp_path / "web-1", allow=("echo *",))
     rogue_token = server.create_token("agent", "rogue-1")
     try:
-        eventually(lambda: _online(server, "web-1"), what="web-1 to connect")
+        eventually(lambda: agent_online(server, "web-1", real), what="web-1 to connect")
         posted = httpx.post(
             f"{server.url}/api/v1/commands",
             json={"host": "web-1", "command": "echo real output", "timeout": 30},
@@ -115,11 +92,11 @@ def test_a_rogue_agent_claiming_another_hosts_names_does_not_get_its_commands(
     teleops_server: Callable[..., TeleopsServer], tmp_path: Path
 ) -> None:
     server = teleops_server()
-    real = _start_agent(server, "web-1", server.create_token("agent", "web-1"), tmp_path, labels=("host=frontend-1",))
+    real = start_agent(server, "web-1", tmp_path / "web-1", allow=("echo *",), labels=("host=frontend-1",))
     rogue_token = server.create_token("agent", "rogue-2")
     hostname = os.uname().nodename  # what web-1 announced, and was bound to at its first connection
     try:
-        eventually(lambda: _online(server, "web-1"), what="web-1 to connect")
+        eventually(lambda: agent_online(server, "web-1", real), what="web-1 to connect")
 
         async def scenario() -> tuple[list[object], list[dict[str, object]]]:
             listening = asyncio.create_task(_claim_and_listen(server, rogue_token, hostname, seconds=6))

@@ -87,19 +87,6 @@ def test_the_payload_runs_code_when_git_gets_it(payload: str, repo: Path, tmp_pa
 # -- the runner ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["cold", "warm"])
-async def trampolines(request: pytest.FixtureRequest) -> AsyncIterator[WarmTrampolines | None]:
-    if request.param == "cold":
-        yield None
-        return
-    warm = WarmTrampolines(use_cgroup=False)
-    warm.start()
-    while not warm._ready:
-        await asyncio.sleep(0.01)
-    yield warm
-    await warm.close()
-
-
 @pytest.mark.parametrize("payload", sorted(PAYLOADS))
 @pytest.mark.parametrize("with_policy", [True, False], ids=["host-policy", "library-default"])
 async def test_runner_refuses_git_config_from_the_environment(

@@ -4,9 +4,7 @@ may create the canary file; each one that runs prints its metacharacters as plai
 
 from __future__ import annotations
 
-import asyncio
 import shlex
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,20 +30,6 @@ PAYLOADS = [
     "echo hi%0atouch {canary}",
 ]
 UNBALANCED = ["echo 'touch {canary}", 'echo "touch {canary}', "echo \\"]
-
-
-@pytest.fixture(params=["cold", "warm"])
-async def trampolines(request: pytest.FixtureRequest) -> AsyncIterator[WarmTrampolines | None]:
-    """Both ways a command starts: cold, and on a warm trampoline whose shell learns the argv (agent/warm.py)."""
-    if request.param == "cold":
-        yield None
-        return
-    warm = WarmTrampolines(use_cgroup=False)
-    warm.start()
-    while not warm._ready:
-        await asyncio.sleep(0.01)
-    yield warm
-    await warm.close()
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
