@@ -48,14 +48,18 @@ _teleops_covers() {
 
 _teleops_stamp_of() {
     local lock="$1"
-    echo "$lock $(cat "$lock" pyproject.toml | sha256sum | cut -c1-64) $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')"
+    # Every lock file counts (test.lock's pins include serve.lock's), and pyproject.toml (entry points, ranges).
+    echo "$lock $(cat requirements/*.lock pyproject.toml | sha256sum | cut -c1-64) $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')"
 }
 
 # teleops_venv LOCK: make .venv/ match LOCK (requirements/serve.lock or requirements/test.lock), then put
 # .venv/bin first on PATH.
 teleops_venv() {
     local lock="$1" stamp_file="$VENV/.teleops-installed" have
-    [[ -x "$VENV/bin/python" ]] || _teleops_make_venv
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        rm -rf "$VENV"  # none yet, or its interpreter is gone (a removed pyenv version): make it anew
+        _teleops_make_venv
+    fi
     have="$(cat "$stamp_file" 2>/dev/null || true)"
     local have_lock="${have%% *}"
     if [[ -n "$have" ]] && _teleops_covers "$have_lock" "$lock" \
@@ -63,6 +67,11 @@ teleops_venv() {
         && "$VENV/bin/python" -c 'import teleops' 2>/dev/null; then
         echo "== dependencies: up to date ($have_lock unchanged; no install)"
     else
+        if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+            echo "== .venv/ has no working pip (made by another tool, or for another Python): making it anew"
+            rm -rf "$VENV"
+            _teleops_make_venv
+        fi
         echo "== installing the pinned dependencies of $lock into .venv/ (pip --require-hashes; once per change)"
         local started=$SECONDS
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"

@@ -102,3 +102,30 @@ async def test_an_admin_rebinds_an_agent_audited_and_never_onto_another_agents_n
         return [event.action for event in iter_events(conn)]
 
     assert "agent.bound" in await db.run_in_transaction(actions)
+
+
+async def test_unbound_names_are_not_taken_by_what_an_agent_claims_now(db: Database) -> None:
+    """Resolution falls back to every agent for a name nobody is bound to; it must still use bindings only."""
+    await register_agent(
+        db, name="db-1", hostname="web-9.prod.example.org", version="1", labels={"host": "mail"},
+        allowlist_digest="", now=NOW,
+    )  # fmt: skip
+    with pytest.raises(UnknownHost):
+        resolve_host("web-9.prod.example.org", await host_candidates(db, "web-9.prod.example.org"))
+    with pytest.raises(UnknownHost):
+        resolve_host("mail", await host_candidates(db, "mail"))
+    # ... and the bound name keeps working while the claim differs (a renamed machine).
+    assert resolve_host("db-1.prod.example.org", await host_candidates(db, "db-1.prod.example.org")).name == "db-1"
+
+
+async def test_the_embedded_local_agent_answers_only_to_its_name(db: Database) -> None:
+    local = await register_agent(
+        db, name="teleops-local", hostname="box-1", version="1", labels={"host": "box"},
+        allowlist_digest="", now=NOW, bind=False,
+    )  # fmt: skip
+    assert (local.bound_hostname, local.bound_host, local.claim_conflict) == (None, None, None)
+    real = await register_agent(
+        db, name="box-agent", hostname="box-1", version="1", labels={}, allowlist_digest="", now=NOW
+    )
+    assert real.bound_hostname == "box-1"
+    assert resolve_host("box-1", await host_candidates(db, "box-1")).name == "box-agent"

@@ -215,7 +215,8 @@ class Agent:
     def _hello(self) -> tuple[Hello, set[str]]:
         options = self._options
         running = self._executions.running  # before the results: a command finishing in between is in one of them
-        results = options.spool.pending()
+        # The hello carries at most 1,000 results (the wire's limit); the rest go as exits after the welcome.
+        results = options.spool.pending()[:1000]
         hello = Hello(
             agent=options.name,
             hostname=options.hostname,

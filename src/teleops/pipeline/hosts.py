@@ -1,8 +1,11 @@
-"""Which agent is "host"? By agent name, then hostname, then the label `host=`; ambiguity is an error."""
+"""Which agent is "host"? By agent name, then bound hostname, then the bound `host=` label; ambiguity is an error.
+
+Bound, never claimed: what an agent announces now does not decide where commands go (store/agents.py, T32).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
 __all__ = ["AmbiguousHost", "HostCandidate", "UnknownHost", "resolve_host"]
@@ -12,9 +15,9 @@ class HostCandidate(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def hostname(self) -> str: ...
+    def bound_hostname(self) -> str | None: ...
     @property
-    def labels(self) -> Mapping[str, str]: ...
+    def bound_host(self) -> str | None: ...
 
 
 A = TypeVar("A", bound=HostCandidate)
@@ -34,15 +37,15 @@ class AmbiguousHost(LookupError):
 
 
 def resolve_host(host: str, candidates: Sequence[A]) -> A:
-    """The agent for `host`: exact agent name wins; else a unique hostname (case-insensitive); else a
-    unique `host` label. Raises UnknownHost (naming the known hosts) or AmbiguousHost."""
+    """The agent for `host`: exact agent name wins; else a unique bound hostname (case-insensitive); else a
+    unique bound `host` label. Raises UnknownHost (naming the known hosts) or AmbiguousHost."""
     wanted = host.strip()
     for candidate in candidates:
         if candidate.name == wanted:
             return candidate
     for matches in (
-        [c for c in candidates if c.hostname.lower() == wanted.lower()],
-        [c for c in candidates if c.labels.get("host") == wanted],
+        [c for c in candidates if (c.bound_hostname or "").lower() == wanted.lower() and c.bound_hostname],
+        [c for c in candidates if c.bound_host == wanted and c.bound_host],
     ):
         if len(matches) == 1:
             return matches[0]

@@ -26,7 +26,7 @@ from teleops.server.command_ownership import CommandOwnership
 from teleops.server.command_progress import CommandProgress
 from teleops.server.lost_commands import LostCommands
 from teleops.server.output_redaction import OutputRedaction
-from teleops.store.agents import mark_agent_offline, register_agent, touch_agent
+from teleops.store.agents import get_agent, mark_agent_offline, register_agent, touch_agent
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.commands import (
     CommandNotFound,
@@ -112,8 +112,11 @@ class AgentHub:
         hosts: Sequence[HostSettings] = (),
         redaction: SecretRules | None = None,
         on_rejected: Callable[[str], None] | None = None,
+        local_agent: str | None = None,
     ) -> None:
+        """`local_agent`: the name of the controller's embedded agent, which answers only to its name."""
         self._db = db
+        self._local_agent = local_agent
         self.ownership = CommandOwnership(db, clock=clock, on_rejected=on_rejected)
         self._redaction = OutputRedaction(redaction or SecretRules.build())
         self._tokens = tokens
@@ -217,7 +220,12 @@ class AgentHub:
         command_id = row_id_of(message.command_id)
         if command_id is not None:
             self.ownership.sent(command_id, agent_name, message.command_id)
-        await self._send_to(agent_name, message)
+        try:
+            await self._send_to(agent_name, message)
+        except AgentUnavailable:
+            if command_id is not None:
+                self.ownership.forget(command_id)
+            raise
 
     async def send_cancel(self, agent_name: str, command_id: int) -> None:
         """Raises AgentUnavailable when the agent is not connected here."""
@@ -282,6 +290,7 @@ class AgentHub:
     async def _session(self, websocket: WebSocket, hello: Hello, peer: str, secret: str) -> None:
         name = hello.agent
         now = self._clock()
+        before = await get_agent(self._db, name)
         agent = await register_agent(
             self._db,
             name=name,
@@ -290,10 +299,13 @@ class AgentHub:
             labels=dict(hello.labels),
             allowlist_digest=hello.allowlist_digest,
             now=now,
+            bind=name != self._local_agent,
         )
         if agent.claim_conflict:
             # Not an error of the connection: the agent is still reachable by its name and bound host names.
             log.warning("agent.claim_refused", agent=name, conflict=agent.claim_conflict)
+        if agent.claim_conflict and (before is None or before.claim_conflict != agent.claim_conflict):
+            # Audited when it appears or changes, not at every reconnect while it lasts.
             with contextlib.suppress(StorageUnavailable, AuditUnavailable):
                 await record(
                     self._db,
@@ -422,7 +434,11 @@ class AgentHub:
     async def _record_exit(self, connection: _Connection, message: Exit, *, late: bool) -> None:
         command_id = await self._owned(connection, "exit", message.command_id)
         if command_id is None:
-            return  # not acknowledged: nothing of this agent's was stored
+            # Nothing was stored, but acknowledged all the same: an ack only lets the agent drop the file from its
+            # own spool, and a result it cannot deliver here (another controller's, or a restored backup's) would
+            # otherwise come back at every reconnect (and fill its hello).
+            await connection.send(Ack(command_id=message.command_id))
+            return
         finish = finish_of_exit(message, agent=connection.name, late=late)
         if finish.output is not None:
             finish = replace(finish, output=self._redaction.final(command_id, finish.output))

@@ -119,6 +119,7 @@ def create_app(
             hosts=settings.hosts,
             redaction=settings.redaction_rules(),  # output is redacted here too, whatever the agent did (T24)
             on_rejected=lambda reason: metrics.agent_messages_rejected.labels(reason).inc(),
+            local_agent=settings.local_agent.name if settings.local_agent.enabled else None,
         )
         services.hub.start()
         local_agent = await _start_local_agent(services)

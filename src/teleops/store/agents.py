@@ -61,10 +61,12 @@ async def register_agent(
     labels: dict[str, str],
     allowlist_digest: str,
     now: datetime,
+    bind: bool = True,
 ) -> AgentRecord:
     """Insert or refresh the agent called `name` and mark it online; bind its claimed host names at its first
     connection (see the module docstring). The record's `claim_conflict` is set when a claim was not taken.
-    Raises StorageUnavailable."""
+    `bind=False` (the controller's embedded local agent): it answers only to its name, so it never takes the
+    machine's hostname from a real agent there. Raises StorageUnavailable."""
 
     def apply(conn: Connection) -> AgentRecord:
         values: dict[str, Any] = {
@@ -79,7 +81,9 @@ async def register_agent(
         claimed_host = labels.get("host") or None
         found = conn.execute(select(agents).where(agents.c.name == name)).first()
         conflicts: list[str] = []
-        if found is None:
+        if not bind:
+            values |= {"bound_hostname": None, "bound_host": None}
+        elif found is None:
             bound_hostname = _unclaimed(conn, name, hostname, conflicts, "hostname")
             bound_host = _unclaimed(conn, name, claimed_host, conflicts, "host label") if claimed_host else None
             if bound_host is not None and bound_host.lower() == (bound_hostname or "").lower():
@@ -142,7 +146,10 @@ async def bind_agent(
         for value, label in ((hostname, False), (host, True)):
             other = _answered_by_another(conn, name, value, label=label) if value else None
             if other is not None:
-                raise ValueError(f"agent {other!r} already answers for {value!r}; unbind it there first")
+                raise ValueError(
+                    f"agent {other!r} already answers for {value!r}; release it first with "
+                    f"`teleops agents bind {other}` (no options: it then answers only to its name)"
+                )
         conn.execute(
             update(agents)
             .where(agents.c.id == found.id)

@@ -12,8 +12,16 @@ from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
 @dataclass(frozen=True)
 class Candidate:
     name: str
-    hostname: str
+    hostname: str  # as bound (store/agents.py binds what an agent announced at its first connection)
     labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bound_hostname(self) -> str | None:
+        return self.hostname
+
+    @property
+    def bound_host(self) -> str | None:
+        return self.labels.get("host")
 
 
 WEB1 = Candidate("web-1", "web-1.prod.example.org", {"host": "frontend"})

@@ -33,15 +33,30 @@ def upgrade() -> None:
         sa.column("bound_host", sa.String),
     )
     connection = op.get_bind()
-    # Agents known before this migration keep answering for what they claimed last (first come, first bound).
-    taken: set[str] = set()
-    for row in connection.execute(sa.select(agents.c.id, agents.c.hostname, agents.c.labels).order_by(agents.c.id)):
-        hostname = row.hostname if row.hostname.lower() not in taken else None
+    # Agents known before this migration keep answering for what they claimed last, with the rules a first
+    # connection follows (store/agents.py): a hostname is taken once, and never one that is another agent's
+    # name; a `host` label may be shared (a group), but not be another agent's name or hostname.
+    # (The embedded local agent is unbound again at its next connection: it answers only to its name.)
+    query = sa.select(agents.c.id, sa.column("name"), agents.c.hostname, agents.c.labels).select_from(agents)
+    rows = list(connection.execute(query.order_by(agents.c.id)))
+    hostnames: set[str] = set()
+    bound: dict[int, tuple[str | None, str | None]] = {}
+    for row in rows:
+        names = {str(other.name).lower() for other in rows if other.id != row.id}
+        hostname = row.hostname if row.hostname.lower() not in hostnames | names else None
+        if hostname:
+            hostnames.add(hostname.lower())
+        bound[row.id] = (hostname, None)
+    for row in rows:
+        names = {str(other.name).lower() for other in rows if other.id != row.id}
         host = (row.labels or {}).get("host")
-        host = host if isinstance(host, str) and host.lower() not in taken and host != hostname else None
-        taken.update(name.lower() for name in (hostname, host) if name)
+        hostname = bound[row.id][0]
+        if not isinstance(host, str) or not host or host.lower() in hostnames | names:
+            continue
+        bound[row.id] = (hostname, host if host.lower() != (hostname or "").lower() else None)
+    for agent_id, (hostname, host) in bound.items():
         connection.execute(
-            sa.update(agents).where(agents.c.id == row.id).values(bound_hostname=hostname, bound_host=host)
+            sa.update(agents).where(agents.c.id == agent_id).values(bound_hostname=hostname, bound_host=host)
         )
 
 
