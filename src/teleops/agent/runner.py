@@ -24,6 +24,10 @@ and ``setsid`` escapees die with it (``RunResult.isolation == "cgroup"``). Other
 signalled (``"process-group"``): a descendant that left the group survives the timeout, but ``run`` still
 returns on time. ``"none"`` means nothing was started (a refusal or spawn error, see ``RunResult.error``).
 
+Process count: ``pids.max`` = ``limits.nproc`` in the command's cgroup v2, else in a group of the cgroup v1 pids
+hierarchy (agent/cgroup.py), else only RLIMIT_NPROC, which does not bind root: a command that would run as root
+with no cgroup bound is refused (exit 126, ``cgroup.decide_pids_bound``; docs/agent-runner.md).
+
 Nothing here raises for a bad command: problems become a RunResult with ``error`` set, its message also put in
 ``output`` (and streamed) the way a shell prints "command not found".
 """
@@ -43,7 +47,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from teleops.agent.cgroup import CommandCgroup
+from teleops.agent.cgroup import CommandCgroup, PidsBoundError, decide_pids_bound, missing_pids_notes, runs_privileged
 from teleops.agent.environment import EnvironmentRefused, build_environment, check_cwd, installed_policy
 from teleops.agent.identity import Identity, IdentityError, resolve_identity
 from teleops.agent.output import CappedOutput
@@ -336,21 +340,38 @@ async def run(
         _log_decision(spec, refused=str(exc))
         await _settle(ready)
         return await _refusal(exc.exit_code, str(exc), started, on_output)
-    _log_decision(spec, refused=None)
-
     limits = spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s)
+    # A command exempt from RLIMIT_NPROC (root) runs only inside a cgroup whose pids.max bounds it (THREATS F08).
+    identity = prepared.identity
+    privileged = spec.limits.nproc is not None and runs_privileged(
+        identity.uid if identity is not None and identity.switch else None
+    )
     warm = await _take_warm(spec, prepared, trampolines)
+    if warm is not None and warm[1].cgroup is not None:
+        warm[1].cgroup.claim(pids_max=spec.limits.nproc)
+    if warm is not None and privileged and (warm[1].cgroup is None or not warm[1].cgroup.bounded):
+        await _abandon(warm[1])  # its cgroup carries no bound: decide on a cold start's
+        warm = None
     cgroup = None
     try:
+        if warm is None:
+            cgroup = CommandCgroup.create(spec.command_id, pids_max=spec.limits.nproc, isolate=spec.use_cgroup)
+            if privileged:
+                refusal = _pids_refusal(cgroup, spec)
+                if refusal is not None:
+                    _log_decision(spec, refused=refusal)
+                    await _settle(ready)
+                    return await _refusal(EXIT_CANNOT_EXECUTE, refusal, started, on_output)
+                assert cgroup is not None  # a bound exists
+                cgroup.require_pids_bound = True
+        _log_decision(spec, refused=None)
         if warm is not None:
             line, taken = warm
             cgroup = taken.cgroup
             if cgroup is not None:
-                cgroup.claim(pids_max=spec.limits.nproc)
                 log.debug("command %s: warm start in %s", spec.command_id, cgroup.path)
             spawned = await spawn_warm(taken, line, argv0=prepared.argv[0], cwd=spec.cwd, limits=limits, ready=ready)
         else:
-            cgroup = CommandCgroup.create(spec.command_id, pids_max=spec.limits.nproc) if spec.use_cgroup else None
             spawned = await spawn(
                 prepared.argv,
                 cwd=spec.cwd,
@@ -360,14 +381,41 @@ async def run(
                 cgroup=cgroup,
                 ready=ready,
             )
-        tree = _Tree(spawned.process.pid, spawned.cgroup)
+        # A group made only to bound the process count (no cgroup v2 for this command) does not isolate it.
+        held = spawned.cgroup if spawned.cgroup is not None and spawned.cgroup.isolates else None
+        tree = _Tree(spawned.process.pid, held)
         return await _supervise(spec, spawned.process, spawned.output_fd, tree, on_output, cancel, started)
     except SpawnRefused as exc:
         await _settle(ready)
         return await _refusal(exc.exit_code, str(exc), started, on_output)
+    except PidsBoundError as exc:  # the process was stopped at its gate: nothing ran
+        _log_decision(spec, refused=str(exc))
+        await _settle(ready)
+        return await _refusal(EXIT_CANNOT_EXECUTE, str(exc), started, on_output)
     finally:
         if cgroup is not None:
             _dispose(cgroup)
+
+
+def _pids_refusal(cgroup: CommandCgroup | None, spec: RunSpec) -> str | None:
+    """Why a command that would run as root must not run (no cgroup pids.max bounds it), else None."""
+    mechanism = cgroup.pids_mechanism if cgroup is not None else None
+    if mechanism is not None:
+        return None
+    v2_note, v1_note = missing_pids_notes(isolate=spec.use_cgroup)
+    return decide_pids_bound(v2=False, v1=False, privileged=True, v2_note=v2_note, v1_note=v1_note).refusal
+
+
+async def _abandon(warm: Warm) -> None:
+    """Give a warm trampoline up unused: it reads EOF on its gate and exits 125; its cgroup is removed."""
+    for fd in (warm.gate_fd, warm.output_fd):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(ProcessLookupError):
+        warm.process.kill()
+    await warm.process.wait()
+    if warm.cgroup is not None:
+        _dispose(warm.cgroup)
 
 
 def _log_decision(spec: RunSpec, *, refused: str | None) -> None:
@@ -408,7 +456,7 @@ async def _settle(ready: Awaitable[None] | None) -> None:
             await ready
 
 
-_disposals: set[asyncio.Task[None]] = set()
+_disposals: set[asyncio.Future[None]] = set()
 
 
 async def finish_disposals() -> None:
@@ -419,14 +467,18 @@ async def finish_disposals() -> None:
 
 def _dispose(cgroup: CommandCgroup) -> None:
     """Remove the cgroup in the background (killing what is left first), never holding up the result: the rmdir
-    waits for the kernel's cgroup_mutex, which a process move elsewhere holds through an RCU grace period."""
+    waits for the kernel's cgroup_mutex, which a process move elsewhere holds through an RCU grace period. An empty
+    one (the usual case) is queued on the executor at once, so it is removed even if the event loop ends first."""
+    loop = asyncio.get_running_loop()
+    if not cgroup.populated():
+        removal: asyncio.Future[None] = loop.run_in_executor(None, cgroup.remove)
+    else:
 
-    async def later() -> None:
-        if cgroup.populated():
+        async def later() -> None:
             cgroup.kill()
             await cgroup.wait_empty(5.0)
-        await asyncio.to_thread(cgroup.remove)
+            await asyncio.to_thread(cgroup.remove)
 
-    task = asyncio.get_running_loop().create_task(later())
-    _disposals.add(task)
-    task.add_done_callback(_disposals.discard)
+        removal = loop.create_task(later())
+    _disposals.add(removal)
+    removal.add_done_callback(_disposals.discard)

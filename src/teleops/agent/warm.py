@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from teleops.agent.cgroup import CommandCgroup, cgroup_parent
+from teleops.agent.cgroup import CommandCgroup, announce_pids_bound, cgroup_parent, pids_v1_parent
 
 __all__ = ["MAX_LINE_BYTES", "Warm", "WarmTrampolines", "gate_line", "quote"]
 
@@ -104,7 +104,9 @@ class WarmTrampolines:
 
     def start(self) -> None:
         """Remove what warm trampolines of agents that died left behind, and begin warming the first one (call from
-        the event loop)."""
+        the event loop). This is the agent's start: it also decides and logs how commands' process counts are
+        bounded (``agent.pids_bound``, agent/cgroup.py)."""
+        announce_pids_bound()
         _sweep_orphans()
         self._started = True
         self._refill()
@@ -196,7 +198,8 @@ class WarmTrampolines:
 
 async def _start(use_cgroup: bool, pids_max: int | None) -> Warm:
     name = f"{_WARM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    cgroup = CommandCgroup.create(name, pids_max=pids_max) if use_cgroup else None
+    # Without use_cgroup the group only bounds the process count (the runner kills by process group).
+    cgroup = CommandCgroup.create(name, pids_max=pids_max, isolate=use_cgroup)
     out_r, out_w = os.pipe()
     gate_r, gate_w = os.pipe()
     try:
@@ -239,16 +242,16 @@ async def _start(use_cgroup: bool, pids_max: int | None) -> Warm:
 def _sweep_orphans() -> None:
     """rmdir the empty cgroups of warm trampolines whose agent is gone (killed before it could clean up; its
     trampoline then read EOF on the gate and exited, leaving the cgroup empty)."""
-    parent = cgroup_parent()
-    if parent is None:
-        return
-    for path in parent.glob(f"teleops-cmd-{_WARM_PREFIX}*"):
-        owner = path.name.removeprefix(f"teleops-cmd-{_WARM_PREFIX}").split("-", 1)[0]
-        if not owner.isdigit() or _alive(int(owner)):
+    for parent, v2 in ((cgroup_parent(), True), (pids_v1_parent(), False)):
+        if parent is None:
             continue
-        orphan = CommandCgroup(path)
-        if not orphan.populated():
-            orphan.remove()
+        for path in parent.glob(f"teleops-cmd-{_WARM_PREFIX}*"):
+            owner = path.name.removeprefix(f"teleops-cmd-{_WARM_PREFIX}").split("-", 1)[0]
+            if not owner.isdigit() or _alive(int(owner)):
+                continue
+            orphan = CommandCgroup(path, v2=v2)
+            if not orphan.populated():
+                orphan.remove()
 
 
 def _alive(pid: int) -> bool:
