@@ -410,12 +410,14 @@ def start_agent(
     labels: tuple[str, ...] = (),
     state_dir: Path | None = None,
     program: tuple[str, ...] = (sys.executable, "-m", "teleops"),
+    token: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`teleops agent` as docs/install-agent.md runs it, with a fresh agent token for `name`, the policy `allow`,
-    and its log in `folder`/agent.log; `program` is the `teleops` to run (default: this checkout's)."""
+    """`teleops agent` as docs/install-agent.md runs it, with `token` (default: a fresh agent token for `name`),
+    the policy `allow`, and its log in `folder`/agent.log; `program` is the `teleops` to run (default: this
+    checkout's)."""
     folder.mkdir(parents=True, exist_ok=True)
     token_file, policy = folder / "agent.token", folder / "agent-policy.yaml"
-    token_file.write_text(server.create_token("agent", name) + "\n")
+    token_file.write_text((token or server.create_token("agent", name)) + "\n")
     token_file.chmod(0o600)
     policy.write_text(yaml.safe_dump({"allow": list(allow)}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEOPS_", "VIRTUAL_ENV"))}

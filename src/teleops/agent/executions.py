@@ -20,6 +20,7 @@ import structlog
 
 from teleops.agent.allowlist import Allowlist
 from teleops.agent.environment import EnvironmentRefused, build_environment, check_cwd, installed_policy
+from teleops.agent.orphans import mark_running, reap_orphans, unmark_running
 from teleops.agent.rlimits import ResourceLimits
 from teleops.agent.runner import RunSpec, finish_disposals, run
 from teleops.agent.spool import Spool
@@ -63,7 +64,9 @@ class Executions:
         return list(self._running)
 
     def start(self) -> None:
-        """Warm the first trampoline (call once the event loop runs)."""
+        """Kill what an earlier run of this agent left running (its results go to the spool, so the first hello
+        reports them), then warm the first trampoline (call once the event loop runs)."""
+        reap_orphans(self._spool, self._running)
         self._trampolines.start()
 
     async def stop(self) -> None:
@@ -152,6 +155,7 @@ class Executions:
             cwd=message.cwd,
             env=dict(message.env),
             command_id=command_id,
+            on_cgroups=lambda paths: mark_running(self._spool.directory, command_id, paths),
         )
         try:
             result = await run(spec, on_output, cancel=cancel, ready=remembered, trampolines=self._trampolines)
@@ -170,6 +174,7 @@ class Executions:
         except Exception as exc:  # the runner promises not to raise; if it does, report rather than vanish
             bound.exception("agent.runner_failed")
             exit_ = Exit(command_id=command_id, exit_code=126, output=f"teleops agent: could not run it: {exc}\n")
+        unmark_running(self._spool.directory, command_id)  # the runner left nothing of it behind
         try:
             await remembered  # done already: the runner waited for it before the command could start
         except OSError as exc:

@@ -44,6 +44,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -98,6 +99,9 @@ class RunSpec:
     limits: ResourceLimits = field(default_factory=ResourceLimits)
     use_cgroup: bool = True  # False forces the process-group fallback
     drain_s: float = 0.5  # how long to keep reading output once the command's process is gone
+    # Called with the command's cgroup directories once its process is in them, so that a later run of the agent
+    # can find and kill what this one leaves if it is killed mid-command (agent/orphans.py).
+    on_cgroups: Callable[[list[Path]], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +385,8 @@ async def run(
                 cgroup=cgroup,
                 ready=ready,
             )
+        if spec.on_cgroups is not None and spawned.cgroup is not None:
+            spec.on_cgroups(list(dict.fromkeys(p for p in (spawned.cgroup.path, spawned.cgroup.pids_v1) if p)))
         # A group made only to bound the process count (no cgroup v2 for this command) does not isolate it.
         held = spawned.cgroup if spawned.cgroup is not None and spawned.cgroup.isolates else None
         tree = _Tree(spawned.process.pid, held)
