@@ -120,6 +120,43 @@ async def test_forwarded_edited_and_bot_messages_never_act(api: Api, fake_telegr
     assert message.edits == 0
 
 
+LEGACY_FORWARDS = {
+    "forward_from": {"id": 1, "is_bot": False, "first_name": "Someone"},
+    "forward_from_chat": {"id": -100999, "type": "channel", "title": "elsewhere"},
+    "forward_date": 1_700_000_000,
+    "forward_sender_name": "Hidden Person",
+    "is_automatic_forward": True,
+}
+
+
+@pytest.mark.parametrize("field", sorted(LEGACY_FORWARDS))
+async def test_a_forward_with_only_the_older_fields_never_acts(
+    api: Api, fake_telegram: FakeTelegram, field: str
+) -> None:
+    """Bot API < 7.0 (self-hosted, older servers) marks forwards without `forward_origin` (issue #19.2)."""
+    message = await first_alert_message(api, fake_telegram)
+    update = fake_telegram.message_update(ALERT_CHAT, ALICE_ID, "/ack", reply_to=message.message_id)
+    update["message"][field] = LEGACY_FORWARDS[field]
+    fake_telegram.push_update(update)
+    fake_telegram.push_update(fake_telegram.message_update(ALERT_CHAT, ALICE_ID, "/whoami"))
+    await eventually(
+        lambda: any("This chat's id is" in m.text for m in fake_telegram.chat_messages(ALERT_CHAT)), what="whoami"
+    )
+    assert (await get_incident(api.services.db, 1)).status == "open"
+
+
+async def test_a_message_dated_in_the_future_is_not_executed(api: Api, fake_telegram: FakeTelegram) -> None:
+    message = await first_alert_message(api, fake_telegram)
+    ahead = int(time.time()) + 600
+    fake_telegram.push_update(
+        fake_telegram.message_update(ALERT_CHAT, ALICE_ID, "/ack", reply_to=message.message_id, date=ahead)
+    )
+    await eventually(
+        lambda: any("dated in the future" in m.text for m in fake_telegram.chat_messages(ALERT_CHAT)), what="told"
+    )
+    assert (await get_incident(api.services.db, 1)).status == "open"
+
+
 async def test_stale_update_is_not_executed_and_the_user_is_told(api: Api, fake_telegram: FakeTelegram) -> None:
     message = await first_alert_message(api, fake_telegram)
     old = int(time.time()) - 600

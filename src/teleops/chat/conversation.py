@@ -34,6 +34,8 @@ from teleops.store.users import UserStore
 
 __all__ = ["Conversation", "ConversationDeps", "Person"]
 
+FUTURE_SKEW = timedelta(seconds=60)  # how far ahead of our clock a message may be dated and still run
+
 log = structlog.get_logger(__name__)
 
 HELP = """TeleOps commands:
@@ -158,6 +160,13 @@ class Conversation:
                 "Send it again if you still want it.",
             )
             await self._answer(event, "Too old: not executed.")
+            return
+        if -age > FUTURE_SKEW:
+            # Dated ahead of this clock by more than skew: a replay with a forged date, or a server whose clock is
+            # wrong; either way its age cannot be judged, so it is not executed (issue #19.2).
+            log_.warning("chat.dated_in_the_future", seconds_ahead=round(-age.total_seconds()))
+            await self._say(event, "Your message is dated in the future (a clock is wrong); it was not executed.")
+            await self._answer(event, "Dated in the future: not executed.")
             return
         log_ = log_.bind(user=person.name)
         if event.kind is EventKind.BUTTON:

@@ -12,6 +12,28 @@ __all__ = ["PLATFORM", "event_of_update"]
 
 PLATFORM = "telegram"
 
+# The forward fields of Bot API < 7.0 (python-telegram-bot 21+ keeps them only in `api_kwargs`): a self-hosted
+# or older Bot API server still sends them, sometimes without `forward_origin`. Any of them: not an action.
+_LEGACY_FORWARD_FIELDS = frozenset(
+    {
+        "forward_from",
+        "forward_from_chat",
+        "forward_from_message_id",
+        "forward_signature",
+        "forward_sender_name",
+        "forward_date",
+        "is_automatic_forward",
+    }
+)
+
+
+def _forwarded(message: Message) -> bool:
+    return (
+        message.forward_origin is not None
+        or bool(message.is_automatic_forward)
+        or not _LEGACY_FORWARD_FIELDS.isdisjoint(message.api_kwargs)
+    )
+
 
 def event_of_update(update: Update, *, now: datetime) -> InboundEvent | None:
     """The normalised event of a message or button press; None for anything else (channel posts,
@@ -57,7 +79,7 @@ def event_of_update(update: Update, *, now: datetime) -> InboundEvent | None:
         update_id=str(update.update_id),
         message_id=str(message.message_id),
         reply_to=str(reply.message_id) if reply is not None else None,
-        is_forwarded=message.forward_origin is not None,
+        is_forwarded=_forwarded(message),
         is_edited=edited or message.edit_date is not None,
         is_bot=user.is_bot,
         from_sender_chat=message.sender_chat is not None,
