@@ -8,7 +8,9 @@ import threading
 import time
 
 import pytest
+from sqlalchemy.engine import Connection
 
+from teleops.store.audit import iter_events
 from teleops.store.incidents import get_incident
 from teleops.store.outbox import OutboxStatus, OutboxStore
 from tests.conftest import Api
@@ -69,6 +71,30 @@ async def test_ack_button_edits_the_message_and_acks_the_incident(api: Api, fake
         e.kind == "incident.acknowledged" and e.data.get("via") == f"telegram:{ALICE_ID}" for e in incident.timeline
     )
     await eventually(lambda: fake_telegram.calls_of("answerCallbackQuery"), what="the button answer")
+
+
+async def test_a_button_acts_only_on_the_incident_of_its_message(api: Api, fake_telegram: FakeTelegram) -> None:
+    """Forged callback data `resolve:2` pressed on incident #1's message (issue #19.5): refused and audited."""
+    first = await first_alert_message(api, fake_telegram)
+    await post_alert(api, alert_body(name="MemoryHigh", fingerprint="aaaaaaaaaaaaaaaa"))
+    await eventually(lambda: len(fake_telegram.chat_messages(ALERT_CHAT)) >= 2, what="the second alert")
+    first_id = (
+        int(first.reply_markup["inline_keyboard"][0][1]["callback_data"].split(":")[1]) if first.reply_markup else 0
+    )
+    other_id = first_id + 1
+    fake_telegram.push_update(
+        fake_telegram.button_update(ALERT_CHAT, ALICE_ID, first.message_id, f"resolve:{other_id}")
+    )
+    await eventually(lambda: fake_telegram.calls_of("answerCallbackQuery"), what="the button answer")
+    answer = fake_telegram.calls_of("answerCallbackQuery")[-1].params
+    assert "not for this message's incident" in str(answer.get("text"))
+    assert (await get_incident(api.services.db, other_id)).status == "open"
+    assert (await get_incident(api.services.db, first_id)).status == "open"
+
+    def refused(conn: Connection) -> list[str]:
+        return [e.subject for e in iter_events(conn) if e.action == "chat.button_refused"]
+
+    assert await api.services.db.run_in_transaction(refused) == [f"incident:{other_id}"]
 
 
 async def test_resolve_via_api_edits_and_replies(api: Api, fake_telegram: FakeTelegram) -> None:

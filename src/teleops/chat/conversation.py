@@ -26,6 +26,7 @@ from teleops.config.settings import parse_duration
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
 from teleops.memory.run_again import RunAgainRefused, button_data, parse_button
 from teleops.memory.service import ScenarioMemory
+from teleops.store.audit import AuditUnavailable, record
 from teleops.store.database import Database, StorageUnavailable, Transaction
 from teleops.store.identities import IdentityStore, LinkError
 from teleops.store.incidents import IncidentNotFound, act_on_incident, add_note, list_incidents
@@ -225,6 +226,34 @@ class Conversation:
             await self._answer(event, "Unknown button.")
             return
         action, incident_id, duration = match.group(1), int(match.group(2)), match.group(3)
+        pressed_on = await self._d.outbox.find_message(event.platform, event.chat_id, event.message_id or "")
+        if pressed_on is None or pressed_on.incident_id != incident_id:
+            # A button acts only on the incident of the message it is on: forged callback data cannot reach
+            # another incident (issue #19.5).
+            log.warning(
+                "chat.button_refused",
+                platform=event.platform,
+                user=person.name,
+                data=(event.button_data or "")[:64],
+                message_incident=None if pressed_on is None else pressed_on.incident_id,
+            )
+            with contextlib.suppress(StorageUnavailable, AuditUnavailable):
+                await record(
+                    self._d.db,
+                    at=self._d.clock(),
+                    actor=person.name,
+                    action="chat.button_refused",
+                    subject=f"incident:{incident_id}",
+                    data={
+                        "platform": event.platform,
+                        "chat_id": event.chat_id,
+                        "message_id": event.message_id,
+                        "button": (event.button_data or "")[:64],
+                        "message_incident": None if pressed_on is None else pressed_on.incident_id,
+                    },
+                )
+            await self._answer(event, "This button is not for this message's incident; nothing was done.")
+            return
         text = await self._act(event, person, incident_id, IncidentAction(action), duration)
         await self._answer(event, text)
 
