@@ -137,7 +137,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
-        raise BenchError("py-spy is missing; install the dev extras: pip install -e '.[dev]'")
+        raise BenchError("py-spy is missing from this environment; scripts/bench installs it (requirements/test.lock)")
     if args.scenario == "b6":
         raws = asyncio.run(profile_commands(args.seconds))
     else:
