@@ -141,7 +141,8 @@ async def test_the_window_edges_follow_the_injected_clock(api: Api, clock: FakeC
 async def test_the_same_valid_request_twice_runs_once(api: Api, clock: FakeClock, fake_slack: FakeSlack) -> None:
     await api.client.post("/api/v1/alerts/alertmanager", content=alert_body(), headers=api.ingest_headers)
     incident_message = (await eventually(lambda: fake_slack.channel_messages(ALERTS), what="the alert"))[0]
-    payload = FakeSlack.message_payload(ALERTS, "U1", "/note checked", event_id="EvTwice")
+    # Sent "now" by the controller's (fake) clock: a message dated ahead of it is not executed.
+    payload = FakeSlack.message_payload(ALERTS, "U1", "/note checked", event_id="EvTwice", ts=now_s(clock))
     payload["event"]["thread_ts"] = incident_message.ts
     body = json.dumps(payload).encode()
     first = await api.client.post(URL, content=body, headers=signed(body, now_s(clock)))
