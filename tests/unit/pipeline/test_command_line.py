@@ -48,3 +48,20 @@ def test_nul_bytes_and_over_long_lines_are_refused() -> None:
         split_command("echo a\x00b")
     with pytest.raises(CommandLineError, match="limit"):
         split_command("x" * (MAX_COMMAND_CHARS + 1))
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\u202e", "\u202a", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c", "\u200b", "\u200c", "\u200d", "\u2060",
+     "\ufeff", "\u00ad", "\x1b", "\x07", "\x85"],
+)  # fmt: skip
+def test_bidi_zero_width_and_control_characters_are_refused_naming_them(char: str) -> None:
+    """THREATS T25: `rm -rf /tmp/x\u202e/ etc` shows as another command in chat and in an approval request."""
+    with pytest.raises(CommandLineError, match=f"U\\+{ord(char):04X}") as refused:
+        split_command(f"echo safe{char} text")
+    assert "at character 10" in str(refused.value)
+    assert "retype it without it" in str(refused.value)
+
+
+def test_visible_unicode_tabs_and_newlines_stay_allowed() -> None:
+    assert split_command("echo café\tnaïve\n日本") == ["echo", "café", "naïve", "日本"]
