@@ -62,7 +62,9 @@ def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
         token_file.write_text(token + "\n")
         token_file.chmod(0o600)
         policy_file = folder / "policy.yaml"
-        policy_file.write_text(yaml.safe_dump({"allow": [*POLICY["allow"], *allow]}))
+        # The test's own scripts live under pytest's root-only temporary directory: they run as root, named so.
+        scripts = [{"command": pattern, "run_as": "root"} for pattern in allow]
+        policy_file.write_text(yaml.safe_dump({"allow": [*POLICY["allow"], *scripts]}))
         state = state_dir or folder / "state"
         log = folder / "agent.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEOPS_")}

@@ -298,7 +298,9 @@ async def test_agent_refuses_git_config_sent_by_a_malicious_controller(repo: Pat
     """The finding end to end: an allowlisted `git status`, the default policy (no env:), the fsmonitor payload."""
     canary = tmp_path / "CANARY"
     git_status = ["git", "-C", str(repo), "status"]
-    async with attacked_agent(tmp_path, {"allow": [f"git -C {repo} status"]}) as (controller, agent):
+    # The repository is under pytest's root-only temporary directory: the rule runs git as root, as the finding did.
+    rules = {"allow": [{"command": f"git -C {repo} status", "run_as": "root"}]}
+    async with attacked_agent(tmp_path, rules) as (controller, agent):
         for number, payload in enumerate(sorted(PAYLOADS)):
             exec_ = Exec(command_id=f"evil-{number}", argv=git_status, timeout_s=30, env=PAYLOADS[payload](canary))
             answer = await controller.execute(exec_)
@@ -325,7 +327,11 @@ async def test_agent_refuses_git_config_sent_by_a_malicious_controller(repo: Pat
 async def test_agent_passes_permitted_env_and_cwd_and_logs_them(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
-    policy: dict[str, object] = {"allow": ["env", "pwd"], "env": ["TERM"], "cwd": [str(workdir)]}
+    policy: dict[str, object] = {
+        "allow": [{"command": "env", "run_as": "root"}, {"command": "pwd", "run_as": "root"}],  # workdir is root's
+        "env": ["TERM"],
+        "cwd": [str(workdir)],
+    }
     async with attacked_agent(tmp_path, policy) as (controller, agent):
         env_run = Exec(command_id="ok-1", argv=["env"], timeout_s=30, cwd=str(workdir), env={"TERM": "xterm-256color"})
         answer = await controller.execute(env_run)

@@ -80,7 +80,9 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
         data_dir=tmp_path / "data",
         server={"listen": f"127.0.0.1:{free_port()}"},
         database={"url": db_url},
-        local_agent={"enabled": True, "name": "web-1"},
+        # The canary script and this interpreter are under root-only directories: the local agent runs it as root,
+        # which can read TeleOps' data, so that has to be accepted explicitly (server/local_agent_user.py).
+        local_agent={"enabled": True, "name": "web-1", "run_as": "root", "allow_data_access": True},
         telegram={
             "token": fake_telegram.token,
             "base_url": fake_telegram.base_url,

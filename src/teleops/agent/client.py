@@ -127,6 +127,11 @@ class Agent:
         return self._options.allowlist.digest()
 
     @property
+    def default_run_as(self) -> str:
+        """Who this agent's commands run as when it is root and no rule names a user."""
+        return self._options.allowlist.default_run_as
+
+    @property
     def running(self) -> list[str]:
         return self._executions.running
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import structlog
 
-from teleops.agent.allowlist import Allowlist
+from teleops.agent.allowlist import Allowlist, Decision
 from teleops.agent.environment import EnvironmentRefused, build_environment, check_cwd, installed_policy
+from teleops.agent.identity import IdentityError, resolve_identity
 from teleops.agent.orphans import mark_running, reap_orphans, unmark_running
 from teleops.agent.rlimits import ResourceLimits
 from teleops.agent.runner import RunSpec, finish_disposals, run
@@ -31,6 +33,9 @@ from teleops.wire import Ack, Cancel, Exec, Exit, Message, Output, Refused, Star
 __all__ = ["Executions"]
 
 log = structlog.get_logger(__name__)
+
+# What an allowed command without a rule of its own decides: the policy's default user (Allowlist.runs_as).
+_DEFAULT_DECISION = Decision(True, None, "")
 
 
 class Executions:
@@ -56,8 +61,20 @@ class Executions:
         self._running: dict[str, asyncio.Event] = {}  # command id → its cancel event
         self._spooling: dict[str, asyncio.Future[None]] = {}  # command id → its result being written
         self._tasks: set[asyncio.Task[None]] = set()
-        # The next command's process, started ahead (agent/warm.py), in a cgroup limited like a command's.
-        self._trampolines = WarmTrampolines(pids_max=ResourceLimits().nproc)
+        self._agent_is_root = os.geteuid() == 0
+        # The next command's process, started ahead (agent/warm.py), in a cgroup limited like a command's, already
+        # running as the user most commands run as (the policy's default run_as, for a root agent).
+        default_user = allowlist.runs_as(_DEFAULT_DECISION, agent_is_root=self._agent_is_root)
+        try:
+            warm_identity = resolve_identity(default_user)
+        except IdentityError:  # checked at start (Allowlist.check_users); the commands will say why
+            warm_identity = None
+        limits = ResourceLimits()
+        self._trampolines = WarmTrampolines(
+            pids_max=limits.nproc,
+            identity=warm_identity,
+            limits=limits.settings(timeout_s=1.0, kill_grace_s=0.0),  # all but the CPU time, which is per command
+        )
 
     @property
     def running(self) -> list[str]:
@@ -100,6 +117,13 @@ class Executions:
             self._spool.remember(command_id)
             await self._refuse(bound, command_id, str(exc), argv=message.argv, env=message.env, cwd=message.cwd)
             return
+        run_as = self._allowlist.runs_as(decision, agent_is_root=self._agent_is_root)
+        try:
+            resolve_identity(run_as)  # a user removed since the start: refused before `started`, saying so
+        except IdentityError as exc:
+            self._spool.remember(command_id)
+            await self._refuse(bound, command_id, str(exc), argv=message.argv)
+            return
         if len(self._running) >= self._max_concurrent:
             await self._refuse(bound, command_id, f"busy: {len(self._running)} commands running (the limit)")
             return
@@ -109,7 +133,7 @@ class Executions:
         remembered = asyncio.ensure_future(asyncio.to_thread(self._spool.persist_seen, command_id))
         cancel = asyncio.Event()
         self._running[command_id] = cancel
-        task = asyncio.create_task(self._execute(message, cancel, remembered), name=f"command-{command_id}")
+        task = asyncio.create_task(self._execute(message, cancel, remembered, run_as), name=f"command-{command_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -128,7 +152,9 @@ class Executions:
         )
         await self._send(Refused(command_id=command_id, reason=reason))
 
-    async def _execute(self, message: Exec, cancel: asyncio.Event, remembered: asyncio.Future[None]) -> None:
+    async def _execute(
+        self, message: Exec, cancel: asyncio.Event, remembered: asyncio.Future[None], run_as: str | None
+    ) -> None:
         command_id = message.command_id
         bound = log.bind(command_id=command_id, argv0=message.argv[0])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
@@ -145,7 +171,7 @@ class Executions:
                 await self._send(Output(command_id=command_id, seq=seq, data=text))
                 seq += 1
 
-        bound.info("agent.command_started", argv=message.argv, timeout_s=message.timeout_s)
+        bound.info("agent.command_started", argv=message.argv, timeout_s=message.timeout_s, run_as=run_as)
         await self._send(Started(command_id=command_id))
         spec = RunSpec(
             argv=list(message.argv),
@@ -155,6 +181,7 @@ class Executions:
             cwd=message.cwd,
             env=dict(message.env),
             command_id=command_id,
+            run_as=run_as,
             on_cgroups=lambda paths: mark_running(self._spool.directory, command_id, paths),
         )
         try:

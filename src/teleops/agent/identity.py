@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Identity", "IdentityError", "resolve_identity"]
+from teleops.agent.rlimits import RlimitSetting
+
+__all__ = ["Identity", "IdentityError", "become", "resolve_identity"]
 
 
 class IdentityError(Exception):
@@ -51,3 +55,22 @@ def resolve_identity(run_as: str | None) -> Identity | None:
         )
     groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)) if switch else ()
     return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir or "/", switch)
+
+
+def become(identity: Identity, limits: Sequence[RlimitSetting]) -> Callable[[], None]:
+    """A preexec_fn that sets ``limits`` (still privileged), then becomes ``identity``, so the command cannot undo
+    them. It makes only plain system calls on values computed here, in the parent: a preexec_fn runs between fork
+    and exec, where a lock held by another thread of the agent would never be freed."""
+    setrlimit = resource.setrlimit
+    settings = tuple(limits)
+    groups = list(identity.groups)
+    uid, gid = identity.uid, identity.gid
+
+    def switch() -> None:
+        for res, soft, hard in settings:
+            setrlimit(res, (soft, hard))
+        os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+
+    return switch

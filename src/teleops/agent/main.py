@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from teleops.agent.allowlist import Allowlist, PolicyFileError
+from teleops.agent.allowlist import DEFAULT_RUN_AS, Allowlist, PolicyFileError
 from teleops.agent.client import Agent, AgentOptions, agent_socket_url
 from teleops.agent.environment import EnvPolicy, install_policy, installed_policy
 from teleops.agent.spool import Spool
@@ -37,6 +37,7 @@ class AgentSettings:
     token_file: Path
     policy_file: Path | None = None
     allow_all: bool = False
+    run_as: str | None = None  # with allow_all: who commands run as when the agent is root (default nobody)
     ca_file: Path | None = None
     pins: tuple[str, ...] = ()  # --pin as given: sha256//BASE64, sha256:BASE64 or sha256:HEX
     state_dir: Path | None = None
@@ -77,20 +78,30 @@ def read_token(path: Path) -> str:
 
 
 def load_allowlist(settings: AgentSettings) -> Allowlist:
+    """The host's policy, with every user it names checked (it exists; a non-root agent names only itself)."""
     if settings.policy_file is not None and settings.allow_all:
         raise AgentSetupError("give either --policy or --allow-all, not both")
+    if settings.run_as is not None and not settings.allow_all:
+        raise AgentSetupError("--run-as goes with --allow-all; with --policy, say run_as: in the policy file")
     if settings.allow_all:
         log.warning("agent.allow_all", hint="every command is allowed: meant only for the embedded local agent")
-        return Allowlist.local_allow_all()
-    if settings.policy_file is None:
+        allowlist = Allowlist.local_allow_all(settings.run_as or DEFAULT_RUN_AS)
+    elif settings.policy_file is None:
         log.warning(
             "agent.no_policy", hint="without --policy this agent refuses every command; see docs/install-agent.md"
         )
         return Allowlist.deny_all()
+    else:
+        try:
+            allowlist = Allowlist.load(settings.policy_file)
+        except PolicyFileError as exc:
+            raise AgentSetupError(str(exc)) from exc
     try:
-        return Allowlist.load(settings.policy_file)
+        allowlist.check_users(euid=os.geteuid())
     except PolicyFileError as exc:
-        raise AgentSetupError(str(exc)) from exc
+        where = settings.policy_file if settings.policy_file is not None else "--run-as"
+        raise AgentSetupError(f"{where}: {exc}") from exc
+    return allowlist
 
 
 def build_agent(settings: AgentSettings) -> Agent:
@@ -148,6 +159,7 @@ async def run_agent(settings: AgentSettings) -> None:
         allowlist=agent_digest(agent),
         env_permitted=sorted(env_policy.env),
         cwd_permitted=sorted(env_policy.cwd),
+        run_as=agent.default_run_as if os.geteuid() == 0 else None,
     )
     main = asyncio.create_task(agent.run_forever())
     loop = asyncio.get_running_loop()

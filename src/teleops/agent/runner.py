@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import pwd
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -52,7 +53,7 @@ from teleops.agent.cgroup import CommandCgroup, PidsBoundError, decide_pids_boun
 from teleops.agent.environment import EnvironmentRefused, build_environment, check_cwd, installed_policy
 from teleops.agent.identity import Identity, IdentityError, resolve_identity
 from teleops.agent.output import CappedOutput
-from teleops.agent.rlimits import ResourceLimits
+from teleops.agent.rlimits import ResourceLimits, RlimitSetting
 from teleops.agent.spawn import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, SpawnRefused, spawn, spawn_warm
 from teleops.agent.warm import Warm, WarmTrampolines, gate_line
 
@@ -350,7 +351,7 @@ async def run(
     privileged = spec.limits.nproc is not None and runs_privileged(
         identity.uid if identity is not None and identity.switch else None
     )
-    warm = await _take_warm(spec, prepared, trampolines)
+    warm = await _take_warm(spec, prepared, trampolines, limits)
     if warm is not None and warm[1].cgroup is not None:
         warm[1].cgroup.claim(pids_max=spec.limits.nproc)
     if warm is not None and privileged and (warm[1].cgroup is None or not warm[1].cgroup.bounded):
@@ -374,7 +375,10 @@ async def run(
             cgroup = taken.cgroup
             if cgroup is not None:
                 log.debug("command %s: warm start in %s", spec.command_id, cgroup.path)
-            spawned = await spawn_warm(taken, line, argv0=prepared.argv[0], cwd=spec.cwd, limits=limits, ready=ready)
+            assert trampolines is not None
+            # Another user's trampoline already has its limits; its gate line lowers the CPU time (agent/warm.py).
+            outside = () if trampolines.switched else limits
+            spawned = await spawn_warm(taken, line, argv0=prepared.argv[0], cwd=spec.cwd, limits=outside, ready=ready)
         else:
             spawned = await spawn(
                 prepared.argv,
@@ -441,14 +445,15 @@ def _log_decision(spec: RunSpec, *, refused: str | None) -> None:
 
 
 async def _take_warm(
-    spec: RunSpec, prepared: _Prepared, trampolines: WarmTrampolines | None
+    spec: RunSpec, prepared: _Prepared, trampolines: WarmTrampolines | None, limits: Sequence[RlimitSetting]
 ) -> tuple[bytes, Warm] | None:
     """A warm trampoline and its gate line when this command can use one (see agent/warm.py), else None."""
     if trampolines is None or trampolines.use_cgroup != spec.use_cgroup:
         return None
-    if prepared.identity is not None and prepared.identity.switch:
-        return None  # run_as: the limits and the user switch happen in a preexec_fn of a cold start
-    line = gate_line(prepared.argv, cwd=spec.cwd, env=prepared.env)
+    if not trampolines.fits(prepared.identity, limits):
+        return None  # another user or other limits: the limits and the switch happen in a cold start's preexec_fn
+    cpu = next(((soft, hard) for res, soft, hard in limits if res == resource.RLIMIT_CPU), None)
+    line = gate_line(prepared.argv, cwd=spec.cwd, env=prepared.env, cpu=cpu if trampolines.switched else None)
     if line is None:
         return None
     warm = await trampolines.take_soon()

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from teleops.agent.cgroup import CommandCgroup
 from teleops.agent.environment import FIXED_PATH
 from teleops.agent.identity import Identity
+from teleops.agent.identity import become as become_user
 from teleops.agent.rlimits import RlimitSetting
 from teleops.agent.warm import Warm
 
@@ -110,23 +111,6 @@ def locate_program(program: str, cwd: str) -> str:
     )
 
 
-def _become(identity: Identity, limits: Sequence[RlimitSetting]) -> Callable[[], None]:
-    """The preexec_fn for run_as: limits first (still privileged), then the user, so the command cannot undo them."""
-    setrlimit = resource.setrlimit
-    settings = tuple(limits)
-    groups = list(identity.groups)
-    uid, gid = identity.uid, identity.gid
-
-    def become() -> None:
-        for res, soft, hard in settings:
-            setrlimit(res, (soft, hard))
-        os.setgroups(groups)
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-
-    return become
-
-
 async def spawn(
     argv: Sequence[str],
     *,
@@ -148,7 +132,7 @@ async def spawn(
     removing that cgroup.
     """
     locate_program(argv[0], cwd)
-    become = _become(identity, limits) if identity is not None and identity.switch else None
+    become = become_user(identity, limits) if identity is not None and identity.switch else None
     parent_limits = () if become is not None else tuple(limits)
     out_r, out_w = os.pipe()
     gate_r, gate_w = os.pipe()
@@ -216,7 +200,9 @@ async def spawn_warm(
 ) -> Spawned:
     """Start a command on a warm trampoline (``agent/warm.py``): the same gate as ``spawn``, without the wait
     for the cgroup move. ``line`` is ``gate_line(...)`` of the command; the caller has claimed ``warm.cgroup``.
-    Not for ``run_as``: the trampoline already runs as the agent's user. Raises SpawnRefused like ``spawn``."""
+    ``limits`` are set from outside with prlimit(2): empty for a trampoline of another user (it was started with
+    them, and the gate line lowers its CPU limit itself: ``gate_line(cpu=...)``). Raises SpawnRefused like
+    ``spawn``."""
     await _open_gate(
         warm.process,
         warm.gate_fd,

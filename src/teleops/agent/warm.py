@@ -21,7 +21,12 @@ Unlike the cold trampoline, whose argv reaches ``exec`` as positional parameters
 after it started, so the shell parses that line. Every word in it is single-quoted by ``quote`` (a single quote
 becomes ``'"'"'``, a newline ``'"$nl"'``, so the line has none and ``read`` takes it whole), environment names
 must be plain identifiers, and argv never contains NUL (checked before): eval only ever sees quoted literals.
-Commands the warm path does not fit (``run_as`` switching users, a line over ``MAX_LINE_BYTES``) start cold.
+A root agent starts its trampolines as the user most of its commands run as (the policy's default ``run_as``,
+``identity``). A process of another user cannot be given limits from outside without CAP_SYS_RESOURCE (which a
+container's root often lacks), so such a trampoline is started with the command limits already set, all but the
+CPU time, which depends on the command's timeout: its gate line lowers that itself (``ulimit -S -t N && ulimit -H
+-t N+1``; lowering a limit needs no privilege). Commands the warm path does not fit (another ``run_as`` user, other
+limits, a line over ``MAX_LINE_BYTES``) start cold.
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ import contextlib
 import logging
 import os
 import re
+import resource
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from teleops.agent.cgroup import CommandCgroup, announce_pids_bound, cgroup_parent, pids_v1_parent
+from teleops.agent.identity import Identity, become
+from teleops.agent.rlimits import RlimitSetting
 
 __all__ = ["MAX_LINE_BYTES", "Warm", "WarmTrampolines", "gate_line", "quote"]
 
@@ -69,15 +77,20 @@ def quote(word: str) -> str:
     return "'" + word.replace("'", "'\"'\"'").replace("\n", "'\"$nl\"'") + "'"
 
 
-def gate_line(argv: Sequence[str], *, cwd: str, env: Mapping[str, str]) -> bytes | None:
-    """The line that makes a warm trampoline become ``argv`` in ``cwd`` with exactly ``env``; None when this command
-    must start cold (an environment name that is not an identifier, NUL anywhere, a line over MAX_LINE_BYTES)."""
+def gate_line(
+    argv: Sequence[str], *, cwd: str, env: Mapping[str, str], cpu: tuple[int, int] | None = None
+) -> bytes | None:
+    """The line that makes a warm trampoline become ``argv`` in ``cwd`` with exactly ``env`` (and, with ``cpu``, its
+    soft and hard CPU-time limits lowered to those seconds); None when this command must start cold (an environment
+    name that is not an identifier, NUL anywhere, a line over MAX_LINE_BYTES)."""
     words = [cwd, *argv, *env.keys(), *env.values()]
     if any("\x00" in w for w in words) or not all(_ENV_NAME.fullmatch(name) for name in env):
         return None
     exports = " ".join(quote(f"{name}={value}") for name, value in env.items())
+    limit = f"ulimit -S -t {int(cpu[0])} && ulimit -H -t {int(cpu[1])} || exit 126; " if cpu is not None else ""
     line = (
-        f"cd -- {quote(cwd)} || exit 126; unset PWD OLDPWD; "
+        limit
+        + f"cd -- {quote(cwd)} || exit 126; unset PWD OLDPWD; "
         + (f"export {exports}; " if exports else "")
         + f'set -- {" ".join(quote(a) for a in argv)}; exec "$@" </dev/null\n'
     )
@@ -89,8 +102,19 @@ class WarmTrampolines:
     """Keeps POOL_SIZE warm trampolines ready (``take`` one; ``refill`` once a result is acknowledged, or the next
     one starts warming REFILL_AFTER_S after the take; one warms at a time); ``close`` at the end."""
 
-    def __init__(self, *, use_cgroup: bool = True, pids_max: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        use_cgroup: bool = True,
+        pids_max: int | None = None,
+        identity: Identity | None = None,
+        limits: Sequence[RlimitSetting] = (),
+    ) -> None:
         self._use_cgroup = use_cgroup
+        # Who the trampolines run as: None or an identity without ``switch`` is the agent's own user. Those of
+        # another user start with ``limits`` (all but RLIMIT_CPU: see the module docstring).
+        self._identity = identity if identity is not None and identity.switch else None
+        self._limits = tuple(x for x in limits if x[0] != resource.RLIMIT_CPU) if self._identity is not None else ()
         self._pids_max = pids_max  # set when the cgroup is made (the usual limit), so a command need not write it
         self._ready: collections.deque[Warm] = collections.deque()
         self._starting: asyncio.Task[bool] | None = None
@@ -101,6 +125,20 @@ class WarmTrampolines:
     @property
     def use_cgroup(self) -> bool:
         return self._use_cgroup
+
+    @property
+    def switched(self) -> bool:
+        """True when the trampolines run as another user than the agent (limits are then set at their start)."""
+        return self._identity is not None
+
+    def fits(self, identity: Identity | None, limits: Sequence[RlimitSetting]) -> bool:
+        """Whether a command running as ``identity`` (None: the agent's user) with ``limits`` can start on these
+        trampolines: the same user, and for another user's trampolines the same limits but the CPU time."""
+        wanted = identity.uid if identity is not None and identity.switch else None
+        have = self._identity.uid if self._identity is not None else None
+        if wanted != have:
+            return False
+        return have is None or tuple(x for x in limits if x[0] != resource.RLIMIT_CPU) == self._limits
 
     def start(self) -> None:
         """Remove what warm trampolines of agents that died left behind, and begin warming the first one (call from
@@ -176,7 +214,7 @@ class WarmTrampolines:
     async def _warm_one(self) -> bool:
         """Warm one trampoline; True when it joined the pool (then the next may start: see ``_warmed``)."""
         try:
-            warm = await _start(self._use_cgroup, self._pids_max)
+            warm = await _start(self._use_cgroup, self._pids_max, self._identity, self._limits)
         except Exception:  # the next command simply starts cold; say why once per failure
             log.warning("could not start a warm trampoline; commands start cold meanwhile", exc_info=True)
             return False
@@ -196,7 +234,9 @@ class WarmTrampolines:
             self._refill()
 
 
-async def _start(use_cgroup: bool, pids_max: int | None) -> Warm:
+async def _start(
+    use_cgroup: bool, pids_max: int | None, identity: Identity | None, limits: Sequence[RlimitSetting]
+) -> Warm:
     name = f"{_WARM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     # Without use_cgroup the group only bounds the process count (the runner kills by process group).
     cgroup = CommandCgroup.create(name, pids_max=pids_max, isolate=use_cgroup)
@@ -216,6 +256,7 @@ async def _start(use_cgroup: bool, pids_max: int | None) -> Warm:
                 env={},
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=become(identity, limits) if identity is not None else None,
             )
         finally:
             os.close(out_w)

@@ -30,6 +30,13 @@ from teleops.logs import configure_logging
 )
 @click.option("--allow-all", is_flag=True, help="Allow every command (only for the embedded local agent).")
 @click.option(
+    "--run-as",
+    default=None,
+    metavar="USER",
+    help="With --allow-all: who commands run as when the agent is root (default nobody). With --policy, say "
+    "run_as: in the policy file instead.",
+)
+@click.option(
     "--ca-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -61,6 +68,7 @@ def agent(
     token_file: Path,
     policy_file: Path | None,
     allow_all: bool,
+    run_as: str | None,
     ca_file: Path | None,
     pins: tuple[str, ...],
     state_dir: Path | None,
@@ -86,6 +94,7 @@ def agent(
         token_file=token_file,
         policy_file=policy_file,
         allow_all=allow_all,
+        run_as=run_as,
         ca_file=ca_file,
         pins=pins,
         state_dir=state_dir,

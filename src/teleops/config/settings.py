@@ -78,6 +78,10 @@ class LocalAgentSettings(_Section):
     enabled: bool = True
     name: str = "localhost"
     policy_file: str | None = None
+    # When TeleOps runs as root, the embedded agent's commands run as this user, which must not be able to read
+    # the data directory (server/local_agent_user.py). Not root: the agent is refused unless allow_data_access.
+    run_as: str = Field(default="nobody", min_length=1, max_length=32, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
+    allow_data_access: bool = False  # accept that commands on this machine can read TeleOps' data (a trial only)
 
 
 class SshSettings(_Section):

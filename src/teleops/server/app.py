@@ -36,6 +36,7 @@ from teleops.server.bootstrap import first_start, sync_configured_users, welcome
 from teleops.server.chat_wiring import build_chat
 from teleops.server.clock import Clock, system_clock
 from teleops.server.local_agent import LocalAgentSupervisor, ensure_local_agent_token
+from teleops.server.local_agent_user import LocalAgentRefused, local_run_as
 from teleops.server.metrics import Metrics
 from teleops.server.routes import agents as agent_routes
 from teleops.server.routes import alerts, command_batches, health, incidents, ui
@@ -296,10 +297,15 @@ async def _start_local_agent(services: Services) -> LocalAgentSupervisor | None:
     """The embedded agent for this machine (local_agent.enabled), supervised as a child process."""
     if not services.settings.local_agent.enabled:
         return None
+    try:
+        run_as = local_run_as(services.settings)
+    except LocalAgentRefused as exc:
+        log.error("local_agent.refused", reason=str(exc))
+        return None
     token_file = await ensure_local_agent_token(services.settings, services.tokens, clock=services.clock)
     if token_file is None:
         return None
-    supervisor = LocalAgentSupervisor(services.settings, token_file, hub=services.hub)
+    supervisor = LocalAgentSupervisor(services.settings, token_file, hub=services.hub, run_as=run_as)
     supervisor.start()
     return supervisor
 

@@ -79,9 +79,12 @@ async def ensure_local_agent_token(settings: Settings, tokens: TokenStore, *, cl
 class LocalAgentSupervisor:
     """`hub`: where the commands the child was running are recorded `killed` once `stop` has stopped it."""
 
-    def __init__(self, settings: Settings, token_file: Path, *, hub: AgentHub | None = None) -> None:
+    def __init__(
+        self, settings: Settings, token_file: Path, *, hub: AgentHub | None = None, run_as: str | None = None
+    ) -> None:
         self._settings = settings
         self._token_file = token_file
+        self._run_as = run_as  # --run-as for the child (server/local_agent_user.py); None: it cannot switch
         self._hub = hub
         self._stopping = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
@@ -118,7 +121,9 @@ class LocalAgentSupervisor:
             str(os.getpid()),
         ]
         policy = settings.local_agent.policy_file
-        return [*argv, "--policy", policy] if policy else [*argv, "--allow-all"]
+        if policy:
+            return [*argv, "--policy", policy]  # the policy says who its rules run as
+        return [*argv, "--allow-all"] + (["--run-as", self._run_as] if self._run_as is not None else [])
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="local-agent-supervisor")
