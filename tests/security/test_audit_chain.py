@@ -198,9 +198,10 @@ async def test_a_full_rechain_is_caught_by_the_checkpoint(log: Log) -> None:
     assert (finding.ok, finding.kind, finding.seq) == (False, Tamper.RECHAINED, 5)
 
 
-async def test_a_rechain_without_a_checkpoint_is_not_detectable_so_we_checkpoint(db_url: str, tmp_path: Path) -> None:
-    # The limit of a hash chain on its own: the same re-chain with no checkpoint passes. This is why the
-    # controller checkpoints after every dispatch (see docs/access-control.md).
+async def test_a_chain_whose_checkpoint_file_was_deleted_fails(db_url: str, tmp_path: Path) -> None:
+    # The limit of a hash chain on its own: a re-chain is consistent. Without any anchor it would pass, so a
+    # chain with records and no checkpoint file is itself a finding (the controller checkpoints after every
+    # dispatch and every few seconds).
     db = Database(db_url)
     await db.migrate()
     try:
@@ -208,7 +209,24 @@ async def test_a_rechain_without_a_checkpoint_is_not_detectable_so_we_checkpoint
             await record(db, at=T0, actor="alice", action="x", subject=str(number))
         bare = Log(db, CheckpointLog(tmp_path / "empty"), tmp_path / "empty", db_url)
         await rechain_without(bare, victim=2)
-        assert (await verify_audit(db, bare.checkpoints)).ok
+        finding = await verify_audit(db, bare.checkpoints)
+        assert (finding.ok, finding.kind) == (False, Tamper.CHECKPOINT)
+        assert "checkpoint file is missing" in finding.message
+    finally:
+        await db.close()
+
+
+async def test_a_deleted_checkpoint_file_fails_verification(log: Log) -> None:
+    (log.data_dir / "audit-checkpoints.log").unlink()
+    finding = await verify_audit(log.db, log.checkpoints)
+    assert (finding.ok, finding.kind) == (False, Tamper.CHECKPOINT)
+
+
+async def test_an_empty_chain_needs_no_checkpoint_file(db_url: str, tmp_path: Path) -> None:
+    db = Database(db_url)
+    await db.migrate()
+    try:
+        assert (await verify_audit(db, CheckpointLog(tmp_path / "fresh"))).ok
     finally:
         await db.close()
 

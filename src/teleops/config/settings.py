@@ -254,6 +254,13 @@ class ApprovalSettings(_Section):
         return value
 
 
+class AuditSettings(_Section):
+    """Where the audit chain is anchored beyond the data directory (docs/adr/0004-audit-witness.md)."""
+
+    # The Unix socket of `teleops audit witness`, run as a user of its own; None: only the local checkpoint file.
+    witness: Path | None = None
+
+
 class MemorySettings(_Section):
     """Scenario memory: how far back "last time" looks, when a fix "didn't stick", where runbooks live."""
 
@@ -296,6 +303,7 @@ class Settings(BaseSettings):
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     oncall: OncallSettings = Field(default_factory=OncallSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -252,7 +252,7 @@ def _start_access_control(services: Services, chat: ChatService) -> AccessUpkeep
     elevation = timedelta(seconds=parse_duration(settings.twofactor.elevation))
     stepup = TwoFactorStore(db, settings.data_dir, StepUpRules(lockout_after=settings.twofactor.lockout_after,
                                                                 elevation=elevation))  # fmt: skip
-    checkpoints = CheckpointLog(settings.data_dir)
+    checkpoints = CheckpointLog(settings.data_dir, witness=settings.audit.witness)
     approvals = ApprovalDesk(
         db=db,
         users=services.users,

@@ -8,6 +8,11 @@ who deletes an event and recomputes the whole chain cannot produce a matching li
 When: the controller checkpoints the committed head after each dispatch, every few seconds while events
 arrive, and on shutdown; the CLI commands that append (2FA enrolment, unlock) checkpoint before they exit.
 A checkpoint is taken from the *committed* head, so it never names an event that was rolled back.
+
+The file and its key sit in the data directory, so TeleOps' own OS user can rewrite both. With ``witness`` (the
+socket of ``teleops audit witness``, run as another user) every line written here is also sent there, to a log
+that user cannot touch (teleops/witness, docs/adr/0004-audit-witness.md). A witness that cannot be reached is
+logged (``audit.witness_failed``) and does not stop the checkpoint: the next head sent covers every event before.
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from teleops.store.audit import read_head
 from teleops.store.database import Database
+from teleops.witness.protocol import WitnessClient, Witnessed, WitnessError
 
 __all__ = ["Checkpoint", "CheckpointError", "CheckpointLog"]
+
+log = structlog.get_logger(__name__)
 
 KEY_FILE = "audit.key"
 LOG_FILE = "audit-checkpoints.log"
@@ -43,8 +53,9 @@ class Checkpoint:
 class CheckpointLog:
     """Appends and reads checkpoints under `data_dir`. Safe to share between tasks of one process."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, witness: Path | None = None) -> None:
         self.data_dir = data_dir
+        self.witness = WitnessClient(witness) if witness is not None else None
         self.path = data_dir / LOG_FILE
         self.key_path = data_dir / KEY_FILE
         self._lock = threading.Lock()  # one append at a time
@@ -104,6 +115,11 @@ class CheckpointLog:
             finally:
                 os.close(fd)
             self._last_seq = seq
+            if self.witness is not None:
+                try:
+                    self.witness.send(seq, digest)
+                except WitnessError as exc:
+                    log.error("audit.witness_failed", seq=seq, error=str(exc))
             return True
 
     async def checkpoint(self, db: Database) -> bool:
@@ -112,6 +128,10 @@ class CheckpointLog:
         if seq == 0:
             return False
         return self.write(seq, digest)
+
+    def witnessed(self) -> list[Witnessed] | None:
+        """The heads the witness recorded (None: no witness configured). Raises WitnessError."""
+        return self.witness.read() if self.witness is not None else None
 
     def read(self) -> list[Checkpoint]:
         """All checkpoints, oldest first; [] when there is no file yet.

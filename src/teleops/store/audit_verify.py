@@ -4,10 +4,15 @@ Finds, and names the first bad record for: an edited record (its hash no longer 
 deleted record (a gap in seq), reordered records (a record hashed under another seq, or linked to the
 wrong predecessor), a truncated log (the newest record is older than a checkpoint, or than the head row)
 and a fully re-chained log (hashes consistent, but a record's hash differs from the checkpoint for its seq).
+
+Anchors: the checkpoint file in the data directory (a missing one fails when the chain has records), and, when
+``audit.witness`` is set, the witness's log, which TeleOps' own OS user cannot rewrite: every head it recorded must
+be in the chain with the same hash, and none may be newer than the chain (docs/adr/0004-audit-witness.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from dataclasses import dataclass
 
@@ -16,6 +21,7 @@ from sqlalchemy.engine import Connection
 from teleops.store.audit import GENESIS_HASH, AuditEvent, event_hash, iter_events, read_head
 from teleops.store.audit_checkpoints import Checkpoint, CheckpointError, CheckpointLog
 from teleops.store.database import Database
+from teleops.witness.protocol import Witnessed, WitnessError
 
 __all__ = ["Finding", "Tamper", "verify_audit"]
 
@@ -27,6 +33,7 @@ class Tamper(enum.StrEnum):
     TRUNCATED = "truncated"
     RECHAINED = "re-chained"
     CHECKPOINT = "checkpoint file"
+    WITNESS = "witness"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,8 @@ class Finding:
     kind: Tamper | None = None
     seq: int | None = None
     message: str = ""
+    witnessed: int = 0  # heads the witness recorded and this check held the chain against
+    witnessed_seq: int = 0  # the newest of them
 
 
 def _recomputed(event: AuditEvent, *, seq: int | None = None, prev_hash: str | None = None) -> str:
@@ -54,9 +63,23 @@ def _recomputed(event: AuditEvent, *, seq: int | None = None, prev_hash: str | N
     )
 
 
-def _walk(conn: Connection, checkpoints: list[Checkpoint]) -> Finding:
+def _walk(
+    conn: Connection, checkpoints: list[Checkpoint], witnessed: list[Witnessed], *, anchor_missing: bool
+) -> Finding:
     head_seq, head_hash = read_head(conn)
+    if anchor_missing and head_seq > 0:
+        return Finding(
+            False,
+            0,
+            head_seq,
+            0,
+            Tamper.CHECKPOINT,
+            None,
+            f"the chain holds {head_seq} records but the checkpoint file is missing: it was deleted (TeleOps writes "
+            "it after the first dispatch and every few seconds). Restore it from a backup",
+        )
     by_seq = {c.seq: c for c in checkpoints}
+    by_witness = {w.seq: w for w in witnessed}
     expected_seq, prev_hash = 1, GENESIS_HASH
     count = 0
     bad = _Bad(head_seq, len(checkpoints))
@@ -94,8 +117,24 @@ def _walk(conn: Connection, checkpoints: list[Checkpoint]) -> Finding:
                 f"record {event.seq} has hash {event.hash[:12]}… but checkpoint line {checkpoint.line} says "
                 f"{checkpoint.hash[:12]}…: the chain was rebuilt after that checkpoint was written",
             )
+        seen = by_witness.get(event.seq)
+        if seen is not None and seen.hash != event.hash:
+            return bad(
+                Tamper.RECHAINED,
+                event.seq,
+                f"record {event.seq} has hash {event.hash[:12]}… but the witness recorded {seen.hash[:12]}… for it "
+                f"(witness log line {seen.line}): the chain was rebuilt after the witness saw it",
+            )
         expected_seq, prev_hash = event.seq + 1, event.hash
     newest = expected_seq - 1
+    witnessed_seq = max(by_witness, default=0)
+    if witnessed_seq > newest:
+        return bad(
+            Tamper.TRUNCATED,
+            newest + 1,
+            f"the newest record is {newest} but the witness recorded head {witnessed_seq}: records "
+            f"{newest + 1}–{witnessed_seq} were removed (or the database was restored from an older backup)",
+        )
     latest = max((c.seq for c in checkpoints), default=0)
     if latest > newest:
         return bad(
@@ -116,7 +155,7 @@ def _walk(conn: Connection, checkpoints: list[Checkpoint]) -> Finding:
             head_seq,
             f"the chain head row (seq {head_seq}) does not match the newest record ({newest}); it was edited",
         )
-    return Finding(True, count, head_seq, len(checkpoints))
+    return Finding(True, count, head_seq, len(checkpoints), witnessed=len(witnessed), witnessed_seq=witnessed_seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,4 +174,9 @@ async def verify_audit(db: Database, log: CheckpointLog) -> Finding:
         checkpoints = log.read()
     except CheckpointError as exc:
         return Finding(False, 0, 0, 0, Tamper.CHECKPOINT, None, str(exc))
-    return await db.run_in_transaction(_walk, checkpoints)
+    try:
+        witnessed = await asyncio.to_thread(log.witnessed)
+    except WitnessError as exc:
+        return Finding(False, 0, 0, 0, Tamper.WITNESS, None, f"{exc}; the chain cannot be held against it")
+    missing = not log.path.exists()
+    return await db.run_in_transaction(lambda conn: _walk(conn, checkpoints, witnessed or [], anchor_missing=missing))
