@@ -254,6 +254,21 @@ class ApprovalSettings(_Section):
         return value
 
 
+class RetentionSettings(_Section):
+    """How long raw alert payloads are kept (store/retention.py): incidents, commands and the audit log stay."""
+
+    # The middle reports of an incident resolved longer ago than this are deleted (its first and last stay).
+    raw_alerts: str = "14d"
+    every: str = "1h"  # how often the pruning pass runs
+
+    @field_validator("raw_alerts", "every")
+    @classmethod
+    def _retention_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError(f"{value!r} must be a positive duration like 14d")
+        return value
+
+
 class AuditSettings(_Section):
     """Where the audit chain is anchored beyond the data directory (docs/adr/0004-audit-witness.md)."""
 
@@ -304,6 +319,7 @@ class Settings(BaseSettings):
     oncall: OncallSettings = Field(default_factory=OncallSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

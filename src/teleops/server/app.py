@@ -38,6 +38,7 @@ from teleops.server.clock import Clock, system_clock
 from teleops.server.local_agent import LocalAgentSupervisor, ensure_local_agent_token
 from teleops.server.local_agent_user import LocalAgentRefused, local_run_as
 from teleops.server.metrics import Metrics
+from teleops.server.retention import RetentionSchedule
 from teleops.server.routes import agents as agent_routes
 from teleops.server.routes import alerts, command_batches, health, incidents, ui
 from teleops.server.routes import chat as chat_routes
@@ -145,11 +146,14 @@ def create_app(
             )
         await chat.start()
         oncall.start()
+        retention = RetentionSchedule(db, settings, clock=clock)
+        retention.start()
         _freeze_startup_objects()
         log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
         try:
             yield
         finally:
+            await retention.stop()
             for responder in responders:
                 await responder.stop()
             await oncall.stop()

@@ -1,0 +1,59 @@
+"""The retention schedule: prune raw alert payloads every ``retention.every`` (store/retention.py says what)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+import structlog
+
+from teleops.config import Settings
+from teleops.config.settings import parse_duration
+from teleops.server.clock import Clock
+from teleops.store.database import Database, StorageUnavailable
+from teleops.store.retention import prune_raw_alerts
+
+__all__ = ["RetentionSchedule"]
+
+log = structlog.get_logger(__name__)
+
+
+class RetentionSchedule:
+    """Runs one pruning pass a minute after start, then every ``retention.every``; never raises."""
+
+    FIRST_AFTER_S = 60.0
+
+    def __init__(self, db: Database, settings: Settings, *, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+        self._keep = timedelta(seconds=parse_duration(settings.retention.raw_alerts))
+        self._every_s = parse_duration(settings.retention.every)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._forever(), name="retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def once(self) -> int:
+        """One pass; the number of alert reports deleted (0 when the database did not answer: logged)."""
+        now = self._clock()
+        try:
+            result = await prune_raw_alerts(self._db, cutoff=now - self._keep, now=now)
+        except StorageUnavailable as exc:
+            log.warning("retention.failed", error=str(exc), hint="it is tried again at the next pass")
+            return 0
+        if result.alerts_deleted:
+            log.info("retention.pruned", alerts_deleted=result.alerts_deleted, cutoff=result.cutoff.isoformat())
+        return result.alerts_deleted
+
+    async def _forever(self) -> None:
+        await asyncio.sleep(self.FIRST_AFTER_S)
+        while True:
+            await self.once()
+            await asyncio.sleep(self._every_s)  # a period, not a wait for a condition
