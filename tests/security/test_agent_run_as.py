@@ -18,6 +18,8 @@ import pytest
 import yaml
 from tests.security.test_agent_environment import attacked_agent
 
+from teleops.agent import spawn
+from teleops.agent.runner import RunSpec, run
 from teleops.wire import Exec, Exit, Refused
 
 
@@ -113,3 +115,30 @@ def test_a_policy_naming_root_at_the_top_or_an_unknown_user_stops_the_agent(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 78, done.stderr
     assert expected in done.stderr
+
+
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "preexec-fallback"])
+async def test_a_cold_start_as_another_user_gets_its_limits_and_no_capabilities(
+    setpriv: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cold starts (no warm trampoline) switch users with util-linux's setpriv, or in a preexec_fn where it is
+    # missing: both must give the same child.
+    if not setpriv:
+        monkeypatch.setattr(spawn, "_SETPRIV_PATHS", ())
+    spawn._setpriv.cache_clear()
+    try:
+        script = (
+            "id -u; id -G; grep -E '^(Max cpu time|Max processes)' /proc/self/limits; grep ^CapEff /proc/self/status"
+        )
+        result = await run(
+            RunSpec(argv=["sh", "-c", script], run_as="nobody", timeout_s=7, command_id=f"cold-{setpriv}")
+        )
+    finally:
+        spawn._setpriv.cache_clear()
+    assert result.exit_code == 0, result.output
+    lines = result.output.decode().splitlines()
+    assert lines[0] == str(_uid("nobody"))
+    assert lines[1] == str(pwd.getpwnam("nobody").pw_gid)
+    assert lines[2].split()[3:5] == ["10", "11"]
+    assert lines[3].split()[2:4] == ["256", "256"]
+    assert int(lines[4].split()[1], 16) == 0

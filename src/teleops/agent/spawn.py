@@ -12,11 +12,14 @@ rlimits with prlimit(2); only then does it write to the gate, and the trampoline
 pid, session and process group). The argv reaches ``exec`` as positional parameters: no shell ever parses it.
 If configuration fails the gate is closed unwritten and the trampoline exits 125 without running anything.
 
-With ``run_as`` (a root agent switching users) the limits are instead set in the child by a ``preexec_fn``
-just before it drops to the user: prlimit(2) on another user's process needs CAP_SYS_RESOURCE, which a root
-agent under a restrictive unit may lack, and switching users disables vfork anyway. That function makes only
-plain system calls (setrlimit, setgroups, setresgid, setresuid) on values computed in the parent, because a
-preexec_fn runs between fork and exec where a lock held by another thread of the agent would never be freed.
+With ``run_as`` (a root agent switching users) the trampoline still starts as the agent, gets its cgroup and
+limits from outside like any other, and then execs ``setpriv --reuid --regid --groups -- ARGV`` (util-linux),
+which drops to the user and execs the command: no fork of the agent, and prlimit(2) acts on a process of the
+agent's own user, which needs no CAP_SYS_RESOURCE. The limits survive both execs and the user switch; the
+kernel clears every capability at the switch from root. Where setpriv is missing, the limits are set and the
+user switched in the child by a ``preexec_fn`` instead (fork, not vfork: milliseconds per command in a large
+agent); it makes only plain system calls (setrlimit, setgroups, setresgid, setresuid) on values computed in the
+parent, because a preexec_fn runs between fork and exec where a lock held by another thread would never be freed.
 
 The program is located in the parent first (the fixed PATH, or the path given), so "not found" (127) and
 "not executable" (126) are reported cleanly instead of as shell messages.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -73,6 +77,15 @@ class Spawned:
     process: asyncio.subprocess.Process
     output_fd: int  # read end of the interleaved stdout+stderr pipe; the caller closes it
     cgroup: CommandCgroup | None  # the cgroup the process is in, None when only the process group holds it
+
+
+_SETPRIV_PATHS = ("/usr/bin/setpriv", "/bin/setpriv")
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's setpriv, which switches user in the trampoline (see the module docstring); None: not here."""
+    return next((path for path in _SETPRIV_PATHS if _executable_file(path)), None)
 
 
 def _executable_file(path: str) -> bool:
@@ -132,7 +145,15 @@ async def spawn(
     removing that cgroup.
     """
     locate_program(argv[0], cwd)
-    become = become_user(identity, limits) if identity is not None and identity.switch else None
+    become = None
+    dropped: list[str] = []
+    if identity is not None and identity.switch:
+        setpriv = _setpriv()
+        if setpriv is not None:
+            groups = ",".join(str(g) for g in identity.groups or (identity.gid,))
+            dropped = [setpriv, f"--reuid={identity.uid}", f"--regid={identity.gid}", f"--groups={groups}", "--"]
+        else:
+            become = become_user(identity, limits)
     parent_limits = () if become is not None else tuple(limits)
     out_r, out_w = os.pipe()
     gate_r, gate_w = os.pipe()
@@ -144,6 +165,7 @@ async def spawn(
                 "-c",
                 script,
                 _TRAMPOLINE_NAME,
+                *dropped,
                 *argv,
                 stdin=gate_r,  # the command itself gets /dev/null from the trampoline
                 stdout=out_w,
