@@ -1,5 +1,6 @@
 """Start `teleops serve` as a new user does (the embedded default in an empty directory, only the port moved
-to a free one) and read what its first start prints: the ready banner with its tokens and its `curl`."""
+to a free one) and read what its first start gives: the ready banner with its tokens and its `curl`, from the 0600
+`first-start-credentials.txt` in the data directory (stdout is not a terminal here, so only its path is printed)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class ServeRun:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    data_dir: Path
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -43,9 +45,13 @@ class ServeRun:
             log=self.log,
         )
 
+    def credentials(self) -> str:
+        path = self.data_dir / "first-start-credentials.txt"
+        return path.read_text() if path.is_file() else ""
+
     def banner(self) -> Banner:
-        wait_until(lambda: "Then list incidents:" in self.output(), what="the first-start banner", log=self.log)
-        text = self.output()
+        wait_until(lambda: "Then list incidents:" in self.credentials(), what="the first-start banner", log=self.log)
+        text = self.credentials()
         ingest = re.search(r"Ingest token: (tlo_\S+)", text)
         api = re.search(r"API token   : (tlo_\S+)", text)
         curl = re.search(r"Fire a test alert:\n(.*?)\n  Then list incidents:", text, re.S)
@@ -66,7 +72,8 @@ def start_serving(argv: Sequence[str], *, cwd: Path, log: Path, env: dict[str, s
         process = subprocess.Popen(
             list(argv), cwd=cwd, env=run_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
-    return ServeRun(process=process, url=url, log=log)
+    data_dir = Path((env or {}).get("TELEOPS_DATA_DIR", "teleops-data"))
+    return ServeRun(process=process, url=url, log=log, data_dir=data_dir if data_dir.is_absolute() else cwd / data_dir)
 
 
 def fire_the_banner_curl(run: ServeRun, banner: Banner) -> list[dict[str, object]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -104,8 +105,9 @@ def test_db_upgrade_is_idempotent(workdir: Path) -> None:
 
 
 @pytest.fixture
-def served(workdir: Path) -> Iterator[tuple[str, str]]:
-    """`teleops serve` on the embedded default (local agent off to keep this test about ingest)."""
+def served(workdir: Path) -> Iterator[tuple[str, str, str]]:
+    """`teleops serve` on the embedded default (local agent off to keep this test about ingest): its URL, the
+    first-start credentials file's text, and what it printed (a pipe, not a terminal: the file's path only)."""
     port = free_port()
     env = {
         **os.environ,
@@ -121,18 +123,19 @@ def served(workdir: Path) -> Iterator[tuple[str, str]]:
         text=True,
     )
     try:
-        banner: list[str] = []
+        printed: list[str] = []
         deadline = time.monotonic() + 60
         assert process.stdout is not None
         while time.monotonic() < deadline:
             line = process.stdout.readline()
             if not line:
                 break
-            banner.append(line)
-            if "Then list incidents" in line:
-                banner.append(process.stdout.readline())
+            printed.append(line)
+            if line.startswith("First start:"):
                 break
-        yield f"http://127.0.0.1:{port}", "".join(banner)
+        credentials = workdir / "teleops-data" / "first-start-credentials.txt"
+        assert credentials.is_file(), "".join(printed)
+        yield f"http://127.0.0.1:{port}", credentials.read_text(), "".join(printed)
     finally:
         process.terminate()
         try:
@@ -142,8 +145,24 @@ def served(workdir: Path) -> Iterator[tuple[str, str]]:
             process.wait()
 
 
-def test_first_start_prints_a_curl_that_creates_an_incident(served: tuple[str, str], workdir: Path) -> None:
-    base, banner = served
+def test_first_start_credentials_go_to_a_private_file_not_the_log(served: tuple[str, str, str], workdir: Path) -> None:
+    _base, banner, printed = served
+    credentials = workdir / "teleops-data" / "first-start-credentials.txt"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert "teleops-data/first-start-credentials.txt (readable by this user only)" in printed, printed
+    password = banner.split("Login       : admin / ")[1].split()[0]
+    for secret in (
+        password,
+        banner.split("API token   : ")[1].split()[0],
+        banner.split("Ingest token: ")[1].split()[0],
+    ):
+        assert secret not in printed
+    for name in ("teleops.db", "argv.key"):
+        assert stat.S_IMODE((workdir / "teleops-data" / name).stat().st_mode) == 0o600, name
+
+
+def test_first_start_prints_a_curl_that_creates_an_incident(served: tuple[str, str, str], workdir: Path) -> None:
+    base, banner, _printed = served
     assert f"Web console : {base}/ui/console" in banner
     assert "Login       : admin / " in banner
     curl = banner[banner.index("curl -sS -X POST") : banner.index("Then list incidents")]
@@ -156,8 +175,8 @@ def test_first_start_prints_a_curl_that_creates_an_incident(served: tuple[str, s
     assert [(i["name"], i["host"], i["status"]) for i in listing["items"]] == [("DiskFull", "localhost", "open")]
 
 
-def test_simulate_replays_a_fixture_into_a_running_server(served: tuple[str, str], workdir: Path) -> None:
-    base, banner = served
+def test_simulate_replays_a_fixture_into_a_running_server(served: tuple[str, str, str], workdir: Path) -> None:
+    base, banner, _printed = served
     ingest = banner.split("Ingest token: ")[1].split()[0]
     result = teleops("simulate", "alertmanager", "firing", "--server", base, "--token", ingest, cwd=workdir)
     assert result.returncode == 0, result.stderr

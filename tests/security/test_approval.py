@@ -31,7 +31,7 @@ POLICY = yaml.safe_load(
     """
 operator:
   - {hosts: ["*"], commands: ["uptime"]}
-  - {hosts: ["*"], commands: ["reboot", "reboot *"], require_approval: true}
+  - {hosts: ["*"], commands: ["reboot", "reboot *"], require_approval: true, require_2fa: false}
 viewer:
   - {hosts: ["*"], commands: ["uptime"]}
 """
@@ -232,3 +232,76 @@ async def test_a_role_revoked_between_approval_and_dispatch_stops_the_command(ri
     assert rig.sender.sent == []
     assert [a for _, a in await rig.actions()][-2:] == ["approval.approved", "command.denied"]
     assert "was approved by bob, carol but not run" in rig.news[-1].text
+
+
+async def _tamper(rig: Rig, command_id: int, **changes: object) -> None:
+    """What a database writer can do: change the command row and recompute the approval digest every way it can
+    without the key outside the database (plain SHA-256 of the old and of the new canonical form)."""
+    import hashlib
+    import json
+
+    from sqlalchemy import update
+
+    from teleops.store.approvals import approval_digest, approvals
+    from teleops.store.schema import commands
+
+    record = await get_command(rig.db, command_id)
+    argv = list(changes.get("argv", record.argv))  # type: ignore[call-overload]
+    timeout_s = int(changes.get("timeout_s", record.timeout_s))  # type: ignore[call-overload]
+    forged = {
+        "old": hashlib.sha256(
+            json.dumps(
+                {"agent": record.agent_name.lower(), "argv": argv, "requester": record.requester, "request_id": command_id},
+                sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+            ).encode()
+        ).hexdigest(),
+        "unkeyed": approval_digest(
+            agent=record.agent_name, argv=argv, requester=record.requester, command_id=command_id, timeout_s=timeout_s
+        ),
+    }  # fmt: skip
+
+    def apply(conn: Connection, digest: str) -> None:
+        conn.execute(update(commands).where(commands.c.id == command_id).values(argv=argv, timeout_s=timeout_s))
+        conn.execute(update(approvals).where(approvals.c.command_id == command_id).values(digest=digest))
+
+    await rig.db.run_in_transaction(apply, forged[str(changes.get("forge", "unkeyed"))])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"argv": ["reboot", "--force"], "forge": "unkeyed"},
+        {"argv": ["reboot", "--force"], "forge": "old"},
+        {"timeout_s": 3600, "forge": "unkeyed"},
+    ],
+    ids=["argv-rehashed", "argv-old-digest", "timeout"],
+)
+async def test_a_command_rewritten_in_the_database_after_approval_is_not_run(
+    rig: Rig, tmp_path: Path, changes: dict[str, object]
+) -> None:
+    from teleops.domain.redaction import SecretRules
+    from teleops.store.sealed_argv import ArgvVault
+
+    rig.db.argv_vault = ArgvVault.open(tmp_path / "keys", SecretRules.build())  # as `teleops serve` has it
+    desk = rig.desk(needed=2)
+    pending = await rig.request(desk, "reboot now")
+    await desk.vote(pending.record.id, voter="bob", vote=Vote.APPROVE)
+    await _tamper(rig, pending.record.id, **changes)
+    await desk.vote(pending.record.id, voter="carol", vote=Vote.APPROVE)
+    record = await get_command(rig.db, pending.record.id)
+    assert record.status == CommandStatus.DENIED
+    assert record.reason == (
+        "not run: the command changed after it was approved (its argv, host or timeout no longer match)"
+    )
+    assert rig.sender.sent == []
+
+
+async def test_an_untouched_approval_under_the_key_still_runs(rig: Rig, tmp_path: Path) -> None:
+    from teleops.domain.redaction import SecretRules
+    from teleops.store.sealed_argv import ArgvVault
+
+    rig.db.argv_vault = ArgvVault.open(tmp_path / "keys", SecretRules.build())
+    desk = rig.desk()
+    pending = await rig.request(desk, "reboot now")
+    await desk.vote(pending.record.id, voter="bob", vote=Vote.APPROVE)
+    assert [m.argv for m in rig.sender.sent] == [["reboot", "now"]]

@@ -288,3 +288,39 @@ async def test_the_cli_verifies_exports_and_names_the_first_bad_record(log: Log,
     broken = await asyncio.to_thread(teleops, config, "audit", "verify")
     assert broken.returncode == 1
     assert "TAMPERED (deleted) at record 4" in broken.stdout
+
+
+async def test_a_dispatch_that_differs_from_what_was_approved_is_named(db_url: str, tmp_path: Path) -> None:
+    # Issue #17.2: the command row changed between the approval request and the dispatch (a database writer, or
+    # the controller's own user, which could also compute the approval digest): both records are in the chain.
+    db = Database(db_url)
+    await db.migrate()
+    checkpoints = CheckpointLog(tmp_path / "data")
+    asked = {"host": "web-1", "agent": "web-1", "argv": ["systemctl", "restart", "nginx"], "timeout_s": 60}
+    try:
+        await record(db, at=T0, actor="alice", action="approval.requested", subject="command:7", data=asked)
+        await record(db, at=T0, actor="bob", action="approval.approved", subject="command:7", data={})
+        ran = {**asked, "argv": ["rm", "-rf", "/"], "approved_by": ["bob"]}
+        await record(db, at=T0, actor="alice", action="command.dispatching", subject="command:7", data=ran)
+        await checkpoints.checkpoint(db)
+        finding = await verify_audit(db, checkpoints)
+        assert (finding.ok, finding.kind, finding.seq) == (False, Tamper.APPROVAL, 3)
+        assert "dispatched with argv ['rm', '-rf', '/']" in finding.message
+        # The same with what was approved verifies (and a timeout changed alone is named too).
+        honest = Database(f"sqlite+aiosqlite:///{tmp_path}/honest.db")
+        await honest.migrate()
+        try:
+            await record(honest, at=T0, actor="alice", action="approval.requested", subject="command:7", data=asked)
+            await record(honest, at=T0, actor="alice", action="command.dispatching", subject="command:7", data=asked)
+            other = CheckpointLog(tmp_path / "honest")
+            await other.checkpoint(honest)
+            assert (await verify_audit(honest, other)).ok
+            await record(honest, at=T0, actor="alice", action="approval.requested", subject="command:8", data=asked)
+            longer = {**asked, "timeout_s": 3600}
+            await record(honest, at=T0, actor="alice", action="command.dispatching", subject="command:8", data=longer)
+            await other.checkpoint(honest)
+            assert (await verify_audit(honest, other)).kind == Tamper.APPROVAL
+        finally:
+            await honest.close()
+    finally:
+        await db.close()

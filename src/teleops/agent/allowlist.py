@@ -110,6 +110,7 @@ class Allowlist:
         self._deny = tuple(_Rule(tuple(t)) for t in deny)
         self._allow_all = allow_all
         # Output of every command is masked with the built-in secret shapes plus these patterns (THREATS T24).
+        self._redact = tuple(redact)
         self.redaction = SecretRules.build(redact)
         # Which variables and directories the controller may choose (``env:``, ``cwd:``); default none and /.
         self.env_policy = env_policy if env_policy is not None else EnvPolicy()
@@ -171,6 +172,15 @@ class Allowlist:
             env_policy=_env_policy(data),
             run_as=_default_run_as(data),
         )
+
+    def add_redaction(self, patterns: Sequence[str], secrets: Sequence[str]) -> None:
+        """Mask these too, in output and in the agent's log (the embedded agent gets the controller's configured
+        secrets this way: ``--redact-file``). Raises PolicyFileError on a bad pattern."""
+        try:
+            self.redaction = SecretRules.build([*self._redact, *patterns], secrets)
+        except (re.error, ValueError) as exc:
+            raise PolicyFileError(f"redaction: {exc}") from exc
+        self._redact = (*self._redact, *patterns)
 
     def runs_as(self, decision: Decision, *, agent_is_root: bool) -> str | None:
         """The user an allowed command runs as: the rule's ``run_as``, else (for a root agent) the policy's default.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from teleops.agent.client import Agent, AgentOptions, agent_socket_url
 from teleops.agent.environment import EnvPolicy, install_policy, installed_policy
 from teleops.agent.spool import Spool
 from teleops.agent.tls import TLSConfigError, parse_pins
+from teleops.logs import use_log_redaction
 
 __all__ = ["AgentSettings", "AgentSetupError", "default_state_dir", "run_agent"]
 
@@ -38,6 +40,7 @@ class AgentSettings:
     policy_file: Path | None = None
     allow_all: bool = False
     run_as: str | None = None  # with allow_all: who commands run as when the agent is root (default nobody)
+    redact_file: Path | None = None  # JSON {"patterns": [...], "secrets": [...]} masked too (the embedded agent)
     ca_file: Path | None = None
     pins: tuple[str, ...] = ()  # --pin as given: sha256//BASE64, sha256:BASE64 or sha256:HEX
     state_dir: Path | None = None
@@ -101,7 +104,22 @@ def load_allowlist(settings: AgentSettings) -> Allowlist:
     except PolicyFileError as exc:
         where = settings.policy_file if settings.policy_file is not None else "--run-as"
         raise AgentSetupError(f"{where}: {exc}") from exc
+    if settings.redact_file is not None:
+        _add_redactions(allowlist, settings.redact_file)
+    # From here on the agent's own log lines (argv, env) are masked like its commands' output.
+    use_log_redaction(allowlist.redaction)
     return allowlist
+
+
+def _add_redactions(allowlist: Allowlist, path: Path) -> None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        patterns, secrets = data.get("patterns", []), data.get("secrets", [])
+        if not all(isinstance(x, str) for x in [*patterns, *secrets]):
+            raise ValueError("'patterns' and 'secrets' must be lists of strings")
+        allowlist.add_redaction(patterns, secrets)
+    except (OSError, ValueError, AttributeError, PolicyFileError) as exc:
+        raise AgentSetupError(f"--redact-file {path}: {exc}") from exc
 
 
 def build_agent(settings: AgentSettings) -> Agent:

@@ -37,6 +37,12 @@ from teleops.logs import configure_logging
     "run_as: in the policy file instead.",
 )
 @click.option(
+    "--redact-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    hidden=True,  # written by `teleops serve` for its embedded agent: the controller's configured secrets
+)
+@click.option(
     "--ca-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -69,6 +75,7 @@ def agent(
     policy_file: Path | None,
     allow_all: bool,
     run_as: str | None,
+    redact_file: Path | None,
     ca_file: Path | None,
     pins: tuple[str, ...],
     state_dir: Path | None,
@@ -95,6 +102,7 @@ def agent(
         policy_file=policy_file,
         allow_all=allow_all,
         run_as=run_as,
+        redact_file=redact_file,
         ca_file=ca_file,
         pins=pins,
         state_dir=state_dir,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 
 import click
 
 from teleops.cli._common import config_option, db_kind, fail, require_packages, settings_from
+from teleops.config.duration import parse_duration
 from teleops.logs import configure_logging
 
 
@@ -15,16 +18,44 @@ from teleops.logs import configure_logging
 @config_option
 def serve(config_path: Path | None) -> None:
     """Run the controller (HTTP API, webhooks, web console, local agent)."""
+    import structlog
     import uvicorn
 
     from teleops.server.app import create_app
+    from teleops.server.bootstrap import write_credentials
+    from teleops.server.data_files import PRIVATE_UMASK, check_data_files
+    from teleops.server.header_deadline import header_deadline_protocol
 
+    # Everything the controller creates (database, keys, spool, credentials) is its user's alone.
+    os.umask(PRIVATE_UMASK)
     settings = settings_from(config_path)
     require_packages(settings)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, redaction=settings.redaction_rules())
+    log = structlog.get_logger("teleops.serve")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for finding in check_data_files(settings.data_dir, settings.database.url):
+        if finding.tightened:
+            log.warning("data_file.tightened", path=str(finding.path), was=oct(finding.mode))
+        else:
+            log.warning(
+                "data_file.readable", path=str(finding.path), mode=oct(finding.mode),
+                hint="another user owns it; make it 0600 (chmod go= FILE) or move it away",
+            )  # fmt: skip
     announcements: list[str] = []
-    app = create_app(settings, announce=announcements.append)
+
+    def announce(text: str) -> None:
+        # The first-start secrets go to a 0600 file; the log gets its path only (printed below).
+        path = write_credentials(settings.data_dir, text)
+        log.info("first_start.credentials_written", path=str(path))
+        on_terminal = sys.stdout.isatty()
+        announcements.append(
+            text
+            if on_terminal
+            else f"First start: the admin login, an ingest token and an API token are in {path} (readable by "
+            "this user only). Read it, keep them somewhere safe, then delete the file."
+        )
+
+    app = create_app(settings, announce=announce)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -37,6 +68,10 @@ def serve(config_path: Path | None) -> None:
             # Agents' frames are small and command output is capped; a deflate context per agent connection
             # doubled the controller's memory per agent (B9: 86 → 44 KiB) and cost CPU on every frame.
             ws_per_message_deflate=False,
+            # The front door (server/front_door.py) bounds each request; these bound the connections.
+            http=header_deadline_protocol(parse_duration(settings.server.header_timeout)),
+            limit_concurrency=settings.server.max_connections,
+            timeout_keep_alive=max(1, int(parse_duration(settings.server.keepalive_timeout))),
         )
     )
 

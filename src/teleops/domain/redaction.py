@@ -4,10 +4,17 @@ What is masked:
 
 - built-in shapes: PEM private keys (also unterminated), AWS access key ids and secret keys, `Bearer …`,
   `password=…` / `passwd: …` / `secret=…` / `token=…` / `api_key=…` values, credentials in URLs
-  (`scheme://user:PASS@host`), Slack (`xox?-…`, `xapp-…`), Telegram bot and GitHub token shapes;
+  (`scheme://user:PASS@host`), Slack (`xox?-…`, `xapp-…`), Telegram bot and GitHub token shapes, and TeleOps'
+  own tokens (`tlo_in_…`, `tlo_ag_…`, `tlo_api_…`: store/tokens.py mints them);
 - configured regular expressions (a named group `secret` masks only that group, else the whole match);
+- TeleOps tokens also base64- (standard and URL-safe, any alignment) and hex-encoded: the encoded kind prefix
+  followed by the rest of the encoded run is masked (a percent-encoded or JSON-escaped token is the token itself);
 - configured known secret values, in their exact, base64 (standard and URL-safe, at any alignment inside a
-  larger base64 text), hex (lower and upper case) and URL-encoded forms.
+  larger base64 text), hex (lower and upper case), URL-encoded and JSON-escaped forms.
+
+Not masked (there is nothing to recognise): an encoding of a *pattern*-shaped secret other than the shapes
+above, other encodings of anything (gzip, rot13, a secret printed one character per line …), and a secret
+shorter than 4 characters given as a known value.
 
 `Redactor` does the same on a stream: it holds back a tail window long enough for the longest secret, and
 anything a pattern is still matching at the end of what arrived, so a secret split across chunks is masked too.
@@ -16,12 +23,13 @@ anything a pattern is still matching at the end of what arrived, so a secret spl
 from __future__ import annotations
 
 import base64
+import json
 import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["BUILTIN_PATTERNS", "MASK", "Redactor", "SecretRules", "encodings_of", "redact"]
+__all__ = ["BUILTIN_PATTERNS", "MASK", "TELEOPS_TOKEN_PREFIXES", "Redactor", "SecretRules", "encodings_of", "redact"]
 
 MASK = "[REDACTED]"
 # Regex secrets are assumed shorter than this; the stream holds back at least this much.
@@ -44,13 +52,38 @@ BUILTIN_PATTERNS: tuple[str, ...] = (
     r"\b\d{6,12}:AA[A-Za-z0-9_-]{30,40}\b",
     r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b",
     r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b",
+    # TeleOps tokens: a kind prefix + token_urlsafe(32) (43 characters). No leading \b: `x=tlo_…` and `"tlo_…`
+    # must match, and `_` is a word character, so `\b` would miss `TOKEN_tlo_…`; 16+ characters keep prose out.
+    r"tlo_(?:in|ag|api)_[A-Za-z0-9_-]{16,}",
 )
+TELEOPS_TOKEN_PREFIXES = ("tlo_in_", "tlo_ag_", "tlo_api_")
+
+
+def _encoded_token_patterns() -> tuple[str, str]:
+    """TeleOps tokens in base64 (std, URL-safe; every alignment) and in hex: the prefix's encoded form, then the
+    rest of the run. Two patterns (one alternation each), so scanning costs two passes, not one per form."""
+    fragments: set[str] = set()
+    hexes: set[str] = set()
+    for prefix in TELEOPS_TOKEN_PREFIXES:
+        raw = prefix.encode("ascii")
+        for offset in range(3):
+            for encode in (base64.b64encode, base64.urlsafe_b64encode):
+                text = encode(b"\0" * offset + raw).decode("ascii")
+                fragments.add(text[(offset * 8 + 5) // 6 : ((offset + len(raw)) * 8) // 6])
+        hexes.add(raw.hex())
+    base64_run = "(?:" + "|".join(re.escape(f) for f in sorted(fragments)) + r")[A-Za-z0-9+/_-]{16,}={0,2}"
+    hex_run = "(?i)(?:" + "|".join(sorted(hexes)) + r")[0-9a-f]{32,}"
+    return base64_run, hex_run
+
+
+BUILTIN_PATTERNS += _encoded_token_patterns()
 
 
 def encodings_of(secret: str) -> list[str]:
-    """The forms a known secret is looked for in: exact, base64 (std, URL-safe; every alignment), hex, URL."""
+    """The forms a known secret is looked for in: exact, base64 (std, URL-safe; every alignment), hex, URL, JSON."""
     raw = secret.encode("utf-8")
     forms = {secret, raw.hex(), raw.hex().upper(), urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    forms |= {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}  # JSON-escaped
     for offset in range(3):
         # Inside a larger base64 text the secret may start at any byte offset mod 3: encode with `offset`
         # filler bytes and keep only the characters that depend on the secret's bytes alone.

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from teleops.domain.redaction import MASK
 from teleops.store.database import Transaction
 from teleops.store.scenarios import (
     ScenarioCommand,
@@ -125,7 +126,9 @@ class Recurrence:
         return self.incident.created_at - last.row.resolved_at <= self.windows.fix_window
 
     def run_again(self) -> list[ScenarioCommand]:
-        """The commands that preceded the best fix's resolution and ran on this incident's host (one per argv)."""
+        """The commands that preceded the best fix's resolution and ran on this incident's host (one per argv).
+        A command stored with a secret masked is not offered: its original is gone (store/sealed_argv.py), and
+        running `[REDACTED]` would not be running it again."""
         best = self.best_fix
         if best is None or self.incident.host is None:
             return []
@@ -133,6 +136,8 @@ class Recurrence:
         choices = []
         for command in best.fix_commands:
             key = tuple(command.argv)
+            if any(MASK in arg for arg in key):
+                continue
             if command.host == self.incident.host and key not in seen:
                 seen.add(key)
                 choices.append(command)

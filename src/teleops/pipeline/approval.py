@@ -5,7 +5,8 @@ the same host. Identity is the user name, so two chat accounts (or an API token)
 A vote names the command id and, from a button, the first characters of the request's digest, so a stale
 button for another request approves nothing. One deny wins; `needed` distinct approvals (default 1) complete
 it; the request expires after `ttl` (default 15 min). When complete, the command is dispatched at once with
-the policy and the requester's 2FA lock re-checked at that moment (`dispatch_approved`).
+the policy and the requester's 2FA lock re-checked at that moment (`dispatch_approved`). Voters see the command
+with its secrets masked (store/sealed_argv.py); eligibility and the digest are judged on the original.
 
 Listeners (the chat side) hear every outcome, so the requesting chat is told and shows the output.
 """
@@ -33,6 +34,7 @@ from teleops.store.approvals import (
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.commands import CommandNotFound, CommandRecord, CommandStatus, Finish, finish_command, get_command
 from teleops.store.database import Database
+from teleops.store.sealed_argv import SealUnreadable, original_command
 from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
 
@@ -97,10 +99,18 @@ class ApprovalDesk:
         if approval is None:
             return f"Command {command_id} is not waiting for approval; check the number."
         user = await self._users.get(voter)
-        decision = authorize(
-            voter, user.role if user else None, record.agent_name, record.argv, text=approval.command_text
-        )
-        eligible = None if decision.allowed else f"you may not decide on it because {decision.reason}"
+        eligible: str | None = None
+        try:  # eligibility is judged on the original argv (what would run), not the redacted one shown
+            original = original_command(self._db.argv_vault, record.argv, record.sealed_argv, approval.command_text)
+        except SealUnreadable:
+            # It can never run (`dispatch_approved` refuses it, saying why): let the vote end it now rather than
+            # leave it waiting for its expiry.
+            original = None
+        if original is not None:
+            decision = authorize(
+                voter, user.role if user else None, record.agent_name, original.argv, text=original.text
+            )
+            eligible = None if decision.allowed else f"you may not decide on it because {decision.reason}"
         result = await cast_vote(
             self._db, command_id, voter=voter, vote=vote, digest=digest, eligible=eligible, now=now
         )

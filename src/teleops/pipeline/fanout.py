@@ -37,6 +37,7 @@ from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audited_dispatch import DispatchFacts, create_many_dispatched_audited
 from teleops.store.commands import CommandRecord
 from teleops.store.database import Database, NotDurable
+from teleops.store.sealed_argv import protect_argv
 
 __all__ = ["FanoutItem", "submit_fanout"]
 
@@ -80,8 +81,15 @@ async def submit_fanout(
             continue
         decision = authorize(request.requester, request.role, agent.name, argv, text=request.command)
         timeout = effective_timeout(request.timeout_s, decision)
-        facts = {"host": host, "agent": agent.name, "argv": argv, "rule": decision.rule, "fanout": len(hosts)}
-        one = DispatchFacts(request.requester, host, agent.name, argv, timeout, request.incident_id, facts)
+        protected = protect_argv(db.argv_vault, argv)
+        facts = {
+            "host": host, "agent": agent.name, "argv": protected.shown, **protected.audit_fields(),
+            "rule": decision.rule, "fanout": len(hosts),
+        }  # fmt: skip
+        one = DispatchFacts(
+            request.requester, host, agent.name, protected.shown, timeout, request.incident_id,
+            sealed_argv=protected.sealed, audit_data=facts,
+        )  # fmt: skip
         if not decision.allowed:
             items[index] = FanoutItem(host, command=await record_denied(db, one, decision.reason, now=now))
         elif decision.require_2fa or decision.require_approval:

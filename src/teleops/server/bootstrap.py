@@ -1,11 +1,18 @@
-"""First start of the embedded default: an admin with a generated password and an ingest token."""
+"""First start of the embedded default: an admin with a generated password and an ingest token.
+
+The credentials are written to `<data_dir>/first-start-credentials.txt`, created 0600, and only its path goes
+to the service log; `teleops serve` prints the text itself only when its stdout is a terminal (a person is
+watching), never into a log file or the journal. Read the file, keep the secrets somewhere safe, delete it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from teleops.pipeline.authorize import use_policy
 from teleops.server.services import Services
@@ -13,9 +20,17 @@ from teleops.store.audit import record
 from teleops.store.tokens import TokenKind
 from teleops.store.users import UserExists
 
-__all__ = ["FirstStart", "first_start", "sync_configured_users", "welcome_text"]
+__all__ = [
+    "CREDENTIALS_FILE",
+    "FirstStart",
+    "first_start",
+    "sync_configured_users",
+    "welcome_text",
+    "write_credentials",
+]
 
 ADMIN = "admin"
+CREDENTIALS_FILE = "first-start-credentials.txt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +85,17 @@ def welcome_text(base_url: str, first: FirstStart) -> str:
         "  Then list incidents:\n"
         f"    curl -sS {base_url}/api/v1/incidents -H 'Authorization: Bearer {first.api_token}'\n"
     )
+
+
+def write_credentials(data_dir: Path, text: str) -> Path:
+    """Write the first-start text to `<data_dir>/first-start-credentials.txt`, mode 0600 (also when the file was
+    there before), and return its path. Raises OSError when it cannot be written."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / CREDENTIALS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text.lstrip("\n"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path

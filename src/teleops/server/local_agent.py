@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -38,6 +39,7 @@ __all__ = ["LocalAgentSupervisor", "ensure_local_agent_token"]
 log = structlog.get_logger(__name__)
 
 TOKEN_FILE = "local-agent.token"  # noqa: S105 — a file name, not a secret
+REDACT_FILE = "local-agent-redaction.json"
 STATE_DIR = "local-agent-state"
 BACKOFF_CAP_S = 30.0
 HEALTHY_AFTER_S = 60.0  # a child that ran this long restarts from the smallest backoff
@@ -120,10 +122,25 @@ class LocalAgentSupervisor:
             "--exit-with-parent",
             str(os.getpid()),
         ]
+        argv += ["--redact-file", str(self._redact_file())]
         policy = settings.local_agent.policy_file
         if policy:
             return [*argv, "--policy", policy]  # the policy says who its rules run as
         return [*argv, "--allow-all"] + (["--run-as", self._run_as] if self._run_as is not None else [])
+
+    def _redact_file(self) -> Path:
+        """The controller's configured redaction (`redaction.patterns`, `redaction.secrets`, chat tokens) for the
+        child, 0600 in the data directory: its log lines and output are masked with them too, not only the
+        built-ins (the child's log is the controller's)."""
+        settings = self._settings
+        secrets = settings.known_secrets()
+        path = settings.data_dir / REDACT_FILE
+        data = json.dumps({"patterns": list(settings.redaction.patterns), "secrets": secrets})
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+        os.chmod(path, 0o600)
+        return path
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="local-agent-supervisor")

@@ -34,6 +34,7 @@ class Tamper(enum.StrEnum):
     RECHAINED = "re-chained"
     CHECKPOINT = "checkpoint file"
     WITNESS = "witness"
+    APPROVAL = "approval broken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +76,14 @@ def _walk(
             0,
             Tamper.CHECKPOINT,
             None,
-            f"the chain holds {head_seq} records but the checkpoint file is missing: it was deleted (TeleOps writes "
-            "it after the first dispatch and every few seconds). Restore it from a backup",
+            f"the chain holds {head_seq} records but the checkpoint file is missing: it was deleted, or TeleOps "
+            "stopped within seconds of its first records (it writes the file after each dispatch, every few seconds "
+            "and at shutdown). Restore it from a backup; if TeleOps crashed right after its first records, that crash "
+            "is the likely cause",
         )
     by_seq = {c.seq: c for c in checkpoints}
     by_witness = {w.seq: w for w in witnessed}
+    requested: dict[str, dict[str, object]] = {}  # command subject → what its approval was asked for
     expected_seq, prev_hash = 1, GENESIS_HASH
     count = 0
     bad = _Bad(head_seq, len(checkpoints))
@@ -117,6 +121,9 @@ def _walk(
                 f"record {event.seq} has hash {event.hash[:12]}… but checkpoint line {checkpoint.line} says "
                 f"{checkpoint.hash[:12]}…: the chain was rebuilt after that checkpoint was written",
             )
+        broken = _approval_broken(event, requested)
+        if broken is not None:
+            return bad(Tamper.APPROVAL, event.seq, broken)
         seen = by_witness.get(event.seq)
         if seen is not None and seen.hash != event.hash:
             return bad(
@@ -156,6 +163,28 @@ def _walk(
             f"the chain head row (seq {head_seq}) does not match the newest record ({newest}); it was edited",
         )
     return Finding(True, count, head_seq, len(checkpoints), witnessed=len(witnessed), witnessed_seq=witnessed_seq)
+
+
+# What an approval binds, as both records carry it (argv shown masked; argv_hmac binds a masked one's original).
+_BOUND = ("host", "agent", "argv", "argv_hmac", "timeout_s")
+
+
+def _approval_broken(event: AuditEvent, requested: dict[str, dict[str, object]]) -> str | None:
+    """Remember what each approval was requested for; a dispatch of that command that differs from it is named:
+    the command row was changed between the request and the dispatch (by a database writer or the controller)."""
+    if event.action == "approval.requested":
+        requested[event.subject] = {k: event.data[k] for k in _BOUND if k in event.data}
+        return None
+    if event.action != "command.dispatching" or event.subject not in requested:
+        return None
+    asked = requested.pop(event.subject)
+    for key, value in asked.items():
+        if key in event.data and event.data[key] != value:
+            return (
+                f"{event.subject} was dispatched with {key} {event.data[key]!r}, but its approval was requested "
+                f"for {value!r}: the command changed after it was approved"
+            )
+    return None
 
 
 @dataclass(frozen=True, slots=True)

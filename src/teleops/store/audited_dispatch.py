@@ -27,7 +27,8 @@ __all__ = [
 async def mark_dispatched_audited(
     db: Database, command_id: int, *, now: datetime, actor: str, data: Mapping[str, Any]
 ) -> AuditEvent | None:
-    """queued → running plus the `command.dispatching` audit event, in one committed transaction.
+    """queued → running plus the `command.dispatching` audit event, in one committed transaction. The sealed
+    original argv is wiped from the row (the caller sends the exec from the record it read before).
 
     Returns the event, or None when the command was no longer queued (cancelled; nothing written). The exec may
     be sent only after this returns an event. Raises AuditUnavailable or StorageUnavailable when either write
@@ -38,7 +39,7 @@ async def mark_dispatched_audited(
         result = conn.execute(
             update(commands)
             .where(commands.c.id == command_id, commands.c.status == CommandStatus.QUEUED.value)
-            .values(status=CommandStatus.RUNNING.value, dispatched_at=now)
+            .values(status=CommandStatus.RUNNING.value, dispatched_at=now, sealed_argv=None)
         )
         if not result.rowcount:
             return None

@@ -53,6 +53,12 @@ class ConsoleMessageStore:
         incident_id: int | None = None,
         reply_to: int | None = None,
     ) -> ConsoleMessageRecord:
+        """Store a message. A person's typed text (`author` set) is kept with its secrets masked (the command it
+        asks for runs from the text as typed, which is not stored): store/sealed_argv.py."""
+        vault = self._db.argv_vault
+        if author is not None and vault is not None and isinstance(body.get("text"), str):
+            body = {**body, "text": vault.shown_line(body["text"])}
+
         def apply(conn: Connection) -> ConsoleMessageRecord:
             row = conn.execute(
                 insert(console_messages)

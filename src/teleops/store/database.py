@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from alembic import command as alembic_command
@@ -17,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
 from teleops.store.committer import Commit, PipelinedCommitter, resolve
+
+if TYPE_CHECKING:
+    from teleops.store.sealed_argv import ArgvVault
 
 __all__ = ["Commit", "Database", "NotDurable", "StorageUnavailable", "Transaction"]
 
@@ -56,10 +61,13 @@ class Database:
             database = parsed.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(database))
             kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        # Redacts and seals command lines (store/sealed_argv.py); the controller sets it, tools may leave it None.
+        self.argv_vault: ArgvVault | None = None
         self._sync_engine: Engine | None = None
         self._committer: PipelinedCommitter | None = None
         if self.is_sqlite:
@@ -252,6 +260,13 @@ def _storage_error(exc: BaseException) -> BaseException:
         unavailable.__cause__ = exc
         return unavailable
     return exc
+
+
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file 0600 (its -wal and -shm files take the same mode); an existing one is left as is
+    (`teleops serve` warns about a readable one)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(busy_timeout_ms: int, *, synchronous: str = "FULL", autocheckpoint: bool = True) -> Any:
