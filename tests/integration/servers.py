@@ -39,6 +39,8 @@ import httpx
 import pytest
 import yaml
 
+from teleops.domain.policy import DEFAULT_ROLES
+
 __all__ = [
     "AlertmanagerServer",
     "PostgresServer",
@@ -436,6 +438,17 @@ def agent_online(server: TeleopsServer, name: str, process: subprocess.Popen[byt
     return any(item["name"] == name and item["online"] for item in items)
 
 
+# The built-in policy, except that `admin` (who the API token acts as) changes hosts without a one-time code: these
+# tests drive commands through the API, not step-up. The step-up default has its own tests
+# (tests/security/test_stepup_default.py). A test's own `policy` replaces this one.
+ADMIN_WITHOUT_STEPUP: dict[str, Any] = {
+    "roles": {
+        "operator": [dict(rule) for rule in DEFAULT_ROLES["operator"]],
+        "admin": [{"hosts": ["*"], "commands": ["*"], "require_2fa": False}],
+    }
+}
+
+
 def start_teleops(
     workdir: Path,
     *,
@@ -459,6 +472,7 @@ def start_teleops(
         "server": {"listen": f"127.0.0.1:{port}", "public_url": url},
         "database": {"url": database_url},
         "local_agent": {"enabled": local_agent},
+        "policy": ADMIN_WITHOUT_STEPUP,
         **(config or {}),
     }
     config_path = workdir / "teleops.yaml"

@@ -92,7 +92,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
         },
         users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],  # type: ignore[list-item]
         redaction={"secrets": [CONFIGURED]},
-        policy={"roles": {"operator": [{"hosts": ["*"], "commands": [f"{sys.executable} *"]}]}},
+        policy={"roles": {"operator": [{"hosts": ["*"], "commands": [f"{sys.executable} *"], "require_2fa": False}]}},
     )
 
 

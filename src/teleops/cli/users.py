@@ -23,9 +23,13 @@ def user() -> None:
 @click.option("--generate", is_flag=True, help="Generate a random password and print it alone on the last line.")
 @config_option
 def user_set_password(name: str, password_stdin: bool, generate: bool, config_path: Path | None) -> None:
-    """Set the web console password of user NAME (prompts for it unless --password-stdin or --generate)."""
+    """Set the web console password of user NAME (prompts for it unless --password-stdin or --generate).
+
+    Ends NAME's web console sessions (audited as `session.revoked`): they log in again with the new password."""
     import secrets
 
+    from teleops.server.clock import system_clock
+    from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
     from teleops.store.users import UserStore
 
@@ -46,7 +50,9 @@ def user_set_password(name: str, password_stdin: bool, generate: bool, config_pa
         database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
         try:
             await database.migrate()
-            return await UserStore(database).set_password(name, password)
+            changed = await UserStore(database).set_password(name, password, now=system_clock(), by="cli")
+            await CheckpointLog(settings.data_dir, witness=settings.audit.witness).checkpoint(database)
+            return changed
         finally:
             await database.close()
 
@@ -55,7 +61,10 @@ def user_set_password(name: str, password_stdin: bool, generate: bool, config_pa
             f"no user {name!r}; users come from the `users:` config section, and `admin` is created "
             "by the first `teleops serve`"
         )
-    click.echo(f"password of {name!r} set; log in at {settings.server.base_url()}/ui/login", err=True)
+    click.echo(
+        f"password of {name!r} set and their web sessions ended; log in at {settings.server.base_url()}/ui/login",
+        err=True,
+    )
     if generate:
         click.echo(password)
 

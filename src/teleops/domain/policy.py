@@ -7,6 +7,13 @@ Semantics (docs/access-control.md has worked examples):
 - **Most restrictive requirements.** When several allow rules match, the decision takes every requirement
   any of them imposes (``require_2fa``, ``require_approval``) and the smallest ``max_timeout``. A broad rule
   added later can therefore never loosen a narrower rule's requirements (THREATS T09).
+- **A second factor before a change (step-up by default).** ``require_2fa: true`` asks for a code for every
+  command the rule allows, ``require_2fa: false`` never does. A rule that leaves the key out asks for one before
+  any command that can change the host: every command except those `teleops.domain.read_only` knows to be
+  read-only (``df``, ``ps``, ``systemctl status``, …). A rule whose command patterns are all read-only (and
+  that grants no shell) therefore asks for nothing; ``*`` asks for a code before ``systemctl restart`` but not
+  before ``uptime``; a command that needs a shell is never read-only. `Policy.unguarded` lists the rules that
+  can change a host yet say ``require_2fa: false`` (the loader warns about each: docs/access-control.md).
 - **Shell is a grant.** An argv that starts a shell with ``-c`` (``sh -c …``, ``env bash -c …``,
   ``sudo sh -ec …``) and a command line with shell syntax outside quotes (``;``, ``&&``, ``||``, ``|``,
   backticks, ``$(``, redirections, a newline anywhere) are allowed only by a matching rule with
@@ -37,6 +44,7 @@ from typing import Any
 
 from teleops.domain.arguments import judge
 from teleops.domain.patterns import InvalidPattern, deny_matches, parse_pattern, pattern_text
+from teleops.domain.read_only import argv_is_read_only, pattern_is_read_only
 
 __all__ = [
     "DEFAULT_ROLES",
@@ -46,6 +54,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Rule",
+    "StepUp",
     "compile_policy",
     "shell_syntax",
     "starts_shell",
@@ -59,7 +68,9 @@ _RULE_KEYS = frozenset({"hosts", "commands", "effect", "require_2fa", "require_a
 # The policy used when the config has no `policy:` section: operators get read-only diagnostics; admins get
 # every program on the host with any arguments, but no code written into the command (`python3 -c`, `bash -c`,
 # `env sh`, `find -exec`: teleops.domain.arguments) and no shell. `*` is still a root-level grant (it can write
-# files); docs/access-control.md "What * grants". Written in the same shape as the config, checked the same way.
+# files); docs/access-control.md "What * grants". Neither sets require_2fa, so the step-up default applies:
+# admins give a one-time code before any command that can change a host. Written in the same shape as the
+# config, checked the same way.
 DEFAULT_ROLES: Mapping[str, Sequence[Mapping[str, Any]]] = {
     "operator": [
         {
@@ -97,6 +108,14 @@ class Effect(enum.StrEnum):
     DENY = "deny"
 
 
+class StepUp(enum.StrEnum):
+    """When a rule asks for a second factor (its ``require_2fa``, or the default when the key is absent)."""
+
+    ALWAYS = "always"  # require_2fa: true
+    NEVER = "never"  # require_2fa: false, or absent on a read-only rule
+    ON_CHANGE = "on_change"  # absent on a rule that can change a host: for every command not known read-only
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     role: str
@@ -105,10 +124,25 @@ class Rule:
     commands: tuple[tuple[str, ...], ...]
     texts: tuple[str, ...]  # the command patterns as written, for people
     effect: Effect = Effect.ALLOW
-    require_2fa: bool = False
+    step_up: StepUp = StepUp.NEVER
     require_approval: bool = False
     shell: bool = False
     max_timeout_s: float | None = None
+    read_only: bool = False  # every command pattern is read-only (teleops.domain.read_only) and no shell granted
+
+    @property
+    def require_2fa(self) -> bool:
+        """True when the rule asks for a code for some command (always, or before a change)."""
+        return self.step_up is not StepUp.NEVER
+
+    @property
+    def unguarded(self) -> bool:
+        """An allow rule that can change a host and says ``require_2fa: false``: no second factor, by choice."""
+        return self.effect is Effect.ALLOW and not self.read_only and self.step_up is StepUp.NEVER
+
+    def asks_code(self, *, read_only: bool) -> bool:
+        """Whether this rule asks for a code for a command (`read_only`: that command cannot change the host)."""
+        return self.step_up is StepUp.ALWAYS or (self.step_up is StepUp.ON_CHANGE and not read_only)
 
     def describe(self) -> str:
         """E.g. ``operator rule 2: hosts [web-*] commands [systemctl restart *]`` (deny rules say so)."""
@@ -222,6 +256,10 @@ class Policy:
     def roles(self) -> Mapping[str, tuple[Rule, ...]]:
         return self._roles
 
+    def unguarded(self) -> tuple[Rule, ...]:
+        """Allow rules that can change a host and opt out of step-up with ``require_2fa: false``, in file order."""
+        return tuple(rule for rules in self._roles.values() for rule in rules if rule.unguarded)
+
     def decide(
         self, *, user: str, role: str | None, host: str, argv: Sequence[str], text: str | None = None
     ) -> Decision:
@@ -299,16 +337,21 @@ class Policy:
             )
         # Requirements come from every matching allow rule, granting or not: a shell grant must not skip the
         # approval a host-wide rule asks for.
-        require_2fa = any(r.require_2fa for r in allows)
+        # A command run through a shell is never read-only: `df -h; reboot` splits into a df argv.
+        read_only = not needs_shell and argv_is_read_only(argv)
+        asks = {r.number: r.asks_code(read_only=read_only) for r in allows}
+        require_2fa = any(asks.values())
         require_approval = any(r.require_approval for r in allows)
         timeouts = [r.max_timeout_s for r in allows if r.max_timeout_s is not None]
         # Name the rule that explains the strictest requirement, so `policy test` shows why a code is asked.
-        deciding = max(allows, key=lambda r: (r.require_approval, r.require_2fa, r in cleared, -r.number))
+        deciding = max(allows, key=lambda r: (r.require_approval, asks[r.number], r in cleared, -r.number))
         needs = [word for flag, word in ((require_2fa, "a TOTP code"), (require_approval, "a second person")) if flag]
         matched = deciding.matching_pattern(argv)
         reason = f"allowed: {deciding.role} rule {deciding.number} allows {matched!r} on {host}"
         if needs:
             reason += f"; needs {' and '.join(needs)}"
+        if require_2fa and not any(asks[r.number] and r.step_up is StepUp.ALWAYS for r in allows):
+            reason += " (step-up by default: the command can change the host and the rule sets no require_2fa)"
         return Decision(
             True,
             deciding.describe(),
@@ -371,11 +414,19 @@ def _compile_rule(role: str, number: int, raw: Any, key: str, parse_duration: Ca
     except ValueError as exc:
         raise PolicyError(f"{key}.effect", f"{effect_text!r} is not allow or deny") from exc
     flags: dict[str, bool] = {}
-    for flag in ("require_2fa", "require_approval", "shell"):
+    for flag in ("require_approval", "shell"):
         value = raw.get(flag, False)
         if not isinstance(value, bool):
             raise PolicyError(f"{key}.{flag}", f"{value!r} is not true or false")
         flags[flag] = value
+    written = raw.get("require_2fa")  # None (or absent): the step-up default
+    if written is not None and not isinstance(written, bool):
+        raise PolicyError(f"{key}.require_2fa", f"{written!r} is not true or false")
+    read_only = not flags["shell"] and all(pattern_is_read_only(pattern) for pattern in commands)
+    if written is None:
+        step_up = StepUp.NEVER if read_only or effect is Effect.DENY else StepUp.ON_CHANGE
+    else:
+        step_up = StepUp.ALWAYS if written else StepUp.NEVER
     max_timeout_s: float | None = None
     if raw.get("max_timeout") is not None:
         try:
@@ -392,7 +443,9 @@ def _compile_rule(role: str, number: int, raw: Any, key: str, parse_duration: Ca
         commands=tuple(commands),
         texts=tuple(t.strip() for t in texts),
         effect=effect,
+        step_up=step_up,
         max_timeout_s=max_timeout_s,
+        read_only=read_only,
         **flags,
     )
 

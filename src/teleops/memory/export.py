@@ -2,16 +2,20 @@
 
 Everything in it came from alerts, people and command output, so it is escaped for Markdown: table cells
 lose `|` and line breaks, and code fences are longer than any run of backticks inside them.
+
+Exported for a reader (`access`), a command they may not read (teleops.pipeline.read_access) keeps its place,
+who ran it, where and how it ended, but not its command line or output: the export says it was withheld and why.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from teleops.memory.last_time import human_duration
+from teleops.memory.last_time import WITHHELD_COMMAND, human_duration
+from teleops.pipeline.read_access import ReadAccess
 from teleops.store.database import Database
 from teleops.store.incidents import IncidentRecord, TimelineEvent, get_incident
 from teleops.store.scenarios import ScenarioCommand, commands_of
@@ -55,6 +59,8 @@ def _at(at: datetime | None) -> str:
 def _what(event: TimelineEvent) -> str:
     data: dict[str, Any] = event.data
     title = _TITLES.get(event.kind, event.kind)
+    if "withheld" in data:
+        return f"{title} on {_cell(data.get('host') or '?')}: {WITHHELD_COMMAND} ({_cell(data['withheld'])})"
     argv = data.get("argv")
     if isinstance(argv, list):
         command = " ".join(str(a) for a in argv)
@@ -75,8 +81,12 @@ def _what(event: TimelineEvent) -> str:
     return title
 
 
-def incident_markdown(incident: IncidentRecord, commands: Sequence[ScenarioCommand]) -> str:
-    """The postmortem-ready Markdown of one incident."""
+def incident_markdown(
+    incident: IncidentRecord, commands: Sequence[ScenarioCommand], withheld: Mapping[int, str] | None = None
+) -> str:
+    """The postmortem-ready Markdown of one incident. `withheld`: ids of commands to show without their command
+    line and output, with why (the incident's timeline is expected to be withheld the same way already)."""
+    withheld = withheld or {}
     lines = [f"# #{incident.id} {_cell(incident.name)} on {_cell(incident.host or 'unknown host')}", ""]
     took = incident.resolved_at - incident.created_at if incident.resolved_at else None
     facts = [
@@ -106,6 +116,14 @@ def incident_markdown(incident: IncidentRecord, commands: Sequence[ScenarioComma
         lines += ["", "## Commands and output"]
         for c in commands:
             code = f"exit {c.exit_code}" if c.exit_code is not None else c.status
+            if c.id in withheld:
+                lines += [
+                    "",
+                    f"### {_at(c.created_at)} · {_cell(c.requester)} on {_cell(c.host)}: {WITHHELD_COMMAND}",
+                    "",
+                    f"Result: {c.status}, {code}; finished {_at(c.finished_at)}. {_cell(withheld[c.id])}.",
+                ]
+                continue
             lines += [
                 "",
                 f"### {_at(c.created_at)} · {_cell(c.requester)} on {_cell(c.host)}: `{_cell(' '.join(c.argv))}`",
@@ -121,8 +139,14 @@ def incident_markdown(incident: IncidentRecord, commands: Sequence[ScenarioComma
     return "\n".join(lines) + "\n"
 
 
-async def export_incident(db: Database, incident_id: int) -> str:
-    """The Markdown export of `incident_id`. Raises IncidentNotFound."""
+async def export_incident(db: Database, incident_id: int, *, access: ReadAccess | None = None) -> str:
+    """The Markdown export of `incident_id`, for `access`'s reader (None: everything, for the CLI on the
+    controller's host). Raises IncidentNotFound."""
     incident = await get_incident(db, incident_id)
-    commands = await db.run_in_transaction(lambda conn: commands_of(conn, [incident_id]))
-    return incident_markdown(incident, commands.get(incident_id, []))
+    commands = (await db.run_in_transaction(lambda conn: commands_of(conn, [incident_id]))).get(incident_id, [])
+    withheld: dict[int, str] = {}
+    if access is not None:
+        incident = await access.incident(incident)
+        decisions = await access.decide_ids(c.id for c in commands)
+        withheld = {i: d.reason for i, d in decisions.items() if not d.allowed}
+    return incident_markdown(incident, commands, withheld)

@@ -20,7 +20,14 @@ from teleops.domain.incident import TimelineKind
 from teleops.memory.runbooks import bind
 from teleops.memory.service import FIRST_RESPONSE_PRINCIPAL, ScenarioMemory
 from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import AgentOffline, CommandDenied, CommandRequest, CommandSender, submit_command
+from teleops.pipeline.dispatch import (
+    AgentOffline,
+    CommandDenied,
+    CommandRequest,
+    CommandSender,
+    StepUpRequired,
+    submit_command,
+)
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
 from teleops.store.agents import host_candidates
 from teleops.store.incidents import IncidentNotFound, add_timeline_event, get_incident
@@ -97,6 +104,12 @@ class FirstResponder:
                 await submit_command(db, sender, await host_candidates(db, request.host), request, now=self._clock())
             except CommandDenied:
                 pass  # recorded as denied on the incident's timeline by the pipeline
+            except StepUpRequired:  # nobody can give a code for an automatic run (step-up by default, policy.py)
+                await self._note(
+                    incident_id,
+                    f"first response could not run {step.name!r}: its rule asks for a one-time code; use read-only "
+                    f"diagnostics or give that rule of role {self._role!r} `require_2fa: false`",
+                )
             except (CommandLineError, UnknownHost, AmbiguousHost, AgentOffline, IncidentNotFound) as exc:
                 await self._note(incident_id, f"first response could not run {step.name!r}: {exc}")
             except Exception:  # one incident's diagnostics must not take the controller down

@@ -2,20 +2,35 @@
 
 Pure: turns a `Recurrence` into chat lines (plain text; the renderer escapes them) and into the JSON the
 REST API and the web UI show. All text from alerts, commands and notes is untrusted and stays plain.
+
+`withheld` maps the ids of commands the reader may not read to why (teleops.pipeline.read_access): such a
+command still counts and shows who ran it and whether it worked, never its command line or output, and it is
+never offered to run again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from teleops.memory.recurrence import Recurrence, Scenario, Tier
 from teleops.store.scenarios import ScenarioCommand
 
-__all__ = ["EXCERPT_CHARS", "excerpt", "human_duration", "last_time_lines", "last_time_view", "ordinal"]
+__all__ = [
+    "EXCERPT_CHARS",
+    "WITHHELD_COMMAND",
+    "excerpt",
+    "human_duration",
+    "last_time_lines",
+    "last_time_view",
+    "ordinal",
+]
 
 EXCERPT_CHARS = 80
 MAX_COMMAND_LINES = 5
+WITHHELD_COMMAND = "[command not shown to you]"
+_NONE: Mapping[int, str] = {}
 
 
 def ordinal(n: int) -> str:
@@ -69,9 +84,11 @@ def handlers(scenario: Scenario) -> list[str]:
     return names
 
 
-def _command_line(command: ScenarioCommand) -> str:
+def _command_line(command: ScenarioCommand, withheld: Mapping[int, str]) -> str:
     mark = "✔" if command.exit_code == 0 else "✘"
     result = f"exit {command.exit_code}" if command.exit_code is not None else command.status
+    if command.id in withheld:
+        return f"{mark} {command.requester}: {WITHHELD_COMMAND} on {command.host} → {result}"
     text = f"{mark} {command.requester}: {' '.join(command.argv)} → {result}"
     tail = excerpt(command.output_tail)
     return f"{text} · {tail}" if tail else text
@@ -87,7 +104,7 @@ def _resolution(scenario: Scenario) -> str:
     return f"{how} after {human_duration(took)}" if took is not None else how
 
 
-def last_time_lines(recurrence: Recurrence, *, now: datetime) -> list[str]:
+def last_time_lines(recurrence: Recurrence, *, now: datetime, withheld: Mapping[int, str] = _NONE) -> list[str]:
     """The block for a chat notification; empty when there is no earlier scenario."""
     last = recurrence.last
     if last is None:
@@ -107,32 +124,36 @@ def last_time_lines(recurrence: Recurrence, *, now: datetime) -> list[str]:
         back = human_duration(recurrence.incident.created_at - last.row.resolved_at)
         lines.append(f"⚠️ Fix didn't stick: back {back} after #{last.row.id} was fixed.")
     for command in last.commands[:MAX_COMMAND_LINES]:
-        lines.append(_command_line(command))
+        lines.append(_command_line(command, withheld))
     if len(last.commands) > MAX_COMMAND_LINES:
         lines.append(f"… and {len(last.commands) - MAX_COMMAND_LINES} more commands (see #{last.row.id}).")
     for note in last.notes[-2:]:
         lines.append(f"📝 {_who(note.actor) or 'note'}: {excerpt(note.text, 200)}")
     best = recurrence.best_fix
     if best is not None and best.row.id != last.row.id:
-        fix = "; ".join(" ".join(c.argv) for c in best.fix_commands[:3])
+        shown = [c for c in best.fix_commands if c.id not in withheld]
+        fix = "; ".join(" ".join(c.argv) for c in shown[:3]) if shown else WITHHELD_COMMAND
         lines.append(f"What fixed it on #{best.row.id}: {fix}.")
     return lines
 
 
-def _command_view(command: ScenarioCommand) -> dict[str, Any]:
+def _command_view(command: ScenarioCommand, withheld: Mapping[int, str]) -> dict[str, Any]:
+    """A withheld command has an empty `argv` and `output_excerpt`, and `withheld` says why (null otherwise)."""
+    why = withheld.get(command.id)
     return {
         "id": command.id,
         "requester": command.requester,
         "host": command.host,
-        "argv": command.argv,
+        "argv": [] if why is not None else command.argv,
         "status": command.status,
         "exit_code": command.exit_code,
-        "output_excerpt": excerpt(command.output_tail, 300),
+        "output_excerpt": "" if why is not None else excerpt(command.output_tail, 300),
         "finished_at": command.finished_at.isoformat() if command.finished_at else None,
+        "withheld": why,
     }
 
 
-def _scenario_view(scenario: Scenario, window: timedelta) -> dict[str, Any]:
+def _scenario_view(scenario: Scenario, window: timedelta, withheld: Mapping[int, str]) -> dict[str, Any]:
     row = scenario.row
     took = scenario.time_to_resolve
     return {
@@ -148,12 +169,12 @@ def _scenario_view(scenario: Scenario, window: timedelta) -> dict[str, Any]:
         "handled_by": handlers(scenario),
         "ended_in_fix": scenario.ended_in_fix,
         "fix_stuck": scenario.fix_stuck(window),
-        "commands": [_command_view(c) for c in scenario.commands],
+        "commands": [_command_view(c, withheld) for c in scenario.commands],
         "notes": [{"at": n.at.isoformat(), "actor": n.actor, "text": n.text} for n in scenario.notes],
     }
 
 
-def last_time_view(recurrence: Recurrence, *, now: datetime) -> dict[str, Any]:
+def last_time_view(recurrence: Recurrence, *, now: datetime, withheld: Mapping[int, str] = _NONE) -> dict[str, Any]:
     """The JSON of `GET /api/v1/incidents/{id}/history` (documented in docs/scenario-memory.md)."""
     window = recurrence.windows.fix_window
     last = recurrence.last
@@ -163,9 +184,9 @@ def last_time_view(recurrence: Recurrence, *, now: datetime) -> dict[str, Any]:
         "times_capped": recurrence.times_capped,
         "lookback_s": recurrence.windows.lookback.total_seconds(),
         "fix_didnt_stick": recurrence.fix_didnt_stick,
-        "last": _scenario_view(last, window) if last is not None else None,
+        "last": _scenario_view(last, window, withheld) if last is not None else None,
         "best_fix_incident_id": recurrence.best_fix.row.id if recurrence.best_fix else None,
-        "run_again": [_command_view(c) for c in recurrence.run_again()],
-        "scenarios": [_scenario_view(s, window) for s in recurrence.scenarios],
-        "text": last_time_lines(recurrence, now=now),
+        "run_again": [_command_view(c, withheld) for c in recurrence.run_again() if c.id not in withheld],
+        "scenarios": [_scenario_view(s, window, withheld) for s in recurrence.scenarios],
+        "text": last_time_lines(recurrence, now=now, withheld=withheld),
     }

@@ -19,6 +19,7 @@ from teleops.memory.last_time import last_time_lines, last_time_view
 from teleops.memory.recurrence import MemoryWindows, Recurrence, find_recurrence
 from teleops.memory.run_again import RunAgain, button_data, check_run_again
 from teleops.memory.runbooks import BoundStep, Runbook, bind, load_runbooks
+from teleops.pipeline.read_access import ReadAccess
 from teleops.store.database import Database, Transaction
 from teleops.store.scenarios import in_savepoint
 from teleops.store.search import SearchHit, search_scenarios
@@ -114,10 +115,13 @@ class ScenarioMemory:
     async def recurrence(self, incident_id: int) -> Recurrence | None:
         return await self.db.run_in_transaction(lambda conn: find_recurrence(conn, incident_id, windows=self.windows))
 
-    async def history(self, incident_id: int) -> dict[str, Any] | None:
-        """The `last_time` view of an incident, or None when it does not exist."""
+    async def history(self, incident_id: int, *, access: ReadAccess | None = None) -> dict[str, Any] | None:
+        """The `last_time` view of an incident, or None when it does not exist. With `access`, the commands its
+        reader may not read are withheld (teleops.pipeline.read_access); None shows all (the CLI, on the host)."""
         recurrence = await self.recurrence(incident_id)
-        return None if recurrence is None else last_time_view(recurrence, now=self.clock())
+        if recurrence is None:
+            return None
+        return last_time_view(recurrence, now=self.clock(), withheld=await _withheld(recurrence, access))
 
     async def check_run_again(self, incident_id: int, command_id: int) -> RunAgain:
         """Re-derive a Run-again choice. Raises RunAgainRefused."""
@@ -125,31 +129,48 @@ class ScenarioMemory:
             lambda conn: check_run_again(conn, incident_id, command_id, windows=self.windows)
         )
 
-    async def history_text(self, incident_id: int) -> str:
-        """`/history` in reply to an incident: its "last time" block, or why there is none."""
+    async def history_text(self, incident_id: int, *, access: ReadAccess | None = None) -> str:
+        """`/history` in reply to an incident: its "last time" block, or why there is none. `access` as in
+        `history`."""
         recurrence = await self.recurrence(incident_id)
         if recurrence is None:
             return f"Incident #{incident_id} does not exist; /incidents lists the open ones."
-        lines = last_time_lines(recurrence, now=self.clock())
+        lines = last_time_lines(recurrence, now=self.clock(), withheld=await _withheld(recurrence, access))
         if not lines:
             return f"#{incident_id} has no earlier occurrence that TeleOps knows of."
         return f"#{incident_id} {recurrence.incident.name}\n" + "\n".join(lines)
 
-    async def search(self, query: str, *, limit: int = 20, offset: int = 0) -> list[SearchHit]:
-        """Scenarios matching every word of `query`, best first. Raises StorageUnavailable."""
-        return await search_scenarios(self.db, query, limit=limit, offset=offset)
+    async def search(
+        self, query: str, *, limit: int = 20, offset: int = 0, access: ReadAccess | None = None
+    ) -> list[SearchHit]:
+        """Scenarios matching every word of `query`, best first. With `access`, command lines and output are
+        searched only when its reader may read every command (`ReadAccess.reads_every_command`). Raises
+        StorageUnavailable."""
+        commands = access is None or access.reads_every_command()
+        return await search_scenarios(self.db, query, limit=limit, offset=offset, commands=commands)
 
-    async def search_text(self, query: str, *, limit: int = 10) -> str:
+    async def search_text(self, query: str, *, limit: int = 10, access: ReadAccess | None = None) -> str:
         """`/history QUERY`: the best matches, one line each, with where the words were found."""
-        hits = await self.search(query, limit=limit)
+        hits = await self.search(query, limit=limit, access=access)
+        partial = access is not None and not access.reads_every_command()
+        scope = " (incidents and notes only: you may not read every command)" if partial else ""
         if not hits:
-            return f"No scenario mentions {query!r}. Try fewer or other words."
-        lines = [f"Scenarios matching {query!r}, best first:"]
+            return f"No scenario mentions {query!r}{scope}. Try fewer or other words."
+        lines = [f"Scenarios matching {query!r}{scope}, best first:"]
         for hit in hits:
             when = f"{hit.created_at:%Y-%m-%d}"
             snippet = f" — …{hit.snippet}…" if hit.snippet else ""
             lines.append(f"#{hit.incident_id} {hit.name} on {hit.host or '?'} ({hit.status}, {when}){snippet}")
         return "\n".join(lines)
+
+
+async def _withheld(recurrence: Recurrence, access: ReadAccess | None) -> dict[int, str]:
+    """The commands of `recurrence` that `access`'s reader may not read, with why."""
+    if access is None:
+        return {}
+    ids = [c.id for s in recurrence.scenarios for c in s.commands]
+    decisions = await access.decide_ids(ids)
+    return {i: d.reason for i, d in decisions.items() if not d.allowed}
 
 
 def _labels(incident: Mapping[str, Any]) -> dict[str, str]:

@@ -1,4 +1,9 @@
-"""Who is calling: ingest tokens for senders, API tokens for people and scripts."""
+"""Who is calling: ingest tokens for senders, API tokens for people and scripts.
+
+The front door (server/front_door.py) runs `authenticate_api` before any body is read and leaves the verified
+`Caller` in the ASGI scope under `VERIFIED_CALLER`; `require_api_caller` then takes it from there, so a request
+is verified once. The same goes for an ingest token under `VERIFIED_INGEST_TOKEN`.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,25 @@ import binascii
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
+from starlette.requests import HTTPConnection
 
 from teleops.server.services import Services
 from teleops.server.session import CSRF_HEADER, SESSION_COOKIE, web_sessions
 from teleops.store.tokens import TokenKind
 
-__all__ = ["Caller", "credential_from", "require_api_caller", "services_of"]
+__all__ = [
+    "VERIFIED_CALLER",
+    "VERIFIED_INGEST_TOKEN",
+    "Caller",
+    "authenticate_api",
+    "credential_from",
+    "require_api_caller",
+    "services_of",
+]
+
+# ASGI scope keys the front door fills in once it has verified the request's credentials.
+VERIFIED_CALLER = "teleops.caller"
+VERIFIED_INGEST_TOKEN = "teleops.ingest_token"  # noqa: S105 (a scope key, not a secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,14 +39,14 @@ class Caller:
     via: str  # "api-token:NAME" — recorded with every action
 
 
-def services_of(request: Request) -> Services:
+def services_of(request: HTTPConnection) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def credential_from(request: Request) -> str | None:
+def credential_from(connection: HTTPConnection) -> str | None:
     """The secret from `Authorization: Bearer X` or HTTP Basic (password = token; for senders that only do Basic)."""
-    values = request.headers.getlist("authorization")
+    values = connection.headers.getlist("authorization")
     if len(values) != 1:
         return None
     scheme, _, value = values[0].strip().partition(" ")
@@ -45,15 +63,24 @@ def credential_from(request: Request) -> str | None:
 
 
 async def require_api_caller(request: Request) -> Caller:
-    """FastAPI dependency: a live API token, else 401 saying how to get one.
+    """FastAPI dependency: the caller the front door verified, else `authenticate_api` (see there)."""
+    verified = request.scope.get(VERIFIED_CALLER)
+    if isinstance(verified, Caller):
+        return verified
+    return await authenticate_api(request)
+
+
+async def authenticate_api(connection: HTTPConnection) -> Caller:
+    """A live API token, else 401 saying how to get one. Reads headers and cookies only, never the body.
 
     Without an Authorization header, a web UI session cookie is accepted too; then any method that
     changes state must carry the session's CSRF token in `X-CSRF-Token` (403 otherwise).
+    Raises HTTPException (401, 403) and StorageUnavailable (the token or session could not be read).
     """
-    secret = credential_from(request)
-    services = services_of(request)
-    if secret is None and not request.headers.getlist("authorization") and SESSION_COOKIE in request.cookies:
-        caller = await _session_caller(request, services)
+    secret = credential_from(connection)
+    services = services_of(connection)
+    if secret is None and not connection.headers.getlist("authorization") and SESSION_COOKIE in connection.cookies:
+        caller = await _session_caller(connection, services)
         if caller is not None:
             return caller
     record = await services.tokens.verify(TokenKind.API, secret) if secret else None
@@ -70,14 +97,14 @@ async def require_api_caller(request: Request) -> Caller:
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def _session_caller(request: Request, services: Services) -> Caller | None:
+async def _session_caller(connection: HTTPConnection, services: Services) -> Caller | None:
     """The logged-in web user as a Caller, or None when the cookie is not a valid session of an existing user."""
-    sessions = await web_sessions(request)
-    session = sessions.session_of(request, services)
+    sessions = await web_sessions(connection)
+    session = await sessions.session_of(connection, services)
     if session is None or await services.users.get(session.user) is None:
         return None
-    if request.method not in _SAFE_METHODS and not sessions.signer.check_csrf(
-        session, request.headers.get(CSRF_HEADER)
+    if connection.scope.get("method") not in _SAFE_METHODS and not sessions.signer.check_csrf(
+        session, connection.headers.get(CSRF_HEADER)
     ):
         raise HTTPException(
             status_code=403,

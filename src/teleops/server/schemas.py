@@ -16,6 +16,7 @@ __all__ = [
     "IncidentList",
     "IncidentOut",
     "RowId",
+    "RowIdField",
     "SnoozeRequest",
     "TimelineEventOut",
 ]
@@ -24,6 +25,8 @@ __all__ = [
 # Ids are 64-bit in both databases: a larger number in a URL is a 422, never a driver overflow (500).
 MAX_ROW_ID = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+# The same bound for an id inside a request body (e.g. `incident_id` of POST /api/v1/commands).
+RowIdField = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 
 
 class TimelineEventOut(BaseModel):

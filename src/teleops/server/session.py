@@ -1,8 +1,22 @@
-"""Web UI sessions: a signed cookie naming the logged-in user, per-session CSRF tokens, login throttling.
+"""Web UI sessions: a signed cookie naming a server-side session row, per-session CSRF tokens, login throttling.
 
 The cookie is `v1.<payload>.<signature>`: payload is base64url JSON `{"u": user, "s": session id, "t": issued}`,
 signature is HMAC-SHA256 under a key generated once and kept in the database (all replicas share it).
-Nothing else is stored server-side, so a session ends when its cookie expires or the browser drops it.
+
+A good signature is not enough (issue #18: a cookie used to outlive its logout). The session id names a row in
+`web_sessions` (store/web_sessions.py), and every request reads it: the session is live only while the row is
+not revoked, was seen within `server.session_idle` (30m), started within `server.session_lifetime` (12h), and its
+user still has the role they logged in with. Logout revokes the row; a password change or a role change revokes
+all of the user's rows in the same transaction. The state is in the database, not in process memory, and nothing
+is cached, so every replica refuses a revoked cookie on its very next request.
+
+Why a row per session rather than a per-user "epoch" in the cookie: logout must end *this* session and not the
+user's other browsers, idle expiry needs a last-seen time per session anyway, and rows show who is logged in.
+`last_seen_at` is written at most once a minute (or a quarter of the idle time, if shorter), so reads stay reads;
+a session therefore ends between `session_idle` minus that interval and `session_idle` after its last request.
+
+Cookies are HttpOnly, SameSite=Strict, and Secure when `server.public_url` is https or the request came over
+https; their Max-Age is the session lifetime.
 """
 
 from __future__ import annotations
@@ -14,19 +28,25 @@ import hmac
 import json
 import secrets
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
+from teleops.config.duration import parse_duration
 from teleops.server.services import Services
 from teleops.store.server_keys import server_key
+from teleops.store.web_sessions import WebSessionStore
 
 __all__ = [
     "CSRF_FIELD",
     "CSRF_HEADER",
     "LOGIN_COOKIE",
     "SESSION_COOKIE",
+    "SESSION_IDLE",
     "SESSION_TTL",
     "LoginThrottle",
     "Session",
@@ -39,7 +59,9 @@ SESSION_COOKIE = "teleops_session"
 LOGIN_COOKIE = "teleops_login"  # a nonce binding the login form's CSRF token to this browser
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-SESSION_TTL = timedelta(hours=12)
+SESSION_TTL = timedelta(hours=12)  # the default absolute lifetime (server.session_lifetime)
+SESSION_IDLE = timedelta(minutes=30)  # the default idle time (server.session_idle)
+_TOUCH_EVERY = timedelta(minutes=1)
 _KEY_NAME = "web-session-v1"
 
 
@@ -70,9 +92,11 @@ class SessionSigner:
     def _mac(self, purpose: str, message: str) -> str:
         return _b64(hmac.new(self._key, f"{purpose}\x00{message}".encode(), hashlib.sha256).digest())
 
-    def issue(self, user: str, *, now: datetime) -> str:
-        """A fresh cookie value for `user` (a new session id every login: no session fixation)."""
-        payload = _b64(json.dumps({"u": user, "s": secrets.token_urlsafe(16), "t": int(now.timestamp())}).encode())
+    def issue(self, user: str, *, now: datetime, sid: str | None = None) -> str:
+        """A cookie value for `user` naming session `sid` (default: a fresh random id; a new one every login, so
+        no session fixation)."""
+        sid = sid or secrets.token_urlsafe(16)
+        payload = _b64(json.dumps({"u": user, "s": sid, "t": int(now.timestamp())}).encode())
         return f"v1.{payload}.{self._mac('session', payload)}"
 
     def verify(self, cookie: str | None, *, now: datetime) -> Session | None:
@@ -151,15 +175,68 @@ class LoginThrottle:
 
 @dataclass(slots=True)
 class WebSessions:
-    """What the web UI needs per process: the signer (key from the database) and the login throttle."""
+    """What the web UI needs per process: the signer (key from the database), the session rows, the throttle."""
 
     signer: SessionSigner
     throttle: LoginThrottle
     secure_cookies: bool
+    store: WebSessionStore
+    idle: timedelta = SESSION_IDLE
 
-    def session_of(self, connection: HTTPConnection, services: Services) -> Session | None:
-        """The valid session carried by this request or WebSocket, else None."""
-        return self.signer.verify(connection.cookies.get(SESSION_COOKIE), now=services.clock())
+    @property
+    def lifetime(self) -> timedelta:
+        return self.signer.ttl
+
+    async def session_of(self, connection: HTTPConnection, services: Services) -> Session | None:
+        """The live session carried by this request or WebSocket, else None (see the module docstring).
+
+        Raises StorageUnavailable when the session row cannot be read: no database, no session.
+        """
+        now = services.clock()
+        session = self.signer.verify(connection.cookies.get(SESSION_COOKIE), now=now)
+        if session is None:
+            return None
+        live = await self.store.check(
+            session.sid,
+            now=now,
+            idle=self.idle,
+            lifetime=self.lifetime,
+            touch_every=min(_TOUCH_EVERY, self.idle / 4),
+        )
+        return session if live is not None and live.user == session.user else None
+
+    async def start(self, user: str, *, now: datetime, audit_data: Mapping[str, Any]) -> str:
+        """A cookie value for a new session of `user`, recorded and audited as `login.succeeded` first.
+
+        Raises StorageUnavailable or AuditUnavailable when that could not be written: then there is no session.
+        """
+        sid = secrets.token_urlsafe(32)
+        await self.store.start(sid, user, now=now, lifetime=self.lifetime, audit_data=audit_data)
+        return self.signer.issue(user, now=now, sid=sid)
+
+    async def end(self, session: Session, *, now: datetime, audit_data: Mapping[str, Any] | None) -> bool:
+        """Revoke `session` (logout), audited as `logout` unless `audit_data` is None; see WebSessionStore.end."""
+        return await self.store.end(session.sid, now=now, user=session.user, audit_data=audit_data)
+
+    def secure(self, connection: HTTPConnection) -> bool:
+        """Whether cookies for this request must be Secure: the public URL or the request itself is https."""
+        return self.secure_cookies or connection.url.scheme in ("https", "wss")
+
+    def set_session_cookie(self, response: Response, connection: HTTPConnection, value: str) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            value,
+            max_age=int(self.lifetime.total_seconds()),
+            httponly=True,
+            samesite="strict",
+            secure=self.secure(connection),
+            path="/",
+        )
+
+    def clear_session_cookie(self, response: Response, connection: HTTPConnection) -> None:
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=self.secure(connection)
+        )
 
 
 async def web_sessions(connection: HTTPConnection) -> WebSessions:
@@ -172,13 +249,16 @@ async def web_sessions(connection: HTTPConnection) -> WebSessions:
     if existing is not None:
         return existing
     services: Services = state.services
+    server = services.settings.server
     # Two first requests racing here both read the same key (server_key is create-once); the later
     # assignment wins and nothing is lost but an empty throttle.
     key = await server_key(services.db, _KEY_NAME, now=services.clock())
     created = WebSessions(
-        signer=SessionSigner(key),
+        signer=SessionSigner(key, ttl=timedelta(seconds=parse_duration(server.session_lifetime))),
         throttle=LoginThrottle(),
-        secure_cookies=services.settings.server.base_url().startswith("https://"),
+        secure_cookies=server.base_url().startswith("https://"),
+        store=WebSessionStore(services.db),
+        idle=timedelta(seconds=parse_duration(server.session_idle)),
     )
     existing = getattr(state, "web_sessions", None)
     if existing is None:

@@ -45,10 +45,12 @@ _SQLITE = text(
     FROM (
         SELECT incident_id, -min(rank) AS score,
                (SELECT snippet(scenario_search, 0, '', '', '…', 12) FROM scenario_search
-                WHERE scenario_search MATCH :q AND incident_id = hits.incident_id ORDER BY rank LIMIT 1)
+                WHERE scenario_search MATCH :q AND incident_id = hits.incident_id
+                      AND (:commands OR kind <> 'command')
+                ORDER BY rank LIMIT 1)
                AS snippet
         FROM (SELECT CAST(incident_id AS INTEGER) AS incident_id, rank FROM scenario_search
-              WHERE scenario_search MATCH :q) AS hits
+              WHERE scenario_search MATCH :q AND (:commands OR kind <> 'command')) AS hits
         GROUP BY incident_id
     ) AS m JOIN incidents AS i ON i.id = m.incident_id
     ORDER BY m.score DESC, m.incident_id DESC
@@ -64,10 +66,11 @@ _POSTGRES = text(
                                'MaxWords=12, MinWords=3, StartSel="", StopSel=""')
             FROM scenario_search AS s2
             WHERE s2.incident_id = m.incident_id AND s2.tsv @@ plainto_tsquery('simple', :q)
+                  AND (:commands OR s2.kind <> 'command')
             ORDER BY ts_rank(s2.tsv, plainto_tsquery('simple', :q)) DESC LIMIT 1) AS snippet
     FROM (
         SELECT incident_id, max(ts_rank(tsv, plainto_tsquery('simple', :q))) AS score
-        FROM scenario_search WHERE tsv @@ plainto_tsquery('simple', :q)
+        FROM scenario_search WHERE tsv @@ plainto_tsquery('simple', :q) AND (:commands OR kind <> 'command')
         GROUP BY incident_id
     ) AS m JOIN incidents AS i ON i.id = m.incident_id
     ORDER BY m.score DESC, m.incident_id DESC
@@ -76,13 +79,13 @@ _POSTGRES = text(
 )
 
 
-def _search(conn: Connection, words: list[str], limit: int, offset: int) -> list[SearchHit]:
+def _search(conn: Connection, words: list[str], limit: int, offset: int, commands: bool) -> list[SearchHit]:
     if conn.dialect.name == "sqlite":
         # Each word as an FTS5 string ("..."), implicitly ANDed: no operator from the query is ever parsed.
         query = " ".join(f'"{w}"' for w in words)
-        rows = conn.execute(_SQLITE, {"q": query, "limit": limit, "offset": offset})
+        rows = conn.execute(_SQLITE, {"q": query, "limit": limit, "offset": offset, "commands": commands})
     else:
-        rows = conn.execute(_POSTGRES, {"q": " ".join(words), "limit": limit, "offset": offset})
+        rows = conn.execute(_POSTGRES, {"q": " ".join(words), "limit": limit, "offset": offset, "commands": commands})
     hits = []
     for r in rows:
         created = r.created_at if isinstance(r.created_at, datetime) else datetime.fromisoformat(str(r.created_at))
@@ -102,12 +105,16 @@ def _search(conn: Connection, words: list[str], limit: int, offset: int) -> list
     return hits
 
 
-async def search_scenarios(db: Database, query: str, *, limit: int = 20, offset: int = 0) -> list[SearchHit]:
+async def search_scenarios(
+    db: Database, query: str, *, limit: int = 20, offset: int = 0, commands: bool = True
+) -> list[SearchHit]:
     """Scenarios matching every word of `query`, best first (then newest). An empty query finds nothing.
+    `commands=False` searches incidents and notes only, never a command line or output (for a reader who may not
+    read every command: pipeline/read_access.py).
 
     Raises StorageUnavailable when the database does not answer.
     """
     words = query_words(query)
     if not words:
         return []
-    return await db.run_in_transaction(_search, words, limit, offset)
+    return await db.run_in_transaction(_search, words, limit, offset, commands)

@@ -1,4 +1,7 @@
-"""People: name, role, web-console password (scrypt). Chat identities are linked in the chat issue."""
+"""People: name, role, web-console password (scrypt). Chat identities are linked in the chat issue.
+
+A new password or a new role ends the user's web console sessions in the same transaction (issue #18,
+store/web_sessions.py), audited as `session.revoked`."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
@@ -15,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from teleops.store.database import Database
 from teleops.store.schema import users
+from teleops.store.web_sessions import revoke_user_sessions
 
 __all__ = ["UserExists", "UserRecord", "UserStore", "check_password", "hash_password"]
 
@@ -90,9 +94,22 @@ class UserStore:
                 existing = await self.get(name)
                 assert existing is not None
         if existing.role != role:
+            user_id, before = existing.id, existing.role
 
             def apply(conn: Connection) -> None:
-                conn.execute(update(users).where(users.c.name == name).values(role=role))
+                # Only the replica whose UPDATE changed the role revokes (and audits) the sessions.
+                changed = conn.execute(
+                    update(users).where(users.c.id == user_id, users.c.role != role).values(role=role)
+                ).rowcount
+                if changed:
+                    revoke_user_sessions(
+                        conn,
+                        user_id,
+                        now=now,
+                        reason="role changed",
+                        actor="system",
+                        data={"from": before, "to": role, "via": "config"},
+                    )
 
             await self._db.run_in_transaction(apply)
             self._cache.pop(name, None)
@@ -121,11 +138,21 @@ class UserStore:
             return None
         return UserRecord(row.id, row.name, row.role, row.created_at)
 
-    async def set_password(self, name: str, password: str) -> bool:
+    async def set_password(self, name: str, password: str, *, now: datetime | None = None, by: str = "cli") -> bool:
+        """Set `name`'s password and revoke their web sessions (audited with actor `by`); False for no such user.
+
+        Raises StorageUnavailable or AuditUnavailable when it could not be written (then nothing changed).
+        """
+        at = now or datetime.now(UTC)
+        digest = hash_password(password)  # scrypt outside the transaction: it must not hold the write lock
+
         def apply(conn: Connection) -> bool:
-            result = conn.execute(
-                update(users).where(users.c.name == name).values(password_hash=hash_password(password))
-            )
-            return bool(result.rowcount)
+            user_id = conn.execute(
+                update(users).where(users.c.name == name).values(password_hash=digest).returning(users.c.id)
+            ).scalar_one_or_none()
+            if user_id is None:
+                return False
+            revoke_user_sessions(conn, int(user_id), now=at, reason="password changed", actor=by)
+            return True
 
         return await self._db.run_in_transaction(apply)

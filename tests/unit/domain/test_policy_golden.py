@@ -12,25 +12,27 @@ from teleops.config.settings import parse_duration
 from teleops.domain.policy import Decision, Policy, compile_policy
 from teleops.pipeline.command_line import CommandLineError, split_command
 
+# Rules that can change a host say `require_2fa: false` so the rows show the other semantics alone; the step-up
+# default (a code when the key is absent) has its own tests in tests/security/test_stepup_default.py.
 POLICY_YAML = """
 operator:
   - {hosts: ["*"], commands: ["uptime", "df *", "echo *", "journalctl -u *.service", "systemctl status *", "ls *"]}
   - {hosts: ["web-*"], commands: ["systemctl restart *"], require_2fa: true, max_timeout: 2m}
-  - {hosts: ["*"], commands: ["reboot"], require_approval: true}
+  - {hosts: ["*"], commands: ["reboot"], require_approval: true, require_2fa: false}
   - {hosts: ["*"], commands: ["rm *"], effect: deny}
   - {hosts: ["db-*"], commands: ["systemctl *"], effect: deny}
   - {hosts: ["*"], commands: ["tail -n * /var/log/*"]}
 admin:
-  - {hosts: ["*"], commands: ["*"]}
+  - {hosts: ["*"], commands: ["*"], require_2fa: false}
   - {hosts: ["*"], commands: ["sh -c *", "bash -c *"], shell: true, require_2fa: true}
-  - {hosts: ["prod-*"], commands: ["*"], require_approval: true, max_timeout: 5m}
+  - {hosts: ["prod-*"], commands: ["*"], require_approval: true, max_timeout: 5m, require_2fa: false}
   - {hosts: ["*"], commands: ["rm -rf /", "rm -rf / *"], effect: deny}
 auditor:
   - {hosts: ["*"], commands: ["uptime"]}
   - {hosts: ["*"], commands: ["*"], effect: deny}
   - {hosts: ["*"], commands: ["df *"]}
 scripter:
-  - {hosts: ["ci-*"], commands: ["*"], shell: true}
+  - {hosts: ["ci-*"], commands: ["*"], shell: true, require_2fa: false}
 nobody: []
 """
 

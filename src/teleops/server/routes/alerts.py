@@ -17,15 +17,17 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from teleops.server.auth import credential_from, services_of
+from teleops.server.auth import VERIFIED_INGEST_TOKEN, credential_from, services_of
+from teleops.server.ingest_limits import IngestLimits, Throttled
 from teleops.server.json_body import BadJSON, loads_strict
 from teleops.server.metrics import Metrics
+from teleops.server.services import Services
 from teleops.sources.payload import PayloadError
 from teleops.sources.registry import SOURCES, get_source
 from teleops.store.database import StorageUnavailable
-from teleops.store.tokens import TokenKind
+from teleops.store.tokens import TokenKind, TokenRecord
 
-__all__ = ["IngestFastPath", "router"]
+__all__ = ["IngestFastPath", "router", "unauthorized"]
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["alerts"])
@@ -39,7 +41,8 @@ class _TooLarge(Exception):
     pass
 
 
-def _unauthorized(metrics: Metrics, source: str) -> JSONResponse:
+def unauthorized(metrics: Metrics, source: str) -> JSONResponse:
+    """The 401 for a sender without a valid ingest token (counted in teleops_alerts_rejected_total)."""
     metrics.alerts_rejected.labels(source, "401").inc()
     return JSONResponse(
         {
@@ -48,6 +51,34 @@ def _unauthorized(metrics: Metrics, source: str) -> JSONResponse:
         },
         status_code=401,
         headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def ingest_limits_of(request: Request, services: Services) -> IngestLimits:
+    """This app's rate limiter, built on first use for the services of the running lifespan."""
+    state = request.app.state
+    limits: IngestLimits | None = getattr(state, "ingest_limits", None)
+    if limits is None or limits.ingest is not services.ingest:
+        limits = IngestLimits(
+            services.settings.ingest, ingest=services.ingest, metrics=services.metrics, clock=services.clock
+        )
+        state.ingest_limits = limits
+    return limits
+
+
+def too_many(token: str, source: str, refusal: Throttled) -> JSONResponse:
+    """The 429 for a token over its rate limit (counted by IngestLimits.check)."""
+    limit = refusal.limit
+    return JSONResponse(
+        {
+            "detail": f"ingest token {token!r} is over its {source} rate limit ({limit.alerts} alerts per "
+            f"{limit.per}, burst {limit.capacity}); nothing was stored, retry after {refusal.retry_after_s} s. "
+            f"Admins are paged (incident IngestThrottled:{token}); if this rate is expected, raise "
+            f"ingest.tokens.{token} or ingest.limits.{source}",
+            "retry_after": refusal.retry_after_s,
+        },
+        status_code=429,
+        headers={"Retry-After": str(refusal.retry_after_s)},
     )
 
 
@@ -72,7 +103,8 @@ async def _read_capped(request: Request, cap: int) -> bytes:
     ROUTE_TEMPLATE,
     summary="Receive alerts from a monitoring sender",
     description="Source is one of: " + ", ".join(_SOURCE_NAMES) + ". Answers 200 only after the alerts "
-    "are committed; 503 when storage is unavailable (senders retry 5xx).",
+    "are committed; 503 when storage is unavailable (senders retry 5xx); 429 with Retry-After when the ingest "
+    "token is over its rate limit.",
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
     },
@@ -82,6 +114,7 @@ async def _read_capped(request: Request, cap: int) -> bytes:
         404: {"description": "Unknown source"},
         413: {"description": "Body over the size cap"},
         422: {"description": "JSON that this source does not send; `field` names the path"},
+        429: {"description": "The ingest token is over its rate limit (ingest.limits); see Retry-After"},
         503: {"description": "Storage unavailable; retry"},
     },
 )
@@ -92,9 +125,14 @@ async def receive_alerts(source: str, request: Request) -> JSONResponse:
     if spec is None:
         return _error(404, f"unknown alert source {source[:40]!r}; use one of: {', '.join(_SOURCE_NAMES)}")
     secret = credential_from(request)
-    token = await services.tokens.verify(TokenKind.INGEST, secret) if secret else None
+    token: TokenRecord | None = request.scope.get(VERIFIED_INGEST_TOKEN)  # the front door checked it already
+    if token is None and secret:
+        token = await services.tokens.verify(TokenKind.INGEST, secret)
     if token is None and (secret is not None or spec.token_field is None):
-        return _unauthorized(metrics, source)  # checked before reading the body
+        return unauthorized(metrics, source)  # checked before reading the body
+    limits = ingest_limits_of(request, services)
+    if token is not None and (throttled := await limits.check(token.name, source)) is not None:
+        return too_many(token.name, source, throttled)  # before reading the body: a flood costs no parsing
     cap = services.settings.server.max_body_bytes
     try:
         body = await _read_capped(request, cap)
@@ -107,19 +145,22 @@ async def receive_alerts(source: str, request: Request) -> JSONResponse:
         payload = loads_strict(body)
     except BadJSON as exc:
         if secret is None:  # nothing is said about the body to a caller who has not authenticated
-            return _unauthorized(metrics, source)
+            return unauthorized(metrics, source)
         metrics.alerts_rejected.labels(source, "400").inc()
         return _error(400, str(exc))
     if token is None:  # the sender authenticates in the body (spec.token_field)
         in_body = payload.get(spec.token_field) if isinstance(payload, dict) and spec.token_field else None
         token = await services.tokens.verify(TokenKind.INGEST, in_body) if isinstance(in_body, str) else None
         if token is None:
-            return _unauthorized(metrics, source)
+            return unauthorized(metrics, source)
+        if (throttled := await limits.check(token.name, source)) is not None:
+            return too_many(token.name, source, throttled)
     try:
         parsed = spec.parse(payload)
     except PayloadError as exc:
         metrics.alerts_rejected.labels(source, "422").inc()
         return _error(422, f"not a {spec.title} payload: {exc}", field=exc.path)
+    limits.charge(token.name, source, len(parsed))
     try:
         outcomes = await services.ingest.submit(parsed)
     except StorageUnavailable as exc:

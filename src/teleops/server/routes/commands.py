@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -23,13 +24,15 @@ from teleops.pipeline.dispatch import (
 )
 from teleops.pipeline.duo import PushAlreadyPending, PushOutcome
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
+from teleops.pipeline.read_access import ReadAccess, reader_named
 from teleops.pipeline.stepup import OTP_HEADER, CodeGate
 from teleops.server.agent_hub import AgentHub
 from teleops.server.auth import Caller, require_api_caller, services_of
-from teleops.server.schemas import RowId
+from teleops.server.schemas import RowId, RowIdField
 from teleops.server.services import Services
 from teleops.store.agents import host_candidates
 from teleops.store.approvals import get_approval
+from teleops.store.audit import AuditUnavailable
 from teleops.store.commands import (
     TERMINAL,
     CommandNotFound,
@@ -39,10 +42,21 @@ from teleops.store.commands import (
     finish_command,
     get_command,
 )
+from teleops.store.database import StorageUnavailable
 from teleops.store.incidents import IncidentNotFound
 
-__all__ = ["CommandCreate", "CommandOut", "command_timeout", "request_as_caller", "router", "running_hub"]
+__all__ = [
+    "CommandCreate",
+    "CommandOut",
+    "command_timeout",
+    "read_access_of",
+    "request_as_caller",
+    "router",
+    "running_hub",
+    "storage_unavailable",
+]
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
 
 
@@ -50,7 +64,7 @@ class CommandCreate(BaseModel):
     host: str = Field(min_length=1, max_length=255, description="Agent name, hostname, or `host` label.")
     command: str = Field(max_length=4096, description="Split like a shell would (shlex); never run by a shell.")
     timeout: float | str | None = Field(None, description="Seconds, or a duration like 30s / 5m.")
-    incident_id: int | None = Field(None, description="Attach to this incident's timeline.")
+    incident_id: RowIdField | None = Field(None, description="Attach to this incident's timeline.")
 
 
 class CommandOut(BaseModel):
@@ -106,7 +120,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     404: {"description": "Unknown host (the message lists the known hosts) or incident"},
     409: {"description": "The host's agent is offline, or the host name is ambiguous"},
-    503: {"description": "The MFA provider (Duo) is unreachable: not executed (fail closed)"},
+    503: {
+        "description": "Storage is unavailable (disk full, database gone) or the MFA provider (Duo) is "
+        "unreachable: not executed (fail closed); retry after `Retry-After` seconds"
+    },
     422: {"description": "Empty command, unbalanced quotes, or a bad timeout"},
 }
 
@@ -134,6 +151,35 @@ async def request_as_caller(
         output_cap_bytes=services.settings.agents.output_cap_bytes,
         incident_id=incident_id,
     )
+
+
+async def read_access_of(services: Services, user: str) -> ReadAccess:
+    """Who may read which command, for the API token's (or web session's) user with their current role."""
+    return ReadAccess(services.db, await reader_named(services.users, user))
+
+
+async def readable_command(services: Services, user: str, command_id: int) -> CommandRecord:
+    """The command if `user` may read it; 404 — as for a command that does not exist — when it does not exist or
+    they may not read it (pipeline/read_access.py), so an id never confirms that someone else's command exists."""
+    try:
+        record = await get_command(services.db, command_id)
+    except CommandNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    access = await read_access_of(services, user)
+    if not (await access.decide([record]))[record.id].allowed:
+        raise HTTPException(404, str(CommandNotFound(command_id)))
+    return record
+
+
+def storage_unavailable(exc: Exception) -> JSONResponse:
+    """503 for a command that could not be recorded or audited (disk full, database gone): it was not run."""
+    log.warning("commands.storage_unavailable", error=str(exc))
+    return JSONResponse(
+        {"detail": f"storage unavailable ({exc}); the command was not run. Retry in a minute; if it persists, "
+         "check the database's disk space and that it is reachable"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )  # fmt: skip
 
 
 def running_hub(services: Services) -> AgentHub:
@@ -178,9 +224,13 @@ async def create(
     a denied or unanswered push answers 403, an unreachable Duo 503 (nothing runs)."""
     services = services_of(request)
     hub = running_hub(services)
-    command_request = await request_as_caller(
-        services, caller, host=body.host, command=body.command, run_timeout=body.timeout, incident_id=body.incident_id
-    )
+    try:
+        command_request = await request_as_caller(
+            services, caller, host=body.host, command=body.command, run_timeout=body.timeout,
+            incident_id=body.incident_id,
+        )  # fmt: skip
+    except StorageUnavailable as exc:
+        return storage_unavailable(exc)
     via = f"api:{caller.user}"
     gate = CodeGate(services.stepup, otp, via=via, push=services.duo) if services.stepup is not None else None
 
@@ -218,6 +268,8 @@ async def create(
         raise HTTPException(404, str(exc)) from exc
     except (AmbiguousHost, AgentOffline) as exc:
         raise HTTPException(409, str(exc)) from exc
+    except (StorageUnavailable, AuditUnavailable) as exc:
+        return storage_unavailable(exc)
     except CommandDenied as exc:
         return JSONResponse(
             {"detail": f"command refused: {exc}", "id": exc.record.id, "status": exc.record.status}, status_code=403
@@ -257,12 +309,11 @@ class VoteOut(BaseModel):
 async def _vote(services: Services, command_id: int, user: str, vote: Vote) -> VoteOut:
     if services.approvals is None:
         raise HTTPException(503, "two-person approval is not running; restart the controller")
-    text = await services.approvals.vote(command_id, voter=user, vote=vote)
+    text = await services.approvals.vote(command_id, voter=user, vote=vote)  # audited, counted or not
+    # Whoever may not read the command cannot count as a voter (a voter's own policy must allow the command on its
+    # host, which lets them read it); their refusal would quote the command, so they get the 404 of a missing one.
+    status = (await readable_command(services, user, command_id)).status
     approval = await get_approval(services.db, command_id)
-    try:
-        status = (await get_command(services.db, command_id)).status
-    except CommandNotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
     counted = not text.startswith("Not counted")
     out = VoteOut(
         id=command_id, counted=counted, detail=text, status=status, approval=approval.status if approval else None
@@ -273,7 +324,7 @@ async def _vote(services: Services, command_id: int, user: str, vote: Vote) -> V
 
 
 _VOTE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such command, or it never needed approval"},
+    404: {"description": "No such command, one the caller may not read, or it never needed approval"},
     409: {"description": "Not counted: own request, not allowed to run it, already decided, or expired"},
 }
 
@@ -292,16 +343,25 @@ async def deny(command_id: RowId, request: Request, caller: Annotated[Caller, De
     return await _vote(services_of(request), command_id, caller.user, Vote.DENY)
 
 
-@router.get("/{command_id}", response_model=CommandOut, responses={404: {"description": "No such command"}})
+@router.get(
+    "/{command_id}",
+    response_model=CommandOut,
+    responses={
+        404: {"description": "No such command, or one the caller may not read (who may: docs/access-control.md)"}
+    },
+)
 async def read(
     command_id: RowId,
     request: Request,
-    _caller: Annotated[Caller, Depends(require_api_caller)],
+    caller: Annotated[Caller, Depends(require_api_caller)],
     wait: Annotated[
         float, Query(ge=0, le=60, description="Seconds to wait for the command to end before answering.")
     ] = 0,
 ) -> CommandOut:
+    """The command with its output, if the caller may read it: they asked for it, voted on its approval, hold
+    admin, or their role's policy covers its host. Anyone else gets 404, as for a command that does not exist."""
     services = services_of(request)
+    await readable_command(services, caller.user, command_id)  # before waiting: a refusal is not held up
     try:
         hub = services.hub if wait > 0 else None
         finished = hub.progress.waiter(command_id) if hub is not None else None  # before the read: no lost wake-up
@@ -324,7 +384,7 @@ async def read(
     status_code=202,
     responses={
         403: {"description": "Not yours"},
-        404: {"description": "No such command"},
+        404: {"description": "No such command, or one the caller may not read"},
         409: {"description": "Finished or unreachable"},
     },
 )
@@ -332,10 +392,7 @@ async def cancel(
     command_id: RowId, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
 ) -> CommandOut:
     services = services_of(request)
-    try:
-        record = await get_command(services.db, command_id)
-    except CommandNotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    record = await readable_command(services, caller.user, command_id)
     user = await services.users.get(caller.user)
     if record.requester != caller.user and (user is None or user.role != "admin"):
         raise HTTPException(

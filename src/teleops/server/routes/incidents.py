@@ -1,4 +1,8 @@
-"""Incidents: list, read with timeline, and the human actions (ack, resolve, snooze)."""
+"""Incidents: list, read with timeline, and the human actions (ack, resolve, snooze).
+
+Every authenticated caller reads every incident (the rotation shares them); in a timeline, the command line and
+output of a command the caller may not read are withheld (pipeline/read_access.py): the event stays, with
+`withheld` saying why."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from teleops.config.settings import parse_duration
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
 from teleops.server.auth import Caller, require_api_caller, services_of
+from teleops.server.routes.commands import read_access_of
 from teleops.server.schemas import MAX_ROW_ID, IncidentDetail, IncidentList, IncidentOut, RowId, SnoozeRequest
 from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident, list_incidents
 
@@ -38,12 +43,14 @@ async def list_(
 
 @router.get("/{incident_id}", response_model=IncidentDetail, responses=_NOT_FOUND)
 async def read(
-    incident_id: RowId, request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]
+    incident_id: RowId, request: Request, caller: Annotated[Caller, Depends(require_api_caller)]
 ) -> IncidentDetail:
+    services = services_of(request)
     try:
-        return IncidentDetail.of(await get_incident(services_of(request).db, incident_id))
+        record = await get_incident(services.db, incident_id)
     except IncidentNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
+    return IncidentDetail.of(await (await read_access_of(services, caller.user)).incident(record))
 
 
 async def _act(
@@ -68,7 +75,7 @@ async def _act(
         raise HTTPException(404, str(exc)) from exc
     except InvalidTransition as exc:
         raise HTTPException(409, f"{exc}; reload the incident to see its state") from exc
-    return IncidentDetail.of(record)
+    return IncidentDetail.of(await (await read_access_of(services, caller.user)).incident(record))
 
 
 _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 import teleops
 from teleops.server.auth import services_of
 from teleops.server.session import CSRF_FIELD, Session, WebSessions, web_sessions
+from teleops.store.database import StorageUnavailable
 
 __all__ = ["UiUser", "age", "check_form_csrf", "render_page", "require_ui_user", "safe_next", "templates"]
 
@@ -45,11 +46,18 @@ def safe_next(target: str | None) -> str:
 
 
 async def require_ui_user(request: Request) -> UiUser:
-    """FastAPI dependency for pages: the logged-in user, else a 303 redirect to the login page."""
+    """FastAPI dependency for pages: the logged-in user, else a 303 redirect to the login page (also when the
+    session was logged out, revoked by a password or role change, idle too long or too old); 503 when the
+    session cannot be checked."""
     services = services_of(request)
-    sessions = await web_sessions(request)
-    session = sessions.session_of(request, services)
-    if session is None or await services.users.get(session.user) is None:
+    try:
+        sessions = await web_sessions(request)
+        session = await sessions.session_of(request, services)
+    except StorageUnavailable as exc:
+        raise HTTPException(
+            status_code=503, detail="the database is unavailable, so your session cannot be checked; retry in a minute"
+        ) from exc
+    if session is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise HTTPException(status_code=303, headers={"Location": f"/ui/login?next={quote(safe_next(target))}"})
     return UiUser(session.user, sessions.signer.csrf_token(session), session, sessions)

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
 from teleops.server.auth import services_of
+from teleops.server.routes.commands import read_access_of
 from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user
 from teleops.server.schemas import RowId
 from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident, list_incidents
@@ -62,8 +63,11 @@ async def incident_page(
             status_code=404,
             message=f"Incident {incident_id} does not exist. Go back to the incident list.",
         )
+    # Commands this person may not read are shown without their command line and output (read_access.py).
+    access = await read_access_of(services, user.name)
+    record = await access.incident(record)
     memory = getattr(request.app.state, "memory", None)  # scenario memory: what was done the earlier times
-    last_time = await memory.history(incident_id) if memory is not None else None
+    last_time = await memory.history(incident_id, access=access) if memory is not None else None
     return render_page(
         request,
         "incident.html",
@@ -140,7 +144,19 @@ _TITLES = {
     "handed_over": "Handed over",
 }
 # Shown in their own blocks, not in the key/value list.
-_SPECIAL = {"output", "output_excerpt", "argv", "command", "text", "exit_code", "host", "via", "status", "duration_s"}
+_SPECIAL = {
+    "output",
+    "output_excerpt",
+    "argv",
+    "command",
+    "text",
+    "exit_code",
+    "host",
+    "via",
+    "status",
+    "duration_s",
+    "withheld",
+}
 
 
 def _event_view(kind: str, actor: str | None, at: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -166,6 +182,7 @@ def _event_view(kind: str, actor: str | None, at: Any, data: dict[str, Any]) -> 
         "ok": exit_code == 0 if exit_code is not None else None,
         "output": None if output is None else str(output),
         "text": None if data.get("text") is None else str(data["text"]),
+        "withheld": None if data.get("withheld") is None else str(data["withheld"]),
         "details": [(str(k), _short(v)) for k, v in sorted(data.items()) if k not in _SPECIAL and v not in (None, "")],
     }
 

@@ -1,8 +1,9 @@
 """Log in and out of the web UI (the admin login is printed at first start).
 
-Every login attempt is in the audit log: `login.succeeded` is written before the session cookie is issued
-(sessions are signed cookies, not rows, so there is no session transaction to share: no audit record, no
-session), `login.failed` best effort with the user name tried and why, never the password."""
+Every login attempt is in the audit log: `login.succeeded` in the same transaction as the session row, before the
+cookie is issued (no audit record, no session), `login.failed` best effort with the user name tried and why, never
+the password. Logout revokes the session row (server/session.py), so the old cookie opens nothing on any replica,
+audited as `logout` in the same transaction."""
 
 from __future__ import annotations
 
@@ -10,36 +11,37 @@ import secrets
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+import structlog
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from teleops.server.auth import services_of
 from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user, safe_next
 from teleops.server.services import Services
-from teleops.server.session import LOGIN_COOKIE, SESSION_COOKIE, WebSessions, web_sessions
+from teleops.server.session import LOGIN_COOKIE, WebSessions, web_sessions
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.database import StorageUnavailable
 
 __all__ = ["router"]
 
 router = APIRouter()
+log = structlog.get_logger(__name__)
 
 _MAX_FIELD = 256
 _MAX_AUDITED_NAME = 64
 
 
-async def _audit_login(services: Services, *, now: datetime, name: str, address: str, failure: str | None) -> bool:
-    """Append the attempt to the audit log; False when it could not be written. Never the password."""
+async def _audit_failed_login(services: Services, *, now: datetime, name: str, address: str, failure: str) -> bool:
+    """Append the failed attempt to the audit log; False when it could not be written. Never the password."""
     tried = name[:_MAX_AUDITED_NAME] or "(empty)"
-    data = {"address": address, "via": "web"} | ({"reason": failure} if failure else {})
     try:
         await record(
             services.db,
             at=now,
             actor=tried,
-            action="login.failed" if failure else "login.succeeded",
+            action="login.failed",
             subject=f"user:{tried}",
-            data=data,
+            data={"address": address, "via": "web", "reason": failure},
         )
     except (AuditUnavailable, StorageUnavailable):
         return False
@@ -60,7 +62,7 @@ def _login_form(
         status_code=status_code,
     )
     response.set_cookie(
-        LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict", secure=sessions.secure_cookies, path="/ui"
+        LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict", secure=sessions.secure(request), path="/ui"
     )
     return response
 
@@ -94,7 +96,7 @@ async def login(
     name = username.strip()
     wait = sessions.throttle.retry_after(name, address, now=now)
     if wait is not None:
-        await _audit_login(services, now=now, name=name, address=address, failure="throttled")
+        await _audit_failed_login(services, now=now, name=name, address=address, failure="throttled")
         return _login_form(
             request,
             sessions,
@@ -106,7 +108,7 @@ async def login(
     user = await services.users.verify_password(name, password) if name and password else None
     if user is None:
         sessions.throttle.failed(name, address, now=now)
-        await _audit_login(services, now=now, name=name, address=address, failure="wrong user name or password")
+        await _audit_failed_login(services, now=now, name=name, address=address, failure="wrong user name or password")
         return _login_form(
             request,
             sessions,
@@ -115,7 +117,9 @@ async def login(
             "reset it with `teleops user set-password admin`.",
             status_code=401,
         )
-    if not await _audit_login(services, now=now, name=user.name, address=address, failure=None):
+    try:
+        cookie = await sessions.start(user.name, now=now, audit_data={"address": address, "via": "web"})
+    except (AuditUnavailable, StorageUnavailable):
         return _login_form(
             request,
             sessions,
@@ -126,25 +130,34 @@ async def login(
         )
     sessions.throttle.succeeded(name, address)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        sessions.signer.issue(user.name, now=now),
-        max_age=int(sessions.signer.ttl.total_seconds()),
-        httponly=True,
-        samesite="strict",
-        secure=sessions.secure_cookies,
-        path="/",
-    )
+    sessions.set_session_cookie(response, request, cookie)
     response.delete_cookie(LOGIN_COOKIE, path="/ui")
     return response
 
 
 @router.post("/logout", include_in_schema=False)
 async def logout(
+    request: Request,
     user: Annotated[UiUser, Depends(require_ui_user)],
     csrf_token: Annotated[str, Form(max_length=_MAX_FIELD)] = "",
 ) -> Response:
     check_form_csrf(user, csrf_token)
+    services = services_of(request)
+    now = services.clock()
+    data = {"address": request.client.host if request.client else "unknown", "via": "web"}
+    try:
+        try:
+            await user.sessions.end(user.session, now=now, audit_data=data)
+        except AuditUnavailable:
+            # Ending the session matters more than its record: revoke it anyway, and say so in the log.
+            log.warning("logout.not_audited", user=user.name)
+            await user.sessions.end(user.session, now=now, audit_data=None)
+    except StorageUnavailable as exc:
+        raise HTTPException(
+            status_code=503,
+            detail="Not logged out: the database is unavailable, so the session could not be ended. "
+            "Try again in a minute, or close the browser.",
+        ) from exc
     response = RedirectResponse("/ui/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    user.sessions.clear_session_cookie(response, request)
     return response
