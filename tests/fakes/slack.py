@@ -4,7 +4,8 @@ slack-sdk / slack-bolt clients pointed at it with `base_url`.
 It follows the public API: form or JSON bodies, `Authorization: Bearer <token>`, answers `{"ok": true, …}`
 or `{"ok": false, "error": …}`; 429 carries a `Retry-After` header. `apps.connections.open` (app token)
 returns a `ws://` URL of this same server; tests push envelopes with `push` and read the client's acks
-from `acks`. Faults are programmable (429 Retry-After, 5xx, `invalid_blocks`, slow, down), and every call
+from `acks`; `push_raw` sends any frame as given (a malformed envelope) and `drop_sockets` closes the sessions while
+the server stays up (the client reconnects through `apps.connections.open`). Faults are programmable (429 Retry-After, 5xx, `invalid_blocks`, slow, down), and every call
 is recorded with its monotonic time in `calls`.
 """
 
@@ -101,6 +102,7 @@ class FakeSlack:
         self._uploads: dict[str, tuple[str, bytes]] = {}
         self._sockets: set[WebSocket] = set()
         self._socket_joined = asyncio.Event()
+        self.connections = 0  # Socket Mode sessions accepted so far
         self._ts = itertools.count(1)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -181,6 +183,21 @@ class FakeSlack:
         for ws in list(self._sockets):
             await ws.send_text(json.dumps(envelope))
         return envelope_id
+
+    async def push_raw(self, frame: str) -> None:
+        """Send `frame` over every open Socket Mode session exactly as given (no envelope is built around it)."""
+        await self.wait_for_socket()
+        for ws in list(self._sockets):
+            await ws.send_text(frame)
+
+    async def drop_sockets(self) -> None:
+        """Close every Socket Mode session from the server side (as Slack does when it rotates connections or a
+        network path breaks); the HTTP API keeps answering, so the client can reconnect."""
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001)
+        self._sockets.clear()
+        self._socket_joined.clear()
 
     # -- payload builders (what Slack sends) ------------------------------------------------------
 
@@ -399,6 +416,7 @@ class FakeSlack:
     async def _socket(self, ws: WebSocket) -> None:
         await ws.accept()
         self._sockets.add(ws)
+        self.connections += 1
         await ws.send_text(json.dumps({"type": "hello", "num_connections": len(self._sockets),
                                        "connection_info": {"app_id": "A1"}}))  # fmt: skip
         self._socket_joined.set()

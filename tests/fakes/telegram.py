@@ -3,7 +3,8 @@
 It follows the public Bot API: `POST /bot<token>/<method>` with form-encoded, multipart or JSON
 bodies, answers `{"ok": true, "result": …}` or `{"ok": false, "error_code", "description",
 "parameters": {"retry_after"}}`. Tests feed updates with `push_update` (served by long-polling
-`getUpdates`), program faults (429, 5xx, slow answers, "can't parse entities", connection refused
+`getUpdates`; `push_raw` queues any JSON exactly as given, as a server with another idea of an update's shape
+would send it), program faults (429, 5xx, slow answers, "can't parse entities", connection refused
 for a while), and read every call with its monotonic time from `calls`.
 """
 
@@ -76,11 +77,14 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.messages: dict[tuple[int, int], StoredMessage] = {}
         self._next_message_id: dict[int, int] = {}
-        self._updates: list[dict[str, Any]] = []
+        self._updates: list[tuple[int, Any]] = []  # (update_id used for `offset`, the JSON served)
         self._next_update_id = 1000
         self._update_arrived = asyncio.Event()
         self._faults: list[_Fault] = []
         self.reject_parse_modes: set[str] = set()
+        # method -> seconds a successful call waits *after* it took effect, before answering (an accepted message
+        # whose answer is late: the window in which a sender that dies has posted without knowing it).
+        self.answer_delay_s: dict[str, float] = {}
         self._server: uvicorn.Server | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -124,9 +128,33 @@ class FakeTelegram:
         if "update_id" not in update:
             update = {"update_id": self._next_update_id, **update}
             self._next_update_id += 1
-        self._updates.append(update)
+        self._updates.append((int(update["update_id"]), update))
         self._update_arrived.set()
         return int(update["update_id"])
+
+    def push_raw(self, update: Any) -> int:
+        """Queue `update` for getUpdates byte for byte as given (any JSON: an object in a shape PTB does not know,
+        a string, a list…). Its position in the queue gets the next update id, which `offset` confirms; when
+        `update` is an object with an integer `update_id`, that one is used instead."""
+        given = update.get("update_id") if isinstance(update, dict) else None
+        if isinstance(given, int) and not isinstance(given, bool):
+            update_id = given
+            self._next_update_id = max(self._next_update_id, given + 1)
+        else:
+            update_id = self._next_update_id
+            self._next_update_id += 1
+        self._updates.append((update_id, update))
+        self._update_arrived.set()
+        return update_id
+
+    def next_update_id(self) -> int:
+        """The id `push_update` gives the next update pushed without one."""
+        return self._next_update_id
+
+    @property
+    def pending_updates(self) -> int:
+        """Updates not yet confirmed by a getUpdates `offset` past them."""
+        return len(self._updates)
 
     def fail(
         self,
@@ -256,6 +284,8 @@ class FakeTelegram:
         except _ApiError as exc:
             call.status = exc.status
             return _error(exc.status, exc.description)
+        if self.answer_delay_s.get(method):
+            await asyncio.sleep(self.answer_delay_s[method])
         return JSONResponse({"ok": True, "result": result})
 
     def _take_fault(self, method: str) -> _Fault | None:
@@ -300,17 +330,17 @@ class FakeTelegram:
             result["reply_markup"] = stored.reply_markup
         return result
 
-    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _get_updates(self, params: dict[str, Any]) -> list[Any]:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         if offset:
-            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            self._updates = [(i, u) for i, u in self._updates if i >= offset]
         deadline = time.monotonic() + timeout
         while not self._updates and time.monotonic() < deadline and not self._stopping:
             self._update_arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._update_arrived.wait(), timeout=max(deadline - time.monotonic(), 0.01))
-        return list(self._updates[:100])
+        return [u for _, u in self._updates[:100]]
 
     async def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = int(params["chat_id"])

@@ -92,6 +92,9 @@ class _RecordingGateway:
     async def answer_button(self, callback_id: str, text: str) -> None:
         raise AssertionError("this test presses no buttons")
 
+    async def leave(self, chat_id: str) -> bool:
+        return False
+
 
 async def _settled(store: OutboxStore, count: int) -> list[OutboxRow]:
     for _ in range(500):

@@ -114,6 +114,7 @@ def test_reply_runs_the_command_on_the_host_and_ack_edits_the_message(
         what="uptime's real output with its exit code",
     )
     assert done.message_id != incident_msg.message_id
+    assert done.reply_to == update["message"]["message_id"]  # the output answers the message that asked for it
 
     ack = incident_msg.reply_markup["inline_keyboard"][0][0]["callback_data"]  # type: ignore[index]
     press = telegram.call(lambda: telegram.fake.button_update(ALERT_CHAT, ALICE, incident_msg.message_id, ack))
@@ -184,6 +185,8 @@ def test_a_quick_command_is_shown_once_finished_and_a_slow_one_as_progress_then_
     before = reply("echo quick")
     quick = eventually(lambda: messages(telegram)[before:] or None, what="the quick command's message")
     assert len(quick) == 1
+    assert quick[0].reply_to is not None
+    assert quick[0].reply_to != incident_msg.message_id  # the person's "echo quick", not the incident message
     assert "exit 0" in quick[0].text
     assert "quick" in quick[0].text
     assert "running…" not in quick[0].text

@@ -1,4 +1,5 @@
-"""Alert storms: past the per-minute threshold, one summary message per chat instead of a flood."""
+"""Alert storms: past the threshold in a window, one summary message per chat and per (route, severity), edited as
+more arrive, instead of a flood (the rule of time itself: test_storm_by_time.py)."""
 
 from __future__ import annotations
 

@@ -114,14 +114,14 @@ class AccessDialog:
             now=self._clock(),
         )
         minutes = int(self.pending.ttl.total_seconds() // 60)
-        text = f"{CODE_PROMPT} (within {minutes} min) to run `{request.command}` on {_on(request.host, exc.agent)}."
+        text = f"{CODE_PROMPT} (within {minutes} min) to run `{exc.shown}` on {_on(request.host, exc.agent)}."
         row = await self._runner.say(event, text, request.incident_id)
         self.pending.set_prompt(pending, row)
 
     async def _ask_push(self, event: InboundEvent, request: CommandRequest, exc: StepUpRequired) -> None:
         assert self.duo is not None
         try:
-            push = self.duo.reserve(request.requester, command=request.command, host=exc.agent)
+            push = self.duo.reserve(request.requester, command=exc.shown, host=exc.agent)
         except PushAlreadyPending as refused:
             await self._runner.say(event, f"Command refused: {refused}.", request.incident_id)
             return
@@ -189,8 +189,10 @@ class AccessDialog:
             return
         if not await self._still_same(pending):
             self.pending.drop(pending)
+            vault = self._runner.db.argv_vault
+            shown = vault.shown_line(pending.text) if vault is not None else pending.text  # secrets stay masked
             await self._runner.say(
-                event, f"Not run: `{pending.text}` no longer resolves to what the code was asked for; send it again."
+                event, f"Not run: `{shown}` no longer resolves to what the code was asked for; send it again."
             )
             return
         ask = InboundEvent(

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from teleops.chat.input_watch import InputWatch
     from teleops.chat.render import Rendered
 
 __all__ = [
@@ -140,10 +141,16 @@ class Gateway(Protocol):
 
     Errors: every sending method raises `RetryLater`, `MarkupRejected` or `DeliveryRefused`; nothing else
     escapes (a gateway maps its SDK's exceptions). Editing a message to identical content is success.
+    Input: an update/event the gateway cannot parse or handle never stops the ones after it: it is confirmed to the
+    platform (skipped past) and reported through `input_watch.unhandled`.
     """
 
     @property
     def capabilities(self) -> Capabilities: ...
+
+    @property
+    def input_watch(self) -> InputWatch:
+        """Its input's health: what it could not handle (skipped past, reported) and when receiving last worked."""
 
     async def start(self, on_event: EventHandler) -> None:
         """Begin receiving; each inbound event is awaited through `on_event` (which never raises)."""
@@ -170,3 +177,6 @@ class Gateway(Protocol):
 
     async def answer_button(self, callback_id: str, text: str) -> None:
         """Acknowledge a button press with a short notice to the presser (best effort, not via the outbox)."""
+
+    async def leave(self, chat_id: str) -> bool:
+        """Leave a chat TeleOps is no longer configured for; True when it left (best effort: logs why not)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +31,7 @@ from teleops.pipeline.dispatch import (
     submit_command,
 )
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
+from teleops.pipeline.read_access import ReadAccess, Reader
 from teleops.store.agents import host_candidates, list_agents
 from teleops.store.commands import TERMINAL, CommandNotFound, CommandRecord, get_command
 from teleops.store.database import Database, Transaction
@@ -125,6 +127,8 @@ class CommandRunner:
             record = await get_command(self._db, int(text))
         except CommandNotFound:
             return f"Command {text} does not exist."
+        if not (await ReadAccess(self._db, Reader(user, role)).decide([record]))[record.id].allowed:
+            return f"Command {text} does not exist."  # as for a missing one: an id confirms nothing (read_access.py)
         if record.requester != user and role != "admin":
             return f"Command {record.id} was requested by {record.requester}; only they or an admin may cancel it."
         if record.status in TERMINAL:
@@ -188,23 +192,32 @@ class CommandRunner:
         except (CommandLineError, UnknownHost, AmbiguousHost, AgentOffline, IncidentNotFound) as exc:
             await self._say(event, f"Not run: {exc}", incident_id)
             return
-        await self.show(event.platform, event.chat_id, record, reply_to=await self._thread(event))
+        await self.show(
+            event.platform, event.chat_id, record, reply_to=await self._thread(event), answers=self._answers(event)
+        )
 
-    async def show(self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None) -> None:
-        """Show the command in `chat_id`, in the background: the chat's next update is not held up meanwhile."""
+    async def show(
+        self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None, answers: str | None = None
+    ) -> None:
+        """Show the command in `chat_id`, in the background: the chat's next update is not held up meanwhile.
+        `answers`: the person's message that asked for it, which the output replies to (see `_answers`)."""
         task = asyncio.create_task(
-            self._present(platform, chat_id, record, reply_to=reply_to), name=f"chat-command-{record.id}"
+            self._present(platform, chat_id, record, reply_to=reply_to, answers=answers),
+            name=f"chat-command-{record.id}",
         )
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
 
-    async def _present(self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None) -> None:
+    async def _present(
+        self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None, answers: str | None
+    ) -> None:
         """Its result if it ends within QUICK_RESULT_S (with the output as a file when it is too long for a message),
         else a progress message kept edited until it ends."""
         try:
             ended = await self._ended_within(record, QUICK_RESULT_S)
             if ended is not None:
-                row_id = await self._post(platform, chat_id, _final(ended), ended.incident_id, reply_to=reply_to)
+                final = replace(_final(ended), answers=answers)
+                row_id = await self._post(platform, chat_id, final, ended.incident_id, reply_to=reply_to)
                 if self._needs_file(platform, ended):
                     now = self._clock()
                     await self._outbox.run(
@@ -212,7 +225,8 @@ class CommandRunner:
                     )
                     self._wake()
                 return
-            row_id = await self._post(platform, chat_id, _progress(record), record.incident_id, reply_to=reply_to)
+            progress = replace(_progress(record), answers=answers)
+            row_id = await self._post(platform, chat_id, progress, record.incident_id, reply_to=reply_to)
         except Exception:  # the command runs regardless; its record and timeline still have the result
             log.exception("chat.command_show_failed", command_id=record.id, platform=platform)
             return
@@ -236,6 +250,11 @@ class CommandRunner:
         await self._post(
             event.platform, event.chat_id, Message(body=text), incident_id, reply_to=await self._thread(event)
         )
+
+    def _answers(self, event: InboundEvent) -> str | None:
+        """The person's message a command's output replies to, on platforms that reply rather than thread."""
+        caps = self._caps(event.platform)
+        return event.message_id if caps.replies and not caps.threads else None
 
     async def _thread(self, event: InboundEvent) -> int | None:
         # On threaded platforms (Slack) the output goes into the incident's thread the command came from.

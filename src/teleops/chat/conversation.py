@@ -26,6 +26,7 @@ from teleops.config.settings import parse_duration
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
 from teleops.memory.run_again import RunAgainRefused, button_data, parse_button
 from teleops.memory.service import ScenarioMemory
+from teleops.pipeline.read_access import ReadAccess, Reader
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.database import Database, StorageUnavailable, Transaction
 from teleops.store.identities import IdentityStore, LinkError
@@ -314,7 +315,7 @@ class Conversation:
         elif command in ("run", "hosts", "cancel"):
             await self._commands_verb(event, person, command, args)
         elif command == "history":
-            await self._history(event, args.strip())
+            await self._history(event, person, args.strip())
         elif command in ("otp", "approve", "deny"):
             await self._access_verb(event, person, command, args)
         elif command in ("oncall", "handover"):
@@ -404,7 +405,9 @@ class Conversation:
         # The whole pipeline (policy, step-up, approval, audit) decides, for the person who pressed.
         await runner.run(event, person.name, person.role, choice.host, choice.text, incident_id=incident_id)
 
-    async def _history(self, event: InboundEvent, query: str) -> None:
+    async def _history(self, event: InboundEvent, person: Person, query: str) -> None:
+        # Only what this person may read: commands of others are shown without command line and output.
+        access = ReadAccess(self._d.db, Reader(person.name, person.role))
         memory = self._memory
         if memory is None:
             await self._say(event, "Scenario memory is not available on this server.")
@@ -414,9 +417,9 @@ class Conversation:
             if incident_id is None:
                 await self._say(event, "Reply to an incident's message with /history, or send /history WORDS.")
                 return
-            await self._say(event, await memory.history_text(incident_id))
+            await self._say(event, await memory.history_text(incident_id, access=access))
             return
-        await self._say(event, await memory.search_text(query))
+        await self._say(event, await memory.search_text(query, access=access))
 
     async def _target(self, event: InboundEvent, explicit: str | None) -> int | None:
         if explicit is not None:

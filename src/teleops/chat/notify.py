@@ -1,32 +1,38 @@
 """Incident notifications: what gets posted, edited and replied in the alert chats, written to the outbox
 inside the transaction that changed the incident (nothing committed is left unannounced).
 
-Storms: past `storm_threshold` new incidents in one minute for one chat, further incidents are folded
-into one pending summary message per chat ("+37 more: DiskFull ×20, …") instead of a flood.
+Storms (chat/storm.py): per chat and per group (the team the alert is routed to, and its severity), past
+`threshold` new incidents in a window, further incidents are counted in one summary message per group
+("+37 more new incidents: DiskFull ×20, …") that is edited as more arrive, instead of a flood.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
 
-from teleops.chat.render import Button, CodeBlock, Link, Message
+from teleops.chat.render import Button, CodeBlock, Link, Message, incident_page
+from teleops.chat.storm import StormBatch, StormGate, StormGroup, StormKey, StormRule, SummaryText
+from teleops.domain.alert import Alert
 from teleops.domain.incident import IncidentAction
-from teleops.store.announcements import incident_messages, incident_snapshot, pending_storm_row, replace_payload
+from teleops.store.announcements import incident_messages, incident_snapshot
 from teleops.store.ingest import IncidentChange, Outcome
 from teleops.store.outbox import OutboxRow, enqueue_edit, enqueue_send, take_heads
 
-__all__ = ["AlertTarget", "Extra", "ExtraSource", "Notifier", "incident_message"]
+__all__ = ["DEFAULT_ROUTE", "AlertTarget", "Extra", "ExtraSource", "Notifier", "RouteOf", "incident_message"]
 
 log = structlog.get_logger(__name__)
 
-STORM_WINDOW = timedelta(minutes=1)
+DEFAULT_ROUTE = "default"  # the storm group of every alert when no routes are given (`Notifier.use_storm_rule`)
 _SNOOZE_BUTTON = "1h"
+_ANNOUNCEMENTS = SummaryText("new incidents", "individual messages")
+
+# The team an alert is routed to (oncall routes), for storm groups; given by the composition root.
+RouteOf = Callable[[Alert], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,18 +54,18 @@ class Extra:
 ExtraSource = Callable[[Any, dict[str, Any]], Extra | None]
 
 
-@dataclass(slots=True)
-class _Window:
-    started: datetime
-    count: int = 0
-
-
 def incident_message(
-    incident: dict[str, Any], *, status_line: str = "", buttons: bool = True, extra: Extra | None = None
+    incident: dict[str, Any],
+    *,
+    status_line: str = "",
+    buttons: bool = True,
+    extra: Extra | None = None,
+    public_url: str = "",
 ) -> Message:
     """The announcement of an incident (untrusted fields stay plain text; `render` escapes them).
 
     `extra` lines follow the summary, its code blocks follow the labels, its buttons follow Ack/Resolve/Snooze.
+    Trimmed to fit a platform, the message names the incident's page (linked under `public_url` when given).
     """
     incident_id = int(incident["id"])
     labels = tuple(sorted((str(k), str(v)) for k, v in dict(incident.get("labels") or {}).items()))
@@ -93,6 +99,7 @@ def incident_message(
         code=extra.code if extra is not None else (),
         status=status,
         buttons=choices,
+        page=incident_page(incident_id, public_url),
     )
 
 
@@ -124,11 +131,12 @@ class Notifier:
         offer: Callable[[OutboxRow], None] = lambda _row: None,
     ) -> None:
         self._targets = targets
-        self._storm_threshold = storm_threshold
+        self._storms = StormGate(StormRule(threshold=storm_threshold), purpose="storm", text=_ANNOUNCEMENTS)
+        self._route_of: RouteOf = lambda _alert: DEFAULT_ROUTE
         self._wake = wake
         self._offer = offer
-        self._windows: dict[AlertTarget, _Window] = {}
         self._extra: ExtraSource | None = None
+        self._public_url = ""
         # What the last ingest transaction wrote (set in the writer thread, read after its commit on the loop):
         # the announcements it claimed, and whether it queued anything else. `_batch` is that transaction's list
         # of changes, so an attempt that rolled back is never taken for the one that committed.
@@ -136,9 +144,20 @@ class Notifier:
         self._taken: list[OutboxRow] = []
         self._queued_other = False
 
+    def use_storm_rule(self, rule: StormRule, route_of: RouteOf | None = None) -> None:
+        """Group storms by `rule` (threshold, window, incident list link), per chat and per (route, severity),
+        where `route_of` names the team an alert is routed to (every alert is in one route without it)."""
+        self._storms.rule = rule
+        if route_of is not None:
+            self._route_of = route_of
+
     def use_extra(self, source: ExtraSource) -> None:
         """Add `source`'s lines and buttons to every incident message (announcement and its edits)."""
         self._extra = source
+
+    def link_incident_pages(self, public_url: str) -> None:
+        """Trimmed incident messages link their page under `public_url` (`server.public_url`; "" names it only)."""
+        self._public_url = public_url
 
     def _extra_for(self, conn: Any, incident: dict[str, Any]) -> Extra | None:
         if self._extra is None:
@@ -154,7 +173,7 @@ class Notifier:
     def on_ingest(self, conn: Any, changes: Sequence[IncidentChange], now: datetime) -> None:
         """ChangeHook: announce new incidents, edit/reply on resolution — same transaction as the ingest."""
         self._batch, self._taken, self._queued_other = changes, [], False
-        storms: dict[AlertTarget, Counter[str]] = {}  # what this batch folds, written once per chat at the end
+        storms = self._storms.batch()  # what this batch folds, written once per chat and group at the end
         announced: list[int] = []
         for change in changes:
             if change.outcome is Outcome.CREATED:
@@ -162,9 +181,8 @@ class Notifier:
             elif change.outcome in (Outcome.RESOLVED, Outcome.ACKNOWLEDGED):
                 self._queued_other = True
                 self._state_changed(conn, change.incident_id, change.outcome, f"source:{change.alert.source}", now)
-        for target, counts in storms.items():
+        if storms.write(conn, now):
             self._queued_other = True
-            self._fold_into_storm(conn, target, counts, now)
         self._taken = take_heads(conn, announced)
         if len(self._taken) < len(announced):
             self._queued_other = True
@@ -188,27 +206,25 @@ class Notifier:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _announce(
-        self, conn: Any, change: IncidentChange, now: datetime, storms: dict[AlertTarget, Counter[str]]
-    ) -> list[int]:
-        """Queue the incident's announcement in each alert chat not in a storm; returns the outbox row ids."""
+    def _announce(self, conn: Any, change: IncidentChange, now: datetime, storms: StormBatch) -> list[int]:
+        """Queue the incident's announcement in each alert chat where its group is not in a storm; returns the
+        outbox row ids."""
         incident: dict[str, Any] | None = None  # read, and the message built, only if some chat gets it
         message: dict[str, Any] | None = None
         queued: list[int] = []
+        alert = change.alert
+        group = StormGroup(self._route_of(alert), alert.severity.value)
         for target in self._targets():
-            window = self._windows.get(target)
-            if window is None or now - window.started >= STORM_WINDOW:
-                window = self._windows[target] = _Window(now)
-            window.count += 1
-            if window.count > self._storm_threshold:
-                storms.setdefault(target, Counter())[change.alert.name or "(unnamed)"] += 1
+            key = StormKey(target.platform, target.chat_id, group)
+            if not storms.admit(key, change.incident_id, alert.name, now):
                 continue
             if incident is None:
                 incident = incident_snapshot(conn, change.incident_id)
                 if incident is None:
                     return queued
             if message is None:
-                message = incident_message(incident, extra=self._extra_for(conn, incident)).to_json()
+                extra = self._extra_for(conn, incident)
+                message = incident_message(incident, extra=extra, public_url=self._public_url).to_json()
             queued.append(
                 enqueue_send(
                     conn,
@@ -221,19 +237,6 @@ class Notifier:
                 )
             )
         return queued
-
-    def _fold_into_storm(self, conn: Any, target: AlertTarget, folded: Counter[str], now: datetime) -> None:
-        """Add `folded` (incident name -> count) to the chat's pending storm summary, or start one."""
-        pending = pending_storm_row(conn, target.platform, target.chat_id)
-        counts: Counter[str] = Counter(pending[1].get("counts", {}) if pending else {})
-        counts.update(folded)
-        payload = {"counts": dict(counts), "message": _storm_message(counts).to_json()}
-        if pending is None:
-            enqueue_send(
-                conn, platform=target.platform, chat_id=target.chat_id, payload=payload, now=now, purpose="storm"
-            )
-        else:
-            replace_payload(conn, pending[0], payload)
 
     def _state_changed(
         self,
@@ -250,7 +253,9 @@ class Notifier:
         line = _state_line(action, actor, now, until)
         resolved = action in (IncidentAction.RESOLVE, Outcome.RESOLVED)
         extra = self._extra_for(conn, incident)
-        edited = incident_message(incident, status_line=line, buttons=not resolved, extra=extra).to_json()
+        edited = incident_message(
+            incident, status_line=line, buttons=not resolved, extra=extra, public_url=self._public_url
+        ).to_json()
         if not resolved and action in (IncidentAction.ACK, Outcome.ACKNOWLEDGED):
             # Once acknowledged, Ack is no longer a choice.
             edited["buttons"] = [b for b in edited["buttons"] if not str(b[1]).startswith("ack:")]
@@ -268,14 +273,3 @@ class Notifier:
                     reply_to=row_id,
                     purpose="reply",
                 )
-
-
-def _storm_message(counts: Counter[str]) -> Message:
-    total = sum(counts.values())
-    parts = [f"{name} ×{n}" for name, n in counts.most_common(8)]
-    if len(counts) > 8:
-        parts.append("…")
-    return Message(
-        title=f"+{total} more new incidents",
-        body=", ".join(parts) + "\nAlert storm: individual messages paused for a minute. /incidents lists them.",
-    )

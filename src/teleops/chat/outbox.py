@@ -4,8 +4,10 @@ Rules it keeps (ARCHITECTURE §2, THREATS F01/F02/F04):
 - per-chat order: only the oldest live row of a chat is ever in flight;
 - rate limits from `Capabilities.rate_limits` (per chat, per group per minute, global per second),
   and edits of one message at most once per `edit_interval_s` (pending edits coalesce meanwhile);
-- a 429 blocks that chat for exactly `retry_after` seconds; other failures back off exponentially
-  with jitter; "can't parse entities" is resent at once as plain text (`render_fallback_total`);
+- a 429 blocks that chat for exactly `retry_after` seconds, and the deadline is kept on the row
+  (`blocked_until`), so a controller restarted meanwhile still waits for it (on the wall clock; the worker that
+  got the 429 counts it on the monotonic clock); other failures back off
+  exponentially with jitter; "can't parse entities" is resent at once as plain text (`render_fallback_total`);
 - woken in-process by `wake()` right after a commit, never by polling; a row is read and claimed while the
   commit that wrote it may still be waiting for its fsync, and the platform call waits for that fsync
   (`OutboxStore.wait_durable`), so nothing is announced that a power loss could take back;
@@ -14,6 +16,13 @@ Rules it keeps (ARCHITECTURE §2, THREATS F01/F02/F04):
   rendered during the fsync and sent the moment the fsync ends (docs/benchmarks.md, B3).
 
 One worker per platform means a slow platform only ever delays itself.
+
+At least once, never lost: a row is claimed (`sending`) before its platform call and marked `sent` right after the
+platform's answer. The one window in which a message can be posted twice is between the platform accepting it and
+the commit of `mark_sent`: a kill -9 there (or an answer lost to a timeout) leaves the row `sending`, and the next
+start sends it again, because neither the Bot API nor Slack's chat.postMessage takes an idempotency key. That window
+is kept to one HTTP answer plus one commit: nothing else runs between the answer and `mark_sent`, which does not
+wait for its fsync (a process crash keeps a commit). Edits are idempotent (the same text twice is a no-op).
 """
 
 from __future__ import annotations
@@ -98,6 +107,10 @@ class OutboxWorker:
         self._chat_ready: dict[str, float] = {}
         self._groups: dict[str, _Window] = {}
         self._last_edit: dict[int, float] = {}
+        # Rows this worker blocked itself after a 429 (row id -> the deadline it stored): it counts their wait on the
+        # monotonic clock (`_chat_ready`); a deadline it did not write (before a restart, another replica) is
+        # counted on the wall clock, the only one shared across processes.
+        self._own_blocks: dict[int, datetime] = {}
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -220,17 +233,24 @@ class OutboxWorker:
                 ready = max(ready, last + self._caps.rate_limits.edit_interval_s)
         elif self._is_group(row.chat_id):
             ready = max(ready, self._group(row.chat_id).ready_at(now))
+        if row.blocked_until is not None and self._own_blocks.get(row.id) != row.blocked_until:
+            # The platform's own deadline from a 429, read back from the row: it outlives the process that got it.
+            wait_s = (row.blocked_until - self._clock()).total_seconds()
+            if wait_s > 0:
+                ready = max(ready, now + wait_s)
         return ready
 
     async def _deliver(self, row: OutboxRow, durable_mark: int, taken: bool) -> None:
         """`taken`: the row's own transaction claimed it (`offer`); its attempt is counted with its outcome."""
         log_ = log.bind(platform=self._platform, outbox_id=row.id, kind=row.kind)
         # Claimed *before* the call. If we die after the platform accepted the message but before
-        # mark_sent commits, the row is still `sending` at the next start and is sent again: a
-        # duplicate is possible only in that window and only for new messages, because the Bot API
-        # gives no idempotency key for sendMessage (edits are idempotent: same text twice is a no-op).
-        if not taken and not await self._store.claim(row.id, self._clock()):
-            return
+        # mark_sent commits, the row is still `sending` at the next start and is sent again: the
+        # at-least-once window (module docstring), only for new messages.
+        if not taken:
+            claimed = await self._store.claim(row.id, self._clock())
+            if claimed is None:
+                return
+            row = replace(row, payload=claimed)  # what the row says now, not when `heads` read it
         try:
             request = self._prepare(row)  # rendered while the fsync of the row's commit may still run
         except Exception as exc:
@@ -258,6 +278,7 @@ class OutboxWorker:
         else:
             self._last_edit[row.id] = stamp
         await self._record_sent(row, message_id, taken)
+        self._own_blocks.pop(row.id, None)
         self._on_delivered(row)
 
     async def _failed(self, row: OutboxRow, exc: Exception, taken: bool, log_: structlog.BoundLogger) -> None:
@@ -266,6 +287,7 @@ class OutboxWorker:
             await self._retry(row, str(exc), exc.retry_after, log_, taken)
         elif isinstance(exc, DeliveryRefused):
             log_.warning("outbox.refused", error=str(exc))
+            self._own_blocks.pop(row.id, None)
             await self._store.mark_failed(row.id, str(exc), count_attempt=taken)
         else:
             log_.error("outbox.gateway_error", exc_info=exc)
@@ -294,7 +316,11 @@ class OutboxWorker:
             delay = ceiling * (0.5 + self._rng.random() / 2)  # "equal jitter": spread retries, keep a floor
         self._chat_ready[row.chat_id] = max(self._chat_ready.get(row.chat_id, 0.0), self._now() + delay)
         log_.info("outbox.retry", error=error, delay_s=round(delay, 3), attempt=row.attempts + 1)
-        await self._store.mark_retry(row.id, error, self._clock() + timedelta(seconds=delay), count_attempt=taken)
+        due = self._clock() + timedelta(seconds=delay)
+        blocked_until = due if retry_after is not None else None
+        if blocked_until is not None:
+            self._own_blocks[row.id] = blocked_until
+        await self._store.mark_retry(row.id, error, due, count_attempt=taken, blocked_until=blocked_until)
 
     def _prepare(self, row: OutboxRow) -> Callable[[], Awaitable[str | None]]:
         """Render `row`; returns its platform request (two when the markup is rejected), which answers the platform
@@ -315,7 +341,10 @@ class OutboxWorker:
                 return message_id
 
             return edit
+        # A thread (the outbox row this answers) on Slack; else the person's own message, when it names one.
         reply_to = row.ref_message_id if row.ref_status == OutboxStatus.SENT else None
+        if reply_to is None and message is not None:
+            reply_to = message.answers
         if row.kind == OutboxKind.FILE:
             file = row.payload["file"]
             name, content = str(file["name"]), str(file["text"]).encode()

@@ -2,11 +2,17 @@
 
 Built once by the app's lifespan: `add_gateway` for each configured platform, then `start`; `stop`
 on shutdown. The notifier's hooks go into the ingest writer and act_on_incident.
+
+It also watches every gateway's input (issue #19.1): each delivery a gateway skipped is audited
+(`chat.update_unhandled`) and counted (`on_unhandled`); a watched input with no successful receive cycle for
+longer than `input_stall_after` is a problem shown by `/readyz` and told once, through the outbox, in the alert
+chats of every *other* platform (and again when it recovers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,14 +23,16 @@ from teleops.chat.access import AccessDialog
 from teleops.chat.base import Capabilities, Gateway, InboundEvent
 from teleops.chat.commands import CommandEnds, CommandRunner
 from teleops.chat.conversation import Conversation, ConversationDeps
+from teleops.chat.input_watch import InputHealth, UnhandledInput
 from teleops.chat.notify import AlertTarget, Notifier
 from teleops.chat.outbox import OutboxWorker
 from teleops.chat.render import Message
 from teleops.pipeline.approval import ApprovalDesk
 from teleops.pipeline.dispatch import CommandSender
 from teleops.pipeline.duo import DuoPushes
+from teleops.store.audit import AuditUnavailable, record
 from teleops.store.audit_checkpoints import CheckpointLog
-from teleops.store.database import Database
+from teleops.store.database import Database, StorageUnavailable
 from teleops.store.identities import IdentityStore
 from teleops.store.outbox import OutboxRow, OutboxStore
 from teleops.store.twofactor import TwoFactorStore
@@ -33,6 +41,7 @@ from teleops.store.users import UserStore
 __all__ = ["ChatService", "PlatformConfig"]
 
 STOP_TIMEOUT_S = 5.0
+INPUT_CHECK_INTERVAL_S = 15.0  # how often inputs are checked for a stall besides every /readyz
 
 log = structlog.get_logger(__name__)
 
@@ -55,9 +64,16 @@ class ChatService:
         storm_threshold: int = 10,
         max_update_age: timedelta = timedelta(minutes=5),
         on_fallback: Callable[[str], None] = lambda _p: None,
+        input_stall_after: timedelta = timedelta(minutes=5),
+        on_unhandled: Callable[[UnhandledInput], None] = lambda _u: None,
     ) -> None:
         self.db = db
         self.clock = clock
+        self.input_stall_after = input_stall_after
+        self._on_unhandled = on_unhandled
+        self._stalled: set[str] = set()  # platforms whose stall has been told to the other platforms
+        self._input_checker: asyncio.Task[None] | None = None
+        self._check_lock = asyncio.Lock()  # /readyz and the watchdog may check at once: each notice goes once
         self.outbox = OutboxStore(db)
         self.identities = IdentityStore(db)
         self._platforms: dict[str, PlatformConfig] = {}
@@ -91,6 +107,7 @@ class ChatService:
         self._workers[platform] = OutboxWorker(self.outbox, gateway, clock=self.clock, on_fallback=self._on_fallback)
         self._deps.gateways = {p: c.gateway for p, c in self._platforms.items()}
         self._deps.allowed_chats = {p: c.allowed_chats for p, c in self._platforms.items()}
+        gateway.input_watch.subscribe(self._unhandled)
 
     def enable_commands(
         self,
@@ -167,6 +184,80 @@ class ChatService:
     async def handle(self, event: InboundEvent) -> None:
         await self.conversation.handle(event)
 
+    # -- input health -----------------------------------------------------------------------------
+
+    async def _unhandled(self, item: UnhandledInput) -> None:
+        """A delivery a gateway skipped: counted, then audited (the log line is the watch's)."""
+        self._on_unhandled(item)
+        try:
+            await record(
+                self.db,
+                at=self.clock(),
+                actor="system",
+                action="chat.update_unhandled",
+                subject=f"{item.platform}:update:{item.update_id}",
+                data={
+                    "platform": item.platform,
+                    "update_id": item.update_id,
+                    "reason": item.reason.value,
+                    "error": item.error,
+                    "excerpt": item.excerpt,
+                },
+            )
+        except (StorageUnavailable, AuditUnavailable) as exc:
+            # The skip stands either way (it is logged and counted): input must not wait for the database.
+            log.warning("chat.update_unhandled_not_audited", platform=item.platform, error=str(exc))
+
+    async def input_health(self) -> list[InputHealth]:
+        """Every gateway's input as of now (watched ones asked whether they are alive first)."""
+        healths = []
+        for config in self._platforms.values():
+            watch = config.gateway.input_watch
+            await watch.refresh()
+            healths.append(watch.health(stall_after=self.input_stall_after))
+        return healths
+
+    async def check_inputs(self) -> list[InputHealth]:
+        """`input_health`, and tell the other platforms' alert chats when an input stalls or comes back (once each)."""
+        async with self._check_lock:
+            return await self._check_inputs()
+
+    async def _check_inputs(self) -> list[InputHealth]:
+        healths = await self.input_health()
+        for health in healths:
+            told = health.platform in self._stalled
+            if health.stalled and not told:
+                log.error("chat.input_stalled", platform=health.platform, silent_s=round(health.silent_s))
+                if await self._tell_others(health.platform, "Chat input stalled", health.problem() or ""):
+                    self._stalled.add(health.platform)
+            elif not health.stalled and told:
+                log.warning("chat.input_restored", platform=health.platform)
+                text = f"{health.platform} input works again: TeleOps hears commands and acks sent there."
+                if await self._tell_others(health.platform, "Chat input restored", text):
+                    self._stalled.discard(health.platform)
+        return healths
+
+    async def _tell_others(self, platform: str, title: str, text: str) -> bool:
+        """Post `text` in the alert chats of every platform but `platform`; True once queued (or nowhere to go)."""
+        try:
+            for other, config in self._platforms.items():
+                for chat in config.alert_chats if other != platform else ():
+                    await self.conversation.post(other, chat, Message(title=title, body=text))
+        except StorageUnavailable as exc:
+            log.warning("chat.input_notice_not_queued", platform=platform, error=str(exc))
+            return False
+        return True
+
+    async def _check_inputs_forever(self) -> None:
+        while True:
+            await asyncio.sleep(INPUT_CHECK_INTERVAL_S)
+            try:
+                await self.check_inputs()
+            except Exception:  # the watchdog must outlive whatever it watches
+                log.exception("chat.input_check_failed")
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
     async def start(self) -> None:
         for platform, config in self._platforms.items():
             self._workers[platform].start()
@@ -174,8 +265,36 @@ class ChatService:
                 await config.gateway.start(self.handle)
             except Exception:  # a platform that cannot start must not stop the controller
                 log.exception("chat.gateway_start_failed", platform=platform)
+                continue
+            await self._leave_unconfigured(platform, config)
+        self._input_checker = asyncio.create_task(self._check_inputs_forever(), name="chat-input-check")
+
+    async def _leave_unconfigured(self, platform: str, config: PlatformConfig) -> None:
+        """Leave the chats TeleOps once wrote to that are no longer in the platform's allowed or alert chats (a chat
+        removed from the config); each one left is audited. Never raises."""
+        try:
+            stale = sorted((await self.outbox.chats(platform)) - config.allowed_chats)
+        except StorageUnavailable as exc:
+            log.warning("chat.leave_check_failed", platform=platform, error=str(exc))
+            return
+        for chat_id in stale:
+            if not await config.gateway.leave(chat_id):
+                continue
+            log.info("chat.left_unconfigured_chat", platform=platform, chat_id=chat_id)
+            try:
+                await record(
+                    self.db, at=self.clock(), actor="teleops", action="chat.left", subject=f"{platform}:{chat_id}",
+                    data={"reason": "no longer in the configured chats"},
+                )  # fmt: skip
+            except (AuditUnavailable, StorageUnavailable) as exc:
+                log.error("chat.left_not_audited", platform=platform, chat_id=chat_id, error=str(exc))
 
     async def stop(self) -> None:
+        if self._input_checker is not None:
+            self._input_checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._input_checker
+            self._input_checker = None
         if self._runner is not None:
             await self._runner.stop()
         for platform, config in self._platforms.items():

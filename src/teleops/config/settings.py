@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from teleops.config.duration import parse_duration
+from teleops.config.ingest import IngestSettings
 from teleops.config.oncall import OncallSettings
 from teleops.domain.policy import Policy, PolicyError, compile_policy
 from teleops.domain.redaction import SecretRules
@@ -41,6 +43,31 @@ class ServerSettings(_Section):
     listen: str = "127.0.0.1:8080"
     public_url: str = ""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Web console sessions (server/session.py): end after this long without a request, and this long after login.
+    session_idle: str = "30m"
+    session_lifetime: str = "12h"
+    # The HTTP front door (server/front_door.py, server/header_deadline.py): request headers must arrive within
+    # header_timeout of the connection (or of the request's first byte), a body within body_timeout of its
+    # headers; at most max_connections at once (agents' WebSockets count too); an idle keep-alive connection is
+    # closed after keepalive_timeout.
+    header_timeout: str = "10s"
+    body_timeout: str = "30s"
+    max_connections: int = Field(default=4096, ge=16)
+    keepalive_timeout: str = "5s"
+
+    @field_validator("header_timeout", "body_timeout", "keepalive_timeout")
+    @classmethod
+    def _front_door_duration(cls, value: str) -> str:
+        if not 1 <= parse_duration(value) <= 3600:
+            raise ValueError(f"{value!r} is out of range; use between 1s and 1h, e.g. 30s")
+        return value
+
+    @field_validator("session_idle", "session_lifetime")
+    @classmethod
+    def _session_duration(cls, value: str) -> str:
+        if parse_duration(value) < 60:
+            raise ValueError(f"{value!r} is too short for a web session; use at least 1m, e.g. 30m or 12h")
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -127,10 +154,16 @@ class TelegramSettings(_Section):
     alert_chats: list[int] = Field(default_factory=list)
     base_file_url: str | None = None
     max_update_age: str = "5m"  # older messages are not executed after an outage; the sender is asked to resend
-    storm_threshold: int = Field(default=10, ge=1)  # new incidents per minute per chat before one summary message
+    # Alert storms, on every platform (the console too) and for escalation pages: per chat and per (route, severity),
+    # `storm_threshold` messages in a `storm_window`, then one summary message edited as more arrive.
+    storm_threshold: int = Field(default=10, ge=1)
+    storm_window: str = "1m"
     poll_timeout: str = "25s"  # getUpdates long-poll duration
+    # Like max_update_age, for every platform: a chat input (Telegram polling, Slack Socket Mode) with no successful
+    # receive for longer than this is a problem in /readyz and a notice in the other platforms' alert chats.
+    input_stall_after: str = "5m"
 
-    @field_validator("max_update_age", "poll_timeout")
+    @field_validator("max_update_age", "poll_timeout", "storm_window", "input_stall_after")
     @classmethod
     def _telegram_duration(cls, value: str) -> str:
         if parse_duration(value) <= 0:
@@ -169,7 +202,8 @@ class PolicyRule(_Section):
     hosts: list[str] = Field(min_length=1)
     commands: list[str] = Field(min_length=1)
     effect: Literal["allow", "deny"] = "allow"
-    require_2fa: bool = False
+    # Absent (None): a second factor before any command that can change a host (teleops.domain.policy, step-up).
+    require_2fa: bool | None = None
     require_approval: bool = False
     shell: bool = False
     max_timeout: str | None = None
@@ -187,7 +221,8 @@ class PolicySettings(_Section):
 
 
 class RedactionSettings(_Section):
-    """Secrets masked in command output: regular expressions, plus exact values (and their encodings)."""
+    """Secrets masked in command output and command lines (store/sealed_argv.py): regular expressions, plus exact
+    values (and their encodings)."""
 
     patterns: list[str] = Field(default_factory=list)
     secrets: list[SecretStr] = Field(default_factory=list)
@@ -313,6 +348,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     users: list[UserSettings] = Field(default_factory=list)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # rate limits per ingest token (T28)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     twofactor: TwoFactorSettings = Field(default_factory=TwoFactorSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
@@ -385,6 +421,10 @@ class Settings(BaseSettings):
     def redaction_rules(self) -> SecretRules:
         """Redaction built-ins + `redaction.patterns`, and as known values `redaction.secrets` plus every chat
         token and signing secret configured here (so they never come back out through command output)."""
+        return SecretRules.build(self.redaction.patterns, self.known_secrets())
+
+    def known_secrets(self) -> list[str]:
+        """`redaction.secrets` and every chat token and signing secret configured here, as plain values."""
         known = [s.get_secret_value() for s in self.redaction.secrets]
         for secret in (
             self.telegram.token,
@@ -396,7 +436,7 @@ class Settings(BaseSettings):
         ):
             if secret is not None:
                 known.append(secret.get_secret_value())
-        return SecretRules.build(self.redaction.patterns, known)
+        return known
 
     @classmethod
     def settings_customise_sources(
@@ -440,9 +480,17 @@ def load_settings(path: Path | None) -> Settings:
             raise ConfigError(f"{path}: the top level must be a mapping of sections (server:, database:, …)")
         data = loaded
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+    for rule in settings.access_policy().unguarded():
+        # The trade-off is the operator's to make, but never silently (docs/access-control.md, step-up).
+        logging.getLogger(__name__).warning(
+            "policy %s can change hosts without a second factor (require_2fa: false); remove that line to ask "
+            "for a one-time code before such commands",
+            rule.describe(),
+        )
+    return settings
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

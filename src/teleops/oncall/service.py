@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from teleops.chat.render import Message
+from teleops.chat.storm import storm_rule
 from teleops.config import Settings
 from teleops.oncall.directory import OnCallDirectory
 from teleops.oncall.handover import digest_message, oncall_message
@@ -29,7 +30,9 @@ class OnCallService:
         self._db = db
         self._clock = clock
         self.directory = OnCallDirectory(settings)
-        self.worker = EscalationWorker(db, self.directory, clock=clock, on_enqueued=wake_outbox)
+        self.worker = EscalationWorker(
+            db, self.directory, clock=clock, on_enqueued=wake_outbox, storms=storm_rule(settings)
+        )
         register_action_hooks(db, self.worker.on_incident_action, self.worker.wake)
         self.silences: SilenceWriter | None = None
         if settings.oncall.alertmanager_url:

@@ -4,6 +4,9 @@ Each pass runs in one transaction: load due escalations, decide with `escalation
 pages in the outbox, write the timeline, store the next due time. A crash before the commit leaves the
 escalation due (it runs again, once); after the commit, the step is done and its messages are queued.
 On PostgreSQL due rows are claimed with FOR UPDATE SKIP LOCKED, so replicas never page twice.
+
+Storms (chat/storm.py): pages and reminders are grouped like announcements, per chat and per (team, severity): past
+the threshold in a window, one summary per group ("+37 more pages: …"), edited as more come.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import structlog
 
 from teleops.chat.notify import incident_message
 from teleops.chat.render import Message
+from teleops.chat.storm import StormBatch, StormGate, StormGroup, StormKey, StormRule, SummaryText
 from teleops.domain.incident import IncidentStatus, TimelineKind
 from teleops.oncall.directory import ChatTarget, OnCallDirectory, Page
 from teleops.oncall.escalation import EscalationState, Plan, Snapshot, Step, evaluate
@@ -47,7 +51,12 @@ class EscalationWorker:
         *,
         clock: Callable[[], datetime],
         on_enqueued: Callable[[], None] = lambda: None,
+        storms: StormRule | None = None,
     ) -> None:
+        """`storms`: how pages and reminders are grouped in a storm (`StormRule()` when not given)."""
+        rule = storms or StormRule()
+        self._pages = StormGate(rule, purpose="page-storm", text=SummaryText("pages", "individual pages"))
+        self._reminders = StormGate(rule, purpose="remind-storm", text=SummaryText("reminders", "reminders"))
         self._db = db
         self._directory = directory
         self._clock = clock
@@ -136,6 +145,7 @@ class EscalationWorker:
     def _process(self, conn: Connection, now: datetime) -> tuple[int, bool]:
         due = store.due_escalations(conn, now)
         enqueued = False
+        pages, reminders = self._pages.batch(), self._reminders.batch()
         for escalation in due:
             steps, repeat = self._directory.policy(escalation.team)
             incident = escalation.incident
@@ -153,10 +163,11 @@ class EscalationWorker:
             if plan.unsnooze:
                 store.reopen_after_snooze(conn, escalation.incident_id, now)
                 incident = {**incident, "status": IncidentStatus.OPEN.value, "snoozed_until": None}
+            group = StormGroup(escalation.team, str(incident.get("severity") or "unknown"))
             for target in plan.notify:
-                enqueued |= self._page(conn, incident, target, plan, len(steps), now)
+                enqueued |= self._page(conn, incident, target, plan, len(steps), now, group, pages)
             if plan.remind:
-                enqueued |= self._remind(conn, incident, plan.remind, now)
+                enqueued |= self._remind(conn, incident, plan.remind, now, group, reminders)
             store.save_plan(
                 conn,
                 escalation.id,
@@ -167,6 +178,8 @@ class EscalationWorker:
                 due_at=plan.due_at,
                 now=now,
             )
+        enqueued |= pages.write(conn, now)
+        enqueued |= reminders.write(conn, now)
         enqueued |= self._handovers(conn, now)
         return len(due), enqueued
 
@@ -192,21 +205,36 @@ class EscalationWorker:
         return min(times) if times else None
 
     def _page(
-        self, conn: Connection, incident: dict[str, object], target: str, plan: Plan, total: int, now: datetime
+        self,
+        conn: Connection,
+        incident: dict[str, object],
+        target: str,
+        plan: Plan,
+        total: int,
+        now: datetime,
+        group: StormGroup,
+        storms: StormBatch,
     ) -> bool:
         page = self._directory.resolve(target, now)
         step_no = (plan.ran_step or 0) + 1
+        incident_id = int(str(incident["id"]))
         reached: list[str] = []
+        folded: list[str] = []
         unreachable: list[str] = []
         for chat in self._chats_of(conn, page):
+            reached.append(f"{chat.platform}:{chat.chat_id}")
+            if not storms.admit(StormKey(chat.platform, chat.chat_id, group), incident_id, _name(incident), now):
+                folded.append(reached[-1])  # counted in the chat's storm summary of pages
+                continue
             who = f" {', '.join(page.users)}" if page.users else ""
             message = incident_message(incident, status_line=f"paging{who} (step {step_no} of {total})")
-            _send(conn, chat, message, now, purpose="page", incident_id=int(str(incident["id"])))
-            reached.append(f"{chat.platform}:{chat.chat_id}")
+            _send(conn, chat, message, now, purpose="page", incident_id=incident_id)
         for user in page.users:
             if not self._user_chats(conn, user):
                 unreachable.append(user)
         data: dict[str, object] = {"step": step_no, "target": target, "users": list(page.users), "chats": reached}
+        if folded:
+            data["in_storm_summary"] = folded
         if unreachable:
             data["problem"] = (
                 f"{', '.join(unreachable)} has no chat to page: add telegram_id/slack_id under users: "
@@ -218,9 +246,20 @@ class EscalationWorker:
         store.add_event(conn, int(str(incident["id"])), now, kind.value, data)
         return bool(reached)
 
-    def _remind(self, conn: Connection, incident: dict[str, object], user: str, now: datetime) -> bool:
+    def _remind(
+        self,
+        conn: Connection,
+        incident: dict[str, object],
+        user: str,
+        now: datetime,
+        group: StormGroup,
+        storms: StormBatch,
+    ) -> bool:
         chats = self._user_chats(conn, user)
         for chat in chats:
+            key = StormKey(chat.platform, chat.chat_id, group)
+            if not storms.admit(key, int(str(incident["id"])), _name(incident), now):
+                continue  # counted in the chat's storm summary of reminders
             message = incident_message(incident, status_line=f"reminder: acknowledged by {user}, still not resolved")
             _send(conn, chat, message, now, purpose="reminder", incident_id=int(str(incident["id"])))
         store.add_event(
@@ -255,6 +294,10 @@ def _send(
         incident_id=incident_id,
         purpose=purpose,
     )
+
+
+def _name(incident: dict[str, object]) -> str:
+    return str(incident.get("name") or "")
 
 
 def _private_chat(platform: str, external_id: str) -> str:

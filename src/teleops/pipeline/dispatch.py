@@ -1,9 +1,16 @@
-"""Record, then send: a command reaches an agent only after its dispatch is committed (at most once)."""
+"""Record, then send: a command reaches an agent only after its dispatch is committed (at most once).
+
+Secrets in a command line (store/sealed_argv.py): what is recorded, audited, logged and shown is the redacted
+argv; the agent receives the original, opened from the seal only to send it; the approval digest binds the
+original, and the audit data carry its keyed hash (`argv_hmac`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -30,6 +37,7 @@ from teleops.store.commands import (
     get_command,
 )
 from teleops.store.database import Database, NotDurable, StorageUnavailable
+from teleops.store.sealed_argv import OriginalCommand, SealUnreadable, original_command, protect_argv
 from teleops.wire import Exec
 from teleops.wire.command_ids import wire_command_id
 
@@ -78,13 +86,17 @@ class StepUpRequired(Exception):
     """The rule needs a fresh one-time code and the person is not elevated. Nothing was recorded or sent.
 
     `refusal` is why a code that came with the request did not count (wrong, replayed, locked …), if one did.
+    `shown` is the command line to show people (secrets masked); `argv` is the original, kept in memory only.
     """
 
-    def __init__(self, reason: str, *, agent: str, argv: list[str], refusal: str | None = None) -> None:
+    def __init__(
+        self, reason: str, *, agent: str, argv: list[str], refusal: str | None = None, shown: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.agent = agent
         self.argv = argv
         self.refusal = refusal
+        self.shown = shown if shown is not None else shlex.join(argv)
 
 
 class ApprovalPending(Exception):
@@ -158,14 +170,19 @@ async def submit_command(
             "Check that `teleops agent` is running on it and can reach this server."
         )
     decision = authorize(request.requester, request.role, agent.name, argv, text=request.command)
-    facts = {"host": request.host, "agent": agent.name, "argv": argv, "rule": decision.rule}
+    protected = protect_argv(db.argv_vault, argv, request.command)
+    facts = {
+        "host": request.host, "agent": agent.name, "argv": protected.shown, **protected.audit_fields(),
+        "rule": decision.rule,
+    }  # fmt: skip
     one = DispatchFacts(
         requester=request.requester,
         host=request.host,
         agent_name=agent.name,
-        argv=argv,
+        argv=protected.shown,
         timeout_s=effective_timeout(request.timeout_s, decision),
         incident_id=request.incident_id,
+        sealed_argv=protected.sealed,
         audit_data=facts,
     )
     if not decision.allowed:
@@ -174,7 +191,13 @@ async def submit_command(
         await record_audit(
             db, now=now, actor=request.requester, action="command.stepup_required", subject="", data=facts
         )
-        raise StepUpRequired(decision.reason, agent=agent.name, argv=argv, refusal=getattr(stepup, "refusal", None))
+        raise StepUpRequired(
+            decision.reason,
+            agent=agent.name,
+            argv=argv,
+            refusal=getattr(stepup, "refusal", None),
+            shown=protected.shown_text or request.command,
+        )
     if not decision.require_approval:
         return await _dispatch_new(
             db, sender, one, now=now, checkpoints=checkpoints, output_cap_bytes=request.output_cap_bytes
@@ -193,18 +216,27 @@ async def submit_command(
         timeout_s=one.timeout_s,
         now=now,
         incident_id=one.incident_id,
+        sealed_argv=one.sealed_argv,
     )
     opened = await open_approval(
         db,
         command_id=record.id,
-        digest=approval_digest(agent=agent.name, argv=argv, requester=request.requester, command_id=record.id),
+        # The digest binds the original argv (what will run), not the shown one.
+        digest=approval_digest(
+            agent=agent.name,
+            argv=argv,
+            requester=request.requester,
+            command_id=record.id,
+            timeout_s=record.timeout_s,
+            key=_binding_key(db),
+        ),
         requester=request.requester,
-        command_text=request.command,
+        command_text=protected.shown_text or request.command,
         rules=approval,
         now=now,
         platform=request.platform,
         chat_id=request.chat_id,
-        facts=facts,
+        facts={**facts, "timeout_s": record.timeout_s},  # what `teleops audit verify` holds the dispatch against
     )
     log.info("command.awaiting_approval", command_id=record.id, agent=agent.name, needed=approval.needed)
     raise ApprovalPending(record, opened, decision.reason)
@@ -268,14 +300,27 @@ async def dispatch_approved(
     claimed = await claim_for_dispatch(db, command_id, now=now)
     if claimed is None:
         return record
-    facts = {"host": record.host, "agent": record.agent_name, "argv": record.argv, "approved_by": claimed.approved_by}
-    decision = authorize(record.requester, role, record.agent_name, record.argv, text=claimed.command_text)
+    facts: dict[str, Any] = {
+        "host": record.host, "agent": record.agent_name, "argv": record.argv, "approved_by": claimed.approved_by,
+        "timeout_s": record.timeout_s,
+    }  # fmt: skip
+    unreadable: str | None = None
+    try:  # the policy and the digest are checked against the original argv, which is what would run
+        original = original_command(db.argv_vault, record.argv, record.sealed_argv, claimed.command_text)
+    except SealUnreadable as exc:
+        original, unreadable = OriginalCommand(record.argv, claimed.command_text), str(exc)
+    if record.sealed_argv is not None and db.argv_vault is not None and unreadable is None:
+        facts["argv_hmac"] = db.argv_vault.argv_hmac(original.argv)
+    decision = authorize(record.requester, role, record.agent_name, original.argv, text=original.text)
     digest = approval_digest(
-        agent=record.agent_name, argv=record.argv, requester=record.requester, command_id=record.id
-    )
+        agent=record.agent_name, argv=original.argv, requester=record.requester, command_id=record.id,
+        timeout_s=record.timeout_s, key=_binding_key(db),
+    )  # fmt: skip
     refusal: str | None = None
-    if digest != claimed.digest:
-        refusal = "not run: the command changed after it was approved"
+    if unreadable is not None:
+        refusal = f"not run: {unreadable}"
+    elif not hmac.compare_digest(digest, claimed.digest):
+        refusal = "not run: the command changed after it was approved (its argv, host or timeout no longer match)"
     elif not decision.allowed:
         refusal = f"not run: the policy changed after approval: {decision.reason}"
     elif locked:
@@ -370,9 +415,14 @@ async def send_dispatched(
     """Send the exec of a command whose dispatch is committed. If it cannot be sent the command ends `failed`
     saying so (when even that cannot be stored, it stays `running` and the hub's sweep ends it `lost`)."""
     bound = log.bind(command_id=record.id, agent=record.agent_name, requester=record.requester)
+    try:  # the agent runs the original argv; only here is the seal opened for sending
+        argv = original_command(db.argv_vault, record.argv, record.sealed_argv).argv
+    except SealUnreadable as exc:
+        bound.error("command.seal_unreadable", error=str(exc))
+        return await fail_unsent(db, record, f"not run: {exc}", now=now)
     message = Exec(
         command_id=wire_command_id(record.id, record.created_at),
-        argv=list(record.argv),
+        argv=argv,
         timeout_s=record.timeout_s,
         output_cap_bytes=output_cap_bytes,
     )
@@ -396,6 +446,11 @@ async def fail_unsent(db: Database, record: CommandRecord, reason: str, *, now: 
     except StorageUnavailable as exc:
         log.error("command.unsent_not_recorded", command_id=record.id, reason=reason, error=str(exc))
         return record
+
+
+def _binding_key(db: Database) -> bytes | None:
+    """The key approvals are bound with: outside the database (store/approvals.py); None only without a vault."""
+    return db.argv_vault.binding_key if db.argv_vault is not None else None
 
 
 async def write_checkpoint(checkpoints: CheckpointLog, head: AuditEvent) -> None:

@@ -35,6 +35,7 @@ from teleops.server.agent_hub import AgentHub
 from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
 from teleops.server.chat_wiring import build_chat
 from teleops.server.clock import Clock, system_clock
+from teleops.server.front_door import FrontDoor
 from teleops.server.local_agent import LocalAgentSupervisor, ensure_local_agent_token
 from teleops.server.local_agent_user import LocalAgentRefused, local_run_as
 from teleops.server.metrics import Metrics
@@ -50,6 +51,7 @@ from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import Database
 from teleops.store.ingest import IncidentChange, IngestWriter
+from teleops.store.sealed_argv import ArgvVault
 from teleops.store.tokens import TokenStore
 from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
@@ -70,6 +72,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        # Secrets in command lines are masked where they are kept and shown; originals sealed outside the DB.
+        db.argv_vault = ArgvVault.open(settings.data_dir, settings.redaction_rules())
         await db.migrate()
         users = UserStore(db)
         chat = build_chat(settings, db=db, users=users, clock=clock, metrics=metrics)
@@ -225,7 +229,8 @@ def create_app(
     app.include_router(chat_routes.router)
     app.include_router(scenario_routes.router)
     app.add_middleware(_LatencyMiddleware, metrics=metrics)
-    app.add_middleware(alerts.IngestFastPath)  # added last: outermost, before routing (see its docstring)
+    app.add_middleware(alerts.IngestFastPath)  # outside the router (see its docstring)
+    app.add_middleware(FrontDoor)  # added last: outermost; credentials and body caps before any body is read
     return app
 
 

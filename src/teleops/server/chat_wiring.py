@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from teleops.chat.service import ChatService
+from teleops.chat.storm import storm_rule
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
+from teleops.domain.alert import Alert
+from teleops.oncall.routing import route_team
 from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
 from teleops.store.database import Database
@@ -29,7 +32,18 @@ def build_chat(settings: Settings, *, db: Database, users: UserStore, clock: Clo
         storm_threshold=telegram.storm_threshold,
         max_update_age=timedelta(seconds=parse_duration(telegram.max_update_age)),
         on_fallback=lambda platform: metrics.render_fallback.labels(platform).inc(),
+        input_stall_after=timedelta(seconds=parse_duration(telegram.input_stall_after)),
+        on_unhandled=metrics.count_unhandled,
     )
+    routes = tuple(settings.oncall.routes)
+
+    def route_of(alert: Alert) -> str:
+        return route_team(routes, source=alert.source, severity=alert.severity.value, labels=alert.labels)[0]
+
+    # Storms are grouped per chat and per (route, severity) on every platform.
+    chat.notifier.use_storm_rule(storm_rule(settings), route_of)
+    # A trimmed alert links its incident page only where people can reach it: never a guessed URL.
+    chat.notifier.link_incident_pages(settings.server.public_url)
     # Every ack/resolve/snooze (REST, web UI, chat) edits the incident's chat messages in its own transaction.
     register_action_hooks(db, chat.notifier.on_action, chat.wake)
     if telegram.token is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from teleops.chat.input_watch import InputHealth, UnhandledInput
 from teleops.domain.alert import Alert
 
 __all__ = ["Metrics"]
@@ -51,6 +52,58 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.chat_updates_unhandled = Counter(
+            "teleops_chat_updates_unhandled",
+            "Chat updates, events or messages a gateway could not parse or handle and skipped past (confirmed to the "
+            "platform, logged, audited as chat.update_unhandled), by platform and reason.",
+            ["platform", "reason"],
+            registry=self.registry,
+        )
+        self.chat_input_silent = Gauge(
+            "teleops_chat_input_silent_seconds",
+            "Seconds since a chat gateway last completed a receive cycle (a getUpdates that returned, a live Socket "
+            "Mode session); 0 where that cannot be watched (webhooks, Events API, the console).",
+            ["platform"],
+            registry=self.registry,
+        )
+        self.chat_input_stalled = Gauge(
+            "teleops_chat_input_stalled",
+            "1 while a chat gateway's input has been silent for longer than telegram.input_stall_after.",
+            ["platform"],
+            registry=self.registry,
+        )
+
+        # Ingest rate limits (server/ingest_limits.py): refusals, and which tokens are throttled now.
+        self.ingest_throttled = Counter(
+            "teleops_ingest_throttled",
+            "Alert requests answered 429 because their ingest token was over its rate limit, by source and token.",
+            ["source", "token"],
+            registry=self.registry,
+        )
+        self.ingest_throttling = Gauge(
+            "teleops_ingest_throttling",
+            "1 while an ingest token is throttled on a source (its IngestThrottled incident is open), else 0.",
+            ["source", "token"],
+            registry=self.registry,
+        )
+
+    def count_throttled(self, source: str, token: str) -> None:
+        """One request refused with 429 by the ingest rate limit (also in teleops_alerts_rejected_total)."""
+        self._child(self.ingest_throttled, source, token).inc()
+        self._child(self.alerts_rejected, source, "429").inc()
+
+    def set_throttling(self, source: str, token: str, *, on: bool) -> None:
+        self._child(self.ingest_throttling, source, token).set(1.0 if on else 0.0)
+
+    def count_unhandled(self, item: UnhandledInput) -> None:
+        """One chat delivery a gateway skipped, in `teleops_chat_updates_unhandled_total{platform,reason}`."""
+        self._child(self.chat_updates_unhandled, item.platform, item.reason.value).inc()
+
+    def observe_inputs(self, healths: Sequence[InputHealth]) -> None:
+        """Each gateway's input: seconds since its last successful receive, and whether that counts as stalled."""
+        for health in healths:
+            self._child(self.chat_input_silent, health.platform).set(health.silent_s if health.watched else 0.0)
+            self._child(self.chat_input_stalled, health.platform).set(1.0 if health.stalled else 0.0)
 
     def count_received(self, source: str, alerts: Sequence[Alert]) -> None:
         """Add committed alerts to `teleops_alerts_received_total`, one increment per (source, status)."""

@@ -28,8 +28,10 @@ __all__ = [
 
 # Identifiers (alert name, host, fingerprint, dedup key) are indexed columns of 255 characters.
 MAX_NAME_LENGTH = 255
-# Free text is clipped, not refused: a sender must not lose an alert because its output was long.
-MAX_SUMMARY_LENGTH = 1024
+# Free text is clipped, not refused: a sender must not lose an alert because its output was long. The summary
+# keeps as much as the description: chat messages trim it to fit (saying so and linking the incident page),
+# and the incident page shows what is stored, so whatever is cut here is cut for everyone; the cut says so.
+MAX_SUMMARY_LENGTH = 16_384
 MAX_DESCRIPTION_LENGTH = 16_384
 
 # Alertmanager and Go senders write "0001-01-01T00:00:00Z" for "no end time".
@@ -140,10 +142,21 @@ def bounded_name(value: str, path: str, *, max_length: int = MAX_NAME_LENGTH) ->
 
 
 def clip(text: str, max_length: int) -> str:
-    """`text` cut to `max_length` characters, marked with an ellipsis when something was cut."""
+    """`text` cut to at most `max_length` characters; a cut says how much: "… 3,976 more characters not stored".
+
+    When `max_length` is too small for that marker, the cut ends with a bare "…".
+    """
     if len(text) <= max_length:
         return text
-    return text[: max_length - 1] + "…"
+    marker = _cut_marker(len(text))  # the longest the marker can be: the count only shrinks as more is kept
+    if len(marker) >= max_length:
+        return text[: max(max_length - 1, 0)] + "…"
+    kept = text[: max_length - len(marker)]
+    return kept + _cut_marker(len(text) - len(kept))
+
+
+def _cut_marker(cut: int) -> str:
+    return f"… {cut:,} more character{'s' if cut != 1 else ''} not stored"
 
 
 def opt_mapping_of_str(obj: Mapping[str, Any], key: str, path: str) -> dict[str, str]:

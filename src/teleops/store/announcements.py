@@ -1,9 +1,10 @@
 """What the notifier reads and rewrites inside an incident's transaction: the incident as its message shows it, the
-messages that announced it (to edit them), and a chat's pending storm summary (to fold more incidents into it).
+messages that announced it (to edit them), and a storm summary (to count more incidents in it and edit it).
 Rows are queued with `store.outbox.enqueue_*` in the same transaction."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -12,7 +13,16 @@ from sqlalchemy.engine import Connection
 from teleops.store.outbox import OutboxKind, OutboxStatus
 from teleops.store.schema import incidents, outbox
 
-__all__ = ["incident_messages", "incident_snapshot", "pending_storm_row", "replace_payload"]
+__all__ = ["StormSummary", "incident_messages", "incident_snapshot", "replace_payload", "storm_summary"]
+
+
+@dataclass(frozen=True, slots=True)
+class StormSummary:
+    """A storm summary message's outbox row: its delivery state and what it counts (`payload["counts"]`)."""
+
+    id: int
+    status: str
+    payload: dict[str, Any]
 
 
 def incident_messages(conn: Connection, incident_id: int) -> list[tuple[int, str, str]]:
@@ -27,21 +37,30 @@ def incident_messages(conn: Connection, incident_id: int) -> list[tuple[int, str
     return [(r.id, r.platform, r.chat_id) for r in rows]
 
 
-def pending_storm_row(conn: Connection, platform: str, chat_id: str) -> tuple[int, dict[str, Any]] | None:
-    """The not-yet-sent storm summary of a chat, to fold more incidents into it."""
+def storm_summary(conn: Connection, row_id: int, *, platform: str, chat_id: str, purpose: str) -> StormSummary | None:
+    """Row `row_id` if it is a storm summary (`purpose`) of that chat, sent or not; None otherwise (e.g. the
+    transaction that queued it rolled back, and the id now names another row or none)."""
     row = conn.execute(
-        select(outbox.c.id, outbox.c.payload).where(
+        select(outbox.c.id, outbox.c.status, outbox.c.payload).where(
+            outbox.c.id == row_id,
             outbox.c.platform == platform,
             outbox.c.chat_id == chat_id,
-            outbox.c.purpose == "storm",
-            outbox.c.status == OutboxStatus.PENDING.value,
+            outbox.c.purpose == purpose,
+            outbox.c.kind == OutboxKind.SEND.value,
         )
     ).first()
-    return (int(row.id), dict(row.payload)) if row is not None else None
+    return StormSummary(int(row.id), str(row.status), dict(row.payload)) if row is not None else None
 
 
-def replace_payload(conn: Connection, row_id: int, payload: dict[str, Any]) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == row_id).values(payload=payload))
+def replace_payload(conn: Connection, row_id: int, payload: dict[str, Any], *, if_pending: bool = False) -> bool:
+    """Rewrite what row `row_id` carries (a message not sent yet goes with it; a sent one keeps it as a record).
+
+    `if_pending`: only while nobody has claimed it for delivery (the claim then reads the new payload); returns
+    whether the row was rewritten."""
+    query = update(outbox).where(outbox.c.id == row_id)
+    if if_pending:
+        query = query.where(outbox.c.status == OutboxStatus.PENDING.value)
+    return bool(conn.execute(query.values(payload=payload)).rowcount == 1)
 
 
 def incident_snapshot(conn: Connection, incident_id: int) -> dict[str, Any] | None:

@@ -1,9 +1,12 @@
 """Two-person approval state (THREATS T22): one row per command that waits for a second person.
 
-The row is bound to the command by `digest` = SHA-256 of the canonical (agent, argv, requester, command id):
-a vote must name that digest (buttons carry its first characters), so a button for one request can never
-approve another, and an edited command row no longer matches. Every vote, refusal and outcome is appended
-to the audit log in the same transaction as the state change. Rows are claimed for dispatch exactly once.
+The row is bound to the command by `digest` = HMAC-SHA256 of the canonical (agent, argv, requester, command id,
+timeout) under a key outside the database (`ArgvVault.binding_key`, derived from `<data_dir>/argv.key`): a vote
+must name that digest (buttons carry its first characters), so a button for one request can never approve
+another; and a command row changed by a database writer — another argv, host or timeout — no longer matches,
+which the writer cannot repair without the key (issue #17.2; `pipeline/dispatch.dispatch_approved` refuses it).
+Every vote, refusal and outcome is appended to the audit log in the same transaction as the state change. Rows
+are claimed for dispatch exactly once.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Table, 
 from sqlalchemy.engine import Connection
 
 from teleops.store.audit import append
+from teleops.store.commands import TERMINAL, CommandStatus
 from teleops.store.database import Database
-from teleops.store.schema import Id, UTCDateTime, metadata
+from teleops.store.schema import Id, UTCDateTime, commands, metadata
 
 __all__ = [
     "DIGEST_PREFIX",
@@ -115,16 +119,26 @@ class VoteResult:
     approval: ApprovalRecord | None
 
 
-def approval_digest(*, agent: str, argv: Sequence[str], requester: str, command_id: int) -> str:
-    """SHA-256 (hex) of the canonical JSON of what is approved: exactly this argv, on this agent, for this person,
-    as this request."""
-    canonical = json.dumps(
-        {"agent": agent.lower(), "argv": list(argv), "requester": requester, "request_id": command_id},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def approval_digest(
+    *,
+    agent: str,
+    argv: Sequence[str],
+    requester: str,
+    command_id: int,
+    timeout_s: int | None = None,
+    key: bytes | None = None,
+) -> str:
+    """The hex digest of the canonical JSON of what is approved: exactly this argv, on this agent, for this person,
+    as this request, with this timeout. HMAC-SHA256 under `key` (the controller always has one: a key outside the
+    database); plain SHA-256 without one (library use, and step-up continuations, which bind no approval)."""
+    fields: dict[str, object] = {"agent": agent.lower(), "argv": list(argv), "requester": requester}
+    fields["request_id"] = command_id
+    if timeout_s is not None:
+        fields["timeout_s"] = timeout_s
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if key is None:
+        return hashlib.sha256(canonical).hexdigest()
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
 def _record(row: Any) -> ApprovalRecord:
@@ -222,8 +236,9 @@ async def cast_vote(
     """Count one approve/deny vote, atomically with its audit event.
 
     Refused (audited as `approval.refused`, nothing else changes): no such request, the voter is the requester,
-    `digest` given and not a prefix of the request's digest, the request no longer pending, or `eligible` set
-    (the reason the voter's own policy would not let them run it). An expired request becomes `expired`
+    `digest` given and not a prefix of the request's digest, the request no longer pending, its command already
+    ended (e.g. its requester cancelled it), or `eligible` set (the reason the voter's own policy would not let
+    them run it). An expired request becomes `expired`
     (audited as `approval.expired`). One deny wins (`approval.denied`); `needed` distinct approvals make it
     `approved` (each vote audited as `approval.approved`). Raises StorageUnavailable.
     """
@@ -242,6 +257,10 @@ async def cast_vote(
         if record.status is not ApprovalStatus.PENDING:
             who = f" by {record.decided_by}" if record.decided_by else ""
             return _refuse(conn, record, voter, vote, now, f"command {command_id} was already {record.status}{who}")
+        command = conn.execute(select(commands.c.status, commands.c.reason).where(commands.c.id == command_id)).first()
+        if command is not None and CommandStatus(command.status) in TERMINAL:  # e.g. its requester cancelled it
+            why = f"command {command_id} already ended ({command.status}: {command.reason or 'no reason recorded'})"
+            return _refuse(conn, record, voter, vote, now, why + "; there is nothing left to approve")
         if now >= record.expires_at:
             expired = _finish(conn, record, ApprovalStatus.EXPIRED, None, now)
             append(conn, at=now, actor=voter, action="approval.expired", subject=f"command:{command_id}", data={})

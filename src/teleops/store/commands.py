@@ -2,13 +2,16 @@
 
 `queued` (recorded) → `running` (marked dispatched, committed *before* the exec is sent) → one terminal
 state. `lost` is terminal for the requester, but a result the agent reports later still replaces it, once.
+
+`argv` is the command as shown (secrets masked); a masked command's original is in `sealed_argv` until it is
+dispatched or ends (store/sealed_argv.py).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -101,6 +104,7 @@ class CommandRecord:
     dispatched_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    sealed_argv: str | None = field(default=None, repr=False)  # the original argv, sealed; see sealed_argv.py
 
     @property
     def duration_s(self) -> float | None:
@@ -138,7 +142,7 @@ def _get(conn: Connection, command_id: int) -> CommandRecord:
 
 @dataclass(frozen=True, slots=True)
 class NewCommand:
-    """A command to record."""
+    """A command to record: `argv` as it may be shown and kept, `sealed_argv` its original when that differs."""
 
     requester: str
     host: str
@@ -146,6 +150,7 @@ class NewCommand:
     argv: list[str]
     timeout_s: int
     incident_id: int | None = None
+    sealed_argv: str | None = None
 
 
 # Built once (every command is inserted through these).
@@ -159,7 +164,10 @@ def insert_commands(
 ) -> list[CommandRecord]:
     """Insert commands in the caller's transaction with one multi-row statement, in order: `queued`, or `running`
     when `dispatched` (then the caller must also write their `command.dispatching` audit events in that
-    transaction). Adds `command.requested` to each one's incident timeline. Raises IncidentNotFound."""
+    transaction). Adds `command.requested` to each one's incident timeline. Raises IncidentNotFound.
+
+    A dispatched command's `sealed_argv` is not stored (the exec is sent from the returned record), a queued
+    one's is, until it is dispatched or ends."""
     for incident_id in {new.incident_id for new in many if new.incident_id is not None}:
         if conn.execute(_INCIDENT_EXISTS, {"incident_id": incident_id}).first() is None:
             raise IncidentNotFound(incident_id)
@@ -172,6 +180,7 @@ def insert_commands(
             "requester": new.requester, "host": new.host, "agent_name": new.agent_name, "argv": list(new.argv),
             "status": status.value, "timeout_s": new.timeout_s, "incident_id": new.incident_id, "output": "",
             "output_bytes": 0, "truncated": False, "created_at": now, "dispatched_at": dispatched_at,
+            "sealed_argv": None if dispatched else new.sealed_argv,
         }
         for new in many
     ]  # fmt: skip
@@ -189,7 +198,7 @@ def insert_commands(
             id=command_id, requester=new.requester, host=new.host, agent_name=new.agent_name, argv=list(new.argv),
             status=status.value, timeout_s=new.timeout_s, incident_id=new.incident_id, exit_code=None, signal=None,
             output="", output_bytes=0, truncated=False, reason=None, created_at=now, dispatched_at=dispatched_at,
-            started_at=None, finished_at=None,
+            started_at=None, finished_at=None, sealed_argv=new.sealed_argv,
         )
         for command_id, new in zip(ids, many, strict=True)
     ]  # fmt: skip
@@ -205,12 +214,14 @@ async def create_command(
     timeout_s: int,
     now: datetime,
     incident_id: int | None = None,
+    sealed_argv: str | None = None,
 ) -> CommandRecord:
-    """Record a `queued` command (and `command.requested` on its incident). Raises IncidentNotFound."""
+    """Record a `queued` command (and `command.requested` on its incident). `argv` is what may be shown,
+    `sealed_argv` the sealed original when that differs. Raises IncidentNotFound."""
 
     def apply(conn: Connection) -> CommandRecord:
         [record] = insert_commands(
-            conn, [NewCommand(requester, host, agent_name, list(argv), timeout_s, incident_id)], now=now
+            conn, [NewCommand(requester, host, agent_name, list(argv), timeout_s, incident_id, sealed_argv)], now=now
         )
         return record
 
@@ -224,7 +235,7 @@ async def mark_dispatched(db: Database, command_id: int, *, now: datetime) -> bo
         result = conn.execute(
             update(commands)
             .where(commands.c.id == command_id, commands.c.status == CommandStatus.QUEUED.value)
-            .values(status=CommandStatus.RUNNING.value, dispatched_at=now)
+            .values(status=CommandStatus.RUNNING.value, dispatched_at=now, sealed_argv=None)
         )
         return bool(result.rowcount)
 
@@ -362,6 +373,7 @@ def _finish_statement(open_states: Sequence[CommandStatus], *, by_agent: bool = 
             output_bytes=keep_unless_given("output_bytes", c.output_bytes),
             truncated=keep_unless_given("truncated", c.truncated),
             started_at=func.coalesce(c.started_at, bindparam("new_started_at", type_=c.started_at.type)),
+            sealed_argv=None,  # an ended command is never sent: its original is wiped
         )
         .returning(*c)
     )

@@ -4,6 +4,15 @@ Rows move `pending -> sending -> sent`, or back to `pending` on a temporary fail
 when the platform refuses for good; a pending edit replaced by a newer one becomes `superseded`.
 The `enqueue_*` functions take a Connection so callers write them in their own transaction (the
 ingest writes notifications in the same transaction as the incident, invariant 1).
+
+When a platform answers 429, the deadline it asked for (`retry_after`) is kept on the row (`blocked_until`): the
+row stays its chat's head, so whoever reads the heads after a restart sees that the chat must wait until then.
+
+Delivery is at least once. A message can reach a platform twice only when the platform accepted it and the process
+died (kill -9, power loss) or the answer was lost (timeout) before `mark_sent` committed: the row is still `sending`
+and is sent again. The commit of `mark_sent` closes that window for a process crash; the caller does not wait for
+its fsync as well (only a power loss can undo a commit, and then the message is sent again, as in the window).
+See docs/telegram.md ("What TeleOps guarantees").
 """
 
 from __future__ import annotations
@@ -67,6 +76,8 @@ class OutboxRow:
     # For EDIT and replies: the referenced row's delivery state (None when there is no reference).
     ref_status: str | None = None
     ref_message_id: str | None = None
+    # The platform's retry_after deadline (429): nothing goes to this chat before it (this row is its head).
+    blocked_until: datetime | None = None
 
 
 def enqueue_send(
@@ -169,8 +180,15 @@ def enqueue_edit(conn: Connection, *, ref_id: int, payload: dict[str, Any], now:
         .limit(1)
     ).scalar()
     if pending is not None:
-        conn.execute(update(outbox).where(outbox.c.id == pending).values(payload=payload))
-        return int(pending)
+        # Only while it is still pending: a delivery that claimed it meanwhile sends what it claimed, so the newer
+        # text needs an edit row of its own.
+        coalesced = conn.execute(
+            update(outbox)
+            .where(outbox.c.id == pending, outbox.c.status == OutboxStatus.PENDING.value)
+            .values(payload=payload)
+        )
+        if coalesced.rowcount == 1:
+            return int(pending)
     return _insert_row(
         conn,
         platform=ref.platform,
@@ -200,6 +218,7 @@ def _row(row: Row[Any, *tuple[Any, ...]]) -> OutboxRow:
         created_at=m["created_at"],
         ref_status=m.get("ref_status"),
         ref_message_id=m.get("ref_message_id"),
+        blocked_until=m["blocked_until"],
     )
 
 
@@ -216,6 +235,7 @@ _ROW_COLUMNS = (
     outbox.c.purpose,
     outbox.c.platform_message_id,
     outbox.c.created_at,
+    outbox.c.blocked_until,
 )
 
 # Built once: the delivery worker runs these for every message, and building a statement with its joins and
@@ -239,6 +259,7 @@ _CLAIM = (
     update(outbox)
     .where(outbox.c.id == bindparam("row_id"), outbox.c.status.in_(_LIVE))
     .values(status=OutboxStatus.SENDING.value, attempts=outbox.c.attempts + 1, next_attempt_at=bindparam("now"))
+    .returning(outbox.c.payload)
 )
 
 
@@ -320,6 +341,11 @@ class OutboxStore:
             query = query.where(outbox.c.chat_id == chat_id)
         return [_row(r) for r in await self._db.all(query)]
 
+    async def chats(self, platform: str) -> set[str]:
+        """Every chat of `platform` TeleOps ever queued a message for (to leave the ones no longer configured)."""
+        rows = await self._db.all(select(outbox.c.chat_id).where(outbox.c.platform == platform).distinct())
+        return {str(row[0]) for row in rows}
+
     async def find_message(self, platform: str, chat_id: str, platform_message_id: str) -> OutboxRow | None:
         """The row whose delivered message has this platform id (to map a chat reply to its incident)."""
         query = select(*_ROW_COLUMNS).where(
@@ -330,53 +356,73 @@ class OutboxStore:
         row = await self._db.first(query.order_by(outbox.c.id).limit(1))
         return _row(row) if row is not None else None
 
-    async def claim(self, row_id: int, now: datetime) -> bool:
-        """Mark a row `sending` before the platform call. False when it is no longer live.
+    async def claim(self, row_id: int, now: datetime) -> dict[str, Any] | None:
+        """Mark a row `sending` before the platform call; returns its payload as claimed (what to send: a pending
+        row's payload may have been rewritten since `heads` read it, e.g. a coalesced edit), or None when it is
+        no longer live.
 
         Returns once committed, without waiting for the fsync: a claim lost to a crash leaves the row `pending`,
         which the next start sends again exactly like a row left `sending`, so its durability buys nothing, and
         the platform call does not wait for a disk flush."""
 
-        def apply(conn: Connection) -> bool:
-            result = conn.execute(_CLAIM, {"row_id": row_id, "now": now})
-            return result.rowcount == 1
+        def apply(conn: Connection) -> dict[str, Any] | None:
+            claimed = conn.execute(_CLAIM, {"row_id": row_id, "now": now}).first()
+            return dict(claimed.payload) if claimed is not None else None
 
-        return bool(await self._db.submit_batch(apply).applied)
+        result: dict[str, Any] | None = await self._db.submit_batch(apply).applied
+        return result
 
     async def mark_sent(
         self, row_id: int, platform_message_id: str | None, now: datetime, *, count_attempt: bool = False
     ) -> None:
-        """The platform accepted the row. `count_attempt`: the row was taken without `claim` (`take_heads`)."""
+        """The platform accepted the row. `count_attempt`: the row was taken without `claim` (`take_heads`).
+
+        Returns once committed, without waiting for the fsync: until this commit, a crash sends the message again
+        (the at-least-once window, module docstring), and the commit is what closes that window for a process
+        crash; the fsync only guards against a power loss, after which the message is sent again."""
         await self._set(
             row_id,
             count_attempt,
+            durable=False,
             status=OutboxStatus.SENT.value,
             sent_at=now,
             platform_message_id=platform_message_id,
         )
 
     async def mark_retry(
-        self, row_id: int, error: str, next_attempt_at: datetime, *, count_attempt: bool = False
+        self,
+        row_id: int,
+        error: str,
+        next_attempt_at: datetime,
+        *,
+        count_attempt: bool = False,
+        blocked_until: datetime | None = None,
     ) -> None:
-        await self._set(
-            row_id,
-            count_attempt,
-            status=OutboxStatus.PENDING.value,
-            last_error=error[:500],
-            next_attempt_at=next_attempt_at,
-        )
+        """Back to `pending`. `blocked_until`: the platform's retry_after deadline (429), kept on the row so that
+        the chat waits for it even across a restart (`OutboxRow.blocked_until`)."""
+        values: dict[str, Any] = {
+            "status": OutboxStatus.PENDING.value,
+            "last_error": error[:500],
+            "next_attempt_at": next_attempt_at,
+        }
+        if blocked_until is not None:
+            values["blocked_until"] = blocked_until
+        await self._set(row_id, count_attempt, **values)
 
     async def mark_failed(self, row_id: int, error: str, *, count_attempt: bool = False) -> None:
         await self._set(row_id, count_attempt, status=OutboxStatus.FAILED.value, last_error=error[:500])
 
-    async def _set(self, row_id: int, count_attempt: bool, **values: Any) -> None:
+    async def _set(self, row_id: int, count_attempt: bool, *, durable: bool = True, **values: Any) -> None:
         if count_attempt:
             values["attempts"] = outbox.c.attempts + 1
 
         def apply(conn: Connection) -> None:
             conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
 
-        await self._db.write(apply)
+        if durable:
+            await self._db.write(apply)
+        else:
+            await self._db.write_unsynced(apply)
 
 
 def _all_rows(conn: Connection, query: Any, params: dict[str, Any]) -> list[Row[Any]]:

@@ -40,6 +40,7 @@ __all__ = [
     "timeline",
     "tokens",
     "users",
+    "web_sessions",
 ]
 
 metadata = MetaData(
@@ -186,6 +187,8 @@ outbox = Table(
     # Added in 0003 (chat): the row this one edits or replies to, and why it exists (incident, storm, …).
     Column("ref_id", Id),
     Column("purpose", String(16)),
+    # Added in 0010: the platform's retry_after deadline (429); the chat gets nothing before it, even after a restart.
+    Column("blocked_until", UTCDateTime),
     Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
     Index("ix_outbox_platform_status_chat_id", "platform", "status", "chat_id", "id"),
     Index("ix_outbox_platform_chat_id_platform_message_id", "platform", "chat_id", "platform_message_id"),
@@ -232,6 +235,9 @@ commands = Table(
     Column("dispatched_at", UTCDateTime),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
+    # The original argv of a command whose stored `argv` was redacted, sealed (store/sealed_argv.py); NULL once
+    # it was dispatched or ended.
+    Column("sealed_argv", Text),
     Index("ix_commands_status", "status"),
     Index("ix_commands_incident_id", "incident_id"),
 )
@@ -243,6 +249,20 @@ server_keys = Table(
     Column("name", String(64), primary_key=True),
     Column("value", String(255), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Web console logins (store/web_sessions.py): the session cookie names a row; no live row, no session.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of the cookie's session id, never the id itself
+    Column("user_id", Id, ForeignKey("users.id"), nullable=False),
+    Column("role", String(64), nullable=False),  # the user's role at login: another role ends the session
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Column("revoked_reason", String(64)),
+    Index("ix_web_sessions_user_id", "user_id"),
 )
 
 # The web console's chat history: what TeleOps posted there (delivered by the outbox) and what people typed.

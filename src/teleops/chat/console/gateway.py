@@ -28,6 +28,7 @@ from teleops.chat.base import (
     RateLimits,
     RetryLater,
 )
+from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.render import Rendered
 from teleops.domain.text import visible
 from teleops.store.console_messages import ConsoleMessageRecord, ConsoleMessageStore
@@ -49,6 +50,7 @@ CONSOLE_CHAT_ID = "console"
 MAX_TYPED_CHARS = 4000
 MAX_FILE_BYTES = 1024 * 1024
 _QUEUE_DEPTH = 500
+LOCAL_NOTE = "served by this process: its input cannot stall apart from the controller itself"
 
 CONSOLE_CAPABILITIES = Capabilities(
     platform=CONSOLE_PLATFORM,
@@ -126,13 +128,19 @@ class ConsoleGateway:
         self._on_event: EventHandler | None = None
         self._subscribers: set[Subscriber] = set()
         self._callbacks: dict[str, str] = {}  # button callback id -> the user who pressed
+        self._input = InputWatch(CONSOLE_PLATFORM, clock=clock, mode="local", watched=False, note=LOCAL_NOTE)
 
     @property
     def capabilities(self) -> Capabilities:
         return CONSOLE_CAPABILITIES
 
+    @property
+    def input_watch(self) -> InputWatch:
+        return self._input
+
     async def start(self, on_event: EventHandler) -> None:
         self._on_event = on_event
+        self._input.started()
 
     async def stop(self) -> None:
         self._on_event = None
@@ -191,6 +199,9 @@ class ConsoleGateway:
         for subscriber in list(self._subscribers):
             if subscriber.user == user:
                 self._push(subscriber, {"type": "notice", "text": visible(text)[:500]})
+
+    async def leave(self, chat_id: str) -> bool:
+        return False  # the console is one chat, always configured
 
     # -- browsers --------------------------------------------------------------------------------
 
@@ -270,6 +281,14 @@ class ConsoleGateway:
             user,
         )
 
+    async def unreadable_frame(self, user: str, raw: str, error: BaseException | str) -> None:
+        """A browser of `user` sent a frame that is not a console message: reported (logged, audited, counted) and
+        told to that browser; the session goes on."""
+        await self._input.unhandled(
+            update_id=f"console-frame-from-{user}", reason=UnhandledReason.MALFORMED_ENVELOPE, error=error, raw=raw
+        )
+        self._notice(user, "the page sent something unexpected and it was ignored; reload the page")
+
     # -- internals -------------------------------------------------------------------------------
 
     async def _dispatch(self, event: InboundEvent, user: str) -> None:
@@ -277,7 +296,17 @@ class ConsoleGateway:
         if handler is None:
             self._notice(user, "TeleOps is not handling chat commands right now (the console gateway is stopped).")
             return
-        await handler(event)
+        try:
+            await handler(event)
+        except Exception as exc:  # the handler promises not to raise; if it does, this message is skipped, not the tab
+            await self._input.unhandled(
+                update_id=event.update_id, reason=UnhandledReason.HANDLER_FAILED, error=exc, raw=event.text
+            )
+            self._notice(
+                user,
+                f"That failed inside TeleOps and nothing was run ({event.update_id}). Try again; if it keeps "
+                "failing, an admin finds the error in the TeleOps log under that id.",
+            )
 
     async def _append(
         self,

@@ -13,7 +13,16 @@ from typing import Any
 
 from teleops.chat.base import EventKind, InboundEvent
 
-__all__ = ["PLATFORM", "button_event", "command_event", "message_event", "slack_text", "team_of", "user_team_of"]
+__all__ = [
+    "PLATFORM",
+    "button_event",
+    "command_event",
+    "delivery_id",
+    "message_event",
+    "slack_text",
+    "team_of",
+    "user_team_of",
+]
 
 PLATFORM = "slack"
 
@@ -35,6 +44,14 @@ def _at(ts: Any, fallback: datetime) -> datetime:
         return datetime.fromtimestamp(float(ts), tz=UTC)
     except (TypeError, ValueError, OverflowError):
         return fallback
+
+
+def delivery_id(body: object) -> str:
+    """Slack's id of one delivery, for reports about it: `event_id` (events), else `trigger_id` (buttons,
+    slash commands); "" when the body carries neither."""
+    if not isinstance(body, Mapping):
+        return ""
+    return str(body.get("event_id") or body.get("trigger_id") or "")[:128]
 
 
 def team_of(body: Mapping[str, Any]) -> str:

@@ -5,6 +5,10 @@ Bolt routes and acknowledges (events at once; buttons and `/teleops` within its 
 work runs); this module only translates. Signatures are verified here, before Bolt sees the body, with
 the controller's clock (THREATS T02/T03), so Bolt's own system-clock check is switched off.
 Replays are de-duplicated by the conversation on `event_id` / `trigger_id` (the chat_updates table).
+
+Nothing Slack sends can stop input: a payload that cannot be read or handled, in either mode, is acknowledged
+(answered 200 / acked over the socket, so Slack does not redeliver it) and reported to `input_watch` — logged at
+warning, audited, counted. The frame-level checks of Socket Mode live in `socket_mode.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from typing import Any
 
 import structlog
 from aiohttp import ClientError
-from slack_bolt.adapter.socket_mode.websockets import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -35,9 +38,11 @@ from teleops.chat.base import (
     RateLimits,
     RetryLater,
 )
+from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.render import Rendered
-from teleops.chat.slack.events import PLATFORM, button_event, command_event, message_event, team_of
+from teleops.chat.slack.events import PLATFORM, button_event, command_event, delivery_id, message_event, team_of
 from teleops.chat.slack.signature import RequestSignature
+from teleops.chat.slack.socket_mode import SocketModeHandler
 
 __all__ = ["SLACK_CAPABILITIES", "HttpAnswer", "SlackGateway"]
 
@@ -71,6 +76,11 @@ _TEMPORARY_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_un
 _CONFIG_ERRORS = {"invalid_auth", "not_authed", "token_expired", "token_revoked", "account_inactive"}
 
 HttpAnswer = tuple[int, dict[str, str], bytes]
+# Said in /readyz: with the Events API Slack pushes, so a quiet workspace and a broken endpoint look alike from here.
+EVENTS_NOTE = (
+    "events mode: Slack pushes events over HTTP, so a stall cannot be told from quiet here; "
+    "Slack emails the app's owners when deliveries fail, or use socket mode"
+)
 
 
 def silence_sdk_loggers() -> None:
@@ -115,14 +125,28 @@ class SlackGateway:
         )
         self._register(self._app)
         self._on_event: EventHandler | None = None
-        self._socket: AsyncSocketModeHandler | None = None
+        self._socket: SocketModeHandler | None = None
         self._connector: asyncio.Task[None] | None = None
         self._bot_user_id: str | None = None
         self._thread_of: dict[str, str] = {}  # ts of a message we posted in a thread -> the thread's ts
+        socket = mode == "socket"
+        # Socket mode: a frame, or an open session when asked, is a successful receive cycle.
+        self._input = InputWatch(
+            PLATFORM,
+            clock=clock,
+            mode=mode,
+            watched=socket,
+            note="" if socket else EVENTS_NOTE,
+            probe=self.connected if socket else None,
+        )
 
     @property
     def capabilities(self) -> Capabilities:
         return SLACK_CAPABILITIES
+
+    @property
+    def input_watch(self) -> InputWatch:
+        return self._input
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -132,6 +156,7 @@ class SlackGateway:
         Slack being unreachable is logged, not raised: the outbox keeps messages until it answers.
         """
         self._on_event = on_event
+        self._input.started()
         if self._mode == "socket":
             if not self._app_token:
                 log.error("slack.no_app_token", hint="set slack.app_token (xapp-…) or slack.mode: events")
@@ -174,7 +199,8 @@ class SlackGateway:
         while True:
             try:
                 await self._whoami()
-                handler = AsyncSocketModeHandler(self._app, self._app_token, web_client=self._client)
+                assert self._app_token is not None
+                handler = SocketModeHandler(self._app, self._app_token, web_client=self._client, watch=self._input)
                 await handler.connect_async()  # type: ignore[no-untyped-call]
                 self._socket = handler
                 log.info("slack.socket_mode_connected")
@@ -251,6 +277,17 @@ class SlackGateway:
         except (SlackApiError, SlackClientError, ClientError, TimeoutError) as exc:  # best effort
             log.info("slack.answer_button_failed", error=_describe(exc))
 
+    async def leave(self, chat_id: str) -> bool:
+        """Leave a channel (a direct message cannot be left: False). Best effort: a refusal is logged, False."""
+        if not chat_id.startswith(("C", "G")):
+            return False  # D…: a person's direct message with the app
+        try:
+            response = await self._client.conversations_leave(channel=chat_id)
+        except (SlackApiError, SlackClientError, ClientError, TimeoutError) as exc:
+            log.warning("slack.leave_failed", channel=chat_id, error=_describe(exc))
+            return False
+        return not response.get("not_in_channel", False)  # ok, but it was no member: nothing was left
+
     def _thread(self, reply_to: str | None) -> str | None:
         # Slack threads are one level deep: an answer to a message in a thread goes to that thread.
         if reply_to is None:
@@ -267,8 +304,30 @@ class SlackGateway:
         if self._signature is None or not self._signature.valid(headers, body):
             log.warning("slack.signature_refused", retry=_first(headers, "x-slack-retry-num"))
             return 401, {"content-type": "text/plain"}, b"invalid Slack signature"
-        request = AsyncBoltRequest(body=body.decode("utf-8"), headers={k: list(v) for k, v in headers.items()})
+        try:
+            request = AsyncBoltRequest(body=body.decode("utf-8"), headers={k: list(v) for k, v in headers.items()})
+        except ValueError as exc:  # not UTF-8, or JSON that does not parse: signed by Slack, unreadable to us
+            await self._input.unhandled(update_id="", reason=UnhandledReason.MALFORMED_ENVELOPE, error=exc, raw=body)
+            return 200, {"content-type": "text/plain"}, b""  # confirmed: a redelivery could not be read either
         response = await self._app.async_dispatch(request)
+        if response.status == 404:
+            # No listener for this kind: answered 200 so Slack neither redelivers it nor counts it as a failure.
+            await self._input.unhandled(
+                update_id=delivery_id(request.body),
+                reason=UnhandledReason.UNKNOWN_KIND,
+                error="no handler for this request",
+                raw=request.body,
+            )
+            return 200, {"content-type": "text/plain"}, b""
+        if response.status >= 500:
+            # Bolt's matchers failed on the payload before any listener of ours ran: a retry fails the same way.
+            await self._input.unhandled(
+                update_id=delivery_id(request.body),
+                reason=UnhandledReason.UNPARSEABLE,
+                error=f"slack-bolt failed on this request ({response.status}); see the slack_bolt log",
+                raw=request.body,
+            )
+            return 200, {"content-type": "text/plain"}, b""
         content_type = (response.headers.get("content-type") or ["text/plain"])[0]
         return response.status, {"content-type": content_type}, (response.body or "").encode()
 
@@ -284,20 +343,28 @@ class SlackGateway:
 
     async def _on_message(self, body: dict[str, Any], ack: AsyncAck) -> None:
         await ack()
-        await self._deliver(body, message_event(body, now=self._clock()))
+        await self._deliver(body, lambda: message_event(body, now=self._clock()))
 
     async def _on_button(self, body: dict[str, Any], ack: AsyncAck) -> None:
         await ack()
-        await self._deliver(body, button_event(body, now=self._clock()))
+        await self._deliver(body, lambda: button_event(body, now=self._clock()))
 
     async def _on_command(self, body: dict[str, Any], ack: AsyncAck) -> None:
         words = str(body.get("text") or "").strip()
         # Slack wants an answer within 3 s; the real one follows in the channel through the outbox.
         await ack(f"`{SLASH_COMMAND} {words}` received." if words else "")
-        await self._deliver(body, command_event(body, now=self._clock()))
+        await self._deliver(body, lambda: command_event(body, now=self._clock()))
 
     async def _on_joined(self, body: dict[str, Any], ack: AsyncAck) -> None:
         await ack()
+        try:
+            await self._joined(body)
+        except Exception as exc:  # a member_joined_channel in a shape we do not read
+            await self._input.unhandled(
+                update_id=delivery_id(body), reason=UnhandledReason.UNPARSEABLE, error=exc, raw=body
+            )
+
+    async def _joined(self, body: Mapping[str, Any]) -> None:
         event = body.get("event") or {}
         channel = str(event.get("channel") or "")
         await self._whoami_or_log("member_joined_channel")
@@ -305,12 +372,17 @@ class SlackGateway:
             return
         # Invited into a channel nobody configured: leave at once (THREATS T06).
         log.warning("slack.left_unknown_channel", channel=channel, inviter=event.get("inviter"))
-        try:
-            await self._client.conversations_leave(channel=channel)
-        except (SlackApiError, SlackClientError, ClientError, TimeoutError) as exc:
-            log.warning("slack.leave_failed", channel=channel, error=_describe(exc))
+        await self.leave(channel)
 
-    async def _deliver(self, body: Mapping[str, Any], event: InboundEvent | None) -> None:
+    async def _deliver(self, body: Mapping[str, Any], read: Callable[[], InboundEvent | None]) -> None:
+        """Normalise `body` with `read` and hand the event on; what cannot be read or handled is reported."""
+        try:
+            event = read()
+        except Exception as exc:  # acknowledged already; a shape events.py does not read
+            await self._input.unhandled(
+                update_id=delivery_id(body), reason=UnhandledReason.UNPARSEABLE, error=exc, raw=body
+            )
+            return
         if event is None or self._on_event is None:
             return
         if self._team_id and not event.user_id.startswith(f"{self._team_id}/"):
@@ -320,8 +392,11 @@ class SlackGateway:
             return
         try:
             await self._on_event(event)
-        except Exception:  # one bad event must not stop the socket
+        except Exception as exc:  # one bad event must not stop the socket
             log.exception("slack.event_failed", update_id=event.update_id)
+            await self._input.unhandled(
+                update_id=event.update_id, reason=UnhandledReason.HANDLER_FAILED, error=exc, raw=body
+            )
 
 
 async def _call(awaitable: Any) -> Mapping[str, Any]:

@@ -35,9 +35,25 @@ def _forwarded(message: Message) -> bool:
     )
 
 
+def _id(value: object, what: str) -> str:
+    """A Telegram id (an integer) as text. PTB does not check the types of what it parses, so this does."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"{what} is a {type(value).__name__}, not an integer id")
+
+
+def _text(value: object, what: str) -> str:
+    if value is None or isinstance(value, str):
+        return value or ""
+    raise TypeError(f"{what} is a {type(value).__name__}, not text")
+
+
 def event_of_update(update: Update, *, now: datetime) -> InboundEvent | None:
     """The normalised event of a message or button press; None for anything else (channel posts,
     member changes, polls, …) — those never trigger actions (THREATS T07).
+
+    Raises TypeError (or AttributeError) for an update in a shape it does not read, e.g. a text that is not a
+    string or an id that is not an integer: the gateway reports and skips it.
     """
     if update.callback_query is not None:
         query = update.callback_query
@@ -48,16 +64,16 @@ def event_of_update(update: Update, *, now: datetime) -> InboundEvent | None:
         return InboundEvent(
             platform=PLATFORM,
             kind=EventKind.BUTTON,
-            chat_id=str(origin.chat.id),
-            user_id=str(user.id),
-            username=user.username or "",
+            chat_id=_id(origin.chat.id, "callback_query.message.chat.id"),
+            user_id=_id(user.id, "callback_query.from.id"),
+            username=_text(user.username, "callback_query.from.username"),
             text="",
             # A button press carries no date of its own; Telegram keeps it only briefly.
             sent_at=now,
             update_id=str(update.update_id),
-            message_id=str(origin.message_id),
-            button_data=query.data or "",
-            callback_id=query.id,
+            message_id=_id(origin.message_id, "callback_query.message.message_id"),
+            button_data=_text(query.data, "callback_query.data"),
+            callback_id=_text(query.id, "callback_query.id"),
             is_bot=user.is_bot,
             is_private_chat=origin.chat.type == "private",
         )
@@ -71,14 +87,14 @@ def event_of_update(update: Update, *, now: datetime) -> InboundEvent | None:
     return InboundEvent(
         platform=PLATFORM,
         kind=EventKind.MESSAGE,
-        chat_id=str(message.chat.id),
-        user_id=str(user.id),
-        username=user.username or "",
-        text=message.text or message.caption or "",
+        chat_id=_id(message.chat.id, "message.chat.id"),
+        user_id=_id(user.id, "message.from.id"),
+        username=_text(user.username, "message.from.username"),
+        text=_text(message.text, "message.text") or _text(message.caption, "message.caption"),
         sent_at=sent_at,
         update_id=str(update.update_id),
-        message_id=str(message.message_id),
-        reply_to=str(reply.message_id) if reply is not None else None,
+        message_id=_id(message.message_id, "message.message_id"),
+        reply_to=_id(reply.message_id, "message.reply_to_message.message_id") if reply is not None else None,
         is_forwarded=_forwarded(message),
         is_edited=edited or message.edit_date is not None,
         is_bot=user.is_bot,

@@ -2,6 +2,12 @@
 
 The bot token sits in every Bot API URL, so the loggers that print request URLs (httpx, httpcore,
 PTB's own) are held at WARNING (THREATS T24); our own logs never carry the base URL either.
+
+Polling reads getUpdates' raw JSON and parses each update on its own: PTB's `Bot.get_updates` parses the whole
+batch at once, so one update whose shape the installed PTB does not expect (an older or self-hosted Bot API
+server, a field Telegram changed) made every batch fail and the same offset was polled forever — no command,
+no ack, while alerts kept going out (issue #19.1). Now such an update is confirmed (the offset moves past it),
+logged at warning, audited and counted, and the rest of the batch is handled.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import hmac
 import json
 import logging
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
@@ -30,6 +37,7 @@ from telegram import (
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
+from telegram.warnings import PTBUserWarning
 
 from teleops.chat.base import (
     Capabilities,
@@ -40,6 +48,7 @@ from teleops.chat.base import (
     RateLimits,
     RetryLater,
 )
+from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.render import Rendered
 from teleops.chat.telegram.events import PLATFORM, event_of_update
 
@@ -82,6 +91,11 @@ BOT_COMMANDS: tuple[tuple[str, str], ...] = (
 
 _UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 _JOINED = (ChatMemberMember, ChatMemberAdministrator)
+# Said in /readyz: in webhook mode Telegram pushes, so a silent webhook and a broken one look alike from here.
+WEBHOOK_NOTE = (
+    "webhook mode: Telegram pushes updates, so a stall cannot be told from quiet here; "
+    "watch getWebhookInfo (pending_update_count, last_error_message) or use polling"
+)
 
 
 def silence_token_loggers() -> None:
@@ -128,12 +142,24 @@ class TelegramGateway:
         )
         poll_request = HTTPXRequest(connection_pool_size=2, read_timeout=request_timeout_s, connect_timeout=5.0)
         self._bot = Bot(token, request=request, get_updates_request=poll_request, **kwargs)  # type: ignore[arg-type]
+        self._request_timeout_s = request_timeout_s
         self._on_event: EventHandler | None = None
         self._poller: asyncio.Task[None] | None = None
+        polling = mode == "polling"
+        self._input = InputWatch(
+            PLATFORM, clock=clock, mode=mode, watched=polling, note="" if polling else WEBHOOK_NOTE
+        )
+        # getUpdates is called through `do_api_request` to get the raw batch (see the module docstring); PTB warns
+        # that `get_updates` exists, which is the point. Only that one warning is silenced.
+        warnings.filterwarnings("ignore", message=r"Please use 'Bot\.getUpdates'", category=PTBUserWarning)
 
     @property
     def capabilities(self) -> Capabilities:
         return TELEGRAM_CAPABILITIES
+
+    @property
+    def input_watch(self) -> InputWatch:
+        return self._input
 
     async def start(self, on_event: EventHandler) -> None:
         """Initialise the bot, publish the command list, and start polling (or register the webhook).
@@ -142,6 +168,7 @@ class TelegramGateway:
         the outbox keeps everything until Telegram answers.
         """
         self._on_event = on_event
+        self._input.started()
         try:
             await self._bot.initialize()
             await self._bot.set_my_commands([BotCommand(name, text) for name, text in BOT_COMMANDS])
@@ -218,6 +245,20 @@ class TelegramGateway:
         except TelegramError as exc:  # best effort: the spinner stops by itself after a while
             log.info("telegram.answer_button_failed", error=_describe(exc))
 
+    async def leave(self, chat_id: str) -> bool:
+        """Leave a group or channel (a private chat with a person cannot be left: False)."""
+        try:
+            number = int(chat_id)
+        except ValueError:
+            return False
+        if number > 0:
+            return False  # a person's private chat
+        try:
+            return bool(await self._bot.leave_chat(number))
+        except TelegramError as exc:  # already removed, or the chat is gone: nothing to leave
+            log.info("telegram.leave_failed", chat_id=chat_id, error=_describe(exc))
+            return False
+
     async def handle_webhook(self, secret_headers: Sequence[str], body: bytes) -> int:
         """One webhook delivery. Returns the HTTP status: 403 on a missing, wrong or repeated secret header
         (constant-time compare), 400 on a body that is not an update, else 200 once handled.
@@ -229,12 +270,13 @@ class TelegramGateway:
             return 403
         try:
             data = json.loads(body)
-            update = Update.de_json(data, self._bot)
-        except (ValueError, TypeError, KeyError, TelegramError):
+        except ValueError:
             return 400
-        if update is None:
+        if not isinstance(data, dict):
             return 400
-        await self._handle(update)
+        # A JSON object is an update as far as Telegram is concerned: one we cannot read is answered 200 (and
+        # reported), or Telegram would redeliver it and hold back every update behind it.
+        await self._take(data)
         return 200
 
     async def _poll(self) -> None:
@@ -242,36 +284,71 @@ class TelegramGateway:
         failures = 0
         while True:
             try:
-                updates = await self._bot.get_updates(
-                    offset=offset, timeout=self._poll_timeout_s, allowed_updates=_UPDATES
-                )
+                batch = await self._get_updates(offset)
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except RetryAfter as exc:
                 await asyncio.sleep(_seconds(exc.retry_after))
                 continue
-            except Exception as exc:  # network down, 5xx, conflict: back off and poll again
+            except Exception as exc:  # network down, 5xx, conflict, not a list: back off and poll again
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 log.info("telegram.poll_failed", error=_describe(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 continue
-            for update in updates:
-                offset = update.update_id + 1
-                await self._handle(update)
+            self._input.received()
+            for raw in batch:
+                update_id = _update_id_of(raw)
+                if update_id is not None:
+                    # Confirmed on the next getUpdates whatever happens to it below: nothing blocks the queue.
+                    offset = max(offset or 0, update_id + 1)
+                await self._take(raw)
 
-    async def _handle(self, update: Update) -> None:
-        if update.my_chat_member is not None:
-            await self._on_membership(update)
+    async def _get_updates(self, offset: int | None) -> list[object]:
+        """One long poll; the updates as raw JSON. Raises TelegramError (network, API) or ValueError (not a list)."""
+        batch = await self._bot.do_api_request(
+            "getUpdates",
+            api_kwargs={"offset": offset, "timeout": self._poll_timeout_s, "allowed_updates": _UPDATES},
+            read_timeout=self._request_timeout_s + self._poll_timeout_s,
+        )
+        if not isinstance(batch, list):
+            raise ValueError(f"getUpdates answered {type(batch).__name__}, not a list of updates")
+        return batch
+
+    async def _take(self, raw: object) -> None:
+        """Parse and handle one raw update; one that cannot be read or handled is reported and skipped."""
+        update_id = _update_id_of(raw)
+        try:
+            if not isinstance(raw, dict):
+                raise TypeError(f"an update is a JSON object, got {type(raw).__name__}")
+            update = Update.de_json(raw, self._bot)
+        except Exception as exc:  # whatever PTB raises on a shape it does not know (TypeError, KeyError, …)
+            await self._input.unhandled(update_id=update_id, reason=UnhandledReason.UNPARSEABLE, error=exc, raw=raw)
             return
-        event = event_of_update(update, now=self._clock())
+        if update is not None:
+            await self._handle(update, raw)
+
+    async def _handle(self, update: Update, raw: object) -> None:
+        try:
+            if update.my_chat_member is not None:
+                await self._on_membership(update)
+                return
+            event = event_of_update(update, now=self._clock())
+        except Exception as exc:  # parsed by PTB, but not in a shape our reading of it expects
+            await self._input.unhandled(
+                update_id=update.update_id, reason=UnhandledReason.UNPARSEABLE, error=exc, raw=raw
+            )
+            return
         if event is None or self._on_event is None:
             return
         try:
             await self._on_event(event)
-        except Exception:  # one bad update must not stop the poller
+        except Exception as exc:  # one bad update must not stop the poller
             log.exception("telegram.event_failed", update_id=update.update_id)
+            await self._input.unhandled(
+                update_id=update.update_id, reason=UnhandledReason.HANDLER_FAILED, error=exc, raw=raw
+            )
 
     async def _on_membership(self, update: Update) -> None:
         change = update.my_chat_member
@@ -288,6 +365,12 @@ class TelegramGateway:
 
 class _NotModified(Exception):
     pass
+
+
+def _update_id_of(raw: object) -> int | None:
+    """The `update_id` of a raw update, when it has a usable one."""
+    value = raw.get("update_id") if isinstance(raw, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 async def _call(awaitable: object) -> Message:

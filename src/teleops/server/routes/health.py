@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from teleops.chat.input_watch import InputHealth
 from teleops.server.auth import services_of
 from teleops.store.database import StorageUnavailable
 from teleops.store.incidents import count_open
@@ -25,12 +26,38 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "Database unavailable"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to take alerts: the database answers."""
+    """Ready to take alerts: the database answers (503 otherwise).
+
+    With a remote chat platform configured, `chat_inputs` says per platform whether its input is watched and
+    how long it has been silent; a stalled input is listed in `problems` and the status is "degraded" — still
+    200, because alerts are still taken and sent; only commands and acks from that platform are not arriving.
+    """
+    services = services_of(request)
     try:
-        await services_of(request).db.ping()
+        await services.db.ping()
     except StorageUnavailable as exc:
         return JSONResponse({"status": "unavailable", "detail": f"database: {exc}"}, status_code=503)
-    return JSONResponse({"status": "ready"})
+    body: dict[str, object] = {"status": "ready"}
+    healths = await services.chat.check_inputs() if services.chat is not None else []
+    remote = [h for h in healths if h.mode != "local"]
+    if remote:
+        problems = [p for p in (h.problem() for h in remote) if p is not None]
+        if problems:
+            body["status"] = "degraded"
+            body["problems"] = problems
+        body["chat_inputs"] = {h.platform: _input_view(h) for h in remote}
+    return JSONResponse(body)
+
+
+def _input_view(health: InputHealth) -> dict[str, object]:
+    view: dict[str, object] = {"mode": health.mode, "watched": health.watched, "stalled": health.stalled}
+    if health.watched:
+        view["silent_s"] = round(health.silent_s, 1)
+        view["stall_after_s"] = health.stall_after_s
+        view["last_input_at"] = health.last_input_at.isoformat() if health.last_input_at else None
+    if health.note:
+        view["note"] = health.note
+    return view
 
 
 @router.get("/metrics", response_class=Response)
@@ -39,4 +66,6 @@ async def metrics(request: Request) -> Response:
     # On a storage outage the gauge keeps its last value; /readyz reports the outage.
     with contextlib.suppress(StorageUnavailable):
         services.metrics.incidents_open.set(await count_open(services.db))
+    if services.chat is not None:
+        services.metrics.observe_inputs(await services.chat.input_health())
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

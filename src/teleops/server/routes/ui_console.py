@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse
 from teleops.chat.console.gateway import CONSOLE_PLATFORM, ConsoleGateway, ConsoleInputRejected, Subscriber
 from teleops.server.routes.ui_common import UiUser, render_page, require_ui_user
 from teleops.server.services import Services
-from teleops.server.session import SESSION_COOKIE, web_sessions
+from teleops.server.session import web_sessions
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import StorageUnavailable
 from teleops.store.identities import IdentityStore, LinkError
@@ -76,7 +76,7 @@ async def console_socket(websocket: WebSocket) -> None:
         await websocket.close(code=CLOSE_POLICY)
         return
     sessions = await web_sessions(websocket)
-    session = sessions.session_of(websocket, services)
+    session = await sessions.session_of(websocket, services)
     if session is None or await services.users.get(session.user) is None:
         log.warning("console.refused", reason="session")
         await websocket.close(code=CLOSE_POLICY)
@@ -94,7 +94,7 @@ async def console_socket(websocket: WebSocket) -> None:
         await websocket.send_json({"type": "history", "user": session.user, "messages": await gateway.history()})
         while not subscriber.closed:
             raw = await websocket.receive_text()
-            if sessions.signer.verify(websocket.cookies.get(SESSION_COOKIE), now=services.clock()) is None:
+            if await sessions.session_of(websocket, services) is None:
                 await websocket.close(code=CLOSE_SESSION_ENDED, reason="session ended; log in again")
                 return
             await _handle(gateway, subscriber, session.user, raw)
@@ -154,8 +154,8 @@ async def _handle(gateway: ConsoleGateway, subscriber: Subscriber, user: str, ra
             raise ValueError(f"unknown frame type {kind!r}")
     except ConsoleInputRejected as exc:
         subscriber.queue.put_nowait({"type": "notice", "text": str(exc)})
-    except (ValueError, KeyError, TypeError):
-        subscriber.queue.put_nowait({"type": "notice", "text": "the page sent something unexpected; reload it"})
+    except (ValueError, KeyError, TypeError) as exc:  # not a console message: reported, told, and the session goes on
+        await gateway.unreadable_frame(user, raw, exc)
     except StorageUnavailable:
         subscriber.queue.put_nowait(
             {"type": "notice", "text": "TeleOps cannot store messages right now (database unavailable); try again"}

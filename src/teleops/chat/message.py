@@ -1,0 +1,119 @@
+"""The platform-neutral message: what the core wants to say (the outbox stores it as JSON), and a message
+rendered for one platform. `render.py` turns the first into the second."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from teleops.chat.base import Formatting
+
+__all__ = ["Button", "CodeBlock", "IncidentPage", "Link", "Message", "Rendered", "incident_page"]
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """A button: `data` comes back in `InboundEvent.button_data` (untrusted: re-authorised on press)."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    label: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class CodeBlock:
+    """Verbatim text (command output). Too long for the platform: its *tail* is kept."""
+
+    text: str
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentPage:
+    """The incident page of the web UI, which shows everything a trimmed chat message had to leave out."""
+
+    incident_id: int
+    url: str = ""  # "" when no `server.public_url` is configured: the page is then named, never guessed
+
+
+def incident_page(incident_id: int, public_url: str) -> IncidentPage:
+    """The page of incident `incident_id` under `public_url` (the configured `server.public_url`, may be "")."""
+    base = public_url.strip().rstrip("/")
+    return IncidentPage(incident_id, f"{base}/ui/incidents/{incident_id}" if base else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What the core wants to say, with no platform syntax in it. Every field is plain text."""
+
+    title: str = ""
+    severity: str | None = None
+    host: str | None = None
+    body: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    links: tuple[Link, ...] = ()
+    code: tuple[CodeBlock, ...] = ()
+    status: str = ""  # e.g. "acknowledged by alice 03:12", shown last
+    buttons: tuple[Button, ...] = ()
+    # Where the whole of it can be read: named at the end of the message when `render` had to trim it.
+    page: IncidentPage | None = None
+    # The platform id of the person's message this one answers (a command's output replies to the command), on
+    # platforms that reply to a message rather than thread (Telegram, the console).
+    answers: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the outbox stores messages like this)."""
+        return {
+            "title": self.title,
+            "severity": self.severity,
+            "host": self.host,
+            "body": self.body,
+            "labels": [list(pair) for pair in self.labels],
+            "links": [[link.label, link.url] for link in self.links],
+            "code": [[block.text, block.language] for block in self.code],
+            "status": self.status,
+            "buttons": [[b.label, b.data] for b in self.buttons],
+            "page": [self.page.incident_id, self.page.url] if self.page is not None else None,
+            "answers": self.answers,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Message:
+        """The inverse of `to_json`. Raises KeyError/TypeError/ValueError on a malformed dict."""
+        page = data.get("page")  # absent in rows queued before pages were linked
+        return cls(
+            title=str(data.get("title", "")),
+            severity=data.get("severity"),
+            host=data.get("host"),
+            body=str(data.get("body", "")),
+            labels=tuple((str(k), str(v)) for k, v in data.get("labels", ())),
+            links=tuple(Link(str(label), str(url)) for label, url in data.get("links", ())),
+            code=tuple(CodeBlock(str(text), lang) for text, lang in data.get("code", ())),
+            status=str(data.get("status", "")),
+            buttons=tuple(Button(str(label), str(d)) for label, d in data.get("buttons", ())),
+            page=IncidentPage(int(page[0]), str(page[1])) if page else None,
+            answers=None if data.get("answers") is None else str(data["answers"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A message in one platform's syntax, plus its plain-text twin for the markup fallback."""
+
+    text: str
+    formatting: Formatting
+    plain: str
+    buttons: tuple[Button, ...] = field(default=())
+    # Block Kit blocks (Formatting.SLACK_MRKDWN only): JSON-ready dicts; `text` is then the notification fallback.
+    blocks: tuple[dict[str, Any], ...] = field(default=())
+    # The incident the message is about (its outbox row's): a reply to it acts on that incident (chat/conversation.py).
+    incident_id: int | None = None
+
+    def as_plain(self) -> Rendered:
+        return replace(self, text=self.plain, formatting=Formatting.PLAIN)
