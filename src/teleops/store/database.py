@@ -56,9 +56,11 @@ class Database:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._file: Path | None = None  # the SQLite file, for `write_problem`
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             database = parsed.database or ""
+            self._file = Path(database) if database and database != ":memory:" else None
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 _create_private(Path(database))
@@ -220,6 +222,24 @@ class Database:
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StorageUnavailable(_short(exc)) from exc
 
+    async def write_problem(self) -> str | None:
+        """Why a write would fail now, for readiness (None: it would not): the disk holding the SQLite file has
+        less than MIN_FREE_BYTES free or the file is read-only; a PostgreSQL server is a read-only standby or in
+        read-only mode. Cheap: no write is made. Raises StorageUnavailable when the database does not answer."""
+        if self._file is not None:
+            return await asyncio.to_thread(_file_problem, self._file)
+        try:
+            async with self.engine.connect() as conn:
+                standby = (await conn.execute(text("SELECT pg_is_in_recovery()"))).scalar()
+                read_only = (await conn.execute(text("SHOW transaction_read_only"))).scalar()
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StorageUnavailable(_short(exc)) from exc
+        if standby:
+            return "the PostgreSQL server is a read-only standby; point database.url at the primary"
+        if read_only == "on":
+            return "the PostgreSQL server is in read-only mode (default_transaction_read_only)"
+        return None
+
     async def close(self) -> None:
         if self._committer is not None:
             await asyncio.to_thread(self._committer.close)
@@ -260,6 +280,25 @@ def _storage_error(exc: BaseException) -> BaseException:
         unavailable.__cause__ = exc
         return unavailable
     return exc
+
+
+MIN_FREE_BYTES = 16 * 1024 * 1024  # below this a commit (WAL growth, a checkpoint) may fail: not ready
+
+
+def _file_problem(path: Path) -> str | None:
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError as exc:
+        return f"cannot check the disk holding {path.parent}: {exc.strerror or exc}"
+    free = stats.f_bavail * stats.f_frsize
+    if free < MIN_FREE_BYTES:
+        return (
+            f"the disk holding {path} has {free // 1024} KiB free (less than {MIN_FREE_BYTES // 1024 // 1024} MiB): "
+            "writes will fail; free disk space"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable by this process; fix its owner or mode"
+    return None
 
 
 def _create_private(path: Path) -> None:

@@ -24,9 +24,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Database unavailable"}})
+@router.get("/readyz", responses={503: {"description": "Database unavailable or cannot be written"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to take alerts: the database answers (503 otherwise).
+    """Ready to take alerts: the database answers and can be written to (503 otherwise: a full disk, a
+    read-only file, a read-only PostgreSQL standby).
 
     With a remote chat platform configured, `chat_inputs` says per platform whether its input is watched and
     how long it has been silent; a stalled input is listed in `problems` and the status is "degraded" — still
@@ -35,8 +36,11 @@ async def readyz(request: Request) -> JSONResponse:
     services = services_of(request)
     try:
         await services.db.ping()
+        cannot_write = await services.db.write_problem()
     except StorageUnavailable as exc:
         return JSONResponse({"status": "unavailable", "detail": f"database: {exc}"}, status_code=503)
+    if cannot_write is not None:  # it answers, but alerts and commands would not be stored
+        return JSONResponse({"status": "unavailable", "detail": f"storage: {cannot_write}"}, status_code=503)
     body: dict[str, object] = {"status": "ready"}
     healths = await services.chat.check_inputs() if services.chat is not None else []
     remote = [h for h in healths if h.mode != "local"]
