@@ -148,8 +148,8 @@ async def test_someone_whose_role_could_not_run_it_cannot_approve(rig: Rig) -> N
     desk = rig.desk()
     pending = await rig.request(desk)
     answer = await desk.vote(pending.record.id, voter="vic", vote=Vote.APPROVE)
-    assert "you may not decide on it" in answer
-    assert 'role "viewer"' in answer
+    assert "you may not decide on it: your own rules would not let you run it" in answer
+    assert "reboot" not in answer  # a vote by number never reveals the command to someone who may not read it
     assert rig.sender.sent == []
     assert (await get_command(rig.db, pending.record.id)).status == CommandStatus.QUEUED
     assert (await rig.actions())[-1] == ("vic", "approval.refused")

@@ -110,7 +110,9 @@ class ApprovalDesk:
             decision = authorize(
                 voter, user.role if user else None, record.agent_name, original.argv, text=original.text
             )
-            eligible = None if decision.allowed else f"you may not decide on it because {decision.reason}"
+            # Said without quoting the command or the rule: whoever may not run it may not read it either
+            # (pipeline/read_access.py), and a vote by number must not reveal it.
+            eligible = None if decision.allowed else "you may not decide on it: your own rules would not let you run it"
         result = await cast_vote(
             self._db, command_id, voter=voter, vote=vote, digest=digest, eligible=eligible, now=now
         )
