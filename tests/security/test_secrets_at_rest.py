@@ -372,8 +372,9 @@ async def _events(db: Database) -> list[Any]:
 
 # Prints sha256 of each argument (proving the agent got the originals), then both secrets in six encodings; each
 # form is split across two output messages: the agent passes on all but its last 256 characters, so the filler
-# after the second half makes the cut fall between the halves (the agent cannot mask the configured secret: it
-# does not know it; the controller's stream redactor must hold the first half back).
+# after the second half makes the cut fall between the halves. The embedded agent knows the configured secret
+# (--redact-file) and masks it first; the controller's stream redactor holding a split secret back is proven on
+# its own in the Redactor tests above (every cut point).
 SCRIPT = r"""
 import base64, hashlib, json, sys, time, urllib.parse
 def say(text):
