@@ -346,7 +346,8 @@ class FakeSlack:
 
     async def _m_chat_postMessage(self, p: dict[str, Any], _r: Request) -> dict[str, Any]:
         channel, text, blocks = str(p.get("channel", "")), str(p.get("text") or ""), _json(p.get("blocks")) or []
-        if not channel.startswith(("C", "G", "D")):
+        # A user id posts to the person's DM with the app (Slack's documented shortcut; kept under the user id here).
+        if not channel.startswith(("C", "G", "D", "U", "W")):
             raise _ApiError("channel_not_found")
         if not text.strip() and not blocks:
             raise _ApiError("no_text")

@@ -52,6 +52,7 @@ class _Fault:
     retry_after: int | None = None
     remaining: int = 1
     delay_s: float = 0.0
+    migrate_to_chat_id: int | None = None
 
 
 @dataclass
@@ -165,9 +166,12 @@ class FakeTelegram:
         retry_after: int | None = None,
         times: int = 1,
         delay_s: float = 0.0,
+        migrate_to_chat_id: int | None = None,
     ) -> None:
-        """The next `times` calls of `method` (None: any method except getUpdates) answer `status`."""
+        """The next `times` calls of `method` (None: any method except getUpdates) answer `status`
+        (`migrate_to_chat_id`: the group became that supergroup, as Telegram's `parameters` say)."""
         self._faults.append(_Fault(method, status, description or _PHRASES.get(status, "error"), retry_after, times))
+        self._faults[-1].migrate_to_chat_id = migrate_to_chat_id
         if delay_s:
             self._faults[-1].delay_s = delay_s
 
@@ -274,7 +278,7 @@ class FakeTelegram:
             if fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
             call.status = fault.status
-            return _error(fault.status, fault.description, fault.retry_after)
+            return _error(fault.status, fault.description, fault.retry_after, fault.migrate_to_chat_id)
         handler = _METHODS.get(method)
         if handler is None:
             call.status = 404
@@ -434,10 +438,14 @@ _METHODS: dict[str, Callable[[FakeTelegram, dict[str, Any]], Any]] = {
 }
 
 
-def _error(status: int, description: str, retry_after: int | None = None) -> JSONResponse:
+def _error(
+    status: int, description: str, retry_after: int | None = None, migrate_to_chat_id: int | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
     if retry_after is not None:
         body["parameters"] = {"retry_after": retry_after}
+    if migrate_to_chat_id is not None:
+        body["parameters"] = {"migrate_to_chat_id": migrate_to_chat_id}
     return JSONResponse(body, status_code=status)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "MarkupRejected",
     "RateLimits",
     "RetryLater",
+    "TokenRejected",
 ]
 
 
@@ -134,6 +135,11 @@ class MarkupRejected(DeliveryError):
 
 class DeliveryRefused(DeliveryError):
     """Permanent: chat not found, bot removed, message to edit gone. Retrying cannot help."""
+
+
+class TokenRejected(DeliveryRefused):
+    """The platform rejects TeleOps' own credentials (revoked or wrong bot token): nothing will go through it until an
+    operator fixes the config. A health problem of the platform (`chat/delivery_health.py`), not a retry loop."""
 
 
 class Gateway(Protocol):

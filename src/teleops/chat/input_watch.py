@@ -161,6 +161,7 @@ class InputWatch:
         self._since = clock()
         self._last: datetime | None = None
         self._sinks: list[UnhandledSink] = []
+        self._credential_sinks: list[Callable[[str], None]] = []
 
     def started(self) -> None:
         """The gateway (re)started receiving: the stall clock counts from now until the first receive."""
@@ -169,6 +170,14 @@ class InputWatch:
     def received(self) -> None:
         """A receive cycle succeeded (even one that brought nothing)."""
         self._last = self._clock()
+
+    def on_credentials_rejected(self, sink: Callable[[str], None]) -> None:
+        """`sink(reason)` runs when the platform rejects our token on the input side (a poll answered 401)."""
+        self._credential_sinks.append(sink)
+
+    def credentials_rejected(self, reason: str) -> None:
+        for sink in self._credential_sinks:
+            sink(reason)
 
     def subscribe(self, sink: UnhandledSink) -> None:
         """Call `sink` with every unhandled delivery (after it is logged). A sink that raises is logged, not fatal."""

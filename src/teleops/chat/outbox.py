@@ -40,7 +40,8 @@ from typing import TypeVar
 
 import structlog
 
-from teleops.chat.base import DeliveryRefused, Gateway, MarkupRejected, RetryLater
+from teleops.chat.base import DeliveryRefused, Gateway, MarkupRejected, RetryLater, TokenRejected
+from teleops.chat.delivery_health import DeliveryHealth
 from teleops.chat.render import Message, Rendered, render
 from teleops.store.database import StorageUnavailable
 from teleops.store.outbox import OutboxKind, OutboxRow, OutboxStatus, OutboxStore
@@ -90,6 +91,8 @@ class OutboxWorker:
         clock: Callable[[], datetime],
         on_fallback: Callable[[str], None] = lambda _platform: None,
         on_delivered: Callable[[OutboxRow], None] = lambda _row: None,
+        on_refused: Callable[[OutboxRow, str], None] = lambda _row, _reason: None,
+        health: DeliveryHealth | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -100,6 +103,8 @@ class OutboxWorker:
         self._clock = clock
         self._on_fallback = on_fallback
         self._on_delivered = on_delivered
+        self._on_refused = on_refused
+        self._health = health or DeliveryHealth()
         self._now = monotonic
         self._rng = rng or random.Random()
         limits = self._caps.rate_limits
@@ -279,6 +284,7 @@ class OutboxWorker:
             self._last_edit[row.id] = stamp
         await self._record_sent(row, message_id, taken)
         self._own_blocks.pop(row.id, None)
+        self._health.delivered(self._platform)
         self._on_delivered(row)
 
     async def _failed(self, row: OutboxRow, exc: Exception, taken: bool, log_: structlog.BoundLogger) -> None:
@@ -288,7 +294,10 @@ class OutboxWorker:
         elif isinstance(exc, DeliveryRefused):
             log_.warning("outbox.refused", error=str(exc))
             self._own_blocks.pop(row.id, None)
+            if isinstance(exc, TokenRejected):
+                self._health.token_rejected(self._platform, str(exc))
             await self._store.mark_failed(row.id, str(exc), count_attempt=taken)
+            self._on_refused(row, str(exc))
         else:
             log_.error("outbox.gateway_error", exc_info=exc)
             await self._retry(row, f"{type(exc).__name__}: {exc}", None, log_, taken)

@@ -23,6 +23,7 @@ from teleops.chat.access import AccessDialog
 from teleops.chat.base import Capabilities, Gateway, InboundEvent
 from teleops.chat.commands import CommandEnds, CommandRunner
 from teleops.chat.conversation import Conversation, ConversationDeps
+from teleops.chat.delivery_health import DeliveryHealth
 from teleops.chat.input_watch import InputHealth, UnhandledInput
 from teleops.chat.notify import AlertTarget, Notifier
 from teleops.chat.outbox import OutboxWorker
@@ -66,7 +67,9 @@ class ChatService:
         on_fallback: Callable[[str], None] = lambda _p: None,
         input_stall_after: timedelta = timedelta(minutes=5),
         on_unhandled: Callable[[UnhandledInput], None] = lambda _u: None,
+        on_delivery: Callable[[str, str], None] = lambda _platform, _result: None,
     ) -> None:
+        """`on_delivery(platform, result)`: each outbox row's end, `delivered` or `refused` (for the metrics)."""
         self.db = db
         self.clock = clock
         self.input_stall_after = input_stall_after
@@ -79,6 +82,12 @@ class ChatService:
         self._platforms: dict[str, PlatformConfig] = {}
         self._workers: dict[str, OutboxWorker] = {}
         self._on_fallback = on_fallback
+        self._on_delivery = on_delivery
+        self._page_listeners: list[Callable[[], None]] = []
+        # A platform rejecting our token is told once in the other platforms' alert chats (and to admins, by oncall).
+        self.health = DeliveryHealth()
+        self.health.subscribe(self._token_problem)
+        self._notices: set[asyncio.Task[bool]] = set()
         self._runner: CommandRunner | None = None
         self.notifier = Notifier(
             self._alert_targets, storm_threshold=storm_threshold, wake=self.wake, offer=self._offer
@@ -104,10 +113,19 @@ class ChatService:
         platform = gateway.capabilities.platform
         allowed = frozenset(str(c) for c in (*allowed_chats, *alert_chats))
         self._platforms[platform] = PlatformConfig(gateway, allowed, tuple(str(c) for c in alert_chats))
-        self._workers[platform] = OutboxWorker(self.outbox, gateway, clock=self.clock, on_fallback=self._on_fallback)
+        self._workers[platform] = OutboxWorker(
+            self.outbox,
+            gateway,
+            clock=self.clock,
+            on_fallback=self._on_fallback,
+            on_delivered=self._delivered,
+            on_refused=self._refused,
+            health=self.health,
+        )
         self._deps.gateways = {p: c.gateway for p, c in self._platforms.items()}
         self._deps.allowed_chats = {p: c.allowed_chats for p, c in self._platforms.items()}
         gateway.input_watch.subscribe(self._unhandled)
+        gateway.input_watch.on_credentials_rejected(lambda reason: self.health.token_rejected(platform, reason))
 
     def enable_commands(
         self,
@@ -237,6 +255,33 @@ class ChatService:
                     self._stalled.discard(health.platform)
         return healths
 
+    def on_page_outcome(self, listener: Callable[[], None]) -> None:
+        """`listener` runs when a page's outbox row was delivered or refused (the escalation worker wakes)."""
+        self._page_listeners.append(listener)
+
+    def _delivered(self, row: OutboxRow) -> None:
+        self._on_delivery(row.platform, "delivered")
+        if row.purpose == "page":
+            for listener in self._page_listeners:
+                listener()
+
+    def _refused(self, row: OutboxRow, _reason: str) -> None:
+        self._on_delivery(row.platform, "refused")
+        if row.purpose == "page":
+            for listener in self._page_listeners:
+                listener()
+
+    def _token_problem(self, platform: str, problem: str | None) -> None:
+        title = "Chat platform rejects TeleOps" if problem else "Chat platform accepts TeleOps again"
+        text = (
+            f"{platform} rejects the bot token: {problem}. Pages to {platform} fail and go to the next contact method."
+            if problem
+            else f"{platform} delivers messages again."
+        )
+        task = asyncio.get_running_loop().create_task(self._tell_others(platform, title, text))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
     async def _tell_others(self, platform: str, title: str, text: str) -> bool:
         """Post `text` in the alert chats of every platform but `platform`; True once queued (or nowhere to go)."""
         try:
@@ -295,6 +340,8 @@ class ChatService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._input_checker
             self._input_checker = None
+        for notice in list(self._notices):
+            notice.cancel()
         if self._runner is not None:
             await self._runner.stop()
         for platform, config in self._platforms.items():

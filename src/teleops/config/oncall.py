@@ -127,12 +127,22 @@ class OncallSettings(_Section):
     routes: list[RouteSettings] = Field(default_factory=list)
     chats: dict[str, ChatSettings] = Field(default_factory=dict)
     remind_acked_after: str = "1h"
+    # A page not delivered this long after it was queued counts as failed: it goes to the person's next contact
+    # method and the escalation's next step runs now (oncall/delivery.py).
+    delivery_deadline: str = "1m"
     alertmanager_url: str | None = Field(
         default=None,
         description="Alertmanager base URL (http://host:9093): snoozing an Alertmanager incident silences it there.",
     )
 
     _remind = field_validator("remind_acked_after")(_duration)
+
+    @field_validator("delivery_deadline")
+    @classmethod
+    def _deadline(cls, value: str) -> str:
+        if parse_duration(value) < 1:
+            raise ValueError("must be at least 1s, e.g. 1m")
+        return value
 
     @model_validator(mode="after")
     def _references_exist(self) -> OncallSettings:

@@ -63,7 +63,13 @@ class OnCallDirectory:
         self.chats = {name: ChatTarget(chat.platform, chat.id) for name, chat in oncall.chats.items()}
         self.routes = tuple(oncall.routes)
         self.remind_after = timedelta(seconds=parse_duration(oncall.remind_acked_after))
+        self.delivery_deadline = timedelta(seconds=parse_duration(oncall.delivery_deadline))
+        self.admins = tuple(user.name for user in settings.users if user.role == "admin")
         self._configured: dict[str, list[ChatTarget]] = {}
+        # Each person's contact methods beyond chat, by name, in the order a failed page tries them.
+        self._contacts: dict[str, tuple[str, ...]] = {
+            user.name: tuple(contact.name for contact in getattr(user, "contacts", ())) for user in settings.users
+        }
         for user in settings.users:
             chats = self._configured.setdefault(user.name, [])
             if user.telegram_id is not None:
@@ -76,14 +82,21 @@ class OnCallDirectory:
         return self.policies.get(team) or self.policies[DEFAULT_TEAM]
 
     def resolve(self, target: str, at: datetime) -> Page:
-        """`rotation:NAME` -> the person on call at `at`; `user:NAME` -> that person; `chat:NAME` -> the chat."""
+        """`rotation:NAME` -> the person on call at `at`; `user:NAME` -> that person; `chat:NAME` -> the chat;
+        `contact:NAME` -> a shared contact method (a team mailbox, a webhook)."""
         kind, _, name = target.partition(":")
+        if kind == "contact":
+            return Page(target, chat=ChatTarget("contact", name))
         if kind == "rotation":
             rotation = self.rotations.get(name)
             return Page(target, (rotation.on_call(at),) if rotation else ())
         if kind == "user":
             return Page(target, (name,))
         return Page(target, chat=self.chats.get(name))
+
+    def contacts_of(self, user: str) -> tuple[str, ...]:
+        """The names of `user`'s contact methods (`users: - contacts:`), in order."""
+        return self._contacts.get(user, ())
 
     def configured_chats(self, user: str) -> Sequence[ChatTarget]:
         return tuple(self._configured.get(user, ()))

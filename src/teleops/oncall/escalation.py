@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from teleops.domain.incident import IncidentStatus
 
-__all__ = ["EscalationState", "Plan", "Snapshot", "Step", "evaluate"]
+__all__ = ["EscalationState", "Plan", "Snapshot", "Step", "evaluate", "hurried_round_start"]
 
 MIN_REPEAT_GAP = timedelta(minutes=5)
 
@@ -67,6 +67,7 @@ class Plan:
     remind: str | None = None  # user to remind (acked but unresolved)
     unsnooze: bool = False  # the snooze ended: open the incident again first
     ran_step: int | None = None  # index of the step that ran now (for the timeline)
+    ran_round: int | None = None  # the round that step belongs to
 
 
 def evaluate(snapshot: Snapshot, steps: Sequence[Step], *, repeat: int, remind_after: timedelta, now: datetime) -> Plan:
@@ -118,6 +119,7 @@ def _run_step(
             notify=targets,
             unsnooze=unsnooze,
             ran_step=index,
+            ran_round=round_,
         )
     if round_ < repeat:
         gap = max(steps[-1].after - (steps[-2].after if len(steps) > 1 else timedelta(0)), MIN_REPEAT_GAP)
@@ -131,6 +133,7 @@ def _run_step(
             notify=targets,
             unsnooze=unsnooze,
             ran_step=index,
+            ran_round=round_,
         )
     return Plan(
         EscalationState.EXHAUSTED,
@@ -141,4 +144,26 @@ def _run_step(
         notify=targets,
         unsnooze=unsnooze,
         ran_step=index,
+        ran_round=round_,
     )
+
+
+def hurried_round_start(
+    *,
+    state: EscalationState,
+    step: int,
+    round_: int,
+    steps: Sequence[Step],
+    failed_step: int,
+    failed_round: int,
+    now: datetime,
+) -> datetime | None:
+    """A page of step `failed_step` (1-based) in `failed_round` reached nobody: when the escalation still waits for
+    the step after it, the round start that makes that step due now (later steps keep their spacing); else None.
+
+    Only within a round: when the last step fails, the next round starts after its repeat gap as usual, so a
+    platform that refuses everything cannot make the escalation loop as fast as it can fail.
+    """
+    if state is not EscalationState.PAGING or round_ != failed_round or step != failed_step or step >= len(steps):
+        return None
+    return now - steps[step].after

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from teleops.chat.render import Message
 from teleops.chat.storm import storm_rule
 from teleops.config import Settings
+from teleops.oncall.delivery import PageOutcome
 from teleops.oncall.directory import OnCallDirectory
 from teleops.oncall.handover import digest_message, oncall_message
 from teleops.oncall.silences import SilenceWriter
@@ -25,13 +26,28 @@ class OnCallService:
     """Built by the lifespan. Its hooks go into the ingest writer and (registered here) act_on_incident."""
 
     def __init__(
-        self, settings: Settings, *, db: Database, clock: Callable[[], datetime], wake_outbox: Callable[[], None]
+        self,
+        settings: Settings,
+        *,
+        db: Database,
+        clock: Callable[[], datetime],
+        wake_outbox: Callable[[], None],
+        on_page_outcome: PageOutcome = lambda _state, _platform, _cause: None,
+        on_step: Callable[[str], None] = lambda _team: None,
+        token_problems: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self._db = db
         self._clock = clock
         self.directory = OnCallDirectory(settings)
         self.worker = EscalationWorker(
-            db, self.directory, clock=clock, on_enqueued=wake_outbox, storms=storm_rule(settings)
+            db,
+            self.directory,
+            clock=clock,
+            on_enqueued=wake_outbox,
+            storms=storm_rule(settings),
+            on_page_outcome=on_page_outcome,
+            on_step=on_step,
+            token_problems=token_problems,
         )
         register_action_hooks(db, self.worker.on_incident_action, self.worker.wake)
         self.silences: SilenceWriter | None = None

@@ -22,7 +22,8 @@ from teleops.chat.notify import incident_message
 from teleops.chat.render import Message
 from teleops.chat.storm import StormBatch, StormGate, StormGroup, StormKey, StormRule, SummaryText
 from teleops.domain.incident import IncidentStatus, TimelineKind
-from teleops.oncall.directory import ChatTarget, OnCallDirectory, Page
+from teleops.oncall.delivery import CONTACT_PLATFORM, PageDelivery, PageOutcome
+from teleops.oncall.directory import ChatTarget, OnCallDirectory
 from teleops.oncall.escalation import EscalationState, Plan, Snapshot, Step, evaluate
 from teleops.oncall.handover import digest_message
 from teleops.oncall.routing import route_team
@@ -32,6 +33,7 @@ from teleops.store.database import Transaction as Connection
 from teleops.store.handover import claim_handover, handover_facts
 from teleops.store.ingest import IncidentChange, Outcome
 from teleops.store.outbox import enqueue_send
+from teleops.store.pages import next_deadline
 
 __all__ = ["EscalationWorker"]
 
@@ -52,8 +54,12 @@ class EscalationWorker:
         clock: Callable[[], datetime],
         on_enqueued: Callable[[], None] = lambda: None,
         storms: StormRule | None = None,
+        on_page_outcome: PageOutcome = lambda _state, _platform, _cause: None,
+        on_step: Callable[[str], None] = lambda _team: None,
+        token_problems: Callable[[], dict[str, str]] = dict,
     ) -> None:
-        """`storms`: how pages and reminders are grouped in a storm (`StormRule()` when not given)."""
+        """`storms`: how pages and reminders are grouped in a storm (`StormRule()` when not given);
+        `on_page_outcome`: each page's transition, for metrics; `token_problems`: platforms rejecting our token now."""
         rule = storms or StormRule()
         self._pages = StormGate(rule, purpose="page-storm", text=SummaryText("pages", "individual pages"))
         self._reminders = StormGate(rule, purpose="remind-storm", text=SummaryText("reminders", "reminders"))
@@ -61,10 +67,19 @@ class EscalationWorker:
         self._directory = directory
         self._clock = clock
         self._on_enqueued = on_enqueued
+        self._on_step = on_step
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._pass = asyncio.Lock()  # one pass at a time in this process (replicas: SKIP LOCKED)
+        self.delivery = PageDelivery(
+            deadline=directory.delivery_deadline,
+            methods_of=self._methods,
+            message_of=lambda incident, line: incident_message(incident, status_line=line),
+            steps_of=directory.policy,
+            on_outcome=on_page_outcome,
+            token_problems=token_problems,
+        )
 
     # -- hooks the rest of the controller calls inside its own transactions --------------------------------
 
@@ -98,6 +113,38 @@ class EscalationWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    async def tell_admins(self, platform: str, problem: str | None) -> None:
+        """`platform` rejects our token (or takes messages again, `problem` None): every admin hears it through their
+        chats on other platforms, or, with none, their contact methods. Never raises (logged)."""
+        title = f"{platform} rejects TeleOps" if problem else f"{platform} delivers again"
+        text = (
+            f"{problem}\nPages to {platform} fail at once and go to each person's next contact method."
+            if problem
+            else f"{platform} accepted a message again: pages go there as before."
+        )
+        message = Message(title=title, body=text)
+
+        def write(conn: Connection, now: datetime) -> int:
+            queued = 0
+            for admin in store.admin_users(conn, list(self._directory.admins)):
+                methods = self._methods(conn, admin)
+                others = [c for chats in methods for c in chats if c.platform not in (platform, CONTACT_PLATFORM)]
+                if not others:
+                    others = [c for chats in methods for c in chats if c.platform == CONTACT_PLATFORM]
+                for chat in others:
+                    _send(conn, chat, message, now, purpose="health")
+                    queued += 1
+            return queued
+
+        try:
+            queued = await self._db.write(write, self._clock())
+        except Exception:  # told on /readyz and in the log anyway
+            log.exception("oncall.admin_notice_failed", platform=platform)
+            return
+        log.info("oncall.admins_told", platform=platform, problem=problem is not None, messages=queued)
+        if queued:
+            self._on_enqueued()
+
     # -- the loop --------------------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -115,9 +162,12 @@ class EscalationWorker:
     async def _run(self) -> None:
         while not self._stopping:
             delay = MAX_SLEEP_S
+            # Cleared before the pass, not after: a wake-up that comes during the pass (a page refused meanwhile)
+            # must make the loop look again instead of being wiped out.
+            self._wake.clear()
             try:
                 await self.tick()
-                next_due = await self._db.read(store.next_due_at)
+                next_due = _earliest(await self._db.read(store.next_due_at), await self._db.read(next_deadline))
                 handoff = self.next_handoff(self._clock())
                 if handoff is not None and (next_due is None or handoff < next_due):
                     next_due = handoff
@@ -127,7 +177,6 @@ class EscalationWorker:
                 log.warning("escalation.storage_unavailable", error=str(exc))
             except Exception:  # the loop must survive a bug in one pass; the escalation stays due
                 log.exception("escalation.pass_failed")
-            self._wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races a wake-up, and the
             # loop would then never stop.
             with contextlib.suppress(TimeoutError):
@@ -143,8 +192,9 @@ class EscalationWorker:
         return count
 
     def _process(self, conn: Connection, now: datetime) -> tuple[int, bool]:
+        # Pages first: a failed one may make its escalation's next step due now (read just below).
+        enqueued = self.delivery.settle(conn, now)
         due = store.due_escalations(conn, now)
-        enqueued = False
         pages, reminders = self._pages.batch(), self._reminders.batch()
         for escalation in due:
             steps, repeat = self._directory.policy(escalation.team)
@@ -164,8 +214,12 @@ class EscalationWorker:
                 store.reopen_after_snooze(conn, escalation.incident_id, now)
                 incident = {**incident, "status": IncidentStatus.OPEN.value, "snoozed_until": None}
             group = StormGroup(escalation.team, str(incident.get("severity") or "unknown"))
+            if plan.notify:
+                self._on_step(escalation.team)
+            reached = False
             for target in plan.notify:
-                enqueued |= self._page(conn, incident, target, plan, len(steps), now, group, pages)
+                reached |= self._page(conn, escalation.id, incident, target, plan, len(steps), now, group, pages)
+            enqueued |= reached
             if plan.remind:
                 enqueued |= self._remind(conn, incident, plan.remind, now, group, reminders)
             store.save_plan(
@@ -178,6 +232,10 @@ class EscalationWorker:
                 due_at=plan.due_at,
                 now=now,
             )
+            if plan.notify and not reached:  # nobody to page at this step: the next one runs now
+                step_no = (plan.ran_step or 0) + 1
+                round_ = plan.ran_round if plan.ran_round is not None else plan.round
+                self.delivery.nobody_reached(conn, escalation.id, escalation.incident_id, step_no, round_, now)
         enqueued |= pages.write(conn, now)
         enqueued |= reminders.write(conn, now)
         enqueued |= self._handovers(conn, now)
@@ -207,6 +265,7 @@ class EscalationWorker:
     def _page(
         self,
         conn: Connection,
+        escalation_id: int,
         incident: dict[str, object],
         target: str,
         plan: Plan,
@@ -217,33 +276,57 @@ class EscalationWorker:
     ) -> bool:
         page = self._directory.resolve(target, now)
         step_no = (plan.ran_step or 0) + 1
+        round_ = plan.ran_round if plan.ran_round is not None else plan.round
         incident_id = int(str(incident["id"]))
+        who = f" {', '.join(page.users)}" if page.users else ""
+        message = incident_message(incident, status_line=f"paging{who} (step {step_no} of {total})")
         reached: list[str] = []
         folded: list[str] = []
         unreachable: list[str] = []
-        for chat in self._chats_of(conn, page):
-            reached.append(f"{chat.platform}:{chat.chat_id}")
-            if not storms.admit(StormKey(chat.platform, chat.chat_id, group), incident_id, _name(incident), now):
-                folded.append(reached[-1])  # counted in the chat's storm summary of pages
-                continue
-            who = f" {', '.join(page.users)}" if page.users else ""
-            message = incident_message(incident, status_line=f"paging{who} (step {step_no} of {total})")
-            _send(conn, chat, message, now, purpose="page", incident_id=incident_id)
+        # (whom, which method, where): a shared chat or contact, then each person's first contact method.
+        sends: list[tuple[str | None, int, tuple[ChatTarget, ...]]] = []
+        if page.chat is not None:
+            sends.append((None, 0, (page.chat,)))
         for user in page.users:
-            if not self._user_chats(conn, user):
+            methods = self._methods(conn, user)
+            if methods:
+                sends.append((user, 0, methods[0]))
+            else:
                 unreachable.append(user)
+        for whom, method, chats in sends:
+            admitted: list[ChatTarget] = []
+            for chat in chats:
+                reached.append(f"{chat.platform}:{chat.chat_id}")
+                key = StormKey(chat.platform, chat.chat_id, group)
+                if chat.platform != CONTACT_PLATFORM and not storms.admit(key, incident_id, _name(incident), now):
+                    folded.append(reached[-1])  # counted in the chat's storm summary of pages
+                    continue
+                admitted.append(chat)
+            self.delivery.send(
+                conn,
+                incident_id=incident_id,
+                escalation_id=escalation_id,
+                step=step_no,
+                round_=round_,
+                target=target,
+                user=whom,
+                method=method,
+                chats=admitted,
+                message=message,
+                now=now,
+            )
         data: dict[str, object] = {"step": step_no, "target": target, "users": list(page.users), "chats": reached}
         if folded:
             data["in_storm_summary"] = folded
         if unreachable:
             data["problem"] = (
-                f"{', '.join(unreachable)} has no chat to page: add telegram_id/slack_id under users: "
-                "or have them send /link CODE from `teleops user invite NAME`"
+                f"{', '.join(unreachable)} has no chat or contact method to page: add telegram_id/slack_id or "
+                "contacts: under users:, or have them send /link CODE from `teleops user invite NAME`"
             )
         if not reached and not page.users and page.chat is None:
-            data["problem"] = f"{target} names nothing known now (check oncall: rotations and chats)"
+            data["problem"] = f"{target} names nothing known now (check oncall: rotations, chats and contacts)"
         kind = TimelineKind.NOTIFIED if step_no == 1 and plan.round == 0 else TimelineKind.ESCALATED
-        store.add_event(conn, int(str(incident["id"])), now, kind.value, data)
+        store.add_event(conn, incident_id, now, kind.value, data)
         return bool(reached)
 
     def _remind(
@@ -267,11 +350,13 @@ class EscalationWorker:
         )
         return bool(chats)
 
-    def _chats_of(self, conn: Connection, page: Page) -> list[ChatTarget]:
-        chats = [page.chat] if page.chat is not None else []
-        for user in page.users:
-            chats.extend(self._user_chats(conn, user))
-        return chats
+    def _methods(self, conn: Connection, user: str) -> list[tuple[ChatTarget, ...]]:
+        """`user`'s contact methods in the order a page tries them: their chats together, then each contact."""
+        chats = tuple(self._user_chats(conn, user))
+        contacts: list[tuple[ChatTarget, ...]] = [
+            (ChatTarget(CONTACT_PLATFORM, f"{user}/{name}"),) for name in self._directory.contacts_of(user)
+        ]
+        return [chats, *contacts] if chats else contacts
 
     def _user_chats(self, conn: Connection, user: str) -> list[ChatTarget]:
         chats = list(self._directory.configured_chats(user))
@@ -294,6 +379,11 @@ def _send(
         incident_id=incident_id,
         purpose=purpose,
     )
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 def _name(incident: dict[str, object]) -> str:

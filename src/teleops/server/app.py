@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -77,7 +78,16 @@ def create_app(
         await db.migrate()
         users = UserStore(db)
         chat = build_chat(settings, db=db, users=users, clock=clock, metrics=metrics)
-        oncall = OnCallService(settings, db=db, clock=clock, wake_outbox=chat.wake)
+        oncall = OnCallService(
+            settings,
+            db=db,
+            clock=clock,
+            wake_outbox=chat.wake,
+            on_page_outcome=metrics.count_page,
+            on_step=lambda team: metrics.escalation_steps.labels(team).inc(),
+            token_problems=chat.health.problems,
+        )
+        _watch_deliveries(chat, oncall, metrics)
         chat.conversation.use_oncall(oncall)
         # Scenario memory: "last time" and Run-again in every incident message, /history in chat.
         memory = ScenarioMemory.from_settings(settings.memory, db, clock=clock)
@@ -252,6 +262,21 @@ class _LatencyMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             self.metrics.observe_latency(template, scope["method"], time.perf_counter() - started)
+
+
+def _watch_deliveries(chat: ChatService, oncall: OnCallService, metrics: Metrics) -> None:
+    """A page's outbox row answered: the escalation worker settles it now. A platform rejecting our token: the gauge,
+    and every admin told through another channel (the chat service tells the other platforms' alert chats)."""
+    chat.on_page_outcome(oncall.worker.wake)
+    notices: set[asyncio.Task[None]] = set()
+
+    def token_problem(platform: str, problem: str | None) -> None:
+        metrics.platform_token_rejected.labels(platform).set(1 if problem else 0)
+        task = asyncio.get_running_loop().create_task(oncall.worker.tell_admins(platform, problem))
+        notices.add(task)
+        task.add_done_callback(notices.discard)
+
+    chat.health.subscribe(token_problem)
 
 
 def _start_access_control(services: Services, chat: ChatService) -> AccessUpkeep:

@@ -34,6 +34,7 @@ def build_chat(settings: Settings, *, db: Database, users: UserStore, clock: Clo
         on_fallback=lambda platform: metrics.render_fallback.labels(platform).inc(),
         input_stall_after=timedelta(seconds=parse_duration(telegram.input_stall_after)),
         on_unhandled=metrics.count_unhandled,
+        on_delivery=metrics.count_delivery,
     )
     routes = tuple(settings.oncall.routes)
 

@@ -18,6 +18,7 @@ class Metrics:
         # Labelled children cached by label values: `.labels()` validates and locks on every call, which
         # showed in the ingest profile at thousands of requests per second.
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._outbox_platforms: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=True)
         self.alerts_received = Counter(
             "teleops_alerts_received",
@@ -86,6 +87,67 @@ class Metrics:
             ["source", "token"],
             registry=self.registry,
         )
+
+        self.deliveries = Counter(
+            "teleops_deliveries",
+            "Outbox rows that reached their end, by platform and result (delivered: the platform took it; refused: "
+            "it never will, the reason is on the row).",
+            ["platform", "result"],
+            registry=self.registry,
+        )
+        self.pages = Counter(
+            "teleops_pages",
+            "Pages by the state they reached (queued, delivered, sent, failed) and platform.",
+            ["state", "platform"],
+            registry=self.registry,
+        )
+        self.page_failures = Counter(
+            "teleops_page_failures",
+            "Pages that failed, by platform and cause (refused, token_rejected, deadline).",
+            ["platform", "cause"],
+            registry=self.registry,
+        )
+        self.platform_token_rejected = Gauge(
+            "teleops_platform_token_rejected",
+            "1 while the platform rejects TeleOps' own token (nothing goes through it until the config is fixed).",
+            ["platform"],
+            registry=self.registry,
+        )
+        self.outbox_depth = Gauge(
+            "teleops_outbox_depth",
+            "Outbox rows not yet delivered or failed, by platform.",
+            ["platform"],
+            registry=self.registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "teleops_outbox_oldest_age_seconds",
+            "Age of the oldest outbox row not yet delivered or failed, by platform (0 when none).",
+            ["platform"],
+            registry=self.registry,
+        )
+        self.escalation_steps = Counter(
+            "teleops_escalation_steps",
+            "Escalation steps run (each one pages someone), by team.",
+            ["team"],
+            registry=self.registry,
+        )
+
+    def count_delivery(self, platform: str, result: str) -> None:
+        self._child(self.deliveries, platform, result).inc()
+
+    def count_page(self, state: str, platform: str, cause: str) -> None:
+        self._child(self.pages, state, platform).inc()
+        if cause:
+            self._child(self.page_failures, platform, cause).inc()
+
+    def observe_outbox(self, depth: dict[str, tuple[int, float]]) -> None:
+        """`depth`: platform -> (rows waiting, age of the oldest in seconds); platforms seen before and now empty
+        go to 0."""
+        for platform in {*depth, *self._outbox_platforms}:
+            count, age = depth.get(platform, (0, 0.0))
+            self._child(self.outbox_depth, platform).set(count)
+            self._child(self.outbox_oldest_age, platform).set(age)
+        self._outbox_platforms.update(depth)
 
     def count_throttled(self, source: str, token: str) -> None:
         """One request refused with 429 by the ingest rate limit (also in teleops_alerts_rejected_total)."""

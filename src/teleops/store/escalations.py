@@ -13,12 +13,16 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from teleops.store.schema import escalations, identities, incidents, timeline
+from teleops.store.schema import escalations, identities, incidents, timeline, users
 
 __all__ = [
     "DueEscalation",
+    "EscalationNow",
     "add_event",
+    "admin_users",
     "due_escalations",
+    "escalation_now",
+    "hurry",
     "linked_chats",
     "next_due_at",
     "nudge",
@@ -140,3 +144,36 @@ def reopen_after_snooze(conn: Connection, incident_id: int, now: datetime) -> No
         .values(status="open", snoozed_until=None)
     )
     add_event(conn, incident_id, now, "incident.unsnoozed", {"reason": "snooze ended"})
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationNow:
+    """An escalation's stored position, read when one of its pages failed."""
+
+    id: int
+    team: str
+    state: str
+    step: int
+    round: int
+
+
+def escalation_now(conn: Connection, escalation_id: int) -> EscalationNow | None:
+    row = conn.execute(select(escalations).where(escalations.c.id == escalation_id)).mappings().first()
+    if row is None:
+        return None
+    return EscalationNow(row["id"], row["team"], row["state"], row["step"], row["round"])
+
+
+def hurry(conn: Connection, escalation_id: int, *, round_started_at: datetime, now: datetime) -> None:
+    """Run the escalation's next step now: its round is moved back so the step is due (later steps follow it)."""
+    conn.execute(
+        update(escalations)
+        .where(escalations.c.id == escalation_id, escalations.c.state == "paging")
+        .values(round_started_at=round_started_at, due_at=now, updated_at=now)
+    )
+
+
+def admin_users(conn: Connection, configured: list[str]) -> list[str]:
+    """Admins: those the config names with role admin, and those `teleops user` made admins."""
+    stored = conn.execute(select(users.c.name).where(users.c.role == "admin")).scalars().all()
+    return list(dict.fromkeys([*configured, *stored]))

@@ -435,3 +435,13 @@ def chat_of_row(conn: Connection, row_id: int) -> str:
     if value is None:
         raise LookupError(f"outbox row {row_id} does not exist")
     return str(value)
+
+
+def waiting_by_platform(conn: Connection) -> dict[str, tuple[int, datetime | None]]:
+    """Per platform: rows not yet delivered or failed, and the oldest one's creation time (for the metrics)."""
+    rows = conn.execute(
+        select(outbox.c.platform, func.count(), func.min(outbox.c.created_at))
+        .where(outbox.c.status.in_(_LIVE))
+        .group_by(outbox.c.platform)
+    ).all()
+    return {row[0]: (int(row[1]), row[2]) for row in rows}

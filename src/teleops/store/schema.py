@@ -36,6 +36,7 @@ __all__ = [
     "link_codes",
     "metadata",
     "outbox",
+    "pages",
     "server_keys",
     "timeline",
     "tokens",
@@ -337,4 +338,30 @@ escalations = Table(
     Column("due_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_escalations_due_at", "due_at"),
+)
+
+# Added in 0014: every page is a delivery with a deadline (issue #20): queued -> delivered (a chat platform accepted
+# it) or sent (handed to a mail server or webhook) or failed, with the reason. A failed page goes to the person's
+# next contact method and moves the escalation on at once (oncall/delivery.py).
+pages = Table(
+    "pages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("incident_id", Id, ForeignKey("incidents.id"), nullable=False),
+    Column("escalation_id", Id),
+    Column("step", Integer, nullable=False),  # 1-based step of the escalation that sent it
+    Column("round", Integer, nullable=False),
+    Column("target", String(160), nullable=False),  # the step's target: rotation:, user:, chat:, contact:
+    Column("user_name", String(64)),  # whom it is for (None: a shared chat or contact)
+    Column("method", Integer, nullable=False),  # 0: the person's chats; n: their n-th contact method
+    Column("platform", String(32), nullable=False),
+    Column("chat_id", String(255), nullable=False),
+    Column("outbox_id", Id, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("settled_at", UTCDateTime),
+    Index("ix_pages_state_deadline_at", "state", "deadline_at"),
+    Index("ix_pages_incident_id_step", "incident_id", "step", "round"),
 )

@@ -37,6 +37,7 @@ from teleops.chat.base import (
     MarkupRejected,
     RateLimits,
     RetryLater,
+    TokenRejected,
 )
 from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.render import Rendered
@@ -413,7 +414,9 @@ async def _call(awaitable: Any) -> Mapping[str, Any]:
         if error in _MARKUP_ERRORS:
             raise MarkupRejected(f"Slack refused the blocks: {error}") from exc
         if error in _CONFIG_ERRORS:
-            raise RetryLater(f"Slack refused the bot token ({error}): check slack.bot_token") from exc
+            raise TokenRejected(
+                f"Slack rejects the bot token ({error}): check slack.bot_token and restart TeleOps"
+            ) from exc
         raise DeliveryRefused(f"Slack refused: {error or status}") from exc
     except (SlackClientError, ClientError, TimeoutError, OSError) as exc:
         raise RetryLater(_describe(exc)) from exc

@@ -35,7 +35,15 @@ from telegram import (
     Update,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    EndPointNotFound,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBUserWarning
 
@@ -47,6 +55,7 @@ from teleops.chat.base import (
     MarkupRejected,
     RateLimits,
     RetryLater,
+    TokenRejected,
 )
 from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.render import Rendered
@@ -291,6 +300,15 @@ class TelegramGateway:
             except RetryAfter as exc:
                 await asyncio.sleep(_seconds(exc.retry_after))
                 continue
+            except (InvalidToken, EndPointNotFound) as exc:  # 401/404 on getUpdates: the token itself is refused
+                failures += 1
+                delay = min(60.0, 0.5 * 2 ** min(failures, 7))
+                log.error("telegram.token_rejected", error=_describe(exc), retry_in_s=delay)
+                self._input.credentials_rejected(
+                    f"Telegram rejects the bot token ({exc.message}): check telegram.token"
+                )
+                await asyncio.sleep(delay)
+                continue
             except Exception as exc:  # network down, 5xx, conflict, not a list: back off and poll again
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
@@ -388,7 +406,16 @@ async def _call(awaitable: object) -> Message:
         raise DeliveryRefused(f"Telegram refused: {exc.message}") from exc
     except Forbidden as exc:
         raise DeliveryRefused(f"Telegram forbids it (bot removed or blocked?): {exc.message}") from exc
-    except TelegramError as exc:  # NetworkError, TimedOut, 5xx, InvalidToken…: temporary for us
+    except InvalidToken as exc:  # 401/404 on the bot token itself: every call will fail the same way
+        raise TokenRejected(
+            f"Telegram rejects the bot token ({exc.message}): check telegram.token and restart TeleOps"
+        ) from exc
+    except ChatMigrated as exc:
+        raise DeliveryRefused(
+            f"the group became a supergroup with id {exc.new_chat_id}: put that id in the config "
+            "(telegram.alert_chats / oncall.chats) in place of the old one"
+        ) from exc
+    except TelegramError as exc:  # NetworkError, TimedOut, 5xx: temporary for us
         raise RetryLater(_describe(exc)) from exc
     if not isinstance(result, Message):
         raise RetryLater("Telegram answered without a message")

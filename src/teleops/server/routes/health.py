@@ -12,6 +12,7 @@ from teleops.chat.input_watch import InputHealth
 from teleops.server.auth import services_of
 from teleops.store.database import StorageUnavailable
 from teleops.store.incidents import count_open
+from teleops.store.outbox import waiting_by_platform
 
 __all__ = ["router"]
 
@@ -42,14 +43,19 @@ async def readyz(request: Request) -> JSONResponse:
     if cannot_write is not None:  # it answers, but alerts and commands would not be stored
         return JSONResponse({"status": "unavailable", "detail": f"storage: {cannot_write}"}, status_code=503)
     body: dict[str, object] = {"status": "ready"}
+    # A platform rejecting our token: alerts are still taken, pages to it fail over to other contact methods.
+    rejected = services.chat.health.problems() if services.chat is not None else {}
+    problems = [f"{platform}: {problem}" for platform, problem in sorted(rejected.items())]
+    if rejected:
+        body["delivery"] = {platform: "token rejected" for platform in sorted(rejected)}
     healths = await services.chat.check_inputs() if services.chat is not None else []
     remote = [h for h in healths if h.mode != "local"]
     if remote:
-        problems = [p for p in (h.problem() for h in remote) if p is not None]
-        if problems:
-            body["status"] = "degraded"
-            body["problems"] = problems
+        problems += [p for p in (h.problem() for h in remote) if p is not None]
         body["chat_inputs"] = {h.platform: _input_view(h) for h in remote}
+    if problems:
+        body["status"] = "degraded"
+        body["problems"] = problems
     return JSONResponse(body)
 
 
@@ -70,6 +76,11 @@ async def metrics(request: Request) -> Response:
     # On a storage outage the gauge keeps its last value; /readyz reports the outage.
     with contextlib.suppress(StorageUnavailable):
         services.metrics.incidents_open.set(await count_open(services.db))
+        now = services.clock()
+        waiting = await services.db.read(waiting_by_platform)
+        services.metrics.observe_outbox(
+            {p: (n, (now - oldest).total_seconds() if oldest else 0.0) for p, (n, oldest) in waiting.items()}
+        )
     if services.chat is not None:
         services.metrics.observe_inputs(await services.chat.input_health())
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
