@@ -48,6 +48,7 @@ HELP = """TeleOps commands:
 /hosts — hosts with an agent · /cancel ID — stop a command
 /history [QUERY] — what was done last time (reply to an incident), or search past scenarios
 /oncall — who is on call now and next · /handover — the digest for the next person on call
+/heartbeats — jobs that must check in: up, late or new, and when each last pinged
 /otp CODE — a one-time code for a command that asks for one (or reply to the prompt with it)
 /approve ID, /deny ID — decide on someone else's command that needs a second person
 /whoami — your id and this chat's id · /link CODE — link your account"""
@@ -64,6 +65,12 @@ class OnCallAnswers(Protocol):
     async def oncall_message(self) -> Message: ...
 
     async def handover_message(self, user: str) -> Message: ...
+
+
+class HeartbeatAnswers(Protocol):
+    """What /heartbeats answers (server/heartbeats.py implements it)."""
+
+    async def chat_message(self) -> Message: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +101,15 @@ class Conversation:
         self._d = deps
         self._memory: ScenarioMemory | None = None
         self._oncall: OnCallAnswers | None = None
+        self._heartbeats: HeartbeatAnswers | None = None
 
     def use_oncall(self, oncall: OnCallAnswers) -> None:
         """Serve /oncall and /handover from the on-call side."""
         self._oncall = oncall
+
+    def use_heartbeats(self, heartbeats: HeartbeatAnswers) -> None:
+        """Serve /heartbeats from the heartbeat monitor."""
+        self._heartbeats = heartbeats
 
     def use_memory(self, memory: ScenarioMemory) -> None:
         """Serve Run-again buttons and /history from scenario memory."""
@@ -328,6 +340,11 @@ class Conversation:
                 else await self._oncall.handover_message(person.name)
             )
             await self.post(event.platform, event.chat_id, answer)
+        elif command == "heartbeats":
+            if self._heartbeats is None:
+                await self._say(event, "Heartbeats are not available on this server.")
+                return
+            await self.post(event.platform, event.chat_id, await self._heartbeats.chat_message())
         else:
             await self._say(event, f"Unknown command /{command}. /help lists what I understand.")
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from teleops.config.duration import parse_duration
+from teleops.config.heartbeats import HeartbeatsList
 from teleops.config.ingest import IngestSettings
 from teleops.config.oncall import OncallSettings
 from teleops.domain.policy import Policy, PolicyError, compile_policy
@@ -356,6 +357,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    heartbeats: HeartbeatsList = Field(default_factory=list)  # jobs that must check in (config/heartbeats.py)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

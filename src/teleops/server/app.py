@@ -37,6 +37,7 @@ from teleops.server.bootstrap import first_start, sync_configured_users, welcome
 from teleops.server.chat_wiring import build_chat
 from teleops.server.clock import Clock, system_clock
 from teleops.server.front_door import FrontDoor
+from teleops.server.heartbeats import HeartbeatMonitor
 from teleops.server.local_agent import LocalAgentSupervisor, ensure_local_agent_token
 from teleops.server.local_agent_user import LocalAgentRefused, local_run_as
 from teleops.server.metrics import Metrics
@@ -45,12 +46,14 @@ from teleops.server.routes import agents as agent_routes
 from teleops.server.routes import alerts, command_batches, health, incidents, ui
 from teleops.server.routes import chat as chat_routes
 from teleops.server.routes import commands as command_routes
+from teleops.server.routes import heartbeats as heartbeat_routes
 from teleops.server.routes import scenarios as scenario_routes
 from teleops.server.services import Services
 from teleops.store.approvals import ApprovalRules
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import Database
+from teleops.store.heartbeats import HeartbeatStore
 from teleops.store.ingest import IncidentChange, IngestWriter
 from teleops.store.sealed_argv import ArgvVault
 from teleops.store.tokens import TokenStore
@@ -162,11 +165,19 @@ def create_app(
         oncall.start()
         retention = RetentionSchedule(db, settings, clock=clock)
         retention.start()
+        # Heartbeats in: a job that stops pinging opens an incident through ingest (server/heartbeats.py).
+        heartbeats = HeartbeatMonitor(
+            HeartbeatStore(db), ingest=services.ingest, metrics=metrics, clock=clock, configured=settings.heartbeats
+        )
+        await heartbeats.start()
+        app.state.heartbeats = heartbeats
+        chat.conversation.use_heartbeats(heartbeats)
         _freeze_startup_objects()
         log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
         try:
             yield
         finally:
+            await heartbeats.stop()
             await retention.stop()
             for responder in responders:
                 await responder.stop()
@@ -238,6 +249,7 @@ def create_app(
     app.include_router(command_batches.router)
     app.include_router(chat_routes.router)
     app.include_router(scenario_routes.router)
+    app.include_router(heartbeat_routes.router)
     app.add_middleware(_LatencyMiddleware, metrics=metrics)
     app.add_middleware(alerts.IngestFastPath)  # outside the router (see its docstring)
     app.add_middleware(FrontDoor)  # added last: outermost; credentials and body caps before any body is read

@@ -49,6 +49,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from teleops.config.duration import parse_duration
 from teleops.server.auth import VERIFIED_CALLER, VERIFIED_INGEST_TOKEN, authenticate_api, credential_from
 from teleops.server.routes.alerts import unauthorized as ingest_unauthorized
+from teleops.server.routes.heartbeats import (
+    OPSGENIE_PING_PREFIX,
+    PING_PREFIX,
+    PING_SUFFIX,
+    ping_secret,
+    ping_unauthorized,
+)
 from teleops.server.services import Services
 from teleops.server.session import web_sessions
 from teleops.sources.registry import get_source
@@ -72,6 +79,7 @@ class Credential(enum.Enum):
     SLACK_SIGNATURE = "slack signature headers"
     WEB_SESSION = "web session"  # for anything but GET/HEAD; pages themselves redirect to the login
     LOGIN_FORM = "none yet (login form)"
+    HEARTBEAT_PING = "ingest token (Bearer, Basic or GenieKey)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +90,14 @@ class Door:
     credential: Credential
     body_cap: int | None  # bytes; None means `server.max_body_bytes`
     prefix: bool = False
+    suffix: str = ""  # with `prefix`: the path must also end with this, after at least one character
 
     def matches(self, path: str) -> bool:
-        return path.startswith(self.path) if self.prefix else path == self.path
+        if not self.prefix:
+            return path == self.path
+        return path.startswith(self.path) and (
+            not self.suffix or (path.endswith(self.suffix) and len(path) > len(self.path) + len(self.suffix))
+        )
 
 
 # A PagerDuty-style sender that authenticates with `routing_key` in the body (no Authorization header) may send
@@ -97,6 +110,9 @@ DOORS: tuple[Door, ...] = (
     Door("/api/v1/chat/telegram/webhook", Credential.TELEGRAM_SECRET, 1024 * KIB),
     Door("/api/v1/chat/slack/events", Credential.SLACK_SIGNATURE, 256 * KIB),
     Door("/api/v1/commands/batch", Credential.API, None),  # up to 1000 hosts of 255 characters
+    # Heartbeat pings (routes/heartbeats.py): an ingest token; the body is ignored (an Alertmanager webhook's JSON).
+    Door(PING_PREFIX, Credential.HEARTBEAT_PING, 64 * KIB, prefix=True, suffix=PING_SUFFIX),
+    Door(OPSGENIE_PING_PREFIX, Credential.HEARTBEAT_PING, 64 * KIB, prefix=True, suffix=PING_SUFFIX),
     Door("/api/v1/", Credential.API, 64 * KIB, prefix=True),
     Door("/ui/login", Credential.LOGIN_FORM, 8 * KIB),
     Door("/ui/static/", Credential.PUBLIC, 0, prefix=True),
@@ -205,6 +221,13 @@ class FrontDoor:
                 return cap
             case Credential.INGEST:
                 return await _admit_ingest(path, connection, services, cap, scope)
+            case Credential.HEARTBEAT_PING:
+                secret = ping_secret(connection)
+                token = await services.tokens.verify(TokenKind.INGEST, secret) if secret else None
+                if token is None:
+                    raise _Refusal(ping_unauthorized(path))
+                scope[VERIFIED_INGEST_TOKEN] = token
+                return cap
             case Credential.TELEGRAM_SECRET:
                 _admit_telegram(headers, services)
                 return cap

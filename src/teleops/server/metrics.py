@@ -131,6 +131,18 @@ class Metrics:
             ["team"],
             registry=self.registry,
         )
+        # Heartbeats in (server/heartbeats.py): pings received, and how many heartbeats are late now.
+        self.heartbeat_pings = Counter(
+            "teleops_heartbeat_pings",
+            "Heartbeat pings received and recorded, by heartbeat name.",
+            ["heartbeat"],
+            registry=self.registry,
+        )
+        self.heartbeats_late = Gauge(
+            "teleops_heartbeats_late",
+            "Heartbeats missed (silent for longer than interval + grace) whose incident is open until their next ping.",
+            registry=self.registry,
+        )
 
     def count_delivery(self, platform: str, result: str) -> None:
         self._child(self.deliveries, platform, result).inc()
@@ -156,6 +168,10 @@ class Metrics:
 
     def set_throttling(self, source: str, token: str, *, on: bool) -> None:
         self._child(self.ingest_throttling, source, token).set(1.0 if on else 0.0)
+
+    def count_ping(self, heartbeat: str) -> None:
+        """One recorded heartbeat ping, in `teleops_heartbeat_pings_total{heartbeat}`."""
+        self._child(self.heartbeat_pings, heartbeat).inc()
 
     def count_unhandled(self, item: UnhandledInput) -> None:
         """One chat delivery a gateway skipped, in `teleops_chat_updates_unhandled_total{platform,reason}`."""

@@ -31,6 +31,7 @@ __all__ = [
     "chat_updates",
     "commands",
     "console_messages",
+    "heartbeats",
     "identities",
     "incidents",
     "link_codes",
@@ -364,4 +365,22 @@ pages = Table(
     Column("settled_at", UTCDateTime),
     Index("ix_pages_state_deadline_at", "state", "deadline_at"),
     Index("ix_pages_incident_id_step", "incident_id", "step", "round"),
+)
+
+# Heartbeats in (store/heartbeats.py, server/heartbeats.py): jobs that must ping every `interval`. `interval` and
+# `grace` are kept as written ("5m"); `late_since` is set once per miss, when its incident was opened.
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("origin", String(16), nullable=False),  # "config" (teleops.yaml) or "api" (PUT /api/v1/heartbeats)
+    Column("interval", String(32), nullable=False),
+    Column("grace", String(32), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("last_ping_at", UTCDateTime),
+    Column("late_since", UTCDateTime),
 )

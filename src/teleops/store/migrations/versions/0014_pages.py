@@ -4,7 +4,7 @@ A page is queued, then delivered (a chat platform accepted it), sent (handed to 
 failed, with the reason. Escalations that ran before this migration have no page rows: their pages are not tracked.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,213 @@
+"""Heartbeat rows: what is defined (from config or the API), when each last pinged, and whether it is late.
+
+A ping is one UPDATE of `last_ping_at` (and `late_since` back to NULL): no audit record per ping, it would flood
+the log; `teleops_heartbeat_pings_total` counts them. Defining and deleting heartbeats through the API is
+audited (`heartbeat.defined`, `heartbeat.deleted`) in the same transaction as the row change.
+
+Rows from `heartbeats:` in the config (origin "config") are rewritten at every start; the API may not change or
+delete them (HeartbeatFromConfig), since the next start would undo it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+from teleops.config.heartbeats import HeartbeatSettings, HeartbeatSpec
+from teleops.domain.heartbeat import HeartbeatState, HeartbeatTiming, state_of
+from teleops.store.audit import append
+from teleops.store.database import Database
+from teleops.store.schema import heartbeats
+
+__all__ = [
+    "CONFIG_ORIGIN",
+    "HeartbeatFromConfig",
+    "HeartbeatNotFound",
+    "HeartbeatRecord",
+    "HeartbeatStore",
+]
+
+CONFIG_ORIGIN = "config"
+API_ORIGIN = "api"
+
+
+class HeartbeatNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no heartbeat named {name!r}; define it under `heartbeats:` in teleops.yaml or with "
+            f"PUT /api/v1/heartbeats/{name} (admin token), then ping again"
+        )
+
+
+class HeartbeatFromConfig(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"heartbeat {name!r} is defined in the config file (heartbeats:); change or remove it there and "
+            "restart TeleOps, the API cannot change it"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatRecord:
+    name: str
+    origin: str
+    spec: HeartbeatSpec
+    created_at: datetime
+    updated_at: datetime
+    last_ping_at: datetime | None
+    late_since: datetime | None
+
+    @property
+    def timing(self) -> HeartbeatTiming:
+        return HeartbeatTiming(
+            interval=timedelta(seconds=self.spec.interval_s),
+            grace=timedelta(seconds=self.spec.grace_s),
+            created_at=self.created_at,
+            last_ping_at=self.last_ping_at,
+        )
+
+    @property
+    def state(self) -> HeartbeatState:
+        return state_of(last_ping_at=self.last_ping_at, late=self.late_since is not None)
+
+
+def _record(row: Row[Any]) -> HeartbeatRecord:
+    spec = HeartbeatSpec(
+        interval=row.interval,
+        grace=row.grace,
+        severity=row.severity,
+        labels=dict(row.labels or {}),
+        description=row.description,
+    )
+    return HeartbeatRecord(
+        name=row.name,
+        origin=row.origin,
+        spec=spec,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_ping_at=row.last_ping_at,
+        late_since=row.late_since,
+    )
+
+
+def _values(spec: HeartbeatSpec) -> dict[str, Any]:
+    return {
+        "interval": spec.interval,
+        "grace": spec.grace,
+        "severity": spec.severity,
+        "labels": dict(spec.labels),
+        "description": spec.description,
+    }
+
+
+class HeartbeatStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def sync_configured(self, configured: Sequence[HeartbeatSettings], *, now: datetime) -> list[HeartbeatRecord]:
+        """Make the config rows match `heartbeats:`: insert new ones, rewrite changed ones (keeping their pings),
+        delete those no longer configured. An API row whose name is now in the config becomes a config row.
+        Returns the deleted rows (the monitor resolves the incident of any that was late). Raises
+        StorageUnavailable."""
+
+        def apply(conn: Connection) -> list[HeartbeatRecord]:
+            existing = {row.name: row for row in conn.execute(select(heartbeats))}
+            wanted = {item.name: item for item in configured}
+            for name, item in wanted.items():
+                values = {**_values(item), "origin": CONFIG_ORIGIN, "updated_at": now}
+                if name in existing:
+                    conn.execute(update(heartbeats).where(heartbeats.c.name == name).values(**values))
+                else:
+                    conn.execute(insert(heartbeats).values(name=name, created_at=now, **values))
+            gone = [row for name, row in existing.items() if row.origin == CONFIG_ORIGIN and name not in wanted]
+            for row in gone:
+                conn.execute(delete(heartbeats).where(heartbeats.c.name == row.name))
+            return [_record(row) for row in gone]
+
+        return await self._db.run_in_transaction(apply)
+
+    async def all(self) -> list[HeartbeatRecord]:
+        """Every heartbeat, by name. Raises StorageUnavailable."""
+        rows = await self._db.all(select(heartbeats).order_by(heartbeats.c.name))
+        return [_record(row) for row in rows]
+
+    async def get(self, name: str) -> HeartbeatRecord:
+        """The heartbeat `name`. Raises HeartbeatNotFound, StorageUnavailable."""
+        row = await self._db.first(select(heartbeats).where(heartbeats.c.name == name))
+        if row is None:
+            raise HeartbeatNotFound(name)
+        return _record(row)
+
+    async def put(self, name: str, spec: HeartbeatSpec, *, now: datetime, actor: str, via: str) -> bool:
+        """Define or redefine the API heartbeat `name` (its pings are kept); True when it is new. Audited as
+        `heartbeat.defined`. Raises HeartbeatFromConfig (nothing changed), StorageUnavailable, AuditUnavailable."""
+
+        def apply(conn: Connection) -> bool:
+            row = conn.execute(select(heartbeats.c.origin).where(heartbeats.c.name == name)).first()
+            if row is not None and row.origin == CONFIG_ORIGIN:
+                raise HeartbeatFromConfig(name)
+            values = {**_values(spec), "origin": API_ORIGIN, "updated_at": now}
+            if row is None:
+                conn.execute(insert(heartbeats).values(name=name, created_at=now, **values))
+            else:
+                conn.execute(update(heartbeats).where(heartbeats.c.name == name).values(**values))
+            append(
+                conn, at=now, actor=actor, action="heartbeat.defined", subject=f"heartbeat:{name}",
+                data={**_values(spec), "new": row is None, "via": via},
+            )  # fmt: skip
+            return row is None
+
+        return await self._db.run_in_transaction(apply)
+
+    async def delete(self, name: str, *, now: datetime, actor: str, via: str) -> HeartbeatRecord:
+        """Delete the API heartbeat `name`; returns it as it was. Audited as `heartbeat.deleted`. Raises
+        HeartbeatNotFound, HeartbeatFromConfig (nothing changed), StorageUnavailable, AuditUnavailable."""
+
+        def apply(conn: Connection) -> HeartbeatRecord:
+            row = conn.execute(select(heartbeats).where(heartbeats.c.name == name)).first()
+            if row is None:
+                raise HeartbeatNotFound(name)
+            if row.origin == CONFIG_ORIGIN:
+                raise HeartbeatFromConfig(name)
+            conn.execute(delete(heartbeats).where(heartbeats.c.name == name))
+            append(
+                conn, at=now, actor=actor, action="heartbeat.deleted", subject=f"heartbeat:{name}", data={"via": via}
+            )
+            return _record(row)
+
+        return await self._db.run_in_transaction(apply)
+
+    async def record_ping(self, name: str, *, now: datetime) -> bool:
+        """Set `last_ping_at` of `name` to `now` and clear `late_since`; False when there is no such heartbeat.
+        Raises StorageUnavailable."""
+        changed = await self._db.write(_ping, name, now)
+        return changed > 0
+
+    async def mark_late(self, name: str, *, now: datetime, last_ping_at: datetime | None) -> bool:
+        """Record the miss of `name`, once: only while it is not late and has not pinged since `last_ping_at` (what
+        the monitor saw). False when a ping came in between or it was already late. Raises StorageUnavailable."""
+
+        def apply(conn: Connection) -> int:
+            ping = (
+                heartbeats.c.last_ping_at.is_(None)
+                if last_ping_at is None
+                else heartbeats.c.last_ping_at == last_ping_at
+            )
+            result = conn.execute(
+                update(heartbeats)
+                .where(heartbeats.c.name == name, heartbeats.c.late_since.is_(None), ping)
+                .values(late_since=now)
+            )
+            return int(result.rowcount)
+
+        return await self._db.run_in_transaction(apply) > 0
+
+
+def _ping(conn: Connection, name: str, now: datetime) -> int:
+    result = conn.execute(update(heartbeats).where(heartbeats.c.name == name).values(last_ping_at=now, late_since=None))
+    return int(result.rowcount)
