@@ -11,13 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiohttp import web
+from pydantic import SecretStr
 
 from teleops.chat.base import Gateway, InboundEvent
+from teleops.chat.contact import ContactGateway
 from teleops.chat.render import Button, CodeBlock, Message, render
 from teleops.chat.slack import SlackGateway
 from teleops.chat.telegram import TelegramGateway
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
+from tests.integration.servers import free_port
 
 
 @asynccontextmanager
@@ -63,7 +67,40 @@ async def slack_gateway() -> AsyncIterator[tuple[Gateway, str]]:
         await fake.stop()
 
 
-GATEWAYS: dict[str, Callable[[], Any]] = {"telegram": telegram_gateway, "slack": slack_gateway}
+@asynccontextmanager
+async def contact_gateway() -> AsyncIterator[tuple[Gateway, str]]:
+    """Contact methods through Apprise, to a real JSON webhook receiver on loopback (json://): a send that the
+    receiver did not get raises RetryLater, so each passing send arrived."""
+    received: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    gateway = ContactGateway({"ops-hook": SecretStr(f"json://127.0.0.1:{port}/hook")}, clock=lambda: datetime.now(UTC))
+
+    async def ignore(_event: InboundEvent) -> None:
+        return None
+
+    await gateway.start(ignore)
+    try:
+        yield gateway, "ops-hook"
+    finally:
+        await gateway.stop()
+        await runner.cleanup()
+
+
+GATEWAYS: dict[str, Callable[[], Any]] = {
+    "telegram": telegram_gateway,
+    "slack": slack_gateway,
+    "contact": contact_gateway,
+}
 
 
 @pytest.fixture(params=sorted(GATEWAYS))

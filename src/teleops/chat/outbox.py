@@ -337,6 +337,10 @@ class OutboxWorker:
         raw = row.payload.get("message")
         message = Message.from_json(raw) if raw else None
         if row.kind == OutboxKind.EDIT:
+            if not self._caps.edits:
+                # A platform that cannot edit (email, push, webhooks: chat/contact/): the edit is done by doing
+                # nothing, rather than a second message per change of an incident's state.
+                return lambda: _unchanged(row.ref_message_id)
             if row.ref_status == OutboxStatus.FAILED or row.ref_status is None:
                 raise DeliveryRefused("the message to edit was never delivered")
             if row.ref_message_id is None:
@@ -379,3 +383,8 @@ class OutboxWorker:
             self._on_fallback(self._platform)
             log.warning("outbox.render_fallback", platform=self._platform)
             return await call(rendered.as_plain())
+
+
+async def _unchanged(message_id: str | None) -> str | None:
+    """The "edit" of a platform without edits: nothing is sent; the edited message keeps its id."""
+    return message_id

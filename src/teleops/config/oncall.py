@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from teleops.config.contacts import ContactSettings
 from teleops.config.duration import parse_duration
 from teleops.domain.rotation import RotationError, parse_handoff
 
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 DEFAULT_TEAM = "default"
-_TARGET = re.compile(r"^(rotation|user|chat):[A-Za-z0-9_.@:-]+$")
+_TARGET = re.compile(r"^(rotation|user|chat|contact):[A-Za-z0-9_.@:-]+$")
 
 
 class _Section(BaseModel):
@@ -93,7 +94,7 @@ class EscalationStep(_Section):
     @classmethod
     def _target(cls, value: str) -> str:
         if not _TARGET.match(value):
-            raise ValueError("write rotation:NAME, user:NAME or chat:NAME")
+            raise ValueError("write rotation:NAME, user:NAME, chat:NAME or contact:NAME")
         return value
 
 
@@ -126,6 +127,8 @@ class OncallSettings(_Section):
     teams: list[TeamSettings] = Field(default_factory=list)
     routes: list[RouteSettings] = Field(default_factory=list)
     chats: dict[str, ChatSettings] = Field(default_factory=dict)
+    # Shared contact methods (Apprise URLs) for `notify: contact:NAME` steps, e.g. a team mailbox or a pager gateway.
+    contacts: list[ContactSettings] = Field(default_factory=list)
     remind_acked_after: str = "1h"
     # A page not delivered this long after it was queued counts as failed: it goes to the person's next contact
     # method and the escalation's next step runs now (oncall/delivery.py).
@@ -168,7 +171,8 @@ class OncallSettings(_Section):
     def unknown_names(self, users: Collection[str]) -> Iterator[tuple[str, str]]:
         """(key under `oncall`, what is wrong and what to do) for every name here that is not defined, in file
         order: rotation members and override users missing from `users`, and escalation targets `user:NAME`
-        (a person missing from `users`), `rotation:NAME` (no such rotation) and `chat:NAME` (not under chats)."""
+        (a person missing from `users`), `rotation:NAME` (no such rotation), `chat:NAME` (not under chats) and
+        `contact:NAME` (not under contacts)."""
         rotations = [r.name for r in self.rotations]
         for number, rotation in enumerate(self.rotations):
             for index, member in enumerate(rotation.members):
@@ -185,9 +189,11 @@ class OncallSettings(_Section):
                 yield f"{key}.notify", _undefined("rotation", name, rotations)
             elif kind == "chat" and name not in self.chats:
                 yield f"{key}.notify", _undefined("chat", name, self.chats)
+            elif kind == "contact" and name not in {c.name for c in self.contacts}:
+                yield f"{key}.notify", _undefined("contact", name, [c.name for c in self.contacts])
 
 
-_DEFINE_UNDER = {"user": "users:", "rotation": "oncall.rotations", "chat": "oncall.chats"}
+_DEFINE_UNDER = {"user": "users:", "rotation": "oncall.rotations", "chat": "oncall.chats", "contact": "oncall.contacts"}
 
 
 def _undefined(kind: str, name: str, defined: Collection[str]) -> str:

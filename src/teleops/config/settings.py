@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from teleops.config.contacts import ContactSettings, ContactsSettings, contact_book, contact_problems
 from teleops.config.duration import parse_duration
 from teleops.config.heartbeats import HeartbeatsList
 from teleops.config.ingest import IngestSettings
@@ -190,6 +191,8 @@ class UserSettings(_Section):
     slack_id: str | None = None
     matrix_id: str | None = None
     twofactor: Literal["totp", "duo"] | None = None  # how this person steps up; None: twofactor.method
+    # Ways to reach this person beyond chat (Apprise URLs), tried in this order after chat (docs/contact-methods.md).
+    contacts: list[ContactSettings] = Field(default_factory=list)
 
     @field_validator("telegram_id")
     @classmethod
@@ -358,6 +361,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     heartbeats: HeartbeatsList = Field(default_factory=list)  # jobs that must check in (config/heartbeats.py)
+    contacts: ContactsSettings = Field(default_factory=ContactsSettings)  # delivery of contact methods
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -416,6 +420,19 @@ class Settings(BaseSettings):
             raise ValueError(f"{_KEYED}oncall.{key}: {problem}")
         return self
 
+    @model_validator(mode="after")
+    def _contacts_are_usable(self) -> Settings:
+        # Every contact URL is parsed by Apprise now: a typo stops the start, not the first page at night.
+        first = next(contact_problems(self.users, self.oncall.contacts), None)
+        if first is not None:
+            key, problem = first
+            raise ValueError(f"{_KEYED}{key}: {problem}")
+        return self
+
+    def contact_urls(self) -> dict[str, SecretStr]:
+        """Every contact method by key (`USER/NAME`, or `NAME` for `oncall.contacts`), a person's in their order."""
+        return contact_book(self.users, self.oncall.contacts)
+
     def access_policy(self) -> Policy:
         """The compiled policy (already checked when these settings loaded)."""
         return self.policy.compile()
@@ -438,6 +455,7 @@ class Settings(BaseSettings):
         ):
             if secret is not None:
                 known.append(secret.get_secret_value())
+        known.extend(url.get_secret_value() for url in self.contact_urls().values())  # they carry passwords
         return known
 
     @classmethod

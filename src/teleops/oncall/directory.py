@@ -68,7 +68,7 @@ class OnCallDirectory:
         self._configured: dict[str, list[ChatTarget]] = {}
         # Each person's contact methods beyond chat, by name, in the order a failed page tries them.
         self._contacts: dict[str, tuple[str, ...]] = {
-            user.name: tuple(contact.name for contact in getattr(user, "contacts", ())) for user in settings.users
+            user.name: tuple(contact.name for contact in user.contacts) for user in settings.users
         }
         for user in settings.users:
             chats = self._configured.setdefault(user.name, [])

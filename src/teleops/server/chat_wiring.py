@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pydantic import SecretStr
+
 from teleops.chat.service import ChatService
 from teleops.chat.storm import storm_rule
 from teleops.config import Settings
@@ -69,7 +71,26 @@ def build_chat(settings: Settings, *, db: Database, users: UserStore, clock: Clo
         )
     if settings.slack.bot_token is not None:
         _add_slack(chat, settings, clock)
+    contacts = settings.contact_urls()
+    if contacts:
+        _add_contacts(chat, settings, contacts, clock)
     return chat
+
+
+def _add_contacts(chat: ChatService, settings: Settings, contacts: dict[str, SecretStr], clock: Clock) -> None:
+    """Contact methods (email, push, SMS, webhooks) as one more platform with its own outbox worker: durable,
+    retried and rate limited like a chat. No chats of its own: rows reach it by contact key (escalation pages)."""
+    from teleops.chat.contact import ContactGateway  # Apprise loads only when a contact is configured
+
+    section = settings.contacts
+    gateway = ContactGateway(
+        contacts,
+        clock=clock,
+        notify_timeout_s=parse_duration(section.notify_timeout),
+        min_interval_s=parse_duration(section.min_interval),
+        global_per_second=section.global_per_second,
+    )
+    chat.add_gateway(gateway, allowed_chats=[], alert_chats=[])
 
 
 def _add_slack(chat: ChatService, settings: Settings, clock: Clock) -> None:
