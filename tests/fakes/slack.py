@@ -155,6 +155,12 @@ class FakeSlack:
         default = {429: "ratelimited", 400: "invalid_blocks"}.get(status, "internal_error")
         self._faults.append(_Fault(method, status, error or default, retry_after, times))
 
+    def revoke_bot_token(self) -> str:
+        """Revoke the bot token (an app reinstalled or uninstalled): Web API calls with it answer `invalid_auth`.
+        Returns the old token (assign it to `bot_token` to accept it again)."""
+        old, self.bot_token = self.bot_token, "xoxb-revoked"
+        return old
+
     def calls_of(self, method: str) -> list[SlackCall]:
         return [c for c in self.calls if c.method == method]
 

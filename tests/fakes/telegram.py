@@ -175,6 +175,12 @@ class FakeTelegram:
         if delay_s:
             self._faults[-1].delay_s = delay_s
 
+    def revoke_token(self) -> str:
+        """Revoke the bot token as BotFather's /revoke does: calls with it answer 401 Unauthorized from now on.
+        Returns the old token (assign it to `token` to accept it again)."""
+        old, self.token = self.token, self.token.split(":", 1)[0] + ":revoked"
+        return old
+
     def calls_of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 

@@ -186,3 +186,7 @@ class Gateway(Protocol):
 
     async def leave(self, chat_id: str) -> bool:
         """Leave a chat TeleOps is no longer configured for; True when it left (best effort: logs why not)."""
+
+    async def probe(self) -> str | None:
+        """Ask the platform whether it answers and accepts our credentials (Telegram getMe, Slack auth.test), for
+        the self-test (server/selfwatch). None when it does; else what failed, said for a person. Never raises."""

@@ -124,6 +124,11 @@ class OutboxWorker:
     def platform(self) -> str:
         return self._platform
 
+    @property
+    def running(self) -> bool:
+        """Its delivery loop is started and has not died (the self-test checks this, server/selfwatch)."""
+        return self._task is not None and not self._task.done()
+
     def wake(self) -> None:
         """New rows were committed: look now (cheap; safe to call from any coroutine of this loop)."""
         self._wake.set()

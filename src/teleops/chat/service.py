@@ -187,6 +187,15 @@ class ChatService:
         config = self._platforms.get(platform)
         return config.gateway if config is not None else None
 
+    def platforms(self) -> list[str]:
+        """The platforms added, in the order they were added."""
+        return list(self._platforms)
+
+    def delivering(self, platform: str) -> bool:
+        """Whether `platform`'s outbox worker loop is running (the self-test checks it, server/selfwatch)."""
+        worker = self._workers.get(platform)
+        return worker is not None and worker.running
+
     def _alert_targets(self) -> list[AlertTarget]:
         return [AlertTarget(p, chat) for p, config in self._platforms.items() for chat in config.alert_chats]
 

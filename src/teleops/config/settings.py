@@ -17,6 +17,7 @@ from teleops.config.duration import parse_duration
 from teleops.config.heartbeats import HeartbeatsList
 from teleops.config.ingest import IngestSettings
 from teleops.config.oncall import OncallSettings
+from teleops.config.self_check import SelfCheckSettings
 from teleops.domain.policy import Policy, PolicyError, compile_policy
 from teleops.domain.redaction import SecretRules
 
@@ -362,6 +363,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     heartbeats: HeartbeatsList = Field(default_factory=list)  # jobs that must check in (config/heartbeats.py)
     contacts: ContactsSettings = Field(default_factory=ContactsSettings)  # delivery of contact methods
+    self_check: SelfCheckSettings = Field(default_factory=SelfCheckSettings)  # dead-man's switch, self-test
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -48,6 +48,7 @@ from teleops.server.routes import chat as chat_routes
 from teleops.server.routes import commands as command_routes
 from teleops.server.routes import heartbeats as heartbeat_routes
 from teleops.server.routes import scenarios as scenario_routes
+from teleops.server.selfwatch import SelfWatch
 from teleops.server.services import Services
 from teleops.store.approvals import ApprovalRules
 from teleops.store.audit_checkpoints import CheckpointLog
@@ -172,12 +173,19 @@ def create_app(
         await heartbeats.start()
         app.state.heartbeats = heartbeats
         chat.conversation.use_heartbeats(heartbeats)
+        # Self-test of the whole path and the external dead-man's-switch pings (docs/self-monitoring.md).
+        self_watch = SelfWatch(
+            settings.self_check, db=db, ingest=services.ingest, chat=chat, metrics=metrics, clock=clock
+        )
+        self_watch.start()
+        app.state.self_watch = self_watch
         _freeze_startup_objects()
         log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
         try:
             yield
         finally:
             await heartbeats.stop()
+            await self_watch.stop()
             await retention.stop()
             for responder in responders:
                 await responder.stop()

@@ -143,6 +143,30 @@ class Metrics:
             "Heartbeats missed (silent for longer than interval + grace) whose incident is open until their next ping.",
             registry=self.registry,
         )
+        # Self-monitoring (server/selfwatch): the self-test and the pings of the external dead-man's switch.
+        self.self_test_ok = Gauge(
+            "teleops_self_test_ok",
+            "1 when the last self-test passed every step (storage, ingest, outbox, each chat platform), else 0.",
+            registry=self.registry,
+        )
+        self.self_test_failures = Counter(
+            "teleops_self_test_failures",
+            "Self-test steps that failed, by step (storage, ingest, outbox, or a chat platform's name).",
+            ["step"],
+            registry=self.registry,
+        )
+        self.self_test_last_success = Gauge(
+            "teleops_self_test_last_success_timestamp_seconds",
+            "Unix time of the last self-test that passed every step (0: none yet in this process).",
+            registry=self.registry,
+        )
+        self.deadman_pings = Counter(
+            "teleops_deadman_pings",
+            "Dead-man's-switch pings, by result: ok (ping_url answered 2xx), fail (fail_url told why), skipped "
+            "(unhealthy or not yet tested, no fail_url), error (the request failed or was not answered 2xx).",
+            ["result"],
+            registry=self.registry,
+        )
 
     def count_delivery(self, platform: str, result: str) -> None:
         self._child(self.deliveries, platform, result).inc()
@@ -172,6 +196,12 @@ class Metrics:
     def count_ping(self, heartbeat: str) -> None:
         """One recorded heartbeat ping, in `teleops_heartbeat_pings_total{heartbeat}`."""
         self._child(self.heartbeat_pings, heartbeat).inc()
+
+    def count_self_test_failure(self, step: str) -> None:
+        self._child(self.self_test_failures, step).inc()
+
+    def count_deadman_ping(self, result: str) -> None:
+        self._child(self.deadman_pings, result).inc()
 
     def count_unhandled(self, item: UnhandledInput) -> None:
         """One chat delivery a gateway skipped, in `teleops_chat_updates_unhandled_total{platform,reason}`."""

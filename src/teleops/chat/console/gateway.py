@@ -203,6 +203,9 @@ class ConsoleGateway:
     async def leave(self, chat_id: str) -> bool:
         return False  # the console is one chat, always configured
 
+    async def probe(self) -> str | None:
+        return None  # served by this process: reachable whenever the self-test runs
+
     # -- browsers --------------------------------------------------------------------------------
 
     def subscribe(self, user: str) -> Subscriber:

@@ -138,6 +138,11 @@ class ContactGateway:
     async def leave(self, chat_id: str) -> bool:
         return False  # nothing to leave: a contact removed from the config is simply never sent to again
 
+    async def probe(self) -> str | None:
+        # A mail server or webhook cannot be asked without sending something; each delivery's result is what tells
+        # (a failed page is on its incident's timeline), so the self-test has nothing to check here.
+        return None
+
     # -- internals -------------------------------------------------------------------------------
 
     def _service(self, key: str) -> tuple[apprise.Apprise, str]:

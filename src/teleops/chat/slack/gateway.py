@@ -289,6 +289,14 @@ class SlackGateway:
             return False
         return not response.get("not_in_channel", False)  # ok, but it was no member: nothing was left
 
+    async def probe(self) -> str | None:
+        """auth.test: Slack answers and takes the bot token (None), or why not (e.g. "invalid_auth")."""
+        try:
+            await self._client.auth_test()
+        except Exception as exc:  # network, HTTP, a refused token: each is a reason for the self-test
+            return f"auth.test failed: {_describe(exc)}; check slack.bot_token and that the Slack API is reachable"
+        return None
+
     def _thread(self, reply_to: str | None) -> str | None:
         # Slack threads are one level deep: an answer to a message in a thread goes to that thread.
         if reply_to is None:

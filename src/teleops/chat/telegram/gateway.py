@@ -268,6 +268,16 @@ class TelegramGateway:
             log.info("telegram.leave_failed", chat_id=chat_id, error=_describe(exc))
             return False
 
+    async def probe(self) -> str | None:
+        """getMe: Telegram answers and takes the bot token (None), or why not (a revoked token is "InvalidToken")."""
+        try:
+            await self._bot.get_me()
+        except TelegramError as exc:
+            return f"getMe failed: {_describe(exc)}; check telegram.token and that the Bot API is reachable"
+        except Exception as exc:  # the self-test must get a reason, whatever PTB raised
+            return f"getMe failed: {_describe(exc)}"
+        return None
+
     async def handle_webhook(self, secret_headers: Sequence[str], body: bytes) -> int:
         """One webhook delivery. Returns the HTTP status: 403 on a missing, wrong or repeated secret header
         (constant-time compare), 400 on a body that is not an update, else 200 once handled.

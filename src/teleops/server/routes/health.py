@@ -33,6 +33,8 @@ async def readyz(request: Request) -> JSONResponse:
     With a remote chat platform configured, `chat_inputs` says per platform whether its input is watched and
     how long it has been silent; a stalled input is listed in `problems` and the status is "degraded" — still
     200, because alerts are still taken and sent; only commands and acks from that platform are not arriving.
+
+    `self_test` is the last self-test (server/selfwatch): each step's outcome and the dead-man's-switch pings.
     """
     services = services_of(request)
     try:
@@ -48,6 +50,9 @@ async def readyz(request: Request) -> JSONResponse:
     problems = [f"{platform}: {problem}" for platform, problem in sorted(rejected.items())]
     if rejected:
         body["delivery"] = {platform: "token rejected" for platform in sorted(rejected)}
+    self_watch = getattr(request.app.state, "self_watch", None)
+    if self_watch is not None:  # informative only: a failed self-test never makes this 503 (docs/self-monitoring.md)
+        body["self_test"] = self_watch.detail()
     healths = await services.chat.check_inputs() if services.chat is not None else []
     remote = [h for h in healths if h.mode != "local"]
     if remote:
