@@ -103,3 +103,24 @@ async def test_a_contact_method_down_past_the_deadline_hands_the_page_to_the_nex
     assert [f["platform"] for f in failures] == ["telegram", CONTACT_PLATFORM]
     assert "not delivered within 1 min" in failures[1]["reason"]
     assert failures[1]["next"] == [f"{CONTACT_PLATFORM}:alice/email"]
+
+
+async def test_a_page_that_fails_after_the_incident_was_acknowledged_pages_nobody_further(
+    api: Api,
+    fake_telegram: FakeTelegram,
+    webhook: Webhook,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    fake_telegram.fail("sendMessage", status=502, description="Bad Gateway", times=10_000)
+    incident_id = await fire(api)
+    await eventually(lambda: fake_telegram.calls_of("sendMessage"), what="a first attempt")
+    acked = await api.client.post(f"/api/v1/incidents/{incident_id}/ack", headers=api.api_headers)
+    assert acked.status_code == 200
+    clock.advance(seconds=61)
+    assert api.services.oncall is not None
+    await api.services.oncall.worker.tick()
+    failed = await eventually(lambda: events(api, incident_id, "page.failed"), what="the page past its deadline")
+    assert failed[0]["next"] == "none: the incident is acknowledged"
+    await api.services.oncall.worker.tick()
+    assert webhook.posts == []
+    assert webhook.attempts == 0

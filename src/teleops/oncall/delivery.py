@@ -148,31 +148,34 @@ class PageDelivery:
         # someone; otherwise the next step runs now, while the person's next contact method is tried too.
         if not step_reached(conn, page.incident_id, page.step, page.round):
             data["escalation"] = self._hurry(conn, page.escalation_id, page.step, page.round, now)
-        if page.user_name is not None:
-            methods = self._methods_of(conn, page.user_name)
-            following = page.method + 1
-            if following < len(methods):
-                chats = methods[following]
-                data["next"] = [f"{c.platform}:{c.chat_id}" for c in chats]
-                incident = incident_row(conn, page.incident_id)
-                if incident is not None and incident["status"] != "resolved":
-                    line = f"paging {page.user_name} (step {page.step}; {page.platform} failed: {reason})"
-                    self.send(
-                        conn,
-                        incident_id=page.incident_id,
-                        escalation_id=page.escalation_id,
-                        step=page.step,
-                        round_=page.round,
-                        target=page.target,
-                        user=page.user_name,
-                        method=following,
-                        chats=chats,
-                        message=self._message_of(incident, line),
-                        now=now,
-                    )
-                    enqueued = True
-            else:
-                data["next"] = "no other contact method"
+        incident = incident_row(conn, page.incident_id)
+        following = page.method + 1
+        methods = self._methods_of(conn, page.user_name) if page.user_name is not None else []
+        if page.user_name is None:
+            pass  # a shared chat or contact: the escalation's next step is its fallback
+        elif incident is None or incident["status"] != "open":
+            # Someone answered (acked, snoozed) or it is resolved: nobody is paged further.
+            data["next"] = f"none: the incident is {incident['status'] if incident else 'gone'}"
+        elif following >= len(methods):
+            data["next"] = "no other contact method"
+        else:
+            chats = methods[following]
+            data["next"] = [f"{c.platform}:{c.chat_id}" for c in chats]
+            line = f"paging {page.user_name} (step {page.step}; {page.platform} failed: {reason})"
+            self.send(
+                conn,
+                incident_id=page.incident_id,
+                escalation_id=page.escalation_id,
+                step=page.step,
+                round_=page.round,
+                target=page.target,
+                user=page.user_name,
+                method=following,
+                chats=chats,
+                message=self._message_of(incident, line),
+                now=now,
+            )
+            enqueued = True
         escalation_store.add_event(conn, page.incident_id, now, "page.failed", data)
         log.warning("page.failed", incident_id=page.incident_id, platform=page.platform, reason=reason)
         return enqueued

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from teleops.domain.incident import IncidentStatus
-from teleops.oncall.escalation import EscalationState, Plan, Snapshot, Step, evaluate
+from teleops.oncall.escalation import EscalationState, Plan, Snapshot, Step, evaluate, hurried_round_start
 
 T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 STEPS = [
@@ -160,3 +160,31 @@ def test_a_late_worker_runs_each_missed_step_once() -> None:
     world.tick(at(25))
     world.run_until(at(25))
     assert [entry[1] for entry in world.log] == ["notify rotation:primary", "notify user:carol", "notify chat:ops-room"]
+
+
+def test_a_failed_page_makes_the_waiting_next_step_due_now_and_keeps_later_spacing() -> None:
+    steps = (Step(timedelta(0), "user:a"), Step(timedelta(minutes=10), "user:b"), Step(timedelta(minutes=30), "user:c"))
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    start = hurried_round_start(
+        state=EscalationState.PAGING, step=1, round_=0, steps=steps, failed_step=1, failed_round=0, now=now
+    )
+    assert start == now - timedelta(minutes=10)  # step 2 due now, step 3 twenty minutes later, as configured
+    # Not when the escalation has moved on, is acked, is another round, or the failed step was the last one.
+    for state, step, round_, failed_step, failed_round in [
+        (EscalationState.PAGING, 2, 0, 1, 0),
+        (EscalationState.ACKED, 1, 0, 1, 0),
+        (EscalationState.PAGING, 1, 1, 1, 0),
+        (EscalationState.EXHAUSTED, 3, 0, 3, 0),
+    ]:
+        assert (
+            hurried_round_start(
+                state=state,
+                step=step,
+                round_=round_,
+                steps=steps,
+                failed_step=failed_step,
+                failed_round=failed_round,
+                now=now,
+            )
+            is None
+        )
