@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["IncidentAction", "IncidentStatus", "InvalidTransition", "TimelineKind", "next_status"]
+__all__ = ["TIMELINE_TITLES", "IncidentAction", "IncidentStatus", "InvalidTransition", "TimelineKind", "next_status"]
 
 
 class IncidentStatus(enum.StrEnum):
@@ -40,6 +40,32 @@ class TimelineKind(enum.StrEnum):
     COMMAND_APPROVED = "command.approved"
     COMMAND_FINISHED = "command.finished"
     HANDED_OVER = "handed_over"
+
+
+# What a person reads for each timeline kind, on the incident page and in the postmortem export (one list, so the
+# two cannot drift apart). Kinds not listed are shown as they are.
+TIMELINE_TITLES: dict[str, str] = {
+    "alert.fired": "Alert fired",
+    "alert.updated": "Alert updated",
+    "alert.resolved": "Alert resolved by its sender",
+    "incident.acknowledged": "Acknowledged",
+    "incident.resolved": "Resolved",
+    "incident.snoozed": "Snoozed",
+    "incident.unsnoozed": "Snooze ended",
+    "incident.recurred": "Fired again as a new incident",
+    "notified": "Notified",
+    "escalated": "Escalated",
+    "page.delivered": "Page delivered",
+    "page.sent": "Page sent",
+    "page.failed": "Page failed",
+    "reminded": "Reminded",
+    "note": "Note",
+    "command.requested": "Command requested",
+    "command.denied": "Command denied",
+    "command.approved": "Command approved",
+    "command.finished": "Command finished",
+    "handed_over": "Handed over",
+}
 
 
 class InvalidTransition(Exception):

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from teleops.domain.incident import TIMELINE_TITLES
 from teleops.memory.last_time import WITHHELD_COMMAND, human_duration
 from teleops.pipeline.read_access import ReadAccess
 from teleops.store.database import Database
@@ -22,23 +23,7 @@ from teleops.store.scenarios import ScenarioCommand, commands_of
 
 __all__ = ["export_incident", "incident_markdown"]
 
-_TITLES = {
-    "alert.fired": "Alert fired",
-    "alert.updated": "Alert updated",
-    "alert.resolved": "Alert resolved by its sender",
-    "incident.acknowledged": "Acknowledged",
-    "incident.resolved": "Resolved",
-    "incident.snoozed": "Snoozed",
-    "incident.unsnoozed": "Snooze ended",
-    "notified": "Notified",
-    "escalated": "Escalated",
-    "note": "Note",
-    "command.requested": "Command requested",
-    "command.denied": "Command denied",
-    "command.approved": "Command approved",
-    "command.finished": "Command finished",
-    "handed_over": "Handed over",
-}
+_TITLES = TIMELINE_TITLES
 
 
 def _cell(value: object) -> str:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
+from teleops.domain.incident import TIMELINE_TITLES, IncidentAction, IncidentStatus, InvalidTransition
 from teleops.server.auth import services_of
 from teleops.server.routes.commands import read_access_of
 from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user
@@ -125,24 +125,7 @@ def _safe_link(url: str | None) -> str | None:
     return None
 
 
-_TITLES = {
-    "alert.fired": "Alert fired",
-    "alert.updated": "Alert updated",
-    "alert.resolved": "Alert resolved",
-    "incident.acknowledged": "Acknowledged",
-    "incident.resolved": "Resolved",
-    "incident.snoozed": "Snoozed",
-    "incident.unsnoozed": "Snooze ended",
-    "incident.recurred": "Fired again as a new incident",
-    "notified": "Notified",
-    "escalated": "Escalated",
-    "note": "Note",
-    "command.requested": "Command requested",
-    "command.denied": "Command denied",
-    "command.approved": "Command approved",
-    "command.finished": "Command finished",
-    "handed_over": "Handed over",
-}
+_TITLES = TIMELINE_TITLES
 # Shown in their own blocks, not in the key/value list.
 _SPECIAL = {
     "output",
