@@ -131,7 +131,7 @@ async def test_polling_input_is_watched_idle_is_not_stalled_and_a_dead_one_is_to
 
 
 async def _console_says(console: ConsoleGateway, text: str) -> list[str]:
-    return [m["text"] for m in await console.history() if text in m["text"]]
+    return [m["text"] for m in await console.history("admin") if text in m["text"]]
 
 
 async def _ready(api: Api) -> dict[str, Any] | None:

@@ -180,7 +180,7 @@ async def test_a_socket_that_stays_down_is_a_stall_told_in_the_console_until_it_
     console: Any = api.services.chat.gateway("console") if api.services.chat else None
 
     async def console_says(text: str) -> bool:
-        return any(text in m["text"] for m in await console.history())
+        return any(text in m["text"] for m in await console.history("admin"))
 
     await eventually(lambda: console_says("slack input stalled"), what="the notice in the console")
     await fake_slack.start()

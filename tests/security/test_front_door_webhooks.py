@@ -85,7 +85,9 @@ async def test_telegram_with_its_secret_is_capped(api: Api) -> None:
     assert body.sent <= MiB + 2 * body.chunk
 
 
-@pytest.mark.parametrize("case", ["no headers", "stale timestamp", "future timestamp", "not v0", "two signatures"])
+@pytest.mark.parametrize(
+    "case", ["no headers", "stale timestamp", "future timestamp", "not v0", "short hmac", "two signatures"]
+)
 async def test_slack_without_fresh_signature_headers_is_refused_before_the_body(
     api: Api, clock: FakeClock, case: str
 ) -> None:
@@ -94,7 +96,8 @@ async def test_slack_without_fresh_signature_headers_is_refused_before_the_body(
         "no headers": [],
         "stale timestamp": [("X-Slack-Request-Timestamp", str(now - 301)), ("X-Slack-Signature", "v0=00")],
         "future timestamp": [("X-Slack-Request-Timestamp", str(now + 301)), ("X-Slack-Signature", "v0=00")],
-        "not v0": [("X-Slack-Request-Timestamp", str(now)), ("X-Slack-Signature", "v1=00")],
+        "not v0": [("X-Slack-Request-Timestamp", str(now)), ("X-Slack-Signature", "v1=" + "0" * 64)],
+        "short hmac": [("X-Slack-Request-Timestamp", str(now)), ("X-Slack-Signature", "v0=" + "0" * 63)],
         "two signatures": [
             ("X-Slack-Request-Timestamp", str(now)),
             ("X-Slack-Signature", "v0=00"),
@@ -113,4 +116,4 @@ async def test_slack_with_fresh_headers_is_read_only_up_to_its_cap(api: Api, clo
     headers = {"X-Slack-Request-Timestamp": str(now), "X-Slack-Signature": sign(SLACK_SECRET, b"{}", now)}
     refused = await api.client.post(SLACK, content=body, headers=headers)
     assert refused.status_code == 413, refused.text
-    assert body.sent <= 256 * 1024 + 2 * body.chunk, f"{body.sent} bytes pulled past the 256 KiB cap"
+    assert body.sent <= 128 * 1024 + 2 * body.chunk, f"{body.sent} bytes pulled past the 128 KiB cap"

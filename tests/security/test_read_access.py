@@ -1,7 +1,7 @@
 """Who may read a command (issue #18.2): the requester, who voted on its approval, people whose role's policy
 covers its host, and admins — on every read path: the REST API (one command, lists, waiting on ids, cancel), an
-incident's timeline, "last time" history, the postmortem export, search, the web incident page and chat
-`/history`. A table over endpoints × readers, with real API tokens and web logins against the real app on SQLite
+incident's timeline, "last time" history, the postmortem export, search, the web incident page, the web console's
+room (live and its history) and chat `/history`. A table over endpoints × readers, with real API tokens and web logins against the real app on SQLite
 and PostgreSQL; the chat through the fake Telegram Bot API. Plus the rule itself, as a unit."""
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from tests.fakes.telegram import FakeTelegram
 from tests.scenarios.conftest import eventually
 from tests.settings import settings_with
 
+from teleops.chat.console.gateway import CONSOLE_CAPABILITIES, CONSOLE_CHAT_ID, ConsoleGateway
+from teleops.chat.render import CodeBlock, Message, render
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
 from teleops.domain.policy import compile_policy
@@ -483,3 +485,41 @@ async def test_chat_history_search_looks_into_command_output_only_for_who_reads_
         else:
             assert "No scenario mentions" in reply.text
             assert "you may not read every command" in reply.text
+
+
+# -- the web console's room ----------------------------------------------------------------------------------------
+
+
+async def test_the_console_room_applies_the_rule_live_and_in_its_history(world: World) -> None:
+    """The console's messages about rita's command (its result, its output file) are pushed to every open tab and
+    listed in every history: with the line and output for who may read it, one line in their place for the others
+    (chat/console/read_rule.py). The WebSocket end to end is tests/security/test_console_read_rule.py."""
+    services = world.api.services
+    assert services.chat is not None
+    console = services.chat.gateway("console")
+    assert isinstance(console, ConsoleGateway)
+    tabs = {person.name: console.subscribe(person.name) for person in PEOPLE}
+    try:
+        result = Message(
+            title=f"web-1 $ cat /srv/{ARGV_MARK}", code=(CodeBlock(OUTPUT_MARK),), command_id=world.command_id
+        )
+        result_id = await console.send(CONSOLE_CHAT_ID, render(result, CONSOLE_CAPABILITIES))
+        caption = render(Message(body="Full output", command_id=world.command_id), CONSOLE_CAPABILITIES)
+        file_id = await console.send_file(CONSOLE_CHAT_ID, "out.txt", OUTPUT_MARK.encode(), caption=caption)
+        shared = await console.send(CONSOLE_CHAT_ID, render(Message(body="Disk / is full"), CONSOLE_CAPABILITIES))
+        for person in PEOPLE:
+            queue = tabs[person.name].queue
+            live = [queue.get_nowait()["message"] for _ in range(queue.qsize())]
+            assert [m["id"] for m in live] == [int(result_id), int(file_id), int(shared)], person.name
+            history = {m["id"]: m for m in await console.history(person.name)}
+            for view in (*live[:2], history[int(result_id)], history[int(file_id)]):
+                assert _shows_command(str(view)) is person.may_read, (person.name, person.why, view)
+                assert ("withheld" in view) is not person.may_read, person.name
+                if not person.may_read:
+                    assert view["text"] == "a command by rita on web-1 — not yours to read"
+                    assert "Ask rita or an admin" in view["withheld"]
+                    assert "file" not in view
+            assert live[2]["text"] == history[int(shared)]["text"] == "Disk / is full"  # shared with everyone
+    finally:
+        for tab in tabs.values():
+            console.unsubscribe(tab)

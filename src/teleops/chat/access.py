@@ -251,7 +251,9 @@ class AccessDialog:
             Button("Approve", approval_button(Vote.APPROVE, record.id, approval.short_digest)),
             Button("Deny", approval_button(Vote.DENY, record.id, approval.short_digest)),
         )
-        await self._runner.post_message(event, Message(body=body, buttons=buttons), record.incident_id)
+        await self._runner.post_message(
+            event, Message(body=body, buttons=buttons, command_id=record.id), record.incident_id
+        )
 
     async def vote_command(self, event: InboundEvent, user: str, verb: str, args: str) -> None:
         """`/approve ID` or `/deny ID`."""
@@ -289,7 +291,9 @@ class AccessDialog:
         approval, record = news.approval, news.record
         if approval.platform is None or approval.chat_id is None:
             return
-        await self._runner.post_to(approval.platform, approval.chat_id, Message(body=news.text), record.incident_id)
+        await self._runner.post_to(
+            approval.platform, approval.chat_id, Message(body=news.text, command_id=record.id), record.incident_id
+        )
         if record.status == CommandStatus.RUNNING:
             await self._runner.show(approval.platform, approval.chat_id, record, reply_to=None)
         log.info("approval.told", command_id=record.id, status=approval.status.value)

@@ -338,7 +338,7 @@ def _enqueue_output_file(
         chat_id=chat_of_row(conn, message_row),
         filename=f"command-{record.id}-output.txt",
         content=record.output,
-        caption=Message(body=output_file_caption(record, cap_bytes)).to_json(),
+        caption=Message(body=output_file_caption(record, cap_bytes), command_id=record.id).to_json(),
         now=now,
         incident_id=record.incident_id,
         reply_to=message_row,
@@ -374,6 +374,7 @@ def _progress(record: CommandRecord) -> Message:
         title=_header(record),
         code=(CodeBlock(record.output),) if record.output else (),
         status=f"command {record.id} · {record.status}…",
+        command_id=record.id,
     )
 
 
@@ -391,4 +392,5 @@ def _final(record: CommandRecord) -> Message:
         title=_header(record),
         code=(CodeBlock(record.output or "(no output)"),),
         status=f"command {record.id} · " + " · ".join(parts),
+        command_id=record.id,
     )

@@ -66,10 +66,13 @@ class Message:
     # The platform id of the person's message this one answers (a command's output replies to the command), on
     # platforms that reply to a message rather than thread (Telegram, the console).
     answers: str | None = None
+    # The command whose line or output this message carries (chat/commands.py): where one room is shared by people
+    # with different rights (the web console), it is shown only to who may read that command (chat/console/).
+    command_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the outbox stores messages like this)."""
-        return {
+        data: dict[str, Any] = {
             "title": self.title,
             "severity": self.severity,
             "host": self.host,
@@ -82,6 +85,9 @@ class Message:
             "page": [self.page.incident_id, self.page.url] if self.page is not None else None,
             "answers": self.answers,
         }
+        if self.command_id is not None:
+            data["command_id"] = self.command_id
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Message:
@@ -99,6 +105,7 @@ class Message:
             buttons=tuple(Button(str(label), str(d)) for label, d in data.get("buttons", ())),
             page=IncidentPage(int(page[0]), str(page[1])) if page else None,
             answers=None if data.get("answers") is None else str(data["answers"]),
+            command_id=None if data.get("command_id") is None else int(data["command_id"]),
         )
 
 
@@ -114,6 +121,8 @@ class Rendered:
     blocks: tuple[dict[str, Any], ...] = field(default=())
     # The incident the message is about (its outbox row's): a reply to it acts on that incident (chat/conversation.py).
     incident_id: int | None = None
+    # The command whose line or output it carries (Message.command_id): the console shows it by the read rule.
+    command_id: int | None = None
 
     def as_plain(self) -> Rendered:
         return replace(self, text=self.plain, formatting=Formatting.PLAIN)

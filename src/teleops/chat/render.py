@@ -47,7 +47,14 @@ def render(message: Message, capabilities: Capabilities) -> Rendered:
     if capabilities.formatting is Formatting.SLACK_MRKDWN:
         text = _mrkdwn(fitted, cuts)
         blocks = _blocks(fitted, cuts, buttons)
-    return Rendered(text=text, formatting=capabilities.formatting, plain=plain, buttons=buttons, blocks=blocks)
+    return Rendered(
+        text=text,
+        formatting=capabilities.formatting,
+        plain=plain,
+        buttons=buttons,
+        blocks=blocks,
+        command_id=message.command_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)

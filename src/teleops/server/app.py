@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import teleops
 from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
+from teleops.chat.console.read_rule import ConsoleReaders
 from teleops.chat.service import ChatService
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
@@ -123,7 +124,9 @@ def create_app(
             oncall=oncall,
         )
         app.state.services = services
-        app.state.console_gateway = ConsoleGateway(ConsoleMessageStore(db), clock=clock)
+        app.state.console_gateway = ConsoleGateway(
+            ConsoleMessageStore(db), clock=clock, readers=ConsoleReaders(db, users)
+        )
         # The console is always on: the embedded default's chat, and a second place alerts show up.
         chat.add_gateway(app.state.console_gateway, allowed_chats=[CONSOLE_CHAT_ID], alert_chats=[CONSOLE_CHAT_ID])
         await sync_configured_users(services)

@@ -113,6 +113,13 @@ class Metrics:
             ["platform"],
             registry=self.registry,
         )
+        # Issue #18 (server/webhook_doors.py): Slack Events API bodies read before their signature can be checked.
+        self.slack_unverified_bodies = Gauge(
+            "teleops_slack_unverified_bodies",
+            "Slack Events API request bodies being read before their signature could be checked (at most 8; more "
+            "are answered 503 at once).",
+            registry=self.registry,
+        )
         self.outbox_depth = Gauge(
             "teleops_outbox_depth",
             "Outbox rows not yet delivered or failed, by platform.",

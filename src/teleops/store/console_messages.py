@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -87,6 +87,20 @@ class ConsoleMessageStore:
             )
             row = conn.execute(select(console_messages).where(console_messages.c.id == message_id)).first()
             return None if row is None else _record(row)
+
+        return await self._db.write(apply)
+
+    async def tag(self, message_id: int, key: str, value: Any) -> ConsoleMessageRecord | None:
+        """Set `body[key]` of a message without marking it edited (the console's read rule tags a typed command
+        line with its command, chat/console/read_rule.py); None when no message has that id."""
+
+        def apply(conn: Connection) -> ConsoleMessageRecord | None:
+            row = conn.execute(select(console_messages).where(console_messages.c.id == message_id)).first()
+            if row is None:
+                return None
+            body = {**dict(row.body), key: value}
+            conn.execute(update(console_messages).where(console_messages.c.id == message_id).values(body=body))
+            return replace(_record(row), body=body)
 
         return await self._db.write(apply)
 

@@ -4,6 +4,10 @@ A "send" from the outbox is an insert plus a push; an "edit" is an update plus a
 types (or a button they press) becomes an `InboundEvent` for the same conversation pipeline every
 platform feeds. The console has one shared room (chat id "console"); the user id is the login name,
 which is immutable for the console because the login *is* the identity.
+
+The room is shared, but a command's line and output are not: every message is decided per reader, live (when
+it is pushed to a tab, with the role its user holds then) and in the history, by the read rule
+(chat/console/read_rule.py).
 """
 
 from __future__ import annotations
@@ -11,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import structlog
 
-from teleops.chat.access import CODE_PROMPT
 from teleops.chat.base import (
     Capabilities,
     DeliveryRefused,
@@ -28,6 +31,8 @@ from teleops.chat.base import (
     RateLimits,
     RetryLater,
 )
+from teleops.chat.console.read_rule import COMMAND_KEY, RUNS_KEY, ConsoleReaders, command_of
+from teleops.chat.console.views import asks_for_command, message_view, reply_meaning, view_for
 from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.render import Rendered
 from teleops.domain.text import visible
@@ -41,6 +46,8 @@ __all__ = [
     "ConsoleGateway",
     "ConsoleInputRejected",
     "Subscriber",
+    "message_view",
+    "reply_meaning",
 ]
 
 log = structlog.get_logger(__name__)
@@ -87,44 +94,14 @@ class Subscriber:
     closed: bool = False
 
 
-def reply_meaning(record: ConsoleMessageRecord) -> str | None:
-    """What a reply to this message does (chat/conversation.py `_reply`), so the browser offers "reply" only where
-    it does something and says what: "code" (a one-time-code prompt: the reply is the code), "incident" (a message
-    about an incident, also a command's result on one: the reply runs on that incident's host), or None (a reply
-    to anything else runs nothing)."""
-    if record.author is not None:
-        return None
-    if str(record.body.get("text", "")).startswith(CODE_PROMPT):
-        return "code"
-    return "incident" if record.incident_id is not None else None
-
-
-def message_view(record: ConsoleMessageRecord) -> dict[str, Any]:
-    """A stored message as the browser receives it (JSON; the script renders every field as text)."""
-    body = record.body
-    view: dict[str, Any] = {
-        "id": record.id,
-        "at": record.created_at.isoformat(),
-        "edited": record.updated_at != record.created_at,
-        "author": record.author,
-        "reply_to": record.reply_to,
-        "incident_id": record.incident_id,
-        "reply": reply_meaning(record),
-        # What people typed is shown with control/bidi characters escaped too (THREATS T25).
-        "text": visible(str(body.get("text", ""))),
-        "buttons": [{"label": str(label), "data": str(data)} for label, data in body.get("buttons", [])],
-    }
-    if "file" in body:
-        view["file"] = body["file"]
-    return view
-
-
 class ConsoleGateway:
     """Implements `teleops.chat.base.Gateway` for the web console (platform "console")."""
 
-    def __init__(self, store: ConsoleMessageStore, *, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: ConsoleMessageStore, *, clock: Callable[[], datetime], readers: ConsoleReaders) -> None:
         self._store = store
         self._clock = clock
+        self._readers = readers
+        self._publishing = asyncio.Lock()
         self._on_event: EventHandler | None = None
         self._subscribers: set[Subscriber] = set()
         self._callbacks: dict[str, str] = {}  # button callback id -> the user who pressed
@@ -151,8 +128,11 @@ class ConsoleGateway:
 
     async def send(self, chat_id: str, message: Rendered, *, reply_to: str | None = None) -> str:
         _check_chat(chat_id)
-        record = await self._append(_body(message), reply_to=_optional_id(reply_to), incident_id=message.incident_id)
-        self._publish({"type": "message", "message": message_view(record)})
+        answered = _optional_id(reply_to)
+        record = await self._append(_body(message), reply_to=answered, incident_id=message.incident_id)
+        if message.command_id is not None and answered is not None:
+            await self._tag_asking_line(answered, message.command_id)  # first: the room sees the line, then its result
+        await self._publish("message", record)
         return str(record.id)
 
     async def edit(self, chat_id: str, message_id: str, message: Rendered) -> None:
@@ -166,7 +146,7 @@ class ConsoleGateway:
             raise RetryLater(f"console storage unavailable: {exc}") from exc
         if record is None:
             raise DeliveryRefused(f"console message {message_id} does not exist")
-        self._publish({"type": "edit", "message": message_view(record)})
+        await self._publish("edit", record)
 
     async def send_file(
         self,
@@ -189,7 +169,7 @@ class ConsoleGateway:
         }
         incident_id = caption.incident_id if caption is not None else None
         record = await self._append(body, reply_to=_optional_id(reply_to), incident_id=incident_id)
-        self._publish({"type": "message", "message": message_view(record)})
+        await self._publish("message", record)
         return str(record.id)
 
     async def answer_button(self, callback_id: str, text: str) -> None:
@@ -220,9 +200,12 @@ class ConsoleGateway:
     def connected(self) -> int:
         return len(self._subscribers)
 
-    async def history(self, *, limit: int = 200) -> list[dict[str, Any]]:
-        """The newest messages, oldest first, as the browser receives them."""
-        return [message_view(record) for record in await self._store.recent(limit=limit)]
+    async def history(self, user: str, *, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest messages, oldest first, as `user`'s browser receives them (the read rule applied)."""
+        records = await self._store.recent(limit=limit)
+        shown = await self._readers.shown(records)
+        reader = await self._readers.reader(user)
+        return [view_for(record, shown, reader) for record in records]
 
     async def receive_text(self, user: str, text: str, *, reply_to: int | None = None) -> None:
         """Someone typed `text` (optionally as a reply to message `reply_to`): show it, then hand it on.
@@ -234,10 +217,14 @@ class ConsoleGateway:
             raise ConsoleInputRejected("empty message; type a command such as `df -h`, or /help")
         if len(text) > MAX_TYPED_CHARS:
             raise ConsoleInputRejected(f"message too long ({len(text)} characters, at most {MAX_TYPED_CHARS})")
-        if reply_to is not None and await self._store.get(reply_to) is None:
+        replied = await self._store.get(reply_to) if reply_to is not None else None
+        if reply_to is not None and replied is None:
             raise ConsoleInputRejected(f"message #{reply_to} does not exist; reload the page and reply again")
-        record = await self._append({"text": text, "buttons": []}, author=user, reply_to=reply_to)
-        self._publish({"type": "message", "message": message_view(record)})
+        body: dict[str, Any] = {"text": text, "buttons": []}
+        if asks_for_command(text, replied):
+            body[RUNS_KEY] = True  # shown by the read rule: tagged with its command once its result answers it
+        record = await self._append(body, author=user, reply_to=reply_to)
+        await self._publish("message", record)
         await self._dispatch(
             InboundEvent(
                 platform=CONSOLE_PLATFORM,
@@ -331,9 +318,34 @@ class ConsoleGateway:
             if subscriber.user == user:
                 self._push(subscriber, {"type": "notice", "text": text})
 
-    def _publish(self, frame: dict[str, Any]) -> None:
-        for subscriber in list(self._subscribers):
-            self._push(subscriber, frame)
+    async def _publish(self, kind: str, record: ConsoleMessageRecord) -> None:
+        """Push `record` to every tab as its reader may see it (the read rule, decided now, per subscriber)."""
+        async with self._publishing:  # one message at a time: every tab gets the room's frames in the same order
+            subscribers = list(self._subscribers)
+            if not subscribers:
+                return
+            shown = await self._readers.shown([record])
+            for subscriber in subscribers:
+                reader = await self._readers.reader(subscriber.user)
+                self._push(subscriber, {"type": kind, "message": view_for(record, shown, reader)})
+
+    async def _tag_asking_line(self, line_id: int, command_id: int) -> None:
+        """The typed line that a command's first message answers asked for that command: tag it, so the read rule
+        shows it to who may read the command, and push it again (as an edit) with that decision."""
+        try:
+            line = await self._store.get(line_id)
+            if line is None or not line.body.get(RUNS_KEY) or command_of(line) is not None:
+                return
+            shown = await self._readers.shown([replace(line, body={**line.body, COMMAND_KEY: command_id})])
+            facts = shown.facts.get(command_id)
+            if facts is None or facts.requester != line.author:
+                return  # not that person's command: the line stays shown to its author (and all-readers) only
+            tagged = await self._store.tag(line_id, COMMAND_KEY, command_id)
+        except StorageUnavailable:
+            log.warning("console.tag_failed", message_id=line_id, command_id=command_id)
+            return  # fails closed: the untagged line stays withheld from other readers
+        if tagged is not None:
+            await self._publish("edit", tagged)
 
     def _push(self, subscriber: Subscriber, frame: dict[str, Any]) -> None:
         try:
@@ -365,4 +377,7 @@ def _optional_id(value: str | None) -> int | None:
 
 def _body(message: Rendered) -> dict[str, Any]:
     # Formatting is PLAIN for the console; `plain` is also correct for any other formatting handed over.
-    return {"text": message.plain, "buttons": [[b.label, b.data] for b in message.buttons]}
+    body: dict[str, Any] = {"text": message.plain, "buttons": [[b.label, b.data] for b in message.buttons]}
+    if message.command_id is not None:
+        body[COMMAND_KEY] = message.command_id
+    return body

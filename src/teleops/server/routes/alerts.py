@@ -8,6 +8,7 @@ router, dependency solving and exception middleware, which cost more than the in
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from teleops.server.auth import VERIFIED_INGEST_TOKEN, credential_from, services_of
+from teleops.server.body_token import BODY_TOKEN
 from teleops.server.ingest_limits import IngestLimits, Throttled
 from teleops.server.json_body import BadJSON, loads_strict
 from teleops.server.metrics import Metrics
@@ -148,7 +150,10 @@ async def receive_alerts(source: str, request: Request) -> JSONResponse:
             return unauthorized(metrics, source)
         metrics.alerts_rejected.labels(source, "400").inc()
         return _error(400, str(exc))
-    if token is None:  # the sender authenticates in the body (spec.token_field)
+    body_key = request.scope.get(BODY_TOKEN)  # the front door authenticated the body's first `routing_key`
+    if body_key is not None and not _names_key(payload, spec.token_field, body_key):
+        return unauthorized(metrics, source)  # a body cannot authenticate with one key and carry another
+    if token is None:  # the sender authenticates in the body (spec.token_field); no front door in front
         in_body = payload.get(spec.token_field) if isinstance(payload, dict) and spec.token_field else None
         token = await services.tokens.verify(TokenKind.INGEST, in_body) if isinstance(in_body, str) else None
         if token is None:
@@ -178,6 +183,12 @@ async def receive_alerts(source: str, request: Request) -> JSONResponse:
             "results": [{"incident_id": o.incident_id, "outcome": o.outcome.value} for o in outcomes],
         }
     )
+
+
+def _names_key(payload: object, field: str | None, key: str) -> bool:
+    """True when the parsed body's `field` is exactly `key` (the one server/body_token.py found and verified)."""
+    value = payload.get(field) if isinstance(payload, dict) and field else None
+    return isinstance(value, str) and hmac.compare_digest(value.encode(), key.encode())
 
 
 class IngestFastPath:

@@ -1,7 +1,9 @@
 """The console chat page and its WebSocket: the browser side of the console gateway.
 
 Frames from the server: `{"type": "history", "user", "messages": [...]}` once, then `message` / `edit`
-(a message view), `notice` (text for this tab only), `closed`. Frames from the browser:
+(a message view), `notice` (text for this tab only), `closed`. Every message view is decided for this tab's user
+by the read rule (chat/console/read_rule.py): a command's line and output only for who may read it, else one
+line in its place (the view then has `withheld`, the reason). Frames from the browser:
 `{"type": "text", "text", "reply_to"?}` and `{"type": "button", "message_id", "data"}`.
 """
 
@@ -18,6 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket, WebSocketDi
 from fastapi.responses import HTMLResponse
 
 from teleops.chat.console.gateway import CONSOLE_PLATFORM, ConsoleGateway, ConsoleInputRejected, Subscriber
+from teleops.chat.console.read_rule import ConsoleReaders
 from teleops.server.routes.ui_common import UiUser, render_page, require_ui_user
 from teleops.server.services import Services
 from teleops.server.session import web_sessions
@@ -41,7 +44,11 @@ def console_gateway(app: FastAPI) -> ConsoleGateway:
     gateway: ConsoleGateway | None = getattr(app.state, "console_gateway", None)
     if gateway is None:
         services: Services = app.state.services
-        gateway = ConsoleGateway(ConsoleMessageStore(services.db), clock=services.clock)
+        gateway = ConsoleGateway(
+            ConsoleMessageStore(services.db),
+            clock=services.clock,
+            readers=ConsoleReaders(services.db, services.users),
+        )
         app.state.console_gateway = gateway
     return gateway
 
@@ -91,7 +98,8 @@ async def console_socket(websocket: WebSocket) -> None:
     subscriber = gateway.subscribe(session.user)
     pump = asyncio.create_task(_pump(subscriber, websocket))
     try:
-        await websocket.send_json({"type": "history", "user": session.user, "messages": await gateway.history()})
+        history = await gateway.history(session.user)
+        await websocket.send_json({"type": "history", "user": session.user, "messages": history})
         while not subscriber.closed:
             raw = await websocket.receive_text()
             if await sessions.session_of(websocket, services) is None:

@@ -73,7 +73,13 @@
       ref.href = "#m" + message.reply_to;
       item.appendChild(ref);
     }
-    if (message.text) item.appendChild(el("div", "text", message.text));
+    if (message.withheld) {
+      // The read rule: a command this person may not read keeps its place, with one line and the reason on hover.
+      item.classList.add("withheld");
+      const line = el("div", "text", message.text);
+      line.title = message.withheld;
+      item.appendChild(line);
+    } else if (message.text) item.appendChild(el("div", "text", message.text));
     if (message.file) {
       const box = el("details", "file");
       const size = Number(message.file.bytes).toLocaleString("en-US");
