@@ -46,6 +46,18 @@ async def _login(client: httpx.AsyncClient, user: str = "alice", password: str =
     return response
 
 
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    """The root `settings`, except that an admin signs in without enrolling TOTP first (these tests are about
+    sessions; web sign-in with 2FA has its own: tests/integration/test_web_signin.py)."""
+    return settings_with(
+        data_dir=tmp_path / "data",
+        database={"url": db_url},
+        local_agent={"enabled": False},
+        twofactor={"web_signin": "enrolled"},
+    )
+
+
 async def _log_out(client: httpx.AsyncClient) -> None:
     token = _form_token((await client.get("/ui/")).text)
     response = await client.post("/ui/logout", data={"csrf_token": token})

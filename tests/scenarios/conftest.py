@@ -51,6 +51,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram, chat_over
         local_agent={"enabled": False},
         telegram=telegram,
         users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],  # type: ignore[list-item]
+        twofactor={"web_signin": "enrolled"},  # chat scenarios: the console's admin logs in with a password
     )
 
 

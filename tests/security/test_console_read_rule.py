@@ -59,6 +59,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
             {"name": "ada", "role": "admin"},
         ],
         policy={"roles": POLICY},
+        twofactor={"web_signin": "enrolled"},  # about reading, not sign-in: people log in with a password
     )
 
 

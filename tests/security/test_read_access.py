@@ -73,6 +73,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
         local_agent={"enabled": False},
         policy={"roles": POLICY},
         users=[{"name": p.name, "role": p.role, "telegram_id": p.telegram_id} for p in PEOPLE],
+        twofactor={"web_signin": "enrolled"},  # about reading, not sign-in: admins log in without enrolling TOTP
         telegram={
             "token": fake_telegram.token,
             "base_url": fake_telegram.base_url,

@@ -271,12 +271,24 @@ class TwoFactorSettings(_Section):
     lockout_after: int = Field(default=5, ge=1, le=100)
     method: Literal["totp", "duo"] = "totp"
     duo: DuoSettings | None = None
+    # Web sign-in (docs/web-ui.md): a TOTP code after the password for everyone enrolled; `required_for_commands`
+    # also makes people enrol before using the UI when their role has a rule that asks for a code (they need one
+    # for their commands anyway); `required`: everyone; `enrolled`: only those who chose to enrol.
+    web_signin: Literal["enrolled", "required_for_commands", "required"] = "required_for_commands"
+    web_lockout: str = "15m"  # how long lockout_after failed passwords in a row lock a user's web sign-in
 
     @field_validator("elevation")
     @classmethod
     def _elevation_is_duration(cls, value: str) -> str:
         if parse_duration(value) < 0:
             raise ValueError("must be 0s or longer")
+        return value
+
+    @field_validator("web_lockout")
+    @classmethod
+    def _web_lockout_is_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError(f"{value!r} must be a positive duration like 15m")
         return value
 
 

@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 
 from teleops.server.services import Services
 from teleops.server.session import CSRF_HEADER, SESSION_COOKIE, web_sessions
+from teleops.server.web_signin import enrolment_required
 from teleops.store.tokens import TokenKind
 
 __all__ = [
@@ -102,6 +103,8 @@ async def _session_caller(connection: HTTPConnection, services: Services) -> Cal
     sessions = await web_sessions(connection)
     session = await sessions.session_of(connection, services)
     if session is None or await services.users.get(session.user) is None:
+        return None
+    if await enrolment_required(services, session.user):  # must enrol TOTP first (docs/web-ui.md): no API either
         return None
     if connection.scope.get("method") not in _SAFE_METHODS and not sessions.signer.check_csrf(
         session, connection.headers.get(CSRF_HEADER)

@@ -125,6 +125,7 @@ DOORS: tuple[Door, ...] = (
     Door(OPSGENIE_PING_PREFIX, Credential.HEARTBEAT_PING, 64 * KIB, prefix=True, suffix=PING_SUFFIX),
     Door("/api/v1/", Credential.API, 64 * KIB, prefix=True),
     Door("/ui/login", Credential.LOGIN_FORM, LOGIN_FORM_CAP),
+    Door("/ui/login/code", Credential.LOGIN_FORM, LOGIN_FORM_CAP),  # the TOTP step: no session until the code is right
     Door("/ui/static/", Credential.PUBLIC, 0, prefix=True),
     Door("/ui/", Credential.WEB_SESSION, 16 * KIB, prefix=True),
     Door("/ui", Credential.PUBLIC, 0),

@@ -8,8 +8,10 @@ Every verification, enrolment and unlock appends to the audit log in the same tr
 from __future__ import annotations
 
 import hmac
+import json
 import os
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from teleops.store.audit import append
 from teleops.store.database import Database
 from teleops.store.schema import UTCDateTime, metadata
 
-__all__ = ["NotEnrolled", "TwoFactorKeyMissing", "TwoFactorStore", "two_factor"]
+__all__ = ["NotEnrolled", "PendingEnrolment", "TwoFactorKeyMissing", "TwoFactorStore", "two_factor"]
 
 KEY_FILE = "twofactor.key"
 ISSUER = "TeleOps"
@@ -52,6 +54,17 @@ two_factor = Table(
 
 class TwoFactorKeyMissing(Exception):
     """The key that decrypts TOTP secrets is gone; codes cannot be checked (fail closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEnrolment:
+    """A secret offered for enrolment in the web UI and not confirmed yet: it is not stored anywhere but in
+    `sealed` (encrypted under the 2FA key, bound to the person, expiring), so nothing changes until a code from
+    it is confirmed (`TwoFactorStore.confirm_enrolment`)."""
+
+    secret: str
+    sealed: str
+    uri: str
 
 
 class NotEnrolled(LookupError):
@@ -112,6 +125,52 @@ class TwoFactorStore:
 
         await self._db.run_in_transaction(apply)
         return pyotp.TOTP(secret).provisioning_uri(name=user, issuer_name=ISSUER)
+
+    def offer_enrolment(self, user: str, *, now: datetime) -> PendingEnrolment:
+        """A fresh secret for `user` to scan, sealed for the confirm form; stores nothing (creates the key file
+        on first use). Raises TwoFactorKeyMissing only if the key file cannot be created."""
+        secret = pyotp.random_base32()
+        payload = json.dumps({"u": user, "s": secret}).encode()
+        sealed = self._fernet(create=True).encrypt_at_time(payload, int(now.timestamp())).decode("ascii")
+        return PendingEnrolment(secret, sealed, pyotp.TOTP(secret).provisioning_uri(name=user, issuer_name=ISSUER))
+
+    async def confirm_enrolment(
+        self, user: str, sealed: str, code: str, *, now: datetime, by: str, via: str, ttl: timedelta
+    ) -> bool:
+        """Make the offered secret `user`'s (replacing any old one) when `code` is its current code; False when
+        the offer is not this person's, older than `ttl`, or the code does not match (nothing changes then).
+
+        The code's step counts as used, so it cannot sign in again. Audited as `2fa.enrolled` (with `via`) in
+        the same transaction. Raises TwoFactorKeyMissing, StorageUnavailable.
+        """
+        fernet = self._fernet(create=False)
+        try:
+            payload = json.loads(
+                fernet.decrypt_at_time(sealed.encode("ascii"), int(ttl.total_seconds()), int(now.timestamp()))
+            )
+            owner, secret = str(payload["u"]), str(payload["s"])
+        except (InvalidToken, ValueError, KeyError, TypeError, UnicodeEncodeError):
+            return False
+        code = code.strip().replace(" ", "")
+        if owner != user or len(code) != 6 or not code.isdigit():
+            return False
+        totp = pyotp.TOTP(secret)
+        steps = [s for s in candidate_steps(now, self.rules) if hmac.compare_digest(totp.at(s * STEP_SECONDS), code)]
+        if not steps:
+            return False
+        resealed = fernet.encrypt(secret.encode("ascii")).decode("ascii")
+
+        def apply(conn: Connection) -> None:
+            conn.execute(delete(two_factor).where(two_factor.c.user_name == user))
+            conn.execute(
+                insert(two_factor).values(
+                    user_name=user, secret=resealed, enrolled_at=now, failures=0, last_step=max(steps)
+                )
+            )
+            append(conn, at=now, actor=by, action="2fa.enrolled", subject=f"user:{user}", data={"via": via})
+
+        await self._db.run_in_transaction(apply)
+        return True
 
     async def verify(self, user: str, code: str, *, now: datetime, via: str = "") -> Judgement:
         """Judge one submitted code and store the outcome with its audit event, atomically.

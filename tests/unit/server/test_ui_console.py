@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+from tests.settings import settings_with
 
 from teleops.chat.access import CODE_PROMPT
 from teleops.chat.base import EventKind, InboundEvent
@@ -30,6 +32,17 @@ def on_loop(client: TestClient, fn: Callable[..., Awaitable[T]], *args: Any) -> 
     """Run `fn(*args)` on the app's event loop (the client's portal, open while the client is)."""
     assert client.portal is not None, "use the client inside its `with` block"
     return client.portal.call(fn, *args)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    # About the console, not sign-in: the admin logs in with a password (a second factor is asked of the enrolled).
+    return settings_with(
+        data_dir=tmp_path / "data",
+        database={"url": db_url},
+        local_agent={"enabled": False},
+        twofactor={"web_signin": "enrolled"},
+    )
 
 
 @pytest.fixture
@@ -60,6 +73,20 @@ def _gateway(client: TestClient) -> ConsoleGateway:
 def test_unauthenticated_socket_is_refused(client: TestClient) -> None:
     with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ui/console/ws", headers=ORIGIN):
         pass
+    assert refused.value.code == 1008
+
+
+def test_a_session_that_must_enrol_a_second_factor_first_is_refused(tmp_path: Path, db_url: str) -> None:
+    strict = settings_with(data_dir=tmp_path / "strict", database={"url": db_url}, local_agent={"enabled": False})
+    app = create_app(strict)  # the default: admins (whose rules ask for a code) enrol before anything else
+    with TestClient(app, base_url="http://testserver") as strict_client:
+        on_loop(strict_client, app.state.services.users.set_password, "admin", PASSWORD)
+        _login(strict_client)
+        with (
+            pytest.raises(WebSocketDisconnect) as refused,
+            strict_client.websocket_connect("/ui/console/ws", headers=ORIGIN) as socket,
+        ):
+            socket.receive_json()
     assert refused.value.code == 1008
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 from tests.conftest import Api, FakeClock
+from tests.settings import settings_with
 
+from teleops.config import Settings
 from teleops.store.incidents import get_incident
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -48,6 +51,18 @@ async def _incident(api: Api) -> int:
     assert response.status_code < 300, response.text
     items = (await api.client.get("/api/v1/incidents", headers=api.api_headers)).json()["items"]
     return int(items[0]["id"])
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    """The root `settings` with the per-user lockout (twofactor.lockout_after) above the per-address throttle, so
+    the throttle can be seen; the lockout has its own browser test (tests/integration/test_web_signin.py)."""
+    return settings_with(
+        data_dir=tmp_path / "data",
+        database={"url": db_url},
+        local_agent={"enabled": False},
+        twofactor={"lockout_after": 20},
+    )
 
 
 @pytest.fixture

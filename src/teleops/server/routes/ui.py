@@ -1,10 +1,10 @@
-"""The web UI under /ui/: login, incidents, one incident's scenario, and the console chat."""
+"""The web UI under /ui/: login, incidents, one incident's scenario, the console chat, 2FA enrolment, audit."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from teleops.server.routes import ui_console, ui_incidents, ui_login
+from teleops.server.routes import ui_account, ui_audit, ui_console, ui_incidents, ui_login
 
 __all__ = ["router"]
 
@@ -12,3 +12,5 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 router.include_router(ui_login.router)
 router.include_router(ui_incidents.router)
 router.include_router(ui_console.router)
+router.include_router(ui_account.router)
+router.include_router(ui_audit.router)

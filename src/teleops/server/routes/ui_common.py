@@ -15,9 +15,22 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 import teleops
 from teleops.server.auth import services_of
 from teleops.server.session import CSRF_FIELD, Session, WebSessions, web_sessions
+from teleops.server.web_signin import enrolment_required
 from teleops.store.database import StorageUnavailable
 
-__all__ = ["UiUser", "age", "check_form_csrf", "render_page", "require_ui_user", "safe_next", "templates"]
+__all__ = [
+    "UiUser",
+    "age",
+    "check_form_csrf",
+    "render_page",
+    "require_ui_admin",
+    "require_ui_user",
+    "safe_next",
+    "templates",
+]
+
+# The pages someone who must enrol first can still open (the enrolment itself; logout is a POST it also allows).
+ENROLMENT_PATHS = ("/ui/account", "/ui/logout")
 
 _TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -36,6 +49,11 @@ class UiUser:
     csrf_token: str
     session: Session
     sessions: WebSessions
+    role: str = ""  # for the navigation bar; every admin route checks the role itself (require_ui_admin)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
 def safe_next(target: str | None) -> str:
@@ -60,7 +78,25 @@ async def require_ui_user(request: Request) -> UiUser:
     if session is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise HTTPException(status_code=303, headers={"Location": f"/ui/login?next={quote(safe_next(target))}"})
-    return UiUser(session.user, sessions.signer.csrf_token(session), session, sessions)
+    try:
+        record = await services.users.get(session.user)
+        # Someone who must enrol TOTP first (twofactor.web_signin) sees only the enrolment page until they have.
+        if not request.url.path.startswith(ENROLMENT_PATHS) and await enrolment_required(services, session.user):
+            raise HTTPException(status_code=303, headers={"Location": "/ui/account/2fa"})
+    except StorageUnavailable as exc:
+        raise HTTPException(
+            status_code=503, detail="the database is unavailable, so your account cannot be checked; retry in a minute"
+        ) from exc
+    role = record.role if record is not None else ""
+    return UiUser(session.user, sessions.signer.csrf_token(session), session, sessions, role)
+
+
+async def require_ui_admin(request: Request) -> UiUser:
+    """FastAPI dependency for admin pages: the logged-in admin; anyone else gets 403 from the server."""
+    user = await require_ui_user(request)
+    if not user.is_admin:
+        raise HTTPException(status_code=403, detail=f"{user.name} is not an admin; ask an admin if you need this page")
+    return user
 
 
 def check_form_csrf(user: UiUser, token: str | None) -> None:

@@ -24,6 +24,7 @@ from teleops.chat.console.read_rule import ConsoleReaders
 from teleops.server.routes.ui_common import UiUser, render_page, require_ui_user
 from teleops.server.services import Services
 from teleops.server.session import web_sessions
+from teleops.server.web_signin import enrolment_required
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import StorageUnavailable
 from teleops.store.identities import IdentityStore, LinkError
@@ -87,6 +88,10 @@ async def console_socket(websocket: WebSocket) -> None:
     if session is None or await services.users.get(session.user) is None:
         log.warning("console.refused", reason="session")
         await websocket.close(code=CLOSE_POLICY)
+        return
+    if await enrolment_required(services, session.user):  # as every page and the API: enrol a second factor first
+        log.warning("console.refused", reason="enrolment required", user=session.user)
+        await websocket.close(code=CLOSE_POLICY, reason="set up your second factor first: /ui/account/2fa")
         return
     gateway = console_gateway(websocket.app)
     try:
