@@ -265,7 +265,8 @@ class AccessDialog:
             await self._runner.say(event, "Two-person approval is not available on this server.")
             return
         vote = Vote.APPROVE if verb == "approve" else Vote.DENY
-        await self._runner.say(event, await self._approvals.vote(int(words[0]), voter=user, vote=vote))
+        # Typed by number: whoever may not read that command is answered as for one that does not exist.
+        await self._runner.say(event, await self._approvals.vote_by_number(int(words[0]), voter=user, vote=vote))
 
     async def button(self, event: InboundEvent, user: str) -> bool:
         """Handle an Approve/Deny press; False when the button is not one of these."""

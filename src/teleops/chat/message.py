@@ -3,13 +3,13 @@ rendered for one platform. `render.py` turns the first into the second."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from teleops.chat.base import Formatting
 
-__all__ = ["Button", "CodeBlock", "IncidentPage", "Link", "Message", "Rendered", "incident_page"]
+__all__ = ["Button", "CodeBlock", "IncidentPage", "Link", "Message", "Quote", "Rendered", "incident_page"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,22 @@ def incident_page(incident_id: int, public_url: str) -> IncidentPage:
 
 
 @dataclass(frozen=True, slots=True)
+class Quote:
+    """A part of a message that quotes earlier commands (scenario memory's "last time" block): a body `line`
+    naming their command lines, or a button whose `data` runs one of them again.
+
+    Chat rooms show the message whole (a room is a room). Where one room is shared by people with different rights
+    (the web console), a reader who may not read one of `commands` (pipeline/read_access.py) gets `withheld`
+    instead of `line` and no such button: `Message.withholding`.
+    """
+
+    commands: tuple[int, ...]
+    line: str = ""
+    withheld: str = ""  # `line` as shown to who may not read one of `commands`
+    button: str = ""  # the data of the button to remove for them
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """What the core wants to say, with no platform syntax in it. Every field is plain text."""
 
@@ -69,6 +85,21 @@ class Message:
     # The command whose line or output this message carries (chat/commands.py): where one room is shared by people
     # with different rights (the web console), it is shown only to who may read that command (chat/console/).
     command_id: int | None = None
+    # The earlier commands it quotes, part by part (scenario memory): the console withholds them per reader.
+    quotes: tuple[Quote, ...] = ()
+
+    def withholding(self, commands: Collection[int]) -> Message:
+        """This message for a reader who may not read `commands`: each quoted line naming one of them replaced by
+        its `withheld` text, each button running one of them removed. Unchanged when it quotes none of them."""
+        hidden = [q for q in self.quotes if any(c in commands for c in q.commands)]
+        if not hidden:
+            return self
+        body = self.body
+        # Longest first: a line that is part of a longer one must not break the longer one's replacement.
+        for quote in sorted((q for q in hidden if q.line), key=lambda q: len(q.line), reverse=True):
+            body = body.replace(quote.line, quote.withheld)
+        dropped = {q.button for q in hidden if q.button}
+        return replace(self, body=body, buttons=tuple(b for b in self.buttons if b.data not in dropped))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the outbox stores messages like this)."""
@@ -87,6 +118,8 @@ class Message:
         }
         if self.command_id is not None:
             data["command_id"] = self.command_id
+        if self.quotes:
+            data["quotes"] = [[list(q.commands), q.line, q.withheld, q.button] for q in self.quotes]
         return data
 
     @classmethod
@@ -106,6 +139,10 @@ class Message:
             page=IncidentPage(int(page[0]), str(page[1])) if page else None,
             answers=None if data.get("answers") is None else str(data["answers"]),
             command_id=None if data.get("command_id") is None else int(data["command_id"]),
+            quotes=tuple(
+                Quote(tuple(int(c) for c in ids), str(line), str(withheld), str(button))
+                for ids, line, withheld, button in data.get("quotes", ())
+            ),
         )
 
 
@@ -123,6 +160,9 @@ class Rendered:
     incident_id: int | None = None
     # The command whose line or output it carries (Message.command_id): the console shows it by the read rule.
     command_id: int | None = None
+    # The message as the core said it, when it quotes earlier commands (Message.quotes): the console renders it
+    # again for each reader who may not read one of them (chat/console/views.py).
+    source: Message | None = None
 
     def as_plain(self) -> Rendered:
         return replace(self, text=self.plain, formatting=Formatting.PLAIN)

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from teleops.chat.render import Button, CodeBlock, Link, Message, incident_page
+from teleops.chat.render import Button, CodeBlock, Link, Message, Quote, incident_page
 from teleops.chat.storm import StormBatch, StormGate, StormGroup, StormKey, StormRule, SummaryText
 from teleops.domain.alert import Alert
 from teleops.domain.incident import IncidentAction
@@ -43,11 +43,13 @@ class AlertTarget:
 
 @dataclass(frozen=True, slots=True)
 class Extra:
-    """What another part adds to an incident's message (scenario memory: "last time", Run-again buttons)."""
+    """What another part adds to an incident's message (scenario memory: "last time", Run-again buttons).
+    `quotes` names the lines and buttons that quote earlier commands (Message.quotes)."""
 
     lines: tuple[str, ...] = ()
     code: tuple[CodeBlock, ...] = ()
     buttons: tuple[Button, ...] = ()
+    quotes: tuple[Quote, ...] = ()
 
 
 # Called inside the notifier's transaction with the incident snapshot; returns None for nothing to add.
@@ -100,6 +102,7 @@ def incident_message(
         status=status,
         buttons=choices,
         page=incident_page(incident_id, public_url),
+        quotes=extra.quotes if extra is not None else (),
     )
 
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from teleops.chat import trim
 from teleops.chat.base import Capabilities, Formatting
-from teleops.chat.message import Button, CodeBlock, IncidentPage, Link, Message, Rendered, incident_page
+from teleops.chat.message import Button, CodeBlock, IncidentPage, Link, Message, Quote, Rendered, incident_page
 from teleops.domain.text import visible
 
-__all__ = ["Button", "CodeBlock", "IncidentPage", "Link", "Message", "Rendered", "incident_page", "render"]
+__all__ = ["Button", "CodeBlock", "IncidentPage", "Link", "Message", "Quote", "Rendered", "incident_page", "render"]
 
 _SEVERITY_MARK = {"critical": "🔴", "error": "🟠", "warning": "🟡", "info": "🔵", "unknown": "⚪"}
 _SAFE_SCHEMES = ("http://", "https://")
@@ -54,6 +54,7 @@ def render(message: Message, capabilities: Capabilities) -> Rendered:
         buttons=buttons,
         blocks=blocks,
         command_id=message.command_id,
+        source=message if message.quotes else None,
     )
 
 

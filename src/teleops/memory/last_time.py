@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from teleops.chat.message import Quote
 from teleops.memory.recurrence import Recurrence, Scenario, Tier
 from teleops.store.scenarios import ScenarioCommand
 
@@ -23,6 +24,7 @@ __all__ = [
     "excerpt",
     "human_duration",
     "last_time_lines",
+    "last_time_quotes",
     "last_time_view",
     "ordinal",
 ]
@@ -131,10 +133,34 @@ def last_time_lines(recurrence: Recurrence, *, now: datetime, withheld: Mapping[
         lines.append(f"📝 {_who(note.actor) or 'note'}: {excerpt(note.text, 200)}")
     best = recurrence.best_fix
     if best is not None and best.row.id != last.row.id:
-        shown = [c for c in best.fix_commands if c.id not in withheld]
-        fix = "; ".join(" ".join(c.argv) for c in shown[:3]) if shown else WITHHELD_COMMAND
-        lines.append(f"What fixed it on #{best.row.id}: {fix}.")
+        lines.append(_fix_line(best, withheld))
     return lines
+
+
+def last_time_quotes(recurrence: Recurrence) -> list[Quote]:
+    """The lines of `last_time_lines` (as shown to who may read everything) that quote commands, each with the
+    line a reader who may not read them gets instead (Message.quotes: the console withholds them per reader).
+
+    A command line quotes one command. "What fixed it" quotes up to three: a reader who may not read one of them
+    gets the whole line withheld (it then names none), which withholds more than `/history` does, never less."""
+    last = recurrence.last
+    if last is None:
+        return []
+    quotes = [
+        Quote((c.id,), _command_line(c, _NONE), _command_line(c, {c.id: ""})) for c in last.commands[:MAX_COMMAND_LINES]
+    ]
+    best = recurrence.best_fix
+    if best is not None and best.row.id != last.row.id and best.fix_commands:
+        every = {c.id: "" for c in best.fix_commands}
+        named = tuple(c.id for c in best.fix_commands[:3])
+        quotes.append(Quote(named, _fix_line(best, _NONE), _fix_line(best, every)))
+    return quotes
+
+
+def _fix_line(best: Scenario, withheld: Mapping[int, str]) -> str:
+    shown = [c for c in best.fix_commands if c.id not in withheld]
+    fix = "; ".join(" ".join(c.argv) for c in shown[:3]) if shown else WITHHELD_COMMAND
+    return f"What fixed it on #{best.row.id}: {fix}."
 
 
 def _command_view(command: ScenarioCommand, withheld: Mapping[int, str]) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from typing import Any
 import structlog
 
 from teleops.chat.notify import Extra
-from teleops.chat.render import Button
+from teleops.chat.render import Button, Quote
 from teleops.config.settings import MemorySettings, parse_duration
-from teleops.memory.last_time import last_time_lines, last_time_view
+from teleops.memory.last_time import last_time_lines, last_time_quotes, last_time_view
 from teleops.memory.recurrence import MemoryWindows, Recurrence, find_recurrence
 from teleops.memory.run_again import RunAgain, button_data, check_run_again
 from teleops.memory.runbooks import BoundStep, Runbook, bind, load_runbooks
@@ -72,20 +72,25 @@ class ScenarioMemory:
         recurrence = in_savepoint(conn, lambda c: find_recurrence(c, incident_id, windows=self.windows))
         lines: list[str] = []
         buttons: list[Button] = []
+        quotes: list[Quote] = []  # which lines and buttons quote which commands: the console withholds per reader
         if recurrence is not None:
             lines.extend(last_time_lines(recurrence, now=self.clock()))
-            buttons.extend(self._buttons(recurrence))
+            quotes.extend(last_time_quotes(recurrence))
+            for command_id, button in self._buttons(recurrence):
+                buttons.append(button)
+                quotes.append(Quote((command_id,), button=button.data))
         lines.extend(self._runbook_lines(incident))
         if not lines and not buttons:
             return None
-        return Extra(lines=tuple(lines), buttons=tuple(buttons))
+        return Extra(lines=tuple(lines), buttons=tuple(buttons), quotes=tuple(quotes))
 
-    def _buttons(self, recurrence: Recurrence) -> list[Button]:
+    def _buttons(self, recurrence: Recurrence) -> list[tuple[int, Button]]:
+        """The Run-again buttons, each with the command it runs again."""
         buttons = []
         for command in recurrence.run_again()[:MAX_RUN_AGAIN_BUTTONS]:
             text = " ".join(command.argv)
             label = text if len(text) <= _BUTTON_LABEL_CHARS else text[: _BUTTON_LABEL_CHARS - 1] + "…"
-            buttons.append(Button(f"↻ {label}", button_data(recurrence.incident.id, command.id)))
+            buttons.append((command.id, Button(f"↻ {label}", button_data(recurrence.incident.id, command.id))))
         return buttons
 
     def _runbook_lines(self, incident: dict[str, Any]) -> list[str]:

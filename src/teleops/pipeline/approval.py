@@ -21,6 +21,7 @@ import structlog
 
 from teleops.pipeline.authorize import authorize
 from teleops.pipeline.dispatch import CommandSender, dispatch_approved, record_audit
+from teleops.pipeline.read_access import ReadAccess, reader_named
 from teleops.store.approvals import (
     ApprovalRecord,
     ApprovalRules,
@@ -38,9 +39,14 @@ from teleops.store.sealed_argv import SealUnreadable, original_command
 from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
 
-__all__ = ["ApprovalDesk", "ApprovalNews", "Vote"]
+__all__ = ["ApprovalDesk", "ApprovalNews", "Vote", "not_waiting"]
 
 log = structlog.get_logger(__name__)
+
+
+def not_waiting(command_id: int) -> str:
+    """The answer to a vote on a command that is not waiting for approval, or that the voter may not read."""
+    return f"Command {command_id} is not waiting for approval; check the number."
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +103,7 @@ class ApprovalDesk:
         except CommandNotFound:
             approval = None
         if approval is None:
-            return f"Command {command_id} is not waiting for approval; check the number."
+            return not_waiting(command_id)
         user = await self._users.get(voter)
         eligible: str | None = None
         try:  # eligibility is judged on the original argv (what would run), not the redacted one shown
@@ -133,6 +139,18 @@ class ApprovalDesk:
                 ApprovalNews(after, record, f"{voter} approved command {command_id}; " + _left(after), False)
             )
         return result.message[:1].upper() + result.message[1:] + "."
+
+    async def vote_by_number(self, command_id: int, *, voter: str, vote: Vote) -> str:
+        """`vote` as typed in chat (`/approve ID`, `/deny ID`): counted or refused the same, but a refusal to a voter
+        who may not read the command (pipeline/read_access.py) is the answer for a command that does not exist, as
+        the REST vote answers 404: a refusal would say what became of it (denied by whom, ended how, the reason
+        quoting its command line), and a number typed confirms nothing. Raises StorageUnavailable."""
+        text = await self.vote(command_id, voter=voter, vote=vote)  # audited, counted or not
+        if not text.startswith("Not counted"):
+            return text  # counted: the voter is now one who voted on it, and may read it
+        reader = await reader_named(self._users, voter)
+        decision = (await ReadAccess(self._db, reader).decide_ids([command_id]))[command_id]
+        return text if decision.allowed else not_waiting(command_id)
 
     async def expire_due(self) -> int:
         """Expire every pending request past its time (audited) and end its command `denied`. Returns how many."""

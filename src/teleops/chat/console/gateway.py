@@ -31,7 +31,7 @@ from teleops.chat.base import (
     RateLimits,
     RetryLater,
 )
-from teleops.chat.console.read_rule import COMMAND_KEY, RUNS_KEY, ConsoleReaders, command_of
+from teleops.chat.console.read_rule import COMMAND_KEY, RUNS_KEY, SOURCE_KEY, ConsoleReaders, command_of
 from teleops.chat.console.views import asks_for_command, message_view, reply_meaning, view_for
 from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.render import Rendered
@@ -205,7 +205,7 @@ class ConsoleGateway:
         records = await self._store.recent(limit=limit)
         shown = await self._readers.shown(records)
         reader = await self._readers.reader(user)
-        return [view_for(record, shown, reader) for record in records]
+        return [view_for(record, shown, reader, capabilities=CONSOLE_CAPABILITIES) for record in records]
 
     async def receive_text(self, user: str, text: str, *, reply_to: int | None = None) -> None:
         """Someone typed `text` (optionally as a reply to message `reply_to`): show it, then hand it on.
@@ -242,12 +242,17 @@ class ConsoleGateway:
         )
 
     async def receive_button(self, user: str, message_id: int, data: str) -> None:
-        """Someone pressed a button. Only data that the message really carries is accepted.
+        """Someone pressed a button. Only data that the message really carries, as this person sees it (the read
+        rule: no Run-again of a command they may not read), is accepted.
 
-        Raises ConsoleInputRejected when the message or the button does not exist.
+        Raises ConsoleInputRejected when the message or the button does not exist (for them).
         """
         record = await self._store.get(message_id)
         if record is None or all(str(d) != data for _, d in record.body.get("buttons", [])):
+            raise ConsoleInputRejected("that button is no longer there; reload the page")
+        shown = await self._readers.shown([record])
+        view = view_for(record, shown, await self._readers.reader(user), capabilities=CONSOLE_CAPABILITIES)
+        if all(b["data"] != data for b in view["buttons"]):
             raise ConsoleInputRejected("that button is no longer there; reload the page")
         callback_id = secrets.token_urlsafe(12)
         self._callbacks[callback_id] = user
@@ -327,7 +332,8 @@ class ConsoleGateway:
             shown = await self._readers.shown([record])
             for subscriber in subscribers:
                 reader = await self._readers.reader(subscriber.user)
-                self._push(subscriber, {"type": kind, "message": view_for(record, shown, reader)})
+                view = view_for(record, shown, reader, capabilities=CONSOLE_CAPABILITIES)
+                self._push(subscriber, {"type": kind, "message": view})
 
     async def _tag_asking_line(self, line_id: int, command_id: int) -> None:
         """The typed line that a command's first message answers asked for that command: tag it, so the read rule
@@ -380,4 +386,6 @@ def _body(message: Rendered) -> dict[str, Any]:
     body: dict[str, Any] = {"text": message.plain, "buttons": [[b.label, b.data] for b in message.buttons]}
     if message.command_id is not None:
         body[COMMAND_KEY] = message.command_id
+    if message.source is not None:  # it quotes earlier commands: rendered again per reader (chat/console/views.py)
+        body[SOURCE_KEY] = message.source.to_json()
     return body

@@ -16,31 +16,69 @@ withhold the argv and output, say why" as an incident's timeline, docs/access-co
 command is not known (yet, or ever: refused, waiting for a one-time code) is shown to its author and to readers
 of every command (admins, roles with `hosts: ["*"]`) only. Whatever cannot be checked (the database is down)
 is withheld: the rule fails closed.
+
+An incident's announcement may also quote earlier commands (scenario memory's "last time" lines and Run-again
+buttons: `Message.quotes`, stored with the message as `body["source"]`). It stays readable by everyone; a reader
+who may not read a quoted command gets it with that line replaced by "… [command not shown to you] …" (the
+wording of the incident page and `/history`) and without its Run-again button (chat/console/views.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import structlog
 
+from teleops.chat.message import Message
 from teleops.pipeline.read_access import ReadAccess, Reader, may_read, reader_named
 from teleops.store.console_messages import ConsoleMessageRecord
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.read_facts import CommandReadFacts, command_read_facts
 from teleops.store.users import UserStore
 
-__all__ = ["COMMAND_KEY", "RUNS_KEY", "ConsoleReaders", "Shown", "command_of", "guarded", "withheld_text"]
+__all__ = [
+    "COMMAND_KEY",
+    "RUNS_KEY",
+    "SOURCE_KEY",
+    "ConsoleReaders",
+    "Shown",
+    "command_of",
+    "guarded",
+    "source_of",
+    "withheld_text",
+]
 
 log = structlog.get_logger(__name__)
 
 COMMAND_KEY = "command"  # body key: the id of the command whose line or output the message carries
 RUNS_KEY = "runs"  # body key: a person's typed line that asks for a command
+SOURCE_KEY = "source"  # body key: the message as the core said it (JSON), when it quotes earlier commands
 
 
 def command_of(record: ConsoleMessageRecord) -> int | None:
     value = record.body.get(COMMAND_KEY)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def source_of(record: ConsoleMessageRecord) -> Message | None:
+    """The message `record` was rendered from, when it quotes earlier commands (Message.quotes); else None.
+    Raises ValueError when the stored source is unreadable (whoever shows it then withholds the message)."""
+    raw: Any = record.body.get(SOURCE_KEY)
+    if raw is None:
+        return None
+    try:
+        return Message.from_json(raw)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"console message {record.id} has an unreadable source: {exc}") from exc
+
+
+def _quoted(record: ConsoleMessageRecord) -> set[int]:
+    try:
+        source = source_of(record)
+    except ValueError:
+        return set()  # nothing to look up: the view withholds the whole message
+    return {c for q in source.quotes for c in q.commands} if source is not None else set()
 
 
 def guarded(record: ConsoleMessageRecord) -> bool:
@@ -74,6 +112,10 @@ class Shown:
             if reader.role is not None and ReadAccess(self._db, reader).reads_every_command():
                 return True, ""
             return False, "the command it asks for is shown only to who asked for it, admins and who may read it"
+        return self.may_read(command, reader)
+
+    def may_read(self, command: int, reader: Reader) -> tuple[bool, str]:
+        """(allowed, why) for `reader` and command `command` (one of the facts fetched)."""
         facts = self.facts.get(command)
         if facts is None:
             why = "the read rule could not be checked now" if not self.complete else "the command no longer exists"
@@ -104,8 +146,11 @@ class ConsoleReaders:
             return Reader(name, None)
 
     async def shown(self, records: Iterable[ConsoleMessageRecord]) -> Shown:
-        """The facts of the commands `records` carry, in one query (none when no record carries one)."""
-        ids: Sequence[int] = sorted({c for r in records if (c := command_of(r)) is not None})
+        """The facts of the commands `records` carry or quote, in one query (none when no record names one)."""
+        records = list(records)
+        ids: Sequence[int] = sorted(
+            {c for r in records if (c := command_of(r)) is not None}.union(*(_quoted(r) for r in records))
+        )
         if not ids:
             return Shown(self._db, {}, complete=True)
         try:

@@ -1,5 +1,6 @@
 """A console message as one browser receives it: the whole of it, or — for a reader the read rule does not let
-read the command it carries (chat/console/read_rule.py) — its place in the room with one line instead of its text.
+read the command it carries (chat/console/read_rule.py) — its place in the room with one line instead of its text,
+or — for a reader who may not read an earlier command it quotes — the same message with those quotes withheld.
 
 Every field is rendered by the page's script as text (textContent), never as markup.
 """
@@ -7,10 +8,13 @@ Every field is rendered by the page's script as text (textContent), never as mar
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from teleops.chat.access import CODE_PROMPT
-from teleops.chat.console.read_rule import Shown, command_of, withheld_text
+from teleops.chat.base import Capabilities
+from teleops.chat.console.read_rule import Shown, command_of, source_of, withheld_text
+from teleops.chat.render import render
 from teleops.domain.text import visible
 from teleops.pipeline.read_access import Reader
 from teleops.store.console_messages import ConsoleMessageRecord
@@ -77,10 +81,27 @@ def message_view(record: ConsoleMessageRecord) -> dict[str, Any]:
     return view
 
 
-def view_for(record: ConsoleMessageRecord, shown: Shown, reader: Reader) -> dict[str, Any]:
-    """`record` as `reader` may see it: `message_view`, or `withheld_view` saying why not."""
+def view_for(
+    record: ConsoleMessageRecord, shown: Shown, reader: Reader, *, capabilities: Capabilities
+) -> dict[str, Any]:
+    """`record` as `reader` may see it: `message_view`, or `withheld_view` saying why not; a message that quotes
+    earlier commands (an incident's "last time" lines and Run-again buttons) rendered again (with `capabilities`,
+    the console's) without the quotes of the commands `reader` may not read, `quotes_withheld` saying why."""
     allowed, why = shown.decide(record, reader)
-    if allowed:
+    if not allowed:
+        command = command_of(record)
+        return withheld_view(record, withheld_text(record, shown.facts.get(command) if command else None), why)
+    try:
+        source = source_of(record)
+    except ValueError:  # fails closed: what it quotes cannot be told apart from the rest
+        return withheld_view(record, "a message that quotes commands — not shown", "its stored form is unreadable")
+    if source is None:
         return message_view(record)
-    command = command_of(record)
-    return withheld_view(record, withheld_text(record, shown.facts.get(command) if command else None), why)
+    refused = {c: d[1] for q in source.quotes for c in q.commands if not (d := shown.may_read(c, reader))[0]}
+    if not refused:
+        return message_view(record)
+    rendered = render(source.withholding(refused), capabilities)
+    buttons = [[b.label, b.data] for b in rendered.buttons]
+    view = message_view(replace(record, body={**record.body, "text": rendered.plain, "buttons": buttons}))
+    view["quotes_withheld"] = next(iter(refused.values()))
+    return view

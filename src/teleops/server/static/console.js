@@ -79,7 +79,12 @@
       const line = el("div", "text", message.text);
       line.title = message.withheld;
       item.appendChild(line);
-    } else if (message.text) item.appendChild(el("div", "text", message.text));
+    } else if (message.text) {
+      const text = el("div", "text", message.text);
+      // Quotes of earlier commands this person may not read are replaced in the text; the reason is on hover.
+      if (message.quotes_withheld) text.title = message.quotes_withheld;
+      item.appendChild(text);
+    }
     if (message.file) {
       const box = el("details", "file");
       const size = Number(message.file.bytes).toLocaleString("en-US");
