@@ -18,7 +18,7 @@ def load(tmp_path: Path, heartbeats: object) -> object:
 
 def test_a_heartbeat_gets_defaults_for_grace_and_severity(tmp_path: Path) -> None:
     settings = load(tmp_path, [{"name": "nightly-backup", "interval": "24h", "labels": {"team": "storage"}}])
-    [heartbeat] = settings.heartbeats  # type: ignore[attr-defined]
+    [heartbeat] = settings.heartbeats
     assert (heartbeat.name, heartbeat.interval_s, heartbeat.grace_s, heartbeat.severity) == (
         "nightly-backup",
         86400,
