@@ -467,7 +467,7 @@ def _ensure_test_user() -> pwd.struct_passwd:
                 "/usr/sbin/nologin",
                 TEST_USER,
             ],
-            check=True,
+            check=False,  # a parallel test worker may create it first (useradd then exits 9)
         )
         return pwd.getpwnam(TEST_USER)
 
