@@ -1,9 +1,14 @@
-"""The on-call directory: rotations, team policies and chats from config, and who a target means now."""
+"""The on-call directory: rotations, team policies and chats from config, and who a target means now.
+
+Rotations merge the overrides of teleops.yaml with those made in the web UI (store/oncall_overrides.py). Every
+consumer loads the stored ones first (`load_overrides`, in its own transaction), so paging, /oncall, handovers, the
+On call page and the calendar feeds all see the same cover, on every replica.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from teleops.config import Settings
@@ -11,8 +16,13 @@ from teleops.config.duration import parse_duration
 from teleops.config.oncall import DEFAULT_TEAM, EscalationStep
 from teleops.domain.rotation import Override, Rotation
 from teleops.oncall.escalation import Step
+from teleops.store.database import Transaction as Connection
+from teleops.store.oncall_overrides import StoredOverride, live_overrides
 
-__all__ = ["ChatTarget", "OnCallDirectory", "OnCallNow", "Page"]
+__all__ = ["OVERRIDE_LOOKBACK", "ChatTarget", "OnCallDirectory", "OnCallNow", "Page"]
+
+# Stored overrides that ended this long ago are still loaded: a handover looks back to the previous shift's start.
+OVERRIDE_LOOKBACK = timedelta(days=31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +54,8 @@ class OnCallDirectory:
 
     def __init__(self, settings: Settings) -> None:
         oncall = settings.oncall
-        self.rotations: dict[str, Rotation] = {
+        # As written in teleops.yaml; `rotations` adds the stored overrides (`use_stored_overrides`).
+        self.configured_rotations: dict[str, Rotation] = {
             r.name: Rotation(
                 r.name,
                 tuple(r.members),
@@ -55,6 +66,8 @@ class OnCallDirectory:
             )
             for r in oncall.rotations
         }
+        self.rotations: dict[str, Rotation] = dict(self.configured_rotations)
+        self.stored_overrides: tuple[StoredOverride, ...] = ()
         self.policies: dict[str, tuple[tuple[Step, ...], int]] = {
             DEFAULT_TEAM: (_steps(oncall.escalation), oncall.repeat)
         }
@@ -76,6 +89,22 @@ class OnCallDirectory:
                 chats.append(ChatTarget("telegram", str(user.telegram_id)))  # a private chat's id is the user's id
             if user.slack_id:
                 chats.append(ChatTarget("slack", user.slack_id.split("/")[-1]))  # TEAM/USER -> USER (DM)
+
+    def load_overrides(self, conn: Connection, now: datetime) -> None:
+        """Merge the overrides stored now (made in the web UI) into `rotations`; call it in the caller's transaction
+        before asking who is on call. Propagates database errors (the previous merge stays in force)."""
+        self.use_stored_overrides(live_overrides(conn, ending_after=now - OVERRIDE_LOOKBACK))
+
+    def use_stored_overrides(self, stored: Sequence[StoredOverride]) -> None:
+        """Rotations become their configured overrides plus `stored` (newest first), which win where they overlap
+        one from config: the latest decision is the one in force. Overrides of rotations no longer configured are
+        ignored."""
+        merged = {}
+        for name, rotation in self.configured_rotations.items():
+            extra = tuple(Override(o.user, o.start, o.end) for o in stored if o.rotation == name)
+            merged[name] = replace(rotation, overrides=(*extra, *rotation.overrides)) if extra else rotation
+        self.stored_overrides = tuple(stored)
+        self.rotations = merged  # one assignment: a reader sees the old merge or the new one, never half of each
 
     def policy(self, team: str) -> tuple[tuple[Step, ...], int]:
         """(steps, repeat) of `team`; an unknown team (config changed since) falls back to the default."""

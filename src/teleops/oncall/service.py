@@ -13,7 +13,7 @@ from teleops.oncall.directory import OnCallDirectory
 from teleops.oncall.handover import digest_message, oncall_message
 from teleops.oncall.silences import SilenceWriter
 from teleops.oncall.worker import EscalationWorker
-from teleops.store.database import Database
+from teleops.store.database import Database, StorageUnavailable
 from teleops.store.database import Transaction as Connection
 from teleops.store.handover import HandoverFacts, handover_facts
 from teleops.store.incidents import register_action_hooks
@@ -65,11 +65,19 @@ class OnCallService:
 
     # Chat answers (chat.conversation.OnCallAnswers).
     async def oncall_message(self) -> Message:
-        return oncall_message(self.directory.on_call_now(self._clock()))
+        now = self._clock()
+        try:
+            await self._db.read(self.directory.load_overrides, now)
+        except StorageUnavailable:  # still answer: from config and the overrides read last time
+            message = oncall_message(self.directory.on_call_now(now))
+            note = "(The database is unavailable: overrides made in the web UI since the last read may be missing.)"
+            return Message(title=message.title, body=f"{message.body}\n{note}")
+        return oncall_message(self.directory.on_call_now(now))
 
     async def handover_message(self, user: str) -> Message:
         """The digest since the current shift began (of the first rotation `user` is in; else the last 24 h)."""
         now = self._clock()
+        await self._db.read(self.directory.load_overrides, now)
         since = now - timedelta(hours=24)
         incoming = None
         for rotation in self.directory.rotations.values():

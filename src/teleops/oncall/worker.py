@@ -192,6 +192,8 @@ class EscalationWorker:
         return count
 
     def _process(self, conn: Connection, now: datetime) -> tuple[int, bool]:
+        # Who covers each rotation now, with the overrides made in the web UI (read in this pass's transaction).
+        self._directory.load_overrides(conn, now)
         # Pages first: a failed one may make its escalation's next step due now (read just below).
         enqueued = self.delivery.settle(conn, now)
         due = store.due_escalations(conn, now)

@@ -48,6 +48,7 @@ from teleops.server.routes import alerts, command_batches, health, incidents, ui
 from teleops.server.routes import chat as chat_routes
 from teleops.server.routes import commands as command_routes
 from teleops.server.routes import heartbeats as heartbeat_routes
+from teleops.server.routes import ical as ical_routes
 from teleops.server.routes import scenarios as scenario_routes
 from teleops.server.selfwatch import SelfWatch
 from teleops.server.services import Services
@@ -261,6 +262,7 @@ def create_app(
     app.include_router(chat_routes.router)
     app.include_router(scenario_routes.router)
     app.include_router(heartbeat_routes.router)
+    app.include_router(ical_routes.router)  # iCal feeds of rotations and people (token in the URL)
     app.add_middleware(_LatencyMiddleware, metrics=metrics)
     app.add_middleware(alerts.IngestFastPath)  # outside the router (see its docstring)
     app.add_middleware(FrontDoor)  # added last: outermost; credentials and body caps before any body is read

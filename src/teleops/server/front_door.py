@@ -130,6 +130,8 @@ DOORS: tuple[Door, ...] = (
     Door("/ui/", Credential.WEB_SESSION, 16 * KIB, prefix=True),
     Door("/ui", Credential.PUBLIC, 0),
     Door("/static/swagger-ui/", Credential.PUBLIC, 0, prefix=True),
+    # iCal feeds (routes/ical.py): the secret in the URL is the credential, checked by the route; no body.
+    Door("/ical/", Credential.PUBLIC, 0, prefix=True, suffix=".ics"),
     Door("/", Credential.PUBLIC, 0),
     Door("/healthz", Credential.PUBLIC, 0),
     Door("/readyz", Credential.PUBLIC, 0),

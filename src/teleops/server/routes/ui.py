@@ -1,10 +1,10 @@
-"""The web UI under /ui/: login, incidents, one incident's scenario, the console chat, 2FA enrolment, audit."""
+"""The web UI under /ui/: login, incidents, one incident's scenario, the console chat, 2FA enrolment, audit, on call."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from teleops.server.routes import ui_account, ui_audit, ui_console, ui_incidents, ui_login
+from teleops.server.routes import ui_account, ui_audit, ui_console, ui_incidents, ui_login, ui_oncall
 
 __all__ = ["router"]
 
@@ -14,3 +14,4 @@ router.include_router(ui_incidents.router)
 router.include_router(ui_console.router)
 router.include_router(ui_account.router)
 router.include_router(ui_audit.router)
+router.include_router(ui_oncall.router)
