@@ -127,6 +127,7 @@ def user_2fa_unlock(name: str, config_path: Path | None) -> None:
 def user_invite(name: str, config_path: Path | None) -> None:
     """A one-time code (valid 24 h) that NAME sends to the bot as `/link CODE`; printed alone on the last line."""
     from teleops.server.clock import system_clock
+    from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
     from teleops.store.identities import LINK_CODE_TTL, IdentityStore
     from teleops.store.users import UserStore
@@ -139,7 +140,9 @@ def user_invite(name: str, config_path: Path | None) -> None:
             await database.migrate()
             if await UserStore(database).get(name) is None:
                 return None
-            return await IdentityStore(database).invite(name, now=system_clock())
+            code = await IdentityStore(database).invite(name, now=system_clock(), by="cli")
+            await CheckpointLog(settings.data_dir).checkpoint(database)  # audited: anchor it before exiting
+            return code
         finally:
             await database.close()
 

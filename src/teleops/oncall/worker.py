@@ -145,6 +145,18 @@ class EscalationWorker:
         if queued:
             self._on_enqueued()
 
+    def tell_person(self, conn: Connection, user: str, message: Message, now: datetime) -> list[str]:
+        """Queue `message` to each of `user`'s chats (configured and linked) in the caller's transaction, so it is
+        sent only if, and as surely as, what it tells of is committed; the platforms it went to (empty: `user` has
+        no chat). The caller wakes the outbox after the commit (`wake_outbox`)."""
+        chats = self._user_chats(conn, user)
+        for chat in chats:
+            _send(conn, chat, message, now, purpose="notice")
+        return [chat.platform for chat in chats]
+
+    def wake_outbox(self) -> None:
+        self._on_enqueued()
+
     # -- the loop --------------------------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from teleops.store.audit import append
+from teleops.store.audit import append, audit_events
 from teleops.store.database import Database
 from teleops.store.schema import tokens
 
@@ -137,3 +137,13 @@ class TokenStore:
             query = query.where(tokens.c.kind == kind.value)
         rows = await self._db.all(query)
         return [TokenRecord(r.id, TokenKind(r.kind), r.name, r.user_name, r.created_at, r.revoked_at) for r in rows]
+
+    async def creators(self) -> dict[tuple[TokenKind, str], str]:
+        """Who created each token, from its `token.created` audit event (the tokens table does not keep it)."""
+        query = select(audit_events.c.actor, audit_events.c.subject).where(audit_events.c.action == "token.created")
+        found: dict[tuple[TokenKind, str], str] = {}
+        for row in await self._db.all(query):
+            _, kind, name = str(row.subject).split(":", 2)
+            if kind in _PREFIX:
+                found[(TokenKind(kind), name)] = str(row.actor)
+        return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -238,6 +239,25 @@ class TwoFactorStore:
             if not result.rowcount:
                 return False
             append(conn, at=now, actor=by, action="2fa.unlocked", subject=f"user:{user}")
+            return True
+
+        return await self._db.run_in_transaction(apply)
+
+    async def reset(
+        self, user: str, *, now: datetime, by: str, via: str, also: Callable[[Connection], object] = bool
+    ) -> bool:
+        """Forget `user`'s authenticator (secret, failures, lock), so they enrol a new one at their next web sign-in
+        (/ui/account/2fa) or an admin runs `teleops user 2fa-enroll`. False when nothing was enrolled.
+
+        Audited as `2fa.reset` (actor `by`, channel `via`) with `also(conn)` in the same transaction.
+        Raises StorageUnavailable.
+        """
+
+        def apply(conn: Connection) -> bool:
+            if not conn.execute(delete(two_factor).where(two_factor.c.user_name == user)).rowcount:
+                return False
+            append(conn, at=now, actor=by, action="2fa.reset", subject=f"user:{user}", data={"via": via})
+            also(conn)
             return True
 
         return await self._db.run_in_transaction(apply)

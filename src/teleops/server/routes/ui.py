@@ -1,10 +1,21 @@
-"""The web UI under /ui/: login, incidents, one incident's scenario, the console chat, 2FA enrolment, audit, on call."""
+"""The web UI under /ui/: login, incidents, one incident's scenario, the console chat, 2FA enrolment, audit, on
+call, and (admins) people and tokens."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from teleops.server.routes import ui_account, ui_audit, ui_console, ui_incidents, ui_login, ui_oncall
+from teleops.server.routes import (
+    ui_account,
+    ui_audit,
+    ui_console,
+    ui_incidents,
+    ui_login,
+    ui_oncall,
+    ui_people,
+    ui_person,
+    ui_tokens,
+)
 
 __all__ = ["router"]
 
@@ -15,3 +26,7 @@ router.include_router(ui_console.router)
 router.include_router(ui_account.router)
 router.include_router(ui_audit.router)
 router.include_router(ui_oncall.router)
+# People and tokens (admins only).
+router.include_router(ui_people.router)
+router.include_router(ui_person.router)
+router.include_router(ui_tokens.router)
