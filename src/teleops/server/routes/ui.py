@@ -9,6 +9,7 @@ from teleops.server.routes import (
     ui_account,
     ui_audit,
     ui_console,
+    ui_incident_list,
     ui_incidents,
     ui_login,
     ui_oncall,
@@ -21,6 +22,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 router.include_router(ui_login.router)
+# Before ui_incidents: its /incidents/{incident_id} would otherwise answer /incidents/rows (with a 422).
+router.include_router(ui_incident_list.router)
 router.include_router(ui_incidents.router)
 router.include_router(ui_console.router)
 router.include_router(ui_account.router)

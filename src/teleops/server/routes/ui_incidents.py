@@ -1,4 +1,4 @@
-"""Incident pages: the list, and one incident's scenario (header, timeline, Ack / Resolve / Snooze)."""
+"""One incident's scenario: header, timeline, Ack / Resolve / Snooze (the list is routes/ui_incident_list.py)."""
 
 from __future__ import annotations
 
@@ -9,40 +9,19 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from teleops.domain.incident import TIMELINE_TITLES, IncidentAction, IncidentStatus, InvalidTransition
+from teleops.domain.incident import TIMELINE_TITLES, IncidentAction, InvalidTransition
 from teleops.server.auth import services_of
 from teleops.server.routes.commands import read_access_of
 from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user
 from teleops.server.schemas import RowId
-from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident, list_incidents
+from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident
 
 __all__ = ["router"]
 
 router = APIRouter()
 
-STATUSES = [s.value for s in IncidentStatus]
 SNOOZE_CHOICES = {"30m": timedelta(minutes=30), "1h": timedelta(hours=1), "4h": timedelta(hours=4)}
 _SAFE_SCHEMES = ("http://", "https://")
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def incidents_page(
-    request: Request,
-    user: Annotated[UiUser, Depends(require_ui_user)],
-    status: Annotated[str | None, Query(max_length=32)] = None,
-) -> HTMLResponse:
-    services = services_of(request)
-    selected = IncidentStatus(status) if status in STATUSES else None
-    records = await list_incidents(services.db, status=selected, limit=200)
-    return render_page(
-        request,
-        "incidents.html",
-        user=user,
-        incidents=records,
-        statuses=STATUSES,
-        selected=selected.value if selected else None,
-        now=services.clock(),
-    )
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse, include_in_schema=False)
