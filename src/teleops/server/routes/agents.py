@@ -13,7 +13,7 @@ from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.services import Services
 from teleops.store.agents import AgentRecord, list_agents
 
-__all__ = ["AgentList", "AgentOut", "router", "ws_router"]
+__all__ = ["AgentList", "AgentOut", "agent_online", "router", "ws_router"]
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
@@ -36,24 +36,23 @@ class AgentList(BaseModel):
     items: list[AgentOut]
 
 
+def agent_online(services: Services, agent: AgentRecord, *, now: datetime) -> bool:
+    """Connected to this replica, or to another one: its row says online and its heartbeats are fresh."""
+    if services.hub is not None and services.hub.is_connected(agent.name):
+        return True
+    stale = timedelta(seconds=3 * parse_duration(services.settings.agents.heartbeat))
+    return agent.online and agent.last_seen_at is not None and now - agent.last_seen_at < stale
+
+
 @router.get("", response_model=AgentList)
 async def list_(request: Request, _caller: Annotated[Caller, Depends(require_api_caller)]) -> AgentList:
     services = services_of(request)
     now = services.clock()
-    stale = timedelta(seconds=3 * parse_duration(services.settings.agents.heartbeat))
-    hub = services.hub
-
-    def online(agent: AgentRecord) -> bool:
-        if hub is not None and hub.is_connected(agent.name):
-            return True
-        # Connected to another replica: its row says online and its heartbeats are fresh.
-        return agent.online and agent.last_seen_at is not None and now - agent.last_seen_at < stale
-
     items = [
         AgentOut(
             name=a.name,
             hostname=a.hostname,
-            online=online(a),
+            online=agent_online(services, a, now=now),
             labels=a.labels,
             version=a.version,
             allowlist_digest=a.allowlist_digest,

@@ -15,22 +15,19 @@ from teleops.pipeline.approval import Vote
 from teleops.pipeline.command_line import CommandLineError
 from teleops.pipeline.dispatch import (
     AgentOffline,
-    AgentUnavailable,
     ApprovalPending,
     CommandDenied,
     CommandRequest,
     StepUpRequired,
-    submit_command,
 )
-from teleops.pipeline.duo import PushAlreadyPending, PushOutcome
 from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
 from teleops.pipeline.read_access import ReadAccess, reader_named
-from teleops.pipeline.stepup import OTP_HEADER, CodeGate
+from teleops.pipeline.stepup import OTP_HEADER
 from teleops.server.agent_hub import AgentHub
 from teleops.server.auth import Caller, require_api_caller, services_of
+from teleops.server.command_submit import CancelRefused, PushRefused, cancel_command, submit_for_person
 from teleops.server.schemas import RowId, RowIdField
 from teleops.server.services import Services
-from teleops.store.agents import host_candidates
 from teleops.store.approvals import get_approval
 from teleops.store.audit import AuditUnavailable
 from teleops.store.commands import (
@@ -38,8 +35,6 @@ from teleops.store.commands import (
     CommandNotFound,
     CommandRecord,
     CommandStatus,
-    Finish,
-    finish_command,
     get_command,
 )
 from teleops.store.database import StorageUnavailable
@@ -50,6 +45,7 @@ __all__ = [
     "CommandOut",
     "command_timeout",
     "read_access_of",
+    "readable_command",
     "request_as_caller",
     "router",
     "running_hub",
@@ -232,36 +228,10 @@ async def create(
     except StorageUnavailable as exc:
         return storage_unavailable(exc)
     via = f"api:{caller.user}"
-    gate = CodeGate(services.stepup, otp, via=via, push=services.duo) if services.stepup is not None else None
-
-    async def submit() -> CommandRecord:
-        return await submit_command(
-            services.db,
-            hub,
-            await host_candidates(services.db, command_request.host),
-            command_request,
-            now=services.clock(),
-            stepup=gate,
-            checkpoints=services.checkpoints,
-            approval=services.approvals.rules if services.approvals is not None else None,
-        )
-
     try:
-        try:
-            record = await submit()
-        except StepUpRequired as exc:
-            duo = services.duo
-            if otp is not None or duo is None or not duo.applies_to(caller.user):
-                raise
-            try:
-                push = duo.reserve(caller.user, command=body.command, host=exc.agent)
-            except PushAlreadyPending as refused:
-                return JSONResponse({"detail": f"command refused: {refused}", "needs": "duo"}, status_code=403)
-            result = await duo.push(push, via=via)
-            if not result.approved:
-                status = 503 if result.outcome is PushOutcome.UNAVAILABLE else 403
-                return JSONResponse({"detail": f"command refused: {result.message}", "needs": "duo"}, status)
-            record = await submit()
+        record = await submit_for_person(services, hub, command_request, code=otp, via=via)
+    except PushRefused as exc:
+        return JSONResponse({"detail": exc.detail, "needs": "duo"}, status_code=exc.status)
     except CommandLineError as exc:
         raise HTTPException(422, f"command: {exc}") from exc
     except (UnknownHost, IncidentNotFound) as exc:
@@ -275,7 +245,7 @@ async def create(
             {"detail": f"command refused: {exc}", "id": exc.record.id, "status": exc.record.status}, status_code=403
         )
     except StepUpRequired as exc:
-        why = gate.refusal if gate is not None and gate.refusal else None
+        why = exc.refusal or None
         detail = (
             f"command needs a one-time code: {exc}. Code not accepted: {why}"
             if otp is not None and why
@@ -394,24 +364,9 @@ async def cancel(
     services = services_of(request)
     record = await readable_command(services, caller.user, command_id)
     user = await services.users.get(caller.user)
-    if record.requester != caller.user and (user is None or user.role != "admin"):
-        raise HTTPException(
-            403, f"command {command_id} was requested by {record.requester}; only they or an admin may cancel it"
+    try:
+        return CommandOut.of(
+            await cancel_command(services, record, user=caller.user, role=user.role if user is not None else None)
         )
-    if CommandStatus(record.status) in TERMINAL:
-        raise HTTPException(409, f"command {command_id} already ended ({record.status}); nothing to cancel")
-    if record.status == CommandStatus.QUEUED:
-        reason = f"cancelled by {caller.user} before it was sent"
-        await finish_command(services.db, command_id, Finish(CommandStatus.KILLED, reason=reason), now=services.clock())
-    elif services.hub is None:
-        raise HTTPException(503, "the agent hub is not running; restart the controller")
-    else:
-        try:
-            await services.hub.send_cancel(record.agent_name, command_id)
-        except AgentUnavailable as exc:
-            raise HTTPException(
-                409,
-                f"cannot cancel now: agent {record.agent_name} is offline ({exc}); the command stops at its "
-                f"{record.timeout_s}s timeout and its result is reported when the agent reconnects",
-            ) from exc
-    return CommandOut.of(await get_command(services.db, command_id))
+    except CancelRefused as exc:
+        raise HTTPException(exc.status, exc.detail) from exc

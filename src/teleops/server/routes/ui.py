@@ -1,5 +1,5 @@
-"""The web UI under /ui/: login, incidents, one incident's scenario, the console chat, 2FA enrolment, audit, on
-call, and (admins) people and tokens."""
+"""The web UI under /ui/: login, incidents, one incident's scenario, the console chat, commands, the fleet, on
+call, 2FA enrolment, and (admins) audit, people and tokens."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from fastapi import APIRouter
 from teleops.server.routes import (
     ui_account,
     ui_audit,
+    ui_commands,
     ui_console,
+    ui_fleet,
     ui_incident_list,
     ui_incidents,
     ui_login,
     ui_oncall,
     ui_people,
     ui_person,
+    ui_run_again,
     ui_tokens,
 )
 
@@ -33,3 +36,7 @@ router.include_router(ui_oncall.router)
 router.include_router(ui_people.router)
 router.include_router(ui_person.router)
 router.include_router(ui_tokens.router)
+# Commands from the web UI, their history and the fleet.
+router.include_router(ui_commands.router)
+router.include_router(ui_run_again.router)
+router.include_router(ui_fleet.router)

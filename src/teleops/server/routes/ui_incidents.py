@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from teleops.domain.incident import TIMELINE_TITLES, IncidentAction, InvalidTransition
 from teleops.server.auth import services_of
 from teleops.server.routes.commands import read_access_of
+from teleops.server.routes.ui_command_run import run_offer
 from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user
 from teleops.server.schemas import RowId
 from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident
@@ -47,6 +48,8 @@ async def incident_page(
     record = await access.incident(record)
     memory = getattr(request.app.state, "memory", None)  # scenario memory: what was done the earlier times
     last_time = await memory.history(incident_id, access=access) if memory is not None else None
+    # "Run a command on HOST", only for people whose policy lets them run something there (ui_command_run.py).
+    offer = await run_offer(services, user, record.host)
     return render_page(
         request,
         "incident.html",
@@ -58,6 +61,7 @@ async def incident_page(
         snooze_choices=list(SNOOZE_CHOICES),
         error=error,
         now=services.clock(),
+        run_offer=offer,
     )
 
 
