@@ -133,7 +133,7 @@ def create_app(
         await sync_configured_users(services)
         first = await first_start(services)
         if first is not None and announce is not None:
-            announce(welcome_text(settings.server.base_url(), first))
+            announce(welcome_text(settings.server.base_url(), first, settings.local_agent.name))
         services.ingest.start()
         services.hub = AgentHub(
             db=db,

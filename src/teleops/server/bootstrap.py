@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teleops.pipeline.authorize import use_policy
+from teleops.server.sample_alert import sample_alert_json
 from teleops.server.services import Services
 from teleops.store.audit import record
 from teleops.store.tokens import TokenKind
@@ -67,12 +68,12 @@ async def sync_configured_users(services: Services) -> None:
     await record(services.db, at=now, actor="system", action="policy.loaded", subject="policy", data={"sha256": digest})
 
 
-def welcome_text(base_url: str, first: FirstStart) -> str:
+def welcome_text(base_url: str, first: FirstStart, host: str = "localhost") -> str:
+    """What the first start prints: the credentials, and a `curl` that fires the sample alert about `host`."""
     curl = (
         f"curl -sS -X POST {base_url}/api/v1/alerts/generic \\\n"
         f"    -H 'Authorization: Bearer {first.ingest_token}' -H 'Content-Type: application/json' \\\n"
-        '    -d \'{"summary": "Disk / is 97% full", "host": "localhost", "check": "DiskFull", '
-        '"severity": "critical"}\''
+        f"    -d '{sample_alert_json(host)}'"
     )
     return (
         "\nTeleOps is ready — first start, keep these (they are not shown again):\n"

@@ -21,11 +21,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from teleops.oncall.escalation import Step
 from teleops.server.auth import services_of
-from teleops.server.csrf import form_user
+from teleops.server.csrf import admin_form_user, form_user
 from teleops.server.incident_bulk import BulkOutcome, act_on_many, describe_problem, selection_problem
 from teleops.server.incident_filters import SEVERITIES, SOURCE_NAMES, STATUS_CHOICES, ListFilters
 from teleops.server.routes.commands import read_access_of
 from teleops.server.routes.ui_common import UiUser, render_page, require_ui_user, templates
+from teleops.server.sample_alert import sample_alert_body
+from teleops.sources.registry import get_source
+from teleops.store.audit import record
 from teleops.store.database import StorageUnavailable
 from teleops.store.incident_list import IncidentList, query_incidents
 
@@ -139,3 +142,30 @@ async def bulk_action(request: Request, user: Annotated[UiUser, Depends(form_use
         report = outcome.to_params()
     filters = back.query_string()
     return RedirectResponse("/ui/?" + (f"{filters}&" if filters else "") + urlencode(report), status_code=303)
+
+
+@router.post("/incidents/test-alert", include_in_schema=False)
+async def fire_test_alert(request: Request, user: Annotated[UiUser, Depends(admin_form_user)]) -> Response:
+    """Fire the sample alert (the first-start `curl`'s) about the embedded agent's host, through the normal ingest
+    path, so it routes, pages and can be answered like any other; then open its incident. Admins only."""
+    services = services_of(request)
+    generic = get_source("generic")
+    if generic is None:
+        raise RuntimeError("the generic source is missing from sources/registry.py")
+    alerts = generic.parse(sample_alert_body(services.settings.local_agent.name))
+    try:
+        outcomes = await services.ingest.submit(alerts)
+        await record(
+            services.db,
+            at=services.clock(),
+            actor=user.name,
+            action="alert.test_fired",
+            subject=alerts[0].fingerprint,
+            data={"via": "web", "host": alerts[0].host or ""},
+        )
+    except StorageUnavailable as exc:
+        raise HTTPException(
+            status_code=503, detail="the database is unavailable, so the test alert was not stored; retry in a minute"
+        ) from exc
+    incident_id = outcomes[0].incident_id
+    return RedirectResponse(f"/ui/incidents/{incident_id}" if incident_id else "/ui/", status_code=303)
