@@ -37,7 +37,7 @@ CONFIG: dict[str, Any] = {
     "oncall": {
         "rotations": [{"name": "primary", "members": ["admin"], "shift": "7d", "handoff": "Mon 09:00"}],
         "escalation": [{"after": "0m", "notify": "rotation:primary"}],
-    }
+    },
 }
 
 
