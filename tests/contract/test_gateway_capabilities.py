@@ -16,9 +16,10 @@ from pydantic import SecretStr
 
 from teleops.chat.base import Gateway, InboundEvent
 from teleops.chat.contact import ContactGateway
-from teleops.chat.render import Button, CodeBlock, Message, render
+from teleops.chat.render import render
 from teleops.chat.slack import SlackGateway
 from teleops.chat.telegram import TelegramGateway
+from teleops.domain.message import Button, CodeBlock, Message
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 from tests.integration.servers import free_port

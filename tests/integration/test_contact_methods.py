@@ -24,9 +24,9 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from teleops.chat.render import Message
 from teleops.chat.service import ChatService
 from teleops.config import Settings
+from teleops.domain.message import Message
 from teleops.server.app import create_app
 from teleops.server.services import Services
 from teleops.store.outbox import OutboxRow, OutboxStatus, enqueue_edit

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection
 
-from teleops.chat.base import Capabilities, EventHandler, RateLimits
+from teleops.chat.base import Capabilities, EventHandler, RateLimits, Rendered
 from teleops.chat.console.gateway import CONSOLE_CAPABILITIES
 from teleops.chat.outbox import OutboxWorker
-from teleops.chat.render import Message, Rendered
+from teleops.domain.message import Message
 from teleops.store.database import Database
 from teleops.store.outbox import OutboxRow, OutboxStatus, OutboxStore, enqueue_send, take_heads
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from teleops.chat.render import Message
 from teleops.chat.service import ChatService
 from teleops.config import Settings
+from teleops.domain.message import Message
 from teleops.server.app import create_app
 from teleops.server.services import Services
 from teleops.store.database import Database

@@ -3,8 +3,8 @@ longer serves. Real controller, fake Bot API driven by python-telegram-bot."""
 
 from __future__ import annotations
 
-from teleops.chat.message import Message
 from teleops.config import Settings
+from teleops.domain.message import Message
 from teleops.server.app import create_app
 from teleops.store.audit import iter_events
 from teleops.store.database import Database

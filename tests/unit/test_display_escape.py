@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from teleops.chat.base import Capabilities
 from teleops.chat.console.gateway import CONSOLE_CAPABILITIES
-from teleops.chat.render import Message, render
+from teleops.chat.render import render
 from teleops.chat.slack.gateway import SLACK_CAPABILITIES
 from teleops.chat.telegram.gateway import TELEGRAM_CAPABILITIES
+from teleops.domain.message import Message
 from teleops.domain.text import is_pictographic, visible
 
 ZWJ = "\u200d"

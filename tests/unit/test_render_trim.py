@@ -15,18 +15,10 @@ from hypothesis import strategies as st
 from teleops.chat import trim
 from teleops.chat.base import Capabilities, Formatting
 from teleops.chat.console.gateway import CONSOLE_CAPABILITIES
-from teleops.chat.render import (
-    SLACK_SECTION_LIMIT,
-    Button,
-    CodeBlock,
-    IncidentPage,
-    Link,
-    Message,
-    incident_page,
-    render,
-)
+from teleops.chat.render import SLACK_SECTION_LIMIT, render
 from teleops.chat.slack.gateway import SLACK_CAPABILITIES
 from teleops.chat.telegram.gateway import TELEGRAM_CAPABILITIES
+from teleops.domain.message import Button, CodeBlock, IncidentPage, Link, Message, incident_page
 from teleops.sources.generic.parse import parse_generic
 from teleops.sources.payload import MAX_SUMMARY_LENGTH, clip
 

@@ -19,7 +19,7 @@ import structlog
 
 from teleops.chat.base import EventKind, Gateway, InboundEvent
 from teleops.chat.commands import CommandRunner
-from teleops.chat.render import Button, Message
+from teleops.domain.message import Button, Message
 from teleops.domain.stepup import Verdict
 from teleops.pipeline.approval import ApprovalDesk, ApprovalNews, Vote
 from teleops.pipeline.command_line import CommandLineError, split_command

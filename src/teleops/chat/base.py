@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from teleops.domain.message import Button, Message
 
 if TYPE_CHECKING:
     from teleops.chat.input_watch import InputWatch
-    from teleops.chat.render import Rendered
 
 __all__ = [
     "Capabilities",
@@ -29,6 +30,7 @@ __all__ = [
     "InboundEvent",
     "MarkupRejected",
     "RateLimits",
+    "Rendered",
     "RetryLater",
     "TokenRejected",
 ]
@@ -190,3 +192,25 @@ class Gateway(Protocol):
     async def probe(self) -> str | None:
         """Ask the platform whether it answers and accepts our credentials (Telegram getMe, Slack auth.test), for
         the self-test (server/selfwatch). None when it does; else what failed, said for a person. Never raises."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A message in one platform's syntax, plus its plain-text twin for the markup fallback."""
+
+    text: str
+    formatting: Formatting
+    plain: str
+    buttons: tuple[Button, ...] = field(default=())
+    # Block Kit blocks (Formatting.SLACK_MRKDWN only): JSON-ready dicts; `text` is then the notification fallback.
+    blocks: tuple[dict[str, Any], ...] = field(default=())
+    # The incident the message is about (its outbox row's): a reply to it acts on that incident (chat/conversation.py).
+    incident_id: int | None = None
+    # The command whose line or output it carries (Message.command_id): the console shows it by the read rule.
+    command_id: int | None = None
+    # The message as the core said it, when it quotes earlier commands (Message.quotes): the console renders it
+    # again for each reader who may not read one of them (chat/console/views.py).
+    source: Message | None = None
+
+    def as_plain(self) -> Rendered:
+        return replace(self, text=self.plain, formatting=Formatting.PLAIN)

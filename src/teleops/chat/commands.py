@@ -19,7 +19,7 @@ import structlog
 
 from teleops.agent.output import kept_parts
 from teleops.chat.base import Capabilities, InboundEvent
-from teleops.chat.render import CodeBlock, Message
+from teleops.domain.message import CodeBlock, Message
 from teleops.pipeline.command_line import CommandLineError
 from teleops.pipeline.dispatch import (
     AgentOffline,

@@ -15,15 +15,15 @@ from typing import Any
 
 import structlog
 
-from teleops.chat.render import Button, CodeBlock, Link, Message, Quote, incident_page
 from teleops.chat.storm import StormBatch, StormGate, StormGroup, StormKey, StormRule, SummaryText
 from teleops.domain.alert import Alert
 from teleops.domain.incident import IncidentAction
+from teleops.domain.message import Button, Extra, Link, Message, incident_page
 from teleops.store.announcements import incident_messages, incident_snapshot
 from teleops.store.ingest import IncidentChange, Outcome
 from teleops.store.outbox import OutboxRow, enqueue_edit, enqueue_send, take_heads
 
-__all__ = ["DEFAULT_ROUTE", "AlertTarget", "Extra", "ExtraSource", "Notifier", "RouteOf", "incident_message"]
+__all__ = ["DEFAULT_ROUTE", "AlertTarget", "ExtraSource", "Notifier", "RouteOf", "incident_message"]
 
 log = structlog.get_logger(__name__)
 
@@ -39,17 +39,6 @@ RouteOf = Callable[[Alert], str]
 class AlertTarget:
     platform: str
     chat_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Extra:
-    """What another part adds to an incident's message (scenario memory: "last time", Run-again buttons).
-    `quotes` names the lines and buttons that quote earlier commands (Message.quotes)."""
-
-    lines: tuple[str, ...] = ()
-    code: tuple[CodeBlock, ...] = ()
-    buttons: tuple[Button, ...] = ()
-    quotes: tuple[Quote, ...] = ()
 
 
 # Called inside the notifier's transaction with the incident snapshot; returns None for nothing to add.

@@ -40,9 +40,10 @@ from typing import TypeVar
 
 import structlog
 
-from teleops.chat.base import DeliveryRefused, Gateway, MarkupRejected, RetryLater, TokenRejected
+from teleops.chat.base import DeliveryRefused, Gateway, MarkupRejected, Rendered, RetryLater, TokenRejected
 from teleops.chat.delivery_health import DeliveryHealth
-from teleops.chat.render import Message, Rendered, render
+from teleops.chat.render import render
+from teleops.domain.message import Message
 from teleops.store.database import StorageUnavailable
 from teleops.store.outbox import OutboxKind, OutboxRow, OutboxStatus, OutboxStore
 

@@ -1,4 +1,4 @@
-"""The platform-neutral message (chat/message.py) rendered for each formatting kind.
+"""The platform-neutral message (domain/message.py) rendered for each formatting kind (`Rendered`, chat/base.py).
 
 Alert text is untrusted: it may hold `<`, `&`, `_`, `*`, control characters, ANSI escapes or bidi
 overrides. Every piece goes through `visible` (domain/text.py) and then the formatting's escaping;
@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from teleops.chat import trim
-from teleops.chat.base import Capabilities, Formatting
-from teleops.chat.message import Button, CodeBlock, IncidentPage, Link, Message, Quote, Rendered, incident_page
+from teleops.chat.base import Capabilities, Formatting, Rendered
+from teleops.domain.message import Button, IncidentPage, Message
 from teleops.domain.text import visible
 
-__all__ = ["Button", "CodeBlock", "IncidentPage", "Link", "Message", "Quote", "Rendered", "incident_page", "render"]
+__all__ = ["render"]
 
 _SEVERITY_MARK = {"critical": "🔴", "error": "🟠", "warning": "🟡", "info": "🔵", "unknown": "⚪"}
 _SAFE_SCHEMES = ("http://", "https://")

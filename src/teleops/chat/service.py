@@ -27,7 +27,7 @@ from teleops.chat.delivery_health import DeliveryHealth
 from teleops.chat.input_watch import InputHealth, UnhandledInput
 from teleops.chat.notify import AlertTarget, Notifier
 from teleops.chat.outbox import OutboxWorker
-from teleops.chat.render import Message
+from teleops.domain.message import Message
 from teleops.pipeline.approval import ApprovalDesk
 from teleops.pipeline.dispatch import CommandSender
 from teleops.pipeline.duo import DuoPushes

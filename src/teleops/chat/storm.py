@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from teleops.chat.render import Link, Message
 from teleops.config import Settings
 from teleops.config.duration import parse_duration
+from teleops.domain.message import Link, Message
 from teleops.store.announcements import replace_payload, storm_summary
 from teleops.store.outbox import OutboxStatus, enqueue_edit, enqueue_send
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from teleops.chat.message import Quote
+from teleops.domain.message import Quote
 from teleops.memory.recurrence import Recurrence, Scenario, Tier
 from teleops.store.scenarios import ScenarioCommand
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import structlog
 
-from teleops.chat.notify import Extra
-from teleops.chat.render import Button, Quote
 from teleops.config.settings import MemorySettings, parse_duration
+from teleops.domain.message import Button, Extra, Quote
 from teleops.memory.last_time import last_time_lines, last_time_quotes, last_time_view
 from teleops.memory.recurrence import MemoryWindows, Recurrence, find_recurrence
 from teleops.memory.run_again import RunAgain, button_data, check_run_again

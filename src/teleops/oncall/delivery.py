@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from teleops.chat.render import Message
+from teleops.domain.message import Message
 from teleops.oncall.directory import ChatTarget
 from teleops.oncall.escalation import EscalationState, Step, hurried_round_start
 from teleops.store import escalations as escalation_store

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from datetime import datetime
 
-from teleops.chat.render import Message
+from teleops.domain.message import Message
 from teleops.oncall.directory import OnCallNow
 from teleops.store.handover import HandoverFacts, IncidentFacts
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from teleops.chat.render import Message
 from teleops.chat.storm import storm_rule
 from teleops.config import Settings
+from teleops.domain.message import Message
 from teleops.oncall.delivery import PageOutcome
 from teleops.oncall.directory import OnCallDirectory
 from teleops.oncall.handover import digest_message, oncall_message

@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 import structlog
 
 from teleops.chat.notify import incident_message
-from teleops.chat.render import Message
 from teleops.chat.storm import StormBatch, StormGate, StormGroup, StormKey, StormRule, SummaryText
 from teleops.domain.incident import IncidentStatus, TimelineKind
+from teleops.domain.message import Message
 from teleops.oncall.delivery import CONTACT_PLATFORM, PageDelivery, PageOutcome
 from teleops.oncall.directory import ChatTarget, OnCallDirectory
 from teleops.oncall.escalation import EscalationState, Plan, Snapshot, Step, evaluate

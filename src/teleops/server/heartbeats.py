@@ -25,7 +25,6 @@ from datetime import datetime
 
 import structlog
 
-from teleops.chat.render import Message
 from teleops.config.heartbeats import HeartbeatSettings
 from teleops.domain.alert import Alert, AlertStatus, Severity
 from teleops.domain.heartbeat import (
@@ -35,6 +34,7 @@ from teleops.domain.heartbeat import (
     due_at,
     heartbeat_fingerprint,
 )
+from teleops.domain.message import Message
 from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
 from teleops.store.database import StorageUnavailable

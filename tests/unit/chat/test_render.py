@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from teleops.chat.base import Capabilities, Formatting
-from teleops.chat.render import Button, CodeBlock, Link, Message, render
+from teleops.chat.render import render
+from teleops.domain.message import Button, CodeBlock, Link, Message
 from teleops.domain.text import visible
 
 HTML = Capabilities(

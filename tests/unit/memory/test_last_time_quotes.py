@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from teleops.chat.console.gateway import CONSOLE_CAPABILITIES
-from teleops.chat.message import Button, Message, Quote
-from teleops.chat.notify import Extra, incident_message
+from teleops.chat.notify import incident_message
 from teleops.chat.render import render
+from teleops.domain.message import Button, Extra, Message, Quote
 from teleops.memory.last_time import WITHHELD_COMMAND, last_time_lines, last_time_quotes
 from teleops.memory.recurrence import MemoryWindows, Recurrence, Scenario, Tier
 from tests.unit.memory.scenario_builders import command, row

@@ -15,8 +15,9 @@ from tests.settings import settings_with
 from teleops.chat.access import CODE_PROMPT
 from teleops.chat.base import EventKind, InboundEvent
 from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
-from teleops.chat.render import Button, Message, render
+from teleops.chat.render import render
 from teleops.config import Settings
+from teleops.domain.message import Button, Message
 from teleops.server.app import create_app
 from teleops.store.tokens import TokenKind
 

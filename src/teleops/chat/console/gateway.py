@@ -29,12 +29,12 @@ from teleops.chat.base import (
     Formatting,
     InboundEvent,
     RateLimits,
+    Rendered,
     RetryLater,
 )
 from teleops.chat.console.read_rule import COMMAND_KEY, RUNS_KEY, SOURCE_KEY, ConsoleReaders, command_of
 from teleops.chat.console.views import asks_for_command, message_view, reply_meaning, view_for
 from teleops.chat.input_watch import InputWatch, UnhandledReason
-from teleops.chat.render import Rendered
 from teleops.domain.text import visible
 from teleops.store.console_messages import ConsoleMessageRecord, ConsoleMessageStore
 from teleops.store.database import StorageUnavailable

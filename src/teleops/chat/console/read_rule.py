@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from teleops.chat.message import Message
+from teleops.domain.message import Message
 from teleops.pipeline.read_access import ReadAccess, Reader, may_read, reader_named
 from teleops.store.console_messages import ConsoleMessageRecord
 from teleops.store.database import Database, StorageUnavailable

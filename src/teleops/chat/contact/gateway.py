@@ -30,9 +30,8 @@ import apprise
 import structlog
 from pydantic import SecretStr
 
-from teleops.chat.base import Capabilities, DeliveryRefused, EventHandler, Formatting, RateLimits, RetryLater
+from teleops.chat.base import Capabilities, DeliveryRefused, EventHandler, Formatting, RateLimits, Rendered, RetryLater
 from teleops.chat.input_watch import InputWatch
-from teleops.chat.render import Rendered
 from teleops.config.contacts import quiet_apprise, scheme_of, scrub_secrets
 
 __all__ = ["CONTACT_PLATFORM", "ContactGateway", "contact_capabilities"]

@@ -36,11 +36,11 @@ from teleops.chat.base import (
     InboundEvent,
     MarkupRejected,
     RateLimits,
+    Rendered,
     RetryLater,
     TokenRejected,
 )
 from teleops.chat.input_watch import InputWatch, UnhandledReason
-from teleops.chat.render import Rendered
 from teleops.chat.slack.events import PLATFORM, button_event, command_event, delivery_id, message_event, team_of
 from teleops.chat.slack.signature import RequestSignature
 from teleops.chat.slack.socket_mode import SocketModeHandler

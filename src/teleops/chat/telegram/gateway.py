@@ -54,11 +54,11 @@ from teleops.chat.base import (
     Formatting,
     MarkupRejected,
     RateLimits,
+    Rendered,
     RetryLater,
     TokenRejected,
 )
 from teleops.chat.input_watch import InputWatch, UnhandledReason
-from teleops.chat.render import Rendered
 from teleops.chat.telegram.events import PLATFORM, event_of_update
 
 __all__ = ["BOT_COMMANDS", "TELEGRAM_CAPABILITIES", "TelegramGateway", "silence_token_loggers"]

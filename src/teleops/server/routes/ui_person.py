@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from teleops.chat.message import Message
+from teleops.domain.message import Message
 from teleops.server.admin_stepup import (
     PersonNotice,
     StepUpRefused,

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from teleops.chat.message import Message
+from teleops.domain.message import Message
 from teleops.server.admin_stepup import PersonNotice, StepUpRefused, check_admin_code, stepup_ready
 from teleops.server.auth import services_of
 from teleops.server.csrf import admin_form_user

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from teleops.chat.base import Capabilities, EventHandler, Formatting, RateLimits
+from teleops.chat.base import Capabilities, EventHandler, Formatting, RateLimits, Rendered
 from teleops.chat.input_watch import InputWatch
-from teleops.chat.render import Rendered
 
 __all__ = ["ProbeGateway"]
 

@@ -1,15 +1,14 @@
-"""The platform-neutral message: what the core wants to say (the outbox stores it as JSON), and a message
-rendered for one platform. `render.py` turns the first into the second."""
+"""The platform-neutral message: what the core wants to say (the outbox stores it as JSON). chat/render.py turns
+it into one platform's `Rendered` (chat/base.py); incident messages take `Extra` lines from other parts (scenario
+memory's "last time" and Run-again buttons)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from teleops.chat.base import Formatting
-
-__all__ = ["Button", "CodeBlock", "IncidentPage", "Link", "Message", "Quote", "Rendered", "incident_page"]
+__all__ = ["Button", "CodeBlock", "Extra", "IncidentPage", "Link", "Message", "Quote", "incident_page"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,22 +146,11 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class Rendered:
-    """A message in one platform's syntax, plus its plain-text twin for the markup fallback."""
+class Extra:
+    """What another part adds to an incident's message (scenario memory: "last time", Run-again buttons).
+    `quotes` names the lines and buttons that quote earlier commands (Message.quotes)."""
 
-    text: str
-    formatting: Formatting
-    plain: str
-    buttons: tuple[Button, ...] = field(default=())
-    # Block Kit blocks (Formatting.SLACK_MRKDWN only): JSON-ready dicts; `text` is then the notification fallback.
-    blocks: tuple[dict[str, Any], ...] = field(default=())
-    # The incident the message is about (its outbox row's): a reply to it acts on that incident (chat/conversation.py).
-    incident_id: int | None = None
-    # The command whose line or output it carries (Message.command_id): the console shows it by the read rule.
-    command_id: int | None = None
-    # The message as the core said it, when it quotes earlier commands (Message.quotes): the console renders it
-    # again for each reader who may not read one of them (chat/console/views.py).
-    source: Message | None = None
-
-    def as_plain(self) -> Rendered:
-        return replace(self, text=self.plain, formatting=Formatting.PLAIN)
+    lines: tuple[str, ...] = ()
+    code: tuple[CodeBlock, ...] = ()
+    buttons: tuple[Button, ...] = ()
+    quotes: tuple[Quote, ...] = ()
