@@ -124,7 +124,7 @@ class FakeSlack:
         config = uvicorn.Config(
             self._app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", access_log=False
         )
-        config.timeout_graceful_shutdown = 0.2
+        config.timeout_graceful_shutdown = 0.2  # type: ignore[assignment]  # uvicorn takes a float; annotated int
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
         deadline = time.monotonic() + 10

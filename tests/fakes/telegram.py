@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -101,7 +102,7 @@ class FakeTelegram:
         config = uvicorn.Config(
             self._app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", access_log=False
         )
-        config.timeout_graceful_shutdown = 0.2
+        config.timeout_graceful_shutdown = 0.2  # type: ignore[assignment]  # uvicorn takes a float; annotated int
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
         deadline = time.monotonic() + 10
@@ -464,7 +465,7 @@ async def _params(request: Request) -> dict[str, Any]:
         form = await request.form()
         params: dict[str, Any] = {}
         for key, value in form.multi_items():
-            if hasattr(value, "read"):
+            if isinstance(value, UploadFile):
                 params[key] = (value.filename or "file", await value.read())
             else:
                 params[key] = value

@@ -110,7 +110,7 @@ def command(server: TeleopsServer, command_id: int) -> dict[str, Any]:
 
 def final(server: TeleopsServer, command_id: int, timeout: float = 30.0) -> dict[str, Any]:
     return eventually(
-        lambda: (c := command(server, command_id))["status"] in TERMINAL and c,
+        lambda: c if (c := command(server, command_id))["status"] in TERMINAL else None,
         what=f"command {command_id} to finish",
         timeout=timeout,
     )

@@ -3,20 +3,20 @@ always the last line, and every line verifies."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from teleops.store import audit_checkpoints
 from teleops.store.audit_checkpoints import CheckpointLog
 
 
 def test_writers_that_arrive_during_an_fsync_are_folded_into_the_next_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_fsync = audit_checkpoints.os.fsync
+    real_fsync = os.fsync
     log = CheckpointLog(tmp_path)
     everyone_asked = threading.Event()
 
@@ -25,7 +25,7 @@ def test_writers_that_arrive_during_an_fsync_are_folded_into_the_next_line(
         assert everyone_asked.wait(timeout=30)
         real_fsync(fd)
 
-    monkeypatch.setattr(audit_checkpoints.os, "fsync", slow_fsync)
+    monkeypatch.setattr(os, "fsync", slow_fsync)
     threads = [threading.Thread(target=log.write, args=(seq, f"{seq:064x}")) for seq in range(1, 21)]
     for thread in threads:
         thread.start()

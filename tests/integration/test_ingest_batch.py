@@ -22,7 +22,7 @@ FIRING = json.loads((SOURCES[0].folder / "fixtures" / "firing.json").read_text()
 
 
 def _alert(fingerprint: str, *, status: str = "firing", summary: str = "Disk / is 97% full") -> dict[str, Any]:
-    alert = copy.deepcopy(FIRING["alerts"][0])
+    alert: dict[str, Any] = copy.deepcopy(FIRING["alerts"][0])
     alert["fingerprint"] = fingerprint
     alert["labels"] = {**alert["labels"], "alertname": f"Disk-{fingerprint}"}
     alert["annotations"] = {**alert["annotations"], "summary": summary}
@@ -69,15 +69,19 @@ async def test_one_batch_opens_counts_updates_and_resolves_the_incidents_it_open
             row.id: row
             for row in await conn.execute(
                 select(
-                    incidents.c.id, incidents.c.fingerprint, incidents.c.count, incidents.c.status, incidents.c.summary
+                    incidents.c.id,
+                    incidents.c.fingerprint,
+                    incidents.c.count.label("times"),  # not `.count`: a Row is a tuple, and tuple.count is a method
+                    incidents.c.status,
+                    incidents.c.summary,
                 )
             )
         }
         kinds = [(r.incident_id, r.kind) for r in await conn.execute(select(timeline).order_by(timeline.c.id))]
         deliveries = sorted(r.incident_id for r in await conn.execute(select(alerts.c.incident_id)))
     assert {i: stored[i].fingerprint for i in stored} == {ids[0]: "aaa", ids[1]: "bbb", ids[4]: "ccc", ids[6]: "ddd"}
-    assert stored[ids[0]].count == 2
-    assert (stored[ids[1]].count, stored[ids[1]].summary) == (2, "Disk / is 99% full")
+    assert stored[ids[0]].times == 2
+    assert (stored[ids[1]].times, stored[ids[1]].summary) == (2, "Disk / is 99% full")
     assert stored[ids[4]].status == "resolved"
     assert stored[ids[6]].status == "open"
     assert [k for k in kinds if k[0] == ids[1]] == [(ids[1], "alert.fired"), (ids[1], "alert.updated")]

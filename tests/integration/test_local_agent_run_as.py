@@ -33,7 +33,7 @@ def test_run_as_root_is_refused_with_a_reason_and_no_local_agent_starts(
 ) -> None:
     server = teleops_server(config={"local_agent": {"enabled": True, "run_as": "root"}})
     refused = eventually(
-        lambda: "local_agent.refused" in server.log.read_text() and server.log.read_text(),
+        lambda: log if "local_agent.refused" in (log := server.log.read_text()) else None,
         what="the refusal in the log",
     )
     assert "name an unprivileged user" in refused

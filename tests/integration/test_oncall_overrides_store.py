@@ -28,7 +28,7 @@ async def test_an_override_is_stored_merged_removed_and_audited(db: Database, tm
     directory = OnCallDirectory(
         settings_with(
             data_dir=tmp_path / "data",
-            users=[{"name": "alice", "role": "operator"}, {"name": "bob", "role": "operator"}],  # type: ignore[list-item]
+            users=[{"name": "alice", "role": "operator"}, {"name": "bob", "role": "operator"}],
             oncall={"rotations": [{"name": "primary", "members": ["alice", "bob"], "shift": "1d", "handoff": "09:00"}]},
         )
     )

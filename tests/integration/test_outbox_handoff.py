@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from teleops.chat.base import Capabilities, EventHandler, RateLimits, Rendered
 from teleops.chat.console.gateway import CONSOLE_CAPABILITIES
+from teleops.chat.input_watch import InputWatch
 from teleops.chat.outbox import OutboxWorker
 from teleops.domain.message import Message
 from teleops.store.database import Database
@@ -60,10 +61,15 @@ class _RecordingGateway:
         limits = RateLimits(per_chat_interval_s=interval_s, per_group_per_minute=None, edit_interval_s=1.0)
         self._capabilities = replace(CONSOLE_CAPABILITIES, platform="fake", local=False, rate_limits=limits)
         self.sent: list[tuple[str, str, float]] = []
+        self._input = InputWatch("fake", clock=lambda: NOW, mode="local", watched=False, note="a test's far end")
 
     @property
     def capabilities(self) -> Capabilities:
         return self._capabilities
+
+    @property
+    def input_watch(self) -> InputWatch:
+        return self._input
 
     async def start(self, on_event: EventHandler) -> None:
         return None
@@ -94,6 +100,9 @@ class _RecordingGateway:
 
     async def leave(self, chat_id: str) -> bool:
         return False
+
+    async def probe(self) -> str | None:
+        return None
 
 
 async def _settled(store: OutboxStore, count: int) -> list[OutboxRow]:

@@ -46,7 +46,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram, fake_slac
             "base_url": fake_slack.base_url,
             "team_id": "T1",
         },
-        users=[  # type: ignore[list-item]
+        users=[
             {"name": "alice", "role": "operator", "telegram_id": ALICE_TG},
             {"name": "carol", "role": "operator", "slack_id": f"T1/{CAROL_SLACK}"},
             {"name": "root", "role": "admin", "slack_id": f"T1/{ROOT_SLACK}"},

@@ -33,7 +33,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram, smtp: Smt
         database={"url": db_url},
         local_agent={"enabled": False},
         telegram={"token": fake_telegram.token, "base_url": fake_telegram.base_url, "poll_timeout": "1s"},
-        users=[  # type: ignore[list-item]
+        users=[
             {
                 "name": "alice",
                 "role": "operator",

@@ -25,7 +25,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram, smtp: Smt
         database={"url": db_url},
         local_agent={"enabled": False},
         telegram={"token": fake_telegram.token, "base_url": fake_telegram.base_url, "poll_timeout": "1s"},
-        users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_TG}],  # type: ignore[list-item]
+        users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_TG}],
         oncall={
             "escalation": [{"after": "0m", "notify": "user:alice"}, {"after": "10m", "notify": "contact:ops-mail"}],
             "contacts": [{"name": "ops-mail", "url": smtp.url}],

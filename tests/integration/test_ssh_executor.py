@@ -170,7 +170,7 @@ def test_a_configured_ssh_host_runs_commands_through_the_api(
         url = f"{server.url}/api/v1/commands/{posted.json()['id']}"
         done = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
         return eventually(
-            lambda: (c := httpx.get(url, headers=headers, timeout=10).json())["status"] in done and c,
+            lambda: c if (c := httpx.get(url, headers=headers, timeout=10).json())["status"] in done else None,
             what=f"{command} to finish",
         )
 

@@ -126,7 +126,9 @@ def test_run_from_the_incident_page_run_again_history_and_cancel(
     expect(confirm.locator("dd").first).to_have_text("localhost")
     page.screenshot(path=str(shots / "run-again-confirm.png"), full_page=True)
     assert len(commands_in_db(server)) == before, "the preview ran something"
-    sent = {n: confirm.locator(f"input[name='{n}']").input_value() for n in ("csrf_token", "nonce")}
+    sent: dict[str, str | float | bool] = {
+        n: confirm.locator(f"input[name='{n}']").input_value() for n in ("csrf_token", "nonce")
+    }
     action = confirm.locator("form").get_attribute("action")
     confirm.get_by_role("button", name="Run it").click()
     expect(page).to_have_url(re.compile(r"/ui/commands/\d+$"))
@@ -174,7 +176,7 @@ def test_run_from_the_incident_page_run_again_history_and_cancel(
     assert len(commands_in_db(server)) == count
 
     # On a 390 px phone: the pages fit without sideways scrolling.
-    phone = browser.new_context(viewport=PHONE, is_mobile=True)  # type: ignore[arg-type]
+    phone = browser.new_context(viewport=PHONE, is_mobile=True)
     phone.set_default_timeout(WAIT_MS)
     try:
         small = phone.new_page()

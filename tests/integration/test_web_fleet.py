@@ -70,7 +70,7 @@ def test_fleet_shows_agents_and_only_the_commands_each_reader_may_read(
         expect(web_card.locator(".agent-state")).to_have_text("offline")
         expect(page.locator(".heading .hint")).to_have_text("1 of 2 agents online")
 
-        phone = browser.new_context(viewport=PHONE, is_mobile=True)  # type: ignore[arg-type]
+        phone = browser.new_context(viewport=PHONE, is_mobile=True)
         phone.set_default_timeout(WAIT_MS)
         try:
             small = phone.new_page()

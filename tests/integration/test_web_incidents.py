@@ -146,7 +146,7 @@ def test_bulk_acknowledge_without_javascript_acts_as_the_person_and_reports_each
     load = fire(server, "HighLoad", "web-1", "warning", "Load average 12 on 4 CPUs")
     cert = fire(server, "CertExpiry", "lb-1", "info", "certificate expires in 6 days")
     act(server, cert, "resolve")
-    context = browser.new_context(viewport=DESKTOP, java_script_enabled=False)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=DESKTOP, java_script_enabled=False)
     context.set_default_timeout(WAIT_MS)
     try:
         page = context.new_page()

@@ -178,7 +178,7 @@ def test_an_ical_feed_parses_names_the_rotation_people_and_is_gone_once_revoked(
     teleops_server: Callable[..., TeleopsServer], browser: Browser, shots: Path
 ) -> None:
     server = teleops_server(config=CONFIG)
-    phone = browser.new_context(viewport=PHONE, is_mobile=True)  # type: ignore[arg-type]
+    phone = browser.new_context(viewport=PHONE, is_mobile=True)
     phone.set_default_timeout(WAIT_MS)
     try:
         page = phone.new_page()

@@ -48,7 +48,7 @@ class Authenticator:
     """The admin's authenticator app: a fresh code per use, never a step the server has already accepted."""
 
     def __init__(self, uri: str) -> None:
-        self.totp = pyotp.parse_uri(uri)
+        self.totp = pyotp.TOTP(pyotp.parse_uri(uri).secret)
         self.last: int | None = None
 
     def code(self) -> str:
@@ -86,7 +86,7 @@ def post_alert(server: TeleopsServer, secret: str) -> int:
 
 
 def fits_a_phone(page: Page) -> None:
-    page.set_viewport_size(PHONE)  # type: ignore[arg-type]
+    page.set_viewport_size(PHONE)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"{page.url} is {width}px wide on a {PHONE['width']}px phone"
 
@@ -144,7 +144,7 @@ def test_an_ingest_token_made_in_the_browser_works_until_revoked_and_a_wrong_cod
     expect(snippet).to_contain_text(f"credentials: {secret}")
     page.screenshot(path=str(shots / "token-created.png"), full_page=True)
     fits_a_phone(page)
-    page.set_viewport_size(DESKTOP)  # type: ignore[arg-type]
+    page.set_viewport_size(DESKTOP)
 
     assert post_alert(server, secret) == 200
     page.goto(f"{server.url}/ui/tokens")

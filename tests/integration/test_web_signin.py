@@ -203,7 +203,7 @@ def test_every_page_is_usable_at_390_px_wide(
     teleops_server: Callable[..., TeleopsServer], browser: Browser, shots: Path
 ) -> None:
     server = teleops_server(config=DEFAULT_POLICY)
-    phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)  # type: ignore[arg-type]
+    phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
     phone.set_default_timeout(WAIT_MS)
     try:
         page = phone.new_page()

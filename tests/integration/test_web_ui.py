@@ -15,7 +15,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Playwright,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.integration.servers import TeleopsServer
 
@@ -30,8 +39,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DESKTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 860}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 WAIT_MS = 15_000
 
 
@@ -50,7 +59,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
-    context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=DESKTOP)
     context.set_default_timeout(WAIT_MS)
     yield context
     context.close()
@@ -160,7 +169,7 @@ def test_console_connects_and_shows_typed_messages_after_reload(server: TeleopsS
 
 
 def test_phone_width_pages_do_not_scroll_sideways(server: TeleopsServer, browser: Browser, shots: Path) -> None:
-    context = browser.new_context(viewport=PHONE, is_mobile=True)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
     context.set_default_timeout(WAIT_MS)
     try:
         page = context.new_page()
@@ -198,7 +207,7 @@ def test_long_output_lines_scroll_inside_their_box_on_a_phone(
     teleops_server: Callable[..., TeleopsServer], browser: Browser, shots: Path
 ) -> None:
     server = teleops_server(local_agent=True)
-    context = browser.new_context(viewport=PHONE, is_mobile=True)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
     context.set_default_timeout(WAIT_MS)
     try:
         page = context.new_page()

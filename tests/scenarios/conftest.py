@@ -50,7 +50,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram, chat_over
         database={"url": db_url},
         local_agent={"enabled": False},
         telegram=telegram,
-        users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],  # type: ignore[list-item]
+        users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],
         twofactor={"web_signin": "enrolled"},  # chat scenarios: the console's admin logs in with a password
     )
 

@@ -167,7 +167,7 @@ _SCALARS = (
     | st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**63)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+    | st.text(st.characters(codec="utf-8"), max_size=12)
 )
 _JSON = st.recursive(
     _SCALARS,

@@ -27,7 +27,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
             "alert_chats": [ALERT_CHAT],
             "poll_timeout": "1s",
         },
-        users=[  # type: ignore[list-item]
+        users=[
             {"name": "alice", "role": "operator", "telegram_id": ALICE_ID},
             {"name": "bob", "role": "operator"},
         ],

@@ -37,7 +37,7 @@ def settings(tmp_path: Path, db_url: str, fake_slack: FakeSlack) -> Settings:
             "alert_channels": [ALERTS],
             "team_id": "T1",
         },
-        users=[{"name": "alice", "role": "operator", "slack_id": f"T1/{ALICE}"}],  # type: ignore[list-item]
+        users=[{"name": "alice", "role": "operator", "slack_id": f"T1/{ALICE}"}],
     )
 
 
@@ -218,7 +218,7 @@ async def test_a_thread_reply_runs_on_the_real_local_agent_and_the_output_stream
         timeout=30,
         what=f"the output file in the thread (server log: {server.log})",
     )
-    name, data = shared[0].file  # type: ignore[misc]
+    name, data = shared[0].file
     assert name.endswith("-output.txt")
     assert data.decode().split() == [str(n) for n in range(1, 4001)]
     final = [m for m in fake_slack.channel_messages(ALERTS, thread=message.ts) if "seq 1 4000" in m.block_text()]

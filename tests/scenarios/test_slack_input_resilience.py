@@ -49,7 +49,7 @@ def settings(tmp_path: Path, db_url: str, fake_slack: FakeSlack, slack_mode: str
             "alert_channels": [ALERTS],
             "team_id": "T1",
         },
-        users=[{"name": "alice", "role": "operator", "slack_id": f"T1/{ALICE}"}],  # type: ignore[list-item]
+        users=[{"name": "alice", "role": "operator", "slack_id": f"T1/{ALICE}"}],
     )
 
 

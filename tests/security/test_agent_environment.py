@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,7 @@ class AgentUnderAttack:
         return found
 
 
-def _agent_argv(server: str, folder: Path, policy: dict[str, object]) -> tuple[list[str], Path]:
+def _agent_argv(server: str, folder: Path, policy: Mapping[str, object]) -> tuple[list[str], Path]:
     token_file = folder / "token"
     token_file.write_text("tlo_ag_not_checked_by_the_double\n")
     token_file.chmod(0o600)
@@ -256,7 +256,7 @@ def _agent_env() -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def attacked_agent(
-    tmp_path: Path, policy: dict[str, object]
+    tmp_path: Path, policy: Mapping[str, object]
 ) -> AsyncIterator[tuple[MaliciousController, AgentUnderAttack]]:
     controller = MaliciousController()
     server = await controller.start()

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -45,7 +46,7 @@ class WitnessProcess:
         return self.output.read_text(errors="replace")
 
 
-def _as_user(user: pwd.struct_passwd) -> dict[str, object]:
+def _as_user(user: pwd.struct_passwd) -> dict[str, Any]:
     """Popen arguments that start a process as ``user`` (only for programs outside /root: the test interpreter
     lives there, so TeleOps itself is started as root with ``--user``, as a root-started service would be)."""
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
@@ -171,7 +172,7 @@ async def test_deleting_the_local_anchor_fails_and_the_witness_log_is_out_of_the
         text=True,
         check=True,
         cwd="/",
-        **_as_user(CONTROLLER_STAND_IN),  # type: ignore[arg-type]
+        **_as_user(CONTROLLER_STAND_IN),
     )
     assert done.stdout.split() == ["append", "refused", "truncate", "refused", "unlink", "refused"]
 

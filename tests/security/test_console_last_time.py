@@ -48,7 +48,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         server={"listen": f"127.0.0.1:{free_port()}"},
         database={"url": db_url},
         local_agent={"enabled": True, "name": "web-1"},
-        users=[  # type: ignore[list-item]
+        users=[
             {"name": "alice", "role": "operator"},
             {"name": "bob", "role": "viewer"},
             {"name": "ada", "role": "admin"},

@@ -53,7 +53,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         server={"listen": f"127.0.0.1:{free_port()}"},
         database={"url": db_url},
         local_agent={"enabled": True, "name": "web-1"},
-        users=[  # type: ignore[list-item]
+        users=[
             {"name": "alice", "role": "operator"},
             {"name": "bob", "role": "viewer"},
             {"name": "ada", "role": "admin"},
@@ -88,7 +88,7 @@ class Tab:
             frame = json.loads(await self.socket.recv(decode=True))
             self.frames.append(frame)
             if found(frame):
-                return frame
+                return dict(frame)
             assert frame.get("type") != "closed", f"{self.name}'s tab was closed waiting for {what}"
 
     async def say(self, text: str, reply_to: int | None = None) -> None:

@@ -90,7 +90,7 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
             "alert_chats": [ALERT_CHAT],
             "poll_timeout": "1s",
         },
-        users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],  # type: ignore[list-item]
+        users=[{"name": "alice", "role": "operator", "telegram_id": ALICE_ID}],
         redaction={"secrets": [CONFIGURED]},
         policy={"roles": {"operator": [{"hosts": ["*"], "commands": [f"{sys.executable} *"], "require_2fa": False}]}},
     )

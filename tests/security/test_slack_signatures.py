@@ -34,7 +34,7 @@ def settings(tmp_path: Path, db_url: str, fake_slack: FakeSlack) -> Settings:
             "base_url": fake_slack.base_url,
             "alert_channels": [ALERTS],
         },
-        users=[{"name": "alice", "role": "operator", "slack_id": "T1/U1"}],  # type: ignore[list-item]
+        users=[{"name": "alice", "role": "operator", "slack_id": "T1/U1"}],
     )
 
 
@@ -53,7 +53,9 @@ def signed(body: bytes, timestamp: int, *, secret: str = SECRET) -> dict[str, st
 
 async def seen_updates(api: Api) -> int:
     async with api.services.db.engine.connect() as conn:
-        return int((await conn.execute(text("SELECT count(*) FROM chat_updates WHERE platform = 'slack'"))).scalar())
+        return int(
+            (await conn.execute(text("SELECT count(*) FROM chat_updates WHERE platform = 'slack'"))).scalar_one()
+        )
 
 
 async def assert_nothing_done(api: Api, fake: FakeSlack, before: int) -> None:

@@ -13,6 +13,7 @@ from teleops.agent.cgroup import (
     PIDS_CGROUP_V2,
     PIDS_NONE,
     PIDS_RLIMIT,
+    CommandCgroup,
     decide_pids_bound,
     pids_v1_parent,
     runs_privileged,
@@ -110,7 +111,7 @@ def test_no_v1_pids_parent_when_our_group_is_not_visible(tmp_path: Path, monkeyp
 
 async def test_runner_refuses_a_root_command_nothing_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "runs_privileged", lambda uid: True)
-    monkeypatch.setattr(runner.CommandCgroup, "create", classmethod(lambda cls, *a, **k: None))
+    monkeypatch.setattr(CommandCgroup, "create", classmethod(lambda cls, *a, **k: None))
     result = await run(RunSpec(["echo", "ran-anyway"], timeout_s=5.0))
     assert result.exit_code == 126
     assert result.isolation == runner.ISOLATION_NONE
@@ -121,7 +122,7 @@ async def test_runner_refuses_a_root_command_nothing_bounds(monkeypatch: pytest.
 
 async def test_runner_runs_an_unprivileged_command_without_cgroups(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "runs_privileged", lambda uid: False)
-    monkeypatch.setattr(runner.CommandCgroup, "create", classmethod(lambda cls, *a, **k: None))
+    monkeypatch.setattr(CommandCgroup, "create", classmethod(lambda cls, *a, **k: None))
     result = await run(RunSpec(["echo", "hi"], timeout_s=5.0))
     assert result.exit_code == 0
     assert result.output == b"hi\n"

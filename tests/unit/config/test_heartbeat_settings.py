@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from teleops.config import Settings
 from teleops.config.settings import ConfigError, load_settings
 
 
-def load(tmp_path: Path, heartbeats: object) -> object:
+def load(tmp_path: Path, heartbeats: object) -> Settings:
     path = tmp_path / "teleops.yaml"
     path.write_text(yaml.safe_dump({"heartbeats": heartbeats}))
     return load_settings(path)

@@ -17,7 +17,7 @@ def directory(tmp_path: Path) -> OnCallDirectory:
     settings = settings_with(
         data_dir=tmp_path / "data",
         local_agent={"enabled": False},
-        users=[{"name": n, "role": "operator"} for n in ("alice", "bob", "carol", "dave")],  # type: ignore[misc]
+        users=[{"name": n, "role": "operator"} for n in ("alice", "bob", "carol", "dave")],
         oncall={
             "rotations": [
                 {

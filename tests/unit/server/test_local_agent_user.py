@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from teleops.config import Settings
-from teleops.server import local_agent_user
 from teleops.server.local_agent_user import LocalAgentRefused, local_run_as, reachable_by
 
 NOBODY = pwd.getpwnam("nobody")
@@ -84,7 +83,7 @@ def test_run_as_root_or_a_user_that_can_read_the_data_is_refused(open_dir: Path)
 def test_not_root_the_agent_is_refused_unless_data_access_is_accepted(
     open_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local_agent_user.os, "geteuid", lambda: NOBODY.pw_uid)
+    monkeypatch.setattr(os, "geteuid", lambda: NOBODY.pw_uid)
     with pytest.raises(LocalAgentRefused) as caught:
         local_run_as(_settings(open_dir))
     message = str(caught.value)

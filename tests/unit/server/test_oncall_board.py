@@ -44,7 +44,7 @@ def test_the_escalation_chain_reads_as_steps_with_who_is_on_call_now(tmp_path: P
     settings = settings_with(
         data_dir=tmp_path / "data",
         local_agent={"enabled": False},
-        users=[{"name": n, "role": "operator"} for n in ("alice", "bob", "carol")],  # type: ignore[misc]
+        users=[{"name": n, "role": "operator"} for n in ("alice", "bob", "carol")],
         oncall={
             "rotations": [{"name": "primary", "members": ["alice", "bob"], "shift": "1d", "handoff": "09:00"}],
             "escalation": [
