@@ -10,7 +10,7 @@ or an admin (server/command_submit.py).
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -22,6 +22,7 @@ from teleops.server.csrf import form_user
 from teleops.server.routes.commands import read_access_of
 from teleops.server.routes.ui_command_run import Retry, run_from_web
 from teleops.server.routes.ui_common import UiUser, render_page, require_ui_user
+from teleops.server.routes.ui_notice import SIGNATURE_FIELD, signed_message, verified_message
 from teleops.server.schemas import RowId
 from teleops.server.services import Services
 from teleops.store.approvals import get_approval
@@ -95,8 +96,10 @@ async def command_page(
     request: Request,
     user: Annotated[UiUser, Depends(require_ui_user)],
     error: Annotated[str | None, Query(max_length=400)] = None,
+    sig: Annotated[str | None, Query(alias=SIGNATURE_FIELD, max_length=64)] = None,
 ) -> HTMLResponse:
     services = services_of(request)
+    error = verified_message(user, "error", error, sig)  # only what this server said to this session
     record = await _readable(services, user, command_id)
     if record is None:
         return render_page(request, "not_found.html", user=user, status_code=404, message=_not_readable(command_id))
@@ -143,7 +146,7 @@ async def cancel(command_id: RowId, request: Request, user: Annotated[UiUser, De
     try:
         await cancel_command(services, record, user=user.name, role=user.role or None)
     except CancelRefused as exc:
-        location += "?error=" + quote(f"Not cancelled: {exc.detail}.", safe="")
+        location += "?" + signed_message(user, "error", f"Not cancelled: {exc.detail}.")
     except StorageUnavailable as exc:
         raise HTTPException(503, f"Not cancelled: {_UNAVAILABLE}") from exc
     return RedirectResponse(location, status_code=303)

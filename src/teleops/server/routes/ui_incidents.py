@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -14,6 +13,7 @@ from teleops.server.auth import services_of
 from teleops.server.routes.commands import read_access_of
 from teleops.server.routes.ui_command_run import run_offer
 from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user
+from teleops.server.routes.ui_notice import SIGNATURE_FIELD, signed_message, verified_message
 from teleops.server.schemas import RowId
 from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident
 
@@ -31,8 +31,10 @@ async def incident_page(
     request: Request,
     user: Annotated[UiUser, Depends(require_ui_user)],
     error: Annotated[str | None, Query(max_length=300)] = None,
+    sig: Annotated[str | None, Query(alias=SIGNATURE_FIELD, max_length=64)] = None,
 ) -> HTMLResponse:
     services = services_of(request)
+    error = verified_message(user, "error", error, sig)  # only what this server said to this session
     try:
         record = await get_incident(services.db, incident_id)
     except IncidentNotFound:
@@ -93,12 +95,8 @@ async def act(
     except IncidentNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     except InvalidTransition as exc:
-        location += "?error=" + _query_text(f"Not done: {exc}. The page shows its current state.")
+        location += "?" + signed_message(user, "error", f"Not done: {exc}. The page shows its current state.")
     return RedirectResponse(location, status_code=303)
-
-
-def _query_text(text: str) -> str:
-    return quote(text, safe="")
 
 
 def _safe_link(url: str | None) -> str | None:

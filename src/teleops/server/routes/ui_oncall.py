@@ -21,6 +21,7 @@ from teleops.server.auth import services_of
 from teleops.server.csrf import form_user
 from teleops.server.oncall_board import build_board, may_cover, may_remove, parse_form_time
 from teleops.server.routes.ui_common import UiUser, render_page, require_ui_user
+from teleops.server.routes.ui_notice import SIGNATURE_FIELD, signed_message, verified_message
 from teleops.server.schemas import RowId
 from teleops.server.services import Services
 from teleops.store.calendar_feeds import CalendarFeed, FeedKind, create_feed, feeds, revoke_feed
@@ -93,12 +94,14 @@ async def oncall_page(
     request: Request,
     user: Annotated[UiUser, Depends(require_ui_user)],
     done: Annotated[str | None, Query(max_length=300)] = None,
+    sig: Annotated[str | None, Query(alias=SIGNATURE_FIELD, max_length=64)] = None,
 ) -> HTMLResponse:
-    return await _page(request, user, notice=done)
+    # Only what this server said to this session (routes/ui_notice.py): a crafted link shows no notice.
+    return await _page(request, user, notice=verified_message(user, "done", done, sig))
 
 
-def _done(text: str) -> RedirectResponse:
-    return RedirectResponse(f"/ui/oncall?done={quote(text, safe='')}", status_code=303)
+def _done(user: UiUser, text: str) -> RedirectResponse:
+    return RedirectResponse(f"/ui/oncall?{signed_message(user, 'done', text)}", status_code=303)
 
 
 @router.post("/oncall/{rotation}/overrides", include_in_schema=False)
@@ -144,7 +147,7 @@ async def add(
     except StorageUnavailable as exc:
         raise HTTPException(status_code=503, detail=_UNAVAILABLE) from exc
     _wake(services)
-    return _done(f"{stored.user} now covers {rotation} from {_when(stored.start)} to {_when(stored.end)}.")
+    return _done(user, f"{stored.user} now covers {rotation} from {_when(stored.start)} to {_when(stored.end)}.")
 
 
 def _window(start: str, end: str, zone: str, now: datetime) -> tuple[datetime, datetime]:
@@ -201,7 +204,7 @@ async def remove(override_id: RowId, request: Request, user: Annotated[UiUser, D
             request, user, status_code=404, error="That override is gone already (removed, or never existed)."
         )
     _wake(services)
-    return _done(f"Override removed: {removed.rotation} is back to its schedule for that window.")
+    return _done(user, f"Override removed: {removed.rotation} is back to its schedule for that window.")
 
 
 @router.post("/oncall/feeds", response_class=HTMLResponse, include_in_schema=False)
@@ -258,4 +261,4 @@ async def revoke(feed_id: RowId, request: Request, user: Annotated[UiUser, Depen
         raise HTTPException(status_code=503, detail=_UNAVAILABLE) from exc
     if revoked is None:
         return await _page(request, user, status_code=404, error="That feed is revoked already (or never existed).")
-    return _done(f"Feed of {revoked.kind.value} {revoked.subject} revoked: its address now answers 404.")
+    return _done(user, f"Feed of {revoked.kind.value} {revoked.subject} revoked: its address now answers 404.")
