@@ -129,8 +129,9 @@ async def test_counts_per_status_ignore_the_status_filter_and_matching_counts_wh
     second = await fire(api, "B", "web-2", "critical", "b")
     third = await fire(api, "C", "web-3", "critical", "c")
     await fire(api, "D", "web-4", "info", "d")
-    await act_on_incident(db, first, IncidentAction.ACK, actor="alice", now=now)
-    await act_on_incident(db, second, IncidentAction.RESOLVE, actor="alice", now=now)
+    events = api.services.incident_events
+    await act_on_incident(db, first, IncidentAction.ACK, actor="alice", now=now, events=events)
+    await act_on_incident(db, second, IncidentAction.RESOLVE, actor="alice", now=now, events=events)
     listing = await query_incidents(db, IncidentQuery(statuses=(IncidentStatus.OPEN,), severity="critical", limit=10))
     assert [i.id for i in listing.incidents] == [third]
     assert listing.matching == 1

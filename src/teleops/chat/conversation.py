@@ -30,6 +30,7 @@ from teleops.pipeline.read_access import ReadAccess, Reader
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.database import Database, StorageUnavailable, Transaction
 from teleops.store.identities import IdentityStore, LinkError
+from teleops.store.incident_events import IncidentEvents
 from teleops.store.incidents import IncidentNotFound, act_on_incident, add_note, list_incidents
 from teleops.store.outbox import OutboxRow, OutboxStore, enqueue_send, take_heads
 from teleops.store.users import UserStore
@@ -82,6 +83,7 @@ class Person:
 @dataclass(slots=True)
 class ConversationDeps:
     db: Database
+    incident_events: IncidentEvents
     identities: IdentityStore
     outbox: OutboxStore
     users: UserStore
@@ -293,6 +295,7 @@ class Conversation:
                 now=now,
                 snooze_until=until,
                 via=f"{event.platform}:{event.user_id}",
+                events=d.incident_events,
             )
         except IncidentNotFound:
             return f"Incident #{incident_id} does not exist; /incidents lists the open ones."

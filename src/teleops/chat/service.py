@@ -35,6 +35,7 @@ from teleops.store.audit import AuditUnavailable, record
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.identities import IdentityStore
+from teleops.store.incident_events import IncidentEvents
 from teleops.store.outbox import OutboxRow, OutboxStore
 from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
@@ -59,6 +60,7 @@ class ChatService:
         self,
         *,
         db: Database,
+        events: IncidentEvents,
         users: UserStore,
         clock: Callable[[], datetime],
         configured_identities: Mapping[tuple[str, str], str] | None = None,
@@ -92,8 +94,13 @@ class ChatService:
         self.notifier = Notifier(
             self._alert_targets, storm_threshold=storm_threshold, wake=self.wake, offer=self._offer
         )
+        # New and changed incidents are announced in the ingest's transaction, and every ack/resolve/snooze (REST,
+        # web UI, chat) edits the incident's chat messages in its own; the workers prepare once it commits.
+        events.on_alerts(in_transaction=self.notifier.on_ingest, committed=self.notifier.after_commit)
+        events.on_action(in_transaction=self.notifier.on_action, committed=self.wake)
         self._deps = ConversationDeps(
             db=db,
+            incident_events=events,
             identities=self.identities,
             outbox=self.outbox,
             users=users,

@@ -16,20 +16,21 @@ from teleops.oncall.worker import EscalationWorker
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.database import Transaction as Connection
 from teleops.store.handover import HandoverFacts, handover_facts
-from teleops.store.incidents import register_action_hooks
+from teleops.store.incident_events import IncidentEvents
 from teleops.store.ingest import IncidentChange
 
 __all__ = ["OnCallService"]
 
 
 class OnCallService:
-    """Built by the lifespan. Its hooks go into the ingest writer and (registered here) act_on_incident."""
+    """Built by the lifespan. It subscribes to incident events (new alerts, people's actions) itself."""
 
     def __init__(
         self,
         settings: Settings,
         *,
         db: Database,
+        events: IncidentEvents,
         clock: Callable[[], datetime],
         wake_outbox: Callable[[], None],
         on_page_outcome: PageOutcome = lambda _state, _platform, _cause: None,
@@ -49,11 +50,13 @@ class OnCallService:
             on_step=on_step,
             token_problems=token_problems,
         )
-        register_action_hooks(db, self.worker.on_incident_action, self.worker.wake)
+        # New incidents start their escalation in the ingest's transaction; the worker runs once they are on disk.
+        events.on_alerts(in_transaction=self.on_ingest, durable=self.after_ingest)
+        events.on_action(in_transaction=self.worker.on_incident_action, committed=self.worker.wake)
         self.silences: SilenceWriter | None = None
         if settings.oncall.alertmanager_url:
             self.silences = SilenceWriter(db, alertmanager_url=settings.oncall.alertmanager_url, clock=clock)
-            register_action_hooks(db, self.silences.on_incident_action, self.silences.after_commit)
+            events.on_action(in_transaction=self.silences.on_incident_action, committed=self.silences.after_commit)
 
     # Ingest writer hooks.
     def on_ingest(self, conn: Connection, changes: Sequence[IncidentChange], now: datetime) -> None:

@@ -57,6 +57,7 @@ from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import Database
 from teleops.store.heartbeats import HeartbeatStore
+from teleops.store.incident_events import IncidentEvents
 from teleops.store.ingest import IncidentChange, IngestWriter
 from teleops.store.sealed_argv import ArgvVault
 from teleops.store.tokens import TokenStore
@@ -83,10 +84,13 @@ def create_app(
         db.argv_vault = ArgvVault.open(settings.data_dir, settings.redaction_rules())
         await db.migrate()
         users = UserStore(db)
-        chat = build_chat(settings, db=db, users=users, clock=clock, metrics=metrics)
+        # Who hears of incident changes, and when: chat and on-call subscribe as they are built, in this order.
+        events = IncidentEvents()
+        chat = build_chat(settings, db=db, events=events, users=users, clock=clock, metrics=metrics)
         oncall = OnCallService(
             settings,
             db=db,
+            events=events,
             clock=clock,
             wake_outbox=chat.wake,
             on_page_outcome=metrics.count_page,
@@ -102,24 +106,19 @@ def create_app(
         app.state.memory = memory
         responders: list[FirstResponder] = []  # set once the agent hub runs (memory.first_response_role)
 
-        def after_ingest(changes: Sequence[IncidentChange]) -> None:
-            oncall.after_ingest(changes)
+        def first_responses(changes: Sequence[IncidentChange]) -> None:
             for responder in responders:
                 responder.after_ingest(changes)
 
+        events.on_alerts(durable=first_responses)
         services = Services(
             settings=settings,
             clock=clock,
             db=db,
             tokens=TokenStore(db),
             users=users,
-            ingest=IngestWriter(
-                db,
-                clock=clock,
-                hooks=[chat.notifier.on_ingest, oncall.on_ingest],
-                on_changes=after_ingest,
-                on_applied=chat.notifier.after_commit,
-            ),
+            ingest=IngestWriter(db, clock=clock, events=events),
+            incident_events=events,
             metrics=metrics,
             chat=chat,
             oncall=oncall,

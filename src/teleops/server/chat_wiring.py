@@ -15,19 +15,22 @@ from teleops.oncall.routing import route_team
 from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
 from teleops.store.database import Database
-from teleops.store.incidents import register_action_hooks
+from teleops.store.incident_events import IncidentEvents
 from teleops.store.users import UserStore
 
 __all__ = ["build_chat"]
 
 
-def build_chat(settings: Settings, *, db: Database, users: UserStore, clock: Clock, metrics: Metrics) -> ChatService:
+def build_chat(
+    settings: Settings, *, db: Database, events: IncidentEvents, users: UserStore, clock: Clock, metrics: Metrics
+) -> ChatService:
     """A ChatService with every configured platform added (Telegram when `telegram.token` is set)."""
     telegram = settings.telegram
     configured = {("telegram", str(u.telegram_id)): u.name for u in settings.users if u.telegram_id is not None}
     configured.update({("slack", u.slack_id): u.name for u in settings.users if u.slack_id})
     chat = ChatService(
         db=db,
+        events=events,
         users=users,
         clock=clock,
         configured_identities=configured,
@@ -47,8 +50,6 @@ def build_chat(settings: Settings, *, db: Database, users: UserStore, clock: Clo
     chat.notifier.use_storm_rule(storm_rule(settings), route_of)
     # A trimmed alert links its incident page only where people can reach it: never a guessed URL.
     chat.notifier.link_incident_pages(settings.server.public_url)
-    # Every ack/resolve/snooze (REST, web UI, chat) edits the incident's chat messages in its own transaction.
-    register_action_hooks(db, chat.notifier.on_action, chat.wake)
     if telegram.token is not None:
         from teleops.chat.telegram import TelegramGateway  # the SDK loads only when Telegram is configured
 

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
 from teleops.store.database import Database, StorageUnavailable
+from teleops.store.incident_events import IncidentEvents
 from teleops.store.incidents import IncidentNotFound, act_on_incident
 
 __all__ = [
@@ -129,7 +130,13 @@ def describe_problem(code: str, selected: str) -> str | None:
 
 
 async def act_on_many(
-    db: Database, incident_ids: Sequence[int], action: str, *, actor: str, now: datetime
+    db: Database,
+    incident_ids: Sequence[int],
+    action: str,
+    *,
+    actor: str,
+    now: datetime,
+    events: IncidentEvents,
 ) -> BulkOutcome:
     """Apply `action` to each incident in turn, as `actor` via web. A checked selection (`selection_problem`)."""
     changed: list[int] = []
@@ -138,7 +145,9 @@ async def act_on_many(
     ordered = list(dict.fromkeys(incident_ids))
     for position, incident_id in enumerate(ordered):
         try:
-            record, did = await act_on_incident(db, incident_id, BULK_ACTIONS[action], actor=actor, now=now, via="web")
+            record, did = await act_on_incident(
+                db, incident_id, BULK_ACTIONS[action], actor=actor, now=now, via="web", events=events
+            )
         except IncidentNotFound:
             missing.append(incident_id)
             continue

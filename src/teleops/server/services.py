@@ -14,6 +14,7 @@ from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database
+from teleops.store.incident_events import IncidentEvents
 from teleops.store.ingest import IngestWriter
 from teleops.store.tokens import TokenStore
 from teleops.store.twofactor import TwoFactorStore
@@ -30,6 +31,7 @@ class Services:
     tokens: TokenStore
     users: UserStore
     ingest: IngestWriter
+    incident_events: IncidentEvents  # who hears of incident changes; act_on_incident takes it
     metrics: Metrics = field(default_factory=Metrics)
     hub: AgentHub | None = None  # set by the lifespan; routes answer 503 without it
     chat: ChatService | None = None  # gateways, outbox workers, notifier, conversation

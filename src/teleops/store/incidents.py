@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,10 +11,10 @@ from sqlalchemy.engine import Connection, Row
 
 from teleops.domain.incident import IncidentAction, IncidentStatus, TimelineKind, next_status
 from teleops.store.database import Database
+from teleops.store.incident_events import IncidentEvents
 from teleops.store.schema import incidents, timeline
 
 __all__ = [
-    "ActionHook",
     "IncidentNotFound",
     "IncidentRecord",
     "TimelineEvent",
@@ -26,25 +24,7 @@ __all__ = [
     "count_open",
     "get_incident",
     "list_incidents",
-    "register_action_hooks",
 ]
-
-
-# Called inside act_on_incident's transaction: (conn, incident id, action, actor, now, snooze_until).
-ActionHook = Callable[[Connection, int, IncidentAction, str, datetime, datetime | None], None]
-
-# Hooks registered once per database by the composition root (the chat notifier), so every caller of
-# act_on_incident — REST, web UI, chat — edits the chat messages without each route wiring it.
-_REGISTERED: weakref.WeakKeyDictionary[Database, tuple[list[ActionHook], list[Callable[[], None]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def register_action_hooks(db: Database, hook: ActionHook, on_commit: Callable[[], None]) -> None:
-    """Run `hook` inside every act_on_incident transaction on `db`, and `on_commit` after each commit."""
-    hooks, commits = _REGISTERED.setdefault(db, ([], []))
-    hooks.append(hook)
-    commits.append(on_commit)
 
 
 class IncidentNotFound(LookupError):
@@ -150,13 +130,12 @@ async def act_on_incident(
     now: datetime,
     snooze_until: datetime | None = None,
     via: str = "api",
-    hooks: Sequence[ActionHook] = (),
-    on_commit: Callable[[], None] | None = None,
+    events: IncidentEvents,
 ) -> tuple[IncidentRecord, bool]:
     """Apply a person's action. Returns (incident, changed); acking an acked incident changes nothing.
 
-    `hooks` run inside the transaction when something changed (the chat notifier enqueues its edits
-    there); `on_commit` runs after the commit (to wake the outbox).
+    When something changed, `events` hears of it inside the transaction (the chat notifier enqueues its edits
+    there, the escalation and silences note it) and after the commit (to wake their workers).
 
     Raises IncidentNotFound, or InvalidTransition (e.g. resolving a resolved incident).
     """
@@ -186,16 +165,12 @@ async def act_on_incident(
                 incident_id=incident_id, at=now, kind=_ACTION_EVENTS[action].value, actor=actor, data=data
             )
         )
-        for hook in all_hooks:
-            hook(conn, incident_id, action, actor, now, snooze_until)
+        events.action_in_transaction(conn, incident_id, action, actor, now, snooze_until)
         return True
 
-    registered_hooks, registered_commits = _REGISTERED.get(db, ([], []))
-    all_hooks = [*hooks, *registered_hooks]
     changed = await db.run_in_transaction(apply)
     if changed:
-        for callback in [*([on_commit] if on_commit else []), *registered_commits]:
-            callback()
+        events.action_committed()
     return await get_incident(db, incident_id), changed
 
 

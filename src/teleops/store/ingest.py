@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from teleops.domain.alert import Alert
 from teleops.store.database import Database, StorageUnavailable
+from teleops.store.incident_events import IncidentEvents
 from teleops.store.ingest_batch import AlertOutcome, BatchApplier, IncidentChange, Outcome, alert_digest
 
 __all__ = ["AlertOutcome", "IncidentChange", "IngestWriter", "Outcome", "alert_digest"]
@@ -30,11 +31,6 @@ MAX_BATCH_ALERTS = 2000
 # Batches committed but not yet fsynced at most: 1 would serialise apply and fsync again; more than 2 only
 # makes smaller batches (more commits for the same alerts) without overlapping anything more.
 PIPELINE_DEPTH = 2
-
-
-# Called inside the ingest transaction with the changes of the batch; used to enqueue notifications
-# atomically with the incident rows (invariant 1: nothing acknowledged is lost).
-ChangeHook = Callable[[Connection, Sequence[IncidentChange], datetime], None]
 
 
 @dataclass(slots=True)
@@ -63,22 +59,16 @@ class IngestWriter:
         db: Database,
         *,
         clock: Callable[[], datetime],
-        hooks: Sequence[ChangeHook] = (),
-        on_changes: Callable[[Sequence[IncidentChange]], None] | None = None,
-        on_applied: Callable[[Sequence[IncidentChange]], None] | None = None,
+        events: IncidentEvents,
     ) -> None:
+        """`events` hears of each batch's changes in its three phases (store/incident_events.py)."""
         self._db = db
         self._clock = clock
-        self._hooks = list(hooks)
-        self._on_changes = on_changes
-        self._on_applied = on_applied
+        self._events = events
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._answering: set[asyncio.Task[None]] = set()
         self._not_durable: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def add_hook(self, hook: ChangeHook) -> None:
-        self._hooks.append(hook)
 
     def start(self) -> None:
         if self._task is None:
@@ -144,8 +134,8 @@ class IngestWriter:
             log.exception("ingest.batch_crashed", requests=len(live))
             _fail(live, StorageUnavailable(f"internal error: {type(exc).__name__}"))
             return
-        if changes and self._on_applied is not None:
-            self._on_applied(changes)  # e.g. the outbox workers: they prepare meanwhile and wait for the fsync
+        if changes:
+            self._events.alerts_committed(changes)  # e.g. the outbox workers: they prepare, and wait for the fsync
         task = asyncio.create_task(self._answer(live, results, changes, commit.durable), name="ingest-answer")
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
@@ -176,8 +166,8 @@ class IngestWriter:
         for request, outcome in zip(live, results, strict=True):
             if not request.future.done():
                 request.future.set_result(outcome)
-        if changes and self._on_changes is not None:
-            self._on_changes(changes)
+        if changes:
+            self._events.alerts_durable(changes)
 
     def _apply(
         self, conn: Connection, requests: Sequence[Sequence[Alert]]
@@ -189,6 +179,5 @@ class IngestWriter:
         results = [[batch.apply(alert) for alert in alerts_of_request] for alerts_of_request in requests]
         batch.flush()
         results = [[batch.outcome(outcome) for outcome in outcomes] for outcomes in results]
-        for hook in self._hooks:
-            hook(conn, batch.changes, batch.now)
+        self._events.alerts_in_transaction(conn, batch.changes, batch.now)
         return results, batch.changes

@@ -69,7 +69,14 @@ async def _act(
         until = now + timedelta(seconds=seconds)
     try:
         record, _changed = await act_on_incident(
-            services.db, incident_id, action, actor=caller.user, now=now, snooze_until=until, via=caller.via
+            services.db,
+            incident_id,
+            action,
+            actor=caller.user,
+            now=now,
+            snooze_until=until,
+            via=caller.via,
+            events=services.incident_events,
         )
     except IncidentNotFound as exc:
         raise HTTPException(404, str(exc)) from exc

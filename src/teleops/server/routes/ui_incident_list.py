@@ -138,7 +138,9 @@ async def bulk_action(request: Request, user: Annotated[UiUser, Depends(form_use
     else:
         services = services_of(request)
         ids = [int(v) for v in raw_ids]
-        outcome = await act_on_many(services.db, ids, action, actor=user.name, now=services.clock())
+        outcome = await act_on_many(
+            services.db, ids, action, actor=user.name, now=services.clock(), events=services.incident_events
+        )
         report = outcome.to_params()
     filters = back.query_string()
     return RedirectResponse("/ui/?" + (f"{filters}&" if filters else "") + urlencode(report), status_code=303)

@@ -90,7 +90,14 @@ async def act(
     location = f"/ui/incidents/{incident_id}"
     try:
         await act_on_incident(
-            services.db, incident_id, actions[action], actor=user.name, now=now, snooze_until=until, via="web"
+            services.db,
+            incident_id,
+            actions[action],
+            actor=user.name,
+            now=now,
+            snooze_until=until,
+            via="web",
+            events=services.incident_events,
         )
     except IncidentNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
