@@ -1,7 +1,7 @@
 """B3's second peer: the least any program can do under TeleOps' obligations, to show how far the target is.
 
 `python -m bench.minimum_chat PORT DB_PATH BASE_URL CHAT` serves `POST /api/v1/alerts/{source}` with the
-obligations ARCHITECTURE §7 and ADR 0003 put on TeleOps, and nothing else:
+obligations TeleOps has (docs/architecture.md, "Invariants"; ADR 0003), and nothing else:
 - the alert and its chat message are one row each, committed and fsynced (SQLite WAL, `synchronous=FULL`)
   before the request is answered and before the message is announced (invariant 1: nothing acknowledged
   is lost; every outgoing chat message is an outbox row until the platform accepted it);

@@ -3,7 +3,7 @@
 `python -m bench.minimum_commands PORT DB_PATH AGENT_PORT` serves `POST /api/v1/commands` and
 `GET /api/v1/commands/{id}?wait=…` like TeleOps' API, over an agent `bench.floor_agent --journal FILE`:
 - the command and its audit record are one transaction, committed and fsynced before the command is sent
-  (THREATS T30, write-ahead audit; SQLite WAL, `synchronous=FULL`);
+  (docs/threat-model.md T30, write-ahead audit; SQLite WAL, `synchronous=FULL`);
 - the agent appends the command id to its journal and fdatasyncs it before it starts the process, so a
   restarted agent knows the id and the controller never re-sends it blind (at most once, issue §6);
 - the result is committed (not waited for on disk: a lost result is reconciled from the agent).

@@ -352,7 +352,7 @@ class TeleopsServer:
         return run_teleops_cli(*args, "--config", str(self.config_path), env=self.env, check=check)
 
     def create_token(self, kind: str, name: str, *extra: str) -> str:
-        """`teleops token create KIND NAME`: the secret is the last line of stdout (ARCHITECTURE §6)."""
+        """`teleops token create KIND NAME`: the secret is the last line of stdout (docs/architecture.md, "Public surface")."""
         return self.cli("token", "create", kind, name, *extra).stdout.strip().splitlines()[-1]
 
     def incidents(self, status: str | None = None) -> list[dict[str, Any]]:

@@ -50,7 +50,7 @@ AgentFactory = Callable[..., AgentProcess]
 
 @pytest.fixture
 def start_agent(tmp_path: Path) -> Iterator[AgentFactory]:
-    """Starts `teleops agent --server URL --name NAME --token-file FILE --policy FILE` (ARCHITECTURE §6)."""
+    """Starts `teleops agent --server URL --name NAME --token-file FILE --policy FILE` (docs/architecture.md, "Public surface")."""
     started: list[AgentProcess] = []
 
     def start(

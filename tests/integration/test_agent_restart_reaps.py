@@ -1,6 +1,6 @@
 """An agent killed with SIGKILL mid-command leaves its command running (nothing else enforces the timeout);
 started again with the same state directory, it finds the command in its cgroup, kills it, and reports it, so
-the command ends `killed` saying why instead of `lost`, and no process of it is left (THREATS F08, F11)."""
+the command ends `killed` saying why instead of `lost`, and no process of it is left (docs/threat-model.md F08, F11)."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ async def test_resolution_is_the_same_as_over_every_agent(db: Database, host: st
 
 
 async def test_an_agent_cannot_claim_another_agents_host_names(db: Database) -> None:
-    """THREATS T32: a new agent announcing web-1's hostname, or an existing one announcing a new hostname, is
+    """docs/threat-model.md T32: a new agent announcing web-1's hostname, or an existing one announcing a new hostname, is
     not bound to it: commands for that name keep going where they went, and the conflict is recorded."""
     rogue = await register_agent(
         db, name="rogue", hostname="web-1.prod.example.org", version="1", labels={"host": "web-1"},

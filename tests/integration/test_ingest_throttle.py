@@ -1,4 +1,4 @@
-"""Ingest rate limits over real HTTP (issue #18 item 5, THREATS T28).
+"""Ingest rate limits over real HTTP (issue #18 item 5, docs/threat-model.md T28).
 
 A generic sender over its limit is answered 429 with Retry-After; the throttling opens one incident (source
 `teleops`, IngestThrottled:<token>) that the normal routing pages to the admins' team, once per episode, and that

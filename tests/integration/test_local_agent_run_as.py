@@ -1,4 +1,4 @@
-"""The embedded local agent runs commands as its own unprivileged user, with no access to TeleOps' data (THREATS
+"""The embedded local agent runs commands as its own unprivileged user, with no access to TeleOps' data (docs/threat-model.md
 T33, issue #16.5): a real `teleops serve` as root (CI's user), commands sent over the HTTP API."""
 
 from __future__ import annotations

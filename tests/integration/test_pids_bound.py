@@ -1,4 +1,4 @@
-"""Every command's process count is bounded, also as root (THREATS F08/F11): cgroup v2 pids, else the cgroup v1
+"""Every command's process count is bounded, also as root (docs/threat-model.md F08/F11): cgroup v2 pids, else the cgroup v1
 pids hierarchy, else RLIMIT_NPROC for an unprivileged command; otherwise the runner refuses to run it.
 
 Real processes: a command that tries to start 600 children may have at most ``nproc`` alive at once. Which

@@ -1,4 +1,4 @@
-"""Webhook mode: only a request with exactly one correct secret header is processed (THREATS T02)."""
+"""Webhook mode: only a request with exactly one correct secret header is processed (docs/threat-model.md T02)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""THREATS T14, the environment class: a compromised controller may send any `env` and `cwd` with an exec. With an
+"""docs/threat-model.md T14, the environment class: a compromised controller may send any `env` and `cwd` with an exec. With an
 allowlisted `git status`, GIT_CONFIG_COUNT/KEY_0=core.fsmonitor/VALUE_0='touch CANARY' (or GIT_CONFIG_PARAMETERS)
 makes git run the value through a shell — as root on the agent. The agent must refuse every variable its host's
 policy does not list under `env:` (default none) and every directory not under `cwd:` (default only /), refuse
@@ -171,7 +171,7 @@ async def test_a_directory_the_policy_does_not_list_is_refused(repo: Path, tmp_p
 
 
 class MaliciousController:
-    """A controller double holding the controller's role (THREATS T14): a real WebSocket server speaking wire
+    """A controller double holding the controller's role (docs/threat-model.md T14): a real WebSocket server speaking wire
     protocol 1 on loopback. It welcomes any agent and sends the exec it is told to, env and cwd included."""
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Who a command runs as (THREATS T33, issue #16.5), checked by the child's own `id`, end to end: a real
+"""Who a command runs as (docs/threat-model.md T33, issue #16.5), checked by the child's own `id`, end to end: a real
 `teleops agent` process with a policy file, driven over the wire protocol by a controller double.
 
 A root agent runs a command as the run_as of the rule that allowed it, else as the policy's run_as (default

@@ -1,4 +1,4 @@
-"""THREATS T16 (controller impersonation): the agent sends its token only to the controller it was provisioned
+"""docs/threat-model.md T16 (controller impersonation): the agent sends its token only to the controller it was provisioned
 to trust — the CA in --ca-file and/or a public key pinned with --pin — and says why when it refuses; plain
 ws:// to another host is warned about.
 

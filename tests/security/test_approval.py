@@ -1,4 +1,4 @@
-"""Two-person approval (THREATS T07, T22, T23) through the real dispatch step, approval desk, store and policy;
+"""Two-person approval (docs/threat-model.md T07, T22, T23) through the real dispatch step, approval desk, store and policy;
 the agent hub is replaced by a recorder of what would have been sent. Each refused case asserts that nothing
 changed except the audit log."""
 

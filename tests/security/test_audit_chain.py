@@ -1,4 +1,4 @@
-"""THREATS T29 (audit tampering): `verify_audit` and `teleops audit verify` catch every way a database
+"""docs/threat-model.md T29 (audit tampering): `verify_audit` and `teleops audit verify` catch every way a database
 attacker can change the log — edit, delete, reorder, truncate, and a full re-chain — on SQLite and PostgreSQL."""
 
 from __future__ import annotations

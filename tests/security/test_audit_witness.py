@@ -1,4 +1,4 @@
-"""THREATS T29 beyond the data directory (issue #17.1): the audit witness.
+"""docs/threat-model.md T29 beyond the data directory (issue #17.1): the audit witness.
 
 A real `teleops audit witness` process runs as its own user (`daemon` here) with its log in a directory that
 user owns. The attacker holds the database and TeleOps' OS user: it can re-chain the table, rewrite the local

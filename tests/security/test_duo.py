@@ -1,4 +1,4 @@
-"""Duo push step-up end to end (THREATS T20, T21, F15): a real controller on loopback with its real local agent,
+"""Duo push step-up end to end (docs/threat-model.md T20, T21, F15): a real controller on loopback with its real local agent,
 the fake Telegram Bot API, and the real duo_client speaking HTTPS to the fake Duo Auth API (tests/fakes/duo.py),
 which checks every request's HMAC signature.
 

@@ -1,4 +1,4 @@
-"""Shell injection corpus through the REAL runner (THREATS T10): the typed text is split the way the pipeline
+"""Shell injection corpus through the REAL runner (docs/threat-model.md T10): the typed text is split the way the pipeline
 splits it (shlex, no shell) and the argv is run by `teleops.agent.runner.run` in a temp directory. No payload
 may create the canary file; each one that runs prints its metacharacters as plain text."""
 

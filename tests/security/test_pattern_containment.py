@@ -1,4 +1,4 @@
-"""Patterns are containment (THREATS T11, T12), checked on both sides with their public entry points: the
+"""Patterns are containment (docs/threat-model.md T11, T12), checked on both sides with their public entry points: the
 controller's `Policy.decide` and the agent's `Allowlist.check`.
 
 - a path word (``/var/log/*``) admits only plain paths inside it: no ``..``, ``.``, ``//``, ``%2e``, NUL, no

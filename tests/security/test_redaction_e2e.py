@@ -1,4 +1,4 @@
-"""Redaction in the output path (THREATS T24), end to end: a real controller on loopback with its real local
+"""Redaction in the output path (docs/threat-model.md T24), end to end: a real controller on loopback with its real local
 agent (a `teleops agent` child process), the fake Telegram Bot API driven by python-telegram-bot.
 
 A command prints canary secrets — built-in shapes (AWS key id, `password=`, a bearer token, a PEM private key)

@@ -1,4 +1,4 @@
-"""THREATS T24: canary secrets in six encodings, split across chunk boundaries anywhere, never come out."""
+"""docs/threat-model.md T24: canary secrets in six encodings, split across chunk boundaries anywhere, never come out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""THREATS T02/T03/F09 on `POST /api/v1/chat/slack/events`: only a v0 HMAC of the exact raw body, signed within
+"""docs/threat-model.md T02/T03/F09 on `POST /api/v1/chat/slack/events`: only a v0 HMAC of the exact raw body, signed within
 ±300 s of the controller's (injected) clock, gets anything done; a valid request delivered twice runs once."""
 
 from __future__ import annotations

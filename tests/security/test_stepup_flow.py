@@ -1,4 +1,4 @@
-"""TOTP step-up end to end (THREATS T18, T19): a real controller on loopback (uvicorn in this process) with its
+"""TOTP step-up end to end (docs/threat-model.md T18, T19): a real controller on loopback (uvicorn in this process) with its
 real local agent (a `teleops agent` child process), the fake Telegram Bot API driven by python-telegram-bot,
 and the REST API with `X-TeleOps-OTP`.
 

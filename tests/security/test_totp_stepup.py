@@ -1,4 +1,4 @@
-"""THREATS T18 (TOTP replay) and T19 (brute force) against the real store: every outcome is audited and the
+"""docs/threat-model.md T18 (TOTP replay) and T19 (brute force) against the real store: every outcome is audited and the
 only state change of a refused code is the failure count (and the lock)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Display escaping of untrusted text (THREATS T25, issue #19.7c): bidi controls and lone joiners always show as
+"""Display escaping of untrusted text (docs/threat-model.md T25, issue #19.7c): bidi controls and lone joiners always show as
 escapes, while emoji built with zero-width joiners, skin tones, keycaps and tag flags stay emoji."""
 
 from __future__ import annotations

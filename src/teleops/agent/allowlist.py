@@ -12,19 +12,19 @@ The policy file is YAML::
     env: [TERM]                            # optional; variable names the controller may set (default none)
     cwd: [/srv/app]                        # optional; directories besides / commands may run in
 
-``env`` and ``cwd`` are parsed and checked by ``teleops.agent.environment.EnvPolicy`` (THREATS T14).
+``env`` and ``cwd`` are parsed and checked by ``teleops.agent.environment.EnvPolicy`` (docs/threat-model.md T14).
 
-Who a command runs as (THREATS T33): an agent running as root runs a command as the ``run_as`` of the rule that
-allowed it, else as the policy's ``run_as`` (default ``nobody``): read-only diagnostics are unprivileged unless a
-rule says otherwise, and root is only ever named per rule — a top-level ``run_as: root`` is refused. An agent that
-is not root runs everything as its own user and refuses, at start, a policy naming any other user
+Who a command runs as (docs/threat-model.md T33): an agent running as root runs a command as the ``run_as`` of the
+rule that allowed it, else as the policy's ``run_as`` (default ``nobody``): read-only diagnostics are unprivileged
+unless a rule says otherwise, and root is only ever named per rule — a top-level ``run_as: root`` is refused. An agent
+that is not root runs everything as its own user and refuses, at start, a policy naming any other user
 (``Allowlist.check_users``).
 
 Patterns follow ``teleops.domain.patterns`` (token by token over the argv; a trailing ``*`` matches the rest).
 A command no rule allows is refused. ``allow_all: true`` is accepted only for the embedded local mode, where
 controller and agent are the same machine and the same admin.
 
-An allow rule that fits still refuses (THREATS T11, T12), with the reason, when
+An allow rule that fits still refuses (docs/threat-model.md T11, T12), with the reason, when
 - a wildcard supplied an argument that runs code or another program (``python3 -c``, ``find -exec``, ``env
   sh``: ``teleops.domain.arguments.EXECUTORS``) that the rule does not spell out;
 - a path argument matched by a path word (``/var/log/*``) is not a plain path (``..``, ``//``, ``/proc/*/root``
@@ -109,7 +109,8 @@ class Allowlist:
         self.default_run_as = run_as
         self._deny = tuple(_Rule(tuple(t)) for t in deny)
         self._allow_all = allow_all
-        # Output of every command is masked with the built-in secret shapes plus these patterns (THREATS T24).
+        # Output of every command is masked with the built-in secret shapes plus these patterns
+        # (docs/threat-model.md T24).
         self._redact = tuple(redact)
         self.redaction = SecretRules.build(redact)
         # Which variables and directories the controller may choose (``env:``, ``cwd:``); default none and /.

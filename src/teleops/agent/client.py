@@ -7,8 +7,8 @@ id. The controller acknowledges each result; only then does the spool forget it.
 Incoming frames are decoded against the wire table and handled through `_handlers`, an explicit dict.
 
 Before the token leaves (it is in the HTTP upgrade request): wss:// checks the controller against --ca-file and/or
---pin inside the TLS handshake (agent/tls.py, THREATS T16); plain ws:// to anything but this host logs a warning
-on every attempt.
+--pin inside the TLS handshake (agent/tls.py, docs/threat-model.md T16); plain ws:// to anything but this host logs a
+warning on every attempt.
 """
 
 from __future__ import annotations

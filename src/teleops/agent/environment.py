@@ -1,4 +1,4 @@
-"""The clean environment a command runs with, and what of it the controller may choose (THREATS T14).
+"""The clean environment a command runs with, and what of it the controller may choose (docs/threat-model.md T14).
 
 A command gets a fixed base — PATH, LANG=C.UTF-8, HOME — plus the variables the controller sent in its exec.
 In a running agent the host's own policy file decides which of those the controller may send at all

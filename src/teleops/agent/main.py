@@ -131,7 +131,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         raise AgentSetupError(str(exc)) from exc
     token = read_token(settings.token_file)
     allowlist = load_allowlist(settings)
-    # From here on every command of this process is checked against the host's env:/cwd: (THREATS T14):
+    # From here on every command of this process is checked against the host's env:/cwd: (docs/threat-model.md T14):
     # a variable or directory the controller sends that the policy file does not list is refused.
     source = str(settings.policy_file.absolute()) if settings.policy_file is not None else None
     install_policy(replace(allowlist.env_policy, source=source))

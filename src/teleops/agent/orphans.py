@@ -1,4 +1,4 @@
-"""Commands a previous run of this agent left running: found at start and killed (THREATS F08, F11).
+"""Commands a previous run of this agent left running: found at start and killed (docs/threat-model.md F08, F11).
 
 An agent killed with SIGKILL (or by the OOM killer) cannot kill its commands, and nothing else enforces their
 timeouts. So while a command runs, the agent keeps a marker `<state dir>/running/<command id>` listing its

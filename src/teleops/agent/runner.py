@@ -73,7 +73,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# The host-local record of what each command was started (or refused) with: argv, added env, cwd (THREATS T14).
+# The host-local record of what each command was started (or refused) with: argv, added env, cwd
+# (docs/threat-model.md T14).
 audit_log = structlog.get_logger("teleops.agent.runner")
 
 EXIT_TIMEOUT = 124
@@ -346,7 +347,8 @@ async def run(
         await _settle(ready)
         return await _refusal(exc.exit_code, str(exc), started, on_output)
     limits = spec.limits.settings(timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s)
-    # A command exempt from RLIMIT_NPROC (root) runs only inside a cgroup whose pids.max bounds it (THREATS F08).
+    # A command exempt from RLIMIT_NPROC (root) runs only inside a cgroup whose pids.max bounds it
+    # (docs/threat-model.md F08).
     identity = prepared.identity
     privileged = spec.limits.nproc is not None and runs_privileged(
         identity.uid if identity is not None and identity.switch else None

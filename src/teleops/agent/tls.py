@@ -1,5 +1,5 @@
-"""How the agent knows it is talking to its controller (THREATS T16): TLS trust, public-key pins, and the warning
-for a token sent in clear.
+"""How the agent knows it is talking to its controller (docs/threat-model.md T16): TLS trust, public-key pins, and the
+warning for a token sent in clear.
 
 - `--ca-file FILE`: only that CA's chain is trusted (and the host name must match the certificate).
 - `--pin sha256//BASE64` (repeatable, for rotation): the SHA-256 of the controller certificate's

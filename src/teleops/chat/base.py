@@ -93,7 +93,7 @@ class InboundEvent:
     """One thing a person did in chat, normalised. Everything in it is untrusted input.
 
     `user_id` is the platform's immutable id (Telegram `from.id`), never a display name;
-    `username` is for display only and must never authorize anything (THREATS T04).
+    `username` is for display only and must never authorize anything (docs/threat-model.md T04).
     `update_id` identifies the delivery for replay de-duplication (the same id twice runs once).
     """
 

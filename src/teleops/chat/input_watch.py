@@ -104,7 +104,7 @@ def excerpt_of(raw: object) -> str:
     """A short, printable excerpt of a raw payload (JSON where it is JSON), for logs and the audit record.
 
     Values under keys that name a token, secret or password (Slack payloads carry the legacy verification
-    `token`) are replaced by "[redacted]" first (THREATS T24).
+    `token`) are replaced by "[redacted]" first (docs/threat-model.md T24).
     """
     if isinstance(raw, bytes | str):
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw

@@ -1,6 +1,6 @@
 """The delivery worker: one task per platform turns outbox rows into platform calls, politely.
 
-Rules it keeps (ARCHITECTURE §2, THREATS F01/F02/F04):
+Rules it keeps (docs/architecture.md, "Invariants" 1; docs/threat-model.md F01/F02/F04):
 - per-chat order: only the oldest live row of a chat is ever in flight;
 - rate limits from `Capabilities.rate_limits` (per chat, per group per minute, global per second),
   and edits of one message at most once per `edit_interval_s` (pending edits coalesce meanwhile);

@@ -1,7 +1,7 @@
 """The `oncall:` section: rotations, escalation policies per team, routes, named chats, reminders.
 
-The top-level `rotations` and `escalation` (ARCHITECTURE §6) are the default team's; `teams` add more,
-and `routes` send alerts to a team by source, severity and labels. The names an escalation step or a rotation
+The top-level `rotations` and `escalation` (docs/architecture.md, "Public surface") are the default team's; `teams`
+add more, and `routes` send alerts to a team by source, severity and labels. The names an escalation step or a rotation
 gives (rotations, chats, people) are checked by `Settings`, which also knows the `users:` section.
 """
 

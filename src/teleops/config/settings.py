@@ -29,7 +29,7 @@ _KEYED = "key="
 # People who exist without a `users:` entry: `admin`, created by the first `teleops serve`
 # (teleops.server.bootstrap.ADMIN; config must not import the server). See _oncall_names_exist.
 BUILTIN_USERS = frozenset({"admin"})
-# Telegram service accounts that must never be principals (THREATS T05): the anonymous group admin,
+# Telegram service accounts that must never be principals (docs/threat-model.md T05): the anonymous group admin,
 # the Telegram service notifications account, and the channel-post relay bot.
 TELEGRAM_PSEUDO_USERS = frozenset({1087968824, 777000, 136817688})
 

@@ -1,4 +1,4 @@
-"""What a wildcard in a command pattern does not grant (THREATS T11, T12). Pure; stdlib only.
+"""What a wildcard in a command pattern does not grant (docs/threat-model.md T11, T12). Pure; stdlib only.
 
 A rule like ``find *`` or ``*`` lets the requester choose the arguments. Some arguments turn the program into
 something else: code given in the command (``python3 -c``, ``perl -e``, an awk program, ``git -c

@@ -6,7 +6,7 @@ Semantics (docs/access-control.md has worked examples):
 - **Deny wins.** Any matching ``effect: deny`` rule refuses, whatever allows also match.
 - **Most restrictive requirements.** When several allow rules match, the decision takes every requirement
   any of them imposes (``require_2fa``, ``require_approval``) and the smallest ``max_timeout``. A broad rule
-  added later can therefore never loosen a narrower rule's requirements (THREATS T09).
+  added later can therefore never loosen a narrower rule's requirements (docs/threat-model.md T09).
 - **A second factor before a change (step-up by default).** ``require_2fa: true`` asks for a code for every
   command the rule allows, ``require_2fa: false`` never does. A rule that leaves the key out asks for one before
   any command that can change the host: every command except those `teleops.domain.read_only` knows to be

@@ -1,4 +1,4 @@
-"""Masking secrets in command output before it is stored, logged or sent (THREATS T24). Pure; stdlib only.
+"""Masking secrets in command output before it is stored, logged or sent (docs/threat-model.md T24). Pure; stdlib only.
 
 What is masked:
 

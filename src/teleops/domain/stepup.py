@@ -1,7 +1,7 @@
 """TOTP step-up rules: which code is accepted, replay, throttling, lockout, the elevation window. Pure.
 
 The TOTP arithmetic itself (which 30 s steps a code belongs to) happens in the store with pyotp; these rules
-get the matching steps and the person's state and say what happens (THREATS T18, T19):
+get the matching steps and the person's state and say what happens (docs/threat-model.md T18, T19):
 
 - a code is accepted for a step within ±1 of now, once: a step at or before the last accepted one is a replay;
 - every wrong, replayed or malformed code counts as a failure; after a failure the next attempt must wait

@@ -1,7 +1,7 @@
 """Untrusted text made safe to show: control characters, ANSI escapes and bidi overrides become visible.
 
 Alert labels, annotations and command output can carry anything. Shown raw, `ESC[2J` clears a
-terminal-like view and U+202E reverses what the reader sees (THREATS T25). `visible` keeps newlines
+terminal-like view and U+202E reverses what the reader sees (docs/threat-model.md T25). `visible` keeps newlines
 and tabs and turns every other control, format (bidi, zero-width) or separator character into a
 visible escape such as `\\x1b` or `\\u202e`, so the reader sees that something odd was there.
 

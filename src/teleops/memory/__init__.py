@@ -1,1 +1,2 @@
-"""memory package (see ARCHITECTURE §4)."""
+"""Scenario memory: "last time", recurrence, run again, runbooks, first response and postmortem export
+(docs/architecture.md, "Packages: `src/teleops/`")."""

@@ -3,8 +3,8 @@
 Commands are written as argv lists. An element that is exactly `{param}` is a slot, filled from an alert label
 only after that label's value passes the parameter's own check (`regex`, matched in full, or `enum`); a value
 that fails, is missing, starts with `-` or holds whitespace or control characters makes the step
-*unavailable* — it never becomes argv text (ARCHITECTURE §2: labels are untrusted). Partial templates such as
-`--unit={x}` are refused when the file loads: a slot is always a whole argument.
+*unavailable* — it never becomes argv text (docs/architecture.md, "Invariants" 7: labels are untrusted). Partial
+templates such as `--unit={x}` are refused when the file loads: a slot is always a whole argument.
 
     alert: NginxDown
     description: nginx stopped answering

@@ -1,4 +1,4 @@
-"""Rate limits on alert ingest, per ingest token and source; a throttled sender pages admins (THREATS T28).
+"""Rate limits on alert ingest, per ingest token and source; a throttled sender pages admins (docs/threat-model.md T28).
 
 Each (ingest token, source) pair has a token bucket counted in alerts (teleops.domain.token_bucket) sized by
 `ingest:` (teleops.config.ingest). A request from a token whose bucket is empty is answered 429 with

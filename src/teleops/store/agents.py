@@ -1,5 +1,5 @@
 """The agents table: who is connected, from where, and when we last heard from them — and which host names each
-one answers for (THREATS T32).
+one answers for (docs/threat-model.md T32).
 
 An agent is who its token says (its name). The hostname and `host=` label it announces are claims: the first
 connection binds them, if no other agent answers for those names yet; later they change only by an admin

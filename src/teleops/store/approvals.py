@@ -1,4 +1,4 @@
-"""Two-person approval state (THREATS T22): one row per command that waits for a second person.
+"""Two-person approval state (docs/threat-model.md T22): one row per command that waits for a second person.
 
 The row is bound to the command by `digest` = HMAC-SHA256 of the canonical (agent, argv, requester, command id,
 timeout) under a key outside the database (`ArgvVault.binding_key`, derived from `<data_dir>/argv.key`): a vote

@@ -1,4 +1,4 @@
-"""Write-ahead audit for dispatch (THREATS T30): `command.dispatching` commits with the command's `running`
+"""Write-ahead audit for dispatch (docs/threat-model.md T30): `command.dispatching` commits with the command's `running`
 state, or neither does."""
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
             # Batched hot paths run in one worker thread on the stdlib driver: one thread hop per
-            # batch instead of one per statement (see ARCHITECTURE §8, group commit).
+            # batch instead of one per statement (docs/architecture.md, "Performance design": group commit).
             self._sync_engine = create_engine(
                 parsed.set(drivername="sqlite+pysqlite"),
                 connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},

@@ -2,7 +2,7 @@
 
 A request hands its parsed alerts to `IngestWriter.submit` and awaits the commit of the batch that
 carried them. The writer applies a batch in one transaction on one connection, so "2xx only after
-commit" holds at thousands of alerts per second on SQLite (ARCHITECTURE §8).
+commit" holds at thousands of alerts per second on SQLite (docs/architecture.md, "Performance design").
 """
 
 from __future__ import annotations

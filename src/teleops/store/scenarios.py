@@ -1,9 +1,9 @@
 """Reading past scenarios for scenario memory: earlier incidents like this one, and what was done in them.
 
-Every query is bounded and indexed (ARCHITECTURE §8): earlier incidents by `(source, fingerprint, id)`,
-`(name, host)` or `(name, id)`, newest first with a LIMIT; their commands by `incident_id`; their notes by
-`(incident_id, id)`. Nothing here scans all incidents. The functions take a Connection so that the notifier
-can call them inside the ingest transaction (see `in_savepoint`).
+Every query is bounded and indexed (docs/architecture.md, "Performance design"): earlier incidents by
+`(source, fingerprint, id)`, `(name, host)` or `(name, id)`, newest first with a LIMIT; their commands by
+`incident_id`; their notes by `(incident_id, id)`. Nothing here scans all incidents. The functions take a
+Connection so that the notifier can call them inside the ingest transaction (see `in_savepoint`).
 """
 
 from __future__ import annotations

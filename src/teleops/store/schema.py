@@ -305,7 +305,7 @@ link_codes = Table(
     Column("used_at", UTCDateTime),
 )
 
-# Inbound chat deliveries already handled: the same update twice runs once (THREATS T03, F09).
+# Inbound chat deliveries already handled: the same update twice runs once (docs/threat-model.md T03, F09).
 chat_updates = Table(
     "chat_updates",
     metadata,

@@ -67,7 +67,7 @@ def _live_token(conn: Connection, kind: str, digest: str) -> TokenRecord | None:
 
 
 class TokenStore:
-    """Tokens are looked up by hash; the final equality check is `hmac.compare_digest` (THREATS T01)."""
+    """Tokens are looked up by hash; the final equality check is `hmac.compare_digest` (docs/threat-model.md T01)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db

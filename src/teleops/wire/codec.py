@@ -29,7 +29,7 @@ __all__ = ["MAX_MESSAGE_BYTES", "MESSAGE_TYPES", "WireError", "decode", "encode"
 # Above the largest legitimate message (a hello with spooled results is trimmed to fit under this).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
-# The explicit table (THREATS T13): a `type` not spelled here is rejected.
+# The explicit table (docs/threat-model.md T13): a `type` not spelled here is rejected.
 MESSAGE_TYPES: dict[str, type[Message]] = {
     "hello": Hello,
     "welcome": Welcome,

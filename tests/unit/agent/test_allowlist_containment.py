@@ -1,4 +1,4 @@
-"""The agent allowlist applies the shared argument checks (THREATS T11, T12) and resolves paths on the host."""
+"""The agent allowlist applies the shared argument checks (docs/threat-model.md T11, T12) and resolves paths on the host."""
 
 from __future__ import annotations
 

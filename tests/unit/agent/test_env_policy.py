@@ -1,4 +1,4 @@
-"""The host's say over a command's environment and directory (THREATS T14): `env:` and `cwd:` in the agent's
+"""The host's say over a command's environment and directory (docs/threat-model.md T14): `env:` and `cwd:` in the agent's
 policy file are allowlists of exact names and directories, default none (and only `/`); a controller-sent
 variable or directory the policy does not list refuses the whole command; loader/interpreter variables stay
 refused whatever the policy, and a policy that lists one does not load."""

@@ -1,4 +1,4 @@
-"""The policy's run_as: per-rule users, the unprivileged default, root only per rule (THREATS T33)."""
+"""The policy's run_as: per-rule users, the unprivileged default, root only per rule (docs/threat-model.md T33)."""
 
 from __future__ import annotations
 

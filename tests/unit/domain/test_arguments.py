@@ -1,4 +1,4 @@
-"""The executing-argument table (THREATS T11), row by row: for every program and every flag, word or position
+"""The executing-argument table (docs/threat-model.md T11), row by row: for every program and every flag, word or position
 in `EXECUTORS` that runs code or another program, a broad rule (``BIN *``, and ``*``) refuses it with the flag
 in the reason, and a rule that spells it out allows it. Both sides use the same function (`judge`); the
 controller's policy and the agent's allowlist are exercised on a sample in tests/security/test_pattern_containment.py."""

@@ -1,4 +1,4 @@
-"""Path words in patterns (THREATS T12): what a path in a pattern means, lexically (the controller's view)."""
+"""Path words in patterns (docs/threat-model.md T12): what a path in a pattern means, lexically (the controller's view)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The golden decision table (THREATS T09): every row is a person, a host, a typed command and the expected
+"""The golden decision table (docs/threat-model.md T09): every row is a person, a host, a typed command and the expected
 decision with the rule that made it. A change in policy semantics shows up here as a changed row."""
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_nul_bytes_and_over_long_lines_are_refused() -> None:
      "\ufeff", "\u00ad", "\x1b", "\x07", "\x85"],
 )  # fmt: skip
 def test_bidi_zero_width_and_control_characters_are_refused_naming_them(char: str) -> None:
-    """THREATS T25: `rm -rf /tmp/x\u202e/ etc` shows as another command in chat and in an approval request."""
+    """docs/threat-model.md T25: `rm -rf /tmp/x\u202e/ etc` shows as another command in chat and in an approval request."""
     with pytest.raises(CommandLineError, match=f"U\\+{ord(char):04X}") as refused:
         split_command(f"echo safe{char} text")
     assert "at character 10" in str(refused.value)

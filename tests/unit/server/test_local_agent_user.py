@@ -1,4 +1,4 @@
-"""Who the embedded agent's commands run as, and whether that user can read TeleOps' data (THREATS T33)."""
+"""Who the embedded agent's commands run as, and whether that user can read TeleOps' data (docs/threat-model.md T33)."""
 
 from __future__ import annotations
 

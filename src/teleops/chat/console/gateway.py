@@ -164,7 +164,7 @@ class ConsoleGateway:
         body["file"] = {
             "name": visible(filename)[:255],
             "bytes": len(content),
-            # Control, ANSI and bidi characters shown as visible escapes (THREATS T25), like every message.
+            # Control, ANSI and bidi characters shown as visible escapes (docs/threat-model.md T25), like every message.
             "text": visible(content.decode("utf-8", errors="replace")),
         }
         incident_id = caption.incident_id if caption is not None else None

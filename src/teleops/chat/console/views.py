@@ -72,7 +72,7 @@ def message_view(record: ConsoleMessageRecord) -> dict[str, Any]:
         "reply_to": record.reply_to,
         "incident_id": record.incident_id,
         "reply": reply_meaning(record),
-        # What people typed is shown with control/bidi characters escaped too (THREATS T25).
+        # What people typed is shown with control/bidi characters escaped too (docs/threat-model.md T25).
         "text": visible(str(body.get("text", ""))),
         "buttons": [{"label": str(label), "data": str(data)} for label, data in body.get("buttons", [])],
     }

@@ -1,7 +1,7 @@
 """Slack payloads -> `InboundEvent`: messages (incl. thread replies), button presses, `/teleops` commands.
 
 Pure functions over the JSON Slack sends (Events API, interactivity, slash commands), so they read the
-same whether it came over Socket Mode or HTTP. Identity is `TEAM/USER` (both immutable ids, THREATS T04).
+same whether it came over Socket Mode or HTTP. Identity is `TEAM/USER` (both immutable ids, docs/threat-model.md T04).
 """
 
 from __future__ import annotations

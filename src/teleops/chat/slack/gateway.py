@@ -3,7 +3,7 @@ AsyncApp, over Socket Mode (default: no public URL) or the HTTP Events API (`han
 
 Bolt routes and acknowledges (events at once; buttons and `/teleops` within its 3 s window, before our
 work runs); this module only translates. Signatures are verified here, before Bolt sees the body, with
-the controller's clock (THREATS T02/T03), so Bolt's own system-clock check is switched off.
+the controller's clock (docs/threat-model.md T02/T03), so Bolt's own system-clock check is switched off.
 Replays are de-duplicated by the conversation on `event_id` / `trigger_id` (the chat_updates table).
 
 Nothing Slack sends can stop input: a payload that cannot be read or handled, in either mode, is acknowledged
@@ -85,7 +85,7 @@ EVENTS_NOTE = (
 
 
 def silence_sdk_loggers() -> None:
-    """slack-sdk logs request arguments at DEBUG; keep it above that (tokens and message text, THREATS T24)."""
+    """slack-sdk logs request arguments (tokens, message text) at DEBUG: keep it above (docs/threat-model.md T24)."""
     for name in ("slack_sdk", "slack_bolt"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -379,7 +379,7 @@ class SlackGateway:
         await self._whoami_or_log("member_joined_channel")
         if event.get("user") != self._bot_user_id or channel in self._allowed:
             return
-        # Invited into a channel nobody configured: leave at once (THREATS T06).
+        # Invited into a channel nobody configured: leave at once (docs/threat-model.md T06).
         log.warning("slack.left_unknown_channel", channel=channel, inviter=event.get("inviter"))
         await self.leave(channel)
 
@@ -396,7 +396,7 @@ class SlackGateway:
             return
         if self._team_id and not event.user_id.startswith(f"{self._team_id}/"):
             # A person of another workspace (another install, or a channel shared across workspaces):
-            # never served, not even /link (THREATS T04).
+            # never served, not even /link (docs/threat-model.md T04).
             log.warning("slack.foreign_team_refused", team=team_of(body), user=event.user_id, audit=True)
             return
         try:

@@ -1,6 +1,6 @@
 """Slack request signatures (v0 HMAC-SHA256 over `v0:<timestamp>:<raw body>`), with an injected clock.
 
-THREATS T02/T03: the raw bytes are what is signed, so the check runs before anything parses the body;
+docs/threat-model.md T02/T03: the raw bytes are what is signed, so the check runs before anything parses the body;
 exactly one `X-Slack-Signature` and one `X-Slack-Request-Timestamp` header; the timestamp within ±300 s
 of *our* clock; the comparison is constant-time (slack-sdk's `SignatureVerifier` uses `hmac.compare_digest`).
 """

@@ -50,7 +50,7 @@ def _text(value: object, what: str) -> str:
 
 def event_of_update(update: Update, *, now: datetime) -> InboundEvent | None:
     """The normalised event of a message or button press; None for anything else (channel posts,
-    member changes, polls, …) — those never trigger actions (THREATS T07).
+    member changes, polls, …) — those never trigger actions (docs/threat-model.md T07).
 
     Raises TypeError (or AttributeError) for an update in a shape it does not read, e.g. a text that is not a
     string or an id that is not an integer: the gateway reports and skips it.

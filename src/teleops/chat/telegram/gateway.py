@@ -1,7 +1,7 @@
 """The Telegram gateway: Bot API calls through python-telegram-bot, long polling or webhook updates in.
 
 The bot token sits in every Bot API URL, so the loggers that print request URLs (httpx, httpcore,
-PTB's own) are held at WARNING (THREATS T24); our own logs never carry the base URL either.
+PTB's own) are held at WARNING (docs/threat-model.md T24); our own logs never carry the base URL either.
 
 Polling reads getUpdates' raw JSON and parses each update on its own: PTB's `Bot.get_updates` parses the whole
 batch at once, so one update whose shape the installed PTB does not expect (an older or self-hosted Bot API
@@ -383,7 +383,7 @@ class TelegramGateway:
         assert change is not None
         chat_id = change.chat.id
         if isinstance(change.new_chat_member, _JOINED) and chat_id not in self._allowed:
-            # Added to a chat nobody configured: leave at once (THREATS T06).
+            # Added to a chat nobody configured: leave at once (docs/threat-model.md T06).
             log.warning("telegram.left_unknown_chat", chat_id=chat_id, added_by=change.from_user.id)
             try:
                 await self._bot.leave_chat(chat_id)

@@ -1,4 +1,4 @@
-"""agents: the host names each agent answers for, bound at enrolment (THREATS T32)
+"""agents: the host names each agent answers for, bound at enrolment (docs/threat-model.md T32)
 
 `hostname` and `labels` stay what the agent last claimed; `bound_hostname` and `bound_host` (the `host=`
 label) are what host resolution uses, set at the agent's first connection and changed only by an admin
