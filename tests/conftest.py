@@ -121,7 +121,7 @@ def _default_policy_after_each_test() -> Iterator[None]:
     """The controller installs its configured policy process-wide at startup (pipeline.authorize.use_policy):
     one process serves one config. Tests start many apps in one process, so each test ends by putting the
     built-in default back, and no test sees the policy another test's app installed."""
-    from teleops.pipeline.authorize import current_policy, use_policy
+    from teleops.commands.authorize import current_policy, use_policy
 
     before = current_policy()
     yield

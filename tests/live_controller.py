@@ -13,8 +13,8 @@ import uvicorn
 from sqlalchemy.engine import Connection
 
 from teleops.config import Settings
+from teleops.domain.clock import Clock
 from teleops.server.app import create_app
-from teleops.server.clock import Clock
 from teleops.server.services import Services
 from teleops.store.audit import AuditEvent, iter_events
 from teleops.store.tokens import TokenKind

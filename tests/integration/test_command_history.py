@@ -1,4 +1,4 @@
-"""Command history under the read rule (pipeline/readable_commands.py over store/command_history.py), on SQLite
+"""Command history under the read rule (commands/readable_commands.py over store/command_history.py), on SQLite
 and PostgreSQL: filters in SQL, newest first, pages by id, and only what the reader may read — also when the
 readable commands are far apart."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from teleops.commands.read_access import ReadAccess, Reader
+from teleops.commands.readable_commands import readable_page, readable_recent
 from teleops.domain.policy import compile_policy
-from teleops.pipeline.read_access import ReadAccess, Reader
-from teleops.pipeline.readable_commands import readable_page, readable_recent
 from teleops.store.command_history import CommandQuery
 from teleops.store.commands import CommandStatus, Finish, create_command, finish_command
 from teleops.store.database import Database

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.engine import Connection
 
-from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
+from teleops.commands.hosts import AmbiguousHost, UnknownHost, resolve_host
 from teleops.store.agents import AgentRecord, bind_agent, host_candidates, list_agents, register_agent
 from teleops.store.audit import iter_events
 from teleops.store.database import Database

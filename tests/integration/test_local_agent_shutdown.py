@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from teleops.agent.spool import Spool
+from teleops.commands.backend.agent_hub import KILLED_AT_SHUTDOWN, AgentHub
 from teleops.config import Settings
-from teleops.server.agent_hub import KILLED_AT_SHUTDOWN, AgentHub
 from teleops.server.local_agent import STATE_DIR, LocalAgentSupervisor
 from teleops.store.commands import create_command, get_command, mark_dispatched
 from teleops.store.database import Database

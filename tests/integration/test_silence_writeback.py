@@ -45,7 +45,7 @@ def make_api(settings: Settings, clock: FakeClock) -> Callable[[], Any]:
 @pytest.fixture
 async def api(tmp_path: Path, am: AlertmanagerServer) -> AsyncIterator[Api]:
     # Real time here: Alertmanager refuses silences that end in its past.
-    from teleops.server.clock import system_clock
+    from teleops.domain.clock import system_clock
 
     settings = settings_with(
         data_dir=tmp_path / "data",
@@ -111,7 +111,7 @@ async def test_other_sources_are_not_silenced(api: Api, am: AlertmanagerServer) 
 
 
 async def test_alertmanager_down_is_reported_on_the_timeline(tmp_path: Path) -> None:
-    from teleops.server.clock import system_clock
+    from teleops.domain.clock import system_clock
 
     settings = settings_with(
         data_dir=tmp_path / "data",

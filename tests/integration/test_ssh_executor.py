@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from teleops.server.ssh_executor import SshTarget, SshUnavailable, run_over_ssh
+from teleops.commands.backend.ssh_executor import SshTarget, SshUnavailable, run_over_ssh
 from tests.integration.servers import TeleopsServer, eventually, free_port, stop_process, wait_until
 
 T = TypeVar("T")

@@ -14,11 +14,13 @@ import yaml
 from sqlalchemy.engine import Connection
 from tests.conftest import FakeClock
 
+from teleops.commands.approval import ApprovalDesk, ApprovalNews, Vote
+from teleops.commands.authorize import current_policy, use_policy
+from teleops.commands.dispatch import CommandRequest
+from teleops.commands.outcome import AwaitingApproval
+from teleops.commands.submit import submit
 from teleops.config.settings import parse_duration
 from teleops.domain.policy import compile_policy
-from teleops.pipeline.approval import ApprovalDesk, ApprovalNews, Vote
-from teleops.pipeline.authorize import current_policy, use_policy
-from teleops.pipeline.dispatch import ApprovalPending, CommandRequest, submit_command
 from teleops.store.agents import list_agents, register_agent
 from teleops.store.approvals import ApprovalRules, ApprovalStatus, get_approval
 from teleops.store.audit import iter_events
@@ -73,15 +75,15 @@ class Rig:
         desk.listen(hear)
         return desk
 
-    async def request(self, desk: ApprovalDesk, command: str = "reboot", *, user: str = "alice") -> ApprovalPending:
+    async def request(self, desk: ApprovalDesk, command: str = "reboot", *, user: str = "alice") -> AwaitingApproval:
         record = await self.users.get(user)
         assert record is not None
         req = CommandRequest(user, record.role, "web-1", command, 60, 65536, platform="telegram", chat_id="-100")
-        with pytest.raises(ApprovalPending) as caught:
-            await submit_command(
-                self.db, self.sender, await list_agents(self.db), req, now=self.clock(), approval=desk.rules
-            )
-        return caught.value
+        outcome = await submit(
+            self.db, self.sender, await list_agents(self.db), req, now=self.clock(), approval=desk.rules
+        )
+        assert isinstance(outcome, AwaitingApproval), outcome
+        return outcome
 
     async def actions(self) -> list[tuple[str, str]]:
         def read(conn: Connection) -> list[tuple[str, str]]:

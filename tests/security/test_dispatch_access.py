@@ -1,5 +1,5 @@
 """The access-control steps of dispatch: injection (T10), human principal (T08), step-up fail-closed, and
-write-ahead audit (T30) — through the real `submit_command`, store and policy; the agent hub is replaced by a
+write-ahead audit (T30) — through the real `submit` (commands/submit.py), store and policy; the agent hub is replaced by a
 recorder of what would have been sent to an agent."""
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from teleops.commands.authorize import authorize, current_policy, use_policy
+from teleops.commands.dispatch import CommandRequest
+from teleops.commands.fanout import FanoutItem, submit_fanout
+from teleops.commands.outcome import Denied, Dispatched, NeedsCode, NotRun, NotRunWhy, Outcome
+from teleops.commands.submit import submit
 from teleops.config.settings import parse_duration
 from teleops.domain.policy import compile_policy
-from teleops.pipeline.authorize import authorize, current_policy, use_policy
-from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import CommandDenied, CommandRequest, StepUpRequired, submit_command
-from teleops.pipeline.fanout import FanoutItem, submit_fanout
 from teleops.store.agents import list_agents, register_agent
 from teleops.store.audit import iter_events
 from teleops.store.audit_checkpoints import CheckpointLog
@@ -68,9 +69,14 @@ class Rig:
     sender: Recorder
     data_dir: Path
 
-    async def submit(self, command: str, *, user: str = "alice", role: str = "operator", **kw: Any) -> CommandRecord:
+    async def submit(self, command: str, *, user: str = "alice", role: str = "operator", **kw: Any) -> Outcome:
         request = CommandRequest(user, role, "web-1", command, 60, 65536)
-        return await submit_command(self.db, self.sender, await list_agents(self.db), request, now=NOW, **kw)
+        return await submit(self.db, self.sender, await list_agents(self.db), request, now=NOW, **kw)
+
+    async def dispatched(self, command: str, **kw: Any) -> CommandRecord:
+        outcome = await self.submit(command, **kw)
+        assert isinstance(outcome, Dispatched), outcome
+        return outcome.record
 
     async def audit_actions(self) -> list[tuple[str, str]]:
         def read(conn: Connection) -> list[tuple[str, str]]:
@@ -110,15 +116,15 @@ INJECTIONS = [
 
 @pytest.mark.parametrize("payload", INJECTIONS)
 async def test_injection_payloads_never_reach_an_agent(rig: Rig, payload: str) -> None:
-    with pytest.raises((CommandDenied, CommandLineError)):
-        await rig.submit(payload)
+    outcome = await rig.submit(payload)
+    assert isinstance(outcome, Denied) or (isinstance(outcome, NotRun) and outcome.why is NotRunWhy.BAD_COMMAND_LINE)
     assert rig.sender.sent == []
     assert all(c.status == CommandStatus.DENIED for c in await list_commands(rig.db))
 
 
 @pytest.mark.parametrize("payload", ["echo '$(touch /tmp/canary)'", "echo a\\;b", "echo '`id`' '&&' x"])
 async def test_quoted_metacharacters_travel_as_literal_argv(rig: Rig, payload: str) -> None:
-    record = await rig.submit(payload)
+    record = await rig.dispatched(payload)
     assert record.status == CommandStatus.RUNNING
     [sent] = rig.sender.sent
     assert sent.argv == shlex.split(payload)
@@ -126,8 +132,10 @@ async def test_quoted_metacharacters_travel_as_literal_argv(rig: Rig, payload: s
 
 
 async def test_a_refusal_is_audited_and_changes_nothing_else(rig: Rig) -> None:
-    with pytest.raises(CommandDenied, match="shell syntax is not run"):
-        await rig.submit("uptime; reboot")
+    outcome = await rig.submit("uptime; reboot")
+    assert isinstance(outcome, Denied), outcome
+    assert "shell syntax is not run" in outcome.reason
+    assert outcome.record.status == CommandStatus.DENIED
     assert await rig.audit_actions() == [("alice", "command.denied")]
 
 
@@ -136,7 +144,7 @@ async def test_audit_failure_means_no_execution_and_says_so(rig: Rig) -> None:
         conn.execute(text("DELETE FROM audit_head"))
 
     await rig.db.run_in_transaction(break_audit)
-    record = await rig.submit("uptime")
+    record = await rig.dispatched("uptime")
     assert rig.sender.sent == []
     assert record.status == CommandStatus.FAILED
     assert record.reason is not None
@@ -151,24 +159,27 @@ async def test_a_dispatch_is_checkpointed_outside_the_database(rig: Rig) -> None
 
 
 async def test_two_factor_rules_fail_closed_until_a_code_is_accepted(rig: Rig) -> None:
-    with pytest.raises(StepUpRequired, match="needs a TOTP code"):
-        await rig.submit("systemctl restart nginx")
+    needs = await rig.submit("systemctl restart nginx")
+    assert isinstance(needs, NeedsCode), needs
+    assert "needs a TOTP code" in needs.reason
     store = TwoFactorStore(rig.db, rig.data_dir)
-    with pytest.raises(StepUpRequired, match="needs a TOTP code"):
-        await rig.submit("systemctl restart nginx", stepup=store)
+    needs = await rig.submit("systemctl restart nginx", stepup=store)
+    assert isinstance(needs, NeedsCode), needs
+    assert "needs a TOTP code" in needs.reason
     assert await list_commands(rig.db) == []  # nothing recorded while the code is missing; only the audit
     assert [a for _, a in await rig.audit_actions()] == ["command.stepup_required"] * 2
     uri = await store.enroll("alice", now=NOW, by="admin")
     totp = pyotp.TOTP(parse_qs(urlparse(uri).query)["secret"][0])
     assert (await store.verify("alice", totp.at(NOW), now=NOW - timedelta(seconds=1))).accepted
-    record = await rig.submit("systemctl restart nginx", stepup=store)
+    record = await rig.dispatched("systemctl restart nginx", stepup=store)
     assert record.status == CommandStatus.RUNNING
     assert rig.sender.sent[-1].timeout_s == 30  # the rule's max_timeout caps the requested 60 s
 
 
 async def test_approval_rules_fail_closed_without_approval_rules(rig: Rig) -> None:
-    with pytest.raises(CommandDenied, match="second person"):
-        await rig.submit("reboot")
+    outcome = await rig.submit("reboot")
+    assert isinstance(outcome, Denied), outcome
+    assert "second person" in outcome.reason
     assert rig.sender.sent == []
 
 
@@ -270,7 +281,7 @@ async def test_a_dispatch_that_cannot_be_made_durable_fails_and_is_never_sent(
             raise error
 
     monkeypatch.setattr(committer, "_fsync_wal", failing_fsync)
-    record = await rig.submit("uptime")
+    record = await rig.dispatched("uptime")
     assert rig.sender.sent == []
     assert record.status == CommandStatus.FAILED
     assert (record.reason or "").startswith("not executed: the database could not put the dispatch safely on disk")

@@ -22,8 +22,8 @@ from tests.live_controller import LiveController, live_controller
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
 from tests.settings import settings_with
 
+from teleops.commands.duo import UNREACHABLE
 from teleops.config import Settings
-from teleops.pipeline.duo import UNREACHABLE
 from teleops.store.commands import CommandRecord, list_commands
 
 FINISHED = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}

@@ -11,7 +11,7 @@ import pytest
 
 from teleops.agent.runner import RunSpec, run
 from teleops.agent.warm import WarmTrampolines
-from teleops.pipeline.command_line import CommandLineError, split_command
+from teleops.commands.command_line import CommandLineError, split_command
 
 PAYLOADS = [
     "echo hi; touch {canary}",

@@ -22,9 +22,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from teleops.agent.allowlist import Allowlist
+from teleops.commands.command_line import split_command
 from teleops.config.settings import parse_duration
 from teleops.domain.policy import Policy, compile_policy
-from teleops.pipeline.command_line import split_command
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "access-control.md"
 

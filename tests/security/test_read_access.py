@@ -21,11 +21,11 @@ from tests.settings import settings_with
 
 from teleops.chat.console.gateway import CONSOLE_CAPABILITIES, CONSOLE_CHAT_ID, ConsoleGateway
 from teleops.chat.render import render
+from teleops.commands.read_access import ReadAccess, Reader, may_read
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
 from teleops.domain.message import CodeBlock, Message
 from teleops.domain.policy import compile_policy
-from teleops.pipeline.read_access import ReadAccess, Reader, may_read
 from teleops.server.session import SESSION_COOKIE
 from teleops.store.agents import register_agent
 from teleops.store.approvals import ApprovalRules, Vote, cast_vote, open_approval

@@ -39,12 +39,14 @@ from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, free_port
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
 
+from teleops.commands.approval import ApprovalDesk, ApprovalNews, Vote
+from teleops.commands.authorize import current_policy, use_policy
+from teleops.commands.dispatch import CommandRequest
+from teleops.commands.outcome import AwaitingApproval, Dispatched
+from teleops.commands.submit import submit
 from teleops.config.settings import parse_duration
 from teleops.domain.policy import compile_policy
 from teleops.domain.redaction import MASK, Redactor, SecretRules, redact
-from teleops.pipeline.approval import ApprovalDesk, ApprovalNews, Vote
-from teleops.pipeline.authorize import current_policy, use_policy
-from teleops.pipeline.dispatch import ApprovalPending, CommandRequest, submit_command
 from teleops.server.data_files import check_data_files
 from teleops.store.agents import list_agents, register_agent
 from teleops.store.approvals import ApprovalRules, get_approval
@@ -278,7 +280,9 @@ def assert_nowhere(secrets_: Sequence[str], **places: str) -> None:
 async def test_a_secret_in_a_dispatched_command_is_masked_at_rest_and_sent_in_full(first: Controller) -> None:
     argv = ["deploy", "--password", "hunter2-plain", f"--db={CONFIGURED}", TOKEN]
     request = CommandRequest("alice", "operator", "web-1", " ".join(argv), 60, 65536)
-    record = await submit_command(first.db, first.sender, await list_agents(first.db), request, now=first.clock())
+    outcome = await submit(first.db, first.sender, await list_agents(first.db), request, now=first.clock())
+    assert isinstance(outcome, Dispatched), outcome
+    record = outcome.record
     assert [m.argv for m in first.sender.sent] == [argv]  # the agent gets the original
     stored = await get_command(first.db, record.id)
     assert stored.argv == ["deploy", "--password", MASK, f"--db={MASK}", MASK]
@@ -304,11 +308,11 @@ async def test_an_approval_binds_the_original_argv_across_a_restart_and_the_seal
 ) -> None:
     argv = ["rotate", "--token", TOKEN, f"secret={CONFIGURED}"]
     request = CommandRequest("alice", "operator", "web-1", " ".join(argv), 60, 65536, platform="telegram")
-    with pytest.raises(ApprovalPending) as caught:
-        await submit_command(
-            first.db, first.sender, await list_agents(first.db), request, now=first.clock(), approval=first.desk().rules
-        )
-    command_id = caught.value.record.id
+    waits = await submit(
+        first.db, first.sender, await list_agents(first.db), request, now=first.clock(), approval=first.desk().rules
+    )
+    assert isinstance(waits, AwaitingApproval), waits
+    command_id = waits.record.id
     approval = await get_approval(first.db, command_id)
     assert approval is not None
     assert approval.command_text == f"rotate --token {MASK} secret={MASK}"  # the approver sees that, not what
@@ -337,11 +341,11 @@ async def test_an_approval_binds_the_original_argv_across_a_restart_and_the_seal
 
 async def test_a_sealed_command_whose_key_is_gone_is_not_run(first: Controller, db_url: str, tmp_path: Path) -> None:
     request = CommandRequest("alice", "operator", "web-1", f"rotate {TOKEN}", 60, 65536)
-    with pytest.raises(ApprovalPending) as caught:
-        await submit_command(
-            first.db, first.sender, await list_agents(first.db), request, now=first.clock(), approval=first.desk().rules
-        )
-    approval = await get_approval(first.db, caught.value.record.id)
+    waits = await submit(
+        first.db, first.sender, await list_agents(first.db), request, now=first.clock(), approval=first.desk().rules
+    )
+    assert isinstance(waits, AwaitingApproval), waits
+    approval = await get_approval(first.db, waits.record.id)
     assert approval is not None
     await first.db.close()
     (tmp_path / "data" / KEY_FILE).unlink()  # a new key is made: the old seal cannot be opened

@@ -27,6 +27,7 @@ from tests.live_controller import LiveController, live_controller
 from tests.scenarios.conftest import FIRING, eventually
 from tests.settings import settings_with
 
+from teleops.commands.command_line import split_command
 from teleops.config import Settings, load_settings
 from teleops.config.settings import parse_duration
 from teleops.domain.arguments import EXECUTORS
@@ -38,7 +39,6 @@ from teleops.domain.read_only import (
     argv_is_read_only,
     pattern_is_read_only,
 )
-from teleops.pipeline.command_line import split_command
 from teleops.store.commands import list_commands
 from teleops.store.incidents import get_incident
 from teleops.store.tokens import TokenKind

@@ -1,7 +1,7 @@
 """The chat side of step-up and approval: asking for a one-time code, `/otp`, replies to the code prompt,
 Approve/Deny buttons, `/approve ID` and `/deny ID`, and posting approval outcomes back.
 
-The decisions themselves are made elsewhere (pipeline/stepup.py, pipeline/approval.py, the dispatch step);
+The decisions themselves are made elsewhere (commands/stepup.py, commands/approval.py, the dispatch step);
 this module only talks. A code continues exactly the command it was asked for: the pending request is
 bound to its id and the hash of (agent, argv, requester, id), and expires (default 5 min). For a person who
 steps up with Duo, the command instead waits for the push on their phone (one at a time) and, once approved,
@@ -19,14 +19,14 @@ import structlog
 
 from teleops.chat.base import EventKind, Gateway, InboundEvent
 from teleops.chat.commands import CommandRunner
+from teleops.commands.approval import ApprovalDesk, ApprovalNews, Vote
+from teleops.commands.dispatch import CommandRequest
+from teleops.commands.duo import DuoPushes, PendingPush, PushAlreadyPending
+from teleops.commands.outcome import AwaitingApproval, NeedsCode, NotRun
+from teleops.commands.stepup import CodeGate, PendingStepUp, PendingStepUps
+from teleops.commands.submit import parse, resolve
 from teleops.domain.message import Button, Message
 from teleops.domain.stepup import Verdict
-from teleops.pipeline.approval import ApprovalDesk, ApprovalNews, Vote
-from teleops.pipeline.command_line import CommandLineError, split_command
-from teleops.pipeline.dispatch import ApprovalPending, CommandRequest, StepUpRequired
-from teleops.pipeline.duo import DuoPushes, PendingPush, PushAlreadyPending
-from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
-from teleops.pipeline.stepup import CodeGate, PendingStepUp, PendingStepUps
 from teleops.store.agents import host_candidates
 from teleops.store.approvals import ApprovalRules
 from teleops.store.audit_checkpoints import CheckpointLog
@@ -84,12 +84,12 @@ class AccessDialog:
     # -- step-up ------------------------------------------------------------------------------------
 
     async def ask_code(
-        self, event: InboundEvent, request: CommandRequest, exc: StepUpRequired, gate: CodeGate | None
+        self, event: InboundEvent, request: CommandRequest, needs: NeedsCode, gate: CodeGate | None
     ) -> None:
         """The command needs a code: remember it and ask, or say why a code cannot help (not enrolled, locked).
         A Duo user gets a push instead."""
         if self.duo is not None and self.duo.applies_to(request.requester) and (gate is None or not gate.had_code):
-            await self._ask_push(event, request, exc)
+            await self._ask_push(event, request, needs)
             return
         if gate is not None and gate.judgement is not None:  # a code came with it and did not count
             why = gate.refusal or gate.judgement.message
@@ -99,44 +99,44 @@ class AccessDialog:
             return
         if gate is None or gate.refusal is not None:
             why = gate.refusal if gate is not None and gate.refusal else "2FA is not available on this server"
-            await self._runner.say(event, f"Command refused: {exc}. {why}.", request.incident_id)
+            await self._runner.say(event, f"Command refused: {needs.reason}. {why}.", request.incident_id)
             return
         pending = self.pending.add(
             user=request.requester,
             role=request.role,
             host=request.host,
             text=request.command,
-            agent=exc.agent,
-            argv=exc.argv,
+            agent=needs.agent,
+            argv=list(needs.argv),
             platform=event.platform,
             chat_id=event.chat_id,
             incident_id=request.incident_id,
             now=self._clock(),
         )
         minutes = int(self.pending.ttl.total_seconds() // 60)
-        text = f"{CODE_PROMPT} (within {minutes} min) to run `{exc.shown}` on {_on(request.host, exc.agent)}."
+        text = f"{CODE_PROMPT} (within {minutes} min) to run `{needs.shown}` on {_on(request.host, needs.agent)}."
         row = await self._runner.say(event, text, request.incident_id)
         self.pending.set_prompt(pending, row)
 
-    async def _ask_push(self, event: InboundEvent, request: CommandRequest, exc: StepUpRequired) -> None:
+    async def _ask_push(self, event: InboundEvent, request: CommandRequest, needs: NeedsCode) -> None:
         assert self.duo is not None
         try:
-            push = self.duo.reserve(request.requester, command=exc.shown, host=exc.agent)
+            push = self.duo.reserve(request.requester, command=needs.shown, host=needs.agent)
         except PushAlreadyPending as refused:
             await self._runner.say(event, f"Command refused: {refused}.", request.incident_id)
             return
         await self._runner.say(
             event,
-            f"Approve the Duo push on your phone (command `{request.command}` on host {exc.agent}); "
+            f"Approve the Duo push on your phone (command `{request.command}` on host {needs.agent}); "
             f"it runs once you approve, within {int(self.duo.config.push_timeout_s)} s.",
             request.incident_id,
         )
-        task = asyncio.create_task(self._after_push(event, request, exc, push), name=f"duo-push-{request.requester}")
+        task = asyncio.create_task(self._after_push(event, request, needs, push), name=f"duo-push-{request.requester}")
         self._pushes.add(task)
         task.add_done_callback(self._pushes.discard)
 
     async def _after_push(
-        self, event: InboundEvent, request: CommandRequest, exc: StepUpRequired, push: PendingPush
+        self, event: InboundEvent, request: CommandRequest, needs: NeedsCode, push: PendingPush
     ) -> None:
         assert self.duo is not None
         try:
@@ -144,7 +144,7 @@ class AccessDialog:
             if not result.approved:
                 await self._runner.say(event, f"Command refused: {result.message}. Not executed.", request.incident_id)
                 return
-            if not await self._resolves_to(request, exc):
+            if not await self._resolves_to(request, needs):
                 await self._runner.say(
                     event,
                     f"Not run: `{request.command}` no longer resolves to what the push was for; send it again.",
@@ -158,13 +158,12 @@ class AccessDialog:
             log.exception("duo.push_failed", user=request.requester)
             await self._runner.say(event, "Command not executed: the Duo step-up failed; send it again.")
 
-    async def _resolves_to(self, request: CommandRequest, exc: StepUpRequired) -> bool:
-        try:
-            agent = resolve_host(request.host, await host_candidates(self._runner.db, request.host))
-            argv = split_command(request.command)
-        except (UnknownHost, AmbiguousHost, CommandLineError):
+    async def _resolves_to(self, request: CommandRequest, needs: NeedsCode) -> bool:
+        agent = resolve(request.host, await host_candidates(self._runner.db, request.host))
+        argv = parse(request.command)
+        if isinstance(agent, NotRun) or isinstance(argv, NotRun):
             return False
-        return agent.name == exc.agent and argv == exc.argv
+        return agent.name == needs.agent and tuple(argv) == needs.argv
 
     async def answers_prompt(self, event: InboundEvent) -> bool:
         """True when `event` is a reply to one of our code prompts (then it is a code, never a command)."""
@@ -228,17 +227,16 @@ class AccessDialog:
         await self._runner.say(event, f"{prefix}{judgement.message[:1].upper()}{judgement.message[1:]}.")
 
     async def _still_same(self, pending: PendingStepUp) -> bool:
-        try:
-            agent = resolve_host(pending.host, await host_candidates(self._runner.db, pending.host))
-            argv = split_command(pending.text)
-        except (UnknownHost, AmbiguousHost, CommandLineError):
+        agent = resolve(pending.host, await host_candidates(self._runner.db, pending.host))
+        argv = parse(pending.text)
+        if isinstance(agent, NotRun) or isinstance(argv, NotRun):
             return False
         return pending.matches(agent.name, argv)
 
     # -- approval -----------------------------------------------------------------------------------
 
-    async def ask_approval(self, event: InboundEvent, exc: ApprovalPending) -> None:
-        record, approval = exc.record, exc.approval
+    async def ask_approval(self, event: InboundEvent, waiting: AwaitingApproval) -> None:
+        record, approval = waiting.record, waiting.approval
         expires = f"{approval.expires_at:%H:%M} UTC"
         needed = "a second person" if approval.needed == 1 else f"{approval.needed} other people"
         body = (
@@ -302,5 +300,5 @@ class AccessDialog:
 
 def _on(host: str, agent: str) -> str:
     """Where a command runs, as a confirmation shows it: the canonical agent (who the token says it is), and the
-    name that was asked for when it differs (THREATS T32)."""
+    name that was asked for when it differs (docs/threat-model.md T32)."""
     return agent if host.strip().lower() == agent.lower() else f"{host} (agent {agent})"

@@ -19,19 +19,11 @@ import structlog
 
 from teleops.agent.output import kept_parts
 from teleops.chat.base import Capabilities, InboundEvent
+from teleops.commands.dispatch import CommandRequest, CommandSender
+from teleops.commands.outcome import AwaitingApproval, Denied, Dispatched, NeedsCode, NotRun
+from teleops.commands.read_access import ReadAccess, Reader
+from teleops.commands.submit import submit
 from teleops.domain.message import CodeBlock, Message
-from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import (
-    AgentOffline,
-    ApprovalPending,
-    CommandDenied,
-    CommandRequest,
-    CommandSender,
-    StepUpRequired,
-    submit_command,
-)
-from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
-from teleops.pipeline.read_access import ReadAccess, Reader
 from teleops.store.agents import host_candidates, list_agents
 from teleops.store.commands import TERMINAL, CommandNotFound, CommandRecord, get_command
 from teleops.store.database import Database, Transaction
@@ -164,37 +156,35 @@ class CommandRunner:
         )
         access = self.access
         gate = access.gate(code, via=f"{event.platform}:{event.user_id}") if access is not None else None
-        try:
-            agents = await host_candidates(self._db, request.host)
-            record = await submit_command(
-                self._db,
-                self._sender,
-                agents,
-                request,
-                now=self._clock(),
-                stepup=gate,
-                checkpoints=access.checkpoints if access is not None else None,
-                approval=access.approval_rules if access is not None else None,
-            )
-        except CommandDenied as exc:
-            await self._say(event, f"Command refused: {exc}", incident_id)
-            return
-        except StepUpRequired as exc:
-            if access is None:
-                await self._say(event, f"Command refused: {exc}; 2FA is not available on this server", incident_id)
-            else:
-                await access.ask_code(event, request, exc, gate)
-            return
-        except ApprovalPending as exc:
-            if access is not None:
-                await access.ask_approval(event, exc)
-            return
-        except (CommandLineError, UnknownHost, AmbiguousHost, AgentOffline, IncidentNotFound) as exc:
-            await self._say(event, f"Not run: {exc}", incident_id)
-            return
-        await self.show(
-            event.platform, event.chat_id, record, reply_to=await self._thread(event), answers=self._answers(event)
+        agents = await host_candidates(self._db, request.host)
+        outcome = await submit(
+            self._db,
+            self._sender,
+            agents,
+            request,
+            now=self._clock(),
+            stepup=gate,
+            checkpoints=access.checkpoints if access is not None else None,
+            approval=access.approval_rules if access is not None else None,
         )
+        match outcome:
+            case Denied(reason):
+                await self._say(event, f"Command refused: {reason}", incident_id)
+            case NeedsCode(reason) if access is None:
+                await self._say(event, f"Command refused: {reason}; 2FA is not available on this server", incident_id)
+            case NeedsCode():
+                assert access is not None
+                await access.ask_code(event, request, outcome, gate)
+            case AwaitingApproval():
+                if access is not None:
+                    await access.ask_approval(event, outcome)
+            case NotRun(reason):
+                await self._say(event, f"Not run: {reason}", incident_id)
+            case Dispatched(record):
+                await self.show(
+                    event.platform, event.chat_id, record, reply_to=await self._thread(event),
+                    answers=self._answers(event),
+                )  # fmt: skip
 
     async def show(
         self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None, answers: str | None = None

@@ -21,12 +21,12 @@ import structlog
 from teleops.chat.base import EventKind, Gateway, InboundEvent
 from teleops.chat.commands import CommandRunner
 from teleops.chat.notify import Notifier
+from teleops.commands.read_access import ReadAccess, Reader
 from teleops.config.settings import parse_duration
 from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
 from teleops.domain.message import Button, Message
 from teleops.memory.run_again import RunAgainRefused, button_data, parse_button
 from teleops.memory.service import ScenarioMemory
-from teleops.pipeline.read_access import ReadAccess, Reader
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.database import Database, StorageUnavailable, Transaction
 from teleops.store.identities import IdentityStore, LinkError

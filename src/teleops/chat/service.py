@@ -27,10 +27,10 @@ from teleops.chat.delivery_health import DeliveryHealth
 from teleops.chat.input_watch import InputHealth, UnhandledInput
 from teleops.chat.notify import AlertTarget, Notifier
 from teleops.chat.outbox import OutboxWorker
+from teleops.commands.approval import ApprovalDesk
+from teleops.commands.dispatch import CommandSender
+from teleops.commands.duo import DuoPushes
 from teleops.domain.message import Message
-from teleops.pipeline.approval import ApprovalDesk
-from teleops.pipeline.dispatch import CommandSender
-from teleops.pipeline.duo import DuoPushes
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database, StorageUnavailable

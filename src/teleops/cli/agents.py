@@ -47,7 +47,7 @@ def agents_list(config_path: Path | None) -> None:
 @config_option
 def agents_bind(name: str, hostname: str | None, host_label: str | None, config_path: Path | None) -> None:
     """Set the host names agent NAME answers for (omit both to bind none); audited as `agent.bound`."""
-    from teleops.server.clock import system_clock
+    from teleops.domain.clock import system_clock
     from teleops.store.agents import bind_agent
     from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database

@@ -26,7 +26,7 @@ def policy_test(user_name: str, host: str, command: tuple[str, ...], config_path
     One quoted COMMAND is read as typed in chat (shell syntax is refused); several words are the argv.
     Exit 0 when allowed, 1 when refused.
     """
-    from teleops.pipeline.command_line import CommandLineError, split_command
+    from teleops.commands.command_line import CommandLineError, split_command
 
     settings = settings_from(config_path)
     roles = {u.name: u.role for u in settings.users}

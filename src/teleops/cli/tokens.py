@@ -20,7 +20,7 @@ def token_create() -> None:
 
 
 def _create_token(config_path: Path | None, kind: str, name: str, user: str | None) -> None:
-    from teleops.server.clock import system_clock
+    from teleops.domain.clock import system_clock
     from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
     from teleops.store.tokens import TokenExists, TokenKind, TokenStore
@@ -81,7 +81,7 @@ def token_create_api(name: str, user: str, config_path: Path | None) -> None:
 @config_option
 def token_revoke(kind: str, name: str, config_path: Path | None) -> None:
     """Revoke a token by kind and name."""
-    from teleops.server.clock import system_clock
+    from teleops.domain.clock import system_clock
     from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
     from teleops.store.tokens import TokenKind, TokenStore

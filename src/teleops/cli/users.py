@@ -28,7 +28,7 @@ def user_set_password(name: str, password_stdin: bool, generate: bool, config_pa
     Ends NAME's web console sessions (audited as `session.revoked`): they log in again with the new password."""
     import secrets
 
-    from teleops.server.clock import system_clock
+    from teleops.domain.clock import system_clock
     from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
     from teleops.store.users import UserStore
@@ -71,7 +71,7 @@ def user_set_password(name: str, password_stdin: bool, generate: bool, config_pa
 
 def _twofactor_admin(config_path: Path | None, name: str, action: str) -> str | bool:
     """Enrol or unlock NAME's TOTP, audited, with the audit head checkpointed before returning."""
-    from teleops.server.clock import system_clock
+    from teleops.domain.clock import system_clock
     from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
     from teleops.store.twofactor import TwoFactorStore
@@ -126,7 +126,7 @@ def user_2fa_unlock(name: str, config_path: Path | None) -> None:
 @config_option
 def user_invite(name: str, config_path: Path | None) -> None:
     """A one-time code (valid 24 h) that NAME sends to the bot as `/link CODE`; printed alone on the last line."""
-    from teleops.server.clock import system_clock
+    from teleops.domain.clock import system_clock
     from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
     from teleops.store.identities import LINK_CODE_TTL, IdentityStore

@@ -53,7 +53,7 @@ class Quote:
     naming their command lines, or a button whose `data` runs one of them again.
 
     Chat rooms show the message whole (a room is a room). Where one room is shared by people with different rights
-    (the web console), a reader who may not read one of `commands` (pipeline/read_access.py) gets `withheld`
+    (the web console), a reader who may not read one of `commands` (commands/read_access.py) gets `withheld`
     instead of `line` and no such button: `Message.withholding`.
     """
 

@@ -3,7 +3,7 @@
 Everything in it came from alerts, people and command output, so it is escaped for Markdown: table cells
 lose `|` and line breaks, and code fences are longer than any run of backticks inside them.
 
-Exported for a reader (`access`), a command they may not read (teleops.pipeline.read_access) keeps its place,
+Exported for a reader (`access`), a command they may not read (teleops.commands.read_access) keeps its place,
 who ran it, where and how it ended, but not its command line or output: the export says it was withheld and why.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from teleops.commands.read_access import ReadAccess
 from teleops.domain.incident import TIMELINE_TITLES
 from teleops.memory.last_time import WITHHELD_COMMAND, human_duration
-from teleops.pipeline.read_access import ReadAccess
 from teleops.store.database import Database
 from teleops.store.incidents import IncidentRecord, TimelineEvent, get_incident
 from teleops.store.scenarios import ScenarioCommand, commands_of

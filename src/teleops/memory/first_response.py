@@ -16,19 +16,12 @@ from datetime import datetime
 
 import structlog
 
+from teleops.commands.dispatch import CommandRequest, CommandSender
+from teleops.commands.outcome import AwaitingApproval, Denied, Dispatched, NeedsCode, NotRun
+from teleops.commands.submit import submit
 from teleops.domain.incident import TimelineKind
 from teleops.memory.runbooks import bind
 from teleops.memory.service import FIRST_RESPONSE_PRINCIPAL, ScenarioMemory
-from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import (
-    AgentOffline,
-    CommandDenied,
-    CommandRequest,
-    CommandSender,
-    StepUpRequired,
-    submit_command,
-)
-from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
 from teleops.store.agents import host_candidates
 from teleops.store.incidents import IncidentNotFound, add_timeline_event, get_incident
 from teleops.store.ingest import IncidentChange, Outcome
@@ -101,19 +94,21 @@ class FirstResponder:
                 incident_id=incident_id,
             )
             try:
-                await submit_command(db, sender, await host_candidates(db, request.host), request, now=self._clock())
-            except CommandDenied:
-                pass  # recorded as denied on the incident's timeline by the pipeline
-            except StepUpRequired:  # nobody can give a code for an automatic run (step-up by default, policy.py)
-                await self._note(
-                    incident_id,
-                    f"first response could not run {step.name!r}: its rule asks for a one-time code; use read-only "
-                    f"diagnostics or give that rule of role {self._role!r} `require_2fa: false`",
-                )
-            except (CommandLineError, UnknownHost, AmbiguousHost, AgentOffline, IncidentNotFound) as exc:
-                await self._note(incident_id, f"first response could not run {step.name!r}: {exc}")
+                outcome = await submit(db, sender, await host_candidates(db, request.host), request, now=self._clock())
             except Exception:  # one incident's diagnostics must not take the controller down
                 log.exception("memory.first_response_failed", incident_id=incident_id, step=step.name)
+                continue
+            match outcome:
+                case Dispatched() | Denied() | AwaitingApproval():
+                    pass  # on the incident's timeline already (a denied one is recorded as denied)
+                case NeedsCode():  # nobody can give a code for an automatic run (step-up by default, policy.py)
+                    await self._note(
+                        incident_id,
+                        f"first response could not run {step.name!r}: its rule asks for a one-time code; use "
+                        f"read-only diagnostics or give that rule of role {self._role!r} `require_2fa: false`",
+                    )
+                case NotRun(reason):
+                    await self._note(incident_id, f"first response could not run {step.name!r}: {reason}")
 
     async def _note(self, incident_id: int, text: str) -> None:
         await add_timeline_event(

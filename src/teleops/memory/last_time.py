@@ -3,7 +3,7 @@
 Pure: turns a `Recurrence` into chat lines (plain text; the renderer escapes them) and into the JSON the
 REST API and the web UI show. All text from alerts, commands and notes is untrusted and stays plain.
 
-`withheld` maps the ids of commands the reader may not read to why (teleops.pipeline.read_access): such a
+`withheld` maps the ids of commands the reader may not read to why (teleops.commands.read_access): such a
 command still counts and shows who ran it and whether it worked, never its command line or output, and it is
 never offered to run again.
 """

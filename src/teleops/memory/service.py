@@ -12,13 +12,13 @@ from typing import Any
 
 import structlog
 
+from teleops.commands.read_access import ReadAccess
 from teleops.config.settings import MemorySettings, parse_duration
 from teleops.domain.message import Button, Extra, Quote
 from teleops.memory.last_time import last_time_lines, last_time_quotes, last_time_view
 from teleops.memory.recurrence import MemoryWindows, Recurrence, find_recurrence
 from teleops.memory.run_again import RunAgain, button_data, check_run_again
 from teleops.memory.runbooks import BoundStep, Runbook, bind, load_runbooks
-from teleops.pipeline.read_access import ReadAccess
 from teleops.store.database import Database, Transaction
 from teleops.store.scenarios import in_savepoint
 from teleops.store.search import SearchHit, search_scenarios
@@ -121,7 +121,7 @@ class ScenarioMemory:
 
     async def history(self, incident_id: int, *, access: ReadAccess | None = None) -> dict[str, Any] | None:
         """The `last_time` view of an incident, or None when it does not exist. With `access`, the commands its
-        reader may not read are withheld (teleops.pipeline.read_access); None shows all (the CLI, on the host)."""
+        reader may not read are withheld (teleops.commands.read_access); None shows all (the CLI, on the host)."""
         recurrence = await self.recurrence(incident_id)
         if recurrence is None:
             return None

@@ -8,7 +8,7 @@ import contextlib
 
 import structlog
 
-from teleops.pipeline.approval import ApprovalDesk
+from teleops.commands.approval import ApprovalDesk
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database, StorageUnavailable
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from teleops.commands.authorize import current_policy
 from teleops.config import Settings
 from teleops.domain.message import Message
-from teleops.pipeline.authorize import current_policy
 from teleops.server.services import Services
 from teleops.store.database import StorageUnavailable, Transaction
 from teleops.store.twofactor import NotEnrolled, TwoFactorKeyMissing

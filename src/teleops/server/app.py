@@ -24,19 +24,19 @@ import teleops
 from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
 from teleops.chat.console.read_rule import ConsoleReaders
 from teleops.chat.service import ChatService
+from teleops.commands.approval import ApprovalDesk
+from teleops.commands.backend.agent_hub import AgentHub
+from teleops.commands.duo import DuoConfig, DuoPushes
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
+from teleops.domain.clock import Clock, system_clock
 from teleops.domain.stepup import StepUpRules
 from teleops.memory.first_response import FirstResponder
 from teleops.memory.service import ScenarioMemory
 from teleops.oncall.service import OnCallService
-from teleops.pipeline.approval import ApprovalDesk
-from teleops.pipeline.duo import DuoConfig, DuoPushes
 from teleops.server.access_upkeep import AccessUpkeep
-from teleops.server.agent_hub import AgentHub
 from teleops.server.bootstrap import first_start, sync_configured_users, welcome_text
 from teleops.server.chat_wiring import build_chat
-from teleops.server.clock import Clock, system_clock
 from teleops.server.front_door import FrontDoor
 from teleops.server.heartbeats import HeartbeatMonitor
 from teleops.server.local_agent import LocalAgentSupervisor, ensure_local_agent_token

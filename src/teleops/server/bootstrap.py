@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from teleops.pipeline.authorize import use_policy
+from teleops.commands.authorize import use_policy
 from teleops.server.sample_alert import sample_alert_json
 from teleops.server.services import Services
 from teleops.store.audit import record

@@ -11,8 +11,8 @@ from teleops.chat.storm import storm_rule
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
 from teleops.domain.alert import Alert
+from teleops.domain.clock import Clock
 from teleops.oncall.routing import route_team
-from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
 from teleops.store.database import Database
 from teleops.store.incident_events import IncidentEvents

@@ -27,6 +27,7 @@ import structlog
 
 from teleops.config.heartbeats import HeartbeatSettings
 from teleops.domain.alert import Alert, AlertStatus, Severity
+from teleops.domain.clock import Clock
 from teleops.domain.heartbeat import (
     HEARTBEAT_SOURCE,
     HeartbeatState,
@@ -35,7 +36,6 @@ from teleops.domain.heartbeat import (
     heartbeat_fingerprint,
 )
 from teleops.domain.message import Message
-from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
 from teleops.store.database import StorageUnavailable
 from teleops.store.heartbeats import HeartbeatRecord, HeartbeatStore

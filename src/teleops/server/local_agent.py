@@ -26,13 +26,13 @@ import structlog
 
 from teleops.agent.spool import Spool
 from teleops.config import Settings
-from teleops.server.clock import Clock
+from teleops.domain.clock import Clock
 from teleops.store.database import StorageUnavailable
 from teleops.store.tokens import TokenExists, TokenKind, TokenStore
 from teleops.wire.command_ids import row_id_of
 
 if TYPE_CHECKING:
-    from teleops.server.agent_hub import AgentHub
+    from teleops.commands.backend.agent_hub import AgentHub
 
 __all__ = ["LocalAgentSupervisor", "ensure_local_agent_token"]
 

@@ -10,7 +10,7 @@ import structlog
 
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
-from teleops.server.clock import Clock
+from teleops.domain.clock import Clock
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.retention import prune_raw_alerts
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from teleops.chat.service import ChatService
+from teleops.commands.approval import ApprovalDesk
+from teleops.commands.backend.agent_hub import AgentHub
+from teleops.commands.duo import DuoPushes
 from teleops.config import Settings
+from teleops.domain.clock import Clock
 from teleops.oncall.service import OnCallService
-from teleops.pipeline.approval import ApprovalDesk
-from teleops.pipeline.duo import DuoPushes
-from teleops.server.agent_hub import AgentHub
-from teleops.server.clock import Clock
 from teleops.server.metrics import Metrics
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database

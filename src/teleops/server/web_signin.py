@@ -31,9 +31,9 @@ from datetime import datetime, timedelta
 
 from starlette.requests import HTTPConnection
 
+from teleops.commands.authorize import current_policy
 from teleops.config.duration import parse_duration
 from teleops.domain.policy import Effect, Policy
-from teleops.pipeline.authorize import current_policy
 from teleops.server.services import Services
 from teleops.store.server_keys import server_key
 

@@ -195,7 +195,7 @@ async def list_agents(db: Database) -> list[AgentRecord]:
 
 
 async def host_candidates(db: Database, host: str) -> list[AgentRecord]:
-    """The agents `pipeline.hosts.resolve_host` needs to decide who serves `host`, read in one go without
+    """The agents `commands.hosts.resolve_host` needs to decide who serves `host`, read in one go without
     loading every agent: the one named `host`; else the one bound to that hostname (case-insensitive); else the
     one bound to the `host=<host>` label; else all of them (so the "unknown host" error can name the known
     ones). Bound names, never what an agent claims now: an agent cannot steer another host's commands (T32)."""

@@ -4,7 +4,7 @@ The row is bound to the command by `digest` = HMAC-SHA256 of the canonical (agen
 timeout) under a key outside the database (`ArgvVault.binding_key`, derived from `<data_dir>/argv.key`): a vote
 must name that digest (buttons carry its first characters), so a button for one request can never approve
 another; and a command row changed by a database writer — another argv, host or timeout — no longer matches,
-which the writer cannot repair without the key (issue #17.2; `pipeline/dispatch.dispatch_approved` refuses it).
+which the writer cannot repair without the key (issue #17.2; `commands/dispatch.dispatch_approved` refuses it).
 Every vote, refusal and outcome is appended to the audit log in the same transaction as the state change. Rows
 are claimed for dispatch exactly once.
 """

@@ -4,7 +4,7 @@ The web UI's Commands and Fleet pages (routes/ui_commands.py, routes/ui_fleet.py
 output (a list never shows it, and it can be 64 KiB a command). Paging is by id ("older than command N"), not by
 offset, so a page stays the same while new commands arrive and a deep page costs no more than the first.
 
-Who may read which command (pipeline/read_access.py) is decided by the caller over these rows: the host patterns
+Who may read which command (commands/read_access.py) is decided by the caller over these rows: the host patterns
 of a role's policy are shell-style globs that SQL cannot apply the same way, so this module filters only by what
 the person asked for, and the caller reads further batches (`before`) until its page is full of readable rows.
 """

@@ -37,7 +37,7 @@ class IncidentQuery:
     host: str = ""  # exact, case-insensitive; `*` matches any run of characters ("web-*")
     teams: tuple[str, ...] | None = None  # incidents escalating to one of these teams; None: any, (): none
     text: str = ""  # every word must occur in the scenario (name, host, summary, notes, and commands if allowed)
-    search_commands: bool = True  # False: text never looks into command lines or output (pipeline/read_access.py)
+    search_commands: bool = True  # False: text never looks into command lines or output (commands/read_access.py)
     limit: int = 200
 
 

@@ -1,4 +1,4 @@
-"""What the read rule (teleops.pipeline.read_access) needs to know about stored commands, without their output:
+"""What the read rule (teleops.commands.read_access) needs to know about stored commands, without their output:
 who asked, where it ran, and who voted on its approval (the `approvals` table, store/approvals.py). One query,
 however many commands."""
 

@@ -110,7 +110,7 @@ async def search_scenarios(
 ) -> list[SearchHit]:
     """Scenarios matching every word of `query`, best first (then newest). An empty query finds nothing.
     `commands=False` searches incidents and notes only, never a command line or output (for a reader who may not
-    read every command: pipeline/read_access.py).
+    read every command: commands/read_access.py).
 
     Raises StorageUnavailable when the database does not answer.
     """

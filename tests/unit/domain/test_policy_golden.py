@@ -8,9 +8,9 @@ from typing import NamedTuple
 import pytest
 import yaml
 
+from teleops.commands.command_line import CommandLineError, split_command
 from teleops.config.settings import parse_duration
 from teleops.domain.policy import Decision, Policy, compile_policy
-from teleops.pipeline.command_line import CommandLineError, split_command
 
 # Rules that can change a host say `require_2fa: false` so the rows show the other semantics alone; the step-up
 # default (a code when the key is absent) has its own tests in tests/security/test_stepup_default.py.

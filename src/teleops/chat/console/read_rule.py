@@ -2,7 +2,7 @@
 
 The console is one shared room, so every message is pushed to every open tab and listed in every tab's history.
 Incident announcements, notes and replies stay readable by every logged-in user (the rotation shares them, as
-everywhere else). Two kinds of message carry what `teleops.pipeline.read_access.may_read` guards:
+everywhere else). Two kinds of message carry what `teleops.commands.read_access.may_read` guards:
 
 * a command's progress, result and output file (chat/commands.py tags them with the command's id: `Message.
   command_id`, stored as `body["command"]`);
@@ -30,8 +30,8 @@ from typing import Any
 
 import structlog
 
+from teleops.commands.read_access import ReadAccess, Reader, may_read, reader_named
 from teleops.domain.message import Message
-from teleops.pipeline.read_access import ReadAccess, Reader, may_read, reader_named
 from teleops.store.console_messages import ConsoleMessageRecord
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.read_facts import CommandReadFacts, command_read_facts

@@ -15,8 +15,8 @@ from teleops.chat.access import CODE_PROMPT
 from teleops.chat.base import Capabilities
 from teleops.chat.console.read_rule import Shown, command_of, source_of, withheld_text
 from teleops.chat.render import render
+from teleops.commands.read_access import Reader
 from teleops.domain.text import visible
-from teleops.pipeline.read_access import Reader
 from teleops.store.console_messages import ConsoleMessageRecord
 
 __all__ = ["asks_for_command", "message_view", "reply_meaning", "view_for", "withheld_view"]

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.fanout import submit_fanout
+from teleops.commands.backend.progress import Finished
+from teleops.commands.command_line import CommandLineError
+from teleops.commands.fanout import submit_fanout
 from teleops.server.auth import Caller, require_api_caller, services_of
-from teleops.server.command_progress import Finished
 from teleops.server.routes.commands import (
     CommandOut,
     read_access_of,

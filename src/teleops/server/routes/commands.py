@@ -10,22 +10,15 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from teleops.commands.approval import Vote
+from teleops.commands.backend.agent_hub import AgentHub
+from teleops.commands.dispatch import CommandRequest
+from teleops.commands.outcome import AwaitingApproval, Denied, Dispatched, NeedsCode, NotRun, NotRunWhy
+from teleops.commands.person import CancelRefused, PersonOutcome, PushRefused, cancel_command, submit_for_person
+from teleops.commands.read_access import ReadAccess, reader_named
+from teleops.commands.stepup import OTP_HEADER
 from teleops.config.settings import parse_duration
-from teleops.pipeline.approval import Vote
-from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import (
-    AgentOffline,
-    ApprovalPending,
-    CommandDenied,
-    CommandRequest,
-    StepUpRequired,
-)
-from teleops.pipeline.hosts import AmbiguousHost, UnknownHost
-from teleops.pipeline.read_access import ReadAccess, reader_named
-from teleops.pipeline.stepup import OTP_HEADER
-from teleops.server.agent_hub import AgentHub
 from teleops.server.auth import Caller, require_api_caller, services_of
-from teleops.server.command_submit import CancelRefused, PushRefused, cancel_command, submit_for_person
 from teleops.server.schemas import RowId, RowIdField
 from teleops.server.services import Services
 from teleops.store.approvals import get_approval
@@ -38,7 +31,6 @@ from teleops.store.commands import (
     get_command,
 )
 from teleops.store.database import StorageUnavailable
-from teleops.store.incidents import IncidentNotFound
 
 __all__ = [
     "CommandCreate",
@@ -156,7 +148,7 @@ async def read_access_of(services: Services, user: str) -> ReadAccess:
 
 async def readable_command(services: Services, user: str, command_id: int) -> CommandRecord:
     """The command if `user` may read it; 404 — as for a command that does not exist — when it does not exist or
-    they may not read it (pipeline/read_access.py), so an id never confirms that someone else's command exists."""
+    they may not read it (commands/read_access.py), so an id never confirms that someone else's command exists."""
     try:
         record = await get_command(services.db, command_id)
     except CommandNotFound as exc:
@@ -229,43 +221,55 @@ async def create(
         return storage_unavailable(exc)
     via = f"api:{caller.user}"
     try:
-        record = await submit_for_person(services, hub, command_request, code=otp, via=via)
-    except PushRefused as exc:
-        return JSONResponse({"detail": exc.detail, "needs": "duo"}, status_code=exc.status)
-    except CommandLineError as exc:
-        raise HTTPException(422, f"command: {exc}") from exc
-    except (UnknownHost, IncidentNotFound) as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except (AmbiguousHost, AgentOffline) as exc:
-        raise HTTPException(409, str(exc)) from exc
+        outcome = await submit_for_person(services, hub, command_request, code=otp, via=via)
     except (StorageUnavailable, AuditUnavailable) as exc:
         return storage_unavailable(exc)
-    except CommandDenied as exc:
-        return JSONResponse(
-            {"detail": f"command refused: {exc}", "id": exc.record.id, "status": exc.record.status}, status_code=403
-        )
-    except StepUpRequired as exc:
-        why = exc.refusal or None
-        detail = (
-            f"command needs a one-time code: {exc}. Code not accepted: {why}"
-            if otp is not None and why
-            else f"command needs a one-time code: {exc}. "
-            + (f"{why}. " if why else "")
-            + f"Repeat the request with the header `{OTP_HEADER}: CODE` from your authenticator app"
-        )
-        return JSONResponse({"detail": detail, "needs": "otp"}, status_code=403)
-    except ApprovalPending as exc:
-        body_out = CommandOut.of(exc.record).model_dump(mode="json")
-        approval = exc.approval
-        body_out["approval"] = {
-            "status": approval.status.value,
-            "digest": approval.digest,
-            "needed": approval.needed,
-            "expires_at": approval.expires_at.isoformat(),
-            "detail": f"{exc}; another user allowed to run it approves: POST /api/v1/commands/{exc.record.id}/approve",
-        }
-        return JSONResponse(body_out, status_code=202)
-    return CommandOut.of(record)
+    return _present(outcome, otp=otp)
+
+
+_NOT_RUN_STATUS = {
+    NotRunWhy.BAD_COMMAND_LINE: 422,
+    NotRunWhy.UNKNOWN_HOST: 404,
+    NotRunWhy.UNKNOWN_INCIDENT: 404,
+    NotRunWhy.AMBIGUOUS_HOST: 409,
+    NotRunWhy.AGENT_OFFLINE: 409,
+}
+
+
+def _present(outcome: PersonOutcome, *, otp: str | None) -> Any:
+    """The HTTP answer for what became of the command."""
+    match outcome:
+        case Dispatched(record):
+            return CommandOut.of(record)
+        case PushRefused(reason, unavailable):
+            return JSONResponse({"detail": reason, "needs": "duo"}, status_code=503 if unavailable else 403)
+        case NotRun(reason, why):
+            detail = f"command: {reason}" if why is NotRunWhy.BAD_COMMAND_LINE else reason
+            raise HTTPException(_NOT_RUN_STATUS[why], detail)
+        case Denied(reason, record):
+            return JSONResponse(
+                {"detail": f"command refused: {reason}", "id": record.id, "status": record.status}, status_code=403
+            )
+        case NeedsCode(reason=reason, refusal=why):
+            detail = (
+                f"command needs a one-time code: {reason}. Code not accepted: {why}"
+                if otp is not None and why
+                else f"command needs a one-time code: {reason}. "
+                + (f"{why}. " if why else "")
+                + f"Repeat the request with the header `{OTP_HEADER}: CODE` from your authenticator app"
+            )
+            return JSONResponse({"detail": detail, "needs": "otp"}, status_code=403)
+        case AwaitingApproval(reason, record, approval):
+            body_out = CommandOut.of(record).model_dump(mode="json")
+            body_out["approval"] = {
+                "status": approval.status.value,
+                "digest": approval.digest,
+                "needed": approval.needed,
+                "expires_at": approval.expires_at.isoformat(),
+                "detail": f"{reason}; another user allowed to run it approves: "
+                f"POST /api/v1/commands/{record.id}/approve",
+            }
+            return JSONResponse(body_out, status_code=202)
 
 
 class VoteOut(BaseModel):

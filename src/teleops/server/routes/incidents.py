@@ -1,7 +1,7 @@
 """Incidents: list, read with timeline, and the human actions (ack, resolve, snooze).
 
 Every authenticated caller reads every incident (the rotation shares them); in a timeline, the command line and
-output of a command the caller may not read are withheld (pipeline/read_access.py): the event stays, with
+output of a command the caller may not read are withheld (commands/read_access.py): the event stays, with
 `withheld` saying why."""
 
 from __future__ import annotations

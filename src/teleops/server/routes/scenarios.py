@@ -1,7 +1,7 @@
 """Scenario memory over REST: an incident's history ("last time"), search, and the postmortem export.
 
 Each answers for the caller: commands they may not read keep their place but lose their command line and output
-(pipeline/read_access.py), and search looks into command text only for callers who may read every command."""
+(commands/read_access.py), and search looks into command text only for callers who may read every command."""
 
 from __future__ import annotations
 

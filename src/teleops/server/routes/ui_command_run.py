@@ -1,10 +1,10 @@
 """Running a command from the web UI: the incident page's "Run a command on HOST" form and Run-again confirmations
-both end here, in the same pipeline as chat and `POST /api/v1/commands` (server/command_submit.py).
+both end here, through the same steps as chat and `POST /api/v1/commands` (commands/person.py).
 
-Outcomes, as the REST API signals them: dispatched or waiting for a second person → the command's page; refused
-by the policy → the reason (the refusal is recorded as a `denied` command, as everywhere); needs a one-time code →
-a form that asks for it and sends the same command again with it (a wrong code says why); not run at all
-(unknown or offline host, a line that cannot be split, storage down) → what happened and what to do.
+Each Outcome (commands/outcome.py), as the REST API presents it: dispatched or waiting for a second person → the
+command's page; refused by the policy → the reason (the refusal is recorded as a `denied` command, as everywhere);
+needs a one-time code → a form that asks for it and sends the same command again with it (a wrong code says why);
+not run at all (unknown or offline host, a line that cannot be split, storage down) → what happened and what to do.
 """
 
 from __future__ import annotations
@@ -15,25 +15,18 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from teleops.pipeline.command_line import CommandLineError
-from teleops.pipeline.dispatch import (
-    AgentOffline,
-    ApprovalPending,
-    CommandDenied,
-    CommandRequest,
-    StepUpRequired,
-)
-from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
-from teleops.pipeline.run_offer import offers_commands_on
+from teleops.commands.dispatch import CommandRequest
+from teleops.commands.outcome import AwaitingApproval, Denied, Dispatched, NeedsCode, NotRun, NotRunWhy
+from teleops.commands.person import PersonOutcome, PushRefused, submit_for_person
+from teleops.commands.run_offer import offers_commands_on
+from teleops.commands.submit import resolve
 from teleops.server.auth import services_of
-from teleops.server.command_submit import PushRefused, submit_for_person
 from teleops.server.routes.commands import command_timeout
 from teleops.server.routes.ui_common import UiUser, render_page
 from teleops.server.services import Services
 from teleops.store.agents import host_candidates
 from teleops.store.audit import AuditUnavailable
 from teleops.store.database import StorageUnavailable
-from teleops.store.incidents import IncidentNotFound
 
 __all__ = ["Retry", "RunOffer", "run_from_web", "run_offer"]
 
@@ -57,12 +50,11 @@ class RunOffer:
 
 async def run_offer(services: Services, user: UiUser, host: str | None) -> RunOffer | None:
     """The Run form for `host`, or None when no agent serves it or `user`'s policy covers it with no allow rule
-    (pipeline/run_offer.py). Raises StorageUnavailable."""
+    (commands/run_offer.py). Raises StorageUnavailable."""
     if not host or not user.role:
         return None
-    try:
-        agent = resolve_host(host, await host_candidates(services.db, host))
-    except (UnknownHost, AmbiguousHost):
+    agent = resolve(host, await host_candidates(services.db, host))
+    if isinstance(agent, NotRun):
         return None
     if not offers_commands_on(user.role, agent.name):
         return None
@@ -123,27 +115,32 @@ async def run_from_web(
         incident_id=incident_id,
     )
     try:
-        record = await submit_for_person(services, services.hub, command_request, code=code, via=f"web:{user.name}")
-    except PushRefused as exc:
-        return attempt.page(exc.status, f"Not run: {exc.detail}.")
-    except CommandLineError as exc:
-        return attempt.page(422, f"Not run: the command line cannot be read ({exc}). Fix it and run it again.")
-    except (UnknownHost, IncidentNotFound) as exc:
-        return attempt.page(404, f"Not run: {exc}.")
-    except (AmbiguousHost, AgentOffline) as exc:
-        return attempt.page(409, f"Not run: {exc}")
+        outcome = await submit_for_person(services, services.hub, command_request, code=code, via=f"web:{user.name}")
     except (StorageUnavailable, AuditUnavailable) as exc:
         return attempt.page(
             503,
             f"Not run: storage unavailable ({exc}). Retry in a minute; if it persists, an admin checks the database.",
         )
-    except CommandDenied as exc:
-        return attempt.page(403, f"Command refused: {exc}.", refused_id=exc.record.id)
-    except StepUpRequired as exc:
-        if code is None and exc.refusal:  # not enrolled, or locked: a code cannot help, so none is asked for
-            return attempt.page(403, f"Not run: it needs a one-time code ({exc}), but {exc.refusal}.")
-        why = f"Code not accepted: {exc.refusal}. Enter the code your app shows now." if exc.refusal else None
-        return attempt.page(401, why, ask_code=str(exc), retry=retry)
-    except ApprovalPending as exc:
-        return RedirectResponse(f"/ui/commands/{exc.record.id}", status_code=303)
-    return RedirectResponse(f"/ui/commands/{record.id}", status_code=303)
+    return _present(attempt, outcome, code=code, retry=retry)
+
+
+def _present(attempt: _Attempt, outcome: PersonOutcome, *, code: str | None, retry: Retry) -> Response:
+    """The page (or the redirect to the command) for what became of the command."""
+    match outcome:
+        case Dispatched(record) | AwaitingApproval(record=record):
+            return RedirectResponse(f"/ui/commands/{record.id}", status_code=303)
+        case PushRefused(reason, unavailable):
+            return attempt.page(503 if unavailable else 403, f"Not run: {reason}.")
+        case NotRun(reason, NotRunWhy.BAD_COMMAND_LINE):
+            return attempt.page(422, f"Not run: the command line cannot be read ({reason}). Fix it and run it again.")
+        case NotRun(reason, NotRunWhy.UNKNOWN_HOST | NotRunWhy.UNKNOWN_INCIDENT):
+            return attempt.page(404, f"Not run: {reason}.")
+        case NotRun(reason):  # an ambiguous host, an offline agent
+            return attempt.page(409, f"Not run: {reason}")
+        case Denied(reason, record):
+            return attempt.page(403, f"Command refused: {reason}.", refused_id=record.id)
+        case NeedsCode(reason=reason, refusal=refusal):
+            if code is None and refusal:  # not enrolled, or locked: a code cannot help, so none is asked for
+                return attempt.page(403, f"Not run: it needs a one-time code ({reason}), but {refusal}.")
+            why = f"Code not accepted: {refusal}. Enter the code your app shows now." if refusal else None
+            return attempt.page(401, why, ask_code=reason, retry=retry)

@@ -1,10 +1,10 @@
 """The Commands pages: the history (filters by host, person and status; newest first, a page at a time), one
 command (its output, live while it runs; Cancel), and the Run form's target.
 
-Everything is under the read rule (pipeline/read_access.py), as the REST API and the console apply it: the
+Everything is under the read rule (commands/read_access.py), as the REST API and the console apply it: the
 history lists only commands the reader may read, and a command they may not read answers 404, as one that does
 not exist, so a number confirms nothing. Cancel follows `POST /api/v1/commands/{id}/cancel`: who asked for it,
-or an admin (server/command_submit.py).
+or an admin (commands/person.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from teleops.pipeline.readable_commands import readable_page
+from teleops.commands.person import CancelRefused, cancel_command, may_cancel
+from teleops.commands.readable_commands import readable_page
 from teleops.server.auth import services_of
-from teleops.server.command_submit import CancelRefused, cancel_command, may_cancel
 from teleops.server.csrf import form_user
 from teleops.server.routes.commands import read_access_of
 from teleops.server.routes.ui_command_run import Retry, run_from_web

@@ -1,6 +1,6 @@
 """The Fleet page: every agent with its online state, when it was last heard from, its version and labels, the
 host names it answers for (bound, never merely claimed: store/agents.py), and each host's latest commands that
-the reader may read (pipeline/readable_commands.py; the others are not mentioned at all).
+the reader may read (commands/readable_commands.py; the others are not mentioned at all).
 
 Agents themselves are visible to every signed-in person, as `GET /api/v1/agents` is to every API token.
 """
@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from teleops.pipeline.readable_commands import readable_recent
+from teleops.commands.readable_commands import readable_recent
 from teleops.server.auth import services_of
 from teleops.server.routes.agents import agent_online
 from teleops.server.routes.commands import read_access_of
@@ -39,7 +39,7 @@ class FleetAgent:
 
 
 def answers_for(agent: AgentRecord) -> tuple[str, ...]:
-    """The names a command's host may be given to reach this agent (pipeline/hosts.py): its own name, its bound
+    """The names a command's host may be given to reach this agent (commands/hosts.py): its own name, its bound
     hostname, its bound `host` label; each once."""
     names = (agent.name, agent.bound_hostname, agent.bound_host)
     return tuple(dict.fromkeys(n for n in names if n))

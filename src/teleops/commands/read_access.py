@@ -25,8 +25,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from teleops.commands.authorize import current_policy
 from teleops.domain.policy import Effect, Policy
-from teleops.pipeline.authorize import current_policy
 from teleops.store.database import Database
 from teleops.store.incidents import IncidentRecord, TimelineEvent
 from teleops.store.read_facts import approvers_of, command_read_facts

@@ -50,7 +50,7 @@ class StepUpStore(Protocol):
 
 
 class PushElevation(Protocol):
-    """Elevation by an approved Duo push (pipeline/duo.py's DuoPushes implements it)."""
+    """Elevation by an approved Duo push (commands/duo.py's DuoPushes implements it)."""
 
     def elevated(self, user: str, *, now: datetime) -> bool: ...
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from teleops.pipeline.authorize import authorize
+from teleops.commands.authorize import authorize
 
 
 @pytest.mark.parametrize("argv", [["reboot"], ["rm", "-rf", "/"], ["uptime"]])

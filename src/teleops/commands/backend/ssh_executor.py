@@ -23,10 +23,10 @@ import asyncssh
 import structlog
 
 from teleops.agent.output import CappedOutput
+from teleops.commands.backend.exit_report import finish_of_exit
+from teleops.commands.dispatch import AgentUnavailable
 from teleops.config.settings import HostSettings
-from teleops.pipeline.dispatch import AgentUnavailable
-from teleops.pipeline.outcome import finish_of_exit
-from teleops.server.clock import Clock
+from teleops.domain.clock import Clock
 from teleops.store.commands import CommandStatus, Finish, append_output, finish_command, mark_started
 from teleops.store.database import Database
 from teleops.wire import Exec, Exit

@@ -1,4 +1,4 @@
-"""Commands that will never report: ended `lost` so nobody waits on them forever (THREATS F07, F11).
+"""Commands that will never report: ended `lost` so nobody waits on them forever (docs/threat-model.md F07, F11).
 
 Two cases, checked about once a second by the agent hub:
 - the agent is unreachable (not connected here, not seen by another replica) past the command's timeout plus
@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from teleops.server.clock import Clock
-from teleops.server.command_progress import CommandProgress
+from teleops.commands.backend.progress import CommandProgress
+from teleops.domain.clock import Clock
 from teleops.store.agents import get_agent, list_agents
 from teleops.store.commands import CommandRecord, CommandStatus, Finish, finish_command, in_flight_commands
 from teleops.store.database import Database

@@ -1,11 +1,12 @@
 """One command on many hosts at once: each host gets its own command, decided and audited like a single one,
 with every allowed dispatch recorded in one commit and the execs sent together.
 
-Per host, the same checks as `submit_command`: the host must resolve to a connected agent and the policy must
-allow the command there. A refusal is recorded `denied` and audited. A rule that needs a one-time code or a
-second person is not run from a fan-out (nobody can approve 1,000 commands one by one): that host's item says
-to run it on its own, and the refusal is audited (`command.stepup_required` / `command.approval_required`,
-with nothing recorded, as for a single command awaiting a code). Errors for one host never stop the others.
+Per host, the same steps as a single command (commands/submit.py `resolve`, `online`, `decide`, `denied`): the
+host must resolve to a connected agent and the policy must allow the command there. A refusal is recorded
+`denied` and audited. A rule that needs a one-time code or a second person is not run from a fan-out (nobody can
+approve 1,000 commands one by one): that host's item says to run it on its own, and the refusal is audited
+(`command.stepup_required` / `command.approval_required`, with nothing recorded, as for a single command
+awaiting a code). Errors for one host never stop the others.
 """
 
 from __future__ import annotations
@@ -17,27 +18,24 @@ from datetime import datetime
 
 import structlog
 
-from teleops.pipeline.authorize import authorize
-from teleops.pipeline.command_line import split_command
-from teleops.pipeline.dispatch import (
+from teleops.commands.command_line import split_command
+from teleops.commands.dispatch import (
     NOT_DURABLE,
     CommandRequest,
     CommandSender,
-    effective_timeout,
     fail_unsent,
     record_audit,
-    record_denied,
     send_dispatched,
     write_checkpoint,
 )
-from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
+from teleops.commands.outcome import NotRun
+from teleops.commands.submit import decide, denied, online, resolve
 from teleops.store.agents import AgentRecord
 from teleops.store.audit import AuditUnavailable
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audited_dispatch import DispatchFacts, create_many_dispatched_audited
 from teleops.store.commands import CommandRecord
 from teleops.store.database import Database, NotDurable
-from teleops.store.sealed_argv import protect_argv
 
 __all__ = ["FanoutItem", "submit_fanout"]
 
@@ -71,31 +69,21 @@ async def submit_fanout(
     items: dict[int, FanoutItem] = {}
     allowed: list[tuple[int, DispatchFacts]] = []
     for index, host in enumerate(hosts):
-        try:
-            agent = resolve_host(host, agents)
-        except (UnknownHost, AmbiguousHost) as exc:
-            items[index] = FanoutItem(host, error=str(exc))
+        agent = resolve(host, agents)
+        if isinstance(agent, NotRun):
+            items[index] = FanoutItem(host, error=agent.reason)
             continue
-        if not sender.is_connected(agent.name):
+        if online(sender, agent, host) is not None:
             items[index] = FanoutItem(host, error=f"agent {agent.name} is offline; nothing was run there")
             continue
-        decision = authorize(request.requester, request.role, agent.name, argv, text=request.command)
-        timeout = effective_timeout(request.timeout_s, decision)
-        protected = protect_argv(db.argv_vault, argv)
-        facts = {
-            "host": host, "agent": agent.name, "argv": protected.shown, **protected.audit_fields(),
-            "rule": decision.rule, "fanout": len(hosts),
-        }  # fmt: skip
-        one = DispatchFacts(
-            request.requester, host, agent.name, protected.shown, timeout, request.incident_id,
-            sealed_argv=protected.sealed, audit_data=facts,
-        )  # fmt: skip
-        if not decision.allowed:
-            items[index] = FanoutItem(host, command=await record_denied(db, one, decision.reason, now=now))
+        decided = decide(db, request, host, agent, argv, extra_facts={"fanout": len(hosts)}, keep_text=False)
+        decision, one = decided.decision, decided.facts
+        if denial := await denied(db, decided, now=now):
+            items[index] = FanoutItem(host, command=denial.record)
         elif decision.require_2fa or decision.require_approval:
             needs = "a one-time code" if decision.require_2fa else "a second person's approval"
             action = "command.stepup_required" if decision.require_2fa else "command.approval_required"
-            await record_audit(db, now=now, actor=request.requester, action=action, subject="", data=facts)
+            await record_audit(db, now=now, actor=request.requester, action=action, subject="", data=one.audit_data)
             items[index] = FanoutItem(
                 host, error=f"{decision.reason}: it needs {needs}, so it is not run from a fan-out; run it on its own"
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from teleops.pipeline.outcome import finish_of_exit, status_of_exit
+from teleops.commands.backend.exit_report import finish_of_exit, status_of_exit
 from teleops.store.commands import CommandStatus
 from teleops.wire import Exit
 

@@ -1,4 +1,4 @@
-"""A typed command line → argv, with shell quoting rules but no shell (THREATS T10)."""
+"""A typed command line → argv, with shell quoting rules but no shell (docs/threat-model.md T10)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ _ALLOWED_CONTROLS = frozenset("\t\n\r")
 def _refuse_invisible(text: str) -> None:
     """Bidi controls, zero-width characters and other invisible formatting (Unicode category Cf), and control
     characters but tab and newline, make a command look like another when shown in chat or in an approval
-    request (THREATS T25): refused, naming the first one."""
+    request (docs/threat-model.md T25): refused, naming the first one."""
     for position, char in enumerate(text, start=1):
         category = unicodedata.category(char)
         if category == "Cf" or (category == "Cc" and char not in _ALLOWED_CONTROLS):

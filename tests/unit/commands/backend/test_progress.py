@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from teleops.server.command_progress import CommandProgress
+from teleops.commands.backend.progress import CommandProgress
 from teleops.store.commands import CommandRecord
 from teleops.store.database import Database
 

@@ -1,4 +1,4 @@
-"""A person's command through the whole pipeline, and cancelling one: what the REST API and the web UI share.
+"""A person's command through all the steps, and cancelling one: what the REST API and the web UI share.
 
 `submit_for_person` is `POST /api/v1/commands` and the web UI's Run / Run-again forms alike: the host's agents,
 the policy (default deny), step-up (a code from the request, an elevation from an earlier code, or a Duo push for
@@ -8,42 +8,78 @@ people who step up with Duo), two-person approval, the write-ahead audit, then t
 
 from __future__ import annotations
 
-from teleops.pipeline.dispatch import AgentUnavailable, CommandRequest, StepUpRequired, submit_command
-from teleops.pipeline.duo import PushAlreadyPending, PushOutcome
-from teleops.pipeline.read_access import ADMIN_ROLE
-from teleops.pipeline.stepup import CodeGate
-from teleops.server.agent_hub import AgentHub
-from teleops.server.services import Services
+from dataclasses import dataclass
+from typing import Protocol
+
+from teleops.commands.approval import ApprovalDesk
+from teleops.commands.backend.agent_hub import AgentHub
+from teleops.commands.dispatch import AgentUnavailable, CommandRequest
+from teleops.commands.duo import DuoPushes, PushAlreadyPending, PushOutcome
+from teleops.commands.outcome import NeedsCode, Outcome
+from teleops.commands.read_access import ADMIN_ROLE
+from teleops.commands.stepup import CodeGate
+from teleops.commands.submit import submit
+from teleops.domain.clock import Clock
 from teleops.store.agents import host_candidates
+from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.commands import TERMINAL, CommandRecord, CommandStatus, Finish, finish_command, get_command
+from teleops.store.database import Database
+from teleops.store.twofactor import TwoFactorStore
 
-__all__ = ["CancelRefused", "PushRefused", "cancel_command", "may_cancel", "submit_for_person"]
+__all__ = [
+    "CancelRefused",
+    "CommandServices",
+    "PersonOutcome",
+    "PushRefused",
+    "cancel_command",
+    "may_cancel",
+    "submit_for_person",
+]
 
 
-class PushRefused(Exception):
-    """The Duo push was denied, not answered, already waiting, or Duo is unreachable (`status` 503): not run."""
+class CommandServices(Protocol):
+    """What submitting and cancelling a person's command need of the controller (server/services.py `Services`)."""
 
-    def __init__(self, detail: str, status: int) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.status = status
+    @property
+    def db(self) -> Database: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def hub(self) -> AgentHub | None: ...
+    @property
+    def stepup(self) -> TwoFactorStore | None: ...
+    @property
+    def duo(self) -> DuoPushes | None: ...
+    @property
+    def checkpoints(self) -> CheckpointLog | None: ...
+    @property
+    def approvals(self) -> ApprovalDesk | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PushRefused:
+    """The Duo push was denied, not answered, already waiting (refused), or Duo is unreachable (`unavailable`):
+    nothing was run."""
+
+    reason: str
+    unavailable: bool = False
+
+
+PersonOutcome = Outcome | PushRefused
 
 
 async def submit_for_person(
-    services: Services, hub: AgentHub, request: CommandRequest, *, code: str | None, via: str
-) -> CommandRecord:
-    """Submit `request` as its requester (pipeline/dispatch.py `submit_command`), with `code` (a one-time code the
-    person typed, or None) as the step-up. Someone who steps up with Duo and sent no code gets a push first, and
-    the command runs once they approve it.
-
-    Raises what `submit_command` raises (CommandLineError, UnknownHost, AmbiguousHost, AgentOffline,
-    IncidentNotFound, CommandDenied, StepUpRequired — its `refusal` says why a code did not count —,
-    ApprovalPending, StorageUnavailable, AuditUnavailable), and PushRefused.
+    services: CommandServices, hub: AgentHub, request: CommandRequest, *, code: str | None, via: str
+) -> PersonOutcome:
+    """Submit `request` as its requester (commands/submit.py `submit`), with `code` (a one-time code the person
+    typed, or None) as the step-up. Someone who steps up with Duo and sent no code gets a push first, and the
+    command runs once they approve it (PushRefused when they do not). NeedsCode's `refusal` says why a code did
+    not count. Raises StorageUnavailable, AuditUnavailable.
     """
     gate = CodeGate(services.stepup, code, via=via, push=services.duo) if services.stepup is not None else None
 
-    async def submit() -> CommandRecord:
-        return await submit_command(
+    async def run() -> Outcome:
+        return await submit(
             services.db,
             hub,
             await host_candidates(services.db, request.host),
@@ -54,22 +90,18 @@ async def submit_for_person(
             approval=services.approvals.rules if services.approvals is not None else None,
         )
 
+    outcome = await run()
+    duo = services.duo
+    if not isinstance(outcome, NeedsCode) or code is not None or duo is None or not duo.applies_to(request.requester):
+        return outcome
     try:
-        return await submit()
-    except StepUpRequired as exc:
-        duo = services.duo
-        if code is not None or duo is None or not duo.applies_to(request.requester):
-            raise
-        try:
-            push = duo.reserve(request.requester, command=request.command, host=exc.agent)
-        except PushAlreadyPending as refused:
-            raise PushRefused(f"command refused: {refused}", 403) from refused
-        result = await duo.push(push, via=via)
-        if not result.approved:
-            raise PushRefused(
-                f"command refused: {result.message}", 503 if result.outcome is PushOutcome.UNAVAILABLE else 403
-            ) from exc
-        return await submit()
+        push = duo.reserve(request.requester, command=request.command, host=outcome.agent)
+    except PushAlreadyPending as refused:
+        return PushRefused(f"command refused: {refused}")
+    result = await duo.push(push, via=via)
+    if not result.approved:
+        return PushRefused(f"command refused: {result.message}", unavailable=result.outcome is PushOutcome.UNAVAILABLE)
+    return await run()
 
 
 class CancelRefused(Exception):
@@ -88,7 +120,9 @@ def may_cancel(record: CommandRecord, user: str, role: str | None) -> bool:
     return CommandStatus(record.status) not in TERMINAL and (record.requester == user or role == ADMIN_ROLE)
 
 
-async def cancel_command(services: Services, record: CommandRecord, *, user: str, role: str | None) -> CommandRecord:
+async def cancel_command(
+    services: CommandServices, record: CommandRecord, *, user: str, role: str | None
+) -> CommandRecord:
     """Cancel `record` for `user`: a queued one ends `killed` here, a running one gets a cancel sent to its agent
     (it ends `killed` when the agent reports). Returns the command as it now stands. The caller has checked that
     `user` may read it. Raises CancelRefused, StorageUnavailable."""

@@ -1,4 +1,4 @@
-"""Secrets masked in command output on the controller before it is stored, logged or sent (THREATS T24).
+"""Secrets masked in command output on the controller before it is stored, logged or sent (docs/threat-model.md T24).
 
 The agent already redacts with its own rules; the controller applies `Settings.redaction_rules()` (built-ins,
 configured patterns and values, the chat tokens) again, because an agent may be older, misconfigured or

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from teleops.pipeline.hosts import AmbiguousHost, UnknownHost, resolve_host
+from teleops.commands.hosts import AmbiguousHost, UnknownHost, resolve_host
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Duo push step-up through Duo's Auth API (THREATS T20, T21, F15). The only module that imports duo_client.
+"""Duo push step-up through Duo's Auth API (docs/threat-model.md T20, T21, F15). The only module that imports
+duo_client.
 
 For a person whose step-up method is Duo, a command whose rule needs 2FA sends one push to their phone:
 

@@ -1,4 +1,5 @@
-"""Record, then send: a command reaches an agent only after its dispatch is committed (at most once).
+"""Record, then send: a command reaches an agent only after its dispatch is committed (at most once). The steps
+that lead here are commands/submit.py; a command approved by a second person comes back through `dispatch_approved`.
 
 Secrets in a command line (store/sealed_argv.py): what is recorded, audited, logged and shown is the redacted
 argv; the agent receives the original, opened from the seal only to send it; the approval digest binds the
@@ -10,20 +11,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
-import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
 
+from teleops.commands.authorize import authorize
 from teleops.domain.policy import Decision
-from teleops.pipeline.authorize import authorize
-from teleops.pipeline.command_line import split_command
-from teleops.pipeline.hosts import resolve_host
-from teleops.store.agents import AgentRecord
-from teleops.store.approvals import ApprovalRecord, ApprovalRules, approval_digest, claim_for_dispatch, open_approval
+from teleops.store.approvals import approval_digest, claim_for_dispatch
 from teleops.store.audit import AuditEvent, AuditUnavailable, record
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audited_dispatch import DispatchFacts, create_dispatched_audited, mark_dispatched_audited
@@ -37,26 +34,23 @@ from teleops.store.commands import (
     get_command,
 )
 from teleops.store.database import Database, NotDurable, StorageUnavailable
-from teleops.store.sealed_argv import OriginalCommand, SealUnreadable, original_command, protect_argv
+from teleops.store.sealed_argv import OriginalCommand, SealUnreadable, original_command
 from teleops.wire import Exec
 from teleops.wire.command_ids import wire_command_id
 
 __all__ = [
-    "AgentOffline",
     "AgentUnavailable",
-    "ApprovalPending",
-    "CommandDenied",
     "CommandRequest",
     "CommandSender",
     "StepUpCheck",
-    "StepUpRequired",
+    "binding_key",
     "dispatch_approved",
+    "dispatch_new",
     "effective_timeout",
     "fail_unsent",
     "record_audit",
     "record_denied",
     "send_dispatched",
-    "submit_command",
     "write_checkpoint",
 ]
 
@@ -68,44 +62,6 @@ NOT_DURABLE = "not executed: the database could not put the dispatch safely on d
 
 class AgentUnavailable(Exception):
     """The exec was not sent: the agent has no live connection here."""
-
-
-class AgentOffline(Exception):
-    """The host's agent is not connected; nothing was recorded or run."""
-
-
-class CommandDenied(Exception):
-    """Authorization said no; the command is recorded as `denied` (`record`) and was not sent."""
-
-    def __init__(self, record: CommandRecord, reason: str) -> None:
-        super().__init__(reason)
-        self.record = record
-
-
-class StepUpRequired(Exception):
-    """The rule needs a fresh one-time code and the person is not elevated. Nothing was recorded or sent.
-
-    `refusal` is why a code that came with the request did not count (wrong, replayed, locked …), if one did.
-    `shown` is the command line to show people (secrets masked); `argv` is the original, kept in memory only.
-    """
-
-    def __init__(
-        self, reason: str, *, agent: str, argv: list[str], refusal: str | None = None, shown: str | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.agent = agent
-        self.argv = argv
-        self.refusal = refusal
-        self.shown = shown if shown is not None else shlex.join(argv)
-
-
-class ApprovalPending(Exception):
-    """The command is recorded `queued` and waits for a second person (`approval`); nothing was sent."""
-
-    def __init__(self, record: CommandRecord, approval: ApprovalRecord, reason: str) -> None:
-        super().__init__(reason)
-        self.record = record
-        self.approval = approval
 
 
 class CommandSender(Protocol):
@@ -135,111 +91,6 @@ class CommandRequest:
     incident_id: int | None = None
     platform: str | None = None  # where the request came from (approval outcomes are posted back there)
     chat_id: str | None = None
-
-
-async def submit_command(
-    db: Database,
-    sender: CommandSender,
-    agents: Sequence[AgentRecord],
-    request: CommandRequest,
-    *,
-    now: datetime,
-    stepup: StepUpCheck | None = None,
-    checkpoints: CheckpointLog | None = None,
-    approval: ApprovalRules | None = None,
-) -> CommandRecord:
-    """Parse, resolve, authorize, step-up, approval, record, audit + mark dispatched (one commit), then send.
-
-    Raises CommandLineError (bad text; nothing recorded), UnknownHost / AmbiguousHost, AgentOffline,
-    IncidentNotFound, CommandDenied (recorded as denied and audited). A command whose rule needs a TOTP code
-    raises StepUpRequired unless `stepup` says the person is elevated (nothing recorded; audited as
-    `command.stepup_required`). One whose rule needs a second person is recorded `queued` with an approval
-    request (audited `approval.requested`) and raises ApprovalPending; without `approval` rules it is refused.
-    Step-up comes first: a command needing both asks for the code before it asks anyone to approve it.
-    If the `command.dispatching` audit record cannot be committed the command ends `failed` ("not executed:
-    audit unavailable") and nothing is sent. If the send itself fails, the command ends `failed` with a reason
-    saying it never reached the agent. `checkpoints` anchors the audit head outside the database after each
-    dispatch.
-    """
-    argv = split_command(request.command)
-    agent = resolve_host(request.host, agents)
-    if not sender.is_connected(agent.name):
-        seen = f"last seen {agent.last_seen_at:%Y-%m-%d %H:%M:%S} UTC" if agent.last_seen_at else "never seen"
-        raise AgentOffline(
-            f"agent {agent.name} for host {request.host!r} is offline ({seen}); nothing was run. "
-            "Check that `teleops agent` is running on it and can reach this server."
-        )
-    decision = authorize(request.requester, request.role, agent.name, argv, text=request.command)
-    protected = protect_argv(db.argv_vault, argv, request.command)
-    facts = {
-        "host": request.host, "agent": agent.name, "argv": protected.shown, **protected.audit_fields(),
-        "rule": decision.rule,
-    }  # fmt: skip
-    one = DispatchFacts(
-        requester=request.requester,
-        host=request.host,
-        agent_name=agent.name,
-        argv=protected.shown,
-        timeout_s=effective_timeout(request.timeout_s, decision),
-        incident_id=request.incident_id,
-        sealed_argv=protected.sealed,
-        audit_data=facts,
-    )
-    if not decision.allowed:
-        raise CommandDenied(await record_denied(db, one, decision.reason, now=now), decision.reason)
-    if decision.require_2fa and not (stepup is not None and await stepup.elevated(request.requester, now=now)):
-        await record_audit(
-            db, now=now, actor=request.requester, action="command.stepup_required", subject="", data=facts
-        )
-        raise StepUpRequired(
-            decision.reason,
-            agent=agent.name,
-            argv=argv,
-            refusal=getattr(stepup, "refusal", None),
-            shown=protected.shown_text or request.command,
-        )
-    if not decision.require_approval:
-        return await _dispatch_new(
-            db, sender, one, now=now, checkpoints=checkpoints, output_cap_bytes=request.output_cap_bytes
-        )
-    if approval is None:
-        refusal = (
-            f"{decision.reason}. Two-person approval is not available here, so it was not run; ask an admin to run it"
-        )
-        raise CommandDenied(await record_denied(db, one, refusal, now=now), refusal)
-    record = await create_command(
-        db,
-        requester=one.requester,
-        host=one.host,
-        agent_name=one.agent_name,
-        argv=one.argv,
-        timeout_s=one.timeout_s,
-        now=now,
-        incident_id=one.incident_id,
-        sealed_argv=one.sealed_argv,
-    )
-    opened = await open_approval(
-        db,
-        command_id=record.id,
-        # The digest binds the original argv (what will run), not the shown one.
-        digest=approval_digest(
-            agent=agent.name,
-            argv=argv,
-            requester=request.requester,
-            command_id=record.id,
-            timeout_s=record.timeout_s,
-            key=_binding_key(db),
-        ),
-        requester=request.requester,
-        command_text=protected.shown_text or request.command,
-        rules=approval,
-        now=now,
-        platform=request.platform,
-        chat_id=request.chat_id,
-        facts={**facts, "timeout_s": record.timeout_s},  # what `teleops audit verify` holds the dispatch against
-    )
-    log.info("command.awaiting_approval", command_id=record.id, agent=agent.name, needed=approval.needed)
-    raise ApprovalPending(record, opened, decision.reason)
 
 
 def effective_timeout(requested_s: float, decision: Decision) -> int:
@@ -314,7 +165,7 @@ async def dispatch_approved(
     decision = authorize(record.requester, role, record.agent_name, original.argv, text=original.text)
     digest = approval_digest(
         agent=record.agent_name, argv=original.argv, requester=record.requester, command_id=record.id,
-        timeout_s=record.timeout_s, key=_binding_key(db),
+        timeout_s=record.timeout_s, key=binding_key(db),
     )  # fmt: skip
     refusal: str | None = None
     if unreadable is not None:
@@ -339,7 +190,7 @@ async def dispatch_approved(
     )
 
 
-async def _dispatch_new(
+async def dispatch_new(
     db: Database,
     sender: CommandSender,
     facts: DispatchFacts,
@@ -448,7 +299,7 @@ async def fail_unsent(db: Database, record: CommandRecord, reason: str, *, now: 
         return record
 
 
-def _binding_key(db: Database) -> bytes | None:
+def binding_key(db: Database) -> bytes | None:
     """The key approvals are bound with: outside the database (store/approvals.py); None only without a vault."""
     return db.argv_vault.binding_key if db.argv_vault is not None else None
 

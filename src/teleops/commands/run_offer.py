@@ -8,8 +8,8 @@ shown a form that can only ever answer "refused".
 
 from __future__ import annotations
 
+from teleops.commands.authorize import current_policy
 from teleops.domain.policy import Effect, Policy
-from teleops.pipeline.authorize import current_policy
 
 __all__ = ["offers_commands_on"]
 

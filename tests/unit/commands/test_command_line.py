@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from teleops.pipeline.command_line import MAX_COMMAND_CHARS, CommandLineError, split_command
+from teleops.commands.command_line import MAX_COMMAND_CHARS, CommandLineError, split_command
 
 
 @pytest.mark.parametrize(

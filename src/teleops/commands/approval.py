@@ -1,4 +1,5 @@
-"""The approval step: a second person decides on a command whose rule has `require_approval` (THREATS T22, T23).
+"""The approval step: a second person decides on a command whose rule has `require_approval`
+(docs/threat-model.md T22, T23).
 
 Who may vote: any TeleOps user other than the requester whose own role's policy would allow the same argv on
 the same host. Identity is the user name, so two chat accounts (or an API token) of one person are one voter.
@@ -19,9 +20,9 @@ from datetime import datetime
 
 import structlog
 
-from teleops.pipeline.authorize import authorize
-from teleops.pipeline.dispatch import CommandSender, dispatch_approved, record_audit
-from teleops.pipeline.read_access import ReadAccess, reader_named
+from teleops.commands.authorize import authorize
+from teleops.commands.dispatch import CommandSender, dispatch_approved, record_audit
+from teleops.commands.read_access import ReadAccess, reader_named
 from teleops.store.approvals import (
     ApprovalRecord,
     ApprovalRules,
@@ -117,7 +118,7 @@ class ApprovalDesk:
                 voter, user.role if user else None, record.agent_name, original.argv, text=original.text
             )
             # Said without quoting the command or the rule: whoever may not run it may not read it either
-            # (pipeline/read_access.py), and a vote by number must not reveal it.
+            # (commands/read_access.py), and a vote by number must not reveal it.
             eligible = None if decision.allowed else "you may not decide on it: your own rules would not let you run it"
         result = await cast_vote(
             self._db, command_id, voter=voter, vote=vote, digest=digest, eligible=eligible, now=now
@@ -142,7 +143,7 @@ class ApprovalDesk:
 
     async def vote_by_number(self, command_id: int, *, voter: str, vote: Vote) -> str:
         """`vote` as typed in chat (`/approve ID`, `/deny ID`): counted or refused the same, but a refusal to a voter
-        who may not read the command (pipeline/read_access.py) is the answer for a command that does not exist, as
+        who may not read the command (commands/read_access.py) is the answer for a command that does not exist, as
         the REST vote answers 404: a refusal would say what became of it (denied by whom, ended how, the reason
         quoting its command line), and a number typed confirms nothing. Raises StorageUnavailable."""
         text = await self.vote(command_id, voter=voter, vote=vote)  # audited, counted or not

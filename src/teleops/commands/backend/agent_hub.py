@@ -2,7 +2,7 @@
 records what agents report, reconciles after reconnects, and ends commands whose agent is gone as `lost`.
 
 Incoming frames are decoded against the wire table and handled through `_handlers`, an explicit dict
-keyed by message type (THREATS T13): nothing is looked up by attribute name.
+keyed by message type (docs/threat-model.md T13): nothing is looked up by attribute name.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 import structlog
 from starlette.websockets import WebSocket, WebSocketState
 
+from teleops.commands.backend.exit_report import finish_of_exit
+from teleops.commands.backend.lost import LostCommands
+from teleops.commands.backend.ownership import CommandOwnership
+from teleops.commands.backend.progress import CommandProgress
+from teleops.commands.backend.redaction import OutputRedaction
+from teleops.commands.dispatch import AgentUnavailable
 from teleops.config.settings import AgentsSettings, HostSettings, parse_duration
+from teleops.domain.clock import Clock
 from teleops.domain.redaction import SecretRules
-from teleops.pipeline.dispatch import AgentUnavailable
-from teleops.pipeline.outcome import finish_of_exit
-from teleops.server.clock import Clock
-from teleops.server.command_ownership import CommandOwnership
-from teleops.server.command_progress import CommandProgress
-from teleops.server.lost_commands import LostCommands
-from teleops.server.output_redaction import OutputRedaction
 from teleops.store.agents import get_agent, mark_agent_offline, register_agent, touch_agent
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.commands import (
@@ -60,7 +60,7 @@ from teleops.wire import (
 from teleops.wire.command_ids import row_id_of, wire_command_id
 
 if TYPE_CHECKING:
-    from teleops.server.ssh_executor import SshHosts
+    from teleops.commands.backend.ssh_executor import SshHosts
 
 __all__ = ["CLOSE_FORBIDDEN", "CLOSE_PROTOCOL", "CLOSE_UNAUTHORIZED", "KILLED_AT_SHUTDOWN", "AgentHub"]
 
@@ -139,7 +139,9 @@ class AgentHub:
         # Agentless hosts (`hosts:` with `ssh:`) are targets of this hub too, so every sender reaches them.
         self._ssh: SshHosts | None = None
         if hosts:
-            from teleops.server.ssh_executor import SshHosts  # asyncssh loads only when SSH hosts are configured
+            from teleops.commands.backend.ssh_executor import (
+                SshHosts,  # asyncssh loads only when SSH hosts are configured
+            )
 
             self._ssh = SshHosts(
                 hosts, db=db, clock=clock, output_cap_bytes=self._output_cap, on_finished=self.progress.finished
@@ -163,7 +165,7 @@ class AgentHub:
         """List the configured SSH hosts in the agents table (version "ssh"), so hosts resolve to them."""
         if self._ssh is None:
             return
-        from teleops.server.ssh_executor import SshTarget
+        from teleops.commands.backend.ssh_executor import SshTarget
 
         for host in self._ssh.hosts:
             hostname = SshTarget(host.ssh.address, host.ssh.user, host.ssh.key_file, host.ssh.known_hosts).host_port[0]

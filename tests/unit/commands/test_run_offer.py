@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from teleops.commands.run_offer import offers_commands_on
 from teleops.domain.policy import compile_policy
-from teleops.pipeline.run_offer import offers_commands_on
 
 POLICY = compile_policy(
     {

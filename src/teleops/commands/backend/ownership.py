@@ -1,4 +1,4 @@
-"""Which agent may report on which command (THREATS T13, T14): only the connection a command was sent to.
+"""Which agent may report on which command (docs/threat-model.md T13, T14): only the connection a command was sent to.
 
 An agent authenticates with its own token, but every message it sends names a command id. Without this check
 one agent could write another host's result (`exit` with invented output), stream output into it, or end a
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import structlog
 
-from teleops.server.clock import Clock
+from teleops.domain.clock import Clock
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.commands import CommandNotFound, CommandStatus, get_command
 from teleops.store.database import Database, StorageUnavailable

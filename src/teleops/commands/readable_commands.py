@@ -1,5 +1,5 @@
 """Lists of commands under the read rule: a page of history, and each host's latest commands, holding only what
-the reader may read (pipeline/read_access.py). Whoever may not read a command does not learn it exists here.
+the reader may read (commands/read_access.py). Whoever may not read a command does not learn it exists here.
 
 The filters people choose (host, person, status) are applied in SQL (store/command_history.py); the read rule
 is applied to the rows that come back (its host patterns are globs of the policy), reading further batches
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from teleops.pipeline.read_access import ReadAccess
+from teleops.commands.read_access import ReadAccess
 from teleops.store.command_history import CommandQuery, CommandSummary, recent_commands_by_agent, search_commands
 from teleops.store.database import Database
 
