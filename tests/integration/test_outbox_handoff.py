@@ -59,7 +59,7 @@ class _RecordingGateway:
     def __init__(self, interval_s: float) -> None:
         # The console's capabilities, as a remote platform with a per-chat interval.
         limits = RateLimits(per_chat_interval_s=interval_s, per_group_per_minute=None, edit_interval_s=1.0)
-        self._capabilities = replace(CONSOLE_CAPABILITIES, platform="fake", local=False, rate_limits=limits)
+        self._capabilities = replace(CONSOLE_CAPABILITIES, platform="fake", rate_limits=limits)
         self.sent: list[tuple[str, str, float]] = []
         self._input = InputWatch("fake", clock=lambda: NOW, mode="local", watched=False, note="a test's far end")
 

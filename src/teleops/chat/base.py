@@ -78,9 +78,6 @@ class Capabilities:
     rate_limits: RateLimits = RateLimits()
     # Each incident message is a thread: answers to a reply in it go into that thread (Slack), not the channel.
     threads: bool = False
-    # Served by this process (the web console): no network between it and the people, so its deliveries let the
-    # remote platforms' requests of the same moment leave first (`OutboxWorker`, LOCAL_HEAD_START_S).
-    local: bool = False
 
 
 class EventKind(enum.StrEnum):

@@ -56,10 +56,6 @@ log = structlog.get_logger(__name__)
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 MAX_IN_FLIGHT = 64
-# A local platform's delivery (the web console: a database write and a push to browsers) waits this long after its
-# row is durable, so that a remote platform's request for the same alert is written to its socket first instead of
-# sharing the event loop and the database writer with it (B3 in docs/benchmarks.md: ~3 ms on the Telegram call).
-LOCAL_HEAD_START_S = 0.005
 
 
 class _Window:
@@ -273,8 +269,6 @@ class OutboxWorker:
             log_.warning("outbox.not_durable", error=str(exc))
             self._chat_ready[row.chat_id] = max(self._chat_ready.get(row.chat_id, 0.0), self._now() + BACKOFF_BASE_S)
             return
-        if self._caps.local:
-            await asyncio.sleep(LOCAL_HEAD_START_S)
         try:
             try:
                 message_id = await request()

@@ -77,7 +77,6 @@ CONSOLE_CAPABILITIES = Capabilities(
         global_per_second=1000.0,
         edit_interval_s=1.0,
     ),
-    local=True,
 )
 
 
