@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from teleops.config import Settings
 from teleops.server.app import create_app
@@ -18,6 +19,11 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 from tests.integration.servers import PostgresServer, postgres_server  # noqa: F401  (fixture, used by db_url)
 from tests.settings import settings_with
+
+# Property tests check what holds, not how fast: Hypothesis' default 200 ms deadline per example fails tests on a
+# machine busy with the other test worker (speed is measured in bench/, never asserted in tests).
+hypothesis_settings.register_profile("teleops", deadline=None)
+hypothesis_settings.load_profile("teleops")
 
 
 class FakeClock:

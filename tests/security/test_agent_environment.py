@@ -6,7 +6,7 @@ loader/interpreter variables whatever the policy, and record argv, env and cwd i
 
 Three levels, all with the real git binary and a real repository:
 - the payload itself is live (git run directly with it creates the canary), so the refusals below mean something;
-- the runner (`teleops.agent.runner.run`) with and without a host policy installed, cold and warm starts;
+- the runner (`teleops.agent.runner.run`) with and without a host policy installed;
 - a real `teleops agent` process, started with the documented command line, against a malicious controller
   double: a real WebSocket server speaking wire protocol 1 that accepts the agent and sends what it likes.
 """
@@ -36,7 +36,6 @@ from websockets.exceptions import ConnectionClosed
 from teleops.agent import runner
 from teleops.agent.environment import EnvPolicy, install_policy, installed_policy
 from teleops.agent.runner import ISOLATION_NONE, RunSpec, run
-from teleops.agent.warm import WarmTrampolines
 from teleops.wire import Ack, Exec, Exit, Hello, Message, Ping, Pong, Refused, Welcome, decode, encode
 
 GIT = shutil.which("git")  # scripts/test installs it (the finding is about git); a missing git fails, never skips
@@ -89,13 +88,13 @@ def test_the_payload_runs_code_when_git_gets_it(payload: str, repo: Path, tmp_pa
 @pytest.mark.parametrize("payload", sorted(PAYLOADS))
 @pytest.mark.parametrize("with_policy", [True, False], ids=["host-policy", "library-default"])
 async def test_runner_refuses_git_config_from_the_environment(
-    payload: str, with_policy: bool, repo: Path, tmp_path: Path, trampolines: WarmTrampolines | None
+    payload: str, with_policy: bool, repo: Path, tmp_path: Path
 ) -> None:
     if with_policy:  # the repository is a permitted directory, TERM a permitted variable: GIT_* still never is
         install_policy(EnvPolicy(env=frozenset({"TERM"}), cwd=frozenset({"/", str(repo)}), source="/p.yaml"))
     canary = tmp_path / "CANARY"
     spec = RunSpec(["git", "status"], cwd=str(repo), env=PAYLOADS[payload](canary), use_cgroup=False, timeout_s=30)
-    result = await run(spec, trampolines=trampolines)
+    result = await run(spec)
     assert result.exit_code == 126
     assert result.isolation == ISOLATION_NONE
     assert result.error is not None

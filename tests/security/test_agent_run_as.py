@@ -2,8 +2,9 @@
 `teleops agent` process with a policy file, driven over the wire protocol by a controller double.
 
 A root agent runs a command as the run_as of the rule that allowed it, else as the policy's run_as (default
-nobody); root only where a rule names it. Both start paths are covered: the first command of a kind usually starts
-on a warm trampoline (already switched to the default user), a command of another user starts cold.
+nobody); root only where a rule names it. Every command starts cold (docs/adr/0010-no-warm-spawn.md): the agent
+forks a trampoline as itself, sets its cgroup and limits from outside, and switches user at the exec (setpriv, or a
+preexec_fn where setpriv is missing); both switches are covered below.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def test_plain_rules_run_unprivileged_and_root_only_where_a_rule_names_it(
         ]
     }
     async with attacked_agent(tmp_path, policy) as (controller, _agent):
-        for number in range(3):  # warm and cold starts alike
+        for number in range(3):  # the same answer every time, not only for the first command
             plain = _exit(await controller.execute(Exec(command_id=f"u-{number}", argv=["id", "-u"], timeout_s=30)))
             assert plain.exit_code == 0, plain.output
             assert plain.output.strip() == str(_uid("nobody"))
@@ -81,7 +82,7 @@ async def test_the_policy_run_as_names_who_plain_rules_run_as(tmp_path: Path) ->
 
 
 async def test_a_command_of_another_user_still_gets_its_cpu_limit(tmp_path: Path) -> None:
-    # The warm trampoline of the default user lowers its CPU limit itself (ulimit): check the child's limits.
+    # The limits are set from outside on a process of the agent's own user, then survive the switch to nobody.
     policy = {"allow": ["cat /proc/self/limits"]}
     async with attacked_agent(tmp_path, policy) as (controller, _agent):
         for number in range(2):
@@ -118,11 +119,11 @@ def test_a_policy_naming_root_at_the_top_or_an_unknown_user_stops_the_agent(
 
 
 @pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "preexec-fallback"])
-async def test_a_cold_start_as_another_user_gets_its_limits_and_no_capabilities(
+async def test_a_start_as_another_user_gets_its_limits_and_no_capabilities(
     setpriv: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Cold starts (no warm trampoline) switch users with util-linux's setpriv, or in a preexec_fn where it is
-    # missing: both must give the same child.
+    # A start switches users with util-linux's setpriv, or in a preexec_fn where it is missing: both must give the
+    # same child.
     if not setpriv:
         monkeypatch.setattr(spawn, "_SETPRIV_PATHS", ())
     spawn._setpriv.cache_clear()

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from teleops.agent.runner import RunSpec, run
-from teleops.agent.warm import WarmTrampolines
 from teleops.commands.command_line import CommandLineError, split_command
 
 PAYLOADS = [
@@ -33,13 +32,11 @@ UNBALANCED = ["echo 'touch {canary}", 'echo "touch {canary}', "echo \\"]
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
-async def test_metacharacters_reach_the_command_as_text_and_never_run_a_shell(
-    payload: str, tmp_path: Path, trampolines: WarmTrampolines | None
-) -> None:
+async def test_metacharacters_reach_the_command_as_text_and_never_run_a_shell(payload: str, tmp_path: Path) -> None:
     canary = tmp_path / "canary"
     typed = payload.format(canary=canary)
     argv = split_command(typed)
-    result = await run(RunSpec(argv=argv, timeout_s=10, cwd=str(tmp_path), use_cgroup=False), trampolines=trampolines)
+    result = await run(RunSpec(argv=argv, timeout_s=10, cwd=str(tmp_path), use_cgroup=False))
     assert result.error is None
     assert result.exit_code == 0
     assert not canary.exists()
@@ -53,12 +50,10 @@ def test_unbalanced_quotes_are_refused_before_anything_runs(payload: str, tmp_pa
         split_command(payload.format(canary=tmp_path / "canary"))
 
 
-async def test_an_argv_token_that_looks_like_a_script_is_one_argument(
-    tmp_path: Path, trampolines: WarmTrampolines | None
-) -> None:
+async def test_an_argv_token_that_looks_like_a_script_is_one_argument(tmp_path: Path) -> None:
     canary = tmp_path / "canary"
     argv = ["printf", "%s\n", f"$(touch {canary}); `touch {canary}`"]
-    result = await run(RunSpec(argv=argv, timeout_s=10, cwd=str(tmp_path), use_cgroup=False), trampolines=trampolines)
+    result = await run(RunSpec(argv=argv, timeout_s=10, cwd=str(tmp_path), use_cgroup=False))
     assert result.output.decode() == argv[2] + "\n"
     assert not canary.exists()
     assert shlex.split(shlex.join(argv)) == argv

@@ -299,7 +299,6 @@ class CommandCgroup:
         self.v2 = v2
         self.isolates = isolates and v2
         self.pids_v1 = pids_v1 if v2 else path
-        self._pids_max: int | None = None
         self.pids_mechanism: str | None = None  # PIDS_CGROUP_V2 / _V1 once pids.max is written
         self.require_pids_bound = False  # set by the runner for a root command: a failed join then refuses it
         self._joined_v2 = False  # add() moved the process into path (a v2 cgroup)
@@ -342,13 +341,6 @@ class CommandCgroup:
             return self._joined_v2
         return self.pids_mechanism == PIDS_CGROUP_V1 and self._joined_v1
 
-    def claim(self, *, pids_max: int | None = None) -> None:
-        """Make a cgroup created ahead of time (``agent/warm.py``) a command's: its pids limit, written only when it
-        differs from the one set at creation. It keeps its provisional name (``teleops-cmd-warm-…``): cgroup v2
-        refuses to rename a cgroup."""
-        if pids_max is not None and pids_max != self._pids_max:
-            self._set_pids_max(pids_max)
-
     def _set_pids_max(self, limit: int) -> None:
         # v2: only present when the pids controller is enabled for our subtree. Unlike RLIMIT_NPROC it binds root.
         if self.v2 and (self.path / "pids.max").exists():
@@ -362,7 +354,6 @@ class CommandCgroup:
         except OSError as exc:
             log.warning("cannot set %s: %s", pids_max, exc)
             return
-        self._pids_max = limit
         self.pids_mechanism = mechanism
 
     def add(self, pid: int) -> None:
@@ -420,8 +411,9 @@ class CommandCgroup:
         """SIGKILL everything in the cgroup, including processes forked while we do it.
 
         Nothing is written when the cgroup is already empty: a write to a cgroup file takes the kernel's
-        cgroup_mutex, which a process move elsewhere (a warm trampoline being placed, agent/warm.py) holds through
-        an RCU grace period, so a needless cgroup.kill would hold a finished command's result for 5-20 ms."""
+        cgroup_mutex, which a process move elsewhere (another command's process being placed, agent/spawn.py)
+        holds through an RCU grace period, so a needless cgroup.kill would hold a finished command's result for
+        5-20 ms."""
         if self.v2:
             self._kill_v2()
         if self.pids_v1 is not None and _v1_populated(self.pids_v1):

@@ -19,23 +19,19 @@ from datetime import UTC, datetime
 
 import structlog
 
-from teleops.agent.allowlist import Allowlist, Decision
+from teleops.agent.allowlist import Allowlist
+from teleops.agent.cgroup import announce_pids_bound
 from teleops.agent.environment import EnvironmentRefused, build_environment, check_cwd, installed_policy
 from teleops.agent.identity import IdentityError, resolve_identity
 from teleops.agent.orphans import mark_running, reap_orphans, unmark_running
-from teleops.agent.rlimits import ResourceLimits
 from teleops.agent.runner import RunSpec, finish_disposals, run
 from teleops.agent.spool import Spool
-from teleops.agent.warm import WarmTrampolines
 from teleops.domain.redaction import Redactor, redact
 from teleops.wire import Ack, Cancel, Exec, Exit, Message, Output, Refused, Started
 
 __all__ = ["Executions"]
 
 log = structlog.get_logger(__name__)
-
-# What an allowed command without a rule of its own decides: the policy's default user (Allowlist.runs_as).
-_DEFAULT_DECISION = Decision(True, None, "")
 
 
 class Executions:
@@ -62,19 +58,6 @@ class Executions:
         self._spooling: dict[str, asyncio.Future[None]] = {}  # command id → its result being written
         self._tasks: set[asyncio.Task[None]] = set()
         self._agent_is_root = os.geteuid() == 0
-        # The next command's process, started ahead (agent/warm.py), in a cgroup limited like a command's, already
-        # running as the user most commands run as (the policy's default run_as, for a root agent).
-        default_user = allowlist.runs_as(_DEFAULT_DECISION, agent_is_root=self._agent_is_root)
-        try:
-            warm_identity = resolve_identity(default_user)
-        except IdentityError:  # checked at start (Allowlist.check_users); the commands will say why
-            warm_identity = None
-        limits = ResourceLimits()
-        self._trampolines = WarmTrampolines(
-            pids_max=limits.nproc,
-            identity=warm_identity,
-            limits=limits.settings(timeout_s=1.0, kill_grace_s=0.0),  # all but the CPU time, which is per command
-        )
 
     @property
     def running(self) -> list[str]:
@@ -82,9 +65,10 @@ class Executions:
 
     def start(self) -> None:
         """Kill what an earlier run of this agent left running (its results go to the spool, so the first hello
-        reports them), then warm the first trampoline (call once the event loop runs)."""
+        reports them), then decide and log how commands' process counts are bounded (``agent.pids_bound``,
+        agent/cgroup.py). Call once the event loop runs."""
         reap_orphans(self._spool, self._running)
-        self._trampolines.start()
+        announce_pids_bound()
 
     async def stop(self) -> None:
         """Cancel every running command (the runner kills their process groups) and wait for them."""
@@ -92,7 +76,6 @@ class Executions:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._trampolines.close()
         await finish_disposals()
 
     async def on_exec(self, message: Message) -> None:
@@ -185,7 +168,7 @@ class Executions:
             on_cgroups=lambda paths: mark_running(self._spool.directory, command_id, paths),
         )
         try:
-            result = await run(spec, on_output, cancel=cancel, ready=remembered, trampolines=self._trampolines)
+            result = await run(spec, on_output, cancel=cancel, ready=remembered)
             exit_ = Exit(
                 command_id=command_id,
                 exit_code=result.exit_code,
@@ -242,8 +225,6 @@ class Executions:
     async def on_ack(self, message: Message) -> None:
         assert isinstance(message, Ack)
         command_id = message.command_id
-        # The controller has the result: a quiet moment to warm the next trampoline (agent/warm.py).
-        self._trampolines.refill()
         spooling = self._spooling.get(command_id)
         if spooling is not None and not spooling.done():
             # Acknowledged before its spool file was written: forget it once it is, not before.

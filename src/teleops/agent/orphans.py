@@ -4,8 +4,11 @@ An agent killed with SIGKILL (or by the OOM killer) cannot kill its commands, an
 timeouts. So while a command runs, the agent keeps a marker `<state dir>/running/<command id>` listing its
 cgroup directories (written once the process is in them, removed when it ends). At the next start each marker
 left behind names a command of the dead run: its cgroups are killed and removed, and a result goes to the spool
-(exit 137, signal 9, saying why), so the controller records `killed` instead of `lost`. The cgroups of warm
-trampolines whose agent is gone (`teleops-cmd-warm-<agent pid>-…`) are killed too.
+(exit 137, signal 9, saying why), so the controller records `killed` instead of `lost`.
+
+Agents before docs/adr/0010-no-warm-spawn.md kept processes started ahead of time in cgroups named
+`teleops-cmd-warm-<agent pid>-…`; one killed before it could clean up left them behind. This agent makes none,
+but at start it still kills and removes those whose agent is gone, so an upgrade leaves nothing behind.
 
 Without cgroups (no delegation, not root) there is nothing to find: under systemd the unit's KillMode kills
 them with the agent (deploy/teleops-agent.service); run by hand, they outlive it (docs/agent-runner.md).
@@ -34,7 +37,7 @@ KILLED_AT_RESTART = (
     "start it found the command still running and killed it]\n"
 )
 _RUNNING = "running"
-_WARM_PREFIX = "teleops-cmd-warm-"
+_LEGACY_WARM_PREFIX = "teleops-cmd-warm-"  # made only by agents before ADR 0010; swept at start
 
 
 def mark_running(state_dir: Path, command_id: str, cgroups: Sequence[Path]) -> None:
@@ -71,10 +74,12 @@ def reap_orphans(spool: Spool, running: Collection[str]) -> list[str]:
             log.warning("agent.orphan_killed", command_id=command_id)
         marker.unlink(missing_ok=True)
     for parent in (cgroup_parent(), pids_v1_parent()):
-        for path in sorted(parent.glob(f"{_WARM_PREFIX}*")) if parent is not None else []:
-            owner = path.name.removeprefix(_WARM_PREFIX).split("-", 1)[0]
+        for path in sorted(parent.glob(f"{_LEGACY_WARM_PREFIX}*")) if parent is not None else []:
+            owner = path.name.removeprefix(_LEGACY_WARM_PREFIX).split("-", 1)[0]
             if owner.isdigit() and not _alive(int(owner)) and _kill(path):
-                log.warning("agent.orphan_killed", cgroup=str(path), reason="a warm trampoline of an agent now gone")
+                log.warning(
+                    "agent.orphan_killed", cgroup=str(path), reason="a warm trampoline left by an older agent now gone"
+                )
     return reported
 
 

@@ -19,7 +19,6 @@ How a command runs (``run``):
   within about timeout + grace + 1 s in every case.
 
 Isolation: with cgroup v2 where the agent may create child cgroups, each command gets ``teleops-cmd-<id>``
-(or, started on a warm trampoline, ``teleops-cmd-warm-<agent pid>-<random>`` made ahead of time: agent/warm.py)
 and ``setsid`` escapees die with it (``RunResult.isolation == "cgroup"``). Otherwise only the process group is
 signalled (``"process-group"``): a descendant that left the group survives the timeout, but ``run`` still
 returns on time. ``"none"`` means nothing was started (a refusal or spawn error, see ``RunResult.error``).
@@ -40,7 +39,6 @@ import logging
 import math
 import os
 import pwd
-import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -53,9 +51,8 @@ from teleops.agent.cgroup import CommandCgroup, PidsBoundError, decide_pids_boun
 from teleops.agent.environment import EnvironmentRefused, build_environment, check_cwd, installed_policy
 from teleops.agent.identity import Identity, IdentityError, resolve_identity
 from teleops.agent.output import CappedOutput
-from teleops.agent.rlimits import ResourceLimits, RlimitSetting
-from teleops.agent.spawn import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, SpawnRefused, spawn, spawn_warm
-from teleops.agent.warm import Warm, WarmTrampolines, gate_line
+from teleops.agent.rlimits import ResourceLimits
+from teleops.agent.spawn import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, SpawnRefused, spawn
 
 __all__ = [
     "EXIT_CANNOT_EXECUTE",
@@ -327,7 +324,6 @@ async def run(
     *,
     cancel: asyncio.Event | None = None,
     ready: Awaitable[None] | None = None,
-    trampolines: WarmTrampolines | None = None,
 ) -> RunResult:
     """Run spec.argv to completion, timeout or cancellation and report how it ended (see the module docstring).
 
@@ -336,8 +332,8 @@ async def run(
     Setting ``cancel`` terminates the command like a timeout, with ``cancelled=True`` and the exit code of how
     it actually died. Cancelling the ``run`` task itself SIGKILLs the command and re-raises CancelledError.
     ``ready`` is awaited after the process is set up and before it may exec (see ``spawn``); a refused start
-    still awaits it, so the caller never leaves it pending. With ``trampolines`` the command starts on a warm
-    trampoline when it can (agent/warm.py: no wait for the cgroup move).
+    still awaits it, so the caller never leaves it pending. Every command starts cold, in a process forked for it
+    (docs/adr/0010-no-warm-spawn.md).
     """
     started = time.monotonic()
     try:
@@ -353,44 +349,27 @@ async def run(
     privileged = spec.limits.nproc is not None and runs_privileged(
         identity.uid if identity is not None and identity.switch else None
     )
-    warm = await _take_warm(spec, prepared, trampolines, limits)
-    if warm is not None and warm[1].cgroup is not None:
-        warm[1].cgroup.claim(pids_max=spec.limits.nproc)
-    if warm is not None and privileged and (warm[1].cgroup is None or not warm[1].cgroup.bounded):
-        await _abandon(warm[1])  # its cgroup carries no bound: decide on a cold start's
-        warm = None
     cgroup = None
     try:
-        if warm is None:
-            cgroup = CommandCgroup.create(spec.command_id, pids_max=spec.limits.nproc, isolate=spec.use_cgroup)
-            if privileged:
-                refusal = _pids_refusal(cgroup, spec)
-                if refusal is not None:
-                    _log_decision(spec, refused=refusal)
-                    await _settle(ready)
-                    return await _refusal(EXIT_CANNOT_EXECUTE, refusal, started, on_output)
-                assert cgroup is not None  # a bound exists
-                cgroup.require_pids_bound = True
+        cgroup = CommandCgroup.create(spec.command_id, pids_max=spec.limits.nproc, isolate=spec.use_cgroup)
+        if privileged:
+            refusal = _pids_refusal(cgroup, spec)
+            if refusal is not None:
+                _log_decision(spec, refused=refusal)
+                await _settle(ready)
+                return await _refusal(EXIT_CANNOT_EXECUTE, refusal, started, on_output)
+            assert cgroup is not None  # a bound exists
+            cgroup.require_pids_bound = True
         _log_decision(spec, refused=None)
-        if warm is not None:
-            line, taken = warm
-            cgroup = taken.cgroup
-            if cgroup is not None:
-                log.debug("command %s: warm start in %s", spec.command_id, cgroup.path)
-            assert trampolines is not None
-            # Another user's trampoline already has its limits; its gate line lowers the CPU time (agent/warm.py).
-            outside = () if trampolines.switched else limits
-            spawned = await spawn_warm(taken, line, argv0=prepared.argv[0], cwd=spec.cwd, limits=outside, ready=ready)
-        else:
-            spawned = await spawn(
-                prepared.argv,
-                cwd=spec.cwd,
-                env=prepared.env,
-                identity=prepared.identity,
-                limits=limits,
-                cgroup=cgroup,
-                ready=ready,
-            )
+        spawned = await spawn(
+            prepared.argv,
+            cwd=spec.cwd,
+            env=prepared.env,
+            identity=prepared.identity,
+            limits=limits,
+            cgroup=cgroup,
+            ready=ready,
+        )
         if spec.on_cgroups is not None and spawned.cgroup is not None:
             spec.on_cgroups(list(dict.fromkeys(p for p in (spawned.cgroup.path, spawned.cgroup.pids_v1) if p)))
         # A group made only to bound the process count (no cgroup v2 for this command) does not isolate it.
@@ -418,18 +397,6 @@ def _pids_refusal(cgroup: CommandCgroup | None, spec: RunSpec) -> str | None:
     return decide_pids_bound(v2=False, v1=False, privileged=True, v2_note=v2_note, v1_note=v1_note).refusal
 
 
-async def _abandon(warm: Warm) -> None:
-    """Give a warm trampoline up unused: it reads EOF on its gate and exits 125; its cgroup is removed."""
-    for fd in (warm.gate_fd, warm.output_fd):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    with contextlib.suppress(ProcessLookupError):
-        warm.process.kill()
-    await warm.process.wait()
-    if warm.cgroup is not None:
-        _dispose(warm.cgroup)
-
-
 def _log_decision(spec: RunSpec, *, refused: str | None) -> None:
     """One line per command in the agent's own log: argv, the variables added to the fixed base (as requested:
     on a start they are the ones the host's policy permits), cwd, and whether it runs or why not."""
@@ -444,22 +411,6 @@ def _log_decision(spec: RunSpec, *, refused: str | None) -> None:
         audit_log.info("agent.command_exec", decision="run", **fields)
     else:
         audit_log.warning("agent.command_refused", decision="refused", reason=refused, **fields)
-
-
-async def _take_warm(
-    spec: RunSpec, prepared: _Prepared, trampolines: WarmTrampolines | None, limits: Sequence[RlimitSetting]
-) -> tuple[bytes, Warm] | None:
-    """A warm trampoline and its gate line when this command can use one (see agent/warm.py), else None."""
-    if trampolines is None or trampolines.use_cgroup != spec.use_cgroup:
-        return None
-    if not trampolines.fits(prepared.identity, limits):
-        return None  # another user or other limits: the limits and the switch happen in a cold start's preexec_fn
-    cpu = next(((soft, hard) for res, soft, hard in limits if res == resource.RLIMIT_CPU), None)
-    line = gate_line(prepared.argv, cwd=spec.cwd, env=prepared.env, cpu=cpu if trampolines.switched else None)
-    if line is None:
-        return None
-    warm = await trampolines.take_soon()
-    return (line, warm) if warm is not None else None
 
 
 async def _settle(ready: Awaitable[None] | None) -> None:

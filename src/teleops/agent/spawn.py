@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import os
 import resource
@@ -44,7 +43,6 @@ from teleops.agent.environment import FIXED_PATH
 from teleops.agent.identity import Identity
 from teleops.agent.identity import become as become_user
 from teleops.agent.rlimits import RlimitSetting
-from teleops.agent.warm import Warm
 
 __all__ = [
     "EXIT_CANNOT_EXECUTE",
@@ -53,7 +51,6 @@ __all__ = [
     "Spawned",
     "locate_program",
     "spawn",
-    "spawn_warm",
 ]
 
 log = logging.getLogger(__name__)
@@ -198,62 +195,25 @@ async def spawn(
             )
             joined = None
 
-    # In a thread: the move waits for the kernel (an RCU grace period, up to ~20 ms), the event loop must not.
-    await _open_gate(
-        process,
-        gate_w,
-        out_r,
-        b"go\n",
-        configure=lambda: asyncio.to_thread(join_cgroup),
-        limits=parent_limits,
-        ready=ready,
-    )
+    await _open_gate(process, gate_w, out_r, configure=join_cgroup, limits=parent_limits, ready=ready)
     return Spawned(process, out_r, joined)
-
-
-async def spawn_warm(
-    warm: Warm,
-    line: bytes,
-    *,
-    argv0: str,
-    cwd: str,
-    limits: Sequence[RlimitSetting],
-    ready: Awaitable[None] | None = None,
-) -> Spawned:
-    """Start a command on a warm trampoline (``agent/warm.py``): the same gate as ``spawn``, without the wait
-    for the cgroup move. ``line`` is ``gate_line(...)`` of the command; the caller has claimed ``warm.cgroup``.
-    ``limits`` are set from outside with prlimit(2): empty for a trampoline of another user (it was started with
-    them, and the gate line lowers its CPU limit itself: ``gate_line(cpu=...)``). Raises SpawnRefused like
-    ``spawn``."""
-    await _open_gate(
-        warm.process,
-        warm.gate_fd,
-        warm.output_fd,
-        line,  # at most MAX_LINE_BYTES, well within the pipe's buffer: the write never blocks
-        configure=lambda: locate_program(argv0, cwd),
-        limits=limits,
-        ready=ready,
-    )
-    return Spawned(warm.process, warm.output_fd, warm.cgroup)
 
 
 async def _open_gate(
     process: asyncio.subprocess.Process,
     gate_fd: int,
     output_fd: int,
-    go: bytes,
     *,
-    configure: Callable[[], object],  # may return an awaitable (awaited before the limits)
+    configure: Callable[[], None],  # run in a thread, before the limits
     limits: Sequence[RlimitSetting],
     ready: Awaitable[None] | None,
 ) -> None:
-    """Configure the held trampoline from outside (``configure``, then the rlimits), wait for ``ready``, then write
-    ``go`` to its gate. On any failure the gate is closed unwritten (the trampoline exits 125 without running
+    """Configure the held trampoline from outside (``configure``, then the rlimits), wait for ``ready``, then open
+    its gate. On any failure the gate is closed unwritten (the trampoline exits 125 without running
     anything), the process is reaped, the output pipe closed, and SpawnRefused (or the error itself) raised."""
     try:
-        configured = configure()
-        if inspect.isawaitable(configured):
-            await configured
+        # In a thread: a cgroup move waits for the kernel (an RCU grace period, up to ~20 ms), the event loop must not.
+        await asyncio.to_thread(configure)
         for res, soft, hard in limits:
             resource.prlimit(process.pid, res, (soft, hard))
         if ready is not None:
@@ -272,7 +232,7 @@ async def _open_gate(
             raise
         raise refused from exc
     try:
-        os.write(gate_fd, go)
+        os.write(gate_fd, b"go\n")
     finally:
         os.close(gate_fd)
 
