@@ -1,5 +1,6 @@
 """The announcement hand-off (B3): a new row is claimed in the transaction that queued it when it is its chat's
-head, on SQLite and PostgreSQL, and the worker delivers an offered row without reading or claiming it, once."""
+head, on SQLite and PostgreSQL; handed over after the commit (`OutboxStore.hand_over`), the worker delivers it
+without reading or claiming it, once, and a row handed over while no worker listens is delivered by the next start."""
 
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ async def _settled(store: OutboxStore, count: int) -> list[OutboxRow]:
     raise AssertionError(f"not all sent: {[(r.id, r.status) for r in await store.rows('fake')]}")
 
 
-async def test_an_offered_row_is_sent_once_and_a_rate_limited_one_waits_its_turn(db: Database) -> None:
+async def test_a_handed_over_row_is_sent_once_and_a_rate_limited_one_waits_its_turn(db: Database) -> None:
     store = OutboxStore(db)
     gateway = _RecordingGateway(interval_s=0.5)
     worker = OutboxWorker(store, gateway, clock=lambda: NOW)
@@ -125,14 +126,36 @@ async def test_an_offered_row_is_sent_once_and_a_rate_limited_one_waits_its_turn
             return take_heads(conn, [_queue(conn, "chat", text)])
 
         for text in ("one", "two"):  # the second is taken too (the first is sent by then) but must wait 0.5 s
-            (taken,) = await db.write(queue_and_take, text)
-            worker.offer(taken)
+            taken = await db.write(queue_and_take, text)
+            assert len(taken) == 1
+            store.hand_over(taken)
+            assert store.handed_over("fake") == []  # the listening worker drained it at once
             await asyncio.sleep(0.1)
         rows = await _settled(store, 2)
         assert [(chat, text) for chat, text, _ in gateway.sent] == [("chat", "one"), ("chat", "two")]
-        assert gateway.sent[1][2] - gateway.sent[0][2] >= 0.5  # the chat's interval, though offered 0.1 s later
+        assert gateway.sent[1][2] - gateway.sent[0][2] >= 0.5  # the chat's interval, though handed over 0.1 s later
         assert [r.attempts for r in rows] == [1, 1]  # counted once each, whichever way it went
         await asyncio.sleep(0.6)  # nothing comes again (a stale read or a second claim would resend)
         assert len(gateway.sent) == 2
     finally:
         await worker.stop()
+
+
+async def test_a_row_handed_over_while_no_worker_listens_is_sent_once_by_the_next_start(db: Database) -> None:
+    store = OutboxStore(db)
+    gateway = _RecordingGateway(interval_s=0.0)
+    worker = OutboxWorker(store, gateway, clock=lambda: NOW)
+    taken = await db.write(lambda conn: take_heads(conn, [_queue(conn, "chat", "while stopped")]))
+    store.hand_over(taken)  # nobody listens: dropped from the hand-off, still `sending` in the table
+    assert store.handed_over("fake") == []
+    assert [(r.status, r.attempts) for r in await store.rows("fake")] == [("sending", 0)]
+    worker.start()
+    try:
+        rows = await _settled(store, 1)
+        assert [text for _, text, _ in gateway.sent] == ["while stopped"]
+        assert [r.attempts for r in rows] == [1]  # claimed by the read (`Delivery.claim`), counted there
+    finally:
+        await worker.stop()
+    store.hand_over(await db.write(lambda conn: take_heads(conn, [_queue(conn, "chat", "after stop")])))
+    assert store.handed_over("fake") == []  # stop() stopped listening: nothing is held for a stopped worker
+    assert len(gateway.sent) == 1

@@ -120,13 +120,13 @@ class Notifier:
         *,
         storm_threshold: int = 10,
         wake: Callable[[], None] = lambda: None,
-        offer: Callable[[OutboxRow], None] = lambda _row: None,
+        hand_over: Callable[[Sequence[OutboxRow]], None] = lambda _rows: None,
     ) -> None:
         self._targets = targets
         self._storms = StormGate(StormRule(threshold=storm_threshold), purpose="storm", text=_ANNOUNCEMENTS)
         self._route_of: RouteOf = lambda _alert: DEFAULT_ROUTE
         self._wake = wake
-        self._offer = offer
+        self._hand_over = hand_over  # OutboxStore.hand_over: the claimed announcements, to their workers
         self._extra: ExtraSource | None = None
         self._public_url = ""
         # What the last ingest transaction wrote (set in the writer thread, read after its commit on the loop):
@@ -181,11 +181,10 @@ class Notifier:
 
     def after_commit(self, changes: Sequence[IncidentChange] = ()) -> None:
         """After the ingest transaction that saw `changes` committed (never before: the rows would not exist):
-        offer the announcements it claimed to their workers, and wake the workers for whatever else it queued."""
+        hand over the announcements it claimed, and wake the workers for whatever else it queued."""
         taken, other = (self._taken, self._queued_other) if changes is self._batch else ([], True)
         self._batch, self._taken, self._queued_other = None, [], False
-        for row in taken:
-            self._offer(row)
+        self._hand_over(taken)
         if other:
             self._wake()
 

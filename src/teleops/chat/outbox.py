@@ -8,20 +8,19 @@ Rules it keeps (docs/architecture.md, "Invariants" 1; docs/threat-model.md F01/F
   (`blocked_until`), so a controller restarted meanwhile still waits for it (on the wall clock; the worker that
   got the 429 counts it on the monotonic clock); other failures back off
   exponentially with jitter; "can't parse entities" is resent at once as plain text (`render_fallback_total`);
-- woken in-process by `wake()` right after a commit, never by polling; a row is read and claimed while the
-  commit that wrote it may still be waiting for its fsync, and the platform call waits for that fsync
-  (`OutboxStore.wait_durable`), so nothing is announced that a power loss could take back;
-- a new incident's announcement (and a person's answer) skips the read and the claim: the transaction that
-  queued it claims it when it is its chat's head (`take_heads`) and `offer`s it after the commit, so it is
-  rendered during the fsync and sent the moment the fsync ends (docs/benchmarks.md, B3).
+- woken in-process by `wake()` right after a commit, never by polling. Each message is a `Delivery` from the
+  store: take it (`next_deliveries`, or `handed_over` for an announcement its own transaction claimed), claim
+  it, render it, wait until the store says it may go (`ready`: its commit is durable, store/outbox_delivery.py),
+  send it, tell the store the result (`sent`, `retry`, `failed`). Rendering overlaps the fsync, so a new incident's
+  announcement goes the moment the fsync ends (docs/benchmarks.md, B3).
 
 One worker per platform means a slow platform only ever delays itself.
 
 At least once, never lost: a row is claimed (`sending`) before its platform call and marked `sent` right after the
 platform's answer. The one window in which a message can be posted twice is between the platform accepting it and
-the commit of `mark_sent`: a kill -9 there (or an answer lost to a timeout) leaves the row `sending`, and the next
+the commit of `Delivery.sent`: a kill -9 there (or an answer lost to a timeout) leaves the row `sending`, and the next
 start sends it again, because neither the Bot API nor Slack's chat.postMessage takes an idempotency key. That window
-is kept to one HTTP answer plus one commit: nothing else runs between the answer and `mark_sent`, which does not
+is kept to one HTTP answer plus one commit: nothing else runs between the answer and `Delivery.sent`, which does not
 wait for its fsync (a process crash keeps a commit). Edits are idempotent (the same text twice is a no-op).
 """
 
@@ -45,7 +44,7 @@ from teleops.chat.delivery_health import DeliveryHealth
 from teleops.chat.render import render
 from teleops.domain.message import Message
 from teleops.store.database import StorageUnavailable
-from teleops.store.outbox import OutboxKind, OutboxRow, OutboxStatus, OutboxStore
+from teleops.store.outbox import Delivery, OutboxKind, OutboxRow, OutboxStatus, OutboxStore
 
 __all__ = ["OutboxWorker"]
 
@@ -130,28 +129,30 @@ class OutboxWorker:
         """New rows were committed: look now (cheap; safe to call from any coroutine of this loop)."""
         self._wake.set()
 
-    def offer(self, row: OutboxRow) -> None:
-        """Deliver `row` now if its chat and the rate limits allow, without reading or claiming it: its own
-        transaction, just committed, claimed it as its chat's head (`take_heads`). Otherwise the worker finds
-        it with its next read, like any live row. Call on this loop, after the commit."""
+    def _take_handed_over(self) -> None:
+        """Rows were handed over (`OutboxStore.hand_over`, right after their commit): start each one its chat and
+        the rate limits allow now; the others are found by the next read, like any live row."""
         now = self._now()
-        if (
-            self._task is None  # not started, or stopped: the next start finds the row
-            or row.chat_id in self._in_flight
-            or len(self._in_flight) >= MAX_IN_FLIGHT
-            or self._ready_at(row, now) > now
-            or self._global.ready_at(now) > now
-        ):
-            self.wake()
-            return
-        self._start(row, self._store.durable_mark(), now, taken=True)
+        for delivery in self._store.handed_over(self._platform):
+            row = delivery.row
+            if (
+                row.chat_id in self._in_flight
+                or len(self._in_flight) >= MAX_IN_FLIGHT
+                or self._ready_at(row, now) > now
+                or self._global.ready_at(now) > now
+            ):
+                self.wake()
+                continue
+            self._start(delivery, now)
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"outbox-{self._platform}")
+            self._store.listen(self._platform, self._take_handed_over)
 
     async def stop(self) -> None:
         """Stop delivering. Rows in flight stay `sending` and are retried by the next start."""
+        self._store.listen(self._platform, None)  # rows handed over meanwhile are found by the next start
         tasks = [t for t in (self._task, *self._in_flight.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -179,11 +180,11 @@ class OutboxWorker:
 
     async def _dispatch_ready(self) -> float | None:
         """Start a delivery for every chat whose head row may go now; returns seconds until the next one may."""
-        heads = await self._store.heads(self._platform)
-        durable_mark = self._store.durable_mark()
+        deliveries = await self._store.next_deliveries(self._platform)
         now = self._now()
         next_at = math.inf
-        for row in heads:
+        for delivery in deliveries:
+            row = delivery.row
             if row.chat_id in self._in_flight:
                 continue
             if len(self._in_flight) >= MAX_IN_FLIGHT:
@@ -196,13 +197,14 @@ class OutboxWorker:
             if global_ready > now:
                 next_at = min(next_at, global_ready)
                 break
-            self._start(row, durable_mark, now, taken=False)
+            self._start(delivery, now)
         return None if math.isinf(next_at) else next_at - now
 
-    def _start(self, row: OutboxRow, durable_mark: int, now: float, *, taken: bool) -> None:
+    def _start(self, delivery: Delivery, now: float) -> None:
+        row = delivery.row
         self._global.record(now)
         self._chat_ready[row.chat_id] = now + self._caps.rate_limits.per_chat_interval_s
-        task = asyncio.create_task(self._deliver(row, durable_mark, taken), name=f"outbox-{self._platform}-{row.id}")
+        task = asyncio.create_task(self._deliver(delivery), name=f"outbox-{self._platform}-{row.id}")
         self._in_flight[row.chat_id] = task
         task.add_done_callback(self._finisher(row.chat_id))
 
@@ -247,24 +249,22 @@ class OutboxWorker:
                 ready = max(ready, now + wait_s)
         return ready
 
-    async def _deliver(self, row: OutboxRow, durable_mark: int, taken: bool) -> None:
-        """`taken`: the row's own transaction claimed it (`offer`); its attempt is counted with its outcome."""
-        log_ = log.bind(platform=self._platform, outbox_id=row.id, kind=row.kind)
+    async def _deliver(self, delivery: Delivery) -> None:
+        """Take the message, render it, wait until the store says it may go, send it, tell the store the result."""
+        log_ = log.bind(platform=self._platform, outbox_id=delivery.row.id, kind=delivery.row.kind)
         # Claimed *before* the call. If we die after the platform accepted the message but before
-        # mark_sent commits, the row is still `sending` at the next start and is sent again: the
+        # `sent` commits, the row is still `sending` at the next start and is sent again: the
         # at-least-once window (module docstring), only for new messages.
-        if not taken:
-            claimed = await self._store.claim(row.id, self._clock())
-            if claimed is None:
-                return
-            row = replace(row, payload=claimed)  # what the row says now, not when `heads` read it
+        if not await delivery.claim(self._clock()):
+            return
+        row = delivery.row  # as claimed: what the row says now, not when it was read
         try:
             request = self._prepare(row)  # rendered while the fsync of the row's commit may still run
         except Exception as exc:
-            await self._failed(row, exc, taken, log_)
+            await self._failed(delivery, exc, log_)
             return
         try:
-            await self._store.wait_durable(durable_mark)
+            await delivery.ready()
         except StorageUnavailable as exc:  # the row may not survive a power loss: do not announce it yet
             log_.warning("outbox.not_durable", error=str(exc))
             self._chat_ready[row.chat_id] = max(self._chat_ready.get(row.chat_id, 0.0), self._now() + BACKOFF_BASE_S)
@@ -275,48 +275,50 @@ class OutboxWorker:
             finally:
                 self._spaced_after_call(row)
         except Exception as exc:
-            await self._failed(row, exc, taken, log_)
+            await self._failed(delivery, exc, log_)
             return
         stamp = self._now()
         if row.kind == OutboxKind.EDIT and row.ref_id is not None:
             self._last_edit[row.ref_id] = stamp
         else:
             self._last_edit[row.id] = stamp
-        await self._record_sent(row, message_id, taken)
+        await self._record_sent(delivery, message_id)
         self._own_blocks.pop(row.id, None)
         self._health.delivered(self._platform)
         self._on_delivered(row)
 
-    async def _failed(self, row: OutboxRow, exc: Exception, taken: bool, log_: structlog.BoundLogger) -> None:
+    async def _failed(self, delivery: Delivery, exc: Exception, log_: structlog.BoundLogger) -> None:
         """The row could not go: retry later (temporary, or a gateway bug must not lose it) or fail it for good."""
+        row = delivery.row
         if isinstance(exc, RetryLater):
-            await self._retry(row, str(exc), exc.retry_after, log_, taken)
+            await self._retry(delivery, str(exc), exc.retry_after, log_)
         elif isinstance(exc, DeliveryRefused):
             log_.warning("outbox.refused", error=str(exc))
             self._own_blocks.pop(row.id, None)
             if isinstance(exc, TokenRejected):
                 self._health.token_rejected(self._platform, str(exc))
-            await self._store.mark_failed(row.id, str(exc), count_attempt=taken)
+            await delivery.failed(str(exc))
             self._on_refused(row, str(exc))
         else:
             log_.error("outbox.gateway_error", exc_info=exc)
-            await self._retry(row, f"{type(exc).__name__}: {exc}", None, log_, taken)
+            await self._retry(delivery, f"{type(exc).__name__}: {exc}", None, log_)
 
-    async def _record_sent(self, row: OutboxRow, message_id: str | None, taken: bool) -> None:
+    async def _record_sent(self, delivery: Delivery, message_id: str | None) -> None:
         # The platform has the message: giving up here would resend it, so insist until the database answers.
         delay = 0.05
         while True:
             try:
-                await self._store.mark_sent(row.id, message_id, self._clock(), count_attempt=taken)
+                await delivery.sent(message_id, self._clock())
                 return
             except Exception:
-                log.exception("outbox.mark_sent_failed", platform=self._platform, outbox_id=row.id)
+                log.exception("outbox.mark_sent_failed", platform=self._platform, outbox_id=delivery.row.id)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def _retry(
-        self, row: OutboxRow, error: str, retry_after: float | None, log_: structlog.BoundLogger, taken: bool
+        self, delivery: Delivery, error: str, retry_after: float | None, log_: structlog.BoundLogger
     ) -> None:
+        row = delivery.row
         if retry_after is not None:
             # Exactly what the platform asked for, never sooner, for every request to this chat.
             delay = float(retry_after)
@@ -329,7 +331,7 @@ class OutboxWorker:
         blocked_until = due if retry_after is not None else None
         if blocked_until is not None:
             self._own_blocks[row.id] = blocked_until
-        await self._store.mark_retry(row.id, error, due, count_attempt=taken, blocked_until=blocked_until)
+        await delivery.retry(error, due, blocked_until=blocked_until)
 
     def _prepare(self, row: OutboxRow) -> Callable[[], Awaitable[str | None]]:
         """Render `row`; returns its platform request (two when the markup is rejected), which answers the platform

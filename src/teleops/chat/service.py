@@ -92,7 +92,7 @@ class ChatService:
         self._notices: set[asyncio.Task[bool]] = set()
         self._runner: CommandRunner | None = None
         self.notifier = Notifier(
-            self._alert_targets, storm_threshold=storm_threshold, wake=self.wake, offer=self._offer
+            self._alert_targets, storm_threshold=storm_threshold, wake=self.wake, hand_over=self.outbox.hand_over
         )
         # New and changed incidents are announced in the ingest's transaction, and every ack/resolve/snooze (REST,
         # web UI, chat) edits the incident's chat messages in its own; the workers prepare once it commits.
@@ -111,7 +111,7 @@ class ChatService:
             allowed_chats={},
             configured=dict(configured_identities or {}),
             max_update_age=max_update_age,
-            offer=self._offer,
+            offer=self._hand_over_one,
         )
         self.conversation = Conversation(self._deps)
 
@@ -210,10 +210,8 @@ class ChatService:
         for worker in self._workers.values():
             worker.wake()
 
-    def _offer(self, row: OutboxRow) -> None:
-        worker = self._workers.get(row.platform)
-        if worker is not None:
-            worker.offer(row)
+    def _hand_over_one(self, row: OutboxRow) -> None:
+        self.outbox.hand_over((row,))
 
     async def handle(self, event: InboundEvent) -> None:
         await self.conversation.handle(event)

@@ -18,7 +18,7 @@ See docs/telegram.md ("What TeleOps guarantees").
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,9 +27,11 @@ from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from teleops.store.database import Database
+from teleops.store.outbox_delivery import Delivery, HandOff
 from teleops.store.schema import outbox
 
 __all__ = [
+    "Delivery",
     "OutboxKind",
     "OutboxRow",
     "OutboxStatus",
@@ -293,9 +295,9 @@ def take_heads(conn: Connection, row_ids: Sequence[int]) -> list[OutboxRow]:
     the worker in order with `heads`. The attempt is counted by the write that records the outcome (`mark_sent`
     and the others with `count_attempt=True`).
 
-    The caller hands the returned rows to the delivery worker after the commit (`OutboxWorker.offer`), which
-    then needs neither a read nor a claim of its own before the platform call. A taken row the worker does not
-    deliver at once (rate limits) stays `sending`: it is live, so `heads` finds it like any other.
+    The caller hands the returned rows over after the commit (`OutboxStore.hand_over`): their worker then needs
+    neither a read nor a claim of its own before the platform call. A taken row the worker does not deliver at once
+    (rate limits) stays `sending`: it is live, so `heads` finds it like any other.
     """
     if not row_ids:
         return []
@@ -308,11 +310,12 @@ class OutboxStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._hand_off = HandOff(self, db)
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run `fn(conn, *args)` in one transaction (to enqueue several rows atomically); returns once it is
-        committed, without waiting for its fsync: the worker waits for that before any platform call
-        (`wait_durable`), so the message is prepared meanwhile and never announced before it is on disk."""
+        committed, without waiting for its fsync: a delivery waits for that before any platform call
+        (`Delivery.ready`), so the message is prepared meanwhile and never announced before it is on disk."""
         return await self._db.write_unsynced(fn, *args)
 
     async def heads(self, platform: str, *, limit: int = 500) -> list[OutboxRow]:
@@ -320,15 +323,27 @@ class OutboxStore:
         rows = await self._db.read(_all_rows, _HEADS, {"platform": platform, "limit": limit})
         return [_row(r) for r in rows]
 
-    def durable_mark(self) -> int:
-        """Take right after `heads`: see `wait_durable`."""
-        return self._db.durable_mark()
+    async def next_deliveries(self, platform: str, *, limit: int = 500) -> list[Delivery]:
+        """`heads` as deliveries: each is to be claimed (`Delivery.claim`) and may go once `Delivery.ready`
+        returns, when the commit that wrote it is durable (ADR 0006)."""
+        rows = await self.heads(platform, limit=limit)
+        mark = self._db.durable_mark()  # right after the read: covers every commit it saw
+        return [Delivery(self, self._db, row, mark, handed_over=False) for row in rows]
 
-    async def wait_durable(self, mark: int) -> None:
-        """Return once the rows `heads` returned before `mark` was taken are on stable storage: the worker may
-        read and claim a row while the fsync of the transaction that wrote it still runs, but announces nothing
-        a power loss could take back (ADR 0003). Raises StorageUnavailable when that fsync failed."""
-        await self._db.wait_durable(mark)
+    def hand_over(self, rows: Sequence[OutboxRow]) -> None:
+        """After the commit of the transaction that claimed `rows` (`take_heads`): queue them for the worker of
+        their platform, which takes them at once (`handed_over`) without a read or a claim (ADR 0007). Call on the
+        event loop."""
+        self._hand_off.hand_over(rows)
+
+    def handed_over(self, platform: str) -> list[Delivery]:
+        """Drain the rows of `platform` handed over since the last call, oldest first (claimed already)."""
+        return self._hand_off.drain(platform)
+
+    def listen(self, platform: str, on_handed_over: Callable[[], None] | None) -> None:
+        """`on_handed_over()` is called (on the loop) when rows of `platform` are handed over; None stops it, after
+        which rows handed over are left to the next read (`next_deliveries`)."""
+        self._hand_off.listen(platform, on_handed_over)
 
     async def get(self, row_id: int) -> OutboxRow | None:
         row = await self._db.first(select(*_ROW_COLUMNS).where(outbox.c.id == row_id))
