@@ -85,13 +85,24 @@ def head(rig: Rig, method: str, path: str, headers: dict[str, str], length: int 
 
 
 def read_answer(sock: socket.socket) -> bytes:
-    """The response head and whatever body came with it (until the blank line and a little more)."""
+    """The response head and its whole body: up to Content-Length when the head gives one (the body may come in a
+    later packet than the head), else whatever came with the head."""
     answer = b""
     while b"\r\n\r\n" not in answer:
         chunk = sock.recv(65536)
         assert chunk, f"the connection closed without an answer: {answer!r}"
         answer += chunk
-    return answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+        None,
+    )
+    while length is not None and len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def status_of(answer: bytes) -> int:

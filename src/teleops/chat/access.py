@@ -14,11 +14,12 @@ import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
-from teleops.chat.base import EventKind, Gateway, InboundEvent
-from teleops.chat.commands import CommandRunner
+from teleops.chat.base import EventKind, InboundEvent
+from teleops.chat.reply import Replies
 from teleops.commands.approval import ApprovalDesk, ApprovalNews, Vote
 from teleops.commands.dispatch import CommandRequest
 from teleops.commands.duo import DuoPushes, PendingPush, PushAlreadyPending
@@ -30,11 +31,12 @@ from teleops.domain.stepup import Verdict
 from teleops.store.agents import host_candidates
 from teleops.store.approvals import ApprovalRules
 from teleops.store.audit_checkpoints import CheckpointLog
-from teleops.store.commands import CommandStatus
+from teleops.store.commands import CommandRecord, CommandStatus
+from teleops.store.database import Database
 from teleops.store.outbox import OutboxStore
 from teleops.store.twofactor import NotEnrolled, TwoFactorKeyMissing, TwoFactorStore
 
-__all__ = ["CODE_PROMPT", "AccessDialog", "approval_button"]
+__all__ = ["CODE_PROMPT", "AccessDialog", "CommandStarter", "approval_button"]
 
 log = structlog.get_logger(__name__)
 
@@ -47,13 +49,35 @@ def approval_button(vote: Vote, command_id: int, digest: str) -> str:
     return f"{'apv' if vote is Vote.APPROVE else 'dny'}:{command_id}:{digest}"
 
 
+class CommandStarter(Protocol):
+    """What the dialog needs of the command runner (chat/commands.py `CommandRunner` implements it; declared here so
+    that neither module imports the other): run a command once its code or push came, show one a vote started."""
+
+    @property
+    def db(self) -> Database: ...
+
+    async def run(
+        self,
+        event: InboundEvent,
+        user: str,
+        role: str,
+        host: str,
+        text: str,
+        *,
+        incident_id: int | None,
+        code: str | None = None,
+    ) -> None: ...
+
+    async def show(self, platform: str, chat_id: str, record: CommandRecord, *, reply_to: int | None) -> None: ...
+
+
 class AccessDialog:
     def __init__(
         self,
-        runner: CommandRunner,
+        runner: CommandStarter,
         *,
+        replies: Replies,
         outbox: OutboxStore,
-        gateway_of: Callable[[str], Gateway | None],
         clock: Callable[[], datetime],
         stepup: TwoFactorStore | None,
         approvals: ApprovalDesk | None,
@@ -62,8 +86,8 @@ class AccessDialog:
         duo: DuoPushes | None = None,
     ) -> None:
         self._runner = runner
+        self._replies = replies
         self._outbox = outbox
-        self._gateway_of = gateway_of
         self._clock = clock
         self._stepup = stepup
         self._approvals = approvals
@@ -95,11 +119,11 @@ class AccessDialog:
             why = gate.refusal or gate.judgement.message
             locked = gate.judgement.verdict in (Verdict.LOCKED, Verdict.NOW_LOCKED)
             more = "" if locked else " The command is still waiting: send /otp with the next code."
-            await self._runner.say(event, f"Code refused: {why}.{more}", request.incident_id)
+            await self._replies.say(event, f"Code refused: {why}.{more}", request.incident_id)
             return
         if gate is None or gate.refusal is not None:
             why = gate.refusal if gate is not None and gate.refusal else "2FA is not available on this server"
-            await self._runner.say(event, f"Command refused: {needs.reason}. {why}.", request.incident_id)
+            await self._replies.say(event, f"Command refused: {needs.reason}. {why}.", request.incident_id)
             return
         pending = self.pending.add(
             user=request.requester,
@@ -115,7 +139,7 @@ class AccessDialog:
         )
         minutes = int(self.pending.ttl.total_seconds() // 60)
         text = f"{CODE_PROMPT} (within {minutes} min) to run `{needs.shown}` on {_on(request.host, needs.agent)}."
-        row = await self._runner.say(event, text, request.incident_id)
+        row = await self._replies.say(event, text, request.incident_id)
         self.pending.set_prompt(pending, row)
 
     async def _ask_push(self, event: InboundEvent, request: CommandRequest, needs: NeedsCode) -> None:
@@ -123,9 +147,9 @@ class AccessDialog:
         try:
             push = self.duo.reserve(request.requester, command=needs.shown, host=needs.agent)
         except PushAlreadyPending as refused:
-            await self._runner.say(event, f"Command refused: {refused}.", request.incident_id)
+            await self._replies.say(event, f"Command refused: {refused}.", request.incident_id)
             return
-        await self._runner.say(
+        await self._replies.say(
             event,
             f"Approve the Duo push on your phone (command `{request.command}` on host {needs.agent}); "
             f"it runs once you approve, within {int(self.duo.config.push_timeout_s)} s.",
@@ -142,10 +166,10 @@ class AccessDialog:
         try:
             result = await self.duo.push(push, via=f"{event.platform}:{event.user_id}")
             if not result.approved:
-                await self._runner.say(event, f"Command refused: {result.message}. Not executed.", request.incident_id)
+                await self._replies.say(event, f"Command refused: {result.message}. Not executed.", request.incident_id)
                 return
             if not await self._resolves_to(request, needs):
-                await self._runner.say(
+                await self._replies.say(
                     event,
                     f"Not run: `{request.command}` no longer resolves to what the push was for; send it again.",
                     request.incident_id,
@@ -156,7 +180,7 @@ class AccessDialog:
             )
         except Exception:  # a background task: log it, never lose it silently
             log.exception("duo.push_failed", user=request.requester)
-            await self._runner.say(event, "Command not executed: the Duo step-up failed; send it again.")
+            await self._replies.say(event, "Command not executed: the Duo step-up failed; send it again.")
 
     async def _resolves_to(self, request: CommandRequest, needs: NeedsCode) -> bool:
         agent = resolve(request.host, await host_candidates(self._runner.db, request.host))
@@ -176,10 +200,10 @@ class AccessDialog:
         """`/otp CODE` or a reply to the prompt: continue the person's waiting command, or just elevate them."""
         code = code.strip()
         if not code:
-            await self._runner.say(event, "Usage: /otp CODE — the 6 digits your authenticator app shows.")
+            await self._replies.say(event, "Usage: /otp CODE — the 6 digits your authenticator app shows.")
             return
         if self._stepup is None:
-            await self._runner.say(event, "2FA is not available on this server.")
+            await self._replies.say(event, "2FA is not available on this server.")
             return
         now = self._clock()
         pending = self.pending.current(user, now=now)
@@ -190,7 +214,7 @@ class AccessDialog:
             self.pending.drop(pending)
             vault = self._runner.db.argv_vault
             shown = vault.shown_line(pending.text) if vault is not None else pending.text  # secrets stay masked
-            await self._runner.say(
+            await self._replies.say(
                 event, f"Not run: `{shown}` no longer resolves to what the code was asked for; send it again."
             )
             return
@@ -221,10 +245,10 @@ class AccessDialog:
                 user, code, now=self._clock(), via=f"{event.platform}:{event.user_id}"
             )
         except (NotEnrolled, TwoFactorKeyMissing) as exc:
-            await self._runner.say(event, f"Code not checked: {exc}.")
+            await self._replies.say(event, f"Code not checked: {exc}.")
             return
         prefix = "" if judgement.verdict is Verdict.ACCEPTED else "Code refused: "
-        await self._runner.say(event, f"{prefix}{judgement.message[:1].upper()}{judgement.message[1:]}.")
+        await self._replies.say(event, f"{prefix}{judgement.message[:1].upper()}{judgement.message[1:]}.")
 
     async def _still_same(self, pending: PendingStepUp) -> bool:
         agent = resolve(pending.host, await host_candidates(self._runner.db, pending.host))
@@ -249,22 +273,20 @@ class AccessDialog:
             Button("Approve", approval_button(Vote.APPROVE, record.id, approval.short_digest)),
             Button("Deny", approval_button(Vote.DENY, record.id, approval.short_digest)),
         )
-        await self._runner.post_message(
-            event, Message(body=body, buttons=buttons, command_id=record.id), record.incident_id
-        )
+        await self._replies.send(event, Message(body=body, buttons=buttons, command_id=record.id), record.incident_id)
 
     async def vote_command(self, event: InboundEvent, user: str, verb: str, args: str) -> None:
         """`/approve ID` or `/deny ID`."""
         words = args.split()
         if len(words) != 1 or not words[0].isdigit() or len(words[0]) > 12:
-            await self._runner.say(event, f"Usage: /{verb} ID — the command number shown in the approval request.")
+            await self._replies.say(event, f"Usage: /{verb} ID — the command number shown in the approval request.")
             return
         if self._approvals is None:
-            await self._runner.say(event, "Two-person approval is not available on this server.")
+            await self._replies.say(event, "Two-person approval is not available on this server.")
             return
         vote = Vote.APPROVE if verb == "approve" else Vote.DENY
         # Typed by number: whoever may not read that command is answered as for one that does not exist.
-        await self._runner.say(event, await self._approvals.vote_by_number(int(words[0]), voter=user, vote=vote))
+        await self._replies.say(event, await self._approvals.vote_by_number(int(words[0]), voter=user, vote=vote))
 
     async def button(self, event: InboundEvent, user: str) -> bool:
         """Handle an Approve/Deny press; False when the button is not one of these."""
@@ -278,20 +300,21 @@ class AccessDialog:
         text = await self._approvals.vote(int(match.group(2)), voter=user, vote=vote, digest=match.group(3))
         await self._answer(event, text[:190])
         if text.startswith("Not counted"):
-            await self._runner.say(event, f"{user}: {text}")
+            await self._replies.say(event, f"{user}: {text}")
         return True
 
     async def _answer(self, event: InboundEvent, text: str) -> None:
-        gateway = self._gateway_of(event.platform)
-        if event.kind is EventKind.BUTTON and event.callback_id and gateway is not None:
-            await gateway.answer_button(event.callback_id, text)
+        await self._replies.answer_button(event, text)
 
     async def _on_news(self, news: ApprovalNews) -> None:
         approval, record = news.approval, news.record
         if approval.platform is None or approval.chat_id is None:
             return
-        await self._runner.post_to(
-            approval.platform, approval.chat_id, Message(body=news.text, command_id=record.id), record.incident_id
+        await self._replies.post(
+            approval.platform,
+            approval.chat_id,
+            Message(body=news.text, command_id=record.id),
+            incident_id=record.incident_id,
         )
         if record.status == CommandStatus.RUNNING:
             await self._runner.show(approval.platform, approval.chat_id, record, reply_to=None)

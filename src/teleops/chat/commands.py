@@ -13,37 +13,49 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from teleops.agent.output import kept_parts
 from teleops.chat.base import Capabilities, InboundEvent
+from teleops.chat.reply import Replies
 from teleops.commands.dispatch import CommandRequest, CommandSender
 from teleops.commands.outcome import AwaitingApproval, Denied, Dispatched, NeedsCode, NotRun
 from teleops.commands.read_access import ReadAccess, Reader
+from teleops.commands.stepup import CodeGate
 from teleops.commands.submit import submit
 from teleops.domain.message import CodeBlock, Message
 from teleops.store.agents import host_candidates, list_agents
+from teleops.store.approvals import ApprovalRules
+from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.commands import TERMINAL, CommandNotFound, CommandRecord, get_command
 from teleops.store.database import Database, Transaction
 from teleops.store.incidents import IncidentNotFound, get_incident
 from teleops.store.outbox import OutboxStore, chat_of_row, enqueue_edit, enqueue_file
 
-if TYPE_CHECKING:
-    from teleops.chat.access import AccessDialog
-
-__all__ = ["CommandEnds", "CommandRunner", "output_file_caption"]
+__all__ = ["CommandEnds", "CommandRunner", "StepUpDialog", "output_file_caption"]
 
 log = structlog.get_logger(__name__)
 
 
-class Post(Protocol):
-    """Queue a message (platform, chat, message, incident id); `reply_to` is the outbox row it answers."""
+class StepUpDialog(Protocol):
+    """What the runner hands a command to when it needs a one-time code or a second person (chat/access.py
+    `AccessDialog` implements it; declared here so that neither module imports the other)."""
 
-    def __call__(
-        self, platform: str, chat_id: str, message: Message, incident_id: int | None, /, *, reply_to: int | None = None
-    ) -> Awaitable[int]: ...
+    @property
+    def checkpoints(self) -> CheckpointLog | None: ...
+
+    @property
+    def approval_rules(self) -> ApprovalRules | None: ...
+
+    def gate(self, code: str | None, *, via: str) -> CodeGate | None: ...
+
+    async def ask_code(
+        self, event: InboundEvent, request: CommandRequest, needs: NeedsCode, gate: CodeGate | None
+    ) -> None: ...
+
+    async def ask_approval(self, event: InboundEvent, waiting: AwaitingApproval) -> None: ...
 
 
 class CommandEnds(Protocol):
@@ -71,7 +83,7 @@ class CommandRunner:
         capabilities: Callable[[str], Capabilities],
         clock: Callable[[], datetime],
         wake: Callable[[], None],
-        post: Post,
+        replies: Replies,
         timeout_s: float = 60.0,
         output_cap_bytes: int = 64 * 1024,
         cancel: Callable[[str, int], Awaitable[None]] | None = None,
@@ -84,12 +96,12 @@ class CommandRunner:
         self._caps = capabilities
         self._clock = clock
         self._wake = wake
-        self._post = post
+        self._replies = replies
         self._timeout_s = timeout_s
         self._cap = output_cap_bytes
         self._cancel = cancel
         self._watchers: set[asyncio.Task[None]] = set()
-        self.access: AccessDialog | None = None  # 2FA prompts and approvals (set when the controller has them)
+        self.access: StepUpDialog | None = None  # 2FA prompts and approvals (set when the controller has them)
 
     async def stop(self) -> None:
         for task in list(self._watchers):
@@ -182,7 +194,7 @@ class CommandRunner:
                 await self._say(event, f"Not run: {reason}", incident_id)
             case Dispatched(record):
                 await self.show(
-                    event.platform, event.chat_id, record, reply_to=await self._thread(event),
+                    event.platform, event.chat_id, record, reply_to=await self._replies.thread_of(event),
                     answers=self._answers(event),
                 )  # fmt: skip
 
@@ -207,7 +219,9 @@ class CommandRunner:
             ended = await self._ended_within(record, QUICK_RESULT_S)
             if ended is not None:
                 final = replace(_final(ended), answers=answers)
-                row_id = await self._post(platform, chat_id, final, ended.incident_id, reply_to=reply_to)
+                row_id = await self._replies.post(
+                    platform, chat_id, final, incident_id=ended.incident_id, reply_to=reply_to
+                )
                 if self._needs_file(platform, ended):
                     now = self._clock()
                     await self._outbox.run(
@@ -216,7 +230,9 @@ class CommandRunner:
                     self._wake()
                 return
             progress = replace(_progress(record), answers=answers)
-            row_id = await self._post(platform, chat_id, progress, record.incident_id, reply_to=reply_to)
+            row_id = await self._replies.post(
+                platform, chat_id, progress, incident_id=record.incident_id, reply_to=reply_to
+            )
         except Exception:  # the command runs regardless; its record and timeline still have the result
             log.exception("chat.command_show_failed", command_id=record.id, platform=platform)
             return
@@ -226,32 +242,13 @@ class CommandRunner:
     def db(self) -> Database:
         return self._db
 
-    async def say(self, event: InboundEvent, text: str, incident_id: int | None = None) -> int:
-        """Answer in the event's chat (in its thread where the platform has threads); returns the outbox row."""
-        return await self.post_message(event, Message(body=text), incident_id)
-
-    async def post_message(self, event: InboundEvent, message: Message, incident_id: int | None) -> int:
-        return await self._post(event.platform, event.chat_id, message, incident_id, reply_to=await self._thread(event))
-
-    async def post_to(self, platform: str, chat_id: str, message: Message, incident_id: int | None) -> int:
-        return await self._post(platform, chat_id, message, incident_id)
-
     async def _say(self, event: InboundEvent, text: str, incident_id: int | None) -> None:
-        await self._post(
-            event.platform, event.chat_id, Message(body=text), incident_id, reply_to=await self._thread(event)
-        )
+        await self._replies.say(event, text, incident_id)
 
     def _answers(self, event: InboundEvent) -> str | None:
         """The person's message a command's output replies to, on platforms that reply rather than thread."""
         caps = self._caps(event.platform)
         return event.message_id if caps.replies and not caps.threads else None
-
-    async def _thread(self, event: InboundEvent) -> int | None:
-        # On threaded platforms (Slack) the output goes into the incident's thread the command came from.
-        if not self._caps(event.platform).threads or event.reply_to is None:
-            return None
-        row = await self._outbox.find_message(event.platform, event.chat_id, event.reply_to)
-        return row.id if row is not None else None
 
     async def _ended_within(self, record: CommandRecord, timeout_s: float) -> CommandRecord | None:
         """The command's final record if it ended (or ends within `timeout_s`), else None."""

@@ -111,7 +111,6 @@ class ChatService:
             allowed_chats={},
             configured=dict(configured_identities or {}),
             max_update_age=max_update_age,
-            offer=self._hand_over_one,
         )
         self.conversation = Conversation(self._deps)
 
@@ -144,12 +143,6 @@ class ChatService:
         ends: CommandEnds | None = None,
     ) -> None:
         """Let chat run commands through the pipeline (needs the agent hub; `ends`: its command progress)."""
-
-        async def post(
-            platform: str, chat_id: str, message: Message, incident_id: int | None, /, *, reply_to: int | None = None
-        ) -> int:
-            return await self.conversation.post(platform, chat_id, message, incident_id=incident_id, reply_to=reply_to)
-
         self._runner = CommandRunner(
             db=self.db,
             outbox=self.outbox,
@@ -157,7 +150,7 @@ class ChatService:
             capabilities=self.capabilities,
             clock=self.clock,
             wake=self.wake,
-            post=post,
+            replies=self.conversation.replies,
             timeout_s=timeout_s,
             output_cap_bytes=output_cap_bytes,
             cancel=cancel,
@@ -176,16 +169,18 @@ class ChatService:
         """Ask for one-time codes (or Duo pushes) and run approvals in chat (after `enable_commands`)."""
         if self._runner is None:
             raise RuntimeError("enable_commands must come before enable_access")
-        self._runner.access = AccessDialog(
+        access = AccessDialog(
             self._runner,
+            replies=self.conversation.replies,
             outbox=self.outbox,
-            gateway_of=self.gateway,
             clock=self.clock,
             stepup=stepup,
             approvals=approvals,
             checkpoints=checkpoints,
             duo=duo,
         )
+        self._runner.access = access  # the runner hands it commands that need a code or a second person
+        self._deps.access = access  # the conversation hands it /otp, /approve, /deny and Approve/Deny presses
 
     def capabilities(self, platform: str) -> Capabilities:
         return self._platforms[platform].gateway.capabilities
@@ -209,9 +204,6 @@ class ChatService:
     def wake(self) -> None:
         for worker in self._workers.values():
             worker.wake()
-
-    def _hand_over_one(self, row: OutboxRow) -> None:
-        self.outbox.hand_over((row,))
 
     async def handle(self, event: InboundEvent) -> None:
         await self.conversation.handle(event)

@@ -318,6 +318,37 @@ class OutboxStore:
         (`Delivery.ready`), so the message is prepared meanwhile and never announced before it is on disk."""
         return await self._db.write_unsynced(fn, *args)
 
+    async def send(
+        self,
+        *,
+        platform: str,
+        chat_id: str,
+        payload: dict[str, Any],
+        now: datetime,
+        incident_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> tuple[int, bool]:
+        """Queue one message in a transaction of its own; when its chat has nothing before it, claim it there and
+        hand it to the worker at once (ADR 0007). Returns (the row id, whether it was handed over); when it was not,
+        the caller wakes the workers. Like `run`, it returns at commit: the delivery waits for the fsync."""
+
+        def apply(conn: Connection) -> tuple[int, list[OutboxRow]]:
+            row_id = enqueue_send(
+                conn,
+                platform=platform,
+                chat_id=chat_id,
+                payload=payload,
+                now=now,
+                incident_id=incident_id,
+                reply_to=reply_to,
+            )
+            return row_id, take_heads(conn, [row_id])
+
+        row_id, taken = await self._db.write_unsynced(apply)
+        if taken:
+            self.hand_over(taken)
+        return int(row_id), bool(taken)
+
     async def heads(self, platform: str, *, limit: int = 500) -> list[OutboxRow]:
         """For each chat of `platform` with work left, its oldest live row (per-chat order), oldest chat first."""
         rows = await self._db.read(_all_rows, _HEADS, {"platform": platform, "limit": limit})
