@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from teleops.config import Settings
+from teleops.domain.duration import Duration
 from teleops.memory.service import ScenarioMemory
 from teleops.server.retention import RetentionSchedule
 from teleops.store.audit import iter_events
@@ -116,4 +117,4 @@ def test_the_cli_prunes_and_says_what_it_kept(tmp_path: Path) -> None:
 def test_retention_durations_are_checked() -> None:
     with pytest.raises(ValidationError, match="must be a positive duration"):
         Settings.model_validate({"retention": {"raw_alerts": "0s"}})
-    assert Settings().retention.raw_alerts == "14d"
+    assert Settings().retention.raw_alerts == Duration("14d")

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from teleops.config import Settings
-from teleops.config.duration import parse_duration
 from teleops.domain.message import Link, Message
 from teleops.store.announcements import replace_payload, storm_summary
 from teleops.store.outbox import OutboxStatus, enqueue_edit, enqueue_send
@@ -45,7 +44,7 @@ def storm_rule(settings: Settings) -> StormRule:
     """The rule the configuration asks for (`telegram.storm_threshold`, `telegram.storm_window`; every platform)."""
     return StormRule(
         threshold=settings.telegram.storm_threshold,
-        window=timedelta(seconds=parse_duration(settings.telegram.storm_window)),
+        window=settings.telegram.storm_window.timedelta,
         # Linked only where people can open it: the public URL, when there is one (never a loopback default).
         incidents_url=f"{public_url}/ui/" if (public_url := settings.server.public_url.rstrip("/")) else "",
     )

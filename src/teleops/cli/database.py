@@ -44,14 +44,13 @@ def db_upgrade(config_path: Path | None) -> None:
 @config_option
 def db_prune(config_path: Path | None) -> None:
     """Delete raw alert reports past retention.raw_alerts now (serve does it every retention.every)."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
-    from teleops.config.settings import parse_duration
     from teleops.store.database import Database
     from teleops.store.retention import PruneResult, prune_raw_alerts
 
     settings = settings_from(config_path)
-    keep = timedelta(seconds=parse_duration(settings.retention.raw_alerts))
+    keep = settings.retention.raw_alerts.timedelta
 
     async def run() -> PruneResult:
         database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)

@@ -103,17 +103,14 @@ def runbook() -> None:
 @config_option
 def runbook_suggest(alertname: str, config_path: Path | None) -> None:
     """Print a runbook YAML for ALERTNAME built from the fixes that stuck, for a person to review."""
-    from datetime import timedelta
-
-    from teleops.config.settings import parse_duration
     from teleops.memory.learned_runbooks import suggest_runbook
     from teleops.memory.recurrence import MemoryWindows
     from teleops.store.database import Database
 
     settings = settings_from(config_path)
     windows = MemoryWindows(
-        fix_window=timedelta(seconds=parse_duration(settings.memory.fix_window)),
-        lookback=timedelta(seconds=parse_duration(settings.memory.lookback)),
+        fix_window=settings.memory.fix_window.timedelta,
+        lookback=settings.memory.lookback.timedelta,
     )
 
     async def run() -> tuple[str, int]:

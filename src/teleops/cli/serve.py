@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 
 from teleops.cli._common import config_option, db_kind, fail, require_packages, settings_from
-from teleops.config.duration import parse_duration
 from teleops.logs import configure_logging
 
 
@@ -69,9 +68,9 @@ def serve(config_path: Path | None) -> None:
             # doubled the controller's memory per agent (B9: 86 → 44 KiB) and cost CPU on every frame.
             ws_per_message_deflate=False,
             # The front door (server/front_door.py) bounds each request; these bound the connections.
-            http=header_deadline_protocol(parse_duration(settings.server.header_timeout)),
+            http=header_deadline_protocol(settings.server.header_timeout.seconds),
             limit_concurrency=settings.server.max_connections,
-            timeout_keep_alive=max(1, int(parse_duration(settings.server.keepalive_timeout))),
+            timeout_keep_alive=max(1, int(settings.server.keepalive_timeout.seconds)),
         )
     )
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from teleops.config.duration import parse_duration
+from teleops.config.duration import Duration, DurationSetting
 
 __all__ = [
     "ContactSettings",
@@ -53,23 +53,23 @@ class ContactsSettings(_Section):
     """How contact methods are delivered (the `contacts:` section)."""
 
     # One Apprise call (all its retries and connections) may take this long; then the row is retried later.
-    notify_timeout: str = "30s"
+    notify_timeout: DurationSetting = Field("30s", validate_default=True)
     # At least this long between two messages to one contact (mail servers and webhooks are not chat APIs).
-    min_interval: str = "2s"
+    min_interval: DurationSetting = Field("2s", validate_default=True)
     global_per_second: float = Field(default=5.0, gt=0, le=100)
 
     @field_validator("notify_timeout")
     @classmethod
-    def _timeout(cls, value: str) -> str:
-        if not 1 <= parse_duration(value) <= 600:
-            raise ValueError(f"{value!r} is out of range; use between 1s and 10m, e.g. 30s")
+    def _timeout(cls, value: Duration) -> Duration:
+        if not 1 <= value.seconds <= 600:
+            raise ValueError(f"{value.text!r} is out of range; use between 1s and 10m, e.g. 30s")
         return value
 
     @field_validator("min_interval")
     @classmethod
-    def _interval(cls, value: str) -> str:
-        if not 0 <= parse_duration(value) <= 3600:
-            raise ValueError(f"{value!r} is out of range; use between 0s and 1h, e.g. 2s")
+    def _interval(cls, value: Duration) -> Duration:
+        if not 0 <= value.seconds <= 3600:
+            raise ValueError(f"{value.text!r} is out of range; use between 0s and 1h, e.g. 2s")
         return value
 
 

@@ -1,20 +1,41 @@
-"""Durations as people write them in config and chat: `30s`, `10m`, `2h`, `7d`."""
+"""Duration settings: a config key written like `30s`, `10m`, `2h` or `7d`, parsed once when the config loads.
+
+A field declared `DurationSetting` accepts exactly what a `str` field did before (a string; a number is refused
+with pydantic's "Input should be a valid string"), turns it into a `teleops.domain.duration.Duration` (a bad text
+fails the load with "Value error, 'x' is not a duration; write it like 30s, 10m, 2h or 7d"), and dumps back the
+text as written, in both `model_dump()` and `model_dump(mode="json")`. Its JSON schema is a plain string.
+Defaults are written as text too, `Field("5m", validate_default=True)`, and validated like a configured value: a JSON
+schema (and the OpenAPI page, for API bodies) shows the default as "5m", which a `Duration` default could not give.
+"""
 
 from __future__ import annotations
 
-import re
+from typing import Annotated, Any
 
-__all__ = ["parse_duration"]
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from teleops.domain.duration import Duration, parse_duration
+
+__all__ = ["Duration", "DurationSetting", "parse_duration"]
 
 
-def parse_duration(text: str | int | float) -> float:
-    """`30s`, `10m`, `2h`, `7d` (or plain seconds) -> seconds. Raises ValueError with the accepted forms."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration; write it like 30s, 10m, 2h or 7d")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+def _from_text(value: Any, as_text: core_schema.ValidatorFunctionWrapHandler) -> Duration:
+    if isinstance(value, Duration):  # settings built in code from parsed values
+        return value
+    return Duration(as_text(value))  # the str check first, so a number gets the same error as before
+
+
+class _DurationSchema:
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_wrap_validator_function(
+            _from_text,
+            core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                str, return_schema=core_schema.str_schema(), when_used="always"
+            ),
+        )
+
+
+DurationSetting = Annotated[Duration, _DurationSchema]

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from teleops.config.duration import parse_duration
+from teleops.config.duration import Duration, DurationSetting
 
 __all__ = ["MAX_INTERVAL_S", "HeartbeatSettings", "HeartbeatSpec", "HeartbeatsList"]
 
@@ -29,8 +29,12 @@ class HeartbeatSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    interval: str = Field(description="How often the job pings, e.g. 5m, 1h, 24h.")
-    grace: str = Field(default="1m", description="How much later than `interval` a ping may come before it pages.")
+    interval: DurationSetting = Field(description="How often the job pings, e.g. 5m, 1h, 24h.")
+    grace: DurationSetting = Field(
+        default="1m",
+        validate_default=True,
+        description="How much later than `interval` a ping may come before it pages.",
+    )
     severity: HeartbeatSeverity = "critical"
     labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(
         default_factory=dict, max_length=32, description="Labels of the incident, matched by on-call routes."
@@ -39,26 +43,17 @@ class HeartbeatSpec(BaseModel):
 
     @field_validator("interval")
     @classmethod
-    def _interval(cls, value: str) -> str:
-        seconds = parse_duration(value)
-        if not 1 <= seconds <= MAX_INTERVAL_S:
-            raise ValueError(f"{value!r} is out of range; use between 1s and 90d, e.g. 5m or 24h")
+    def _interval(cls, value: Duration) -> Duration:
+        if not 1 <= value.seconds <= MAX_INTERVAL_S:
+            raise ValueError(f"{value.text!r} is out of range; use between 1s and 90d, e.g. 5m or 24h")
         return value
 
     @field_validator("grace")
     @classmethod
-    def _grace(cls, value: str) -> str:
-        if not 0 <= parse_duration(value) <= MAX_INTERVAL_S:
-            raise ValueError(f"{value!r} is out of range; use between 0s and 90d, e.g. 1m")
+    def _grace(cls, value: Duration) -> Duration:
+        if not 0 <= value.seconds <= MAX_INTERVAL_S:
+            raise ValueError(f"{value.text!r} is out of range; use between 0s and 90d, e.g. 1m")
         return value
-
-    @property
-    def interval_s(self) -> float:
-        return parse_duration(self.interval)
-
-    @property
-    def grace_s(self) -> float:
-        return parse_duration(self.grace)
 
 
 class HeartbeatSettings(HeartbeatSpec):

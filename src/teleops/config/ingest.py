@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from teleops.config.duration import parse_duration
+from teleops.config.duration import Duration, DurationSetting
 from teleops.sources.registry import SOURCES
 
 __all__ = ["DEFAULT_LIMITS", "IngestSettings", "RateLimit"]
@@ -25,21 +25,21 @@ class _Section(BaseModel):
 
 class RateLimit(_Section):
     alerts: int = Field(ge=1, description="alerts admitted per `per`, on average")
-    per: str = "1m"
+    per: DurationSetting = Field("1m", validate_default=True)
     burst: int | None = Field(
         default=None, ge=1, description="alerts admitted at once after a quiet spell; default: alerts"
     )
 
     @field_validator("per")
     @classmethod
-    def _per_is_duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError(f"{value!r} is not a positive duration; write e.g. 1m or 10s")
+    def _per_is_duration(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
+            raise ValueError(f"{value.text!r} is not a positive duration; write e.g. 1m or 10s")
         return value
 
     @property
     def per_second(self) -> float:
-        return self.alerts / parse_duration(self.per)
+        return self.alerts / self.per.seconds
 
     @property
     def capacity(self) -> int:

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from teleops.config.contacts import ContactSettings
-from teleops.config.duration import parse_duration
+from teleops.config.duration import Duration, DurationSetting
 from teleops.domain.rotation import RotationError, parse_handoff
 
 __all__ = [
@@ -37,8 +37,8 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _duration(value: str) -> str:
-    if parse_duration(value) < 0:
+def _duration(value: Duration) -> Duration:
+    if value.seconds < 0:
         raise ValueError("must not be negative")
     return value
 
@@ -62,15 +62,15 @@ class OverrideSettings(_Section):
 class RotationSettings(_Section):
     name: str
     members: list[str] = Field(min_length=1)
-    shift: str = "7d"
+    shift: DurationSetting = Field("7d", validate_default=True)
     handoff: str = "Mon 09:00"
     tz: str = "UTC"
     overrides: list[OverrideSettings] = Field(default_factory=list)
 
     @field_validator("shift")
     @classmethod
-    def _shift(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
+    def _shift(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
             raise ValueError("must be positive, e.g. 1d or 7d")
         return value
 
@@ -85,7 +85,7 @@ class RotationSettings(_Section):
 
 
 class EscalationStep(_Section):
-    after: str = "0m"
+    after: DurationSetting = Field("0m", validate_default=True)
     notify: str
 
     _after = field_validator("after")(_duration)
@@ -129,10 +129,10 @@ class OncallSettings(_Section):
     chats: dict[str, ChatSettings] = Field(default_factory=dict)
     # Shared contact methods (Apprise URLs) for `notify: contact:NAME` steps, e.g. a team mailbox or a pager gateway.
     contacts: list[ContactSettings] = Field(default_factory=list)
-    remind_acked_after: str = "1h"
+    remind_acked_after: DurationSetting = Field("1h", validate_default=True)
     # A page not delivered this long after it was queued counts as failed: it goes to the person's next contact
     # method and the escalation's next step runs now (oncall/delivery.py).
-    delivery_deadline: str = "1m"
+    delivery_deadline: DurationSetting = Field("1m", validate_default=True)
     alertmanager_url: str | None = Field(
         default=None,
         description="Alertmanager base URL (http://host:9093): snoozing an Alertmanager incident silences it there.",
@@ -142,8 +142,8 @@ class OncallSettings(_Section):
 
     @field_validator("delivery_deadline")
     @classmethod
-    def _deadline(cls, value: str) -> str:
-        if parse_duration(value) < 1:
+    def _deadline(cls, value: Duration) -> Duration:
+        if value.seconds < 1:
             raise ValueError("must be at least 1s, e.g. 1m")
         return value
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from teleops.config.duration import parse_duration
+from teleops.config.duration import Duration, DurationSetting
 
 __all__ = ["SelfCheckSettings"]
 
@@ -23,16 +23,18 @@ class SelfCheckSettings(BaseModel):
     # healthchecks-style URLs carry a secret (the check's uuid): kept secret, logged as scheme://host only.
     ping_url: SecretStr | None = None
     fail_url: SecretStr | None = None  # e.g. the same check's /fail; None: an unhealthy tick pings nothing
-    ping_every: str = "1m"
-    timeout: str = "10s"  # for one ping, and for each self-test step (capped at ping_every for pings)
-    self_test_every: str = "5m"
-    max_outbox_age: str = "5m"  # a chat message still queued after this long fails the outbox step
+    ping_every: DurationSetting = Field("1m", validate_default=True)
+    # For one ping, and for each self-test step (capped at ping_every for pings)
+    timeout: DurationSetting = Field("10s", validate_default=True)
+    self_test_every: DurationSetting = Field("5m", validate_default=True)
+    # A chat message still queued after this long fails the outbox step
+    max_outbox_age: DurationSetting = Field("5m", validate_default=True)
 
     @field_validator("ping_every", "timeout", "self_test_every", "max_outbox_age")
     @classmethod
-    def _positive_duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError(f"{value!r} must be a positive duration like 1m or 10s")
+    def _positive_duration(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
+            raise ValueError(f"{value.text!r} must be a positive duration like 1m or 10s")
         return value
 
     @field_validator("ping_url", "fail_url")

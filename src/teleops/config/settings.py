@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from teleops.config.contacts import ContactSettings, ContactsSettings, contact_book, contact_problems
-from teleops.config.duration import parse_duration
+from teleops.config.duration import Duration, DurationSetting, parse_duration
 from teleops.config.heartbeats import HeartbeatsList
 from teleops.config.ingest import IngestSettings
 from teleops.config.oncall import OncallSettings
@@ -47,29 +47,29 @@ class ServerSettings(_Section):
     public_url: str = ""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Web console sessions (server/session.py): end after this long without a request, and this long after login.
-    session_idle: str = "30m"
-    session_lifetime: str = "12h"
+    session_idle: DurationSetting = Field("30m", validate_default=True)
+    session_lifetime: DurationSetting = Field("12h", validate_default=True)
     # The HTTP front door (server/front_door.py, server/header_deadline.py): request headers must arrive within
     # header_timeout of the connection (or of the request's first byte), a body within body_timeout of its
     # headers; at most max_connections at once (agents' WebSockets count too); an idle keep-alive connection is
     # closed after keepalive_timeout.
-    header_timeout: str = "10s"
-    body_timeout: str = "30s"
+    header_timeout: DurationSetting = Field("10s", validate_default=True)
+    body_timeout: DurationSetting = Field("30s", validate_default=True)
     max_connections: int = Field(default=4096, ge=16)
-    keepalive_timeout: str = "5s"
+    keepalive_timeout: DurationSetting = Field("5s", validate_default=True)
 
     @field_validator("header_timeout", "body_timeout", "keepalive_timeout")
     @classmethod
-    def _front_door_duration(cls, value: str) -> str:
-        if not 1 <= parse_duration(value) <= 3600:
-            raise ValueError(f"{value!r} is out of range; use between 1s and 1h, e.g. 30s")
+    def _front_door_duration(cls, value: Duration) -> Duration:
+        if not 1 <= value.seconds <= 3600:
+            raise ValueError(f"{value.text!r} is out of range; use between 1s and 1h, e.g. 30s")
         return value
 
     @field_validator("session_idle", "session_lifetime")
     @classmethod
-    def _session_duration(cls, value: str) -> str:
-        if parse_duration(value) < 60:
-            raise ValueError(f"{value!r} is too short for a web session; use at least 1m, e.g. 30m or 12h")
+    def _session_duration(cls, value: Duration) -> Duration:
+        if value.seconds < 60:
+            raise ValueError(f"{value.text!r} is too short for a web session; use at least 1m, e.g. 30m or 12h")
         return value
 
     @field_validator("listen")
@@ -134,16 +134,18 @@ class HostSettings(_Section):
 class AgentsSettings(_Section):
     """How the controller treats agents and the commands it sends them."""
 
-    heartbeat: str = "10s"  # agents ping this often; three missed pings count as offline
-    lost_after: str = "60s"  # grace after a command's timeout (and the agent's last sign of life) before `lost`
-    default_timeout: str = "60s"
-    max_timeout: str = "1h"
+    # Agents ping this often; three missed pings count as offline
+    heartbeat: DurationSetting = Field("10s", validate_default=True)
+    # Grace after a command's timeout (and the agent's last sign of life) before `lost`
+    lost_after: DurationSetting = Field("60s", validate_default=True)
+    default_timeout: DurationSetting = Field("60s", validate_default=True)
+    max_timeout: DurationSetting = Field("1h", validate_default=True)
     output_cap_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
 
     @field_validator("heartbeat", "lost_after", "default_timeout", "max_timeout")
     @classmethod
-    def _is_duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
+    def _is_duration(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
             raise ValueError("must be longer than 0s")
         return value
 
@@ -156,21 +158,22 @@ class TelegramSettings(_Section):
     allowed_chats: list[int] = Field(default_factory=list)
     alert_chats: list[int] = Field(default_factory=list)
     base_file_url: str | None = None
-    max_update_age: str = "5m"  # older messages are not executed after an outage; the sender is asked to resend
+    # Older messages are not executed after an outage; the sender is asked to resend
+    max_update_age: DurationSetting = Field("5m", validate_default=True)
     # Alert storms, on every platform (the console too) and for escalation pages: per chat and per (route, severity),
     # `storm_threshold` messages in a `storm_window`, then one summary message edited as more arrive.
     storm_threshold: int = Field(default=10, ge=1)
-    storm_window: str = "1m"
-    poll_timeout: str = "25s"  # getUpdates long-poll duration
+    storm_window: DurationSetting = Field("1m", validate_default=True)
+    poll_timeout: DurationSetting = Field("25s", validate_default=True)  # getUpdates long-poll duration
     # Like max_update_age, for every platform: a chat input (Telegram polling, Slack Socket Mode) with no successful
     # receive for longer than this is a problem in /readyz and a notice in the other platforms' alert chats.
-    input_stall_after: str = "5m"
+    input_stall_after: DurationSetting = Field("5m", validate_default=True)
 
     @field_validator("max_update_age", "poll_timeout", "storm_window", "input_stall_after")
     @classmethod
-    def _telegram_duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError(f"{value!r} must be a positive duration like 5m")
+    def _telegram_duration(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
+            raise ValueError(f"{value.text!r} must be a positive duration like 5m")
         return value
 
 
@@ -251,15 +254,16 @@ class DuoSettings(_Section):
     ikey: str = Field(min_length=1)  # integration key
     skey: SecretStr  # secret key: signs every request (HMAC); never logged
     api_host: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")  # HOST or HOST:PORT
-    timeout: str = "10s"  # per request to Duo; longer, or no answer, counts as "unreachable"
-    push_timeout: str = "60s"  # how long the person has to answer the push
+    # Per request to Duo; longer, or no answer, counts as "unreachable"
+    timeout: DurationSetting = Field("10s", validate_default=True)
+    push_timeout: DurationSetting = Field("60s", validate_default=True)  # how long the person has to answer the push
     ca_certs: Path | None = None  # a PEM CA bundle instead of the one duo_client ships (TLS proxy, tests)
 
     @field_validator("timeout", "push_timeout")
     @classmethod
-    def _positive(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError(f"{value!r} must be a positive duration like 10s")
+    def _positive(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
+            raise ValueError(f"{value.text!r} must be a positive duration like 10s")
         return value
 
 
@@ -267,7 +271,7 @@ class TwoFactorSettings(_Section):
     """Step-up: TOTP codes or Duo push (`method`, per user `users[].twofactor`); how long one success elevates a
     person, and how many wrong codes lock them."""
 
-    elevation: str = "10m"
+    elevation: DurationSetting = Field("10m", validate_default=True)
     lockout_after: int = Field(default=5, ge=1, le=100)
     method: Literal["totp", "duo"] = "totp"
     duo: DuoSettings | None = None
@@ -275,34 +279,35 @@ class TwoFactorSettings(_Section):
     # also makes people enrol before using the UI when their role has a rule that asks for a code (they need one
     # for their commands anyway); `required`: everyone; `enrolled`: only those who chose to enrol.
     web_signin: Literal["enrolled", "required_for_commands", "required"] = "required_for_commands"
-    web_lockout: str = "15m"  # how long lockout_after failed passwords in a row lock a user's web sign-in
+    # How long lockout_after failed passwords in a row lock a user's web sign-in
+    web_lockout: DurationSetting = Field("15m", validate_default=True)
 
     @field_validator("elevation")
     @classmethod
-    def _elevation_is_duration(cls, value: str) -> str:
-        if parse_duration(value) < 0:
+    def _elevation_is_duration(cls, value: Duration) -> Duration:
+        if value.seconds < 0:
             raise ValueError("must be 0s or longer")
         return value
 
     @field_validator("web_lockout")
     @classmethod
-    def _web_lockout_is_duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError(f"{value!r} must be a positive duration like 15m")
+    def _web_lockout_is_duration(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
+            raise ValueError(f"{value.text!r} must be a positive duration like 15m")
         return value
 
 
 class ApprovalSettings(_Section):
     """Two-person approval: how long a request waits, and how many other people must approve it."""
 
-    ttl: str = "15m"
+    ttl: DurationSetting = Field("15m", validate_default=True)
     approvers: int = Field(default=1, ge=1, le=5)
 
     @field_validator("ttl")
     @classmethod
-    def _ttl_is_duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError(f"{value!r} must be a positive duration like 15m")
+    def _ttl_is_duration(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
+            raise ValueError(f"{value.text!r} must be a positive duration like 15m")
         return value
 
 
@@ -310,14 +315,14 @@ class RetentionSettings(_Section):
     """How long raw alert payloads are kept (store/retention.py): incidents, commands and the audit log stay."""
 
     # The middle reports of an incident resolved longer ago than this are deleted (its first and last stay).
-    raw_alerts: str = "14d"
-    every: str = "1h"  # how often the pruning pass runs
+    raw_alerts: DurationSetting = Field("14d", validate_default=True)
+    every: DurationSetting = Field("1h", validate_default=True)  # how often the pruning pass runs
 
     @field_validator("raw_alerts", "every")
     @classmethod
-    def _retention_duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError(f"{value!r} must be a positive duration like 14d")
+    def _retention_duration(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
+            raise ValueError(f"{value.text!r} must be a positive duration like 14d")
         return value
 
 
@@ -331,17 +336,18 @@ class AuditSettings(_Section):
 class MemorySettings(_Section):
     """Scenario memory: how far back "last time" looks, when a fix "didn't stick", where runbooks live."""
 
-    fix_window: str = "24h"  # the alert back within this long after a fix: "fix didn't stick"
-    lookback: str = "30d"  # "4th time in 30 days"
+    # The alert back within this long after a fix: "fix didn't stick"
+    fix_window: DurationSetting = Field("24h", validate_default=True)
+    lookback: DurationSetting = Field("30d", validate_default=True)  # "4th time in 30 days"
     runbooks_dir: Path | None = None  # a folder of runbook YAML files, one per alert name (e.g. ./runbooks)
     # The role the first-response principal (teleops-firstresponse) acts under; None: no automatic diagnostics.
     first_response_role: str | None = None
 
     @field_validator("fix_window", "lookback")
     @classmethod
-    def _memory_duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
-            raise ValueError(f"{value!r} must be a positive duration like 24h")
+    def _memory_duration(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
+            raise ValueError(f"{value.text!r} must be a positive duration like 24h")
         return value
 
 

@@ -7,13 +7,13 @@ conversation (re-checking a Run-again press), the REST API and the web UI (histo
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from teleops.commands.read_access import ReadAccess
-from teleops.config.settings import MemorySettings, parse_duration
+from teleops.config.settings import MemorySettings
 from teleops.domain.message import Button, Extra, Quote
 from teleops.memory.last_time import last_time_lines, last_time_quotes, last_time_view
 from teleops.memory.recurrence import MemoryWindows, Recurrence, find_recurrence
@@ -52,8 +52,8 @@ class ScenarioMemory:
     def from_settings(cls, settings: MemorySettings, db: Database, *, clock: Callable[[], datetime]) -> ScenarioMemory:
         """Raises RunbookError when a runbook file in `memory.runbooks_dir` is unusable."""
         windows = MemoryWindows(
-            fix_window=timedelta(seconds=parse_duration(settings.fix_window)),
-            lookback=timedelta(seconds=parse_duration(settings.lookback)),
+            fix_window=settings.fix_window.timedelta,
+            lookback=settings.lookback.timedelta,
         )
         return cls(
             db,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from teleops.config import Settings
-from teleops.config.duration import parse_duration
 from teleops.config.oncall import DEFAULT_TEAM, EscalationStep
 from teleops.domain.rotation import Override, Rotation
 from teleops.oncall.escalation import Step
@@ -59,7 +58,7 @@ class OnCallDirectory:
             r.name: Rotation(
                 r.name,
                 tuple(r.members),
-                int(parse_duration(r.shift)),
+                int(r.shift.seconds),
                 handoff=r.handoff,
                 tz=r.tz,
                 overrides=tuple(Override(o.user, o.start, o.end) for o in r.overrides),
@@ -75,8 +74,8 @@ class OnCallDirectory:
             self.policies[team.name] = (_steps(team.escalation), team.repeat)
         self.chats = {name: ChatTarget(chat.platform, chat.id) for name, chat in oncall.chats.items()}
         self.routes = tuple(oncall.routes)
-        self.remind_after = timedelta(seconds=parse_duration(oncall.remind_acked_after))
-        self.delivery_deadline = timedelta(seconds=parse_duration(oncall.delivery_deadline))
+        self.remind_after = oncall.remind_acked_after.timedelta
+        self.delivery_deadline = oncall.delivery_deadline.timedelta
         self.admins = tuple(user.name for user in settings.users if user.role == "admin")
         self._configured: dict[str, list[ChatTarget]] = {}
         # Each person's contact methods beyond chat, by name, in the order a failed page tries them.
@@ -141,4 +140,4 @@ class OnCallDirectory:
 
 
 def _steps(steps: Sequence[EscalationStep]) -> tuple[Step, ...]:
-    return tuple(Step(timedelta(seconds=parse_duration(s.after)), s.notify) for s in steps)
+    return tuple(Step(s.after.timedelta, s.notify) for s in steps)

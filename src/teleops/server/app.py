@@ -28,7 +28,6 @@ from teleops.commands.approval import ApprovalDesk
 from teleops.commands.backend.agent_hub import AgentHub
 from teleops.commands.duo import DuoConfig, DuoPushes
 from teleops.config import Settings
-from teleops.config.settings import parse_duration
 from teleops.domain.clock import Clock, system_clock
 from teleops.domain.stepup import StepUpRules
 from teleops.memory.first_response import FirstResponder
@@ -148,7 +147,7 @@ def create_app(
         local_agent = await _start_local_agent(services)
         chat.enable_commands(
             services.hub,
-            timeout_s=parse_duration(settings.agents.default_timeout),
+            timeout_s=settings.agents.default_timeout.seconds,
             output_cap_bytes=settings.agents.output_cap_bytes,
             cancel=services.hub.send_cancel,
             ends=services.hub.progress,
@@ -161,7 +160,7 @@ def create_app(
                     role=settings.memory.first_response_role,
                     sender=lambda: services.hub,
                     clock=clock,
-                    timeout_s=parse_duration(settings.agents.default_timeout),
+                    timeout_s=settings.agents.default_timeout.seconds,
                     output_cap_bytes=settings.agents.output_cap_bytes,
                 )
             )
@@ -307,7 +306,7 @@ def _start_access_control(services: Services, chat: ChatService) -> AccessUpkeep
     """TOTP step-up, two-person approval and the audit checkpoints, for the REST API and chat alike."""
     settings, db = services.settings, services.db
     assert services.hub is not None
-    elevation = timedelta(seconds=parse_duration(settings.twofactor.elevation))
+    elevation = settings.twofactor.elevation.timedelta
     stepup = TwoFactorStore(db, settings.data_dir, StepUpRules(lockout_after=settings.twofactor.lockout_after,
                                                                 elevation=elevation))  # fmt: skip
     checkpoints = CheckpointLog(settings.data_dir, witness=settings.audit.witness)
@@ -316,9 +315,7 @@ def _start_access_control(services: Services, chat: ChatService) -> AccessUpkeep
         users=services.users,
         sender=services.hub,
         clock=services.clock,
-        rules=ApprovalRules(
-            ttl=timedelta(seconds=parse_duration(settings.approval.ttl)), needed=settings.approval.approvers
-        ),
+        rules=ApprovalRules(ttl=settings.approval.ttl.timedelta, needed=settings.approval.approvers),
         output_cap_bytes=settings.agents.output_cap_bytes,
         stepup=stepup,
         checkpoints=checkpoints,
@@ -341,8 +338,8 @@ def _duo_pushes(services: Services, elevation: timedelta) -> DuoPushes | None:
         ikey=duo.ikey,
         skey=duo.skey.get_secret_value(),
         api_host=duo.api_host,
-        timeout_s=parse_duration(duo.timeout),
-        push_timeout_s=parse_duration(duo.push_timeout),
+        timeout_s=duo.timeout.seconds,
+        push_timeout_s=duo.push_timeout.seconds,
         ca_certs=duo.ca_certs,
         elevation=elevation,
     )

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from pydantic import SecretStr
 
 from teleops.chat.service import ChatService
 from teleops.chat.storm import storm_rule
 from teleops.config import Settings
-from teleops.config.settings import parse_duration
 from teleops.domain.alert import Alert
 from teleops.domain.clock import Clock
 from teleops.oncall.routing import route_team
@@ -35,9 +32,9 @@ def build_chat(
         clock=clock,
         configured_identities=configured,
         storm_threshold=telegram.storm_threshold,
-        max_update_age=timedelta(seconds=parse_duration(telegram.max_update_age)),
+        max_update_age=telegram.max_update_age.timedelta,
         on_fallback=lambda platform: metrics.render_fallback.labels(platform).inc(),
-        input_stall_after=timedelta(seconds=parse_duration(telegram.input_stall_after)),
+        input_stall_after=telegram.input_stall_after.timedelta,
         on_unhandled=metrics.count_unhandled,
         on_delivery=metrics.count_delivery,
     )
@@ -63,7 +60,7 @@ def build_chat(
             mode=telegram.mode,
             webhook_url=f"{settings.server.base_url()}/api/v1/chat/telegram/webhook",
             webhook_secret=secret,
-            poll_timeout_s=int(parse_duration(telegram.poll_timeout)),
+            poll_timeout_s=int(telegram.poll_timeout.seconds),
         )
         chat.add_gateway(
             gateway,
@@ -87,8 +84,8 @@ def _add_contacts(chat: ChatService, settings: Settings, contacts: dict[str, Sec
     gateway = ContactGateway(
         contacts,
         clock=clock,
-        notify_timeout_s=parse_duration(section.notify_timeout),
-        min_interval_s=parse_duration(section.min_interval),
+        notify_timeout_s=section.notify_timeout.seconds,
+        min_interval_s=section.min_interval.seconds,
         global_per_second=section.global_per_second,
     )
     chat.add_gateway(gateway, allowed_chats=[], alert_chats=[])

@@ -51,7 +51,6 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from teleops.config.duration import parse_duration
 from teleops.server.auth import VERIFIED_CALLER, VERIFIED_INGEST_TOKEN, authenticate_api, credential_from
 from teleops.server.body_guard import BodyGuard, Once, Refusal, json_refusal, no_receive
 from teleops.server.body_token import BODY_TOKEN, PREFIX_BYTES, leading_field, read_prefix, replaying
@@ -215,7 +214,7 @@ class FrontDoor:
         self, scope: Scope, receive: Receive, send: Send, services: Services, cap: int, on_body: Once
     ) -> None:
         """The app under a `BodyGuard`; a body-token request's prefix is checked first (`_admit_body_token`)."""
-        timeout = parse_duration(services.settings.server.body_timeout)
+        timeout = services.settings.server.body_timeout.seconds
         guard = BodyGuard(
             scope,
             receive,

@@ -138,7 +138,7 @@ class IngestLimits:
         episode = self._episodes.setdefault((token, source), _Episode(limit))
         episode.refused += 1
         if not episode.announced and not episode.busy:
-            log.warning("ingest.throttled", token=token, source=source, alerts=limit.alerts, per=limit.per)
+            log.warning("ingest.throttled", token=token, source=source, alerts=limit.alerts, per=str(limit.per))
             self._metrics.set_throttling(source, token, on=True)
             await self._commit(token, source, episode, AlertStatus.FIRING, at)
         self._watch()

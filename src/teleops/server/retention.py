@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
 
 import structlog
 
 from teleops.config import Settings
-from teleops.config.settings import parse_duration
 from teleops.domain.clock import Clock
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.retention import prune_raw_alerts
@@ -27,8 +25,8 @@ class RetentionSchedule:
     def __init__(self, db: Database, settings: Settings, *, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        self._keep = timedelta(seconds=parse_duration(settings.retention.raw_alerts))
-        self._every_s = parse_duration(settings.retention.every)
+        self._keep = settings.retention.raw_alerts.timedelta
+        self._every_s = settings.retention.every.seconds
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:

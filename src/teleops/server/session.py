@@ -36,7 +36,6 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from teleops.config.duration import parse_duration
 from teleops.server.services import Services
 from teleops.store.server_keys import server_key
 from teleops.store.web_sessions import WebSessionStore
@@ -254,11 +253,11 @@ async def web_sessions(connection: HTTPConnection) -> WebSessions:
     # assignment wins and nothing is lost but an empty throttle.
     key = await server_key(services.db, _KEY_NAME, now=services.clock())
     created = WebSessions(
-        signer=SessionSigner(key, ttl=timedelta(seconds=parse_duration(server.session_lifetime))),
+        signer=SessionSigner(key, ttl=server.session_lifetime.timedelta),
         throttle=LoginThrottle(),
         secure_cookies=server.base_url().startswith("https://"),
         store=WebSessionStore(services.db),
-        idle=timedelta(seconds=parse_duration(server.session_idle)),
+        idle=server.session_idle.timedelta,
     )
     existing = getattr(state, "web_sessions", None)
     if existing is None:

@@ -32,7 +32,6 @@ from datetime import datetime, timedelta
 from starlette.requests import HTTPConnection
 
 from teleops.commands.authorize import current_policy
-from teleops.config.duration import parse_duration
 from teleops.domain.policy import Effect, Policy
 from teleops.server.services import Services
 from teleops.store.server_keys import server_key
@@ -131,7 +130,7 @@ async def web_signin(connection: HTTPConnection) -> WebSignIn:
     key = await server_key(services.db, _KEY_NAME, now=services.clock())
     created = WebSignIn(
         SignInTickets(key),
-        SignInLockout(twofactor.lockout_after, timedelta(seconds=parse_duration(twofactor.web_lockout))),
+        SignInLockout(twofactor.lockout_after, twofactor.web_lockout.timedelta),
     )
     existing = getattr(state, "web_signin", None)
     if existing is None:

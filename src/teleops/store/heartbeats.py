@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -65,8 +65,8 @@ class HeartbeatRecord:
     @property
     def timing(self) -> HeartbeatTiming:
         return HeartbeatTiming(
-            interval=timedelta(seconds=self.spec.interval_s),
-            grace=timedelta(seconds=self.spec.grace_s),
+            interval=self.spec.interval.timedelta,
+            grace=self.spec.grace.timedelta,
             created_at=self.created_at,
             last_ping_at=self.last_ping_at,
         )
@@ -97,8 +97,8 @@ def _record(row: Row[Any]) -> HeartbeatRecord:
 
 def _values(spec: HeartbeatSpec) -> dict[str, Any]:
     return {
-        "interval": spec.interval,
-        "grace": spec.grace,
+        "interval": str(spec.interval),
+        "grace": str(spec.grace),
         "severity": spec.severity,
         "labels": dict(spec.labels),
         "description": spec.description,

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from teleops.config import ConfigError, load_settings
+from teleops.domain.duration import Duration
 
 PASSWORD = "hunter2-very-secret"  # a test value that must never come back out
 EMAIL = f"mailtos://alerts:{PASSWORD}@smtp.example.com?from=teleops@example.com&to=alice@example.com"
@@ -52,7 +53,7 @@ def test_contacts_load_in_order_by_key(tmp_path: Path) -> None:
     assert list(urls) == ["alice/email", "alice/phone", "ops-mail"]
     assert urls["alice/email"].get_secret_value() == EMAIL
     assert settings.oncall.escalation[1].notify == "contact:ops-mail"
-    assert settings.contacts.notify_timeout == "30s"
+    assert settings.contacts.notify_timeout == Duration("30s")
 
 
 def test_urls_never_appear_in_repr_or_dump(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ def load(tmp_path: Path, heartbeats: object) -> Settings:
 def test_a_heartbeat_gets_defaults_for_grace_and_severity(tmp_path: Path) -> None:
     settings = load(tmp_path, [{"name": "nightly-backup", "interval": "24h", "labels": {"team": "storage"}}])
     [heartbeat] = settings.heartbeats
-    assert (heartbeat.name, heartbeat.interval_s, heartbeat.grace_s, heartbeat.severity) == (
+    assert (heartbeat.name, heartbeat.interval.seconds, heartbeat.grace.seconds, heartbeat.severity) == (
         "nightly-backup",
         86400,
         60,

@@ -9,13 +9,14 @@ from pydantic import ValidationError
 
 from teleops.config.self_check import SelfCheckSettings
 from teleops.config.settings import ConfigError, load_settings
+from teleops.domain.duration import Duration
 
 
 def test_defaults_ping_nothing_and_test_every_five_minutes() -> None:
     settings = SelfCheckSettings()
     assert settings.ping_url is None
     assert (settings.ping_every, settings.timeout, settings.self_test_every, settings.max_outbox_age) == (
-        "1m", "10s", "5m", "5m"
+        Duration("1m"), Duration("10s"), Duration("5m"), Duration("5m")
     )  # fmt: skip
 
 

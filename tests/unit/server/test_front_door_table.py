@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from starlette.routing import Mount, Route
 from tests.settings import settings_with
 
+from teleops.domain.duration import Duration
 from teleops.server.app import create_app
 from teleops.server.front_door import BODY_TOKEN_CAP, DOORS, Credential, door_for
 
@@ -118,7 +119,7 @@ def test_a_front_door_timeout_out_of_range_is_refused_naming_the_key(tmp_path: P
     for value in ("0s", "2h"):
         with pytest.raises(ValidationError, match=key):
             settings_with(data_dir=tmp_path, server={key: value})
-    assert getattr(settings_with(data_dir=tmp_path, server={key: "7s"}).server, key) == "7s"
+    assert getattr(settings_with(data_dir=tmp_path, server={key: "7s"}).server, key) == Duration("7s")
 
 
 def test_max_connections_has_a_floor(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -23,7 +23,7 @@ from teleops.commands.backend.ownership import CommandOwnership
 from teleops.commands.backend.progress import CommandProgress
 from teleops.commands.backend.redaction import OutputRedaction
 from teleops.commands.dispatch import AgentUnavailable
-from teleops.config.settings import AgentsSettings, HostSettings, parse_duration
+from teleops.config.settings import AgentsSettings, HostSettings
 from teleops.domain.clock import Clock
 from teleops.domain.redaction import SecretRules
 from teleops.store.agents import get_agent, mark_agent_offline, register_agent, touch_agent
@@ -121,8 +121,8 @@ class AgentHub:
         self._redaction = OutputRedaction(redaction or SecretRules.build())
         self._tokens = tokens
         self._clock = clock
-        self._heartbeat_s = parse_duration(settings.heartbeat)
-        self._lost_after = timedelta(seconds=parse_duration(settings.lost_after))
+        self._heartbeat_s = settings.heartbeat.seconds
+        self._lost_after = settings.lost_after.timedelta
         self._output_cap = settings.output_cap_bytes
         self._connections: dict[str, _Connection] = {}
         self._sweeper: asyncio.Task[None] | None = None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, WebSocket
 from pydantic import BaseModel, Field
 
-from teleops.config.settings import parse_duration
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.services import Services
 from teleops.store.agents import AgentRecord, list_agents
@@ -40,7 +39,7 @@ def agent_online(services: Services, agent: AgentRecord, *, now: datetime) -> bo
     """Connected to this replica, or to another one: its row says online and its heartbeats are fresh."""
     if services.hub is not None and services.hub.is_connected(agent.name):
         return True
-    stale = timedelta(seconds=3 * parse_duration(services.settings.agents.heartbeat))
+    stale = 3 * services.settings.agents.heartbeat.timedelta
     return agent.online and agent.last_seen_at is not None and now - agent.last_seen_at < stale
 
 

@@ -179,9 +179,9 @@ def running_hub(services: Services) -> AgentHub:
 
 def command_timeout(services: Services, value: float | str | None) -> float:
     agents = services.settings.agents
-    limit = parse_duration(agents.max_timeout)
+    limit = agents.max_timeout.seconds
     if value is None:
-        return min(parse_duration(agents.default_timeout), limit)
+        return min(agents.default_timeout.seconds, limit)
     try:
         seconds = parse_duration(value)
     except ValueError as exc:

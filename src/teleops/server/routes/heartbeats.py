@@ -61,8 +61,8 @@ class HeartbeatOut(BaseModel):
         return cls(
             name=record.name,
             origin=record.origin,
-            interval=record.spec.interval,
-            grace=record.spec.grace,
+            interval=str(record.spec.interval),
+            grace=str(record.spec.grace),
             severity=record.spec.severity,
             labels=dict(record.spec.labels),
             description=record.spec.description,

@@ -22,7 +22,6 @@ import httpx
 import structlog
 
 import teleops
-from teleops.config.duration import parse_duration
 from teleops.config.self_check import SelfCheckSettings
 from teleops.server.metrics import Metrics
 from teleops.server.selfwatch.health import Health, Verdict
@@ -48,9 +47,9 @@ class DeadmanPinger:
     ) -> None:
         self._ping_url = settings.ping_url.get_secret_value() if settings.ping_url else None
         self._fail_url = settings.fail_url.get_secret_value() if settings.fail_url else None
-        self._every_s = parse_duration(settings.ping_every)
+        self._every_s = settings.ping_every.seconds
         # A ping that hangs must not push the next one past its interval: the switch would see a gap.
-        self._timeout_s = min(parse_duration(settings.timeout), self._every_s)
+        self._timeout_s = min(settings.timeout.seconds, self._every_s)
         self._verdict = verdict
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None

@@ -39,7 +39,6 @@ import structlog
 
 from teleops.chat.outbox import OutboxWorker
 from teleops.chat.service import ChatService
-from teleops.config.duration import parse_duration
 from teleops.config.self_check import SelfCheckSettings
 from teleops.domain.alert import Alert, AlertStatus, Severity
 from teleops.server.metrics import Metrics
@@ -118,8 +117,8 @@ class SelfTest:
         self._metrics = metrics
         self._clock = clock
         self._host = host
-        self._timeout_s = parse_duration(settings.timeout)
-        self._max_outbox_age = timedelta(seconds=parse_duration(settings.max_outbox_age))
+        self._timeout_s = settings.timeout.seconds
+        self._max_outbox_age = settings.max_outbox_age.timedelta
         self._platform = PROBE_PLATFORM_PREFIX + secrets.token_hex(4)  # this process's own: others never serve it
         self._gateway = ProbeGateway(self._platform, clock=clock)
         self._worker = OutboxWorker(OutboxStore(db), self._gateway, clock=clock)

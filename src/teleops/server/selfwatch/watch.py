@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 import structlog
 
 from teleops.chat.service import ChatService
-from teleops.config.duration import parse_duration
 from teleops.config.self_check import SelfCheckSettings
 from teleops.server.metrics import Metrics
 from teleops.server.selfwatch.health import Liveness, SelfTestResult, Verdict, decide, overdue
@@ -50,8 +49,8 @@ class SelfWatch:
         self._db = db
         self._clock = clock
         self._host = host or socket.gethostname()
-        self._every = timedelta(seconds=parse_duration(settings.self_test_every))
-        self._timeout = timedelta(seconds=parse_duration(settings.timeout))
+        self._every = settings.self_test_every.timedelta
+        self._timeout = settings.timeout.timedelta
         self.self_test = SelfTest(
             settings, db=db, ingest=ingest, chat=chat, metrics=metrics, clock=clock, host=self._host
         )
