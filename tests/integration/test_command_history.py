@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 from teleops.commands.read_access import ReadAccess, Reader
 from teleops.commands.readable_commands import readable_page, readable_recent
+from teleops.domain.command import CommandStatus, Finish
 from teleops.domain.policy import compile_policy
 from teleops.store.command_history import CommandQuery
-from teleops.store.commands import CommandStatus, Finish, create_command, finish_command
+from teleops.store.commands import create_command, finish_command
 from teleops.store.database import Database
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -8,11 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from teleops.domain.command import CommandNotFound, CommandStatus, Finish, NotThisAgentsCommand
 from teleops.store.commands import (
-    CommandNotFound,
-    CommandStatus,
-    Finish,
-    NotThisAgentsCommand,
     append_output,
     create_command,
     finish_command,

@@ -16,11 +16,12 @@ import httpx
 import pytest
 
 from teleops.config import Settings
+from teleops.domain.command import CommandStatus, Finish
 from teleops.domain.incident import IncidentAction, IncidentStatus
 from teleops.server.app import create_app
 from teleops.server.incident_filters import ListFilters
 from teleops.server.services import Services
-from teleops.store.commands import CommandStatus, Finish, create_command, finish_command
+from teleops.store.commands import create_command, finish_command
 from teleops.store.incident_list import IncidentQuery, query_incidents
 from teleops.store.incidents import act_on_incident, add_note
 from teleops.store.tokens import TokenKind

@@ -14,13 +14,14 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from teleops.config import Settings
+from teleops.domain.command import CommandStatus, Finish
 from teleops.domain.duration import Duration
 from teleops.memory.service import ScenarioMemory
 from teleops.server.retention import RetentionSchedule
 from teleops.store.audit import iter_events
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audit_verify import verify_audit
-from teleops.store.commands import CommandStatus, Finish, create_command, finish_command
+from teleops.store.commands import create_command, finish_command
 from teleops.store.schema import alerts, incidents
 from tests.conftest import Api, FakeClock
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from teleops.store.commands import CommandStatus, Finish, create_command, finish_command
+from teleops.domain.command import CommandStatus, Finish
+from teleops.store.commands import create_command, finish_command
 from teleops.store.incidents import add_note
 from tests.conftest import Api
 

@@ -26,10 +26,11 @@ import pytest
 import yaml
 
 from teleops.config import Settings
+from teleops.domain.incident import TimelineEvent
 from teleops.memory.runbooks import parse_runbook
 from teleops.server.services import Services
 from teleops.store.commands import list_commands
-from teleops.store.incidents import TimelineEvent, get_incident
+from teleops.store.incidents import get_incident
 from teleops.store.tokens import TokenKind
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, StoredMessage, free_port

@@ -20,11 +20,12 @@ from teleops.commands.dispatch import CommandRequest
 from teleops.commands.outcome import AwaitingApproval
 from teleops.commands.submit import submit
 from teleops.config.settings import parse_duration
+from teleops.domain.command import CommandStatus
 from teleops.domain.policy import compile_policy
 from teleops.store.agents import list_agents, register_agent
 from teleops.store.approvals import ApprovalRules, ApprovalStatus, get_approval
 from teleops.store.audit import iter_events
-from teleops.store.commands import CommandStatus, get_command
+from teleops.store.commands import get_command
 from teleops.store.database import Database
 from teleops.store.users import UserStore
 from teleops.wire import Exec

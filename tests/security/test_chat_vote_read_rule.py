@@ -24,8 +24,9 @@ from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
 from tests.settings import settings_with
 
 from teleops.config import Settings
+from teleops.domain.command import CommandStatus
 from teleops.store.approvals import ApprovalStatus, get_approval
-from teleops.store.commands import CommandStatus, get_command
+from teleops.store.commands import get_command
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 

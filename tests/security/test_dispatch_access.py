@@ -26,12 +26,13 @@ from teleops.commands.fanout import FanoutItem, submit_fanout
 from teleops.commands.outcome import Denied, Dispatched, NeedsCode, NotRun, NotRunWhy, Outcome
 from teleops.commands.submit import submit
 from teleops.config.settings import parse_duration
+from teleops.domain.command import CommandRecord, CommandStatus
 from teleops.domain.policy import compile_policy
 from teleops.store.agents import list_agents, register_agent
 from teleops.store.audit import iter_events
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audit_verify import verify_audit
-from teleops.store.commands import CommandRecord, CommandStatus, list_commands
+from teleops.store.commands import list_commands
 from teleops.store.database import Database
 from teleops.store.twofactor import TwoFactorStore
 from teleops.wire import Exec

@@ -24,7 +24,8 @@ from tests.settings import settings_with
 
 from teleops.commands.duo import UNREACHABLE
 from teleops.config import Settings
-from teleops.store.commands import CommandRecord, list_commands
+from teleops.domain.command import CommandRecord
+from teleops.store.commands import list_commands
 
 FINISHED = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
 PUSH_ASKED = "Approve the Duo push on your phone"

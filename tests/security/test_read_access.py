@@ -24,12 +24,13 @@ from teleops.chat.render import render
 from teleops.commands.read_access import ReadAccess, Reader, may_read
 from teleops.config import Settings
 from teleops.config.settings import parse_duration
+from teleops.domain.command import CommandStatus, Finish
 from teleops.domain.message import CodeBlock, Message
 from teleops.domain.policy import compile_policy
 from teleops.server.session import SESSION_COOKIE
 from teleops.store.agents import register_agent
 from teleops.store.approvals import ApprovalRules, Vote, cast_vote, open_approval
-from teleops.store.commands import CommandStatus, Finish, create_command, finish_command
+from teleops.store.commands import create_command, finish_command
 from teleops.store.read_facts import approvers_of
 from teleops.store.tokens import TokenKind
 

@@ -28,8 +28,9 @@ from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
 from tests.settings import settings_with
 
 from teleops.config import Settings
+from teleops.domain.command import CommandRecord
 from teleops.server.services import Services
-from teleops.store.commands import CommandRecord, list_commands
+from teleops.store.commands import list_commands
 
 CONFIGURED = "Canary/Val+ue=9f3kQ!x"
 RAW = CONFIGURED.encode()

@@ -45,13 +45,14 @@ from teleops.commands.dispatch import CommandRequest
 from teleops.commands.outcome import AwaitingApproval, Dispatched
 from teleops.commands.submit import submit
 from teleops.config.settings import parse_duration
+from teleops.domain.command import CommandStatus
 from teleops.domain.policy import compile_policy
 from teleops.domain.redaction import MASK, Redactor, SecretRules, redact
 from teleops.server.data_files import check_data_files
 from teleops.store.agents import list_agents, register_agent
 from teleops.store.approvals import ApprovalRules, get_approval
 from teleops.store.audit import iter_events
-from teleops.store.commands import CommandStatus, get_command
+from teleops.store.commands import get_command
 from teleops.store.console_messages import ConsoleMessageStore
 from teleops.store.database import Database
 from teleops.store.sealed_argv import KEY_FILE, ArgvVault

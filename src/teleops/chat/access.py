@@ -26,12 +26,12 @@ from teleops.commands.duo import DuoPushes, PendingPush, PushAlreadyPending
 from teleops.commands.outcome import AwaitingApproval, NeedsCode, NotRun
 from teleops.commands.stepup import CodeGate, PendingStepUp, PendingStepUps
 from teleops.commands.submit import parse, resolve
+from teleops.domain.command import CommandRecord, CommandStatus
 from teleops.domain.message import Button, Message
 from teleops.domain.stepup import Verdict
 from teleops.store.agents import host_candidates
 from teleops.store.approvals import ApprovalRules
 from teleops.store.audit_checkpoints import CheckpointLog
-from teleops.store.commands import CommandRecord, CommandStatus
 from teleops.store.database import Database
 from teleops.store.outbox import OutboxStore
 from teleops.store.twofactor import NotEnrolled, TwoFactorKeyMissing, TwoFactorStore

@@ -25,13 +25,15 @@ from teleops.commands.outcome import AwaitingApproval, Denied, Dispatched, Needs
 from teleops.commands.read_access import ReadAccess, Reader
 from teleops.commands.stepup import CodeGate
 from teleops.commands.submit import submit
+from teleops.domain.command import TERMINAL, CommandNotFound, CommandRecord
+from teleops.domain.incident import IncidentNotFound
 from teleops.domain.message import CodeBlock, Message
 from teleops.store.agents import host_candidates, list_agents
 from teleops.store.approvals import ApprovalRules
 from teleops.store.audit_checkpoints import CheckpointLog
-from teleops.store.commands import TERMINAL, CommandNotFound, CommandRecord, get_command
+from teleops.store.commands import get_command
 from teleops.store.database import Database, Transaction
-from teleops.store.incidents import IncidentNotFound, get_incident
+from teleops.store.incidents import get_incident
 from teleops.store.outbox import OutboxStore, chat_of_row, enqueue_edit, enqueue_file
 
 __all__ = ["CommandEnds", "CommandRunner", "StepUpDialog", "output_file_caption"]

@@ -14,10 +14,10 @@ import structlog
 from teleops.chat.desk import Desk
 from teleops.chat.inbound import Person, Turn
 from teleops.config.settings import parse_duration
-from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
+from teleops.domain.incident import IncidentAction, IncidentNotFound, IncidentStatus, InvalidTransition
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.database import StorageUnavailable
-from teleops.store.incidents import IncidentNotFound, act_on_incident, add_note, list_incidents
+from teleops.store.incidents import act_on_incident, add_note, list_incidents
 
 __all__ = ["MAX_SNOOZE_S", "act", "incident_action", "incident_button", "incidents", "note"]
 

@@ -71,9 +71,9 @@ def incident() -> None:
 @config_option
 def incident_export(incident_id: int, fmt: str, config_path: Path | None) -> None:
     """Print INCIDENT_ID as a postmortem-ready Markdown timeline (times, actors, commands, outputs, notes)."""
+    from teleops.domain.incident import IncidentNotFound
     from teleops.memory.export import export_incident
     from teleops.store.database import Database
-    from teleops.store.incidents import IncidentNotFound
 
     settings = settings_from(config_path)
 

@@ -23,6 +23,7 @@ import structlog
 from teleops.commands.authorize import authorize
 from teleops.commands.dispatch import CommandSender, dispatch_approved, record_audit
 from teleops.commands.read_access import ReadAccess, reader_named
+from teleops.domain.command import CommandNotFound, CommandRecord, CommandStatus, Finish
 from teleops.store.approvals import (
     ApprovalRecord,
     ApprovalRules,
@@ -34,7 +35,7 @@ from teleops.store.approvals import (
     get_approval,
 )
 from teleops.store.audit_checkpoints import CheckpointLog
-from teleops.store.commands import CommandNotFound, CommandRecord, CommandStatus, Finish, finish_command, get_command
+from teleops.store.commands import finish_command, get_command
 from teleops.store.database import Database
 from teleops.store.sealed_argv import SealUnreadable, original_command
 from teleops.store.twofactor import TwoFactorStore

@@ -19,20 +19,13 @@ from typing import Any, Protocol
 import structlog
 
 from teleops.commands.authorize import authorize
+from teleops.domain.command import CommandRecord, CommandStatus, Finish, NewCommand
 from teleops.domain.policy import Decision
 from teleops.store.approvals import approval_digest, claim_for_dispatch
 from teleops.store.audit import AuditEvent, AuditUnavailable, record
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audited_dispatch import DispatchFacts, create_dispatched_audited, mark_dispatched_audited
-from teleops.store.commands import (
-    CommandRecord,
-    CommandStatus,
-    Finish,
-    NewCommand,
-    create_command,
-    finish_command,
-    get_command,
-)
+from teleops.store.commands import create_command, finish_command, get_command
 from teleops.store.database import Database, NotDurable, StorageUnavailable
 from teleops.store.sealed_argv import OriginalCommand, SealUnreadable, original_command
 from teleops.wire import Exec

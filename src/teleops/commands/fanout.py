@@ -30,11 +30,11 @@ from teleops.commands.dispatch import (
 )
 from teleops.commands.outcome import NotRun
 from teleops.commands.submit import decide, denied, online, resolve
+from teleops.domain.command import CommandRecord
 from teleops.store.agents import AgentRecord
 from teleops.store.audit import AuditUnavailable
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audited_dispatch import DispatchFacts, create_many_dispatched_audited
-from teleops.store.commands import CommandRecord
 from teleops.store.database import Database, NotDurable
 
 __all__ = ["FanoutItem", "submit_fanout"]

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from teleops.domain.command import CommandRecord
 from teleops.store.approvals import ApprovalRecord
-from teleops.store.commands import CommandRecord
 
 __all__ = ["AwaitingApproval", "Denied", "Dispatched", "NeedsCode", "NotRun", "NotRunWhy", "Outcome"]
 

@@ -20,9 +20,10 @@ from teleops.commands.read_access import ADMIN_ROLE
 from teleops.commands.stepup import CodeGate
 from teleops.commands.submit import submit
 from teleops.domain.clock import Clock
+from teleops.domain.command import TERMINAL, CommandRecord, CommandStatus, Finish
 from teleops.store.agents import host_candidates
 from teleops.store.audit_checkpoints import CheckpointLog
-from teleops.store.commands import TERMINAL, CommandRecord, CommandStatus, Finish, finish_command, get_command
+from teleops.store.commands import finish_command, get_command
 from teleops.store.database import Database
 from teleops.store.twofactor import TwoFactorStore
 

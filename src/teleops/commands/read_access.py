@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from teleops.commands.authorize import current_policy
+from teleops.domain.incident import IncidentRecord, TimelineEvent
 from teleops.domain.policy import Effect, Policy
 from teleops.store.database import Database
-from teleops.store.incidents import IncidentRecord, TimelineEvent
 from teleops.store.read_facts import approvers_of, command_read_facts
 
 __all__ = [

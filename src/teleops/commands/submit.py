@@ -30,6 +30,7 @@ from teleops.commands.dispatch import (
 )
 from teleops.commands.hosts import AmbiguousHost, UnknownHost, resolve_host
 from teleops.commands.outcome import AwaitingApproval, Denied, Dispatched, NeedsCode, NotRun, NotRunWhy, Outcome
+from teleops.domain.incident import IncidentNotFound
 from teleops.domain.policy import Decision
 from teleops.store.agents import AgentRecord
 from teleops.store.approvals import ApprovalRules, approval_digest, open_approval
@@ -37,7 +38,6 @@ from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.audited_dispatch import DispatchFacts
 from teleops.store.commands import create_command
 from teleops.store.database import Database
-from teleops.store.incidents import IncidentNotFound
 from teleops.store.sealed_argv import ProtectedArgv, protect_argv
 
 __all__ = ["Decided", "approved", "decide", "denied", "online", "parse", "resolve", "stepped_up", "submit"]

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-__all__ = ["TIMELINE_TITLES", "IncidentAction", "IncidentStatus", "InvalidTransition", "TimelineKind", "next_status"]
+__all__ = [
+    "TIMELINE_TITLES",
+    "IncidentAction",
+    "IncidentNotFound",
+    "IncidentRecord",
+    "IncidentStatus",
+    "InvalidTransition",
+    "TimelineEvent",
+    "TimelineKind",
+    "next_status",
+]
 
 
 class IncidentStatus(enum.StrEnum):
@@ -99,3 +112,45 @@ def next_status(status: IncidentStatus, action: IncidentAction) -> IncidentStatu
         return _TRANSITIONS[(status, action)]
     except KeyError:
         raise InvalidTransition(status, action) from None
+
+
+class IncidentNotFound(LookupError):
+    def __init__(self, incident_id: int) -> None:
+        super().__init__(f"incident {incident_id} does not exist; list them with GET /api/v1/incidents")
+        self.incident_id = incident_id
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    id: int
+    at: datetime
+    kind: str
+    actor: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    id: int
+    source: str
+    fingerprint: str
+    status: str
+    name: str
+    severity: str
+    host: str | None
+    summary: str
+    description: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    url: str | None
+    count: int
+    starts_at: datetime | None
+    created_at: datetime
+    last_seen_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    snoozed_until: datetime | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    predecessor_id: int | None
+    timeline: tuple[TimelineEvent, ...] = ()

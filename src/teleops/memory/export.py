@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from teleops.commands.read_access import ReadAccess
-from teleops.domain.incident import TIMELINE_TITLES
+from teleops.domain.incident import TIMELINE_TITLES, IncidentRecord, TimelineEvent
 from teleops.memory.last_time import WITHHELD_COMMAND, human_duration
 from teleops.store.database import Database
-from teleops.store.incidents import IncidentRecord, TimelineEvent, get_incident
+from teleops.store.incidents import get_incident
 from teleops.store.scenarios import ScenarioCommand, commands_of
 
 __all__ = ["export_incident", "incident_markdown"]

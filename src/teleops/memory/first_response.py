@@ -19,11 +19,11 @@ import structlog
 from teleops.commands.dispatch import CommandRequest, CommandSender
 from teleops.commands.outcome import AwaitingApproval, Denied, Dispatched, NeedsCode, NotRun
 from teleops.commands.submit import submit
-from teleops.domain.incident import TimelineKind
+from teleops.domain.incident import IncidentNotFound, TimelineKind
 from teleops.memory.runbooks import bind
 from teleops.memory.service import FIRST_RESPONSE_PRINCIPAL, ScenarioMemory
 from teleops.store.agents import host_candidates
-from teleops.store.incidents import IncidentNotFound, add_timeline_event, get_incident
+from teleops.store.incidents import add_timeline_event, get_incident
 from teleops.store.ingest import IncidentChange, Outcome
 
 __all__ = ["FirstResponder"]

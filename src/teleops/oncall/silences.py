@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import structlog
 
-from teleops.domain.incident import IncidentStatus
+from teleops.domain.incident import IncidentNotFound, IncidentRecord, IncidentStatus
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.database import Transaction as Connection
-from teleops.store.incidents import IncidentNotFound, IncidentRecord, add_timeline_event, get_incident
+from teleops.store.incidents import add_timeline_event, get_incident
 
 __all__ = ["SilenceWriter"]
 

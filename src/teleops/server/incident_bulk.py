@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
+from teleops.domain.incident import IncidentAction, IncidentNotFound, IncidentStatus, InvalidTransition
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.incident_events import IncidentEvents
-from teleops.store.incidents import IncidentNotFound, act_on_incident
+from teleops.store.incidents import act_on_incident
 
 __all__ = [
     "BULK_ACTIONS",

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, Field
 
-from teleops.store.incidents import IncidentRecord
+from teleops.domain.incident import IncidentRecord
 
 __all__ = [
     "MAX_ROW_ID",

@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Table, Text, insert, select, update
 from sqlalchemy.engine import Connection
 
+from teleops.domain.command import TERMINAL, CommandStatus
 from teleops.store.audit import append
-from teleops.store.commands import TERMINAL, CommandStatus
 from teleops.store.database import Database
 from teleops.store.schema import Id, UTCDateTime, commands, metadata
 

@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
+from teleops.domain.command import CommandRecord, CommandStatus, NewCommand
 from teleops.store.audit import AuditEvent, append, append_many
-from teleops.store.commands import CommandRecord, CommandStatus, NewCommand, insert_commands
+from teleops.store.commands import insert_commands
 from teleops.store.database import Database, NotDurable
 from teleops.store.schema import commands
 

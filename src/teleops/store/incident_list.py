@@ -16,9 +16,8 @@ from sqlalchemy import ColumnElement, Integer, and_, column, func, select, text,
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.selectable import TextualSelect
 
-from teleops.domain.incident import IncidentStatus
+from teleops.domain.incident import IncidentRecord, IncidentStatus
 from teleops.store.database import Database
-from teleops.store.incidents import IncidentRecord
 from teleops.store.schema import escalations, incidents
 from teleops.store.search import query_words
 

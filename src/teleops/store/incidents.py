@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
-from teleops.domain.incident import IncidentAction, IncidentStatus, TimelineKind, next_status
+from teleops.domain.incident import (
+    IncidentAction,
+    IncidentNotFound,
+    IncidentRecord,
+    IncidentStatus,
+    TimelineEvent,
+    TimelineKind,
+    next_status,
+)
 from teleops.store.database import Database
 from teleops.store.incident_events import IncidentEvents
 from teleops.store.schema import incidents, timeline
 
 __all__ = [
-    "IncidentNotFound",
-    "IncidentRecord",
-    "TimelineEvent",
     "act_on_incident",
     "add_note",
     "add_timeline_event",
@@ -25,48 +29,6 @@ __all__ = [
     "get_incident",
     "list_incidents",
 ]
-
-
-class IncidentNotFound(LookupError):
-    def __init__(self, incident_id: int) -> None:
-        super().__init__(f"incident {incident_id} does not exist; list them with GET /api/v1/incidents")
-        self.incident_id = incident_id
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEvent:
-    id: int
-    at: datetime
-    kind: str
-    actor: str | None
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentRecord:
-    id: int
-    source: str
-    fingerprint: str
-    status: str
-    name: str
-    severity: str
-    host: str | None
-    summary: str
-    description: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    url: str | None
-    count: int
-    starts_at: datetime | None
-    created_at: datetime
-    last_seen_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    snoozed_until: datetime | None
-    resolved_at: datetime | None
-    resolved_by: str | None
-    predecessor_id: int | None
-    timeline: tuple[TimelineEvent, ...] = ()
 
 
 _COLUMNS = [c for c in incidents.c if c.name not in ("digest",)]

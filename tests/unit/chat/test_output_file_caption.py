@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from teleops.agent.output import CappedOutput
 from teleops.chat.commands import output_file_caption
-from teleops.store.commands import CommandRecord
+from teleops.domain.command import CommandRecord
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 CAP = 64 * 1024

@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import yaml
 
+from teleops.domain.incident import IncidentRecord, TimelineEvent
 from teleops.memory.export import incident_markdown
 from teleops.memory.learned_runbooks import propose_runbook
 from teleops.memory.recurrence import Scenario, Tier
 from teleops.memory.run_again import button_data, parse_button
 from teleops.memory.runbooks import parse_runbook
-from teleops.store.incidents import IncidentRecord, TimelineEvent
 from tests.unit.memory.scenario_builders import T0, command, row
 
 

@@ -25,18 +25,11 @@ from teleops.commands.backend.redaction import OutputRedaction
 from teleops.commands.dispatch import AgentUnavailable
 from teleops.config.settings import AgentsSettings, HostSettings
 from teleops.domain.clock import Clock
+from teleops.domain.command import CommandNotFound, CommandStatus, Finish, NotThisAgentsCommand
 from teleops.domain.redaction import SecretRules
 from teleops.store.agents import get_agent, mark_agent_offline, register_agent, touch_agent
 from teleops.store.audit import AuditUnavailable, record
-from teleops.store.commands import (
-    CommandNotFound,
-    CommandStatus,
-    Finish,
-    NotThisAgentsCommand,
-    finish_command,
-    finish_reported,
-    in_flight_commands,
-)
+from teleops.store.commands import finish_command, finish_reported, in_flight_commands
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.tokens import TokenKind, TokenStore
 from teleops.wire import (

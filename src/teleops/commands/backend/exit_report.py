@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from teleops.store.commands import CommandStatus, Finish
+from teleops.domain.command import CommandStatus, Finish
 from teleops.wire import Exit
 
 __all__ = ["finish_of_exit", "status_of_exit"]

@@ -17,8 +17,9 @@ import structlog
 
 from teleops.commands.backend.progress import CommandProgress
 from teleops.domain.clock import Clock
+from teleops.domain.command import CommandRecord, CommandStatus, Finish
 from teleops.store.agents import get_agent, list_agents
-from teleops.store.commands import CommandRecord, CommandStatus, Finish, finish_command, in_flight_commands
+from teleops.store.commands import finish_command, in_flight_commands
 from teleops.store.database import Database
 
 __all__ = ["LostCommands"]

@@ -16,8 +16,9 @@ from collections.abc import Callable
 import structlog
 
 from teleops.domain.clock import Clock
+from teleops.domain.command import CommandNotFound, CommandStatus
 from teleops.store.audit import AuditUnavailable, record
-from teleops.store.commands import CommandNotFound, CommandStatus, get_command
+from teleops.store.commands import get_command
 from teleops.store.database import Database, StorageUnavailable
 from teleops.wire.command_ids import row_id_of, wire_command_id
 

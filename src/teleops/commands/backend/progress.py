@@ -14,7 +14,8 @@ from datetime import datetime
 
 import structlog
 
-from teleops.store.commands import CommandRecord, append_output, mark_started
+from teleops.domain.command import CommandRecord
+from teleops.store.commands import append_output, mark_started
 from teleops.store.database import Database, StorageUnavailable
 
 __all__ = ["FLUSH_AFTER_S", "CommandProgress", "Finished"]

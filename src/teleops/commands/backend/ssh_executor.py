@@ -27,7 +27,8 @@ from teleops.commands.backend.exit_report import finish_of_exit
 from teleops.commands.dispatch import AgentUnavailable
 from teleops.config.settings import HostSettings
 from teleops.domain.clock import Clock
-from teleops.store.commands import CommandStatus, Finish, append_output, finish_command, mark_started
+from teleops.domain.command import CommandStatus, Finish
+from teleops.store.commands import append_output, finish_command, mark_started
 from teleops.store.database import Database
 from teleops.wire import Exec, Exit
 from teleops.wire.command_ids import row_id_of

@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from teleops.commands.backend.progress import Finished
 from teleops.commands.command_line import CommandLineError
 from teleops.commands.fanout import submit_fanout
+from teleops.domain.command import TERMINAL, CommandRecord, CommandStatus
+from teleops.domain.incident import IncidentNotFound
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.routes.commands import (
     CommandOut,
@@ -23,9 +25,8 @@ from teleops.server.routes.commands import (
 from teleops.server.schemas import MAX_ROW_ID, RowIdField
 from teleops.store.agents import list_agents
 from teleops.store.audit import AuditUnavailable
-from teleops.store.commands import TERMINAL, CommandRecord, CommandStatus, get_commands, list_commands
+from teleops.store.commands import get_commands, list_commands
 from teleops.store.database import Database, StorageUnavailable
-from teleops.store.incidents import IncidentNotFound
 
 __all__ = ["router"]
 

@@ -18,18 +18,13 @@ from teleops.commands.person import CancelRefused, PersonOutcome, PushRefused, c
 from teleops.commands.read_access import ReadAccess, reader_named
 from teleops.commands.stepup import OTP_HEADER
 from teleops.config.settings import parse_duration
+from teleops.domain.command import TERMINAL, CommandNotFound, CommandRecord, CommandStatus
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.schemas import RowId, RowIdField
 from teleops.server.services import Services
 from teleops.store.approvals import get_approval
 from teleops.store.audit import AuditUnavailable
-from teleops.store.commands import (
-    TERMINAL,
-    CommandNotFound,
-    CommandRecord,
-    CommandStatus,
-    get_command,
-)
+from teleops.store.commands import get_command
 from teleops.store.database import StorageUnavailable
 
 __all__ = [

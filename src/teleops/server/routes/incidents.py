@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
 from teleops.config.settings import parse_duration
-from teleops.domain.incident import IncidentAction, IncidentStatus, InvalidTransition
+from teleops.domain.incident import IncidentAction, IncidentNotFound, IncidentStatus, InvalidTransition
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.routes.commands import read_access_of
 from teleops.server.schemas import MAX_ROW_ID, IncidentDetail, IncidentList, IncidentOut, RowId, SnoozeRequest
-from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident, list_incidents
+from teleops.store.incidents import act_on_incident, get_incident, list_incidents
 
 __all__ = ["router"]
 

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
+from teleops.domain.incident import IncidentNotFound
 from teleops.memory.export import export_incident
 from teleops.memory.service import ScenarioMemory
 from teleops.server.auth import Caller, require_api_caller, services_of
 from teleops.server.routes.commands import read_access_of
 from teleops.server.schemas import RowId
-from teleops.store.incidents import IncidentNotFound
 
 __all__ = ["router"]
 

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from teleops.commands.person import CancelRefused, cancel_command, may_cancel
 from teleops.commands.readable_commands import readable_page
+from teleops.domain.command import TERMINAL, CommandNotFound, CommandRecord, CommandStatus
 from teleops.server.auth import services_of
 from teleops.server.csrf import form_user
 from teleops.server.routes.commands import read_access_of
@@ -27,7 +28,7 @@ from teleops.server.schemas import RowId
 from teleops.server.services import Services
 from teleops.store.approvals import get_approval
 from teleops.store.command_history import CommandQuery
-from teleops.store.commands import TERMINAL, CommandNotFound, CommandRecord, CommandStatus, get_command
+from teleops.store.commands import get_command
 from teleops.store.database import StorageUnavailable
 
 __all__ = ["router"]

@@ -8,14 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from teleops.domain.incident import TIMELINE_TITLES, IncidentAction, InvalidTransition
+from teleops.domain.incident import TIMELINE_TITLES, IncidentAction, IncidentNotFound, InvalidTransition
 from teleops.server.auth import services_of
 from teleops.server.routes.commands import read_access_of
 from teleops.server.routes.ui_command_run import run_offer
 from teleops.server.routes.ui_common import UiUser, check_form_csrf, render_page, require_ui_user
 from teleops.server.routes.ui_notice import SIGNATURE_FIELD, signed_message, verified_message
 from teleops.server.schemas import RowId
-from teleops.store.incidents import IncidentNotFound, act_on_incident, get_incident
+from teleops.store.incidents import act_on_incident, get_incident
 
 __all__ = ["router"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from teleops.commands.backend.exit_report import finish_of_exit, status_of_exit
-from teleops.store.commands import CommandStatus
+from teleops.domain.command import CommandStatus
 from teleops.wire import Exit
 
 

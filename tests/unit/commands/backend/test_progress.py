@@ -6,7 +6,7 @@ import asyncio
 from typing import Any, cast
 
 from teleops.commands.backend.progress import CommandProgress
-from teleops.store.commands import CommandRecord
+from teleops.domain.command import CommandRecord
 from teleops.store.database import Database
 
 
