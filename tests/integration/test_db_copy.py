@@ -321,3 +321,23 @@ def test_a_copy_refuses_what_it_cannot_carry(tmp_path: Path, postgres_server: Po
     assert "secret" not in unreachable.stderr, "the password was printed"
     assert json.dumps(unreachable.stderr)  # one readable message, no traceback
     assert "Traceback" not in unreachable.stderr
+
+
+def test_the_copy_knows_every_table_the_migrations_create(tmp_path: Path) -> None:
+    """A table defined outside schema.py must be imported by store/copy.py, or `db copy` refuses every database.
+    Checked in a fresh interpreter that imports only what `teleops db copy` imports (here the app has loaded all)."""
+    probe = (
+        "import asyncio, sys\n"
+        "from teleops.store.copy import source_tables_unknown\n"
+        "from teleops.store.database import Database\n"
+        "async def main():\n"
+        "    db = Database(sys.argv[1])\n"
+        "    await db.migrate()\n"
+        "    print(','.join(await db.read(source_tables_unknown)))\n"
+        "    await db.close()\n"
+        "asyncio.run(main())\n"
+    )
+    url = f"sqlite+aiosqlite:///{tmp_path / 'teleops.db'}"
+    result = subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True, check=True, timeout=60)
+    unknown = result.stdout.strip()
+    assert unknown == "", f"store/copy.py does not know these tables; import their modules there: {unknown}"
