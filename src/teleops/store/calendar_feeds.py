@@ -13,9 +13,10 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Column, Index, String, Table, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from teleops.store.audit import append
 from teleops.store.schema import Id, UTCDateTime, metadata
@@ -54,13 +55,13 @@ class CalendarFeed:
     created_at: datetime
 
 
-def _feed(row: object) -> CalendarFeed:
+def _feed(row: Row[Any]) -> CalendarFeed:
     return CalendarFeed(
-        int(row.id),  # type: ignore[attr-defined]
-        FeedKind(row.kind),  # type: ignore[attr-defined]
-        row.subject,  # type: ignore[attr-defined]
-        row.created_by,  # type: ignore[attr-defined]
-        row.created_at,  # type: ignore[attr-defined]
+        int(row.id),
+        FeedKind(row.kind),
+        row.subject,
+        row.created_by,
+        row.created_at,
     )
 
 

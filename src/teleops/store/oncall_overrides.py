@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Column, Index, String, Table, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from teleops.store.audit import append
 from teleops.store.schema import Id, UTCDateTime, metadata
@@ -56,15 +57,15 @@ class StoredOverride:
         }
 
 
-def _override(row: object) -> StoredOverride:
+def _override(row: Row[Any]) -> StoredOverride:
     return StoredOverride(
-        id=int(row.id),  # type: ignore[attr-defined]
-        rotation=row.rotation,  # type: ignore[attr-defined]
-        user=row.user_name,  # type: ignore[attr-defined]
-        start=row.starts_at,  # type: ignore[attr-defined]
-        end=row.ends_at,  # type: ignore[attr-defined]
-        created_by=row.created_by,  # type: ignore[attr-defined]
-        created_at=row.created_at,  # type: ignore[attr-defined]
+        id=int(row.id),
+        rotation=row.rotation,
+        user=row.user_name,
+        start=row.starts_at,
+        end=row.ends_at,
+        created_by=row.created_by,
+        created_at=row.created_at,
     )
 
 
