@@ -4,6 +4,7 @@ Ack edits it, identity rules, stale/forwarded/edited updates, outages, 429 and m
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 
@@ -289,9 +290,19 @@ async def test_an_alert_is_read_and_claimed_during_its_fsync_but_announced_only_
     assert committer is not None
     gate = threading.Event()
     real_fsync = committer._fsync_wal
+    database = committer._wal_path.with_name(committer._wal_path.name.removesuffix("-wal"))
+
+    def alert_committed() -> bool:
+        # A connection of its own sees what is committed though not yet fsynced (WAL mode).
+        with sqlite3.connect(database) as conn:
+            (count,) = conn.execute("SELECT count(*) FROM outbox WHERE platform = 'telegram'").fetchone()
+        return int(count) > 0
 
     def gated_fsync() -> None:
-        gate.wait(timeout=30)
+        # Hold only the fsync that covers the alert's commit: one held for some other write in flight (start-up
+        # work, a heartbeat) would keep the alert's batch from being applied at all, and nothing could claim it.
+        if alert_committed():
+            gate.wait(timeout=30)
         real_fsync()
 
     monkeypatch.setattr(committer, "_fsync_wal", gated_fsync)
