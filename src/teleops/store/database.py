@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,6 +56,9 @@ class Database:
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
         self.url = url
+        # This process among the controller replicas sharing the database: claims, leases and agent connections
+        # are recorded under it. Unique per start (a restarted process is a new replica), readable in logs.
+        self.replica = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self._file: Path | None = None  # the SQLite file, for `write_problem`
