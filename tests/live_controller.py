@@ -58,7 +58,6 @@ async def live_controller(
         token = await services.tokens.create(TokenKind.API, f"{user}-cli", now=clock(), user_name=user)
         async with httpx.AsyncClient(base_url=f"http://{settings.server.listen}", timeout=timeout_s) as client:
             hub = services.hub
-            assert hub is not None
             await eventually(lambda: hub.is_connected(agent), timeout=30, what=f"the local agent {agent} to connect")
             yield LiveController(services, client, {"Authorization": f"Bearer {token}"}, token)
     finally:

@@ -132,7 +132,6 @@ async def chat(tmp_path: Path, db_url: str, smtp: SmtpSink, webhook: Webhook) ->
     app = create_app(_settings(tmp_path, db_url, smtp, webhook), clock=lambda: datetime.now(UTC))
     async with app.router.lifespan_context(app):
         services: Services = app.state.services
-        assert services.chat is not None
         yield services.chat
 
 

@@ -73,8 +73,6 @@ class Running:
 
     async def pages(self) -> list[tuple[str, int | None]]:
         """(chat id, incident id) of every page queued so far, after an escalation tick."""
-        assert self.services.oncall is not None
-        assert self.services.chat is not None
         await self.services.oncall.worker.tick()
         rows = await self.services.chat.outbox.rows("telegram")
         return [(row.chat_id, row.incident_id) for row in sorted(rows, key=lambda r: r.id) if row.purpose == "page"]

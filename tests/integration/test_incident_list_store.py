@@ -96,7 +96,6 @@ async def test_each_filter_finds_its_incidents_and_excludes_the_others(api: Api)
 async def test_a_rotation_filter_lists_the_incidents_of_the_teams_it_is_paged_for(api: Api) -> None:
     web = await fire(api, "DiskFull", "web-1", "critical", "Disk / is 97% full")
     pg = await fire(api, "ReplicationLag", "db-1", "critical", "replica behind", service="postgres-main")
-    assert api.services.oncall is not None
     policies = api.services.oncall.directory.policies
     for rotation, expected in (("db", [pg]), ("primary", [web])):
         query = ListFilters(rotation=rotation).store_query(policies=policies, search_commands=True, limit=50)

@@ -68,8 +68,6 @@ class Running:
 
     async def pages(self) -> list[tuple[str, int | None]]:
         """(chat id, incident id) of every page about a throttle incident queued so far, after an escalation tick."""
-        assert self.services.oncall is not None
-        assert self.services.chat is not None
         await self.services.oncall.worker.tick()
         ours = {i["id"] for i in await self.throttle_incidents()}
         rows = await self.services.chat.outbox.rows("telegram")
@@ -80,7 +78,6 @@ class Running:
         ]
 
     async def all_pages(self) -> list[str]:
-        assert self.services.chat is not None
         return [row.chat_id for row in await self.services.chat.outbox.rows("telegram") if row.purpose == "page"]
 
     async def metric(self, name: str, **labels: str) -> float:

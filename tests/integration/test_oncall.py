@@ -75,20 +75,17 @@ def firing(**labels: str) -> dict[str, Any]:
 
 def on_alices_day(api: Api, clock: FakeClock) -> None:
     """Move the clock to 10:00 on a day when alice is the primary on call."""
-    assert api.services.oncall is not None
     clock.now = clock.now.replace(hour=10)
     if api.services.oncall.directory.rotations["primary"].on_call(clock.now) != "alice":
         clock.advance(days=1)
 
 
 async def tick(api: Api) -> None:
-    assert api.services.oncall is not None
     await api.services.oncall.worker.tick()
 
 
 async def pages(api: Api) -> list[tuple[str, str]]:
     """(chat id, purpose) of every page/reminder queued in the outbox, oldest first."""
-    assert api.services.chat is not None
     rows = await api.services.chat.outbox.rows("telegram")
     return [
         (row.chat_id, row.purpose or "")
@@ -164,7 +161,7 @@ async def test_snooze_pauses_paging_and_resolve_ends_it(api: Api, clock: FakeClo
 
 
 async def test_someone_without_a_chat_is_reported_on_the_timeline(api: Api, clock: FakeClock) -> None:
-    api.services.oncall.directory._configured.pop("alice")  # type: ignore[union-attr]
+    api.services.oncall.directory._configured.pop("alice")
     on_alices_day(api, clock)
     response = await api.client.post("/api/v1/alerts/alertmanager", json=firing(), headers=api.ingest_headers)
     incident_id = response.json()["results"][0]["incident_id"]

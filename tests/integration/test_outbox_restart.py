@@ -123,7 +123,6 @@ async def test_retry_after_is_honoured_across_a_controller_restart(
 
 
 def _chat(services: Services) -> ChatService:
-    assert services.chat is not None
     return services.chat
 
 

@@ -103,6 +103,5 @@ async def test_slack_accepting_nothing_fails_the_page_at_its_deadline(
     assert await failed_pages(api, incident_id) == []
     assert not alice_paged(fake_telegram)
     clock.advance(minutes=2)  # two minutes of Slack taking nothing
-    assert api.services.oncall is not None
     await api.services.oncall.worker.tick()
     await assert_alice_paged_at_once(api, fake_telegram, incident_id, "not delivered within 1 min")

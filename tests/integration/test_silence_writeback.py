@@ -64,7 +64,6 @@ async def silences(am: AlertmanagerServer) -> list[dict[str, Any]]:
 
 
 async def drain(api: Api) -> None:
-    assert api.services.oncall is not None
     assert api.services.oncall.silences is not None
     await api.services.oncall.silences.drain()
 

@@ -15,7 +15,6 @@ from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
 async def test_an_internal_error_is_answered_with_what_to_do(
     api: Api, fake_telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert api.services.chat is not None
     conversation = api.services.chat.conversation
 
     async def broken(_event: InboundEvent) -> None:

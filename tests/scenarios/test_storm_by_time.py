@@ -105,7 +105,6 @@ def _counted(text: str) -> int:
 
 
 async def _console_texts(api: Api) -> list[tuple[str, bool]]:
-    assert api.services.chat is not None
     gateway = api.services.chat.gateway(CONSOLE_PLATFORM)
     assert isinstance(gateway, ConsoleGateway)
     return [(str(m["text"]), bool(m["edited"])) for m in await gateway.history("admin", limit=1000)]

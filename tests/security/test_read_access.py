@@ -498,7 +498,6 @@ async def test_the_console_room_applies_the_rule_live_and_in_its_history(world: 
     listed in every history: with the line and output for who may read it, one line in their place for the others
     (chat/console/read_rule.py). The WebSocket end to end is tests/security/test_console_read_rule.py."""
     services = world.api.services
-    assert services.chat is not None
     console = services.chat.gateway("console")
     assert isinstance(console, ConsoleGateway)
     tabs = {person.name: console.subscribe(person.name) for person in PEOPLE}

@@ -293,7 +293,6 @@ async def live(settings: Settings, clock: FakeClock) -> AsyncIterator[LiveContro
 
 
 async def enroll(live: LiveController, user: str) -> pyotp.TOTP:
-    assert live.services.stepup is not None
     uri = await live.services.stepup.enroll(user, now=live.services.clock(), by="admin")
     return pyotp.TOTP(parse_qs(urlparse(uri).query)["secret"][0])
 

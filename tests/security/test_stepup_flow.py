@@ -64,7 +64,6 @@ def settings(tmp_path: Path, db_url: str, fake_telegram: FakeTelegram) -> Settin
 
 
 async def enroll(live: LiveController, user: str = "alice") -> pyotp.TOTP:
-    assert live.services.stepup is not None
     uri = await live.services.stepup.enroll(user, now=live.services.clock(), by="admin")
     return pyotp.TOTP(parse_qs(urlparse(uri).query)["secret"][0])
 

@@ -79,9 +79,9 @@ class AccessDialog:
         replies: Replies,
         outbox: OutboxStore,
         clock: Callable[[], datetime],
-        stepup: TwoFactorStore | None,
-        approvals: ApprovalDesk | None,
-        checkpoints: CheckpointLog | None,
+        stepup: TwoFactorStore,
+        approvals: ApprovalDesk,
+        checkpoints: CheckpointLog,
         pending: PendingStepUps | None = None,
         duo: DuoPushes | None = None,
     ) -> None:
@@ -95,15 +95,14 @@ class AccessDialog:
         self.pending = pending or PendingStepUps()
         self.duo = duo
         self._pushes: set[asyncio.Task[None]] = set()  # pushes waiting on phones (kept so they are not collected)
-        if approvals is not None:
-            approvals.listen(self._on_news)
+        approvals.listen(self._on_news)
 
     @property
-    def approval_rules(self) -> ApprovalRules | None:
-        return self._approvals.rules if self._approvals is not None else None
+    def approval_rules(self) -> ApprovalRules:
+        return self._approvals.rules
 
-    def gate(self, code: str | None, *, via: str) -> CodeGate | None:
-        return CodeGate(self._stepup, code, via=via, push=self.duo) if self._stepup is not None else None
+    def gate(self, code: str | None, *, via: str) -> CodeGate:
+        return CodeGate(self._stepup, code, via=via, push=self.duo)
 
     # -- step-up ------------------------------------------------------------------------------------
 
@@ -202,9 +201,6 @@ class AccessDialog:
         if not code:
             await self._replies.say(event, "Usage: /otp CODE — the 6 digits your authenticator app shows.")
             return
-        if self._stepup is None:
-            await self._replies.say(event, "2FA is not available on this server.")
-            return
         now = self._clock()
         pending = self.pending.current(user, now=now)
         if pending is None:
@@ -239,7 +235,6 @@ class AccessDialog:
                 self.pending.drop(pending)
 
     async def _elevate(self, event: InboundEvent, user: str, code: str) -> None:
-        assert self._stepup is not None
         try:
             judgement = await self._stepup.verify(
                 user, code, now=self._clock(), via=f"{event.platform}:{event.user_id}"
@@ -281,9 +276,6 @@ class AccessDialog:
         if len(words) != 1 or not words[0].isdigit() or len(words[0]) > 12:
             await self._replies.say(event, f"Usage: /{verb} ID — the command number shown in the approval request.")
             return
-        if self._approvals is None:
-            await self._replies.say(event, "Two-person approval is not available on this server.")
-            return
         vote = Vote.APPROVE if verb == "approve" else Vote.DENY
         # Typed by number: whoever may not read that command is answered as for one that does not exist.
         await self._replies.say(event, await self._approvals.vote_by_number(int(words[0]), voter=user, vote=vote))
@@ -293,9 +285,6 @@ class AccessDialog:
         match = _VOTE_BUTTON.match(event.button_data or "")
         if match is None:
             return False
-        if self._approvals is None:
-            await self._answer(event, "Two-person approval is not available on this server.")
-            return True
         vote = Vote.APPROVE if match.group(1) == "apv" else Vote.DENY
         text = await self._approvals.vote(int(match.group(2)), voter=user, vote=vote, digest=match.group(3))
         await self._answer(event, text[:190])

@@ -24,7 +24,7 @@ from teleops.chat.inbound import CHECKS, Checkpoint, Person, Turn, pass_checks
 from teleops.chat.incident_verbs import incident_button
 from teleops.chat.notify import Notifier
 from teleops.chat.reply import Replies
-from teleops.chat.verbs import NO_COMMANDS, VERBS, unknown_verb
+from teleops.chat.verbs import VERBS, unknown_verb
 from teleops.domain.message import Button, Message
 from teleops.memory.run_again import RunAgainRefused, button_data, parse_button
 from teleops.memory.service import ScenarioMemory
@@ -51,36 +51,32 @@ class ConversationDeps:
     notifier: Notifier
     clock: Callable[[], datetime]
     wake: Callable[[], None]
+    replies: Replies
+    commands: CommandRunner
+    access: AccessDialog  # one-time codes and approvals in chat
+    memory: ScenarioMemory
+    heartbeats: HeartbeatAnswers
     gateways: Mapping[str, Gateway]
     allowed_chats: Mapping[str, frozenset[str]]  # platform -> chat ids served
     configured: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (platform, id) -> user name
     max_update_age: timedelta = timedelta(minutes=5)
-    commands: CommandRunner | None = None
-    access: AccessDialog | None = None  # one-time codes and approvals in chat (needs `commands`)
 
 
 class Conversation:
     def __init__(self, deps: ConversationDeps) -> None:
         self._d = deps
-        self._memory: ScenarioMemory | None = None
         self._oncall: OnCallAnswers | None = None
-        self._heartbeats: HeartbeatAnswers | None = None
-        # gateways are added after the conversation is made (ChatService.add_gateway): looked up per message
-        self.replies = Replies(
-            outbox=deps.outbox, gateway_of=lambda p: self._d.gateways.get(p), clock=deps.clock, wake=deps.wake,
-        )  # fmt: skip
+        self.replies = deps.replies
 
     def use_oncall(self, oncall: OnCallAnswers) -> None:
-        """Serve /oncall and /handover from the on-call side."""
+        """Serve /oncall and /handover from the on-call side. The one part bound after construction: on-call is built
+        after chat, because it pages through chat's outbox (server/app.py)."""
         self._oncall = oncall
 
-    def use_heartbeats(self, heartbeats: HeartbeatAnswers) -> None:
-        """Serve /heartbeats from the heartbeat monitor."""
-        self._heartbeats = heartbeats
-
-    def use_memory(self, memory: ScenarioMemory) -> None:
-        """Serve Run-again buttons and /history from scenario memory."""
-        self._memory = memory
+    def _oncall_answers(self) -> OnCallAnswers:
+        if self._oncall is None:
+            raise RuntimeError("use_oncall must be called before the chat service starts (server/app.py)")
+        return self._oncall
 
     async def handle(self, event: InboundEvent) -> None:
         """Handle one event. Never raises: a failure is logged and, where useful, told to the sender."""
@@ -110,8 +106,8 @@ class Conversation:
             return
         desk = Desk(
             db=d.db, incident_events=d.incident_events, outbox=d.outbox, replies=self.replies, clock=d.clock,
-            commands=d.commands, access=d.access, memory=self._memory, oncall=self._oncall,
-            heartbeats=self._heartbeats,
+            commands=d.commands, access=d.access, memory=d.memory, oncall=self._oncall_answers(),
+            heartbeats=d.heartbeats,
         )  # fmt: skip
         if event.kind is EventKind.BUTTON:
             await self._button(desk, turn, turn.person)
@@ -129,7 +125,7 @@ class Conversation:
         if event.button_data == _AGAIN_CANCEL:
             await self._answer(event, "Not run.")
             return
-        if desk.access is not None and await desk.access.button(event, person.name):
+        if await desk.access.button(event, person.name):
             return  # Approve / Deny
         await incident_button(desk, turn, person)
 
@@ -137,16 +133,13 @@ class Conversation:
         """A reply that is not a command: a code when it answers our code prompt, a command when it answers an
         incident's message (run on that incident's host); ordinary chat otherwise."""
         event = turn.event
-        if desk.access is not None and await desk.access.answers_prompt(event):
+        if await desk.access.answers_prompt(event):
             await desk.access.otp(event, person.name, person.role, event.text)  # a code, never a command
             return
         incident_id = await desk.target(event, None)
         if incident_id is None or not event.text.strip():
             return  # a reply to something that is not an incident: ordinary chat, not for us
         runner = desk.commands
-        if runner is None:
-            await self._say(event, NO_COMMANDS)
-            return
         host = await runner.incident_host(incident_id)
         if host is None:
             await self._say(event, f"Incident #{incident_id} names no host; use /run HOST CMD… instead.")
@@ -157,10 +150,7 @@ class Conversation:
         self, event: InboundEvent, person: Person, confirmed: bool, incident_id: int, command_id: int
     ) -> None:
         """A Run-again press: re-check it, preview exactly what runs where, run only on the confirm press."""
-        memory, runner = self._memory, self._d.commands
-        if memory is None or runner is None:
-            await self._answer(event, "Run again is not available on this server.")
-            return
+        memory, runner = self._d.memory, self._d.commands
         try:
             choice = await memory.check_run_again(incident_id, command_id)
         except RunAgainRefused as exc:

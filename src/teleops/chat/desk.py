@@ -1,7 +1,7 @@
 """What the chat verbs act with: one `Desk` per inbound event, built by the conversation after the checks passed.
 
-The verbs (chat/verbs.py, chat/incident_verbs.py) are plain functions of (desk, turn); the services a server may
-lack (commands without an agent hub, on-call, heartbeats, scenario memory) are None here, and each verb says so.
+The verbs (chat/verbs.py, chat/incident_verbs.py) are plain functions of (desk, turn, person); every service they act
+with is here (the controller builds all of them, server/app.py).
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ class Desk:
     outbox: OutboxStore
     replies: Replies
     clock: Callable[[], datetime]
-    commands: CommandRunner | None  # None: no agent hub, so no commands from chat
-    access: AccessDialog | None  # None: no one-time codes or approvals in chat
-    memory: ScenarioMemory | None
-    oncall: OnCallAnswers | None
-    heartbeats: HeartbeatAnswers | None
+    commands: CommandRunner
+    access: AccessDialog  # one-time codes, Duo pushes and approvals
+    memory: ScenarioMemory
+    oncall: OnCallAnswers
+    heartbeats: HeartbeatAnswers
 
     async def say(self, event: InboundEvent, text: str) -> None:
         await self.replies.say(event, text)

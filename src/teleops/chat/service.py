@@ -24,13 +24,16 @@ from teleops.chat.base import Capabilities, Gateway, InboundEvent
 from teleops.chat.commands import CommandEnds, CommandRunner
 from teleops.chat.conversation import Conversation, ConversationDeps
 from teleops.chat.delivery_health import DeliveryHealth
+from teleops.chat.desk import HeartbeatAnswers
 from teleops.chat.input_watch import InputHealth, UnhandledInput
 from teleops.chat.notify import AlertTarget, Notifier
 from teleops.chat.outbox import OutboxWorker
+from teleops.chat.reply import Replies
 from teleops.commands.approval import ApprovalDesk
 from teleops.commands.dispatch import CommandSender
 from teleops.commands.duo import DuoPushes
 from teleops.domain.message import Message
+from teleops.memory.service import ScenarioMemory
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database, StorageUnavailable
@@ -40,12 +43,34 @@ from teleops.store.outbox import OutboxRow, OutboxStore
 from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
 
-__all__ = ["ChatService", "PlatformConfig"]
+__all__ = ["ChatAccess", "ChatCommands", "ChatService", "PlatformConfig"]
 
 STOP_TIMEOUT_S = 5.0
 INPUT_CHECK_INTERVAL_S = 15.0  # how often inputs are checked for a stall besides every /readyz
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCommands:
+    """What chat runs commands with: the agent hub (`sender`, `cancel`, `ends`: its command progress) and the
+    defaults a command from chat gets."""
+
+    sender: CommandSender
+    timeout_s: float
+    output_cap_bytes: int
+    cancel: Callable[[str, int], Awaitable[None]] | None = None
+    ends: CommandEnds | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatAccess:
+    """What chat asks for one-time codes (or Duo pushes) and runs approvals with."""
+
+    stepup: TwoFactorStore
+    approvals: ApprovalDesk
+    checkpoints: CheckpointLog
+    duo: DuoPushes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +88,10 @@ class ChatService:
         events: IncidentEvents,
         users: UserStore,
         clock: Callable[[], datetime],
+        commands: ChatCommands,
+        access: ChatAccess,
+        memory: ScenarioMemory,
+        heartbeats: HeartbeatAnswers,
         configured_identities: Mapping[tuple[str, str], str] | None = None,
         storm_threshold: int = 10,
         max_update_age: timedelta = timedelta(minutes=5),
@@ -71,7 +100,9 @@ class ChatService:
         on_unhandled: Callable[[UnhandledInput], None] = lambda _u: None,
         on_delivery: Callable[[str, str], None] = lambda _platform, _result: None,
     ) -> None:
-        """`on_delivery(platform, result)`: each outbox row's end, `delivered` or `refused` (for the metrics)."""
+        """`commands`, `access`, `memory` and `heartbeats` are what chat commands act with; the on-call side, which
+        needs this service's outbox to page, comes later (`conversation.use_oncall`). `on_delivery(platform,
+        result)`: each outbox row's end, `delivered` or `refused` (for the metrics)."""
         self.db = db
         self.clock = clock
         self.input_stall_after = input_stall_after
@@ -90,14 +121,40 @@ class ChatService:
         self.health = DeliveryHealth()
         self.health.subscribe(self._token_problem)
         self._notices: set[asyncio.Task[bool]] = set()
-        self._runner: CommandRunner | None = None
         self.notifier = Notifier(
             self._alert_targets, storm_threshold=storm_threshold, wake=self.wake, hand_over=self.outbox.hand_over
         )
+        self.notifier.use_extra(memory.announcement)  # "last time" and Run-again in every incident message
         # New and changed incidents are announced in the ingest's transaction, and every ack/resolve/snooze (REST,
         # web UI, chat) edits the incident's chat messages in its own; the workers prepare once it commits.
         events.on_alerts(in_transaction=self.notifier.on_ingest, committed=self.notifier.after_commit)
         events.on_action(in_transaction=self.notifier.on_action, committed=self.wake)
+        # Gateways are added after this (add_gateway): answers look theirs up per message.
+        replies = Replies(outbox=self.outbox, gateway_of=self.gateway, clock=clock, wake=self.wake)
+        self._runner = CommandRunner(
+            db=db,
+            outbox=self.outbox,
+            sender=commands.sender,
+            capabilities=self.capabilities,
+            clock=clock,
+            wake=self.wake,
+            replies=replies,
+            timeout_s=commands.timeout_s,
+            output_cap_bytes=commands.output_cap_bytes,
+            cancel=commands.cancel,
+            ends=commands.ends,
+        )
+        dialog = AccessDialog(
+            self._runner,
+            replies=replies,
+            outbox=self.outbox,
+            clock=clock,
+            stepup=access.stepup,
+            approvals=access.approvals,
+            checkpoints=access.checkpoints,
+            duo=access.duo,
+        )
+        self._runner.access = dialog  # the runner hands it commands that need a code or a second person
         self._deps = ConversationDeps(
             db=db,
             incident_events=events,
@@ -107,6 +164,11 @@ class ChatService:
             notifier=self.notifier,
             clock=clock,
             wake=self.wake,
+            replies=replies,
+            commands=self._runner,
+            access=dialog,  # /otp, /approve, /deny and Approve/Deny presses
+            memory=memory,
+            heartbeats=heartbeats,
             gateways={},
             allowed_chats={},
             configured=dict(configured_identities or {}),
@@ -132,55 +194,6 @@ class ChatService:
         self._deps.allowed_chats = {p: c.allowed_chats for p, c in self._platforms.items()}
         gateway.input_watch.subscribe(self._unhandled)
         gateway.input_watch.on_credentials_rejected(lambda reason: self.health.token_rejected(platform, reason))
-
-    def enable_commands(
-        self,
-        sender: CommandSender,
-        *,
-        timeout_s: float,
-        output_cap_bytes: int,
-        cancel: Callable[[str, int], Awaitable[None]] | None = None,
-        ends: CommandEnds | None = None,
-    ) -> None:
-        """Let chat run commands through the pipeline (needs the agent hub; `ends`: its command progress)."""
-        self._runner = CommandRunner(
-            db=self.db,
-            outbox=self.outbox,
-            sender=sender,
-            capabilities=self.capabilities,
-            clock=self.clock,
-            wake=self.wake,
-            replies=self.conversation.replies,
-            timeout_s=timeout_s,
-            output_cap_bytes=output_cap_bytes,
-            cancel=cancel,
-            ends=ends,
-        )
-        self._deps.commands = self._runner
-
-    def enable_access(
-        self,
-        *,
-        stepup: TwoFactorStore | None,
-        approvals: ApprovalDesk | None,
-        checkpoints: CheckpointLog | None,
-        duo: DuoPushes | None = None,
-    ) -> None:
-        """Ask for one-time codes (or Duo pushes) and run approvals in chat (after `enable_commands`)."""
-        if self._runner is None:
-            raise RuntimeError("enable_commands must come before enable_access")
-        access = AccessDialog(
-            self._runner,
-            replies=self.conversation.replies,
-            outbox=self.outbox,
-            clock=self.clock,
-            stepup=stepup,
-            approvals=approvals,
-            checkpoints=checkpoints,
-            duo=duo,
-        )
-        self._runner.access = access  # the runner hands it commands that need a code or a second person
-        self._deps.access = access  # the conversation hands it /otp, /approve, /deny and Approve/Deny presses
 
     def capabilities(self, platform: str) -> Capabilities:
         return self._platforms[platform].gateway.capabilities
@@ -348,8 +361,7 @@ class ChatService:
             self._input_checker = None
         for notice in list(self._notices):
             notice.cancel()
-        if self._runner is not None:
-            await self._runner.stop()
+        await self._runner.stop()
         for platform, config in self._platforms.items():
             # A platform that is unreachable (or an SDK stuck reconnecting) must not hold up shutdown.
             try:

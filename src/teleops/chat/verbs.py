@@ -30,8 +30,6 @@ HELP = """TeleOps commands:
 /approve ID, /deny ID — decide on someone else's command that needs a second person
 /whoami — your id and this chat's id · /link CODE — link your account"""
 
-NO_COMMANDS = "Running commands is not available on this server (no agent hub)."
-
 
 async def help_(desk: Desk, turn: Turn, person: Person) -> None:
     await desk.say(turn.event, HELP)
@@ -39,9 +37,6 @@ async def help_(desk: Desk, turn: Turn, person: Person) -> None:
 
 async def run(desk: Desk, turn: Turn, person: Person) -> None:
     """`/run HOST CMD…`: through the whole command pipeline (policy, step-up, approval, audit)."""
-    if desk.commands is None:
-        await desk.say(turn.event, NO_COMMANDS)
-        return
     host, _, text = turn.args.strip().partition(" ")
     if not host or not text.strip():
         await desk.say(turn.event, "Usage: /run HOST CMD…, e.g. /run web-1 uptime")
@@ -50,16 +45,10 @@ async def run(desk: Desk, turn: Turn, person: Person) -> None:
 
 
 async def hosts(desk: Desk, turn: Turn, person: Person) -> None:
-    if desk.commands is None:
-        await desk.say(turn.event, NO_COMMANDS)
-        return
     await desk.say(turn.event, await desk.commands.hosts())
 
 
 async def cancel(desk: Desk, turn: Turn, person: Person) -> None:
-    if desk.commands is None:
-        await desk.say(turn.event, NO_COMMANDS)
-        return
     await desk.say(turn.event, await desk.commands.cancel(person.name, person.role, turn.args.strip()))
 
 
@@ -68,9 +57,6 @@ async def history(desk: Desk, turn: Turn, person: Person) -> None:
     event, query = turn.event, turn.args.strip()
     # Only what this person may read: commands of others are shown without command line and output.
     access = ReadAccess(desk.db, Reader(person.name, person.role))
-    if desk.memory is None:
-        await desk.say(event, "Scenario memory is not available on this server.")
-        return
     if not query:
         incident_id = await desk.target(event, None)
         if incident_id is None:
@@ -82,38 +68,23 @@ async def history(desk: Desk, turn: Turn, person: Person) -> None:
 
 
 async def otp(desk: Desk, turn: Turn, person: Person) -> None:
-    if desk.access is None:
-        await desk.say(turn.event, "2FA and approvals are not available on this server (no agent hub).")
-        return
     await desk.access.otp(turn.event, person.name, person.role, turn.args)
 
 
 async def vote(desk: Desk, turn: Turn, person: Person) -> None:
     """`/approve ID` and `/deny ID`."""
-    if desk.access is None:
-        await desk.say(turn.event, "2FA and approvals are not available on this server (no agent hub).")
-        return
     await desk.access.vote_command(turn.event, person.name, turn.verb, turn.args)
 
 
 async def oncall(desk: Desk, turn: Turn, person: Person) -> None:
-    if desk.oncall is None:
-        await desk.say(turn.event, "On-call answers are not available on this server.")
-        return
     await desk.post(turn.event, await desk.oncall.oncall_message())
 
 
 async def handover(desk: Desk, turn: Turn, person: Person) -> None:
-    if desk.oncall is None:
-        await desk.say(turn.event, "On-call answers are not available on this server.")
-        return
     await desk.post(turn.event, await desk.oncall.handover_message(person.name))
 
 
 async def heartbeats(desk: Desk, turn: Turn, person: Person) -> None:
-    if desk.heartbeats is None:
-        await desk.say(turn.event, "Heartbeats are not available on this server.")
-        return
     await desk.post(turn.event, await desk.heartbeats.chat_message())
 
 

@@ -46,15 +46,15 @@ class CommandServices(Protocol):
     @property
     def clock(self) -> Clock: ...
     @property
-    def hub(self) -> AgentHub | None: ...
+    def hub(self) -> AgentHub: ...
     @property
-    def stepup(self) -> TwoFactorStore | None: ...
+    def stepup(self) -> TwoFactorStore: ...
     @property
     def duo(self) -> DuoPushes | None: ...
     @property
-    def checkpoints(self) -> CheckpointLog | None: ...
+    def checkpoints(self) -> CheckpointLog: ...
     @property
-    def approvals(self) -> ApprovalDesk | None: ...
+    def approvals(self) -> ApprovalDesk: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ async def submit_for_person(
     command runs once they approve it (PushRefused when they do not). NeedsCode's `refusal` says why a code did
     not count. Raises StorageUnavailable, AuditUnavailable.
     """
-    gate = CodeGate(services.stepup, code, via=via, push=services.duo) if services.stepup is not None else None
+    gate = CodeGate(services.stepup, code, via=via, push=services.duo)
 
     async def run() -> Outcome:
         return await submit(
@@ -88,7 +88,7 @@ async def submit_for_person(
             now=services.clock(),
             stepup=gate,
             checkpoints=services.checkpoints,
-            approval=services.approvals.rules if services.approvals is not None else None,
+            approval=services.approvals.rules,
         )
 
     outcome = await run()
@@ -137,8 +137,6 @@ async def cancel_command(
     if record.status == CommandStatus.QUEUED:
         reason = f"cancelled by {user} before it was sent"
         await finish_command(services.db, command_id, Finish(CommandStatus.KILLED, reason=reason), now=services.clock())
-    elif services.hub is None:
-        raise CancelRefused(503, "the agent hub is not running; restart the controller")
     else:
         try:
             await services.hub.send_cancel(record.agent_name, command_id)

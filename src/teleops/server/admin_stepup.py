@@ -52,7 +52,7 @@ def known_roles() -> list[str]:
 
 async def stepup_ready(services: Services, admin: str) -> bool:
     """Whether `admin` can give a step-up code here (a TOTP authenticator is enrolled). Raises StorageUnavailable."""
-    return services.stepup is not None and await services.stepup.state(admin) is not None
+    return await services.stepup.state(admin) is not None
 
 
 async def check_admin_code(services: Services, admin: str, code: str) -> None:
@@ -99,6 +99,5 @@ class PersonNotice:
         """Wake the outbox; a sentence for the admin saying whether (and where) the person was told."""
         if not self.platforms:
             return f"{self.user} has no chat account TeleOps knows, so they were not told: tell them yourself."
-        if self.services.oncall is not None:
-            self.services.oncall.worker.wake_outbox()
+        self.services.oncall.worker.wake_outbox()
         return f"{self.user} was told in {', '.join(sorted(set(self.platforms)))}."

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import teleops
 from teleops.chat.console.gateway import CONSOLE_CHAT_ID, ConsoleGateway
 from teleops.chat.console.read_rule import ConsoleReaders
-from teleops.chat.service import ChatService
+from teleops.chat.service import ChatAccess, ChatCommands, ChatService
 from teleops.commands.approval import ApprovalDesk
 from teleops.commands.backend.agent_hub import AgentHub
 from teleops.commands.duo import DuoConfig, DuoPushes
@@ -82,10 +82,42 @@ def create_app(
         # Secrets in command lines are masked where they are kept and shown; originals sealed outside the DB.
         db.argv_vault = ArgvVault.open(settings.data_dir, settings.redaction_rules())
         await db.migrate()
-        users = UserStore(db)
-        # Who hears of incident changes, and when: chat and on-call subscribe as they are built, in this order.
+        # Every part is built once, each after what it needs; nothing is set on a part after it is built but the
+        # on-call answers in chat (on-call pages through chat's outbox, and chat answers /oncall).
+        users, tokens = UserStore(db), TokenStore(db)
+        # Who hears of incident changes, and when: chat, on-call and first response subscribe in this order.
         events = IncidentEvents()
-        chat = build_chat(settings, db=db, events=events, users=users, clock=clock, metrics=metrics)
+        ingest = IngestWriter(db, clock=clock, events=events)
+        hub = AgentHub(
+            db=db,
+            tokens=tokens,
+            clock=clock,
+            settings=settings.agents,
+            hosts=settings.hosts,
+            redaction=settings.redaction_rules(),  # output is redacted here too, whatever the agent did (T24)
+            on_rejected=lambda reason: metrics.agent_messages_rejected.labels(reason).inc(),
+            local_agent=settings.local_agent.name if settings.local_agent.enabled else None,
+        )
+        access = _access_control(settings, db, users, hub, clock)
+        # Scenario memory: "last time" and Run-again in every incident message, /history in chat.
+        memory = ScenarioMemory.from_settings(settings.memory, db, clock=clock)
+        app.state.memory = memory
+        # Heartbeats in: a job that stops pinging opens an incident through ingest (server/heartbeats.py).
+        heartbeats = HeartbeatMonitor(
+            HeartbeatStore(db), ingest=ingest, metrics=metrics, clock=clock, configured=settings.heartbeats
+        )
+        app.state.heartbeats = heartbeats
+        commands = ChatCommands(
+            hub,
+            timeout_s=settings.agents.default_timeout.seconds,
+            output_cap_bytes=settings.agents.output_cap_bytes,
+            cancel=hub.send_cancel,
+            ends=hub.progress,
+        )
+        chat = build_chat(
+            settings, db=db, events=events, users=users, clock=clock, metrics=metrics,
+            commands=commands, access=access, memory=memory, heartbeats=heartbeats,
+        )  # fmt: skip
         oncall = OnCallService(
             settings,
             db=db,
@@ -98,12 +130,7 @@ def create_app(
         )
         _watch_deliveries(chat, oncall, metrics)
         chat.conversation.use_oncall(oncall)
-        # Scenario memory: "last time" and Run-again in every incident message, /history in chat.
-        memory = ScenarioMemory.from_settings(settings.memory, db, clock=clock)
-        chat.notifier.use_extra(memory.announcement)
-        chat.conversation.use_memory(memory)
-        app.state.memory = memory
-        responders: list[FirstResponder] = []  # set once the agent hub runs (memory.first_response_role)
+        responders = _first_responders(settings, memory, hub, clock)
 
         def first_responses(changes: Sequence[IncidentChange]) -> None:
             for responder in responders:
@@ -114,13 +141,18 @@ def create_app(
             settings=settings,
             clock=clock,
             db=db,
-            tokens=TokenStore(db),
+            tokens=tokens,
             users=users,
-            ingest=IngestWriter(db, clock=clock, events=events),
+            ingest=ingest,
             incident_events=events,
-            metrics=metrics,
+            hub=hub,
             chat=chat,
             oncall=oncall,
+            stepup=access.stepup,
+            checkpoints=access.checkpoints,
+            approvals=access.approvals,
+            metrics=metrics,
+            duo=access.duo,
         )
         app.state.services = services
         app.state.console_gateway = ConsoleGateway(
@@ -132,53 +164,19 @@ def create_app(
         first = await first_start(services)
         if first is not None and announce is not None:
             announce(welcome_text(settings.server.base_url(), first, settings.local_agent.name))
-        services.ingest.start()
-        services.hub = AgentHub(
-            db=db,
-            tokens=services.tokens,
-            clock=clock,
-            settings=settings.agents,
-            hosts=settings.hosts,
-            redaction=settings.redaction_rules(),  # output is redacted here too, whatever the agent did (T24)
-            on_rejected=lambda reason: metrics.agent_messages_rejected.labels(reason).inc(),
-            local_agent=settings.local_agent.name if settings.local_agent.enabled else None,
-        )
-        services.hub.start()
+        # Started in dependency order, stopped in reverse.
+        ingest.start()
+        hub.start()
         local_agent = await _start_local_agent(services)
-        chat.enable_commands(
-            services.hub,
-            timeout_s=settings.agents.default_timeout.seconds,
-            output_cap_bytes=settings.agents.output_cap_bytes,
-            cancel=services.hub.send_cancel,
-            ends=services.hub.progress,
-        )
-        upkeep = _start_access_control(services, chat)
-        if settings.memory.first_response_role is not None:
-            responders.append(
-                FirstResponder(
-                    memory,
-                    role=settings.memory.first_response_role,
-                    sender=lambda: services.hub,
-                    clock=clock,
-                    timeout_s=settings.agents.default_timeout.seconds,
-                    output_cap_bytes=settings.agents.output_cap_bytes,
-                )
-            )
+        upkeep = AccessUpkeep(db, access.checkpoints, access.approvals)
+        upkeep.start()
         await chat.start()
         oncall.start()
         retention = RetentionSchedule(db, settings, clock=clock)
         retention.start()
-        # Heartbeats in: a job that stops pinging opens an incident through ingest (server/heartbeats.py).
-        heartbeats = HeartbeatMonitor(
-            HeartbeatStore(db), ingest=services.ingest, metrics=metrics, clock=clock, configured=settings.heartbeats
-        )
         await heartbeats.start()
-        app.state.heartbeats = heartbeats
-        chat.conversation.use_heartbeats(heartbeats)
         # Self-test of the whole path and the external dead-man's-switch pings (docs/self-monitoring.md).
-        self_watch = SelfWatch(
-            settings.self_check, db=db, ingest=services.ingest, chat=chat, metrics=metrics, clock=clock
-        )
+        self_watch = SelfWatch(settings.self_check, db=db, ingest=ingest, chat=chat, metrics=metrics, clock=clock)
         self_watch.start()
         app.state.self_watch = self_watch
         _freeze_startup_objects()
@@ -196,8 +194,8 @@ def create_app(
             await upkeep.stop()
             if local_agent is not None:
                 await local_agent.stop()
-            await services.hub.stop()
-            await services.ingest.stop()
+            await hub.stop()
+            await ingest.stop()
             await db.close()
             log.info("controller.stopped")
 
@@ -302,35 +300,28 @@ def _watch_deliveries(chat: ChatService, oncall: OnCallService, metrics: Metrics
     chat.health.subscribe(token_problem)
 
 
-def _start_access_control(services: Services, chat: ChatService) -> AccessUpkeep:
-    """TOTP step-up, two-person approval and the audit checkpoints, for the REST API and chat alike."""
-    settings, db = services.settings, services.db
-    assert services.hub is not None
+def _access_control(settings: Settings, db: Database, users: UserStore, hub: AgentHub, clock: Clock) -> ChatAccess:
+    """TOTP step-up, Duo pushes (when configured), two-person approval and the audit checkpoints, for the REST API,
+    the web UI and chat alike."""
     elevation = settings.twofactor.elevation.timedelta
     stepup = TwoFactorStore(db, settings.data_dir, StepUpRules(lockout_after=settings.twofactor.lockout_after,
                                                                 elevation=elevation))  # fmt: skip
     checkpoints = CheckpointLog(settings.data_dir, witness=settings.audit.witness)
     approvals = ApprovalDesk(
         db=db,
-        users=services.users,
-        sender=services.hub,
-        clock=services.clock,
+        users=users,
+        sender=hub,
+        clock=clock,
         rules=ApprovalRules(ttl=settings.approval.ttl.timedelta, needed=settings.approval.approvers),
         output_cap_bytes=settings.agents.output_cap_bytes,
         stepup=stepup,
         checkpoints=checkpoints,
     )
-    services.stepup, services.checkpoints, services.approvals = stepup, checkpoints, approvals
-    services.duo = _duo_pushes(services, elevation)
-    chat.enable_access(stepup=stepup, approvals=approvals, checkpoints=checkpoints, duo=services.duo)
-    upkeep = AccessUpkeep(db, checkpoints, approvals)
-    upkeep.start()
-    return upkeep
+    return ChatAccess(stepup, approvals, checkpoints, duo=_duo_pushes(settings, db, clock, elevation))
 
 
-def _duo_pushes(services: Services, elevation: timedelta) -> DuoPushes | None:
+def _duo_pushes(settings: Settings, db: Database, clock: Clock, elevation: timedelta) -> DuoPushes | None:
     """Duo push step-up when `twofactor.duo` is configured (raises DuoClientMissing without the `duo` extra)."""
-    settings = services.settings
     duo = settings.twofactor.duo
     if duo is None:
         return None
@@ -343,9 +334,23 @@ def _duo_pushes(services: Services, elevation: timedelta) -> DuoPushes | None:
         ca_certs=duo.ca_certs,
         elevation=elevation,
     )
-    return DuoPushes(
-        config, db=services.db, clock=services.clock, uses_duo=lambda user: settings.twofactor_method(user) == "duo"
+    return DuoPushes(config, db=db, clock=clock, uses_duo=lambda user: settings.twofactor_method(user) == "duo")
+
+
+def _first_responders(settings: Settings, memory: ScenarioMemory, hub: AgentHub, clock: Clock) -> list[FirstResponder]:
+    """The first response to a new incident (`memory.first_response_role`): none when that is not configured."""
+    role = settings.memory.first_response_role
+    if role is None:
+        return []
+    responder = FirstResponder(
+        memory,
+        role=role,
+        sender=lambda: hub,
+        clock=clock,
+        timeout_s=settings.agents.default_timeout.seconds,
+        output_cap_bytes=settings.agents.output_cap_bytes,
     )
+    return [responder]
 
 
 async def _start_local_agent(services: Services) -> LocalAgentSupervisor | None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from teleops.chat.service import ChatService
+from teleops.chat.desk import HeartbeatAnswers
+from teleops.chat.service import ChatAccess, ChatCommands, ChatService
 from teleops.chat.storm import storm_rule
 from teleops.config import Settings
 from teleops.domain.alert import Alert
 from teleops.domain.clock import Clock
+from teleops.memory.service import ScenarioMemory
 from teleops.oncall.routing import route_team
 from teleops.server.metrics import Metrics
 from teleops.store.database import Database
@@ -19,7 +21,17 @@ __all__ = ["build_chat"]
 
 
 def build_chat(
-    settings: Settings, *, db: Database, events: IncidentEvents, users: UserStore, clock: Clock, metrics: Metrics
+    settings: Settings,
+    *,
+    db: Database,
+    events: IncidentEvents,
+    users: UserStore,
+    clock: Clock,
+    metrics: Metrics,
+    commands: ChatCommands,
+    access: ChatAccess,
+    memory: ScenarioMemory,
+    heartbeats: HeartbeatAnswers,
 ) -> ChatService:
     """A ChatService with every configured platform added (Telegram when `telegram.token` is set)."""
     telegram = settings.telegram
@@ -30,6 +42,10 @@ def build_chat(
         events=events,
         users=users,
         clock=clock,
+        commands=commands,
+        access=access,
+        memory=memory,
+        heartbeats=heartbeats,
         configured_identities=configured,
         storm_threshold=telegram.storm_threshold,
         max_update_age=telegram.max_update_age.timedelta,

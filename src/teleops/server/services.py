@@ -25,6 +25,9 @@ __all__ = ["Services"]
 
 @dataclass(slots=True)
 class Services:
+    """Every part the routes use, built once in dependency order by the lifespan (server/app.py): none is optional
+    but Duo, which only runs when `twofactor.duo` is configured."""
+
     settings: Settings
     clock: Clock
     db: Database
@@ -32,11 +35,11 @@ class Services:
     users: UserStore
     ingest: IngestWriter
     incident_events: IncidentEvents  # who hears of incident changes; act_on_incident takes it
+    hub: AgentHub  # the agents' WebSockets: commands out, output back
+    chat: ChatService  # gateways, outbox workers, notifier, conversation
+    oncall: OnCallService  # escalation worker, handovers, Alertmanager silences
+    stepup: TwoFactorStore  # TOTP step-up (commands whose rule has require_2fa), web sign-in codes
+    checkpoints: CheckpointLog  # the audit head anchored outside the database
+    approvals: ApprovalDesk  # two-person approval
     metrics: Metrics = field(default_factory=Metrics)
-    hub: AgentHub | None = None  # set by the lifespan; routes answer 503 without it
-    chat: ChatService | None = None  # gateways, outbox workers, notifier, conversation
-    oncall: OnCallService | None = None  # escalation worker, handovers, Alertmanager silences
-    stepup: TwoFactorStore | None = None  # TOTP step-up (commands whose rule has require_2fa)
-    checkpoints: CheckpointLog | None = None  # the audit head anchored outside the database
-    approvals: ApprovalDesk | None = None  # two-person approval; set with the hub
-    duo: DuoPushes | None = None  # Duo push step-up (twofactor.duo); set with the hub
+    duo: DuoPushes | None = None  # Duo push step-up, when twofactor.duo is configured

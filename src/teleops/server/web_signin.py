@@ -150,7 +150,7 @@ async def enrolment_required(services: Services, user: str) -> bool:
     """
     settings = services.settings
     mode = settings.twofactor.web_signin
-    if mode == "enrolled" or services.stepup is None or settings.twofactor_method(user) == "duo":
+    if mode == "enrolled" or settings.twofactor_method(user) == "duo":
         return False
     if mode == "required_for_commands":
         record = await services.users.get(user)

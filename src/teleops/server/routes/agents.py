@@ -37,7 +37,7 @@ class AgentList(BaseModel):
 
 def agent_online(services: Services, agent: AgentRecord, *, now: datetime) -> bool:
     """Connected to this replica, or to another one: its row says online and its heartbeats are fresh."""
-    if services.hub is not None and services.hub.is_connected(agent.name):
+    if services.hub.is_connected(agent.name):
         return True
     stale = 3 * services.settings.agents.heartbeat.timedelta
     return agent.online and agent.last_seen_at is not None and now - agent.last_seen_at < stale
@@ -73,7 +73,4 @@ ws_router = APIRouter(tags=["agents"])
 async def agent_socket(websocket: WebSocket) -> None:
     """Agents dial in here (`Authorization: Bearer <agent token>`); see teleops.wire for the protocol."""
     services: Services = websocket.app.state.services
-    if services.hub is None:
-        await websocket.close(code=1013, reason="agent hub not running")
-        return
     await services.hub.serve(websocket)

@@ -27,7 +27,7 @@ async def telegram_webhook(request: Request) -> Response:
     `telegram.webhook_secret`; 404 when Telegram runs in polling mode or is not configured.
     """
     services = services_of(request)
-    gateway = services.chat.gateway("telegram") if services.chat is not None else None
+    gateway = services.chat.gateway("telegram")
     handle = getattr(gateway, "handle_webhook", None)
     if gateway is None or handle is None or services.settings.telegram.mode != "webhook":
         return Response(
@@ -55,7 +55,7 @@ async def slack_events(request: Request) -> Response:
     404 when Slack runs in Socket Mode or is not configured.
     """
     services = services_of(request)
-    gateway = services.chat.gateway("slack") if services.chat is not None else None
+    gateway = services.chat.gateway("slack")
     handle = getattr(gateway, "handle_http", None)
     if gateway is None or handle is None or services.settings.slack.mode != "events":
         return Response(

@@ -19,7 +19,6 @@ from teleops.server.routes.commands import (
     CommandOut,
     read_access_of,
     request_as_caller,
-    running_hub,
     storage_unavailable,
 )
 from teleops.server.schemas import MAX_ROW_ID, RowIdField
@@ -78,7 +77,7 @@ async def create_batch(
     Commands whose rule needs 2FA or a second person are not run from a batch (the item says so).
     Wait for them with `GET /api/v1/commands?ids=…&wait=…`."""
     services = services_of(request)
-    hub = running_hub(services)
+    hub = services.hub
     hosts = [host.strip() for host in body.hosts]
     if any(not host for host in hosts) or len(set(hosts)) != len(hosts):
         raise HTTPException(422, "hosts: every host must be non-empty and listed once")

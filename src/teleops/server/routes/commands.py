@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from teleops.commands.approval import Vote
-from teleops.commands.backend.agent_hub import AgentHub
 from teleops.commands.dispatch import CommandRequest
 from teleops.commands.outcome import AwaitingApproval, Denied, Dispatched, NeedsCode, NotRun, NotRunWhy
 from teleops.commands.person import CancelRefused, PersonOutcome, PushRefused, cancel_command, submit_for_person
@@ -35,7 +34,6 @@ __all__ = [
     "readable_command",
     "request_as_caller",
     "router",
-    "running_hub",
     "storage_unavailable",
 ]
 
@@ -165,13 +163,6 @@ def storage_unavailable(exc: Exception) -> JSONResponse:
     )  # fmt: skip
 
 
-def running_hub(services: Services) -> AgentHub:
-    """The agent hub, or 503 when it is not running."""
-    if services.hub is None:
-        raise HTTPException(503, "the agent hub is not running; restart the controller")
-    return services.hub
-
-
 def command_timeout(services: Services, value: float | str | None) -> float:
     agents = services.settings.agents
     limit = agents.max_timeout.seconds
@@ -206,7 +197,7 @@ async def create(
     For a user who steps up with Duo (and sent no code) the request waits for the push on their phone, then runs;
     a denied or unanswered push answers 403, an unreachable Duo 503 (nothing runs)."""
     services = services_of(request)
-    hub = running_hub(services)
+    hub = services.hub
     try:
         command_request = await request_as_caller(
             services, caller, host=body.host, command=body.command, run_timeout=body.timeout,
@@ -276,8 +267,6 @@ class VoteOut(BaseModel):
 
 
 async def _vote(services: Services, command_id: int, user: str, vote: Vote) -> VoteOut:
-    if services.approvals is None:
-        raise HTTPException(503, "two-person approval is not running; restart the controller")
     text = await services.approvals.vote(command_id, voter=user, vote=vote)  # audited, counted or not
     # Whoever may not read the command cannot count as a voter (a voter's own policy must allow the command on its
     # host, which lets them read it); their refusal would quote the command, so they get the 404 of a missing one.

@@ -46,14 +46,14 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "unavailable", "detail": f"storage: {cannot_write}"}, status_code=503)
     body: dict[str, object] = {"status": "ready"}
     # A platform rejecting our token: alerts are still taken, pages to it fail over to other contact methods.
-    rejected = services.chat.health.problems() if services.chat is not None else {}
+    rejected = services.chat.health.problems()
     problems = [f"{platform}: {problem}" for platform, problem in sorted(rejected.items())]
     if rejected:
         body["delivery"] = {platform: "token rejected" for platform in sorted(rejected)}
     self_watch = getattr(request.app.state, "self_watch", None)
     if self_watch is not None:  # informative only: a failed self-test never makes this 503 (docs/self-monitoring.md)
         body["self_test"] = self_watch.detail()
-    healths = await services.chat.check_inputs() if services.chat is not None else []
+    healths = await services.chat.check_inputs()
     remote = [h for h in healths if h.mode != "local"]
     if remote:
         problems += [p for p in (h.problem() for h in remote) if p is not None]
@@ -86,6 +86,5 @@ async def metrics(request: Request) -> Response:
         services.metrics.observe_outbox(
             {p: (n, (now - oldest).total_seconds() if oldest else 0.0) for p, (n, oldest) in waiting.items()}
         )
-    if services.chat is not None:
-        services.metrics.observe_inputs(await services.chat.input_health())
+    services.metrics.observe_inputs(await services.chat.input_health())
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -36,8 +36,6 @@ def _not_found() -> HTTPException:
 
 async def _feed(request: Request, kind: FeedKind, name: str, token: str) -> Response:
     services = services_of(request)
-    if services.oncall is None:
-        raise HTTPException(status_code=503, detail="the on-call service is still starting; retry in a few seconds")
     directory = services.oncall.directory
     now = services.clock()
 

@@ -37,8 +37,6 @@ _MAX_FIELD = 512
 
 
 def _store(services: Services) -> TwoFactorStore:
-    if services.stepup is None:
-        raise HTTPException(status_code=503, detail="2FA is not set up in this process yet; retry in a minute")
     return services.stepup
 
 

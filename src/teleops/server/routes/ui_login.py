@@ -170,7 +170,7 @@ async def login(
             status_code=401,
         )
     signin.lockout.succeeded(user.name)
-    if services.stepup is not None and await services.stepup.state(user.name) is not None:
+    if await services.stepup.state(user.name) is not None:
         # Enrolled: the password is half of it. The session starts only after the code (login_code).
         return _login_form(request, sessions, next_path=target, signin=signin, ticket_user=user.name)
     if await enrolment_required(services, user.name):
@@ -209,8 +209,6 @@ async def login_code(
         return _login_form(
             request, sessions, next_path=target, error=_locked_message(name, locked_until, now), status_code=429
         )
-    if services.stepup is None:
-        raise HTTPException(status_code=503, detail="2FA is not set up in this process; retry in a minute")
     try:
         judgement = await services.stepup.verify(name, code, now=now, via="web")
     except NotEnrolled:

@@ -39,8 +39,6 @@ _UNAVAILABLE = "the database is unavailable, so nothing was read or changed; ret
 
 
 def _directory(services: Services) -> OnCallDirectory:
-    if services.oncall is None:
-        raise HTTPException(status_code=503, detail="the on-call service is still starting; retry in a few seconds")
     return services.oncall.directory
 
 
@@ -167,8 +165,7 @@ def _when(at: datetime) -> str:
 
 def _wake(services: Services) -> None:
     """Paging and handovers use the new cover from their next pass; wake the worker so that is now."""
-    if services.oncall is not None:
-        services.oncall.worker.wake()
+    services.oncall.worker.wake()
 
 
 @router.post("/oncall/overrides/{override_id}/remove", include_in_schema=False)
