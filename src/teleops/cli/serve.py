@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from teleops.cli._common import config_option, db_kind, fail, require_packages, settings_from
+from teleops.cli._common import config_option, db_kind, fail, require_packages, run_async, settings_from
 from teleops.logs import configure_logging
 
 
@@ -40,6 +40,7 @@ def serve(config_path: Path | None) -> None:
                 "data_file.readable", path=str(finding.path), mode=oct(finding.mode),
                 hint="another user owns it; make it 0600 (chmod go= FILE) or move it away",
             )  # fmt: skip
+    _migrate_first(settings.database.url, settings.database.busy_timeout_ms)
     announcements: list[str] = []
 
     def announce(text: str) -> None:
@@ -89,3 +90,19 @@ def serve(config_path: Path | None) -> None:
     asyncio.run(run())
     if not server.started:
         fail(f"could not start on {settings.server.listen}; is another process using that port? (see the log above)")
+
+
+def _migrate_first(url: str, busy_timeout_ms: int) -> None:
+    """Bring the schema up to date before serving (under the migration lock on PostgreSQL, so replicas starting
+    together take turns), or exit 1 saying what to do: a database a newer TeleOps migrated is refused
+    (SchemaTooNew), an unreachable one too. The app's own start then finds nothing to migrate."""
+    from teleops.store.database import Database
+
+    async def run() -> None:
+        database = Database(url, busy_timeout_ms=busy_timeout_ms)
+        try:
+            await database.migrate()
+        finally:
+            await database.close()
+
+    run_async(run)
