@@ -13,6 +13,7 @@ again within the issue's bound.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -128,6 +129,23 @@ def _start_standby(primary: PostgresServer, workdir: Path) -> Standby:
     return Standby(port=port, data=data, process=process)
 
 
+def _kill_cluster(postmaster: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the postmaster we started and its children (backends, WAL sender), by PID, all at once."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster.pid:
+            children.append(int(stat.parent.name))
+    postmaster.send_signal(signal.SIGKILL)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    postmaster.wait(10)
+
+
 @dataclass
 class Sender:
     """Sends distinct alerts round-robin to the replicas from `workers` threads, so several requests are in flight
@@ -237,8 +255,8 @@ def test_a_promoted_standby_keeps_every_acknowledged_alert_and_the_replicas_reco
             sender.start()
             wait_until(lambda: len(sender.acknowledged) >= 200, what="200 alerts acknowledged before the switch")
             before = len(sender.acknowledged)
-            primary.process.send_signal(signal.SIGKILL)  # the primary's machine dies
-            primary.process.wait(10)
+            _kill_cluster(primary.process)  # the primary's machine dies: the postmaster and every backend at once
+
             killed_at = time.monotonic()
             promote = [str(PG_BIN / "pg_ctl"), "promote", "-w", "-D", str(standby.data)]
             owner = Owner.find()
