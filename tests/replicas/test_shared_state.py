@@ -4,7 +4,8 @@ Driven over HTTP as an attacker would try, with one cookie jar for both replicas
 port, as behind a load balancer): a session started on A works on B and a logout on B ends it on A; the password
 step on A and the code step on B make one sign-in; a TOTP code used on one is refused on the other; wrong passwords
 spread over both lock the name on both, and the login throttle counts tries on both; an elevation granted on A
-lets a command run on B without another code. Then the schema version check: a replica refuses a database a newer
+lets a command run on B without another code; a Duo push waiting through A refuses a second one through B, and its
+approval elevates the person on B. Then the schema version check: a replica refuses a database a newer
 TeleOps migrated (exit 1 and the message), a running one reports it on /readyz, and replicas starting together on an
 empty database take turns migrating it.
 
@@ -18,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ import pytest
 import yaml
 
 from teleops.store.database import newest_revision
+from tests.fakes.duo import Answer, FakeDuo
 from tests.integration.servers import (
     PostgresServer,
     TeleopsServer,
@@ -227,6 +230,82 @@ def test_an_elevation_granted_on_one_replica_lets_a_command_run_on_the_other(
         assert ran.status_code == 202, f"B did not count A's elevation: {ran.status_code} {ran.text}"
     finally:
         stop_process(agent)
+
+
+def test_one_duo_push_at_a_time_and_its_approval_count_on_every_replica(
+    pair_of: Callable[..., Pair], tmp_path: Path
+) -> None:
+    fake = FakeDuo(default=Answer.WAIT)
+    fake.start()
+    try:
+        config = {
+            "users": [*PAIR_CONFIG["users"], {"name": "dora", "role": "operator", "twofactor": "duo"}],
+            "twofactor": {
+                "duo": {
+                    "ikey": fake.ikey,
+                    "skey": fake.skey,
+                    "api_host": fake.api_host,
+                    "timeout": "2s",
+                    "push_timeout": "30s",
+                    "ca_certs": str(fake.ca_certs),
+                }
+            },
+            "policy": {
+                "roles": {
+                    "admin": [{"hosts": ["*"], "commands": ["*"], "require_2fa": False}],
+                    "operator": [{"hosts": ["web-*"], "commands": ["echo *"], "require_2fa": True}],
+                }
+            },
+        }
+        pair = pair_of(config)
+        agents = [
+            start_agent(pair.a, "web-1", tmp_path / "web-1", allow=("echo *",)),
+            start_agent(pair.b, "web-2", tmp_path / "web-2", allow=("echo *",)),
+        ]
+        try:
+            wait_until(lambda: agent_online(pair.a, "web-1", agents[0]), what="web-1 on replica A")
+            wait_until(lambda: agent_online(pair.b, "web-2", agents[1]), what="web-2 on replica B")
+            dora = {"Authorization": f"Bearer {pair.a.create_token('api', 'dora-cli', '--user', 'dora')}"}
+            first: list[httpx.Response] = []
+            waiting = threading.Thread(
+                target=lambda: first.append(
+                    httpx.post(
+                        f"{pair.a.url}/api/v1/commands",
+                        json={"host": "web-1", "command": "echo first"},
+                        headers=dora,
+                        timeout=60,
+                    )
+                )
+            )
+            waiting.start()
+            wait_until(lambda: len(fake.pushes()) == 1, what="the push for the command on A")
+            # The same person, through B, while that push waits: refused, and no second push (T20).
+            busy = httpx.post(
+                f"{pair.b.url}/api/v1/commands",
+                json={"host": "web-2", "command": "echo second"},
+                headers=dora,
+                timeout=30,
+            )
+            assert busy.status_code == 403, busy.text
+            assert "already waiting on your phone for `echo first` on web-1" in busy.json()["detail"]
+            assert len(fake.pushes()) == 1
+            assert fake.resolve("dora", Answer.APPROVE) == 1
+            waiting.join(timeout=60)
+            assert first[0].status_code == 202, first[0].text
+            # The approval on A elevates dora on B: the next command there runs without a push.
+            third = httpx.post(
+                f"{pair.b.url}/api/v1/commands",
+                json={"host": "web-2", "command": "echo third"},
+                headers=dora,
+                timeout=30,
+            )
+            assert third.status_code == 202, third.text
+            assert len(fake.pushes()) == 1
+        finally:
+            for agent in agents:
+                stop_process(agent)
+    finally:
+        fake.stop()
 
 
 # --- the schema version check ---------------------------------------------------------------------------------

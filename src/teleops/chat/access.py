@@ -145,7 +145,7 @@ class AccessDialog:
     async def _ask_push(self, event: InboundEvent, request: CommandRequest, needs: NeedsCode) -> None:
         assert self.duo is not None
         try:
-            push = self.duo.reserve(request.requester, command=needs.shown, host=needs.agent)
+            push = await self.duo.reserve(request.requester, command=needs.shown, host=needs.agent)
         except PushAlreadyPending as refused:
             await self._replies.say(event, f"Command refused: {refused}.", request.incident_id)
             return
