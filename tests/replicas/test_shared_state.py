@@ -308,6 +308,35 @@ def test_one_duo_push_at_a_time_and_its_approval_count_on_every_replica(
         fake.stop()
 
 
+def test_a_replica_without_the_others_key_files_refuses_to_start_saying_what_to_copy(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    url = postgres_server.create_database()
+    first = start_teleops(tmp_path / "a", database_url=url)
+    stop_process(first.process)
+    assert {name for name in SHARED_KEY_FILES if (first.data_dir / name).is_file()} == set(SHARED_KEY_FILES)
+    config = yaml.safe_load(first.config_path.read_text())
+    second = tmp_path / "b"
+    (second / "data").mkdir(parents=True, mode=0o700)
+    config["data_dir"] = str(second / "data")
+    (second / "teleops.yaml").write_text(yaml.safe_dump(config))
+
+    missing = _serve(second / "teleops.yaml", first.env)
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "argv.key is missing, but the other replicas on this database have one" in missing.stderr
+    assert not (second / "data" / "argv.key").exists()  # it made no key of its own
+
+    (second / "data" / "argv.key").write_text("ab" * 32 + "\n")  # a key, but not theirs
+    shutil.copy2(first.data_dir / "twofactor.key", second / "data" / "twofactor.key")
+    different = _serve(second / "teleops.yaml", first.env)
+    assert different.returncode == 1, different.stdout + different.stderr
+    assert "argv.key is not the argv.key the other replicas on this database use" in different.stderr
+
+    shutil.copy2(first.data_dir / "argv.key", second / "data" / "argv.key")
+    agreed = start_teleops(second, database_url=url, config={"data_dir": str(second / "data")})
+    stop_process(agreed.process)
+
+
 # --- the schema version check ---------------------------------------------------------------------------------
 
 
