@@ -19,13 +19,14 @@ import pytest
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram, free_port
 from tests.live_controller import LiveController, live_controller
-from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, eventually
+from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, alert_body, eventually
 from tests.settings import settings_with
 
 from teleops.chat.access import CODE_PROMPT
 from teleops.config import Settings
 from teleops.domain.command import CommandRecord
 from teleops.store.commands import list_commands
+from teleops.store.tokens import TokenKind
 
 FINISHED = {"succeeded", "failed", "timed_out", "killed", "denied", "lost"}
 
@@ -187,3 +188,34 @@ async def test_rest_answers_403_until_the_request_carries_a_fresh_code(live: Liv
     assert ok.status_code == 202, ok.text
     [run] = await finished(live, 1)
     assert run.output == "via-api\n"
+
+
+async def test_a_reply_to_the_prompt_is_a_code_where_the_prompt_is_not_remembered(
+    settings: Settings, clock: FakeClock, fake_telegram: FakeTelegram
+) -> None:
+    """Another replica, or this one after a restart, gets the reply to a code prompt about an incident's command: it
+    is judged as a code (and elevates), never run as a command on the incident's host."""
+    fake = fake_telegram
+    async with live_controller(settings, clock) as first:
+        totp = await enroll(first)
+        token = await first.services.tokens.create(TokenKind.INGEST, "alertmanager", now=clock())
+        posted = await first.client.post(
+            "/api/v1/alerts/alertmanager",
+            content=alert_body(instance="web-1:9100"),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert posted.status_code == 200, posted.text
+        await said(fake, "DiskFull")
+        incident = next(m for m in fake.chat_messages(ALERT_CHAT) if "DiskFull" in m.text)
+        fake.push_update(fake.message_update(ALERT_CHAT, ALICE_ID, "echo from-incident", reply_to=incident.message_id))
+        await said(fake, CODE_PROMPT)
+        prompt = next(m for m in fake.chat_messages(ALERT_CHAT) if CODE_PROMPT in m.text)
+    async with live_controller(settings, clock, user="admin") as second:  # the waiting command is forgotten
+        before = len(texts(fake))
+        code = totp.at(clock())
+        fake.push_update(fake.message_update(ALERT_CHAT, ALICE_ID, code, reply_to=prompt.message_id))
+        assert "commands needing 2FA run without a new code" in await said(fake, "ode accepted", after=before)
+        assert await list_commands(second.services.db) == []  # the code was not run as a command
+        fake.push_update(fake.message_update(ALERT_CHAT, ALICE_ID, "echo from-incident", reply_to=incident.message_id))
+        [run] = await finished(second, 1)  # elevated: sent again, it runs without another prompt
+        assert (run.argv, run.status) == (["echo", "from-incident"], "succeeded")

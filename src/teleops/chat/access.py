@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -41,6 +41,15 @@ __all__ = ["CODE_PROMPT", "AccessDialog", "CommandStarter", "approval_button"]
 log = structlog.get_logger(__name__)
 
 CODE_PROMPT = "Command needs a one-time code: reply to this message with the 6-digit code or send /otp CODE"
+
+
+def _is_code_prompt(payload: Mapping[str, Any]) -> bool:
+    """Whether an outbox row's payload is a code prompt (its message's body starts with CODE_PROMPT)."""
+    message = payload.get("message")
+    body = message.get("body") if isinstance(message, Mapping) else None
+    return isinstance(body, str) and body.startswith(CODE_PROMPT)
+
+
 _VOTE_BUTTON = re.compile(r"^(apv|dny):(\d{1,12}):([0-9a-f]{8,64})$")
 
 
@@ -144,7 +153,7 @@ class AccessDialog:
     async def _ask_push(self, event: InboundEvent, request: CommandRequest, needs: NeedsCode) -> None:
         assert self.duo is not None
         try:
-            push = self.duo.reserve(request.requester, command=needs.shown, host=needs.agent)
+            push = await self.duo.reserve(request.requester, command=needs.shown, host=needs.agent)
         except PushAlreadyPending as refused:
             await self._replies.say(event, f"Command refused: {refused}.", request.incident_id)
             return
@@ -189,11 +198,15 @@ class AccessDialog:
         return agent.name == needs.agent and tuple(argv) == needs.argv
 
     async def answers_prompt(self, event: InboundEvent) -> bool:
-        """True when `event` is a reply to one of our code prompts (then it is a code, never a command)."""
+        """True when `event` is a reply to one of our code prompts (then it is a code, never a command).
+
+        Known from the prompt's own outbox row, not only from this process's memory: the reply may reach another
+        replica (a webhook behind a load balancer) or this one after a restart, and a prompt about an incident's
+        command must not have its code run as a command on that incident's host there."""
         if event.reply_to is None:
             return False
         row = await self._outbox.find_message(event.platform, event.chat_id, event.reply_to)
-        return row is not None and self.pending.is_prompt(row.id)
+        return row is not None and (self.pending.is_prompt(row.id) or _is_code_prompt(row.payload))
 
     async def otp(self, event: InboundEvent, user: str, role: str, code: str) -> None:
         """`/otp CODE` or a reply to the prompt: continue the person's waiting command, or just elevate them."""

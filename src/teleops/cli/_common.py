@@ -60,12 +60,15 @@ def fail(message: str) -> None:
 
 
 def run_async(factory: Callable[[], Awaitable[T]]) -> T:
-    from teleops.store.database import StorageUnavailable
+    from teleops.store.database import SchemaTooNew, StorageUnavailable
 
     try:
         return asyncio.run(factory())  # type: ignore[arg-type]
     except StorageUnavailable as exc:
         fail(f"database unavailable: {exc}. Check database.url and that the server is up.")
+        raise AssertionError("unreachable") from exc
+    except SchemaTooNew as exc:
+        fail(f"refusing to run: {exc}.")
         raise AssertionError("unreachable") from exc
 
 

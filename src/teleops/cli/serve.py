@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from teleops.cli._common import config_option, db_kind, fail, require_packages, settings_from
+from teleops.cli._common import config_option, db_kind, fail, require_packages, run_async, settings_from
+from teleops.config import Settings
 from teleops.logs import configure_logging
 
 
@@ -40,6 +43,7 @@ def serve(config_path: Path | None) -> None:
                 "data_file.readable", path=str(finding.path), mode=oct(finding.mode),
                 hint="another user owns it; make it 0600 (chmod go= FILE) or move it away",
             )  # fmt: skip
+    _prepare_database(settings)
     announcements: list[str] = []
 
     def announce(text: str) -> None:
@@ -89,3 +93,42 @@ def serve(config_path: Path | None) -> None:
     asyncio.run(run())
     if not server.started:
         fail(f"could not start on {settings.server.listen}; is another process using that port? (see the log above)")
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Bring the schema up to date before serving (under the migration lock on PostgreSQL, so replicas starting
+    together take turns), and on PostgreSQL make sure this replica holds the same key files as the others; or exit
+    1 saying what to do: a database a newer TeleOps migrated is refused (SchemaTooNew), an unreachable one, and a
+    missing or different key file (KeyFileDisagrees). The app's own start then finds nothing to migrate."""
+    from teleops.store.database import Database
+    from teleops.store.sealed_argv import KEY_FILE as ARGV_KEY_FILE
+    from teleops.store.sealed_argv import ArgvVault
+    from teleops.store.server_keys import KeyFileDisagrees, agree_on_key_file
+    from teleops.store.twofactor import TwoFactorStore
+
+    async def run() -> None:
+        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await database.migrate()
+            if database.is_sqlite:
+                return  # one process: nothing to agree with
+            now = datetime.now(UTC)
+            twofactor = TwoFactorStore(database, settings.data_dir)
+
+            def make_argv_key() -> None:
+                ArgvVault.open(settings.data_dir, settings.redaction_rules())
+
+            shared: list[tuple[Path, Callable[[], None]]] = [
+                (settings.data_dir / ARGV_KEY_FILE, make_argv_key),
+                (twofactor.key_path, twofactor.ensure_key),
+            ]
+            for path, create in shared:
+                if not await agree_on_key_file(database, path, now=now):
+                    create()  # the first replica: make it now, so the others are started with a copy
+                    await agree_on_key_file(database, path, now=now)
+        except KeyFileDisagrees as exc:
+            fail(f"refusing to start: {exc}.")
+        finally:
+            await database.close()
+
+    run_async(run)

@@ -13,8 +13,10 @@ Blocking duo_client calls run in worker threads; the event loop never waits on D
 person is waiting at a time (T20: a second request is refused, so nobody can be pushed into tapping
 "approve"). **Fail closed** (T21, F15): Duo unreachable, slow, a 5xx, a refused signature, or any answer we
 do not understand refuses the command with "MFA provider unreachable — not executed" and audits
-`mfa_unavailable`. An approved push elevates the person like an accepted TOTP code (`elevation`); the
-elevation and the waiting pushes live in this process's memory (after a restart the person is asked again).
+`mfa_unavailable`. An approved push elevates the person like an accepted TOTP code (`elevation`). The waiting
+push and the elevation are rows every replica shares (store/duo_pushes.py): a second command through another
+replica while a push waits is refused like one through this replica, and an approval on one replica elevates the
+person on all of them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import structlog
 
 from teleops.store.audit import AuditUnavailable, record
 from teleops.store.database import Database, StorageUnavailable
+from teleops.store.duo_pushes import DuoPushStore, WaitingPush
 
 __all__ = [
     "UNREACHABLE",
@@ -110,6 +113,10 @@ class PendingPush:
     started_at: datetime
 
 
+def _waiting(pending: PendingPush) -> WaitingPush:
+    return WaitingPush(pending.user, pending.command, pending.host, pending.started_at)
+
+
 def pushinfo(*, command: str, host: str, requester: str) -> str:
     """What the phone shows with the push: form-urlencoded key/value pairs (Duo's `pushinfo` format)."""
     if len(command) > _PUSHINFO_COMMAND_MAX:
@@ -141,38 +148,40 @@ class DuoPushes:
         self._db = db
         self._clock = clock
         self._uses_duo = uses_duo
-        self._waiting: dict[str, PendingPush] = {}
-        self._elevated_until: dict[str, datetime] = {}
-        self._grants: set[str] = set()  # one command each, even with a 0 s elevation window
+        self._state = DuoPushStore(db)
 
     def applies_to(self, user: str) -> bool:
         """True when `user` steps up with Duo push (their `users[].twofactor`, else `twofactor.method`)."""
         return self._uses_duo(user)
 
-    def elevated(self, user: str, *, now: datetime) -> bool:
-        """True while an approved push covers commands needing 2FA (the elevation window, or once right after)."""
-        until = self._elevated_until.get(user)
-        if until is not None and now < until:
-            return True
-        if user in self._grants:
-            self._grants.discard(user)
-            return True
-        return False
+    @property
+    def slot_hold(self) -> timedelta:
+        """How long a push slot stays taken at most: longer than a push can take (preauth, auth, then polling up
+        to `push_timeout` with a long-poll of its own), so only a replica that died mid-push leaves it that long."""
+        config = self.config
+        return timedelta(seconds=2 * config.push_timeout_s + 3 * (config.timeout_s + 5) + 15)
 
-    def waiting(self, user: str) -> PendingPush | None:
-        return self._waiting.get(user)
+    async def elevated(self, user: str, *, now: datetime) -> bool:
+        """True while an approved push covers commands needing 2FA (the elevation window, or once right after).
+        Raises StorageUnavailable (no elevation without the database)."""
+        return await self._state.elevated(user, now=now)
 
-    def reserve(self, user: str, *, command: str, host: str) -> PendingPush:
-        """Claim the person's one push slot. Raises PushAlreadyPending (with the message for them) when taken."""
-        current = self._waiting.get(user)
-        if current is not None:
+    async def waiting(self, user: str) -> PendingPush | None:
+        """The push waiting on `user`'s phone, through whichever replica. Raises StorageUnavailable."""
+        found = await self._state.waiting(user, now=self._clock())
+        return None if found is None else PendingPush(found.user, found.command, found.host, found.started_at)
+
+    async def reserve(self, user: str, *, command: str, host: str) -> PendingPush:
+        """Claim the person's one push slot, shared by every replica. Raises PushAlreadyPending (with the message
+        for them) when taken, StorageUnavailable when the database does not answer (then nothing is pushed)."""
+        now = self._clock()
+        holder, won = await self._state.take_slot(user, command=command, host=host, now=now, until=now + self.slot_hold)
+        if not won:
             raise PushAlreadyPending(
-                f"a Duo push is already waiting on your phone for `{current.command}` on {current.host}; approve or "
+                f"a Duo push is already waiting on your phone for `{holder.command}` on {holder.host}; approve or "
                 "deny it first, then send this command again"
             )
-        pending = PendingPush(user=user, command=command, host=host, started_at=self._clock())
-        self._waiting[user] = pending
-        return pending
+        return PendingPush(user=user, command=command, host=host, started_at=holder.started_at)
 
     async def push(self, pending: PendingPush, *, via: str) -> PushResult:
         """Ask `pending.user` on their phone; frees their push slot when done. Never raises for Duo trouble: an
@@ -180,8 +189,10 @@ class DuoPushes:
         try:
             result = await self._ask(pending)
         finally:
-            if self._waiting.get(pending.user) is pending:
-                del self._waiting[pending.user]
+            try:
+                await self._state.release(_waiting(pending))
+            except StorageUnavailable as exc:  # the slot frees itself at its hold time
+                log.warning("duo.slot_not_released", user=pending.user, error=str(exc))
         return await self._settle(pending, result, via=via)
 
     async def _ask(self, pending: PendingPush) -> PushResult | _Unreachable:
@@ -277,8 +288,11 @@ class DuoPushes:
             # No audit, no elevation: the approval cannot be recorded, so it does not count.
             log.error("duo.audit_failed", user=user, error=str(exc))
             return PushResult(PushOutcome.UNAVAILABLE, "not executed: audit unavailable; try again later")
-        self._elevated_until[user] = now + self.config.elevation
-        self._grants.add(user)
+        try:
+            await self._state.elevate(user, until=now + self.config.elevation)
+        except StorageUnavailable as exc:
+            log.error("duo.elevation_not_stored", user=user, error=str(exc))
+            return PushResult(PushOutcome.UNAVAILABLE, "not executed: the database is unavailable; try again later")
         return result
 
     async def _audit(self, now: datetime, user: str, action: str, data: Mapping[str, Any]) -> None:

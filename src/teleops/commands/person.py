@@ -96,7 +96,7 @@ async def submit_for_person(
     if not isinstance(outcome, NeedsCode) or code is not None or duo is None or not duo.applies_to(request.requester):
         return outcome
     try:
-        push = duo.reserve(request.requester, command=request.command, host=outcome.agent)
+        push = await duo.reserve(request.requester, command=request.command, host=outcome.agent)
     except PushAlreadyPending as refused:
         return PushRefused(f"command refused: {refused}")
     result = await duo.push(push, via=via)

@@ -10,7 +10,10 @@ Two pieces the live callers share:
   to the prompt continues exactly that command; a changed or expired one is not run.
 
 Pending step-ups are held in this process's memory: after a restart (or on another replica) the person sends
-the command again, which asks for a code again. Nothing runs by mistake; at worst they are asked twice.
+the command again, which asks for a code again. Nothing runs by mistake; at worst they are asked twice. With
+several replicas one replica reads each chat (Telegram polling and Slack Socket Mode are singletons), so a code
+normally reaches the replica that asked (docs/replicas.md). The code's verdict and the elevation it gives are in
+the database (store/twofactor.py), shared by every replica.
 """
 
 from __future__ import annotations
@@ -50,9 +53,9 @@ class StepUpStore(Protocol):
 
 
 class PushElevation(Protocol):
-    """Elevation by an approved Duo push (commands/duo.py's DuoPushes implements it)."""
+    """Elevation by an approved Duo push (commands/duo.py's DuoPushes implements it, in the database)."""
 
-    def elevated(self, user: str, *, now: datetime) -> bool: ...
+    async def elevated(self, user: str, *, now: datetime) -> bool: ...
 
 
 class CodeGate:
@@ -74,7 +77,7 @@ class CodeGate:
         return self._code is not None
 
     async def elevated(self, user: str, *, now: datetime) -> bool:
-        if self._push is not None and self._push.elevated(user, now=now):
+        if self._push is not None and await self._push.elevated(user, now=now):
             return True
         if await self._store.elevated(user, now=now):
             return True

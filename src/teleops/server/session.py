@@ -8,7 +8,8 @@ A good signature is not enough (issue #18: a cookie used to outlive its logout).
 not revoked, was seen within `server.session_idle` (30m), started within `server.session_lifetime` (12h), and its
 user still has the role they logged in with. Logout revokes the row; a password change or a role change revokes
 all of the user's rows in the same transaction. The state is in the database, not in process memory, and nothing
-is cached, so every replica refuses a revoked cookie on its very next request.
+is cached, so every replica refuses a revoked cookie on its very next request. The signing key is a database row
+too (store/server_keys.py), so a cookie or CSRF token issued by one replica is good on every other.
 
 Why a row per session rather than a per-user "epoch" in the cookie: logout must end *this* session and not the
 user's other browsers, idle expiry needs a last-seen time per session anyway, and rows show who is logged in.
@@ -27,7 +28,6 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,7 +47,6 @@ __all__ = [
     "SESSION_COOKIE",
     "SESSION_IDLE",
     "SESSION_TTL",
-    "LoginThrottle",
     "Session",
     "SessionSigner",
     "WebSessions",
@@ -131,53 +130,12 @@ class SessionSigner:
         return bool(nonce) and bool(token) and hmac.compare_digest(str(token), self.login_csrf_token(str(nonce)))
 
 
-class LoginThrottle:
-    """At most `limit` failed logins per (user, client address) in a sliding `window`.
-
-    Kept in memory: each replica counts on its own, and a restart forgets (an attacker gains one window).
-    """
-
-    def __init__(self, *, limit: int = 10, window: timedelta = timedelta(minutes=1), max_keys: int = 10_000) -> None:
-        self.limit = limit
-        self.window = window
-        self._max_keys = max_keys
-        self._failures: dict[tuple[str, str], deque[datetime]] = {}
-
-    def retry_after(self, user: str, address: str, *, now: datetime) -> int | None:
-        """Seconds until this pair may try again, or None when it may try now."""
-        failures = self._recent(user, address, now)
-        if len(failures) < self.limit:
-            return None
-        return max(1, int((failures[0] + self.window - now).total_seconds()) + 1)
-
-    def failed(self, user: str, address: str, *, now: datetime) -> None:
-        if len(self._failures) >= self._max_keys:
-            self._forget_stale(now)
-        self._recent(user, address, now).append(now)
-
-    def succeeded(self, user: str, address: str) -> None:
-        self._failures.pop((user.lower(), address), None)
-
-    def _recent(self, user: str, address: str, now: datetime) -> deque[datetime]:
-        failures = self._failures.setdefault((user.lower(), address), deque())
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        return failures
-
-    def _forget_stale(self, now: datetime) -> None:
-        for key in [k for k, v in self._failures.items() if not v or v[-1] <= now - self.window]:
-            del self._failures[key]
-        if len(self._failures) >= self._max_keys:  # still full of live entries: drop the oldest half
-            for key in list(self._failures)[: self._max_keys // 2]:
-                del self._failures[key]
-
-
 @dataclass(slots=True)
 class WebSessions:
-    """What the web UI needs per process: the signer (key from the database), the session rows, the throttle."""
+    """What the web UI needs per process: the signer (key from the database) and the session rows. Nothing in it
+    is this process's own state: every replica builds the same from the database."""
 
     signer: SessionSigner
-    throttle: LoginThrottle
     secure_cookies: bool
     store: WebSessionStore
     idle: timedelta = SESSION_IDLE
@@ -250,11 +208,10 @@ async def web_sessions(connection: HTTPConnection) -> WebSessions:
     services: Services = state.services
     server = services.settings.server
     # Two first requests racing here both read the same key (server_key is create-once); the later
-    # assignment wins and nothing is lost but an empty throttle.
+    # assignment wins and nothing is lost.
     key = await server_key(services.db, _KEY_NAME, now=services.clock())
     created = WebSessions(
         signer=SessionSigner(key, ttl=server.session_lifetime.timedelta),
-        throttle=LoginThrottle(),
         secure_cookies=server.base_url().startswith("https://"),
         store=WebSessionStore(services.db),
         idle=server.session_idle.timedelta,

@@ -10,8 +10,10 @@ Between the password and the code there is no session yet: the browser holds a *
 a ticket cannot be replayed from another browser. Nothing about it is stored.
 
 Failed passwords also count: `lockout_after` of them in a row lock the user's web sign-in for
-`twofactor.web_lockout` (default 15m). That count is kept in this process's memory (per replica; a restart
-forgets it), unlike the 2FA lock, which is in the database and lasts until an admin unlocks it.
+`twofactor.web_lockout` (default 15m), and at most 10 a minute per (user, address) are tried at all. Both counts
+are in the database (store/signin_guard.py), so every replica sees the same ones and a restart forgets none; the
+2FA lock is there too and lasts until an admin unlocks it. The ticket key is a database row (store/server_keys.py),
+so the code step may land on another replica than the password step.
 
 Who must enrol (`twofactor.web_signin`): `enrolled` asks a code only of those who enrolled; the default,
 `required_for_commands`, also makes people enrol before anything else when their role has an allow rule that
@@ -26,7 +28,7 @@ import binascii
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from starlette.requests import HTTPConnection
@@ -35,8 +37,9 @@ from teleops.commands.authorize import current_policy
 from teleops.domain.policy import Effect, Policy
 from teleops.server.services import Services
 from teleops.store.server_keys import server_key
+from teleops.store.signin_guard import SignInGuard
 
-__all__ = ["TICKET_TTL", "SignInLockout", "SignInTickets", "WebSignIn", "enrolment_required", "web_signin"]
+__all__ = ["TICKET_TTL", "SignInTickets", "WebSignIn", "enrolment_required", "web_signin"]
 
 TICKET_TTL = timedelta(minutes=5)
 _KEY_NAME = "web-signin-v1"
@@ -77,43 +80,9 @@ class SignInTickets:
 
 
 @dataclass(slots=True)
-class SignInLockout:
-    """`limit` failed passwords in a row lock a user name's web sign-in for `duration` (in memory)."""
-
-    limit: int
-    duration: timedelta
-    max_users: int = 10_000
-    _failures: dict[str, int] = field(default_factory=dict)
-    _until: dict[str, datetime] = field(default_factory=dict)
-
-    def locked_until(self, user: str, *, now: datetime) -> datetime | None:
-        until = self._until.get(user.lower())
-        if until is None or until <= now:
-            self._until.pop(user.lower(), None)
-            return None
-        return until
-
-    def failed(self, user: str, *, now: datetime) -> datetime | None:
-        """Count one failure; the time the lock ends when this failure locked the user, else None."""
-        key = user.lower()
-        if len(self._failures) >= self.max_users and key not in self._failures:
-            self._failures.clear()  # a flood of made-up names: forget counts rather than grow without bound
-        count = self._failures.get(key, 0) + 1
-        if count < self.limit:
-            self._failures[key] = count
-            return None
-        self._failures.pop(key, None)
-        self._until[key] = until = now + self.duration
-        return until
-
-    def succeeded(self, user: str) -> None:
-        self._failures.pop(user.lower(), None)
-
-
-@dataclass(slots=True)
 class WebSignIn:
     tickets: SignInTickets
-    lockout: SignInLockout
+    guard: SignInGuard  # the throttle and the lockout, counted in the database (store/signin_guard.py)
 
 
 async def web_signin(connection: HTTPConnection) -> WebSignIn:
@@ -130,7 +99,7 @@ async def web_signin(connection: HTTPConnection) -> WebSignIn:
     key = await server_key(services.db, _KEY_NAME, now=services.clock())
     created = WebSignIn(
         SignInTickets(key),
-        SignInLockout(twofactor.lockout_after, twofactor.web_lockout.timedelta),
+        SignInGuard(services.db, lockout_after=twofactor.lockout_after, lockout_for=twofactor.web_lockout.timedelta),
     )
     existing = getattr(state, "web_signin", None)
     if existing is None:

@@ -58,7 +58,9 @@ from sqlalchemy.types import TypeDecorator
 from teleops.store import approvals as _approvals  # noqa: F401
 from teleops.store import audit as _audit  # noqa: F401
 from teleops.store import calendar_feeds as _calendar_feeds  # noqa: F401
+from teleops.store import duo_pushes as _duo_pushes  # noqa: F401
 from teleops.store import oncall_overrides as _oncall_overrides  # noqa: F401
+from teleops.store import signin_guard as _signin_guard  # noqa: F401
 from teleops.store import twofactor as _twofactor  # noqa: F401
 from teleops.store.database import Database
 from teleops.store.schema import metadata

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import socket
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event, make_url, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,7 +27,17 @@ from teleops.store.committer import Commit, PipelinedCommitter, resolve
 if TYPE_CHECKING:
     from teleops.store.sealed_argv import ArgvVault
 
-__all__ = ["Commit", "Database", "NotDurable", "StorageUnavailable", "Transaction"]
+__all__ = [
+    "MIGRATION_LOCK",
+    "Commit",
+    "Database",
+    "NotDurable",
+    "SchemaTooNew",
+    "StorageUnavailable",
+    "Transaction",
+    "known_revisions",
+    "newest_revision",
+]
 
 # The connection of an open transaction, as other packages name it in type hints: they pass it to store
 # functions and never use it themselves (only `store` speaks SQL).
@@ -37,9 +49,28 @@ log = structlog.get_logger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
+# The PostgreSQL advisory lock (two-key form: TeleOps' namespace, then 1 for "migrations") that `migrate` holds for
+# its transaction, so replicas starting at once migrate one after the other: the first applies the migrations, the
+# next find the schema current. The two-key space does not meet the one-key (bigint) locks of the singletons.
+MIGRATION_LOCK = (0x7E1E0, 1)
+
 
 class StorageUnavailable(Exception):
     """The database could not take the write (locked, full, gone). Callers answer 503 and retry later."""
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer TeleOps (its revision is not among this version's migrations), so this
+    version must not run on it or migrate it: it would read columns it does not know the rules of."""
+
+    def __init__(self, found: str, newest: str) -> None:
+        super().__init__(
+            f"the database schema is at revision {found}, which this TeleOps does not know (its newest is {newest}): "
+            "a newer TeleOps has migrated it. Upgrade this replica to the version the others run (docs/replicas.md, "
+            '"Rolling upgrades"); nothing was changed'
+        )
+        self.found = found
+        self.newest = newest
 
 
 class NotDurable(StorageUnavailable):
@@ -215,9 +246,22 @@ class Database:
             return fn(conn, *args)
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
+        """Bring the schema to the newest migration (idempotent). On PostgreSQL under MIGRATION_LOCK, so replicas
+        starting together never migrate at once. Raises SchemaTooNew, changing nothing, when a newer TeleOps has
+        migrated the database already."""
         async with self.engine.begin() as conn:
             await conn.run_sync(_upgrade)
+
+    async def newer_schema(self) -> str | None:
+        """The database's revision when a newer TeleOps has migrated it since (not one of this version's), else
+        None. For running replicas during a rolling upgrade (/readyz). Raises StorageUnavailable."""
+        try:
+            async with self.engine.connect() as conn:
+                found = await conn.run_sync(_revisions)
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StorageUnavailable(_short(exc)) from exc
+        unknown = sorted(set(found) - known_revisions())
+        return unknown[0] if unknown else None
 
     async def ping(self) -> None:
         """Raises StorageUnavailable when the database does not answer."""
@@ -329,8 +373,42 @@ def _sqlite_pragmas(busy_timeout_ms: int, *, synchronous: str = "FULL", autochec
     return on_connect
 
 
-def _upgrade(connection: Connection) -> None:
+def _alembic_config() -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every migration revision this version of TeleOps ships."""
+    return frozenset(script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions())
+
+
+@functools.cache
+def newest_revision() -> str:
+    """The head of this version's migrations: what `migrate` brings a database to."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "the migrations directory has no head"
+    return head
+
+
+def _revisions(connection: Connection) -> list[str]:
+    """The revisions the database is stamped with (none before its first migration)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return []
+    return [str(v) for v in connection.execute(text("SELECT version_num FROM alembic_version")).scalars()]
+
+
+def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Held until this transaction ends: a replica starting meanwhile waits here, then finds nothing to do.
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": MIGRATION_LOCK[0], "b": MIGRATION_LOCK[1]}
+        )
+    unknown = sorted(set(_revisions(connection)) - known_revisions())
+    if unknown:
+        raise SchemaTooNew(unknown[0], newest_revision())
+    config = _alembic_config()
     config.attributes["connection"] = connection
     alembic_command.upgrade(config, "head")

@@ -1,7 +1,8 @@
 """TOTP step-up state per person: the secret (encrypted), last accepted step, failures, lock, elevation.
 
 Secrets are encrypted with Fernet under `<data_dir>/twofactor.key` (created 0600 on first enrolment), so a
-database dump alone does not give the codes away. Several replicas must share that key file.
+database dump alone does not give the codes away. Several replicas must share that key file: on PostgreSQL
+`teleops serve` creates it at start and checks it against the other replicas' (store/server_keys.py).
 Every verification, enrolment and unlock appends to the audit log in the same transaction as the state change.
 """
 
@@ -91,6 +92,15 @@ class TwoFactorStore:
         self._db = db
         self._key_path = data_dir / KEY_FILE
         self.rules = rules or StepUpRules()
+
+    @property
+    def key_path(self) -> Path:
+        return self._key_path
+
+    def ensure_key(self) -> None:
+        """Create the key file now if it is missing (0600), as the first enrolment would: with several replicas
+        each is started with the key it must share (docs/replicas.md, "Key files")."""
+        self._fernet(create=True)
 
     def _fernet(self, *, create: bool) -> Fernet:
         try:

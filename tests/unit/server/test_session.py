@@ -1,4 +1,4 @@
-"""Session cookies, CSRF tokens and the login throttle (server/session.py)."""
+"""Session cookies and CSRF tokens (server/session.py); the login throttle is tests/integration/test_signin_guard.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from teleops.server.session import LoginThrottle, SessionSigner
+from teleops.server.session import SessionSigner
 
 NOW = datetime(2026, 11, 25, 3, 12, tzinfo=UTC)
 KEY = b"k" * 32
@@ -96,47 +96,3 @@ def test_login_csrf_token_is_bound_to_its_nonce() -> None:
     assert not signer.check_login_csrf("nonce-2", token)
     assert not signer.check_login_csrf(None, token)
     assert not signer.check_login_csrf("nonce-1", None)
-
-
-def test_throttle_blocks_the_eleventh_try_within_a_minute() -> None:
-    throttle = LoginThrottle(limit=10, window=timedelta(minutes=1))
-    for second in range(10):
-        assert throttle.retry_after("admin", "10.0.0.1", now=NOW + timedelta(seconds=second)) is None
-        throttle.failed("admin", "10.0.0.1", now=NOW + timedelta(seconds=second))
-    wait = throttle.retry_after("admin", "10.0.0.1", now=NOW + timedelta(seconds=10))
-    assert wait is not None
-    assert 50 <= wait <= 51  # the oldest failure (t=0) leaves the window at t=60
-
-
-def test_throttle_lets_the_pair_try_again_when_failures_age_out() -> None:
-    throttle = LoginThrottle(limit=10, window=timedelta(minutes=1))
-    for _ in range(10):
-        throttle.failed("admin", "10.0.0.1", now=NOW)
-    assert throttle.retry_after("admin", "10.0.0.1", now=NOW + timedelta(seconds=59)) is not None
-    assert throttle.retry_after("admin", "10.0.0.1", now=NOW + timedelta(seconds=61)) is None
-
-
-def test_throttle_counts_per_user_and_address() -> None:
-    throttle = LoginThrottle(limit=3)
-    for _ in range(3):
-        throttle.failed("Admin", "10.0.0.1", now=NOW)
-    assert throttle.retry_after("admin", "10.0.0.1", now=NOW) is not None  # user names compare case-blind
-    assert throttle.retry_after("admin", "10.0.0.2", now=NOW) is None
-    assert throttle.retry_after("alice", "10.0.0.1", now=NOW) is None
-
-
-def test_successful_login_clears_the_count() -> None:
-    throttle = LoginThrottle(limit=3)
-    for _ in range(2):
-        throttle.failed("admin", "10.0.0.1", now=NOW)
-    throttle.succeeded("admin", "10.0.0.1")
-    for _ in range(2):
-        throttle.failed("admin", "10.0.0.1", now=NOW)
-    assert throttle.retry_after("admin", "10.0.0.1", now=NOW) is None
-
-
-def test_throttle_memory_is_bounded() -> None:
-    throttle = LoginThrottle(limit=3, max_keys=100)
-    for n in range(1000):
-        throttle.failed(f"user{n}", "10.0.0.1", now=NOW)
-    assert len(throttle._failures) <= 100

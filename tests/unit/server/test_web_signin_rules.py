@@ -1,11 +1,12 @@
-"""The sign-in ticket and the password lockout (server/web_signin.py): pure, with explicit times."""
+"""The sign-in ticket and who must enrol (server/web_signin.py): pure, with explicit times. The password lockout
+is counted in the database: tests/integration/test_signin_guard.py."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from teleops.domain.policy import compile_policy
-from teleops.server.web_signin import SignInLockout, SignInTickets, role_needs_code
+from teleops.server.web_signin import SignInTickets, role_needs_code
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 KEY = b"k" * 32
@@ -22,19 +23,6 @@ def test_a_ticket_names_its_user_only_with_its_own_nonce_and_within_five_minutes
     payload, _, signature = ticket.partition(".")
     assert tickets.check(f"{payload}x.{signature}", "nonce-1", now=NOW) is None
     assert tickets.check("garbage", "nonce-1", now=NOW) is None
-
-
-def test_the_limit_th_failure_in_a_row_locks_for_the_duration_and_a_success_resets_the_row() -> None:
-    lockout = SignInLockout(limit=3, duration=timedelta(minutes=15))
-    assert lockout.failed("Olga", now=NOW) is None
-    lockout.succeeded("olga")  # the row is broken: counting starts again
-    assert lockout.failed("olga", now=NOW) is None
-    assert lockout.failed("olga", now=NOW) is None
-    until = lockout.failed("OLGA", now=NOW)
-    assert until == NOW + timedelta(minutes=15)
-    assert lockout.locked_until("olga", now=NOW + timedelta(minutes=14)) == until
-    assert lockout.locked_until("olga", now=until) is None
-    assert lockout.locked_until("ada", now=NOW) is None
 
 
 def test_roles_whose_rules_ask_for_a_code_must_enrol() -> None:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from teleops.chat.input_watch import InputHealth
 from teleops.server.auth import services_of
-from teleops.store.database import StorageUnavailable
+from teleops.store.database import StorageUnavailable, newest_revision
 from teleops.store.incidents import count_open
 from teleops.store.outbox import waiting_by_platform
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
+log = structlog.get_logger(__name__)
 
 
 @router.get("/healthz")
@@ -35,6 +37,10 @@ async def readyz(request: Request) -> JSONResponse:
     200, because alerts are still taken and sent; only commands and acks from that platform are not arriving.
 
     `self_test` is the last self-test (server/selfwatch): each step's outcome and the dead-man's-switch pings.
+
+    A database a newer TeleOps has migrated since this replica started (a rolling upgrade under way) is a problem
+    too, "degraded" and still 200: migrations stay compatible with the previous version, so this replica keeps
+    working until it is upgraded in its turn (docs/replicas.md, "Rolling upgrades").
     """
     services = services_of(request)
     try:
@@ -45,9 +51,13 @@ async def readyz(request: Request) -> JSONResponse:
     if cannot_write is not None:  # it answers, but alerts and commands would not be stored
         return JSONResponse({"status": "unavailable", "detail": f"storage: {cannot_write}"}, status_code=503)
     body: dict[str, object] = {"status": "ready"}
+    problems: list[str] = []
+    with contextlib.suppress(StorageUnavailable):  # it answered just now; a blip here is not this check's to report
+        if (newer := await services.db.newer_schema()) is not None:
+            problems.append(_newer_schema(request, newer))
     # A platform rejecting our token: alerts are still taken, pages to it fail over to other contact methods.
     rejected = services.chat.health.problems()
-    problems = [f"{platform}: {problem}" for platform, problem in sorted(rejected.items())]
+    problems += [f"{platform}: {problem}" for platform, problem in sorted(rejected.items())]
     if rejected:
         body["delivery"] = {platform: "token rejected" for platform in sorted(rejected)}
     self_watch = getattr(request.app.state, "self_watch", None)
@@ -62,6 +72,18 @@ async def readyz(request: Request) -> JSONResponse:
         body["status"] = "degraded"
         body["problems"] = problems
     return JSONResponse(body)
+
+
+def _newer_schema(request: Request, revision: str) -> str:
+    """The problem line for a schema newer than this replica, logged once per revision found."""
+    problem = (
+        f"schema: the database is at revision {revision}, newer than this replica's {newest_revision()}; "
+        'upgrade this replica (docs/replicas.md, "Rolling upgrades")'
+    )
+    if getattr(request.app.state, "newer_schema_logged", None) != revision:
+        request.app.state.newer_schema_logged = revision
+        log.warning("schema.newer_than_replica", revision=revision, newest=newest_revision())
+    return problem
 
 
 def _input_view(health: InputHealth) -> dict[str, object]:

@@ -105,6 +105,18 @@ def _login_form(
     return response
 
 
+def _storage_refusal(request: Request, sessions: WebSessions, target: str) -> HTMLResponse:
+    """The answer when the sign-in's failure counts cannot be read or written: no check, no sign-in."""
+    return _login_form(
+        request,
+        sessions,
+        next_path=target,
+        error="Not logged in: the database is unavailable, so this attempt could not be checked. Try again in a "
+        "minute; if it persists, check that the database is reachable.",
+        status_code=503,
+    )
+
+
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
 async def login_page(request: Request, next_path: Annotated[str | None, Query(alias="next")] = None) -> HTMLResponse:
     return _login_form(request, await web_sessions(request), next_path=safe_next(next_path))
@@ -133,13 +145,16 @@ async def login(
     address = request.client.host if request.client else "unknown"
     name = username.strip()
     signin = await web_signin(request)
-    locked_until = signin.lockout.locked_until(name, now=now) if name else None
+    try:
+        locked_until = await signin.guard.locked_until(name, now=now) if name else None
+        wait = None if locked_until is not None else await signin.guard.retry_after(name, address, now=now)
+    except StorageUnavailable:
+        return _storage_refusal(request, sessions, target)
     if locked_until is not None:
         await _audit_failed_login(services, now=now, name=name, address=address, failure="locked out")
         return _login_form(
             request, sessions, next_path=target, error=_locked_message(name, locked_until, now), status_code=429
         )
-    wait = sessions.throttle.retry_after(name, address, now=now)
     if wait is not None:
         await _audit_failed_login(services, now=now, name=name, address=address, failure="throttled")
         return _login_form(
@@ -152,9 +167,11 @@ async def login(
         )
     user = await services.users.verify_password(name, password) if name and password else None
     if user is None:
-        sessions.throttle.failed(name, address, now=now)
+        try:
+            locks_until = await signin.guard.password_failed(name, address, now=now)
+        except StorageUnavailable:
+            return _storage_refusal(request, sessions, target)
         await _audit_failed_login(services, now=now, name=name, address=address, failure="wrong user name or password")
-        locks_until = signin.lockout.failed(name, now=now) if name else None
         if locks_until is not None:
             data = {"address": address, "reason": "failed passwords", "until": locks_until.isoformat()}
             await _audit_web(services, "web.locked_out", now=now, name=name, data=data)
@@ -169,7 +186,10 @@ async def login(
             "reset it with `teleops user set-password admin`.",
             status_code=401,
         )
-    signin.lockout.succeeded(user.name)
+    try:
+        await signin.guard.password_right(user.name)
+    except StorageUnavailable:
+        return _storage_refusal(request, sessions, target)
     if await services.stepup.state(user.name) is not None:
         # Enrolled: the password is half of it. The session starts only after the code (login_code).
         return _login_form(request, sessions, next_path=target, signin=signin, ticket_user=user.name)
@@ -204,7 +224,10 @@ async def login_code(
             status_code=403,
         )
     address = request.client.host if request.client else "unknown"
-    locked_until = signin.lockout.locked_until(name, now=now)
+    try:
+        locked_until = await signin.guard.locked_until(name, now=now)
+    except StorageUnavailable:
+        return _storage_refusal(request, sessions, target)
     if locked_until is not None:
         return _login_form(
             request, sessions, next_path=target, error=_locked_message(name, locked_until, now), status_code=429
@@ -257,7 +280,11 @@ async def _start_session(
             "check that the database is reachable and writable.",
             status_code=503,
         )
-    sessions.throttle.succeeded(name, data.get("address", "unknown"))
+    try:
+        signin = await web_signin(request)
+        await signin.guard.signed_in(name, data.get("address", "unknown"))
+    except StorageUnavailable:
+        log.warning("web_signin.failures_not_cleared", user=name)  # they age out of the window by themselves
     response = RedirectResponse(target, status_code=303)
     sessions.set_session_cookie(response, request, cookie)
     response.delete_cookie(LOGIN_COOKIE, path="/ui")
