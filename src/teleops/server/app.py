@@ -51,6 +51,7 @@ from teleops.server.routes import ical as ical_routes
 from teleops.server.routes import scenarios as scenario_routes
 from teleops.server.selfwatch import SelfWatch
 from teleops.server.services import Services
+from teleops.server.singletons import Singletons
 from teleops.store.approvals import ApprovalRules
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.console_messages import ConsoleMessageStore
@@ -58,6 +59,7 @@ from teleops.store.database import Database
 from teleops.store.heartbeats import HeartbeatStore
 from teleops.store.incident_events import IncidentEvents
 from teleops.store.ingest import IncidentChange, IngestWriter
+from teleops.store.leases import LeaseStore
 from teleops.store.sealed_argv import ArgvVault
 from teleops.store.tokens import TokenStore
 from teleops.store.twofactor import TwoFactorStore
@@ -82,10 +84,15 @@ def create_app(
         # Secrets in command lines are masked where they are kept and shown; originals sealed outside the DB.
         db.argv_vault = ArgvVault.open(settings.data_dir, settings.redaction_rules())
         await db.migrate()
+        # Loops that run in one replica at a time, under fenced leases; started once everything is built.
+        singletons = Singletons(LeaseStore(db, ttl=settings.database.singleton_lease_ttl.timedelta), metrics=metrics)
+        app.state.singletons = singletons
         users = UserStore(db)
         # Who hears of incident changes, and when: chat and on-call subscribe as they are built, in this order.
         events = IncidentEvents()
-        chat = build_chat(settings, db=db, events=events, users=users, clock=clock, metrics=metrics)
+        chat = build_chat(
+            settings, db=db, events=events, users=users, clock=clock, metrics=metrics, singletons=singletons
+        )
         oncall = OnCallService(
             settings,
             db=db,
@@ -166,7 +173,7 @@ def create_app(
             )
         await chat.start()
         oncall.start()
-        retention = RetentionSchedule(db, settings, clock=clock)
+        retention = RetentionSchedule(db, settings, clock=clock, singletons=singletons)
         retention.start()
         # Heartbeats in: a job that stops pinging opens an incident through ingest (server/heartbeats.py).
         heartbeats = HeartbeatMonitor(
@@ -177,15 +184,23 @@ def create_app(
         chat.conversation.use_heartbeats(heartbeats)
         # Self-test of the whole path and the external dead-man's-switch pings (docs/self-monitoring.md).
         self_watch = SelfWatch(
-            settings.self_check, db=db, ingest=services.ingest, chat=chat, metrics=metrics, clock=clock
+            settings.self_check,
+            db=db,
+            ingest=services.ingest,
+            chat=chat,
+            metrics=metrics,
+            clock=clock,
+            singletons=singletons,
         )
         self_watch.start()
         app.state.self_watch = self_watch
+        await singletons.start()
         _freeze_startup_objects()
         log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
         try:
             yield
         finally:
+            await singletons.stop()  # released: another replica takes them over at its next try
             await heartbeats.stop()
             await self_watch.stop()
             await retention.stop()

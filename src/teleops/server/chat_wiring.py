@@ -11,6 +11,7 @@ from teleops.domain.alert import Alert
 from teleops.domain.clock import Clock
 from teleops.oncall.routing import route_team
 from teleops.server.metrics import Metrics
+from teleops.server.singletons import Singletons
 from teleops.store.database import Database
 from teleops.store.incident_events import IncidentEvents
 from teleops.store.users import UserStore
@@ -19,9 +20,17 @@ __all__ = ["build_chat"]
 
 
 def build_chat(
-    settings: Settings, *, db: Database, events: IncidentEvents, users: UserStore, clock: Clock, metrics: Metrics
+    settings: Settings,
+    *,
+    db: Database,
+    events: IncidentEvents,
+    users: UserStore,
+    clock: Clock,
+    metrics: Metrics,
+    singletons: Singletons | None = None,
 ) -> ChatService:
-    """A ChatService with every configured platform added (Telegram when `telegram.token` is set)."""
+    """A ChatService with every configured platform added (Telegram when `telegram.token` is set). With
+    `singletons`, Telegram polling runs in the one replica holding its lease (server/singletons.py)."""
     telegram = settings.telegram
     configured = {("telegram", str(u.telegram_id)): u.name for u in settings.users if u.telegram_id is not None}
     configured.update({("slack", u.slack_id): u.name for u in settings.users if u.slack_id})
@@ -61,7 +70,12 @@ def build_chat(
             webhook_url=f"{settings.server.base_url()}/api/v1/chat/telegram/webhook",
             webhook_secret=secret,
             poll_timeout_s=int(telegram.poll_timeout.seconds),
+            leases=singletons.leases if singletons is not None else None,
         )
+        if singletons is not None and gateway.polls_as_singleton:
+            from teleops.chat.telegram.gateway import POLLER
+
+            singletons.add(POLLER, gateway.poll_while_held)
         chat.add_gateway(
             gateway,
             allowed_chats=[str(c) for c in telegram.allowed_chats],

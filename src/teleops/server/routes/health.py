@@ -35,6 +35,9 @@ async def readyz(request: Request) -> JSONResponse:
     200, because alerts are still taken and sent; only commands and acks from that platform are not arriving.
 
     `self_test` is the last self-test (server/selfwatch): each step's outcome and the dead-man's-switch pings.
+
+    `replica` names this process among the replicas sharing the database, and `singletons` says which singleton
+    loops it runs now ("held") and which it stands by for ("standby": another replica runs them).
     """
     services = services_of(request)
     try:
@@ -44,7 +47,10 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "unavailable", "detail": f"database: {exc}"}, status_code=503)
     if cannot_write is not None:  # it answers, but alerts and commands would not be stored
         return JSONResponse({"status": "unavailable", "detail": f"storage: {cannot_write}"}, status_code=503)
-    body: dict[str, object] = {"status": "ready"}
+    body: dict[str, object] = {"status": "ready", "replica": services.db.replica}
+    singletons = getattr(request.app.state, "singletons", None)
+    if singletons is not None:
+        body["singletons"] = singletons.states()
     # A platform rejecting our token: alerts are still taken, pages to it fail over to other contact methods.
     rejected = services.chat.health.problems() if services.chat is not None else {}
     problems = [f"{platform}: {problem}" for platform, problem in sorted(rejected.items())]
