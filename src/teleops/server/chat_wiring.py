@@ -82,7 +82,7 @@ def build_chat(
             alert_chats=[str(c) for c in telegram.alert_chats],
         )
     if settings.slack.bot_token is not None:
-        _add_slack(chat, settings, clock)
+        _add_slack(chat, settings, clock, singletons)
     contacts = settings.contact_urls()
     if contacts:
         _add_contacts(chat, settings, contacts, clock)
@@ -105,8 +105,9 @@ def _add_contacts(chat: ChatService, settings: Settings, contacts: dict[str, Sec
     chat.add_gateway(gateway, allowed_chats=[], alert_chats=[])
 
 
-def _add_slack(chat: ChatService, settings: Settings, clock: Clock) -> None:
+def _add_slack(chat: ChatService, settings: Settings, clock: Clock, singletons: Singletons | None) -> None:
     from teleops.chat.slack import SlackGateway  # the SDK loads only when Slack is configured
+    from teleops.chat.slack.gateway import SOCKET
 
     slack = settings.slack
     assert slack.bot_token is not None
@@ -119,5 +120,8 @@ def _add_slack(chat: ChatService, settings: Settings, clock: Clock) -> None:
         signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else None,
         base_url=slack.base_url,
         team_id=slack.team_id,
+        leases=singletons.leases if singletons is not None else None,
     )
+    if singletons is not None and gateway.socket_as_singleton:
+        singletons.add(SOCKET, gateway.socket_while_held)
     chat.add_gateway(gateway, allowed_chats=slack.allowed_channels, alert_chats=slack.alert_channels)
