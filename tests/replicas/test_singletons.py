@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from teleops.store.database import Database
 from teleops.store.schema import outbox
 from tests.fakes.slack import FakeSlack, SlackMessage
+from tests.integration.ping_receiver import PingReceiver
 from tests.integration.servers import PostgresServer, TeleopsServer, eventually, start_teleops, stop_process
 from tests.integration.tcp_proxy import TcpProxy
 from tests.integration.test_telegram_commands_e2e import FakeInThread
@@ -335,3 +336,49 @@ def test_the_slack_socket_mode_session_moves_to_the_other_replica_and_each_envel
                 os.kill(server.process.pid, signal.SIGCONT)
             stop_process(server.process)
         postgres_server.drop_database(url)
+
+
+def test_only_the_lease_holder_pings_the_dead_mans_switch_and_a_resumed_one_pings_no_more(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Each replica pings its own path of one switch here, so the test sees who pings; in production they share
+    one check URL."""
+    url = postgres_server.create_database()
+    started: list[TeleopsServer] = []
+
+    def replica(name: str) -> TeleopsServer:
+        checks = {"ping_url": switch.url(f"/ping/{name}"), "ping_every": "1s", "self_test_every": "1s"}
+        server = start_teleops(tmp_path / name, database_url=url, config={"self_check": checks})
+        started.append(server)
+        return server
+
+    with PingReceiver() as switch:
+        try:
+            a = replica("a")
+            eventually(lambda: len(switch.pings("/ping/a")) >= 2, what="replica A's pings")
+            b = replica("b")
+            time.sleep(3)  # B's pinger ticks three times meanwhile
+            assert switch.pings("/ping/b") == []
+            assert singletons_of(b)["deadman-pinger"] == "standby"
+
+            stopped_at = time.monotonic()
+            os.kill(a.process.pid, signal.SIGSTOP)
+            eventually(lambda: switch.pings("/ping/b"), what="replica B's first ping", timeout=30)
+            failover_s = switch.pings("/ping/b")[0].at - stopped_at
+            print(f"\nDead-man's-switch pinger failover after SIGSTOP: {failover_s:.2f} s")
+            assert failover_s <= FAILOVER_BOUND_S
+
+            pings_a = len(switch.pings("/ping/a"))
+            os.kill(a.process.pid, signal.SIGCONT)
+            eventually(lambda: singletons_of(a)["deadman-pinger"] == "standby", what="the resumed replica to stand by")
+            time.sleep(3)
+            assert len(switch.pings("/ping/a")) == pings_a  # its overdue tick found the lease gone: no ping
+            b_pings = len(switch.pings("/ping/b"))
+            eventually(lambda: len(switch.pings("/ping/b")) > b_pings, what="B to keep pinging")
+            assert metric(a, "teleops_singleton_losses_total", "deadman-pinger") >= 1
+        finally:
+            for server in started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(server.process.pid, signal.SIGCONT)
+                stop_process(server.process)
+            postgres_server.drop_database(url)
