@@ -10,11 +10,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
 from teleops.store.database import Database
 from teleops.store.leases import Lease, LeaseLost, LeaseStore, fence
+from teleops.store.retention import prune_raw_alerts
+from teleops.store.schema import alerts
+from tests.conftest import Api, FakeClock
 from tests.integration.servers import PostgresServer
 
 TTL = timedelta(seconds=2)
@@ -173,3 +176,36 @@ async def test_sqlite_one_process_takes_a_lease_left_by_an_earlier_process_at_on
         assert renewed is not None
     finally:
         await now.close()
+
+
+async def test_housekeeping_under_a_lease_it_lost_deletes_nothing(api: Api, clock: FakeClock, db_url: str) -> None:
+    """Retention's deletes are fenced: a replica whose housekeeping lease was taken over (it froze, another one
+    took it) prunes nothing when it wakes, and the new holder prunes. On SQLite and PostgreSQL alike."""
+    db = api.services.db
+    for number in range(5):
+        body = {"summary": f"Disk / is {90 + number}% full", "host": "web-1", "check": "DiskFull",
+                "severity": "critical", "status": "firing"}  # fmt: skip
+        assert (await api.client.post("/api/v1/alerts/generic", json=body, headers=api.ingest_headers)).is_success
+        clock.advance(minutes=1)
+    body["status"] = "resolved"
+    assert (await api.client.post("/api/v1/alerts/generic", json=body, headers=api.ingest_headers)).is_success
+    clock.advance(days=20)
+    reports = select(func.count()).select_from(alerts)
+    before = await db.scalar(reports)
+
+    other_replica = Database(db_url)
+    try:
+        mine = LeaseStore(db, ttl=timedelta(minutes=5))
+        stale = await mine.acquire("housekeeping-test")
+        assert stale is not None
+        await mine.release(stale)  # as if it had expired while this replica was frozen
+        taken = await LeaseStore(other_replica, ttl=timedelta(minutes=5)).acquire("housekeeping-test")
+        assert taken is not None
+        with pytest.raises(LeaseLost):
+            await prune_raw_alerts(db, cutoff=clock() - timedelta(days=14), now=clock(), lease=stale)
+        assert await db.scalar(reports) == before
+        pruned = await prune_raw_alerts(other_replica, cutoff=clock() - timedelta(days=14), now=clock(), lease=taken)
+        assert pruned.alerts_deleted == before - 2  # the first and last report stay
+        assert await db.scalar(reports) == 2
+    finally:
+        await other_replica.close()
