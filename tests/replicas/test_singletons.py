@@ -80,6 +80,7 @@ class Cluster:
                 "base_url": f"{proxy.url}/bot",
                 "mode": "polling",
                 "poll_timeout": "1s",
+                "input_stall_after": "3s",  # a standby's silence must not count as a stall
                 "allowed_chats": self.chats,
             },
         }
@@ -156,6 +157,11 @@ def singletons_of(server: TeleopsServer) -> dict[str, str]:
     return singletons
 
 
+def readiness(server: TeleopsServer) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{server.url}/readyz", timeout=5).json()
+    return body
+
+
 def metric(server: TeleopsServer, name: str, singleton: str) -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=5).text
     total = 0.0
@@ -182,11 +188,17 @@ def test_kill_9_of_the_polling_replica_moves_polling_and_handles_every_message_o
     a, _ = cluster.start_replica()
     eventually(lambda: singletons_of(a)["telegram-poller"] == "held", what="replica A to poll")
     b, proxy_b = cluster.start_replica()
+    b_started = time.monotonic()
     assert singletons_of(b)["telegram-poller"] == "standby"
 
     before = cluster.send_whoami(8)
     eventually(lambda: cluster.all_answered(before), what="answers sent before the kill")
     assert proxy_b.get_updates == 0  # the standby never polled
+    time.sleep(max(0.0, 4.0 - (time.monotonic() - b_started)))  # past input_stall_after (3s) since B started
+    standby = readiness(b)  # more than input_stall_after of silence, and that is no stall for a standby
+    assert standby["status"] == "ready", standby
+    assert standby["chat_inputs"]["telegram"]["watched"] is False
+    assert "standby" in standby["chat_inputs"]["telegram"]["note"]
 
     during = cluster.send_whoami(8)
     polls_b = proxy_b.get_updates
@@ -199,6 +211,7 @@ def test_kill_9_of_the_polling_replica_moves_polling_and_handles_every_message_o
     assert failover_s <= FAILOVER_BOUND_S
     assert singletons_of(b)["telegram-poller"] == "held"
     assert metric(b, "teleops_singleton_failovers_total", "telegram-poller") == 1
+    assert readiness(b)["chat_inputs"]["telegram"]["watched"] is True  # now it polls, its input is watched
 
     later = cluster.send_whoami(8)
     # Handled once each. Delivered at least once: an answer the killed replica had sent but not yet marked sent is

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
@@ -19,6 +20,7 @@ from teleops.store.retention import prune_raw_alerts
 from teleops.store.schema import alerts
 from tests.conftest import Api, FakeClock
 from tests.integration.servers import PostgresServer
+from tests.settings import settings_with
 
 TTL = timedelta(seconds=2)
 
@@ -209,3 +211,13 @@ async def test_housekeeping_under_a_lease_it_lost_deletes_nothing(api: Api, cloc
         assert await db.scalar(reports) == 2
     finally:
         await other_replica.close()
+
+
+@pytest.mark.parametrize("ttl", ["1s", "10m"])
+def test_a_lease_ttl_outside_3s_to_5m_is_refused_naming_the_key(ttl: str) -> None:
+    with pytest.raises(ValidationError, match=r"database\.singleton_lease_ttl[\s\S]*between 3s and 5m"):
+        settings_with(database={"singleton_lease_ttl": ttl})
+
+
+def test_the_lease_ttl_defaults_to_10s_so_a_failover_takes_at_most_about_12s() -> None:
+    assert settings_with().database.singleton_lease_ttl.seconds == 10

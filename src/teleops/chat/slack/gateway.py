@@ -52,6 +52,7 @@ __all__ = ["SLACK_CAPABILITIES", "SOCKET", "HttpAnswer", "SlackGateway"]
 log = structlog.get_logger(__name__)
 
 SOCKET = "slack-socket"  # the singleton lease of Socket Mode
+STANDBY_NOTE = "standby: another replica holds the slack-socket lease and its session (see /readyz singletons)"
 
 SLACK_CAPABILITIES = Capabilities(
     platform=PLATFORM,
@@ -166,7 +167,10 @@ class SlackGateway:
         Slack being unreachable is logged, not raised: the outbox keeps messages until it answers.
         """
         self._on_event = on_event
-        self._input.started()
+        if self.socket_as_singleton:
+            self._input.standing_by(STANDBY_NOTE)  # until `socket_while_held` runs here
+        else:
+            self._input.started()
         if self._mode == "socket":
             if not self._app_token:
                 log.error("slack.no_app_token", hint="set slack.app_token (xapp-…) or slack.mode: events")
@@ -196,11 +200,13 @@ class SlackGateway:
         """The singleton body: open the session and keep it until cancelled (the lease lost, or a stop); then close
         it, so Slack sends the envelopes to the new holder's session."""
         self._lease = lease
+        self._input.started()
         try:
             await self._connect()
             await asyncio.Event().wait()  # the SDK's session monitor keeps the session; this only waits
         finally:
             self._lease = None
+            self._input.standing_by(STANDBY_NOTE)
             if self._socket is not None:
                 with contextlib.suppress(Exception):
                     await self._socket.close_async()  # type: ignore[no-untyped-call]

@@ -114,6 +114,7 @@ POLLER = "telegram-poller"  # the singleton lease of polling mode
 # random, possibly below it (the replay guard still drops what was handled before).
 OFFSET_FRESH_FOR = timedelta(days=1)
 _FENCE_RETRY_S = 1.0  # the database did not answer a fence: nothing is handled until it does
+STANDBY_NOTE = "standby: another replica holds the telegram-poller lease and polls (see /readyz singletons)"
 
 _UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 _JOINED = (ChatMemberMember, ChatMemberAdministrator)
@@ -196,7 +197,10 @@ class TelegramGateway:
         the outbox keeps everything until Telegram answers.
         """
         self._on_event = on_event
-        self._input.started()
+        if self.polls_as_singleton:
+            self._input.standing_by(STANDBY_NOTE)  # until `poll_while_held` runs here
+        else:
+            self._input.started()
         try:
             await self._bot.initialize()
             await self._bot.set_my_commands([BotCommand(name, text) for name, text in BOT_COMMANDS])
@@ -218,7 +222,11 @@ class TelegramGateway:
 
     async def poll_while_held(self, lease: Lease) -> NoReturn:
         """The singleton body: poll until cancelled; raises LeaseLost when a fenced step finds the lease gone."""
-        await self._poll(lease)
+        self._input.started()
+        try:
+            await self._poll(lease)
+        finally:
+            self._input.standing_by(STANDBY_NOTE)
         raise AssertionError("the poller never returns")
 
     async def stop(self) -> None:
