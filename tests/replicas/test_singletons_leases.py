@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
+from teleops.server.metrics import Metrics
+from teleops.server.singletons import Singletons
 from teleops.store.database import Database
 from teleops.store.leases import Lease, LeaseLost, LeaseStore, fence
 from teleops.store.retention import prune_raw_alerts
@@ -221,3 +223,38 @@ def test_a_lease_ttl_outside_3s_to_5m_is_refused_naming_the_key(ttl: str) -> Non
 
 def test_the_lease_ttl_defaults_to_10s_so_a_failover_takes_at_most_about_12s() -> None:
     assert settings_with().database.singleton_lease_ttl.seconds == 10
+
+
+async def test_a_holder_whose_lease_was_taken_unnoticed_is_refused_at_its_next_action_and_stands_by(
+    replicas: list[Database],
+) -> None:
+    """What the dead-man's-switch pinger asks right before each ping (`Singletons.confirm`): a replica whose lease
+    expired without it noticing (frozen, or minutes between renewals) learns it there, acts not, and stands by."""
+    metrics = Metrics()
+    holder = Singletons(LeaseStore(replicas[0], ttl=timedelta(minutes=5)), metrics=metrics)
+    holder.add("deadman-pinger")
+    await holder.start()
+    try:
+        assert holder.states() == {"deadman-pinger": "held"}
+        assert await holder.confirm("deadman-pinger") is not None
+        await replicas[2].run_in_transaction(
+            lambda conn: conn.execute(
+                text(
+                    "UPDATE singleton_leases SET expires_at = (clock_timestamp() AT TIME ZONE 'UTC') - interval '1 ms'"
+                )
+            )
+        )
+        taken = await LeaseStore(replicas[1], ttl=timedelta(minutes=5)).acquire("deadman-pinger")
+        assert taken is not None
+        assert holder.held("deadman-pinger") is not None  # its own belief, until it asks the database
+        assert await holder.confirm("deadman-pinger") is None
+        for _ in range(100):
+            if holder.states() == {"deadman-pinger": "standby"}:
+                break
+            await asyncio.sleep(0.02)
+        assert holder.states() == {"deadman-pinger": "standby"}
+        lost = {"singleton": "deadman-pinger", "reason": "expired"}
+        assert metrics.registry.get_sample_value("teleops_singleton_losses_total", lost) == 1
+    finally:
+        await holder.stop()
+    assert await LeaseStore(replicas[1], ttl=timedelta(minutes=5)).check(taken)  # stopping released nothing of B's
