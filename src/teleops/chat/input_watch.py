@@ -11,6 +11,8 @@ Every gateway owns one `InputWatch` (`Gateway.input_watch`) and tells it two thi
 `health(now, stall_after)` says whether input has stalled: no successful receive cycle for longer than
 `stall_after`. A gateway whose input cannot be watched that way (webhooks, the Events API: the platform pushes,
 so silence and breakage look the same from here) is `watched=False` and says why in `note`, rather than faking it.
+An input that is a singleton among replicas (issue #23) is not watched in a replica that stands by for it
+(`standing_by`): silence there is expected; `started()` watches it again once this replica runs it.
 """
 
 from __future__ import annotations
@@ -160,12 +162,19 @@ class InputWatch:
         self._probe = probe
         self._since = clock()
         self._last: datetime | None = None
+        self._standby: str | None = None  # why another replica receives this input, while it does
         self._sinks: list[UnhandledSink] = []
         self._credential_sinks: list[Callable[[str], None]] = []
 
     def started(self) -> None:
         """The gateway (re)started receiving: the stall clock counts from now until the first receive."""
         self._since = self._clock()
+        self._standby = None
+
+    def standing_by(self, note: str) -> None:
+        """Another replica receives this input now (it holds the singleton lease): not watched here, with `note`
+        saying so, until `started()`."""
+        self._standby = note
 
     def received(self) -> None:
         """A receive cycle succeeded (even one that brought nothing)."""
@@ -198,15 +207,16 @@ class InputWatch:
     def health(self, *, stall_after: timedelta) -> InputHealth:
         now = self._clock()
         silent = max((now - (self._last or self._since)).total_seconds(), 0.0)
+        watched = self.watched and self._standby is None
         return InputHealth(
             platform=self.platform,
             mode=self.mode,
-            watched=self.watched,
+            watched=watched,
             last_input_at=self._last,
             silent_s=silent,
-            stalled=self.watched and silent > stall_after.total_seconds(),
+            stalled=watched and silent > stall_after.total_seconds(),
             stall_after_s=stall_after.total_seconds(),
-            note=self.note,
+            note=self._standby if self._standby is not None else self.note,
         )
 
     async def unhandled(

@@ -95,6 +95,16 @@ class ServerSettings(_Section):
 class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///./teleops-data/teleops.db"
     busy_timeout_ms: int = Field(default=5000, ge=0)
+    # Replicas on one PostgreSQL: a singleton loop (Telegram polling, housekeeping, the dead-man's-switch pings) is
+    # taken over this long after its holder died or froze; renewed every third of it (store/leases.py).
+    singleton_lease_ttl: DurationSetting = Field("10s", validate_default=True)
+
+    @field_validator("singleton_lease_ttl")
+    @classmethod
+    def _lease_ttl_in_range(cls, value: Duration) -> Duration:
+        if not 3 <= value.seconds <= 300:
+            raise ValueError("must be between 3s and 5m (a failover takes up to this long)")
+        return value
 
     @field_validator("url")
     @classmethod

@@ -51,6 +51,7 @@ from teleops.server.routes import ical as ical_routes
 from teleops.server.routes import scenarios as scenario_routes
 from teleops.server.selfwatch import SelfWatch
 from teleops.server.services import Services
+from teleops.server.singletons import Singletons
 from teleops.store.approvals import ApprovalRules
 from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.console_messages import ConsoleMessageStore
@@ -58,6 +59,7 @@ from teleops.store.database import Database
 from teleops.store.heartbeats import HeartbeatStore
 from teleops.store.incident_events import IncidentEvents
 from teleops.store.ingest import IncidentChange, IngestWriter
+from teleops.store.leases import LeaseStore
 from teleops.store.sealed_argv import ArgvVault
 from teleops.store.tokens import TokenStore
 from teleops.store.twofactor import TwoFactorStore
@@ -84,6 +86,9 @@ def create_app(
         await db.migrate()
         # Every part is built once, each after what it needs; nothing is set on a part after it is built but the
         # on-call answers in chat (on-call pages through chat's outbox, and chat answers /oncall).
+        # Loops that run in one replica at a time, under fenced leases; started once everything is built.
+        singletons = Singletons(LeaseStore(db, ttl=settings.database.singleton_lease_ttl.timedelta), metrics=metrics)
+        app.state.singletons = singletons
         users, tokens = UserStore(db), TokenStore(db)
         # Who hears of incident changes, and when: chat, on-call and first response subscribe in this order.
         events = IncidentEvents()
@@ -116,7 +121,7 @@ def create_app(
         )
         chat = build_chat(
             settings, db=db, events=events, users=users, clock=clock, metrics=metrics,
-            commands=commands, access=access, memory=memory, heartbeats=heartbeats,
+            commands=commands, access=access, memory=memory, heartbeats=heartbeats, singletons=singletons,
         )  # fmt: skip
         oncall = OnCallService(
             settings,
@@ -172,18 +177,22 @@ def create_app(
         upkeep.start()
         await chat.start()
         oncall.start()
-        retention = RetentionSchedule(db, settings, clock=clock)
+        retention = RetentionSchedule(db, settings, clock=clock, singletons=singletons)
         retention.start()
         await heartbeats.start()
         # Self-test of the whole path and the external dead-man's-switch pings (docs/self-monitoring.md).
-        self_watch = SelfWatch(settings.self_check, db=db, ingest=ingest, chat=chat, metrics=metrics, clock=clock)
+        self_watch = SelfWatch(
+            settings.self_check, db=db, ingest=ingest, chat=chat, metrics=metrics, clock=clock, singletons=singletons
+        )
         self_watch.start()
         app.state.self_watch = self_watch
+        await singletons.start()
         _freeze_startup_objects()
         log.info("controller.started", listen=settings.server.listen, database=_safe_db(settings.database.url))
         try:
             yield
         finally:
+            await singletons.stop()  # released: another replica takes them over at its next try
             await heartbeats.stop()
             await self_watch.stop()
             await retention.stop()

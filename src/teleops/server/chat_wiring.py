@@ -13,6 +13,7 @@ from teleops.domain.clock import Clock
 from teleops.memory.service import ScenarioMemory
 from teleops.oncall.routing import route_team
 from teleops.server.metrics import Metrics
+from teleops.server.singletons import Singletons
 from teleops.store.database import Database
 from teleops.store.incident_events import IncidentEvents
 from teleops.store.users import UserStore
@@ -32,8 +33,10 @@ def build_chat(
     access: ChatAccess,
     memory: ScenarioMemory,
     heartbeats: HeartbeatAnswers,
+    singletons: Singletons | None = None,
 ) -> ChatService:
-    """A ChatService with every configured platform added (Telegram when `telegram.token` is set)."""
+    """A ChatService with every configured platform added (Telegram when `telegram.token` is set). With
+    `singletons`, Telegram polling runs in the one replica holding its lease (server/singletons.py)."""
     telegram = settings.telegram
     configured = {("telegram", str(u.telegram_id)): u.name for u in settings.users if u.telegram_id is not None}
     configured.update({("slack", u.slack_id): u.name for u in settings.users if u.slack_id})
@@ -77,14 +80,19 @@ def build_chat(
             webhook_url=f"{settings.server.base_url()}/api/v1/chat/telegram/webhook",
             webhook_secret=secret,
             poll_timeout_s=int(telegram.poll_timeout.seconds),
+            leases=singletons.leases if singletons is not None else None,
         )
+        if singletons is not None and gateway.polls_as_singleton:
+            from teleops.chat.telegram.gateway import POLLER
+
+            singletons.add(POLLER, gateway.poll_while_held)
         chat.add_gateway(
             gateway,
             allowed_chats=[str(c) for c in telegram.allowed_chats],
             alert_chats=[str(c) for c in telegram.alert_chats],
         )
     if settings.slack.bot_token is not None:
-        _add_slack(chat, settings, clock)
+        _add_slack(chat, settings, clock, singletons)
     contacts = settings.contact_urls()
     if contacts:
         _add_contacts(chat, settings, contacts, clock)
@@ -107,8 +115,9 @@ def _add_contacts(chat: ChatService, settings: Settings, contacts: dict[str, Sec
     chat.add_gateway(gateway, allowed_chats=[], alert_chats=[])
 
 
-def _add_slack(chat: ChatService, settings: Settings, clock: Clock) -> None:
+def _add_slack(chat: ChatService, settings: Settings, clock: Clock, singletons: Singletons | None) -> None:
     from teleops.chat.slack import SlackGateway  # the SDK loads only when Slack is configured
+    from teleops.chat.slack.gateway import SOCKET
 
     slack = settings.slack
     assert slack.bot_token is not None
@@ -121,5 +130,8 @@ def _add_slack(chat: ChatService, settings: Settings, clock: Clock) -> None:
         signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else None,
         base_url=slack.base_url,
         team_id=slack.team_id,
+        leases=singletons.leases if singletons is not None else None,
     )
+    if singletons is not None and gateway.socket_as_singleton:
+        singletons.add(SOCKET, gateway.socket_while_held)
     chat.add_gateway(gateway, allowed_chats=slack.allowed_channels, alert_chats=slack.alert_channels)

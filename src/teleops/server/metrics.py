@@ -74,6 +74,33 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Singleton loops under fenced leases (server/singletons.py, store/leases.py; issue #23).
+        self.singleton_held = Gauge(
+            "teleops_singleton_held",
+            "1 while this replica holds the singleton's lease (runs the loop), 0 while it stands by.",
+            ["singleton"],
+            registry=self.registry,
+        )
+        self.singleton_acquisitions = Counter(
+            "teleops_singleton_acquisitions",
+            "Singleton leases this replica acquired (each with a new fencing epoch).",
+            ["singleton"],
+            registry=self.registry,
+        )
+        self.singleton_failovers = Counter(
+            "teleops_singleton_failovers",
+            "Singleton leases this replica took over from another replica (its holder died, froze, or stopped).",
+            ["singleton"],
+            registry=self.registry,
+        )
+        self.singleton_losses = Counter(
+            "teleops_singleton_losses",
+            "Singleton leases this replica lost, by reason (expired: a renewal or fenced action found it expired "
+            "or taken over; storage: the database did not answer a renewal).",
+            ["singleton", "reason"],
+            registry=self.registry,
+        )
+
         # Ingest rate limits (server/ingest_limits.py): refusals, and which tokens are throttled now.
         self.ingest_throttled = Counter(
             "teleops_ingest_throttled",
@@ -170,7 +197,8 @@ class Metrics:
         self.deadman_pings = Counter(
             "teleops_deadman_pings",
             "Dead-man's-switch pings, by result: ok (ping_url answered 2xx), fail (fail_url told why), skipped "
-            "(unhealthy or not yet tested, no fail_url), error (the request failed or was not answered 2xx).",
+            "(unhealthy or not yet tested, no fail_url), error (the request failed or was not answered 2xx), standby "
+            "(another replica holds the deadman-pinger lease and pings).",
             ["result"],
             registry=self.registry,
         )

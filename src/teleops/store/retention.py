@@ -10,7 +10,8 @@ timeline, the commands run for them and their output (the "last time" block is b
 log (its hash chain must stay whole; a pruning run appends its own ``retention.pruned`` record instead).
 
 Deletes run in batches of ``BATCH`` rows, one short transaction each, so ingest and commands wait at most one
-batch behind them.
+batch behind them. With several replicas pruning is a singleton ("housekeeping"): given its `lease`, every batch
+and the audit record check it in their own transaction (store/leases.py), so a replica that lost it deletes nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.orm import aliased
 
 from teleops.store.audit import append
 from teleops.store.database import Database
+from teleops.store.leases import Lease, fence
 from teleops.store.schema import alerts, incidents
 
 __all__ = ["BATCH", "PruneResult", "prune_raw_alerts"]
@@ -38,7 +40,9 @@ class PruneResult:
     cutoff: datetime
 
 
-def _one_batch(conn: Connection, cutoff: datetime, limit: int) -> int:
+def _one_batch(conn: Connection, cutoff: datetime, limit: int, lease: Lease | None) -> int:
+    if lease is not None:
+        fence(conn, lease)  # raises LeaseLost: nothing is deleted
     first = aliased(alerts)
     last = aliased(alerts)
     newest = select(func.max(last.c.id)).where(last.c.incident_id == alerts.c.incident_id).scalar_subquery()
@@ -61,19 +65,26 @@ def _one_batch(conn: Connection, cutoff: datetime, limit: int) -> int:
     return len(ids)
 
 
-async def prune_raw_alerts(db: Database, *, cutoff: datetime, now: datetime, limit: int = BATCH) -> PruneResult:
+async def prune_raw_alerts(
+    db: Database, *, cutoff: datetime, now: datetime, limit: int = BATCH, lease: Lease | None = None
+) -> PruneResult:
     """Delete the middle reports of incidents resolved before ``cutoff`` that arrived before it, batch by batch;
-    audit the run when it deleted anything. Raises StorageUnavailable."""
+    audit the run when it deleted anything. Raises StorageUnavailable, and LeaseLost when `lease` is given and no
+    longer held (the batches deleted before it stay deleted, without the run's audit record)."""
     total = batches = 0
     while True:
-        deleted = await db.run_in_transaction(_one_batch, cutoff, limit)
+        deleted = await db.run_in_transaction(_one_batch, cutoff, limit, lease)
         total += deleted
         batches += 1
         if deleted < limit:
             break
     if total:
         data = {"alerts_deleted": total, "cutoff": cutoff.isoformat(), "kept": "first and last report per incident"}
-        await db.run_in_transaction(
-            lambda conn: append(conn, at=now, actor="teleops", action="retention.pruned", subject="alerts", data=data)
-        )
+
+        def audit(conn: Connection) -> None:
+            if lease is not None:
+                fence(conn, lease)
+            append(conn, at=now, actor="teleops", action="retention.pruned", subject="alerts", data=data)
+
+        await db.run_in_transaction(audit)
     return PruneResult(total, batches, cutoff)

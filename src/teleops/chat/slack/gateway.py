@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from aiohttp import ClientError
@@ -44,10 +44,15 @@ from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.slack.events import PLATFORM, button_event, command_event, delivery_id, message_event, team_of
 from teleops.chat.slack.signature import RequestSignature
 from teleops.chat.slack.socket_mode import SocketModeHandler
+from teleops.store.database import StorageUnavailable
+from teleops.store.leases import Lease, LeaseStore
 
-__all__ = ["SLACK_CAPABILITIES", "HttpAnswer", "SlackGateway"]
+__all__ = ["SLACK_CAPABILITIES", "SOCKET", "HttpAnswer", "SlackGateway"]
 
 log = structlog.get_logger(__name__)
+
+SOCKET = "slack-socket"  # the singleton lease of Socket Mode
+STANDBY_NOTE = "standby: another replica holds the slack-socket lease and its session (see /readyz singletons)"
 
 SLACK_CAPABILITIES = Capabilities(
     platform=PLATFORM,
@@ -105,6 +110,7 @@ class SlackGateway:
         base_url: str | None = None,
         team_id: str | None = None,
         request_timeout_s: int = 8,
+        leases: LeaseStore | None = None,
     ) -> None:
         silence_sdk_loggers()
         self._allowed = frozenset(allowed_channels)
@@ -128,6 +134,10 @@ class SlackGateway:
         self._on_event: EventHandler | None = None
         self._socket: SocketModeHandler | None = None
         self._connector: asyncio.Task[None] | None = None
+        # Several replicas (issue #23): with `leases`, the Socket Mode session is the "slack-socket" singleton, opened
+        # by `socket_while_held` in the replica holding it; each envelope is fenced before it is handled.
+        self._leases = leases
+        self._lease: Lease | None = None
         self._bot_user_id: str | None = None
         self._thread_of: dict[str, str] = {}  # ts of a message we posted in a thread -> the thread's ts
         socket = mode == "socket"
@@ -157,12 +167,16 @@ class SlackGateway:
         Slack being unreachable is logged, not raised: the outbox keeps messages until it answers.
         """
         self._on_event = on_event
-        self._input.started()
+        if self.socket_as_singleton:
+            self._input.standing_by(STANDBY_NOTE)  # until `socket_while_held` runs here
+        else:
+            self._input.started()
         if self._mode == "socket":
             if not self._app_token:
                 log.error("slack.no_app_token", hint="set slack.app_token (xapp-…) or slack.mode: events")
                 return
-            self._connector = asyncio.create_task(self._connect(), name="slack-socket-mode")
+            if self._leases is None:
+                self._connector = asyncio.create_task(self._connect(), name="slack-socket-mode")
         else:
             await self._whoami_or_log("start")
 
@@ -176,6 +190,38 @@ class SlackGateway:
             with contextlib.suppress(Exception):
                 await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
+
+    @property
+    def socket_as_singleton(self) -> bool:
+        """Whether the Socket Mode session waits for the "slack-socket" lease (`socket_while_held`)."""
+        return self._mode == "socket" and self._leases is not None and bool(self._app_token)
+
+    async def socket_while_held(self, lease: Lease) -> NoReturn:
+        """The singleton body: open the session and keep it until cancelled (the lease lost, or a stop); then close
+        it, so Slack sends the envelopes to the new holder's session."""
+        self._lease = lease
+        self._input.started()
+        try:
+            await self._connect()
+            await asyncio.Event().wait()  # the SDK's session monitor keeps the session; this only waits
+        finally:
+            self._lease = None
+            self._input.standing_by(STANDBY_NOTE)
+            if self._socket is not None:
+                with contextlib.suppress(Exception):
+                    await self._socket.close_async()  # type: ignore[no-untyped-call]
+                self._socket = None
+        raise AssertionError("the session is held until cancelled")
+
+    async def _holds_socket(self) -> bool:
+        """The fence of one envelope: this replica holds the "slack-socket" lease now (by the database clock)."""
+        lease, leases = self._lease, self._leases
+        if lease is None or leases is None:
+            return leases is None  # no leases: alone, always; with leases but none held: never
+        try:
+            return await leases.check(lease)
+        except StorageUnavailable:
+            return False
 
     async def connected(self) -> bool:
         """True while a Socket Mode session is open (always False in events mode)."""
@@ -201,7 +247,9 @@ class SlackGateway:
             try:
                 await self._whoami()
                 assert self._app_token is not None
-                handler = SocketModeHandler(self._app, self._app_token, web_client=self._client, watch=self._input)
+                handler = SocketModeHandler(
+                    self._app, self._app_token, web_client=self._client, watch=self._input, fence=self._holds_socket
+                )
                 await handler.connect_async()  # type: ignore[no-untyped-call]
                 self._socket = handler
                 log.info("slack.socket_mode_connected")

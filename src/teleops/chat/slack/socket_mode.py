@@ -6,13 +6,19 @@ envelope before the SDK queues it: a malformed one is acknowledged when it names
 not send it again) and reported to the gateway's `InputWatch`; a well-formed envelope of a kind nothing handles,
 or one Bolt fails on, is acknowledged and reported too. Every frame that arrives counts as a successful receive
 cycle. Reconnecting after a dropped socket stays the SDK's job (its session monitor), as before.
+
+Several replicas (issue #23): the session is a singleton, and `fence` is asked before each envelope is handled. An
+envelope that arrives at a replica no longer holding the lease (one frozen and resumed after another took over) is
+neither handled nor acknowledged: Slack redelivers it, to the holder's session.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from time import time
 
+import structlog
 from slack_bolt.adapter.socket_mode.async_base_handler import AsyncBaseSocketModeHandler
 from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
 from slack_bolt.async_app import AsyncApp
@@ -25,6 +31,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.slack.events import delivery_id
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["PING_INTERVAL_S", "SocketModeHandler", "envelope_problem"]
 
@@ -85,15 +93,27 @@ class SocketModeHandler(AsyncBaseSocketModeHandler):
     app: AsyncApp
     client: _CheckingClient
 
-    def __init__(self, app: AsyncApp, app_token: str, *, web_client: AsyncWebClient, watch: InputWatch) -> None:
+    def __init__(
+        self,
+        app: AsyncApp,
+        app_token: str,
+        *,
+        web_client: AsyncWebClient,
+        watch: InputWatch,
+        fence: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         self.app = app
         self.app_token = app_token
         self._watch = watch
+        self._fence = fence
         self.client = _CheckingClient(app_token, web_client=web_client, watch=watch, app=app)
         self.client.socket_mode_request_listeners.append(self.handle)
 
     async def handle(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
         started = time()
+        if self._fence is not None and not await self._fence():
+            log.warning("slack.envelope_not_ours", envelope_id=req.envelope_id, hint="left for the lease holder")
+            return
         response: BoltResponse = await run_async_bolt_app(self.app, req)
         if response.status == 404:
             # No listener for this kind: Bolt would leave it unacknowledged and Slack would send it again.

@@ -8,6 +8,14 @@ batch at once, so one update whose shape the installed PTB does not expect (an o
 server, a field Telegram changed) made every batch fail and the same offset was polled forever — no command,
 no ack, while alerts kept going out (issue #19.1). Now such an update is confirmed (the offset moves past it),
 logged at warning, audited and counted, and the rest of the batch is handled.
+
+Several replicas (issue #23): polling is a singleton. With `leases` given, `start` does not poll; the singleton
+runner calls `poll_while_held(lease)` in the one replica holding the "telegram-poller" lease. Every poller action is
+fenced (store/leases.py): the lease is re-checked before each getUpdates and after it returns, and after each
+handled update the next offset is recorded in the same statement that checks the lease, so a replica frozen and
+resumed after a takeover handles nothing more. A new holder starts from the recorded offset; an update handled but
+not yet recorded when its holder died is fetched again and dropped by the inbound replay guard (`chat_updates`,
+unique per update id), so each update is handled once across a failover.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import logging
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 import structlog
 from telegram import (
@@ -60,8 +69,10 @@ from teleops.chat.base import (
 )
 from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.chat.telegram.events import PLATFORM, event_of_update
+from teleops.store.database import StorageUnavailable
+from teleops.store.leases import Lease, LeaseLost, LeaseStore
 
-__all__ = ["BOT_COMMANDS", "TELEGRAM_CAPABILITIES", "TelegramGateway", "silence_token_loggers"]
+__all__ = ["BOT_COMMANDS", "POLLER", "TELEGRAM_CAPABILITIES", "TelegramGateway", "silence_token_loggers"]
 
 log = structlog.get_logger(__name__)
 
@@ -98,6 +109,13 @@ BOT_COMMANDS: tuple[tuple[str, str], ...] = (
     ("help", "what TeleOps understands"),
 )
 
+POLLER = "telegram-poller"  # the singleton lease of polling mode
+# A recorded offset older than this is not used: after a week without updates Telegram numbers the next one at
+# random, possibly below it (the replay guard still drops what was handled before).
+OFFSET_FRESH_FOR = timedelta(days=1)
+_FENCE_RETRY_S = 1.0  # the database did not answer a fence: nothing is handled until it does
+STANDBY_NOTE = "standby: another replica holds the telegram-poller lease and polls (see /readyz singletons)"
+
 _UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 _JOINED = (ChatMemberMember, ChatMemberAdministrator)
 # Said in /readyz: in webhook mode Telegram pushes, so a silent webhook and a broken one look alike from here.
@@ -129,6 +147,7 @@ class TelegramGateway:
         webhook_secret: str | None = None,
         poll_timeout_s: int = 25,
         request_timeout_s: float = 8.0,
+        leases: LeaseStore | None = None,
     ) -> None:
         silence_token_loggers()
         self._allowed = {int(c) for c in allowed_chats}
@@ -154,6 +173,7 @@ class TelegramGateway:
         self._request_timeout_s = request_timeout_s
         self._on_event: EventHandler | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._leases = leases  # None: this process polls alone, unfenced (a gateway built outside the controller)
         polling = mode == "polling"
         self._input = InputWatch(
             PLATFORM, clock=clock, mode=mode, watched=polling, note="" if polling else WEBHOOK_NOTE
@@ -177,7 +197,10 @@ class TelegramGateway:
         the outbox keeps everything until Telegram answers.
         """
         self._on_event = on_event
-        self._input.started()
+        if self.polls_as_singleton:
+            self._input.standing_by(STANDBY_NOTE)  # until `poll_while_held` runs here
+        else:
+            self._input.started()
         try:
             await self._bot.initialize()
             await self._bot.set_my_commands([BotCommand(name, text) for name, text in BOT_COMMANDS])
@@ -189,8 +212,22 @@ class TelegramGateway:
                 await self._bot.delete_webhook()
         except TelegramError as exc:
             log.warning("telegram.start_incomplete", error=_describe(exc))
-        if self._mode == "polling":
-            self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
+        if self._mode == "polling" and self._leases is None:
+            self._poller = asyncio.create_task(self._poll(None), name="telegram-poll")
+
+    @property
+    def polls_as_singleton(self) -> bool:
+        """Whether polling waits for the "telegram-poller" lease (`poll_while_held`) instead of starting itself."""
+        return self._mode == "polling" and self._leases is not None
+
+    async def poll_while_held(self, lease: Lease) -> NoReturn:
+        """The singleton body: poll until cancelled; raises LeaseLost when a fenced step finds the lease gone."""
+        self._input.started()
+        try:
+            await self._poll(lease)
+        finally:
+            self._input.standing_by(STANDBY_NOTE)
+        raise AssertionError("the poller never returns")
 
     async def stop(self) -> None:
         if self._poller is not None:
@@ -298,10 +335,13 @@ class TelegramGateway:
         await self._take(data)
         return 200
 
-    async def _poll(self) -> None:
-        offset: int | None = None
+    async def _poll(self, lease: Lease | None) -> None:
+        offset = self._first_offset(lease)
+        if lease is not None:
+            log.info("telegram.polling", epoch=lease.epoch, offset=offset, taken_from=lease.taken_from)
         failures = 0
         while True:
+            await self._fence(lease, offset)  # a replica that lost the lease asks Telegram for nothing more
             try:
                 batch = await self._get_updates(offset)
                 failures = 0
@@ -325,6 +365,7 @@ class TelegramGateway:
                 log.info("telegram.poll_failed", error=_describe(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 continue
+            await self._fence(lease, None)  # the poll may have outlived the lease (a long poll, a SIGSTOP)
             self._input.received()
             for raw in batch:
                 update_id = _update_id_of(raw)
@@ -332,6 +373,31 @@ class TelegramGateway:
                     # Confirmed on the next getUpdates whatever happens to it below: nothing blocks the queue.
                     offset = max(offset or 0, update_id + 1)
                 await self._take(raw)
+                if update_id is not None:
+                    await self._fence(lease, offset)  # recorded, and the fence of the next update
+
+    def _first_offset(self, lease: Lease | None) -> int | None:
+        """Where a new holder starts: the offset its predecessor recorded, when recent (None: Telegram's oldest
+        unconfirmed update)."""
+        if lease is None or lease.position is None or lease.position_at is None:
+            return None
+        return lease.position if self._clock() - lease.position_at < OFFSET_FRESH_FOR else None
+
+    async def _fence(self, lease: Lease | None, offset: int | None) -> None:
+        """Check the lease (recording `offset` in the same statement when given); raises LeaseLost. While the
+        database does not answer, wait: nothing is polled or handled unfenced."""
+        if lease is None or self._leases is None:
+            return
+        while True:
+            try:
+                if offset is not None:
+                    await self._leases.advance(lease, offset)
+                elif not await self._leases.check(lease):
+                    raise LeaseLost(f"lease {lease.name!r} epoch {lease.epoch} is no longer ours")
+                return
+            except StorageUnavailable as exc:
+                log.warning("telegram.fence_unavailable", error=str(exc), retry_in_s=_FENCE_RETRY_S)
+                await asyncio.sleep(_FENCE_RETRY_S)
 
     async def _get_updates(self, offset: int | None) -> list[object]:
         """One long poll; the updates as raw JSON. Raises TelegramError (network, API) or ValueError (not a list)."""

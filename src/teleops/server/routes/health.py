@@ -41,6 +41,9 @@ async def readyz(request: Request) -> JSONResponse:
     A database a newer TeleOps has migrated since this replica started (a rolling upgrade under way) is a problem
     too, "degraded" and still 200: migrations stay compatible with the previous version, so this replica keeps
     working until it is upgraded in its turn (docs/replicas.md, "Rolling upgrades").
+
+    `replica` names this process among the replicas sharing the database, and `singletons` says which singleton
+    loops it runs now ("held") and which it stands by for ("standby": another replica runs them).
     """
     services = services_of(request)
     try:
@@ -50,7 +53,10 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "unavailable", "detail": f"database: {exc}"}, status_code=503)
     if cannot_write is not None:  # it answers, but alerts and commands would not be stored
         return JSONResponse({"status": "unavailable", "detail": f"storage: {cannot_write}"}, status_code=503)
-    body: dict[str, object] = {"status": "ready"}
+    body: dict[str, object] = {"status": "ready", "replica": services.db.replica}
+    singletons = getattr(request.app.state, "singletons", None)
+    if singletons is not None:
+        body["singletons"] = singletons.states()
     problems: list[str] = []
     with contextlib.suppress(StorageUnavailable):  # it answered just now; a blip here is not this check's to report
         if (newer := await services.db.newer_schema()) is not None:

@@ -7,6 +7,10 @@ a stopped (SIGSTOP), crashed or deadlocked controller does not run; a starved lo
 reason to be unhealthy; and the liveness write it makes right before each ping fails on a database that cannot
 take a write.
 
+With several replicas the pings are a singleton ("deadman-pinger"): `may_ping` is asked right before each request
+and says whether this replica holds the lease now, by a fenced read in the database; a replica that does not (a
+standby, or one frozen and resumed after another took over) sends nothing, and its tick counts as "standby".
+
 The URLs carry the check's secret: they are never logged, only their scheme and host.
 """
 
@@ -43,7 +47,12 @@ class DeadmanPinger:
     """`start`, `stop`. `verdict(lag_s)` is asked at each tick with how late the tick woke up."""
 
     def __init__(
-        self, settings: SelfCheckSettings, *, verdict: Callable[[float], Awaitable[Verdict]], metrics: Metrics
+        self,
+        settings: SelfCheckSettings,
+        *,
+        verdict: Callable[[float], Awaitable[Verdict]],
+        metrics: Metrics,
+        may_ping: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._ping_url = settings.ping_url.get_secret_value() if settings.ping_url else None
         self._fail_url = settings.fail_url.get_secret_value() if settings.fail_url else None
@@ -51,10 +60,11 @@ class DeadmanPinger:
         # A ping that hangs must not push the next one past its interval: the switch would see a gap.
         self._timeout_s = min(settings.timeout.seconds, self._every_s)
         self._verdict = verdict
+        self._may_ping = may_ping
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
-        self.last_result: str | None = None  # ok, fail, skipped, error
+        self.last_result: str | None = None  # ok, fail, skipped, error, standby
         self.last_reason = ""
 
     def start(self) -> None:
@@ -74,13 +84,16 @@ class DeadmanPinger:
             self._client = None
 
     async def tick(self, lag_s: float) -> str:
-        """One ping decision and request; returns the result counted (ok, fail, skipped, error). Never raises."""
+        """One ping decision and request; returns the result counted (ok, fail, skipped, error, standby: another
+        replica pings). Never raises."""
         try:
             verdict = await self._verdict(lag_s)
         except Exception as exc:  # deciding failed: that is not healthy
             log.exception("selfwatch.verdict_failed")
             verdict = Verdict(Health.UNHEALTHY, f"internal error while checking health: {type(exc).__name__}")
-        if verdict.health is Health.HEALTHY and self._ping_url is not None:
+        if self._may_ping is not None and not await self._may_ping():
+            result = "standby"  # the fenced check right before a request: only the lease holder pings
+        elif verdict.health is Health.HEALTHY and self._ping_url is not None:
             result = await self._send("GET", self._ping_url, None, ok="ok")
         elif verdict.health is Health.UNHEALTHY and self._fail_url is not None:
             result = await self._send("POST", self._fail_url, verdict.reason, ok="fail")

@@ -3,6 +3,9 @@
 The self-test runs a few seconds after start, then every `self_check.self_test_every`. The pinger runs only when
 `ping_url` or `fail_url` is set; at each tick it makes a liveness check of its own (the event loop's lateness and a
 durable database write, under `self_check.timeout`) and combines it with the last self-test (health.py).
+
+With `singletons`, the pings are the "deadman-pinger" singleton: one replica pings the switch (each ping right after
+a fenced lease check); the self-test still runs in every replica, since each tests its own path.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from teleops.server.metrics import Metrics
 from teleops.server.selfwatch.health import Liveness, SelfTestResult, Verdict, decide, overdue
 from teleops.server.selfwatch.pinger import DeadmanPinger
 from teleops.server.selfwatch.self_test import SelfTest
+from teleops.server.singletons import Singletons
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.ingest import IngestWriter
 from teleops.store.self_check import write_liveness_mark
 
-__all__ = ["SelfWatch"]
+__all__ = ["DEADMAN_PINGER", "SelfWatch"]
 
 log = structlog.get_logger(__name__)
 
+DEADMAN_PINGER = "deadman-pinger"  # the singleton lease of the dead-man's-switch pings
 FIRST_SELF_TEST_AFTER_S = 5.0  # once the rest of the lifespan has started and the app serves
 
 
@@ -45,6 +50,7 @@ class SelfWatch:
         metrics: Metrics,
         clock: Callable[[], datetime],
         host: str | None = None,
+        singletons: Singletons | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -55,7 +61,16 @@ class SelfWatch:
             settings, db=db, ingest=ingest, chat=chat, metrics=metrics, clock=clock, host=self._host
         )
         pings = settings.ping_url is not None or settings.fail_url is not None
-        self.pinger = DeadmanPinger(settings, verdict=self.verdict, metrics=metrics) if pings else None
+        self.pinger: DeadmanPinger | None = None
+        if pings:
+            may_ping = None
+            if singletons is not None:
+                singletons.add(DEADMAN_PINGER)
+
+                async def may_ping() -> bool:
+                    return await singletons.confirm(DEADMAN_PINGER) is not None
+
+            self.pinger = DeadmanPinger(settings, verdict=self.verdict, metrics=metrics, may_ping=may_ping)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
