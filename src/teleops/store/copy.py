@@ -59,6 +59,7 @@ from teleops.store import approvals as _approvals  # noqa: F401
 from teleops.store import audit as _audit  # noqa: F401
 from teleops.store import calendar_feeds as _calendar_feeds  # noqa: F401
 from teleops.store import duo_pushes as _duo_pushes  # noqa: F401
+from teleops.store import leases as _leases  # noqa: F401  (the Telegram offset travels; a lease expires by itself)
 from teleops.store import oncall_overrides as _oncall_overrides  # noqa: F401
 from teleops.store import signin_guard as _signin_guard  # noqa: F401
 from teleops.store import twofactor as _twofactor  # noqa: F401
