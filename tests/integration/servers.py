@@ -450,6 +450,10 @@ ADMIN_WITHOUT_STEPUP: dict[str, Any] = {
 }
 
 
+# The key files every replica on one database must share (docs/replicas.md, "Key files").
+REPLICA_KEY_FILES = ("argv.key", "twofactor.key")
+
+
 def start_teleops(
     workdir: Path,
     *,
@@ -457,14 +461,20 @@ def start_teleops(
     env: Mapping[str, str] | None = None,
     local_agent: bool = False,
     config: Mapping[str, Any] | None = None,
+    keys_from: TeleopsServer | None = None,
 ) -> TeleopsServer:
     """Start `teleops serve` with a config file in `workdir`, wait for /readyz, create an ingest and an API token.
 
     `database_url` defaults to SQLite in `workdir`; `env` adds TELEOPS_* overrides; `config` adds
-    top-level sections to the YAML. Raises ServerFailed (with the server's log) when it does not come up.
+    top-level sections to the YAML. `keys_from`: another replica on the same database, whose key files this one
+    gets first (docs/replicas.md, "Key files"). Raises ServerFailed (with the server's log) when it does not come up.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "data"
+    if keys_from is not None:
+        data_dir.mkdir(mode=0o700, exist_ok=True)
+        for name in REPLICA_KEY_FILES:
+            shutil.copy2(keys_from.data_dir / name, data_dir / name)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     database_url = database_url or f"sqlite+aiosqlite:///{data_dir}/teleops.db"

@@ -36,6 +36,7 @@ import yaml
 from teleops.store.database import newest_revision
 from tests.fakes.duo import Answer, FakeDuo
 from tests.integration.servers import (
+    REPLICA_KEY_FILES,
     PostgresServer,
     TeleopsServer,
     _run_coroutine,
@@ -48,7 +49,6 @@ from tests.integration.servers import (
 
 OPERATOR = "olga"
 ENROLLED = "ada"
-SHARED_KEY_FILES = ("argv.key", "twofactor.key")
 PAIR_CONFIG: dict[str, Any] = {
     "users": [{"name": OPERATOR, "role": "operator"}, {"name": ENROLLED, "role": "operator"}],
 }
@@ -75,11 +75,7 @@ def _start_pair(postgres: PostgresServer, tmp_path: Path, config: dict[str, Any]
     a = start_teleops(tmp_path / "a", database_url=url, config=config)
     stack.append(a)
     totp = _enrol(a, ENROLLED)
-    shared = tmp_path / "b" / "data"
-    shared.mkdir(parents=True, mode=0o700)
-    for name in SHARED_KEY_FILES:  # docs/replicas.md: every replica gets the same key files
-        shutil.copy2(a.data_dir / name, shared / name)
-    b = start_teleops(tmp_path / "b", database_url=url, config=config)
+    b = start_teleops(tmp_path / "b", database_url=url, config=config, keys_from=a)  # the same key files
     stack.append(b)
     return Pair(a, b, totp)
 
@@ -314,7 +310,7 @@ def test_a_replica_without_the_others_key_files_refuses_to_start_saying_what_to_
     url = postgres_server.create_database()
     first = start_teleops(tmp_path / "a", database_url=url)
     stop_process(first.process)
-    assert {name for name in SHARED_KEY_FILES if (first.data_dir / name).is_file()} == set(SHARED_KEY_FILES)
+    assert {name for name in REPLICA_KEY_FILES if (first.data_dir / name).is_file()} == set(REPLICA_KEY_FILES)
     config = yaml.safe_load(first.config_path.read_text())
     second = tmp_path / "b"
     (second / "data").mkdir(parents=True, mode=0o700)

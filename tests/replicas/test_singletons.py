@@ -85,7 +85,10 @@ class Cluster:
             },
         }
         server = start_teleops(
-            self.tmp_path / f"replica-{len(self.replicas)}", database_url=self.database_url, config=config
+            self.tmp_path / f"replica-{len(self.replicas)}",
+            database_url=self.database_url,
+            config=config,
+            keys_from=self.replicas[0] if self.replicas else None,
         )
         self.replicas.append(server)
         return server, proxy
@@ -316,7 +319,7 @@ def test_the_slack_socket_mode_session_moves_to_the_other_replica_and_each_envel
         a = start_teleops(tmp_path / "a", database_url=url, config=config)
         started.append(a)
         eventually(lambda: slack.fake.connections == 1, what="replica A's Socket Mode session")
-        b = start_teleops(tmp_path / "b", database_url=url, config=config)
+        b = start_teleops(tmp_path / "b", database_url=url, config=config, keys_from=a)
         started.append(b)
         assert singletons_of(a)["slack-socket"] == "held"
         assert singletons_of(b)["slack-socket"] == "standby"
@@ -361,7 +364,9 @@ def test_only_the_lease_holder_pings_the_dead_mans_switch_and_a_resumed_one_ping
 
     def replica(name: str) -> TeleopsServer:
         checks = {"ping_url": switch.url(f"/ping/{name}"), "ping_every": "1s", "self_test_every": "1s"}
-        server = start_teleops(tmp_path / name, database_url=url, config={"self_check": checks})
+        server = start_teleops(
+            tmp_path / name, database_url=url, config={"self_check": checks}, keys_from=started[0] if started else None
+        )
         started.append(server)
         return server
 

@@ -43,7 +43,6 @@ from tests.integration.servers import (
     wait_until,
 )
 
-SHARED_KEY_FILES = ("argv.key", "twofactor.key")
 RECOVERS_WITHIN_S = 15.0  # the failover bound, for ingest after the promotion
 
 
@@ -252,11 +251,9 @@ def test_a_promoted_standby_keeps_every_acknowledged_alert_and_the_replicas_reco
         )
         servers = [start_teleops(tmp_path_factory.mktemp("replica0"), database_url=url)]
         for n in range(1, replicas):  # docs/replicas.md: the others start with the first one's key files
-            workdir = tmp_path_factory.mktemp(f"replica{n}")
-            (workdir / "data").mkdir(mode=0o700)
-            for name in SHARED_KEY_FILES:
-                shutil.copy2(servers[0].data_dir / name, workdir / "data" / name)
-            servers.append(start_teleops(workdir, database_url=url))
+            servers.append(
+                start_teleops(tmp_path_factory.mktemp(f"replica{n}"), database_url=url, keys_from=servers[0])
+            )
         sender = Sender(servers)
         try:
             sender.start()
