@@ -251,7 +251,7 @@ class OutboxWorker:
         whose claim was lost meanwhile (this process stalled) keeps going only to have its outcome refused."""
         while True:
             await asyncio.sleep(RENEW_EVERY_S)
-            deliveries = list(self._claims.values())
+            deliveries = [d for d in self._claims.values() if d.in_flight]
             if not deliveries:
                 continue
             started = time.monotonic()
@@ -263,7 +263,7 @@ class OutboxWorker:
             for delivery in deliveries:
                 if delivery.row.id in held:
                     delivery.renewed(started)
-                else:
+                elif delivery.in_flight:  # not ended by its own outcome meanwhile: taken over
                     log.warning("outbox.lease_lost", platform=self._platform, outbox_id=delivery.row.id)
 
     def _is_group(self, chat_id: str) -> bool:

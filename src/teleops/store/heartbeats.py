@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from teleops.config.heartbeats import HeartbeatSettings, HeartbeatSpec
@@ -128,6 +128,9 @@ class HeartbeatStore:
         StorageUnavailable."""
 
         def apply(conn: Connection) -> list[HeartbeatRecord]:
+            if conn.dialect.name == "postgresql":
+                # Replicas starting together each sync: one after the other, or both would insert a new row.
+                conn.execute(text("LOCK TABLE heartbeats IN SHARE ROW EXCLUSIVE MODE"))
             existing = {row.name: row for row in conn.execute(select(heartbeats))}
             wanted = {item.name: item for item in configured}
             for name, item in wanted.items():

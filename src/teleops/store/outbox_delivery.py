@@ -46,7 +46,7 @@ LEASE_MARGIN_S = 2.0
 class Delivery:
     """One outbox row the worker may send: `claim`, then `ready`, then exactly one of `sent`, `retry`, `failed`."""
 
-    __slots__ = ("_db", "_handed_over", "_held_until", "_mark", "_store", "epoch", "row")
+    __slots__ = ("_claimed", "_db", "_handed_over", "_held_until", "_mark", "_store", "epoch", "reported", "row")
 
     def __init__(self, store: OutboxStore, db: Database, row: OutboxRow, mark: int, *, handed_over: bool) -> None:
         self.row = row
@@ -57,6 +57,8 @@ class Delivery:
         # The claim this delivery holds: a handed-over row's was taken at ingest (the hand-over comes just after its
         # commit, so the lease is counted from now, less the margin); a read row's is taken by `claim`.
         self.epoch = row.claim_epoch
+        self.reported = False  # its outcome is being written (`sent`, `retry`, `failed`): the claim ends there
+        self._claimed = handed_over
         self._held_until = self._lease_from(time.monotonic()) if handed_over else 0.0
 
     def _lease_from(self, started: float) -> float:
@@ -67,6 +69,11 @@ class Delivery:
         one process delivers). False after a stall (SIGSTOP, a blocked loop) past the lease: do not call the
         platform, another replica may have taken the row over."""
         return self._db.is_sqlite or time.monotonic() < self._held_until
+
+    @property
+    def in_flight(self) -> bool:
+        """Claimed and not yet reported: the lease to renew."""
+        return self._claimed and not self.reported
 
     def renewed(self, started: float) -> None:
         """The lease was renewed by a statement sent at monotonic time `started`."""
@@ -85,6 +92,7 @@ class Delivery:
         self.row = replace(self.row, payload=claimed.payload, claim_epoch=claimed.epoch)
         self.epoch = claimed.epoch
         self._held_until = self._lease_from(started)
+        self._claimed = True
         return True
 
     async def ready(self) -> None:
@@ -96,6 +104,7 @@ class Delivery:
         """The platform accepted the message (returns once committed, without waiting for the fsync:
         `OutboxStore.mark_sent`). False: the claim had been taken over (this replica stalled past its lease), the
         row is the new owner's and nothing was written."""
+        self.reported = True
         return await self._store.mark_sent(
             self.row.id, platform_message_id, now, count_attempt=self._handed_over, epoch=self.epoch
         )
@@ -103,6 +112,7 @@ class Delivery:
     async def retry(self, error: str, next_attempt_at: datetime, *, blocked_until: datetime | None = None) -> bool:
         """Back to `pending`, to go again at `next_attempt_at` (`blocked_until`: the platform's 429 deadline).
         False as for `sent`."""
+        self.reported = True
         return await self._store.mark_retry(
             self.row.id,
             error,
@@ -114,6 +124,7 @@ class Delivery:
 
     async def failed(self, error: str) -> bool:
         """The platform refused the message for good. False as for `sent`."""
+        self.reported = True
         return await self._store.mark_failed(self.row.id, error, count_attempt=self._handed_over, epoch=self.epoch)
 
 
