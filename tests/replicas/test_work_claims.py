@@ -165,6 +165,51 @@ async def test_kill_9_with_sends_in_flight_hands_the_rows_over_and_duplicates_on
     assert held_at_kill >= 1
 
 
+async def test_a_replica_frozen_with_sends_in_flight_does_not_act_on_the_leases_it_lost(
+    postgres_server: PostgresServer, tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    config = _config(fake_telegram, telegram={"alert_chats": ALERT_CHATS})
+    async with _replicas(postgres_server, tmp_path, config, 2) as ((a, b), db):
+        fake_telegram.answer_delay_s["sendMessage"] = 1.0
+        names = [f"Frozen{n:02d}" for n in range(8)]
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.gather(
+                *(_post(client, (a, b)[n % 2], _body(name, f"fp-{name}")) for n, name in enumerate(names))
+            )
+        held_by_a = select(outbox.c.id).where(outbox.c.status == "sending", outbox.c.claimed_by.like(_holder(a)))
+        await eventually(lambda: db.all(held_by_a), what="a send in flight on replica A", timeout=60)
+        await asyncio.sleep(0.5)  # inside the second Telegram takes to answer
+        os.kill(a.process.pid, signal.SIGSTOP)
+        held = {int(r.id) for r in await db.all(held_by_a)}
+        # Frozen past its leases: the other replica takes the rows over and delivers them.
+        await eventually(
+            lambda: _all_sent(db, held), what="the frozen replica's rows delivered by the other", timeout=60
+        )
+        os.kill(a.process.pid, signal.SIGCONT)  # it wakes up believing it still holds them
+        await eventually(lambda: _none_left(db), what="every outbox row sent", timeout=120)
+        await asyncio.sleep(3)  # the woken replica's late outcomes have been tried by now
+        owners = await db.all(select(outbox.c.id, outbox.c.claimed_by).where(outbox.c.id.in_(held)))
+        log = a.log.read_text()
+    refused = log.count("outbox.claim_lost") + log.count("outbox.lease_expired_before_send")
+    duplicates = sum(max(_named(_titles(fake_telegram, chat), name) - 1, 0) for chat in ALERT_CHATS for name in names)
+    for chat in ALERT_CHATS:
+        for name in names:
+            assert _named(_titles(fake_telegram, chat), name) >= 1, f"{name} never reached chat {chat}"
+    print(
+        f"\nSIGSTOP mid-delivery: {len(held)} rows in flight on the frozen replica, all delivered by the other; "
+        f"{refused} late outcomes or sends refused on waking; {duplicates} posted twice"
+    )
+    # Not one of the rows it lost records the frozen replica's word: each is the other replica's, as it sent it.
+    assert {o.claimed_by.split("/")[1] for o in owners} == {str(b.process.pid)}
+    assert 1 <= refused <= len(held)
+    assert duplicates <= len(held)
+
+
+async def _all_sent(db: Database, ids: set[int]) -> bool:
+    rows = await db.all(select(outbox.c.status).where(outbox.c.id.in_(ids)))
+    return len(rows) == len(ids) and {r.status for r in rows} == {"sent"}
+
+
 async def _none_left(db: Database) -> bool:
     left = await db.scalar(select(func.count()).select_from(outbox).where(outbox.c.status != "sent"))
     return int(left) == 0
