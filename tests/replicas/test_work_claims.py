@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 from teleops.store.database import Database
 from teleops.store.schema import heartbeats, incidents, outbox, pages, timeline
@@ -130,16 +131,18 @@ async def test_kill_9_with_sends_in_flight_hands_the_rows_over_and_duplicates_on
             await asyncio.gather(
                 *(_post(client, (a, b)[n % 2], _body(name, f"fp-{name}")) for n, name in enumerate(names))
             )
-        in_flight_on_a = (
-            select(func.count())
-            .select_from(outbox)
-            .where(outbox.c.status == "sending", outbox.c.claimed_by.like(_holder(a)))
-        )
+        on_a = and_(outbox.c.status == "sending", outbox.c.claimed_by.like(_holder(a)))
+        in_flight_on_a = select(func.count()).select_from(outbox).where(on_a)
         await eventually(lambda: _scalar(db, in_flight_on_a), what="a send in flight on replica A", timeout=60)
         await asyncio.sleep(0.5)  # inside the second Telegram takes to answer
+        held = {int(r.id) for r in await db.all(select(outbox.c.id).where(on_a))}
         a.process.kill()
+        killed_at = time.monotonic()
         await asyncio.to_thread(a.process.wait, 10)
-        held_at_kill = int(await _scalar(db, in_flight_on_a))
+        held |= {int(r.id) for r in await db.all(select(outbox.c.id).where(on_a))}
+        held_at_kill = len(held)
+        await eventually(lambda: _all_sent(db, held), what="the killed replica's rows delivered", timeout=60)
+        handed_over_s = time.monotonic() - killed_at
 
         await eventually(lambda: _none_left(db), what="every outbox row sent by the surviving replica", timeout=120)
         taken_over = int(
@@ -159,7 +162,8 @@ async def test_kill_9_with_sends_in_flight_hands_the_rows_over_and_duplicates_on
             duplicates += delivered - 1
     print(
         f"\nkill -9 mid-delivery: {len(names) * len(ALERT_CHATS)} messages, {held_at_kill} in flight on the killed "
-        f"replica, {duplicates} posted twice, {taken_over} rows taken over by the survivor"
+        f"replica, {duplicates} posted twice, {taken_over} rows taken over by the survivor, all of them delivered "
+        f"{handed_over_s:.1f} s after the kill"
     )
     assert duplicates <= held_at_kill  # only rows the killed replica had in flight may be posted twice
     assert held_at_kill >= 1
