@@ -60,9 +60,14 @@ def create_token(config: Path, kind: str, name: str, *extra: str) -> str:
 
 
 async def start_teleops(
-    workdir: Path, *, db_url: str | None = None, extra_config: dict[str, object] | None = None
+    workdir: Path,
+    *,
+    db_url: str | None = None,
+    extra_config: dict[str, object] | None = None,
+    sender: str = "bench",
 ) -> TeleOps:
-    """Start `teleops serve` in `workdir` (SQLite there unless `db_url`), wait for /readyz, make a token."""
+    """Start `teleops serve` in `workdir` (SQLite there unless `db_url`), wait for /readyz, make a token (a second
+    replica on the same database needs another `sender` name for its ingest token)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = db_url or f"sqlite+aiosqlite:///{workdir}/teleops.db"
@@ -72,7 +77,7 @@ async def start_teleops(
     )
     try:
         await wait_http(server, "/readyz", timeout=60)
-        token = create_token(config, "ingest", "bench")
+        token = create_token(config, "ingest", sender)
     except BaseException:
         server.stop()
         raise

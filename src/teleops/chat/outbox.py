@@ -22,6 +22,14 @@ the commit of `Delivery.sent`: a kill -9 there (or an answer lost to a timeout) 
 start sends it again, because neither the Bot API nor Slack's chat.postMessage takes an idempotency key. That window
 is kept to one HTTP answer plus one commit: nothing else runs between the answer and `Delivery.sent`, which does not
 wait for its fsync (a process crash keeps a commit). Edits are idempotent (the same text twice is a no-op).
+
+Several replicas on one PostgreSQL (issue #23): each runs this worker for each platform. A claim holds its row under
+a lease the worker renews every RENEW_EVERY_S while the row is in flight, so a replica that dies or freezes hands its
+rows over within OUTBOX_LEASE_S (store/outbox_delivery.py); a head another replica holds is skipped, and, since rows
+queued by another replica wake only that replica, the worker also looks every SHARED_POLL_S. A replica frozen past
+its lease does not make the platform call when it wakes (`Delivery.holds_lease`), and its late outcome is refused
+(fenced by the claim's epoch). The one further duplicate replicas add is a freeze *during* the platform call for
+longer than the lease: the row is taken over and sent again (at least once, as for a kill -9 in that window).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from teleops.chat.delivery_health import DeliveryHealth
 from teleops.chat.render import render
 from teleops.domain.message import Message
 from teleops.store.database import StorageUnavailable
-from teleops.store.outbox import Delivery, OutboxKind, OutboxRow, OutboxStatus, OutboxStore
+from teleops.store.outbox import OUTBOX_LEASE_S, Delivery, OutboxKind, OutboxRow, OutboxStatus, OutboxStore
 
 __all__ = ["OutboxWorker"]
 
@@ -55,6 +63,10 @@ log = structlog.get_logger(__name__)
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 MAX_IN_FLIGHT = 64
+# Several replicas (PostgreSQL): how often the leases of rows in flight are renewed, and how often the worker looks
+# for rows it was not woken for (queued by another replica, or left behind by one that died).
+RENEW_EVERY_S = OUTBOX_LEASE_S / 3
+SHARED_POLL_S = 1.0
 
 
 class _Window:
@@ -113,8 +125,10 @@ class OutboxWorker:
         # counted on the wall clock, the only one shared across processes.
         self._own_blocks: dict[int, datetime] = {}
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._claims: dict[str, Delivery] = {}  # chat -> the delivery in flight there (its lease is renewed)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
 
     @property
     def platform(self) -> str:
@@ -149,18 +163,22 @@ class OutboxWorker:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"outbox-{self._platform}")
             self._store.listen(self._platform, self._take_handed_over)
+            if self._store.shared:
+                self._renewer = asyncio.create_task(self._renew_leases(), name=f"outbox-{self._platform}-leases")
 
     async def stop(self) -> None:
         """Stop delivering. Rows in flight stay `sending` and are retried by the next start."""
         self._store.listen(self._platform, None)  # rows handed over meanwhile are found by the next start
-        tasks = [t for t in (self._task, *self._in_flight.values()) if t is not None]
+        tasks = [t for t in (self._task, self._renewer, *self._in_flight.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._task = None
+        self._renewer = None
         self._in_flight.clear()
+        self._claims.clear()
 
     async def _run(self) -> None:
         while True:
@@ -170,6 +188,8 @@ class OutboxWorker:
             except Exception:  # the database hiccupped: keep the loop, look again shortly
                 log.exception("outbox.scan_failed", platform=self._platform)
                 delay = 1.0
+            if self._store.shared:  # other replicas queue rows too, and may leave some behind
+                delay = SHARED_POLL_S if delay is None else min(delay, SHARED_POLL_S)
             if delay is None:
                 await self._wake.wait()
             else:
@@ -206,6 +226,7 @@ class OutboxWorker:
         self._chat_ready[row.chat_id] = now + self._caps.rate_limits.per_chat_interval_s
         task = asyncio.create_task(self._deliver(delivery), name=f"outbox-{self._platform}-{row.id}")
         self._in_flight[row.chat_id] = task
+        self._claims[row.chat_id] = delivery
         task.add_done_callback(self._finisher(row.chat_id))
 
     def _spaced_after_call(self, row: OutboxRow) -> None:
@@ -220,9 +241,30 @@ class OutboxWorker:
     def _finisher(self, chat_id: str) -> Callable[[asyncio.Task[None]], None]:
         def finished(_task: asyncio.Task[None]) -> None:
             self._in_flight.pop(chat_id, None)
+            self._claims.pop(chat_id, None)
             self._wake.set()
 
         return finished
+
+    async def _renew_leases(self) -> None:
+        """Several replicas: keep the claims of the rows in flight (a platform call may outlast one lease). A row
+        whose claim was lost meanwhile (this process stalled) keeps going only to have its outcome refused."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            deliveries = [d for d in self._claims.values() if d.in_flight]
+            if not deliveries:
+                continue
+            started = time.monotonic()
+            try:
+                held = await self._store.renew([(d.row.id, d.epoch) for d in deliveries])
+            except Exception as exc:  # the database hiccupped: the leases run on, renewed next time if they can
+                log.warning("outbox.lease_renewal_failed", platform=self._platform, error=str(exc))
+                continue
+            for delivery in deliveries:
+                if delivery.row.id in held:
+                    delivery.renewed(started)
+                elif delivery.in_flight:  # not ended by its own outcome meanwhile: taken over
+                    log.warning("outbox.lease_lost", platform=self._platform, outbox_id=delivery.row.id)
 
     def _is_group(self, chat_id: str) -> bool:
         limits = self._caps.rate_limits
@@ -268,6 +310,11 @@ class OutboxWorker:
         except StorageUnavailable as exc:  # the row may not survive a power loss: do not announce it yet
             log_.warning("outbox.not_durable", error=str(exc))
             self._chat_ready[row.chat_id] = max(self._chat_ready.get(row.chat_id, 0.0), self._now() + BACKOFF_BASE_S)
+            return
+        if not delivery.holds_lease():
+            # This process stalled past the claim's lease (SIGSTOP, a blocked loop): another replica may be sending
+            # the row now. Not calling the platform is what keeps it from being posted twice.
+            log_.warning("outbox.lease_expired_before_send", hint="left to whichever replica claims it next")
             return
         try:
             try:

@@ -122,7 +122,8 @@ class PageDelivery:
         for page in live_pages(conn):
             if page.outbox_status == OutboxStatus.SENT.value:
                 state = PageState.SENT if page.platform == CONTACT_PLATFORM else PageState.DELIVERED
-                settle_page(conn, page.id, state, None, now)
+                if not settle_page(conn, page.id, state, None, now):
+                    continue  # settled by another replica's pass meanwhile
                 self._on_outcome(state.value, page.platform, "")
                 escalation_store.add_event(conn, page.incident_id, now, f"page.{state.value}", _where(page))
                 continue
@@ -136,7 +137,8 @@ class PageDelivery:
                     reason += f" (last error: {page.outbox_error})"
             else:
                 continue
-            settle_page(conn, page.id, PageState.FAILED, reason, now)
+            if not settle_page(conn, page.id, PageState.FAILED, reason, now):
+                continue  # settled by another replica's pass meanwhile: its fallback is queued there
             self._on_outcome(PageState.FAILED.value, page.platform, cause)
             enqueued |= self._failed(conn, page, reason, now)
         return enqueued

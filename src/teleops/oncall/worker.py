@@ -3,7 +3,9 @@
 Each pass runs in one transaction: load due escalations, decide with `escalation.evaluate`, enqueue the
 pages in the outbox, write the timeline, store the next due time. A crash before the commit leaves the
 escalation due (it runs again, once); after the commit, the step is done and its messages are queued.
-On PostgreSQL due rows are claimed with FOR UPDATE SKIP LOCKED, so replicas never page twice.
+On PostgreSQL due rows are claimed with FOR UPDATE SKIP LOCKED, so replicas never page twice; the claim lasts as
+long as the pass's transaction, which the server ends when a stalled replica stops talking to it (`hold_pass`,
+store/escalations.py), so a step a dead or frozen replica had claimed is run by another one, once.
 
 Storms (chat/storm.py): pages and reminders are grouped like announcements, per chat and per (team, severity): past
 the threshold in a window, one summary per group ("+37 more pages: …"), edited as more come.
@@ -40,6 +42,9 @@ __all__ = ["EscalationWorker"]
 log = structlog.get_logger(__name__)
 
 MAX_SLEEP_S = 30.0
+# Several replicas: a pass that found nothing to do while something is due (another replica's pass holds it) looks
+# again after this long rather than at once, so the loop does not spin on rows it cannot claim.
+HELD_ELSEWHERE_RETRY_S = 0.5
 # A handover is sent when its shift began at most this long ago: a controller that was down over a
 # handoff still sends it when it comes back, but a first start mid-shift does not page anyone.
 HANDOVER_GRACE = timedelta(hours=1)  # also re-checks periodically, e.g. after another replica changed due times
@@ -178,13 +183,15 @@ class EscalationWorker:
             # must make the loop look again instead of being wiped out.
             self._wake.clear()
             try:
-                await self.tick()
+                evaluated = await self.tick()
                 next_due = _earliest(await self._db.read(store.next_due_at), await self._db.read(next_deadline))
                 handoff = self.next_handoff(self._clock())
                 if handoff is not None and (next_due is None or handoff < next_due):
                     next_due = handoff
                 if next_due is not None:
                     delay = min(MAX_SLEEP_S, max(0.0, (next_due - self._clock()).total_seconds()))
+                    if delay == 0.0 and evaluated == 0 and not self._db.is_sqlite:
+                        delay = HELD_ELSEWHERE_RETRY_S
             except StorageUnavailable as exc:
                 log.warning("escalation.storage_unavailable", error=str(exc))
             except Exception:  # the loop must survive a bug in one pass; the escalation stays due
@@ -204,6 +211,7 @@ class EscalationWorker:
         return count
 
     def _process(self, conn: Connection, now: datetime) -> tuple[int, bool]:
+        store.hold_pass(conn)  # the claims below last while this replica talks to the database (several replicas)
         # Who covers each rotation now, with the overrides made in the web UI (read in this pass's transaction).
         self._directory.load_overrides(conn, now)
         # Pages first: a failed one may make its escalation's next step due now (read just below).

@@ -11,8 +11,11 @@ another replica, is seen soon), or until woken when a heartbeat is defined. A co
 hear the pings sent meanwhile: nothing is due before one interval after this monitor started.
 
 Pings and the monitor's own transitions are serialised by one lock in this process. Several replicas each run a
-monitor: the row's conditional update lets only one of them record a miss, and a duplicate firing alert would
-land on the same incident anyway (docs/heartbeats.md, "Several replicas").
+monitor: before submitting the firing alert a monitor claims the check (`HeartbeatStore.claim_check`, a lease by the
+database's clock), so one replica opens the incident and the others stand aside and look again after the lease; the
+miss is recorded under that claim (`mark_late`). A monitor whose claim was taken over (it stalled) leaves the
+incident alone, and takes its alert back only when the heartbeat pinged meanwhile (docs/heartbeats.md, "Several
+replicas").
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -38,7 +41,7 @@ from teleops.domain.heartbeat import (
 from teleops.domain.message import Message
 from teleops.server.metrics import Metrics
 from teleops.store.database import StorageUnavailable
-from teleops.store.heartbeats import HeartbeatRecord, HeartbeatStore
+from teleops.store.heartbeats import CHECK_LEASE_S, HeartbeatNotFound, HeartbeatRecord, HeartbeatStore
 from teleops.store.ingest import IngestWriter
 
 __all__ = ["HeartbeatMonitor", "HeartbeatView", "heartbeat_alert"]
@@ -194,14 +197,29 @@ class HeartbeatMonitor:
                 if now < due:
                     next_due = due if next_due is None else min(next_due, due)
                     continue
+                if not await self.store.claim_check(record.name, last_ping_at=record.last_ping_at):
+                    # It pinged, is late already, or another replica is opening its incident: look again after
+                    # that replica's claim would have run out.
+                    retry = now + timedelta(seconds=CHECK_LEASE_S)
+                    next_due = retry if next_due is None else min(next_due, retry)
+                    continue
                 await self._submit(record, AlertStatus.FIRING, at=now)
                 if await self.store.mark_late(record.name, now=now, last_ping_at=record.last_ping_at):
                     late += 1
                     log.warning("heartbeat.missed", heartbeat=record.name, due_at=due.isoformat())
-                else:  # it pinged (another replica) while we looked: take the alert back
+                elif await self._pinged_since(record):  # it pinged (another replica) while we looked: take it back
                     await self._submit(record, AlertStatus.RESOLVED, at=now)
+                else:  # this replica stalled past its claim and another recorded the miss: the incident is theirs
+                    log.warning("heartbeat.check_taken_over", heartbeat=record.name)
             self._metrics.heartbeats_late.set(late)
             return next_due
+
+    async def _pinged_since(self, record: HeartbeatRecord) -> bool:
+        try:
+            now = await self.store.get(record.name)
+        except HeartbeatNotFound:
+            return True  # deleted meanwhile: its alert is taken back
+        return now.last_ping_at != record.last_ping_at
 
     async def _submit(self, record: HeartbeatRecord, status: AlertStatus, *, at: datetime) -> None:
         alert = heartbeat_alert(record, status, at=at)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
 from teleops.store.committer import Commit, PipelinedCommitter, resolve
+from teleops.store.work_leases import REPLICA_OPTION
 
 if TYPE_CHECKING:
     from teleops.store.sealed_argv import ArgvVault
@@ -93,7 +94,10 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self._file: Path | None = None  # the SQLite file, for `write_problem`
-        kwargs: dict[str, Any] = {}
+        # Every connection carries the replica name, for store functions that claim work given only a Connection
+        # (store/work_leases.py).
+        named = {REPLICA_OPTION: self.replica}
+        kwargs: dict[str, Any] = {"execution_options": named}
         if self.is_sqlite:
             database = parsed.database or ""
             self._file = Path(database) if database and database != ":memory:" else None
@@ -115,6 +119,7 @@ class Database:
             self._sync_engine = create_engine(
                 parsed.set(drivername="sqlite+pysqlite"),
                 connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+                execution_options=named,
             )
             event.listen(self._sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
             if database and database != ":memory:":
@@ -122,6 +127,7 @@ class Database:
                 batch_engine = create_engine(
                     parsed.set(drivername="sqlite+pysqlite"),
                     connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+                    execution_options=named,
                 )
                 batch_pragmas = _sqlite_pragmas(busy_timeout_ms, synchronous="NORMAL", autocheckpoint=False)
                 event.listen(batch_engine, "connect", batch_pragmas)

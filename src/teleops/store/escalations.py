@@ -2,6 +2,14 @@
 
 All functions take a Connection: they run inside the caller's transaction, so a step, its notifications
 and the advanced timer commit together (a restart neither loses nor repeats a step).
+
+Several replicas on one PostgreSQL (issue #23): a due escalation is claimed by locking its row (`FOR UPDATE SKIP
+LOCKED`) in the pass's transaction, and the step's pages, its timeline and its next due time commit in that same
+transaction. The claim is therefore the transaction, and its lease is the database session: a replica killed
+mid-pass loses its connection and the server rolls the pass back at once (the step stays due and another replica
+runs it, once); a replica frozen mid-pass (SIGSTOP) leaves its transaction idle, and `hold_pass` has the server end
+it after PASS_IDLE_LIMIT_S, so its locks go and another replica runs the step, while the frozen one's commit fails
+when it wakes (nothing doubled). Nothing of a step is sent before that commit: its pages are outbox rows.
 """
 
 from __future__ import annotations
@@ -10,18 +18,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from teleops.store.schema import escalations, identities, incidents, timeline, users
 
 __all__ = [
+    "PASS_IDLE_LIMIT_S",
     "DueEscalation",
     "EscalationNow",
     "add_event",
     "admin_users",
     "due_escalations",
     "escalation_now",
+    "hold_pass",
     "hurry",
     "linked_chats",
     "next_due_at",
@@ -30,6 +40,19 @@ __all__ = [
     "save_plan",
     "start",
 ]
+
+
+# How long the server lets an escalation pass's transaction wait for its replica between two statements before it
+# ends the session (PostgreSQL): a pass sends its statements back to back, so only a stalled replica gets near it.
+PASS_IDLE_LIMIT_S = 5
+
+
+def hold_pass(conn: Connection) -> None:
+    """First in an escalation pass's transaction (PostgreSQL): the rows it locks are released PASS_IDLE_LIMIT_S after
+    this replica stops talking to the server (frozen, or its host cut off), the lease of its claims; its late commit
+    then fails. SQLite has one process and no such lease."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = '{int(PASS_IDLE_LIMIT_S)}s'"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +94,8 @@ def nudge(conn: Connection, incident_id: int, now: datetime) -> None:
 
 def due_escalations(conn: Connection, now: datetime, *, limit: int = 100) -> list[DueEscalation]:
     """Escalations due by `now`, with their incident. On PostgreSQL rows are locked, skipping those another
-    replica is processing (`FOR UPDATE SKIP LOCKED`); SQLite has a single writer."""
+    replica is processing (`FOR UPDATE SKIP LOCKED`): the claim, held until the caller's transaction ends
+    (`hold_pass` bounds it for a stalled replica); SQLite has a single writer."""
     query = (
         select(escalations, incidents)
         .join(incidents, incidents.c.id == escalations.c.incident_id)

@@ -6,6 +6,12 @@ audited (`heartbeat.defined`, `heartbeat.deleted`) in the same transaction as th
 
 Rows from `heartbeats:` in the config (origin "config") are rewritten at every start; the API may not change or
 delete them (HeartbeatFromConfig), since the next start would undo it.
+
+Several replicas on one PostgreSQL each watch every heartbeat. Before a monitor opens the incident of a miss it
+claims the check (`claim_check`: `check_claimed_by`, and `check_lease_until` by the database's clock, CHECK_LEASE_S);
+another replica's live claim makes it stand aside, so one miss opens one incident. A replica that dies between its
+claim and `mark_late` hands the check over when the lease expires; the next one's firing alert lands on the incident
+already open, if any (same fingerprint), so nothing is doubled.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from teleops.config.heartbeats import HeartbeatSettings, HeartbeatSpec
@@ -23,8 +29,10 @@ from teleops.domain.heartbeat import HeartbeatState, HeartbeatTiming, state_of
 from teleops.store.audit import append
 from teleops.store.database import Database
 from teleops.store.schema import heartbeats
+from teleops.store.work_leases import db_now, lease_end
 
 __all__ = [
+    "CHECK_LEASE_S",
     "CONFIG_ORIGIN",
     "HeartbeatFromConfig",
     "HeartbeatNotFound",
@@ -34,6 +42,10 @@ __all__ = [
 
 CONFIG_ORIGIN = "config"
 API_ORIGIN = "api"
+
+# How long a replica's claim on checking a missed heartbeat lasts (several replicas, PostgreSQL): the time to submit
+# one firing alert, with room; a replica that died meanwhile hands the check over after it.
+CHECK_LEASE_S = 15.0
 
 
 class HeartbeatNotFound(LookupError):
@@ -116,6 +128,9 @@ class HeartbeatStore:
         StorageUnavailable."""
 
         def apply(conn: Connection) -> list[HeartbeatRecord]:
+            if conn.dialect.name == "postgresql":
+                # Replicas starting together each sync: one after the other, or both would insert a new row.
+                conn.execute(text("LOCK TABLE heartbeats IN SHARE ROW EXCLUSIVE MODE"))
             existing = {row.name: row for row in conn.execute(select(heartbeats))}
             wanted = {item.name: item for item in configured}
             for name, item in wanted.items():
@@ -188,24 +203,55 @@ class HeartbeatStore:
         changed = await self._db.write(_ping, name, now)
         return changed > 0
 
-    async def mark_late(self, name: str, *, now: datetime, last_ping_at: datetime | None) -> bool:
-        """Record the miss of `name`, once: only while it is not late and has not pinged since `last_ping_at` (what
-        the monitor saw). False when a ping came in between or it was already late. Raises StorageUnavailable."""
+    async def claim_check(self, name: str, *, last_ping_at: datetime | None) -> bool:
+        """Claim the opening of the incident for a miss of `name` (this replica, for CHECK_LEASE_S): only while it is
+        not late, has not pinged since `last_ping_at` (what the monitor saw), and no other replica holds a live
+        claim on it. False: a ping came in, it is late already, or another replica is opening it (stand aside).
+        Raises StorageUnavailable."""
+        me = self._db.replica
+        free = [heartbeats.c.check_claimed_by.is_(None), heartbeats.c.check_claimed_by == me]
+        values: dict[str, Any] = {"check_claimed_by": me}
+        if not self._db.is_sqlite:  # SQLite has one process: a claim not its own is from a process that is gone
+            free.append(heartbeats.c.check_lease_until <= db_now())
+            values["check_lease_until"] = lease_end(CHECK_LEASE_S)
+        statement = (
+            update(heartbeats)
+            .where(heartbeats.c.name == name, heartbeats.c.late_since.is_(None), _pinged_last(last_ping_at))
+            .values(**values)
+        )
+        if not self._db.is_sqlite:
+            statement = statement.where(or_(*free))
 
         def apply(conn: Connection) -> int:
-            ping = (
-                heartbeats.c.last_ping_at.is_(None)
-                if last_ping_at is None
-                else heartbeats.c.last_ping_at == last_ping_at
-            )
-            result = conn.execute(
-                update(heartbeats)
-                .where(heartbeats.c.name == name, heartbeats.c.late_since.is_(None), ping)
-                .values(late_since=now)
-            )
-            return int(result.rowcount)
+            return int(conn.execute(statement).rowcount)
 
         return await self._db.run_in_transaction(apply) > 0
+
+    async def mark_late(self, name: str, *, now: datetime, last_ping_at: datetime | None) -> bool:
+        """Record the miss of `name`, once: only while it is not late and has not pinged since `last_ping_at` (what
+        the monitor saw), and, with several replicas, while this replica's `claim_check` holds (the claim ends here).
+        False when a ping came in between, it was already late, or the claim was taken over. Raises
+        StorageUnavailable."""
+        mine = heartbeats.c.check_claimed_by == self._db.replica
+        statement = (
+            update(heartbeats)
+            .where(heartbeats.c.name == name, heartbeats.c.late_since.is_(None), _pinged_last(last_ping_at))
+            .values(late_since=now, check_claimed_by=None, check_lease_until=None)
+        )
+        if not self._db.is_sqlite:
+            statement = statement.where(mine)
+
+        def apply(conn: Connection) -> int:
+            return int(conn.execute(statement).rowcount)
+
+        return await self._db.run_in_transaction(apply) > 0
+
+
+def _pinged_last(last_ping_at: datetime | None) -> Any:
+    """The heartbeat's last ping is still `last_ping_at` (None: it never pinged)."""
+    if last_ping_at is None:
+        return heartbeats.c.last_ping_at.is_(None)
+    return heartbeats.c.last_ping_at == last_ping_at
 
 
 def _ping(conn: Connection, name: str, now: datetime) -> int:

@@ -13,6 +13,13 @@ died (kill -9, power loss) or the answer was lost (timeout) before `mark_sent` c
 and is sent again. The commit of `mark_sent` closes that window for a process crash; the caller does not wait for
 its fsync as well (only a power loss can undo a commit, and then the message is sent again, as in the window).
 See docs/telegram.md ("What TeleOps guarantees").
+
+Several replicas on one PostgreSQL (issue #23): a claim writes the replica's name, a lease end by the database's
+clock (OUTBOX_LEASE_S, renewed while the platform call runs) and a new claim epoch (store/work_leases.py). A row
+`sending` under another replica's live lease is left alone (it is still its chat's head, so the chat waits); once
+the lease expired (the replica died or froze) any replica claims it again. The outcome is written only under the
+claim that was taken (`epoch`): a replica that stalled past its lease finds its result refused, and the row is the
+new owner's. Claims use `FOR UPDATE SKIP LOCKED`, so a row locked by another transaction never holds a worker up.
 """
 
 from __future__ import annotations
@@ -23,14 +30,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+import structlog
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from teleops.store.database import Database
-from teleops.store.outbox_delivery import Delivery, HandOff
+from teleops.store.outbox_delivery import OUTBOX_LEASE_S, Delivery, HandOff
 from teleops.store.schema import outbox
+from teleops.store.work_leases import db_now, lease_end, replica_of
 
 __all__ = [
+    "OUTBOX_LEASE_S",
+    "Claim",
     "Delivery",
     "OutboxKind",
     "OutboxRow",
@@ -60,6 +71,16 @@ class OutboxStatus(enum.StrEnum):
 
 _LIVE = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value)
 
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A row claimed for delivery: what to send, and the claim's epoch, which the outcome's write names."""
+
+    payload: dict[str, Any]
+    epoch: int
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
@@ -80,6 +101,10 @@ class OutboxRow:
     ref_message_id: str | None = None
     # The platform's retry_after deadline (429): nothing goes to this chat before it (this row is its head).
     blocked_until: datetime | None = None
+    # The claim epoch the row had when read (a row taken by `take_heads`: its claim's epoch).
+    claim_epoch: int = 0
+    # Read by `heads` on PostgreSQL: the row is `sending` under another replica's lease that has not expired.
+    claimed_elsewhere: bool = False
 
 
 def enqueue_send(
@@ -221,6 +246,8 @@ def _row(row: Row[Any, *tuple[Any, ...]]) -> OutboxRow:
         ref_status=m.get("ref_status"),
         ref_message_id=m.get("ref_message_id"),
         blocked_until=m["blocked_until"],
+        claim_epoch=m["claim_epoch"],
+        claimed_elsewhere=bool(m.get("claimed_elsewhere")),
     )
 
 
@@ -238,6 +265,7 @@ _ROW_COLUMNS = (
     outbox.c.platform_message_id,
     outbox.c.created_at,
     outbox.c.blocked_until,
+    outbox.c.claim_epoch,
 )
 
 # Built once: the delivery worker runs these for every message, and building a statement with its joins and
@@ -249,41 +277,108 @@ _HEAD_IDS = (
     .group_by(outbox.c.chat_id)
     .subquery()
 )
+_HEAD_COLUMNS = (*_ROW_COLUMNS, _REF.c.status.label("ref_status"), _REF.c.platform_message_id.label("ref_message_id"))
 _HEADS = (
-    select(*_ROW_COLUMNS, _REF.c.status.label("ref_status"), _REF.c.platform_message_id.label("ref_message_id"))
+    select(*_HEAD_COLUMNS)
+    .join(_HEAD_IDS, _HEAD_IDS.c.id == outbox.c.id)
+    .outerjoin(_REF, and_(_REF.c.id == outbox.c.ref_id))
+    .order_by(outbox.c.id)
+    .limit(bindparam("limit"))
+)
+# PostgreSQL: a head another replica delivers now (its lease runs) is marked, so the worker leaves its chat alone.
+_CLAIMED_ELSEWHERE = and_(
+    outbox.c.status == OutboxStatus.SENDING.value,
+    outbox.c.claimed_by != bindparam("replica"),
+    outbox.c.lease_until > db_now(),
+)
+_HEADS_SHARED = (
+    select(*_HEAD_COLUMNS, _CLAIMED_ELSEWHERE.label("claimed_elsewhere"))
     .join(_HEAD_IDS, _HEAD_IDS.c.id == outbox.c.id)
     .outerjoin(_REF, and_(_REF.c.id == outbox.c.ref_id))
     .order_by(outbox.c.id)
     .limit(bindparam("limit"))
 )
 _INSERT = insert(outbox).returning(outbox.c.id)
+_CLAIMED = {
+    "status": OutboxStatus.SENDING.value,
+    "attempts": outbox.c.attempts + 1,
+    "next_attempt_at": bindparam("now"),
+    "claimed_by": bindparam("replica"),
+    "claim_epoch": outbox.c.claim_epoch + 1,
+}
 _CLAIM = (
     update(outbox)
     .where(outbox.c.id == bindparam("row_id"), outbox.c.status.in_(_LIVE))
-    .values(status=OutboxStatus.SENDING.value, attempts=outbox.c.attempts + 1, next_attempt_at=bindparam("now"))
-    .returning(outbox.c.payload)
+    .values(**_CLAIMED)
+    .returning(outbox.c.payload, outbox.c.claim_epoch)
+)
+# A row is free to claim on PostgreSQL when it is pending, or `sending` under no live lease of another replica: its
+# own (a row taken at ingest that the rate limits held back), none (claimed before leases existed), or expired.
+_FREE = or_(
+    outbox.c.status == OutboxStatus.PENDING.value,
+    and_(
+        outbox.c.status == OutboxStatus.SENDING.value,
+        or_(
+            outbox.c.claimed_by.is_(None),
+            outbox.c.claimed_by == bindparam("replica"),
+            outbox.c.lease_until.is_(None),
+            outbox.c.lease_until <= db_now(),
+        ),
+    ),
+)
+_CLAIM_SHARED = (
+    update(outbox)
+    .where(
+        outbox.c.id.in_(
+            select(outbox.c.id)
+            .where(outbox.c.id == bindparam("row_id"), _FREE)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(**_CLAIMED, lease_until=lease_end(OUTBOX_LEASE_S))
+    .returning(outbox.c.payload, outbox.c.claim_epoch)
+)
+# The renewal of the leases of rows a replica has in flight (PostgreSQL).
+_RENEW = (
+    update(outbox)
+    .where(
+        outbox.c.id.in_(bindparam("row_ids", expanding=True)),
+        outbox.c.status == OutboxStatus.SENDING.value,
+        outbox.c.claimed_by == bindparam("replica"),
+    )
+    .values(lease_until=lease_end(OUTBOX_LEASE_S))
+    .returning(outbox.c.id, outbox.c.claim_epoch)
 )
 
 
 # The delivery claim of new rows, taken in the transaction that wrote them, of those no older row of whose chat
 # is live (one statement for all the rows of an ingest batch).
 _OLDER_LIVE = outbox.alias("older")
-_TAKE_HEADS = (
-    update(outbox)
+_TAKE_HEADS_WHERE = (
+    outbox.c.id.in_(bindparam("row_ids", expanding=True)),
+    outbox.c.status == OutboxStatus.PENDING.value,
+    outbox.c.ref_id.is_(None),  # a reply needs its reference's delivery state: `heads` reads it
+    ~select(_OLDER_LIVE.c.id)
     .where(
-        outbox.c.id.in_(bindparam("row_ids", expanding=True)),
-        outbox.c.status == OutboxStatus.PENDING.value,
-        outbox.c.ref_id.is_(None),  # a reply needs its reference's delivery state: `heads` reads it
-        ~select(_OLDER_LIVE.c.id)
-        .where(
-            _OLDER_LIVE.c.platform == outbox.c.platform,
-            _OLDER_LIVE.c.status.in_(_LIVE),
-            _OLDER_LIVE.c.chat_id == outbox.c.chat_id,
-            _OLDER_LIVE.c.id < outbox.c.id,
-        )
-        .exists(),
+        _OLDER_LIVE.c.platform == outbox.c.platform,
+        _OLDER_LIVE.c.status.in_(_LIVE),
+        _OLDER_LIVE.c.chat_id == outbox.c.chat_id,
+        _OLDER_LIVE.c.id < outbox.c.id,
     )
-    .values(status=OutboxStatus.SENDING.value)
+    .exists(),
+)
+_TAKEN = {
+    "status": OutboxStatus.SENDING.value,
+    "claimed_by": bindparam("replica"),
+    "claim_epoch": outbox.c.claim_epoch + 1,
+}
+_TAKE_HEADS = update(outbox).where(*_TAKE_HEADS_WHERE).values(**_TAKEN).returning(*_ROW_COLUMNS)
+# PostgreSQL: with a lease (the rows are new and written by this transaction: nobody else can hold them).
+_TAKE_HEADS_SHARED = (
+    update(outbox)
+    .where(*_TAKE_HEADS_WHERE)
+    .values(**_TAKEN, lease_until=lease_end(OUTBOX_LEASE_S))
     .returning(*_ROW_COLUMNS)
 )
 
@@ -297,11 +392,13 @@ def take_heads(conn: Connection, row_ids: Sequence[int]) -> list[OutboxRow]:
 
     The caller hands the returned rows over after the commit (`OutboxStore.hand_over`): their worker then needs
     neither a read nor a claim of its own before the platform call. A taken row the worker does not deliver at once
-    (rate limits) stays `sending`: it is live, so `heads` finds it like any other.
+    (rate limits) stays `sending`: it is live, so `heads` finds it like any other. On PostgreSQL the claim holds a
+    lease (OUTBOX_LEASE_S) under this replica's name, as a worker's claim does.
     """
     if not row_ids:
         return []
-    rows = conn.execute(_TAKE_HEADS, {"row_ids": list(row_ids)}).all()
+    statement = _TAKE_HEADS if conn.dialect.name == "sqlite" else _TAKE_HEADS_SHARED
+    rows = conn.execute(statement, {"row_ids": list(row_ids), "replica": replica_of(conn)}).all()
     return sorted((_row(r) for r in rows), key=lambda r: r.id)
 
 
@@ -311,6 +408,15 @@ class OutboxStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._hand_off = HandOff(self, db)
+        # Claims this replica took, and outcomes refused because its claim had been taken over (for /metrics).
+        self.claims_taken = 0
+        self.claims_lost = 0
+
+    @property
+    def shared(self) -> bool:
+        """Whether other replicas may deliver from this outbox too (PostgreSQL): claims hold leases that the
+        worker renews, and the worker looks for rows other replicas queued or left behind."""
+        return not self._db.is_sqlite
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run `fn(conn, *args)` in one transaction (to enqueue several rows atomically); returns once it is
@@ -351,15 +457,20 @@ class OutboxStore:
 
     async def heads(self, platform: str, *, limit: int = 500) -> list[OutboxRow]:
         """For each chat of `platform` with work left, its oldest live row (per-chat order), oldest chat first."""
-        rows = await self._db.read(_all_rows, _HEADS, {"platform": platform, "limit": limit})
+        if self.shared:
+            params = {"platform": platform, "limit": limit, "replica": self._db.replica}
+            rows = await self._db.read(_all_rows, _HEADS_SHARED, params)
+        else:
+            rows = await self._db.read(_all_rows, _HEADS, {"platform": platform, "limit": limit})
         return [_row(r) for r in rows]
 
     async def next_deliveries(self, platform: str, *, limit: int = 500) -> list[Delivery]:
         """`heads` as deliveries: each is to be claimed (`Delivery.claim`) and may go once `Delivery.ready`
-        returns, when the commit that wrote it is durable (ADR 0006)."""
+        returns, when the commit that wrote it is durable (ADR 0006). A chat whose head another replica is delivering
+        (its lease runs) is left out: that replica's claim holds the chat."""
         rows = await self.heads(platform, limit=limit)
         mark = self._db.durable_mark()  # right after the read: covers every commit it saw
-        return [Delivery(self, self._db, row, mark, handed_over=False) for row in rows]
+        return [Delivery(self, self._db, row, mark, handed_over=False) for row in rows if not row.claimed_elsewhere]
 
     def hand_over(self, rows: Sequence[OutboxRow]) -> None:
         """After the commit of the transaction that claimed `rows` (`take_heads`): queue them for the worker of
@@ -403,32 +514,63 @@ class OutboxStore:
         return _row(row) if row is not None else None
 
     async def claim(self, row_id: int, now: datetime) -> dict[str, Any] | None:
-        """Mark a row `sending` before the platform call; returns its payload as claimed (what to send: a pending
-        row's payload may have been rewritten since `heads` read it, e.g. a coalesced edit), or None when it is
-        no longer live.
+        """`take`, for callers that need only the payload (tests, tools)."""
+        taken = await self.take(row_id, now)
+        return taken.payload if taken is not None else None
+
+    async def take(self, row_id: int, now: datetime) -> Claim | None:
+        """Mark a row `sending` under this replica's claim before the platform call; returns its payload as claimed
+        (what to send: a pending row's payload may have been rewritten since `heads` read it, e.g. a coalesced
+        edit) and the claim's epoch, or None when it is no longer live or another replica holds it (its lease runs,
+        or its row lock: SKIP LOCKED).
 
         Returns once committed, without waiting for the fsync: a claim lost to a crash leaves the row `pending`,
         which the next start sends again exactly like a row left `sending`, so its durability buys nothing, and
         the platform call does not wait for a disk flush."""
 
-        def apply(conn: Connection) -> dict[str, Any] | None:
-            claimed = conn.execute(_CLAIM, {"row_id": row_id, "now": now}).first()
-            return dict(claimed.payload) if claimed is not None else None
+        statement = _CLAIM_SHARED if self.shared else _CLAIM
+        params = {"row_id": row_id, "now": now, "replica": self._db.replica}
 
-        result: dict[str, Any] | None = await self._db.submit_batch(apply).applied
+        def apply(conn: Connection) -> Claim | None:
+            claimed = conn.execute(statement, params).first()
+            return Claim(dict(claimed.payload), int(claimed.claim_epoch)) if claimed is not None else None
+
+        result: Claim | None = await self._db.submit_batch(apply).applied
+        if result is not None:
+            self.claims_taken += 1
         return result
 
+    async def renew(self, claims: Sequence[tuple[int, int]]) -> set[int]:
+        """Extend the leases of rows this replica has in flight, `(row id, claim epoch)` each (PostgreSQL; on SQLite
+        there are no leases and every row is kept). Returns the ids still held under that epoch: a row missing
+        was taken over after its lease expired (this replica stalled), and its outcome will be refused."""
+        if not claims or not self.shared:
+            return {row_id for row_id, _ in claims}
+        wanted = dict(claims)
+        params = {"row_ids": list(wanted), "replica": self._db.replica}
+        rows = await self._db.run_in_transaction(_all_rows, _RENEW, params)
+        return {int(r.id) for r in rows if wanted.get(int(r.id)) == int(r.claim_epoch)}
+
     async def mark_sent(
-        self, row_id: int, platform_message_id: str | None, now: datetime, *, count_attempt: bool = False
-    ) -> None:
+        self,
+        row_id: int,
+        platform_message_id: str | None,
+        now: datetime,
+        *,
+        count_attempt: bool = False,
+        epoch: int | None = None,
+    ) -> bool:
         """The platform accepted the row. `count_attempt`: the row was taken without `claim` (`take_heads`).
+        `epoch`: the claim it was sent under; the mark is written only while that claim still holds the row (False:
+        another replica took it over after this one's lease expired; its outcome stands). None: unconditionally.
 
         Returns once committed, without waiting for the fsync: until this commit, a crash sends the message again
         (the at-least-once window, module docstring), and the commit is what closes that window for a process
         crash; the fsync only guards against a power loss, after which the message is sent again."""
-        await self._set(
+        return await self._set(
             row_id,
             count_attempt,
+            epoch,
             durable=False,
             status=OutboxStatus.SENT.value,
             sent_at=now,
@@ -443,9 +585,10 @@ class OutboxStore:
         *,
         count_attempt: bool = False,
         blocked_until: datetime | None = None,
-    ) -> None:
+        epoch: int | None = None,
+    ) -> bool:
         """Back to `pending`. `blocked_until`: the platform's retry_after deadline (429), kept on the row so that
-        the chat waits for it even across a restart (`OutboxRow.blocked_until`)."""
+        the chat waits for it even across a restart (`OutboxRow.blocked_until`). `epoch`: as for `mark_sent`."""
         values: dict[str, Any] = {
             "status": OutboxStatus.PENDING.value,
             "last_error": error[:500],
@@ -453,22 +596,39 @@ class OutboxStore:
         }
         if blocked_until is not None:
             values["blocked_until"] = blocked_until
-        await self._set(row_id, count_attempt, **values)
+        return await self._set(row_id, count_attempt, epoch, **values)
 
-    async def mark_failed(self, row_id: int, error: str, *, count_attempt: bool = False) -> None:
-        await self._set(row_id, count_attempt, status=OutboxStatus.FAILED.value, last_error=error[:500])
+    async def mark_failed(
+        self, row_id: int, error: str, *, count_attempt: bool = False, epoch: int | None = None
+    ) -> bool:
+        """The platform refused the row for good. `epoch`: as for `mark_sent`."""
+        return await self._set(row_id, count_attempt, epoch, status=OutboxStatus.FAILED.value, last_error=error[:500])
 
-    async def _set(self, row_id: int, count_attempt: bool, *, durable: bool = True, **values: Any) -> None:
+    async def _set(
+        self, row_id: int, count_attempt: bool, epoch: int | None, *, durable: bool = True, **values: Any
+    ) -> bool:
         if count_attempt:
             values["attempts"] = outbox.c.attempts + 1
+        statement = update(outbox).where(outbox.c.id == row_id)
+        if epoch is not None:  # fenced: only under the claim that was taken
+            statement = statement.where(outbox.c.claim_epoch == epoch, outbox.c.claimed_by == self._db.replica)
+        statement = statement.values(**values)
 
-        def apply(conn: Connection) -> None:
-            conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+        def apply(conn: Connection) -> int:
+            return int(conn.execute(statement).rowcount)
 
-        if durable:
-            await self._db.write(apply)
-        else:
-            await self._db.write_unsynced(apply)
+        changed = await (self._db.write(apply) if durable else self._db.write_unsynced(apply))
+        if changed == 0 and epoch is not None:
+            self.claims_lost += 1
+            log.warning(
+                "outbox.claim_lost",
+                outbox_id=row_id,
+                epoch=epoch,
+                replica=self._db.replica,
+                hint="another replica took this row over after this one's lease expired; its outcome stands",
+            )
+            return False
+        return True
 
 
 def _all_rows(conn: Connection, query: Any, params: dict[str, Any]) -> list[Row[Any]]:

@@ -10,11 +10,17 @@ how the store keeps its guarantees (ADR 0006, 0007):
   take back (the durable mark is taken right after the read, or at the hand-over, just after the commit);
 - the claim: a row read by `next_deliveries` is claimed by `claim` (`sending`, its attempt counted); a row handed
   over was claimed by its own transaction (`take_heads`), so `claim` is free and its attempt is counted by the
-  write that records its outcome.
+  write that records its outcome;
+- the lease (several replicas on PostgreSQL, store/work_leases.py): a claim is this replica's for OUTBOX_LEASE_S
+  by the database's clock, renewed while the row is in flight (`OutboxStore.renew`). `holds_lease` says, by this
+  process's monotonic clock, whether the claim may have run out (a process frozen with SIGSTOP wakes up past it):
+  then the platform call is not made, the row is another replica's. The outcome is written under the claim's epoch,
+  so a result that comes after a takeover is refused (`sent` etc. return False).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -25,13 +31,22 @@ from teleops.store.database import Database
 if TYPE_CHECKING:
     from teleops.store.outbox import OutboxRow, OutboxStore
 
-__all__ = ["Delivery", "HandOff"]
+__all__ = ["LEASE_MARGIN_S", "OUTBOX_LEASE_S", "Delivery", "HandOff"]
+
+# How long a claim holds a row without a renewal (PostgreSQL). The worker renews the leases of the rows it has in
+# flight every third of it (chat/outbox.py), so a platform call may take longer; a replica that died or froze hands
+# its rows over this long after its last renewal.
+OUTBOX_LEASE_S = 10.0
+
+# How much sooner than its lease's end (by the database's clock) a replica stops trusting its claim: covers the
+# time between the claim's statement and this process's reading of its own clock (a commit, a hand-over).
+LEASE_MARGIN_S = 2.0
 
 
 class Delivery:
     """One outbox row the worker may send: `claim`, then `ready`, then exactly one of `sent`, `retry`, `failed`."""
 
-    __slots__ = ("_db", "_handed_over", "_mark", "_store", "row")
+    __slots__ = ("_claimed", "_db", "_handed_over", "_held_until", "_mark", "_store", "epoch", "reported", "row")
 
     def __init__(self, store: OutboxStore, db: Database, row: OutboxRow, mark: int, *, handed_over: bool) -> None:
         self.row = row
@@ -39,6 +54,30 @@ class Delivery:
         self._db = db
         self._mark = mark
         self._handed_over = handed_over
+        # The claim this delivery holds: a handed-over row's was taken at ingest (the hand-over comes just after its
+        # commit, so the lease is counted from now, less the margin); a read row's is taken by `claim`.
+        self.epoch = row.claim_epoch
+        self.reported = False  # its outcome is being written (`sent`, `retry`, `failed`): the claim ends there
+        self._claimed = handed_over
+        self._held_until = self._lease_from(time.monotonic()) if handed_over else 0.0
+
+    def _lease_from(self, started: float) -> float:
+        return started + OUTBOX_LEASE_S - LEASE_MARGIN_S
+
+    def holds_lease(self) -> bool:
+        """Whether the claim surely still holds the row, by this process's monotonic clock (always on SQLite, where
+        one process delivers). False after a stall (SIGSTOP, a blocked loop) past the lease: do not call the
+        platform, another replica may have taken the row over."""
+        return self._db.is_sqlite or time.monotonic() < self._held_until
+
+    @property
+    def in_flight(self) -> bool:
+        """Claimed and not yet reported: the lease to renew."""
+        return self._claimed and not self.reported
+
+    def renewed(self, started: float) -> None:
+        """The lease was renewed by a statement sent at monotonic time `started`."""
+        self._held_until = max(self._held_until, self._lease_from(started))
 
     async def claim(self, now: datetime) -> bool:
         """Mark the row `sending` before its platform call; False when it is no longer live (sent, failed or
@@ -46,10 +85,14 @@ class Delivery:
         (a coalesced edit). A handed-over row was claimed by its own transaction: True at once."""
         if self._handed_over:
             return True
-        claimed = await self._store.claim(self.row.id, now)
+        started = time.monotonic()  # before the statement: the lease, by the database's clock, starts later
+        claimed = await self._store.take(self.row.id, now)
         if claimed is None:
             return False
-        self.row = replace(self.row, payload=claimed)
+        self.row = replace(self.row, payload=claimed.payload, claim_epoch=claimed.epoch)
+        self.epoch = claimed.epoch
+        self._held_until = self._lease_from(started)
+        self._claimed = True
         return True
 
     async def ready(self) -> None:
@@ -57,20 +100,32 @@ class Delivery:
         StorageUnavailable when that fsync failed: the row may not survive a power loss, so do not send it yet."""
         await self._db.wait_durable(self._mark)
 
-    async def sent(self, platform_message_id: str | None, now: datetime) -> None:
+    async def sent(self, platform_message_id: str | None, now: datetime) -> bool:
         """The platform accepted the message (returns once committed, without waiting for the fsync:
-        `OutboxStore.mark_sent`)."""
-        await self._store.mark_sent(self.row.id, platform_message_id, now, count_attempt=self._handed_over)
-
-    async def retry(self, error: str, next_attempt_at: datetime, *, blocked_until: datetime | None = None) -> None:
-        """Back to `pending`, to go again at `next_attempt_at` (`blocked_until`: the platform's 429 deadline)."""
-        await self._store.mark_retry(
-            self.row.id, error, next_attempt_at, count_attempt=self._handed_over, blocked_until=blocked_until
+        `OutboxStore.mark_sent`). False: the claim had been taken over (this replica stalled past its lease), the
+        row is the new owner's and nothing was written."""
+        self.reported = True
+        return await self._store.mark_sent(
+            self.row.id, platform_message_id, now, count_attempt=self._handed_over, epoch=self.epoch
         )
 
-    async def failed(self, error: str) -> None:
-        """The platform refused the message for good."""
-        await self._store.mark_failed(self.row.id, error, count_attempt=self._handed_over)
+    async def retry(self, error: str, next_attempt_at: datetime, *, blocked_until: datetime | None = None) -> bool:
+        """Back to `pending`, to go again at `next_attempt_at` (`blocked_until`: the platform's 429 deadline).
+        False as for `sent`."""
+        self.reported = True
+        return await self._store.mark_retry(
+            self.row.id,
+            error,
+            next_attempt_at,
+            count_attempt=self._handed_over,
+            blocked_until=blocked_until,
+            epoch=self.epoch,
+        )
+
+    async def failed(self, error: str) -> bool:
+        """The platform refused the message for good. False as for `sent`."""
+        self.reported = True
+        return await self._store.mark_failed(self.row.id, error, count_attempt=self._handed_over, epoch=self.epoch)
 
 
 class HandOff:

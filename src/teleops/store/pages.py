@@ -4,6 +4,10 @@ All functions take a Connection and run inside the escalation worker's transacti
 escalation step that caused it commit together. The state of a queued page is read from its outbox row
 (`live_pages`): the outbox worker never writes here, so the delivery path stays as it was, and a page whose
 outbox row was sent just before a crash is still found delivered afterwards.
+
+Several replicas on one PostgreSQL: `live_pages` locks the queued pages it returns (`FOR UPDATE SKIP LOCKED`), so a
+page is settled by one replica's pass, and its fallback (the next contact method, the next step) is queued once;
+`settle_page` says whether it settled it, for the caller to act only then.
 """
 
 from __future__ import annotations
@@ -95,14 +99,18 @@ def record_page(
 
 
 def live_pages(conn: Connection, *, limit: int = 500) -> list[LivePage]:
-    """Queued pages, oldest deadline first, each with its outbox row's status and last error."""
-    rows = conn.execute(
+    """Queued pages, oldest deadline first, each with its outbox row's status and last error. On PostgreSQL they are
+    locked until the caller's transaction ends, skipping those another replica's pass holds."""
+    query = (
         select(pages, outbox.c.status.label("outbox_status"), outbox.c.last_error.label("outbox_error"))
         .join(outbox, outbox.c.id == pages.c.outbox_id)
         .where(pages.c.state == PageState.QUEUED.value)
         .order_by(pages.c.deadline_at)
         .limit(limit)
-    ).mappings()
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=pages)
+    rows = conn.execute(query).mappings()
     return [
         LivePage(
             id=row["id"],
@@ -123,12 +131,14 @@ def live_pages(conn: Connection, *, limit: int = 500) -> list[LivePage]:
     ]
 
 
-def settle_page(conn: Connection, page_id: int, state: PageState, reason: str | None, now: datetime) -> None:
-    conn.execute(
+def settle_page(conn: Connection, page_id: int, state: PageState, reason: str | None, now: datetime) -> bool:
+    """Settle a queued page; False when it was not queued any more (settled by another pass): do nothing for it."""
+    result = conn.execute(
         update(pages)
         .where(pages.c.id == page_id, pages.c.state == PageState.QUEUED.value)
         .values(state=state.value, reason=reason, settled_at=now)
     )
+    return int(result.rowcount) == 1
 
 
 def step_reached(conn: Connection, incident_id: int, step: int, round_: int) -> bool:

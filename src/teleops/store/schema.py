@@ -191,6 +191,11 @@ outbox = Table(
     Column("purpose", String(16)),
     # Added in 0010: the platform's retry_after deadline (429); the chat gets nothing before it, even after a restart.
     Column("blocked_until", UTCDateTime),
+    # Added in 0017 (replicas): who claimed the row for delivery, until when (the database's clock), and the claim's
+    # epoch, which every claim moves on and the write of the outcome must name (store/work_leases.py).
+    Column("claimed_by", String(255)),
+    Column("lease_until", UTCDateTime),
+    Column("claim_epoch", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
     Index("ix_outbox_platform_status_chat_id", "platform", "status", "chat_id", "id"),
     Index("ix_outbox_platform_chat_id_platform_message_id", "platform", "chat_id", "platform_message_id"),
@@ -383,4 +388,8 @@ heartbeats = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("last_ping_at", UTCDateTime),
     Column("late_since", UTCDateTime),
+    # Added in 0017 (replicas): the replica checking a miss of this heartbeat now, and until when (its lease), so one
+    # miss opens one incident however many replicas watch it (server/heartbeats.py).
+    Column("check_claimed_by", String(255)),
+    Column("check_lease_until", UTCDateTime),
 )

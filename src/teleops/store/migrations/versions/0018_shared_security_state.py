@@ -9,7 +9,7 @@ person who steps up with Duo: the push waiting on their phone (until `waiting_un
 mid-push frees the slot) and the elevation an approved push gives.
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0016"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,42 @@
+"""Leases on work rows (outbox rows, heartbeat checks) claimed by one of several controller replicas.
+
+A replica claims a row by writing its name (`Database.replica`) and a lease end on it; the lease end is computed
+by the DATABASE's clock (`now()` in the claiming statement), never by a replica's, so replicas whose clocks differ
+agree on when a lease has expired. A replica that dies or stalls stops renewing: once its lease has expired another
+replica may claim the row, which moves the row's claim epoch on, so the stalled one's late result is refused
+(fenced completion: the write that records the outcome names the epoch it claimed).
+
+SQLite is the embedded single-process default: only one replica ever runs on it, so a claim left by another
+replica is one from a process that is gone (a restart) and may be taken at once, as before leases existed; the
+lease end is not written there and the statements stay as cheap as they were.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Interval, func, literal
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+__all__ = ["REPLICA_OPTION", "db_now", "lease_end", "replica_of"]
+
+# The execution option under which `Database` puts its replica name on every connection it hands out, so store
+# functions that take only a Connection (an ingest hook's `take_heads`) claim under the right name.
+REPLICA_OPTION = "teleops_replica"
+
+
+def db_now() -> ColumnElement[Any]:
+    """PostgreSQL's current time as naive UTC, the form the store keeps every timestamp in (UTCDateTime)."""
+    return func.timezone("UTC", func.now())
+
+
+def lease_end(seconds: float) -> ColumnElement[Any]:
+    """A lease that ends `seconds` from now by the database's clock (PostgreSQL)."""
+    return db_now() + literal(timedelta(seconds=seconds), Interval())
+
+
+def replica_of(conn: Connection) -> str:
+    """The replica name of the Database that opened `conn` (empty for a connection opened elsewhere, e.g. a tool)."""
+    return str(conn.get_execution_options().get(REPLICA_OPTION, ""))
