@@ -1,0 +1,193 @@
+"""Commands reach the agent on whichever replica it is connected to (issue #23, item 1; docs/replicas.md).
+
+Real: one PostgreSQL, two `teleops serve` processes on it (replica A and replica B), a real `teleops agent`
+connected to B only, the commands it runs. Every command is asked for on A, whose hub has no connection to the
+agent: it reaches the agent only through the database and a NOTIFY to B, and its output and end come back to A's
+caller through the database. Replicas are stopped by PID (kill -9 where the test says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.servers import PostgresServer, TeleopsServer, eventually, start_teleops, stop_process
+from tests.integration.test_agent_e2e import (
+    AgentFactory,
+    AgentProcess,
+    command,
+    connected_agent,
+    final,
+    log_count,
+    post_command,
+    run_command,
+    script,
+    start_agent,
+)
+
+__all__ = ["start_agent"]  # the fixture, imported for pytest
+
+# Fast enough to see a dead replica's agent as gone and its command as lost within the test.
+REPLICA_CONFIG: dict[str, Any] = {"agents": {"lost_after": "2s", "heartbeat": "1s"}}
+
+
+@dataclass
+class Replicas:
+    a: TeleopsServer
+    b: TeleopsServer
+    database_url: str
+
+
+@pytest.fixture
+def replicas(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Replicas]:
+    """Replica A and replica B of one controller on one fresh PostgreSQL database, stopped by PID at the end."""
+    url = postgres_server.create_database()
+    started: list[TeleopsServer] = []
+    try:
+        started.append(start_teleops(tmp_path / "replica-a", database_url=url, config=REPLICA_CONFIG))
+        started.append(start_teleops(tmp_path / "replica-b", database_url=url, config=REPLICA_CONFIG))
+        yield Replicas(started[0], started[1], url)
+    finally:
+        for server in started:
+            if server.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    server.process.send_signal(signal.SIGCONT)  # a test may have left it frozen
+            stop_process(server.process)
+        postgres_server.drop_database(url)
+
+
+def agent_on_b(replicas: Replicas, start: AgentFactory, name: str, *, allow: tuple[str, ...] = ()) -> AgentProcess:
+    """A real agent connected to replica B, once replica A counts it online (A would dispatch to it)."""
+    agent = start(replicas.b.url, name, replicas.a.create_token("agent", name), allow=allow)
+    connected_agent(replicas.b, agent)
+    connected_agent(replicas.a, agent)
+    return agent
+
+
+def wait_for(server: TeleopsServer, command_id: int, seconds: float) -> dict[str, Any]:
+    """`GET /api/v1/commands/{id}?wait=…` on `server`: answers when the command ends (or after `seconds`)."""
+    response = httpx.get(
+        f"{server.url}/api/v1/commands/{command_id}",
+        params={"wait": seconds},
+        headers=server.api_headers,
+        timeout=seconds + 10,
+    )
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_a_command_asked_on_a_runs_on_the_agent_of_b_and_its_output_streams_back_to_a(
+    replicas: Replicas, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    # More output than the agent holds back to redact a secret split across chunks: the first part streams at once.
+    job = script(tmp_path / "job.sh", f"echo run >> {runs}; seq 1 2000; sleep 2; echo second; exit 3")
+    agent = agent_on_b(replicas, start_agent, "web-1", allow=(str(job),))
+
+    response = post_command(replicas.a, "web-1", str(job))
+    assert response.status_code == 202, response.text  # dispatched, not 409 "offline"
+    command_id: int = response.json()["id"]
+    assert response.json()["status"] == "running"
+
+    # Streamed: A's caller sees the first line while the command still runs on B's agent.
+    streaming = eventually(
+        lambda: c if (c := command(replicas.a, command_id))["output"].startswith("1\n2\n3\n") else None,
+        what="the first output lines on replica A",
+    )
+    assert streaming["status"] == "running"
+    assert "second" not in streaming["output"]
+
+    result = wait_for(replicas.a, command_id, 30)  # woken by B's NOTIFY when the command ends
+    assert result["status"] == "failed"
+    assert result["exit_code"] == 3
+    assert result["output"] == "".join(f"{n}\n" for n in range(1, 2001)) + "second\n"
+    assert runs.read_text() == "run\n"  # ran exactly once
+    assert log_count(agent.text(), "agent.command_started", command_id) == 1
+    assert log_count(replicas.a.log.read_text(), "command.relayed", command_id) == 1
+    assert log_count(replicas.b.log.read_text(), "command.finished", command_id) == 1
+    assert log_count(replicas.a.log.read_text(), "command.finished", command_id) == 0  # A holds no connection
+
+    # The same command asked on B, where the agent is, takes the in-memory path: nothing is relayed.
+    local_id = run_command(replicas.b, "web-1", "echo here")
+    assert final(replicas.b, local_id)["output"] == "here\n"
+    assert log_count(replicas.b.log.read_text(), "command.relayed", local_id) == 0
+
+
+def test_a_cancel_asked_on_a_stops_the_command_running_on_the_agent_of_b(
+    replicas: Replicas, start_agent: AgentFactory
+) -> None:
+    agent_on_b(replicas, start_agent, "web-1")
+    command_id = run_command(replicas.a, "web-1", "sleep 60", timeout=120)
+    eventually(lambda: command(replicas.a, command_id)["started_at"], what="the agent to start the command")
+
+    cancelled = httpx.post(
+        f"{replicas.a.url}/api/v1/commands/{command_id}/cancel", headers=replicas.a.api_headers, timeout=10
+    )
+    assert cancelled.status_code == 202, cancelled.text
+
+    result = wait_for(replicas.a, command_id, 30)
+    assert result["status"] == "killed"
+    assert log_count(replicas.a.log.read_text(), "command.cancel_relayed", command_id) == 1
+
+
+def test_an_agent_online_on_no_replica_is_refused_409_with_the_offline_message(
+    replicas: Replicas, start_agent: AgentFactory
+) -> None:
+    agent = agent_on_b(replicas, start_agent, "web-1")
+    stop_process(agent.process)
+    for server in (replicas.a, replicas.b):
+        eventually(lambda server=server: not _online(server, "web-1") or None, what="the agent to show offline")
+    response = post_command(replicas.a, "web-1", "echo hi")
+    assert response.status_code == 409, response.text
+    assert "agent web-1 for host 'web-1' is offline" in response.json()["detail"]
+    assert "nothing was run" in response.json()["detail"]
+
+
+def _online(server: TeleopsServer, name: str) -> bool:
+    items = httpx.get(f"{server.url}/api/v1/agents", headers=server.api_headers, timeout=10).json()["items"]
+    return any(item["name"] == name and item["online"] for item in items)
+
+
+def test_replica_b_killed_mid_command_ends_it_lost_on_a_and_the_late_result_replaces_it(
+    replicas: Replicas, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    job = script(tmp_path / "job.sh", f"echo run >> {runs}; sleep 3; echo done")
+    agent = agent_on_b(replicas, start_agent, "web-1", allow=(str(job),))
+    command_id = run_command(replicas.a, "web-1", str(job), timeout=5)
+    eventually(lambda: command(replicas.a, command_id)["started_at"], what="the agent to start the command")
+
+    replicas.b.process.kill()  # kill -9: no goodbye, B's connection rows are left to go stale
+    replicas.b.process.wait()
+
+    result = final(replicas.a, command_id, timeout=60)  # a known end, not `running` forever
+    assert result["status"] == "lost"
+    assert "agent web-1 unreachable since" in result["reason"]
+    assert not _online(replicas.a, "web-1")
+
+    # The agent finished the command meanwhile and spooled its result; once it reaches a live replica (as behind a
+    # load balancer), that result replaces `lost`.
+    results = agent.state_dir / "results"
+    eventually(lambda: next(iter(results.glob(f"{command_id}.*.json")), None), what="the agent to spool the result")
+    stop_process(agent.process)
+    token = (Path(agent.log).parent / "token").read_text().strip()
+    again = start_agent(replicas.a.url, "web-1", token, state_dir=agent.state_dir, allow=(str(job),))
+    connected_agent(replicas.a, again)
+    result = final_status(replicas.a, command_id, "succeeded")
+    assert result["output"] == "done\n"
+    assert runs.read_text() == "run\n"
+
+
+def final_status(server: TeleopsServer, command_id: int, status: str) -> dict[str, Any]:
+    check: Callable[[], dict[str, Any] | None] = lambda: (  # noqa: E731
+        c if (c := command(server, command_id))["status"] == status else None
+    )
+    return eventually(check, what=f"command {command_id} to be {status}")
