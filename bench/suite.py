@@ -12,6 +12,7 @@ from bench.b08_concurrent_commands import BENCHMARK as B8
 from bench.b09_agents import BENCHMARK as B9
 from bench.b10_startup import BENCHMARK as B10
 from bench.b11_memory_lookup import BENCHMARK as B11
+from bench.b13_replica_commands import BENCHMARK as B13
 from bench.context import Benchmark, Context
 from bench.report import Row
 
@@ -38,6 +39,7 @@ SUITE: tuple[Benchmark, ...] = (
     B9,
     B10,
     B11,
+    B13,
 )
 
 

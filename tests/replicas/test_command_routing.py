@@ -8,13 +8,17 @@ caller through the database. Replicas are stopped by PID (kill -9 where the test
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
+import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -52,6 +56,9 @@ def replicas(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Replic
     started: list[TeleopsServer] = []
     try:
         started.append(start_teleops(tmp_path / "replica-a", database_url=url, config=REPLICA_CONFIG))
+        # Replicas share the keys kept outside the database (docs/replicas.md): here the argv seal key.
+        (tmp_path / "replica-b" / "data").mkdir(parents=True)
+        shutil.copy2(started[0].data_dir / "argv.key", tmp_path / "replica-b" / "data" / "argv.key")
         started.append(start_teleops(tmp_path / "replica-b", database_url=url, config=REPLICA_CONFIG))
         yield Replicas(started[0], started[1], url)
     finally:
@@ -121,6 +128,61 @@ def test_a_command_asked_on_a_runs_on_the_agent_of_b_and_its_output_streams_back
     assert log_count(replicas.b.log.read_text(), "command.relayed", local_id) == 0
 
 
+def test_a_command_line_with_a_secret_reaches_the_agent_of_b_whole_and_is_stored_masked(
+    replicas: Replicas, start_agent: AgentFactory
+) -> None:
+    agent_on_b(replicas, start_agent, "web-1")
+    command_id = run_command(replicas.a, "web-1", "echo --password S3cret-value")
+
+    result = wait_for(replicas.a, command_id, 30)
+    assert result["status"] == "succeeded", result
+    assert result["argv"] == ["echo", "--password", "[REDACTED]"]  # what is stored and shown
+    assert result["output"] == "--password S3cret-value\n"  # what the agent received and ran: the original
+    assert relays_left(replicas) == 0  # taken, nothing left behind
+
+
+def test_a_frozen_replica_b_resumed_after_its_command_ended_lost_never_sends_it(
+    replicas: Replicas, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    job = script(tmp_path / "job.sh", f"echo run >> {runs}")
+    agent = agent_on_b(replicas, start_agent, "web-1", allow=(str(job),))
+
+    replicas.b.process.send_signal(signal.SIGSTOP)  # B holds the agent's connection but does nothing
+    try:
+        # Within the few seconds B's connection row stays fresh, A still hands the command to B.
+        command_id = run_command(replicas.a, "web-1", str(job), timeout=1)
+        result = final(replicas.a, command_id, timeout=60)  # B's row went stale: agent unreachable, ended lost
+        assert result["status"] == "lost"
+        assert "agent web-1 unreachable since" in result["reason"]
+    finally:
+        replicas.b.process.send_signal(signal.SIGCONT)
+
+    # B wakes believing it holds the agent, takes the hand-over, and finds the command ended: nothing is sent.
+    eventually(
+        lambda: re.search(rf"routing.relays_dropped +commands=\[{command_id}\]", replicas.b.log.read_text()),
+        what="replica B to drop the hand-over of the ended command",
+    )
+    assert relays_left(replicas) == 0
+    connected_agent(replicas.a, agent)  # B refreshes its rows again: A sees the agent back
+    assert command(replicas.a, command_id)["status"] == "lost"
+    assert not runs.exists()  # never ran
+    assert log_count(agent.text(), "agent.command_started", command_id) == 0
+
+
+def relays_left(replicas: Replicas) -> int:
+    """Rows in `command_relays`: hand-overs not taken yet."""
+
+    async def count() -> int:
+        conn = await asyncpg.connect(replicas.database_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM command_relays"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
 def test_a_cancel_asked_on_a_stops_the_command_running_on_the_agent_of_b(
     replicas: Replicas, start_agent: AgentFactory
 ) -> None:
@@ -143,8 +205,7 @@ def test_an_agent_online_on_no_replica_is_refused_409_with_the_offline_message(
 ) -> None:
     agent = agent_on_b(replicas, start_agent, "web-1")
     stop_process(agent.process)
-    for server in (replicas.a, replicas.b):
-        eventually(lambda server=server: not _online(server, "web-1") or None, what="the agent to show offline")
+    eventually(lambda: not (_online(replicas.a, "web-1") or _online(replicas.b, "web-1")), what="the agent offline")
     response = post_command(replicas.a, "web-1", "echo hi")
     assert response.status_code == 409, response.text
     assert "agent web-1 for host 'web-1' is offline" in response.json()["detail"]
@@ -187,7 +248,8 @@ def test_replica_b_killed_mid_command_ends_it_lost_on_a_and_the_late_result_repl
 
 
 def final_status(server: TeleopsServer, command_id: int, status: str) -> dict[str, Any]:
-    check: Callable[[], dict[str, Any] | None] = lambda: (  # noqa: E731
-        c if (c := command(server, command_id))["status"] == status else None
-    )
+    def check() -> dict[str, Any] | None:
+        current = command(server, command_id)
+        return current if current["status"] == status else None
+
     return eventually(check, what=f"command {command_id} to be {status}")

@@ -26,7 +26,7 @@ from teleops.store.database import Database
 from teleops.store.schema import command_relays, commands
 from teleops.store.wakeups import notify
 
-__all__ = ["Relay", "RelayKind", "announce_ended", "drop_settled", "relay", "take"]
+__all__ = ["Relay", "RelayKind", "Taken", "announce_ended", "drop_settled", "relay", "take"]
 
 TAKE_AT_MOST = 100
 
@@ -72,11 +72,20 @@ async def relay(
     await db.run_in_transaction(apply)
 
 
-async def take(db: Database, *, replica: str) -> list[Relay]:
-    """The relays for `replica`, oldest first, removed as they are taken (another taker skips the locked rows).
-    Those whose command is no longer `running` are removed and not returned: nothing is left to send."""
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What `take` removed: the relays to act on, and how many were dropped because their command had ended."""
 
-    def apply(conn: Connection) -> list[Relay]:
+    relays: list[Relay]
+    ended: list[int]
+
+
+async def take(db: Database, *, replica: str) -> Taken:
+    """The relays for `replica`, oldest first, removed as they are taken (another taker skips the locked rows).
+    Those whose command is no longer `running` are removed and not returned (their ids are in `ended`): nothing
+    is left to send."""
+
+    def apply(conn: Connection) -> Taken:
         r = command_relays.c
         ids = (
             select(r.id)
@@ -91,7 +100,7 @@ async def take(db: Database, *, replica: str) -> list[Relay]:
             .returning(r.id, r.command_id, r.kind, r.origin, r.sealed_argv, r.output_cap_bytes)
         ).all()
         if not taken:
-            return []
+            return Taken([], [])
         rows = conn.execute(
             select(commands).where(
                 commands.c.id.in_([row.command_id for row in taken]),
@@ -99,11 +108,15 @@ async def take(db: Database, *, replica: str) -> list[Relay]:
             )
         ).all()
         running = {row.id: record_of_row(row) for row in rows}
-        return [
-            Relay(RelayKind(row.kind), running[row.command_id], row.origin, row.sealed_argv, row.output_cap_bytes)
-            for row in sorted(taken, key=lambda row: row.id)
-            if row.command_id in running
-        ]
+        in_order = sorted(taken, key=lambda row: row.id)
+        return Taken(
+            [
+                Relay(RelayKind(row.kind), running[row.command_id], row.origin, row.sealed_argv, row.output_cap_bytes)
+                for row in in_order
+                if row.command_id in running
+            ],
+            [row.command_id for row in in_order if row.command_id not in running],
+        )
 
     return await db.run_in_transaction(apply)
 

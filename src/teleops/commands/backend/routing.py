@@ -150,8 +150,11 @@ class ReplicaRouting:
             await self._wake_taker.wait()
             self._wake_taker.clear()
             try:
-                for taken in await take(self._db, replica=self.replica):
-                    await self._deliver(taken)
+                taken = await take(self._db, replica=self.replica)
+                if taken.ended:
+                    log.info("routing.relays_dropped", commands=taken.ended, why="the command ended before it was sent")
+                for handed in taken.relays:
+                    await self._deliver(handed)
             except StorageUnavailable as exc:
                 log.warning("routing.take_failed", error=str(exc))
 
