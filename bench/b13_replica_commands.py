@@ -13,18 +13,33 @@ import asyncio
 import json
 import statistics
 import time
+from pathlib import Path
 
 from bench.agent_setup import AGENT_NAME, POLICY, TERMINAL, start_agent
 from bench.context import Benchmark, Context
 from bench.loadgen import KeepAlive, build_request, percentile
 from bench.peers import start_postgres
-from bench.process import BenchError, pin_load_generator
+from bench.process import BenchError, free_port, pin_load_generator, spawn, wait_http
 from bench.report import Row, at_most, info
-from bench.teleops_server import TeleOps, create_token, start_teleops
+from bench.teleops_server import TELEOPS, TeleOps, create_token, start_teleops, write_config
 
 __all__ = ["BENCHMARK"]
 
 TARGET_P99_MS = 1000.0
+
+
+async def _second_replica(workdir: Path, db_url: str) -> TeleOps:
+    """Replica B: `teleops serve` on the same database (the first replica made the tokens)."""
+    port = free_port()
+    config = write_config(workdir, port=port, db_url=db_url, extra=POLICY)
+    server = spawn("teleops serve (B)", [*TELEOPS, "serve", "--config", str(config)], port=port,
+                   log_path=workdir / "serve.log")  # fmt: skip
+    try:
+        await wait_http(server, "/readyz", timeout=60)
+    except BaseException:
+        server.stop()
+        raise
+    return TeleOps(server, config, "")
 
 
 async def _online_on(teleops: TeleOps, api_token: str) -> None:
@@ -74,7 +89,7 @@ async def run(ctx: Context) -> list[Row]:
     agent = None
     try:
         replicas.append(await start_teleops(ctx.sub("b13-replica-a"), db_url=pg.url, extra_config=POLICY))
-        replicas.append(await start_teleops(ctx.sub("b13-replica-b"), db_url=pg.url, extra_config=POLICY))
+        replicas.append(await _second_replica(ctx.sub("b13-replica-b"), pg.url))
         a, b = replicas
         api_token = create_token(a.config, "api", "bench", "--user", "admin")
         token_file = ctx.sub("b13-agent") / "agent.token"

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import websockets
 
+from teleops.store.wakeups import LISTENER_NAME
 from tests.integration.servers import PostgresServer, TeleopsServer, eventually, start_teleops, stop_process
 from tests.integration.test_agent_e2e import (
     AgentFactory,
@@ -39,7 +43,13 @@ from tests.integration.test_agent_e2e import (
 __all__ = ["start_agent"]  # the fixture, imported for pytest
 
 # Fast enough to see a dead replica's agent as gone and its command as lost within the test.
-REPLICA_CONFIG: dict[str, Any] = {"agents": {"lost_after": "2s", "heartbeat": "1s"}}
+# The replicas' LISTEN connections to this test's database.
+LISTENERS = "FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()"
+# The web console signs people in with a password alone (the chat path is the subject, not sign-in).
+REPLICA_CONFIG: dict[str, Any] = {
+    "agents": {"lost_after": "2s", "heartbeat": "1s"},
+    "twofactor": {"web_signin": "enrolled"},
+}
 
 
 @dataclass
@@ -172,15 +182,103 @@ def test_a_frozen_replica_b_resumed_after_its_command_ended_lost_never_sends_it(
 
 def relays_left(replicas: Replicas) -> int:
     """Rows in `command_relays`: hand-overs not taken yet."""
+    [count] = execute(replicas, "SELECT count(*) FROM command_relays")
+    return int(count)
 
-    async def count() -> int:
+
+def execute(replicas: Replicas, query: str, *args: Any) -> list[Any]:
+    """The first column of each row of `query` on the replicas' database."""
+
+    async def run() -> list[Any]:
         conn = await asyncpg.connect(replicas.database_url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
-            return int(await conn.fetchval("SELECT count(*) FROM command_relays"))
+            return [row[0] for row in await conn.fetch(query, *args)]
         finally:
             await conn.close()
 
-    return asyncio.run(count())
+    return asyncio.run(run())
+
+
+def test_wake_ups_lost_while_the_listeners_are_cut_only_delay_a_command_and_the_listeners_come_back(
+    replicas: Replicas, start_agent: AgentFactory
+) -> None:
+    agent_on_b(replicas, start_agent, "web-1")
+    assert execute(replicas, f"SELECT pg_terminate_backend(pid) {LISTENERS}", LISTENER_NAME) == [True, True]
+
+    # Asked at once, while the listeners reconnect: B finds the hand-over when it re-reads (after reconnecting, or
+    # at its next poll), and A finds the end the same way.
+    command_id = run_command(replicas.a, "web-1", "echo still here")
+    result = wait_for(replicas.a, command_id, 30)
+    assert result["status"] == "succeeded", result
+    assert result["output"] == "still here\n"
+    for server in (replicas.a, replicas.b):
+        assert "wakeups.listener_down" in server.log.read_text()
+    eventually(
+        lambda: execute(replicas, f"SELECT true {LISTENERS}", LISTENER_NAME) == [True, True],
+        what="both replicas to listen again",
+    )
+
+
+def test_a_command_typed_in_the_web_console_of_a_runs_on_the_agent_of_b_and_its_result_is_in_the_chat(
+    replicas: Replicas, start_agent: AgentFactory
+) -> None:
+    agent_on_b(replicas, start_agent, "web-1")
+    password = replicas.a.cli("user", "set-password", "admin", "--generate").stdout.strip().splitlines()[-1]
+    mark = "consolemark7q"
+
+    def shows_the_result(message: dict[str, Any]) -> bool:
+        return message.get("author") is None and mark in message["text"] and "· succeeded · exit 0" in message["text"]
+
+    async def say_then_read() -> None:
+        cookie = await console_login(replicas.a, password)
+        async with console(replicas.a, cookie) as socket:
+            await socket.send(json.dumps({"type": "text", "text": f"/run web-1 echo {mark}"}))
+            # Live, when A's outbox worker delivers the answer; which replica's worker delivers a console message
+            # is the outbox's to share, so the stored history on A is read too, until it shows the result.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(15):
+                    async for raw in socket:
+                        frame = json.loads(raw)
+                        if frame["type"] in ("message", "edit") and shows_the_result(frame["message"]):
+                            return
+        deadline = time.monotonic() + 15
+        while True:
+            async with console(replicas.a, cookie) as socket:
+                history = json.loads(await socket.recv(decode=True))
+            if any(shows_the_result(message) for message in history["messages"]):
+                return
+            assert time.monotonic() < deadline, f"no result in the console of replica A: {history}"
+            await asyncio.sleep(0.2)
+
+    asyncio.run(say_then_read())
+    [command_id] = execute(replicas, "SELECT id FROM commands WHERE argv::text LIKE $1", f"%{mark}%")
+    assert log_count(replicas.a.log.read_text(), "command.relayed", command_id) == 1
+    assert log_count(replicas.b.log.read_text(), "command.finished", command_id) == 1
+
+
+async def console_login(server: TeleopsServer, password: str) -> str:
+    """Sign `admin` in to `server`'s web UI over real HTTP; the session's Cookie header."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        page = await client.get("/ui/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token, page.text
+        answer = await client.post("/ui/login", data={"username": "admin", "password": password,
+                                                      "csrf_token": token.group(1)})  # fmt: skip
+        assert answer.status_code == 303, answer.text
+        return "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+
+
+@contextlib.asynccontextmanager
+async def console(server: TeleopsServer, cookie: str) -> AsyncIterator[Any]:
+    """The web console's WebSocket on `server` (its first frame is the history)."""
+    host = server.url.removeprefix("http://")
+    async with websockets.connect(
+        f"ws://{host}/ui/console/ws",
+        origin=websockets.Origin(server.url),
+        additional_headers={"Cookie": cookie},
+        open_timeout=20,
+    ) as socket:
+        yield socket
 
 
 def test_a_cancel_asked_on_a_stops_the_command_running_on_the_agent_of_b(

@@ -21,11 +21,12 @@ import structlog
 from sqlalchemy import func, make_url, select
 from sqlalchemy.engine import Connection
 
-__all__ = ["CHANNEL", "Listener", "notify"]
+__all__ = ["CHANNEL", "LISTENER_NAME", "Listener", "notify"]
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "teleops_commands"
+LISTENER_NAME = "teleops-listener"  # its application_name in pg_stat_activity
 CHECK_EVERY_S = 5.0  # a silent listener connection (a switchover, a cut network) is noticed this fast
 RECONNECT_MAX_S = 5.0
 
@@ -83,7 +84,9 @@ class Listener:
 
     async def _listen_once(self) -> None:
         """One connection's life: listen until it drops or stops answering."""
-        conn: asyncpg.Connection = await asyncpg.connect(self._dsn, timeout=CHECK_EVERY_S)
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._dsn, timeout=CHECK_EVERY_S, server_settings={"application_name": LISTENER_NAME}
+        )
         closed = asyncio.Event()
         conn.add_termination_listener(lambda _conn: closed.set())
         try:
