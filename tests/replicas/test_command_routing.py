@@ -151,6 +151,39 @@ def test_a_command_line_with_a_secret_reaches_the_agent_of_b_whole_and_is_stored
     assert relays_left(replicas) == 0  # taken, nothing left behind
 
 
+def test_a_hand_over_forged_in_the_database_is_refused_and_nothing_runs(
+    replicas: Replicas, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """Whoever can write the database but holds no argv.key (T29, T30) inserts a running command and its hand-over to
+    the agent's replica, with a made-up signature, and wakes that replica: it must not send it."""
+    canary = tmp_path / "forged-ran"
+    job = script(tmp_path / "job.sh", f"touch {canary}")
+    agent = agent_on_b(replicas, start_agent, "web-1", allow=(str(job),))
+    [replica_b] = execute(replicas, "SELECT replica FROM agent_connections WHERE agent_name = 'web-1'")
+    [command_id] = execute(
+        replicas,
+        "INSERT INTO commands (requester, host, agent_name, argv, status, timeout_s, output, output_bytes, truncated,"
+        " created_at, dispatched_at) VALUES ('admin', 'web-1', 'web-1', $1, 'running', 30, '', 0, false,"
+        " timezone('UTC', now()), timezone('UTC', now())) RETURNING id",
+        json.dumps([str(job)]),
+    )
+    execute(
+        replicas,
+        "WITH relay AS (INSERT INTO command_relays (command_id, kind, replica, origin, tag, created_at)"
+        " VALUES ($1, 'exec', $2, 'intruder', 'hmac-sha256:' || repeat('0', 64), timezone('UTC', now())) RETURNING 1)"
+        " SELECT pg_notify('teleops_commands', json_build_object('what', 'relay', 'to', $2::text)::text) FROM relay",
+        command_id,
+        replica_b,
+    )
+
+    result = final(replicas.a, command_id)
+    assert result["status"] == "failed"
+    assert "did not carry a valid signature" in result["reason"]
+    assert log_count(replicas.b.log.read_text(), "command.relay_refused", command_id) == 1
+    assert log_count(agent.text(), "agent.command_started", command_id) == 0
+    assert not canary.exists()
+
+
 def test_a_frozen_replica_b_resumed_after_its_command_ended_lost_never_sends_it(
     replicas: Replicas, start_agent: AgentFactory, tmp_path: Path
 ) -> None:

@@ -8,7 +8,8 @@ is taken only while its command is still `running` (a command that ended meanwhi
 is never sent late).
 
 `sealed_argv`: the original argv of a command whose shown argv masks a secret, sealed as in the commands table
-(store/sealed_argv.py; replicas share `argv.key`); None when the shown argv is what runs.
+(store/sealed_argv.py; replicas share `argv.key`); None when the shown argv is what runs. `tag`: the sender's HMAC
+of what is to be sent, under a key outside the database (commands/backend/routing.py checks it).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Relay:
     origin: str
     sealed_argv: str | None
     output_cap_bytes: int | None
+    tag: str | None
 
 
 async def relay(
@@ -57,6 +59,7 @@ async def relay(
     now: datetime,
     sealed_argv: str | None = None,
     output_cap_bytes: int | None = None,
+    tag: str | None = None,
 ) -> None:
     """Hand `kind` for `command_id` to replica `to`, and wake it once this commits."""
 
@@ -64,7 +67,7 @@ async def relay(
         conn.execute(
             insert(command_relays).values(
                 command_id=command_id, kind=kind.value, replica=to, origin=origin, sealed_argv=sealed_argv,
-                output_cap_bytes=output_cap_bytes, created_at=now,
+                output_cap_bytes=output_cap_bytes, tag=tag, created_at=now,
             )
         )  # fmt: skip
         notify(conn, {"what": "relay", "to": to})
@@ -97,7 +100,7 @@ async def take(db: Database, *, replica: str) -> Taken:
         taken = conn.execute(
             delete(command_relays)
             .where(r.id.in_(ids.scalar_subquery()))
-            .returning(r.id, r.command_id, r.kind, r.origin, r.sealed_argv, r.output_cap_bytes)
+            .returning(r.id, r.command_id, r.kind, r.origin, r.sealed_argv, r.output_cap_bytes, r.tag)
         ).all()
         if not taken:
             return Taken([], [])
@@ -111,7 +114,14 @@ async def take(db: Database, *, replica: str) -> Taken:
         in_order = sorted(taken, key=lambda row: row.id)
         return Taken(
             [
-                Relay(RelayKind(row.kind), running[row.command_id], row.origin, row.sealed_argv, row.output_cap_bytes)
+                Relay(
+                    RelayKind(row.kind),
+                    running[row.command_id],
+                    row.origin,
+                    row.sealed_argv,
+                    row.output_cap_bytes,
+                    row.tag,
+                )
                 for row in in_order
                 if row.command_id in running
             ],

@@ -270,6 +270,8 @@ command_relays = Table(
     Column("origin", String(255), nullable=False),
     Column("sealed_argv", Text),
     Column("output_cap_bytes", Integer),
+    # HMAC under a key outside the database (commands/backend/routing.py): a database writer cannot forge one
+    Column("tag", String(80)),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_command_relays_replica", "replica"),
 )

@@ -241,7 +241,7 @@ class AgentHub:
                 await self._ssh.send_exec(agent_name, message)
                 return
             if self.routing is not None and (replica := self.routing.replica_of(agent_name)) is not None:
-                await self.routing.relay_exec(replica, message)
+                await self.routing.relay_exec(replica, agent_name, message)
                 return
         await self._send_exec_here(agent_name, message)
 
@@ -263,7 +263,11 @@ class AgentHub:
             return
         replica = self.routing.replica_of(agent_name) if self.routing is not None else None
         if agent_name not in self._connections and self.routing is not None and replica is not None:
-            await self.routing.relay_cancel(replica, command_id)
+            try:
+                wire_id = await self.ownership.wire_id(command_id)
+            except CommandNotFound as exc:
+                raise AgentUnavailable(f"command {command_id} does not exist") from exc
+            await self.routing.relay_cancel(replica, agent_name, command_id, wire_id)
             return
         await self._send_cancel_here(agent_name, command_id)
 

@@ -12,13 +12,22 @@ An agent counts as connected to B while B's row for it is fresher than `STALE_AF
 B refreshes its rows every `POLL_S`, so a B killed or frozen loses its agents after `STALE_AFTER_S`; until then a
 command for them is handed to B and sent if B comes back while it is still running; otherwise the lost sweep
 ends it `lost` (commands/backend/lost.py), and a result the agent still reports (to any replica) replaces that.
+
+A hand-over is sent only with a valid `tag`: an HMAC of what is to run (command id and creation time, agent, the
+original argv, timeout, output cap) under a key derived from `argv.key`, which replicas share and the database
+never holds. Whoever can only write the database (T29, T30) cannot make a replica send an exec that no replica
+recorded and audited: a forged or altered relay is refused (`command.relay_refused`) and its command ended
+`failed`, saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -35,13 +44,39 @@ from teleops.store.wakeups import Listener
 from teleops.wire import Exec
 from teleops.wire.command_ids import row_id_of, wire_command_id
 
-__all__ = ["POLL_S", "STALE_AFTER_S", "ReplicaRouting"]
+__all__ = ["POLL_S", "STALE_AFTER_S", "ReplicaRouting", "relay_tag"]
 
 log = structlog.get_logger(__name__)
 
 POLL_S = 2.0
 STALE_AFTER_S = 10.0
 DROP_SETTLED_EVERY = 30  # polls
+FORGED = (
+    "not run: its hand-over between controller replicas did not carry a valid signature (forged or altered in the "
+    "database, or the replicas do not share argv.key); check the audit log, and give every replica the same argv.key"
+)
+
+
+def relay_tag(
+    key: bytes | None,
+    kind: RelayKind,
+    wire_id: str,
+    agent_name: str,
+    argv: Sequence[str] = (),
+    timeout_s: float = 0,
+    output_cap_bytes: int | None = None,
+) -> str | None:
+    """`hmac-sha256:<hex>` of a hand-over's canonical JSON under a key derived from `key` (the vault's binding key,
+    outside the database); None without a key (a tool without a data directory: nothing to sign with)."""
+    if key is None:
+        return None
+    relay_key = hmac.digest(key, b"teleops replica relay", "sha256")
+    canonical = json.dumps(
+        [kind.value, wire_id, agent_name, list(argv), float(timeout_s), output_cap_bytes],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
+    return "hmac-sha256:" + hmac.new(relay_key, canonical, hashlib.sha256).hexdigest()
 
 
 class ReplicaRouting:
@@ -118,26 +153,37 @@ class ReplicaRouting:
 
     # -- handing over --------------------------------------------------------------------------------
 
-    async def relay_exec(self, replica: str, message: Exec) -> None:
+    def _key(self) -> bytes | None:
+        vault = self._db.argv_vault
+        return vault.binding_key if vault is not None else None
+
+    async def relay_exec(self, replica: str, agent_name: str, message: Exec) -> None:
         """Hand an exec (whose dispatch is committed) to `replica`. Raises AgentUnavailable when it cannot be."""
         command_id = row_id_of(message.command_id)
         if command_id is None:
             raise AgentUnavailable(f"command id {message.command_id[:40]!r} cannot be handed to another replica")
         sealed = protect_argv(self._db.argv_vault, message.argv).sealed
+        tag = relay_tag(
+            self._key(), RelayKind.EXEC, message.command_id, agent_name, message.argv, message.timeout_s,
+            message.output_cap_bytes,
+        )  # fmt: skip
         try:
             await relay(
                 self._db, RelayKind.EXEC, command_id, to=replica, origin=self.replica, now=self._clock(),
-                sealed_argv=sealed, output_cap_bytes=message.output_cap_bytes,
+                sealed_argv=sealed, output_cap_bytes=message.output_cap_bytes, tag=tag,
             )  # fmt: skip
         except StorageUnavailable as exc:
             raise AgentUnavailable(f"it could not be handed to replica {replica}: {exc}") from exc
         self.relayed_out += 1
         log.info("command.relayed", command_id=command_id, to=replica)
 
-    async def relay_cancel(self, replica: str, command_id: int) -> None:
+    async def relay_cancel(self, replica: str, agent_name: str, command_id: int, wire_id: str) -> None:
         """Hand a cancel to `replica`. Raises AgentUnavailable when it cannot be."""
+        tag = relay_tag(self._key(), RelayKind.CANCEL, wire_id, agent_name)
         try:
-            await relay(self._db, RelayKind.CANCEL, command_id, to=replica, origin=self.replica, now=self._clock())
+            await relay(
+                self._db, RelayKind.CANCEL, command_id, to=replica, origin=self.replica, now=self._clock(), tag=tag
+            )
         except StorageUnavailable as exc:
             raise AgentUnavailable(f"the cancel could not be handed to replica {replica}: {exc}") from exc
         self.relayed_out += 1
@@ -162,7 +208,10 @@ class ReplicaRouting:
         record = taken.command
         bound = log.bind(command_id=record.id, agent=record.agent_name, origin=taken.origin)
         self.relayed_in += 1
+        wire_id = wire_command_id(record.id, record.created_at)
         if taken.kind is RelayKind.CANCEL:
+            if not self._signed(taken, relay_tag(self._key(), RelayKind.CANCEL, wire_id, record.agent_name)):
+                return  # a forged cancel: nothing is sent, the command runs on
             try:
                 await self._cancel_here(record.agent_name, record.id)
             except AgentUnavailable as exc:
@@ -176,11 +225,17 @@ class ReplicaRouting:
             await self._fail(record.id, fail_unsent(self._db, record, f"not run: {exc}", now=self._clock()))
             return
         message = Exec(
-            command_id=wire_command_id(record.id, record.created_at),
+            command_id=wire_id,
             argv=argv,
             timeout_s=record.timeout_s,
             output_cap_bytes=taken.output_cap_bytes or self._default_cap,
         )
+        expected = relay_tag(
+            self._key(), RelayKind.EXEC, wire_id, record.agent_name, argv, record.timeout_s, taken.output_cap_bytes
+        )
+        if not self._signed(taken, expected):
+            await self._fail(record.id, fail_unsent(self._db, record, FORGED, now=self._clock()))
+            return
         try:
             await self._send_here(record.agent_name, message)
         except AgentUnavailable as exc:
@@ -192,6 +247,18 @@ class ReplicaRouting:
             await self._fail(record.id, fail_unsent(self._db, record, reason, now=self._clock()))
             return
         bound.info("command.dispatched", argv0=record.argv[0] if record.argv else "", relayed=True)
+
+    def _signed(self, taken: Relay, expected: str | None) -> bool:
+        """Whether the hand-over carries the tag its sender would have made (both None: no vault on either side)."""
+        if expected is None and taken.tag is None:
+            return True
+        if expected is not None and taken.tag is not None and hmac.compare_digest(expected, taken.tag):
+            return True
+        log.error(
+            "command.relay_refused", command_id=taken.command.id, kind=taken.kind.value, origin=taken.origin,
+            why="missing or wrong signature: forged or altered in the database, or argv.key differs between replicas",
+        )  # fmt: skip
+        return False
 
     async def _fail(self, command_id: int, failing: Awaitable[Any]) -> None:
         await failing

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("origin", sa.String(length=255), nullable=False),
         sa.Column("sealed_argv", sa.Text(), nullable=True),
         sa.Column("output_cap_bytes", sa.Integer(), nullable=True),
+        sa.Column("tag", sa.String(length=80), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_command_relays")),
     )
