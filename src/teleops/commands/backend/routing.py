@@ -217,6 +217,9 @@ class ReplicaRouting:
             except AgentUnavailable as exc:
                 bound.warning("command.relayed_cancel_not_sent", error=str(exc))
             return
+        if record.id in self._relayed_in:  # a hand-over copied in the database: sent once already, never again
+            bound.error("command.relay_refused", why="this command's exec was already sent from this replica")
+            return
         self._relayed_in[record.id] = taken.origin
         try:  # the agent runs the original argv; the seal is opened only to send it
             argv = original_command(self._db.argv_vault, record.argv, taken.sealed_argv).argv
