@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -28,8 +29,11 @@ __all__ = ["BENCHMARK"]
 TARGET_P99_MS = 1000.0
 
 
-async def _second_replica(workdir: Path, db_url: str) -> TeleOps:
-    """Replica B: `teleops serve` on the same database (the first replica made the tokens)."""
+async def _second_replica(workdir: Path, db_url: str, first: TeleOps) -> TeleOps:
+    """Replica B: `teleops serve` on the same database (the first replica made the tokens) with the first one's
+    argv.key, which replicas share (docs/replicas.md)."""
+    (workdir / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(first.config.parent / "data" / "argv.key", workdir / "data" / "argv.key")
     port = free_port()
     config = write_config(workdir, port=port, db_url=db_url, extra=POLICY)
     server = spawn("teleops serve (B)", [*TELEOPS, "serve", "--config", str(config)], port=port,
@@ -89,7 +93,7 @@ async def run(ctx: Context) -> list[Row]:
     agent = None
     try:
         replicas.append(await start_teleops(ctx.sub("b13-replica-a"), db_url=pg.url, extra_config=POLICY))
-        replicas.append(await _second_replica(ctx.sub("b13-replica-b"), pg.url))
+        replicas.append(await _second_replica(ctx.sub("b13-replica-b"), pg.url, replicas[0]))
         a, b = replicas
         api_token = create_token(a.config, "api", "bench", "--user", "admin")
         token_file = ctx.sub("b13-agent") / "agent.token"
