@@ -200,9 +200,14 @@ class ReplicaRouting:
                 if taken.ended:
                     log.info("routing.relays_dropped", commands=taken.ended, why="the command ended before it was sent")
                 for handed in taken.relays:
-                    await self._deliver(handed)
+                    try:
+                        await self._deliver(handed)
+                    except StorageUnavailable as exc:  # the command stays `running`: the lost sweep ends it
+                        log.error("routing.delivery_failed", command_id=handed.command.id, error=str(exc))
             except StorageUnavailable as exc:
                 log.warning("routing.take_failed", error=str(exc))
+            except Exception as exc:  # a bug must not stop this replica from ever taking a hand-over again
+                log.exception("routing.take_crashed", error=f"{type(exc).__name__}: {exc}"[:200])
 
     async def _deliver(self, taken: Relay) -> None:
         record = taken.command
@@ -313,5 +318,7 @@ class ReplicaRouting:
                     log.info("routing.relays_dropped", count=dropped, why="their command ended before it was taken")
             except StorageUnavailable as exc:
                 log.warning("routing.poll_failed", error=str(exc))
+            except Exception as exc:  # a bug must not stop the refreshes: this replica's agents would go stale
+                log.exception("routing.poll_crashed", error=f"{type(exc).__name__}: {exc}"[:200])
             polls += 1
             await asyncio.sleep(POLL_S)
