@@ -16,6 +16,7 @@ import os
 import signal
 import statistics
 import time
+from pathlib import Path
 
 import httpx
 
@@ -23,7 +24,7 @@ from bench.context import Benchmark, Context
 from bench.peers import start_postgres
 from bench.process import BenchError, Server, free_port, spawn, wait_http
 from bench.report import Row, at_most, info
-from bench.teleops_server import TELEOPS, write_config
+from bench.teleops_server import TELEOPS, share_keys, write_config
 
 __all__ = ["BENCHMARK"]
 
@@ -31,9 +32,12 @@ BOUND_S = 15.0  # issue #23: each singleton fails over in at most this
 LEASE = "housekeeping"
 
 
-async def _serve(ctx: Context, name: str, db_url: str) -> Server:
-    """A replica: `teleops serve` on the shared database, once /readyz answers (no token: none is needed here)."""
+async def _serve(ctx: Context, name: str, db_url: str, keys_from: Path | None = None) -> Server:
+    """A replica: `teleops serve` on the shared database, once /readyz answers (no token: none is needed here).
+    `keys_from`: the first replica's workdir, whose key files it gets."""
     workdir = ctx.sub(name)
+    if keys_from is not None:
+        share_keys(keys_from, workdir)
     port = free_port()
     config = write_config(workdir, port=port, db_url=db_url)
     server = spawn("teleops serve", [*TELEOPS, "serve", "--config", str(config)], port=port,
@@ -71,7 +75,7 @@ async def _one(ctx: Context, db_url: str, index: int, how: signal.Signals) -> tu
     try:
         async with httpx.AsyncClient() as client:
             await _until(client, a, held=True)
-            b = await _serve(ctx, f"b12-{index}-b", db_url)
+            b = await _serve(ctx, f"b12-{index}-b", db_url, keys_from=ctx.sub(f"b12-{index}-a"))
             if await _holds(client, b):
                 raise BenchError("two replicas hold the same lease")
             stopped = time.perf_counter()

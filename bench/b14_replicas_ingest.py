@@ -70,7 +70,7 @@ async def run(ctx: Context) -> list[Row]:
         first = await start_teleops(ctx.sub("b14-replica-1"), db_url=pg.url)
         second: TeleOps | None = None
         try:
-            second = await start_teleops(ctx.sub("b14-replica-2"), db_url=pg.url, sender="bench-2")
+            second = await start_teleops(ctx.sub("b14-replica-2"), db_url=pg.url, sender="bench-2", keys_from=first)
             one: LoadResult | None = None
             two: LoadResult | None = None
             for round_index in range(ctx.pick(1, 2, 3)):

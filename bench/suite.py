@@ -13,6 +13,7 @@ from bench.b09_agents import BENCHMARK as B9
 from bench.b10_startup import BENCHMARK as B10
 from bench.b11_memory_lookup import BENCHMARK as B11
 from bench.b12_singleton_failover import BENCHMARK as B12
+from bench.b13_replica_commands import BENCHMARK as B13
 from bench.b14_replicas_ingest import BENCHMARK as B14
 from bench.context import Benchmark, Context
 from bench.report import Row
@@ -41,6 +42,7 @@ SUITE: tuple[Benchmark, ...] = (
     B10,
     B11,
     B12,
+    B13,
     B14,
 )
 

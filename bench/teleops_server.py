@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import yaml
 
 from bench.process import BenchError, Server, free_port, spawn, wait_http
 
-__all__ = ["TeleOps", "create_token", "start_teleops", "write_config"]
+__all__ = ["TeleOps", "create_token", "share_keys", "start_teleops", "write_config"]
 
 TELEOPS = [sys.executable, "-m", "teleops.cli"]
 
@@ -25,6 +26,17 @@ class TeleOps:
     @property
     def port(self) -> int:
         return self.server.port
+
+
+# The key files every replica on one database must share (docs/replicas.md, "Key files").
+REPLICA_KEY_FILES = ("argv.key", "twofactor.key")
+
+
+def share_keys(first_workdir: Path, workdir: Path) -> None:
+    """Give the replica about to start in `workdir` the key files of the one started in `first_workdir`."""
+    (workdir / "data").mkdir(parents=True, mode=0o700, exist_ok=True)
+    for name in REPLICA_KEY_FILES:
+        shutil.copy2(first_workdir / "data" / name, workdir / "data" / name)
 
 
 def write_config(workdir: Path, *, port: int, db_url: str, extra: dict[str, object] | None = None) -> Path:
@@ -65,10 +77,14 @@ async def start_teleops(
     db_url: str | None = None,
     extra_config: dict[str, object] | None = None,
     sender: str = "bench",
+    keys_from: TeleOps | None = None,
 ) -> TeleOps:
     """Start `teleops serve` in `workdir` (SQLite there unless `db_url`), wait for /readyz, make a token (a second
-    replica on the same database needs another `sender` name for its ingest token)."""
+    replica on the same database needs another `sender` name for its ingest token, and `keys_from`: the first
+    replica, whose key files it gets)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    if keys_from is not None:
+        share_keys(keys_from.config.parent, workdir)
     port = free_port()
     url = db_url or f"sqlite+aiosqlite:///{workdir}/teleops.db"
     config = write_config(workdir, port=port, db_url=url, extra=extra_config)

@@ -31,6 +31,7 @@ from teleops.store.schema import commands, incidents, timeline
 __all__ = [
     "append_output",
     "create_command",
+    "ended_among",
     "finish_command",
     "finish_reported",
     "get_command",
@@ -40,13 +41,18 @@ __all__ = [
     "list_commands",
     "mark_dispatched",
     "mark_started",
+    "record_of_row",
 ]
 
 EXCERPT_CHARS = 500
 
 
-def _record(row: Any) -> CommandRecord:
+def record_of_row(row: Any) -> CommandRecord:
+    """The record of one row of the commands table (for store modules that read it in their own statements)."""
     return CommandRecord(**dict(row._mapping))
+
+
+_record = record_of_row
 
 
 def _get(conn: Connection, command_id: int) -> CommandRecord:
@@ -319,3 +325,15 @@ async def in_flight_commands(db: Database, *, agent_name: str | None = None) -> 
         query = query.where(commands.c.agent_name == agent_name)
     rows = await db.all(query)
     return [_record(row) for row in rows]
+
+
+async def ended_among(db: Database, ids: Sequence[int]) -> set[int]:
+    """Which of these commands are no longer `queued` or `running` (one indexed read, for waiters that were not
+    woken: another replica ended them and its wake-up was lost)."""
+    if not ids:
+        return set()
+    open_states = [CommandStatus.QUEUED.value, CommandStatus.RUNNING.value]
+    rows = await db.all(
+        select(commands.c.id).where(commands.c.id.in_(list(ids)), commands.c.status.not_in(open_states))
+    )
+    return {int(row.id) for row in rows}

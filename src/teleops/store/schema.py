@@ -25,10 +25,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "agent_connections",
     "agents",
     "alerts",
     "chat_refusals",
     "chat_updates",
+    "command_relays",
     "commands",
     "console_messages",
     "heartbeats",
@@ -247,6 +249,36 @@ commands = Table(
     Column("sealed_argv", Text),
     Index("ix_commands_status", "status"),
     Index("ix_commands_incident_id", "incident_id"),
+)
+
+# Which controller replica each agent's WebSocket is connected to, on PostgreSQL with several replicas
+# (store/agent_connections.py): refreshed by that replica every few seconds, so a dead replica's rows go stale.
+agent_connections = Table(
+    "agent_connections",
+    metadata,
+    Column("agent_name", String(128), primary_key=True),
+    Column("replica", String(255), nullable=False),
+    Column("connected_at", UTCDateTime, nullable=False),
+    Column("refreshed_at", UTCDateTime, nullable=False),
+    Index("ix_agent_connections_replica", "replica"),
+)
+
+# Execs and cancels one replica hands to the replica its command's agent is connected to (store/command_relays.py):
+# a row lives from the hand-over until the receiving replica takes it.
+command_relays = Table(
+    "command_relays",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("command_id", Id, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("replica", String(255), nullable=False),
+    Column("origin", String(255), nullable=False),
+    Column("sealed_argv", Text),
+    Column("output_cap_bytes", Integer),
+    # HMAC under a key outside the database (commands/backend/routing.py): a database writer cannot forge one
+    Column("tag", String(80)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_command_relays_replica", "replica"),
 )
 
 # Secrets the controller generates once and shares across replicas (e.g. the web session signing key).

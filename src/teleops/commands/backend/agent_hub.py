@@ -22,6 +22,7 @@ from teleops.commands.backend.lost import LostCommands
 from teleops.commands.backend.ownership import CommandOwnership
 from teleops.commands.backend.progress import CommandProgress
 from teleops.commands.backend.redaction import OutputRedaction
+from teleops.commands.backend.routing import ReplicaRouting
 from teleops.commands.dispatch import AgentUnavailable
 from teleops.config.settings import AgentsSettings, HostSettings
 from teleops.domain.clock import Clock
@@ -120,11 +121,25 @@ class AgentHub:
         self._connections: dict[str, _Connection] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.progress = CommandProgress(db, output_cap_chars=self._output_cap)
+        # Several replicas share a PostgreSQL database: commands for agents connected to another one are handed
+        # over (commands/backend/routing.py). One SQLite process holds every agent itself: no routing.
+        self.routing: ReplicaRouting | None = None
+        if not db.is_sqlite:
+            self.routing = ReplicaRouting(
+                db,
+                clock=clock,
+                progress=self.progress,
+                agents_here=lambda: list(self._connections),
+                send_here=self._send_exec_here,
+                cancel_here=self._send_cancel_here,
+                default_output_cap=self._output_cap,
+            )
         self._lost = LostCommands(
             db,
             clock=clock,
             progress=self.progress,
             connected=lambda name: name in self._connections,
+            elsewhere=None if self.routing is None else self._connected_elsewhere,
             running_over_ssh=lambda command_id: self._ssh is not None and self._ssh.is_running(command_id),
             heartbeat_s=self._heartbeat_s,
             lost_after=self._lost_after,
@@ -153,6 +168,8 @@ class AgentHub:
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="agent-hub-sweeper")
+        if self.routing is not None:
+            self.routing.start()
 
     async def register_ssh_hosts(self) -> None:
         """List the configured SSH hosts in the agents table (version "ssh"), so hosts resolve to them."""
@@ -180,6 +197,8 @@ class AgentHub:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self.routing is not None:
+            await self.routing.stop()
         for connection in list(self._connections.values()):
             await connection.close(1001, "controller shutting down")
 
@@ -206,12 +225,28 @@ class AgentHub:
     # -- CommandSender -------------------------------------------------------------------------------
 
     def is_connected(self, agent_name: str) -> bool:
-        return agent_name in self._connections or (self._ssh is not None and self._ssh.is_connected(agent_name))
+        """Connected here, an SSH host of this replica, or connected to another replica (routing)."""
+        return (
+            agent_name in self._connections
+            or (self._ssh is not None and self._ssh.is_connected(agent_name))
+            or (self.routing is not None and self.routing.replica_of(agent_name) is not None)
+        )
+
+    def _connected_elsewhere(self, agent_name: str) -> bool:
+        return self.routing is not None and self.routing.replica_of(agent_name) is not None
 
     async def send_exec(self, agent_name: str, message: Exec) -> None:
-        if agent_name not in self._connections and self._ssh is not None and self._ssh.is_connected(agent_name):
-            await self._ssh.send_exec(agent_name, message)
-            return
+        if agent_name not in self._connections:
+            if self._ssh is not None and self._ssh.is_connected(agent_name):
+                await self._ssh.send_exec(agent_name, message)
+                return
+            if self.routing is not None and (replica := self.routing.replica_of(agent_name)) is not None:
+                await self.routing.relay_exec(replica, agent_name, message)
+                return
+        await self._send_exec_here(agent_name, message)
+
+    async def _send_exec_here(self, agent_name: str, message: Exec) -> None:
+        """Send on this replica's own connection to `agent_name` (raises AgentUnavailable)."""
         command_id = row_id_of(message.command_id)
         if command_id is not None:
             self.ownership.sent(command_id, agent_name, message.command_id)
@@ -223,9 +258,20 @@ class AgentHub:
             raise
 
     async def send_cancel(self, agent_name: str, command_id: int) -> None:
-        """Raises AgentUnavailable when the agent is not connected here."""
+        """Raises AgentUnavailable when the agent is connected neither here nor to another replica."""
         if self._ssh is not None and self._ssh.cancel(command_id):
             return
+        replica = self.routing.replica_of(agent_name) if self.routing is not None else None
+        if agent_name not in self._connections and self.routing is not None and replica is not None:
+            try:
+                wire_id = await self.ownership.wire_id(command_id)
+            except CommandNotFound as exc:
+                raise AgentUnavailable(f"command {command_id} does not exist") from exc
+            await self.routing.relay_cancel(replica, agent_name, command_id, wire_id)
+            return
+        await self._send_cancel_here(agent_name, command_id)
+
+    async def _send_cancel_here(self, agent_name: str, command_id: int) -> None:
         try:
             wire_id = await self.ownership.wire_id(command_id)
         except CommandNotFound as exc:
@@ -330,12 +376,16 @@ class AgentHub:
             # Reconcile before the connection is visible to dispatch, so no exec sent on it is judged here.
             await self._reconcile(connection, hello, connected_at=now)
             self._connections[name] = connection
+            if self.routing is not None:
+                await self.routing.connected_here(name)
             await self._receive_loop(connection)
         except Exception as exc:  # the peer vanished mid-send, or storage failed: end this session only
             bound.warning("agent.session_error", error=f"{type(exc).__name__}: {exc}"[:200])
         finally:
             if self._connections.get(name) is connection:
                 del self._connections[name]
+                if self.routing is not None:
+                    await self.routing.disconnected_here(name)
                 with contextlib.suppress(StorageUnavailable):
                     await mark_agent_offline(self._db, name, now=self._clock())
             bound.info("agent.disconnected")

@@ -1,8 +1,9 @@
 """Commands that will never report: ended `lost` so nobody waits on them forever (docs/threat-model.md F07, F11).
 
 Two cases, checked about once a second by the agent hub:
-- the agent is unreachable (not connected here, not seen by another replica) past the command's timeout plus
-  `agents.lost_after`: "agent web-1 unreachable since …";
+- the agent is unreachable (not connected here, nor to another replica: commands/backend/routing.py, whose rule
+  says when a dead replica's connections stop counting) past the command's timeout plus `agents.lost_after`:
+  "agent web-1 unreachable since …";
 - the agent is connected but never reported a command it started, past its timeout plus `agents.lost_after`
   (the agent kills at the timeout and reports at once, so the command or its result was lost on the way).
 A real result that still comes replaces `lost` (`finish_command(..., replace_lost=True)` in the hub).
@@ -35,6 +36,7 @@ class LostCommands:
         clock: Clock,
         progress: CommandProgress,
         connected: Callable[[str], bool],
+        elsewhere: Callable[[str], bool] | None = None,
         running_over_ssh: Callable[[int], bool],
         heartbeat_s: float,
         lost_after: timedelta,
@@ -43,6 +45,7 @@ class LostCommands:
         self._clock = clock
         self.progress = progress
         self._connected = connected
+        self._elsewhere = elsewhere
         self._running_over_ssh = running_over_ssh
         self._heartbeat_s = heartbeat_s
         self._lost_after = lost_after
@@ -61,8 +64,11 @@ class LostCommands:
                 continue
             agent = agents.get(command.agent_name) or await get_agent(self._db, command.agent_name)
             last_seen = agent.last_seen_at if agent is not None else None
-            if agent is not None and agent.online and last_seen is not None and now - last_seen < stale_after:
-                continue  # connected to another controller replica
+            if self._elsewhere is not None:
+                if self._elsewhere(command.agent_name):
+                    continue  # connected to another replica, which watches it (commands/backend/routing.py)
+            elif agent is not None and agent.online and last_seen is not None and now - last_seen < stale_after:
+                continue  # connected to another controller process (one database, no routing)
             dispatched = command.dispatched_at or command.created_at
             since = last_seen or dispatched
             deadline = max(since, dispatched + timedelta(seconds=command.timeout_s)) + self._lost_after

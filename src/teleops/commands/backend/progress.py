@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -48,6 +49,8 @@ class CommandProgress:
         self._pending: dict[int, _Pending] = {}
         self._waiters: dict[int, Finished] = {}
         self._waiting: dict[int, int] = {}  # how many callers hold each waiter (for `release`)
+        # Told of every end recorded here (commands/backend/routing.py wakes the replica that asked for it).
+        self.on_finished: Callable[[int], None] | None = None
 
     def started(self, command_id: int, at: datetime) -> None:
         self._entry(command_id).started_at = at
@@ -79,6 +82,13 @@ class CommandProgress:
         if waiter is not None:
             waiter.record = record
             waiter.event.set()
+        if self.on_finished is not None:
+            self.on_finished(command_id)
+
+    def waited_for(self) -> list[int]:
+        """The commands someone here waits for (to wake them when another replica ended one and its wake-up
+        was lost)."""
+        return list(self._waiters)
 
     def waiter(self, command_id: int) -> Finished:
         """Set by `finished(command_id)`. Take it *before* reading the command's state, so an end that lands

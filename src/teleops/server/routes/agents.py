@@ -36,9 +36,13 @@ class AgentList(BaseModel):
 
 
 def agent_online(services: Services, agent: AgentRecord, *, now: datetime) -> bool:
-    """Connected to this replica, or to another one: its row says online and its heartbeats are fresh."""
+    """Connected to this replica, or to another one. With several replicas (PostgreSQL) the hub knows where each
+    agent is connected (commands/backend/routing.py), so "online" means exactly "a command would be sent"; else
+    the agent's row says online and its heartbeats are fresh."""
     if services.hub.is_connected(agent.name):
         return True
+    if services.hub.routing is not None:
+        return False
     stale = 3 * services.settings.agents.heartbeat.timedelta
     return agent.online and agent.last_seen_at is not None and now - agent.last_seen_at < stale
 
