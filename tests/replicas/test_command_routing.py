@@ -130,6 +130,9 @@ def test_a_command_asked_on_a_runs_on_the_agent_of_b_and_its_output_streams_back
     assert log_count(replicas.a.log.read_text(), "command.relayed", command_id) == 1
     assert log_count(replicas.b.log.read_text(), "command.finished", command_id) == 1
     assert log_count(replicas.a.log.read_text(), "command.finished", command_id) == 0  # A holds no connection
+    # /metrics counts the hand-over on both sides (issue #23: claims and failovers are visible).
+    assert replicas.a.metric("teleops_command_handovers_total", direction="out") == 1
+    assert replicas.b.metric("teleops_command_handovers_total", direction="in") == 1
 
     # The same command asked on B, where the agent is, takes the in-memory path: nothing is relayed.
     local_id = run_command(replicas.b, "web-1", "echo here")

@@ -205,7 +205,9 @@ async def test_a_replica_frozen_with_sends_in_flight_does_not_act_on_the_leases_
         await eventually(lambda: refusals() > 0, what="the woken replica's late outcomes refused", timeout=30)
         await asyncio.sleep(1)  # any further late outcome of the same wake-up
         owners = await db.all(select(outbox.c.id, outbox.c.claimed_by).where(outbox.c.id.in_(held)))
+        taken_by_b = await asyncio.to_thread(b.metric, "teleops_outbox_claims_total", result="taken")
     refused = refusals()
+    assert taken_by_b >= len(held)  # /metrics counts the claims, the frozen replica's rows among them
     duplicates = sum(max(_named(_titles(fake_telegram, chat), name) - 1, 0) for chat in ALERT_CHATS for name in names)
     for chat in ALERT_CHATS:
         for name in names:

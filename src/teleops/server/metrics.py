@@ -74,6 +74,22 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Work claimed under leases and commands handed between replicas (issue #23), read at each scrape.
+        self.outbox_claims = Counter(
+            "teleops_outbox_claims",
+            "Outbox rows this replica claimed to deliver (taken), and outcomes refused because the claim had passed to "
+            "another replica meanwhile (lost: a stalled or frozen replica's late word).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.command_handovers = Counter(
+            "teleops_command_handovers",
+            "Commands and cancels handed to the replica an agent is connected to (out), and taken from other replicas "
+            "for this replica's agents (in).",
+            ["direction"],
+            registry=self.registry,
+        )
+        self._seen_totals: dict[tuple[str, str], int] = {}
         # Singleton loops under fenced leases (server/singletons.py, store/leases.py; issue #23).
         self.singleton_held = Gauge(
             "teleops_singleton_held",
@@ -241,6 +257,20 @@ class Metrics:
     def count_unhandled(self, item: UnhandledInput) -> None:
         """One chat delivery a gateway skipped, in `teleops_chat_updates_unhandled_total{platform,reason}`."""
         self._child(self.chat_updates_unhandled, item.platform, item.reason.value).inc()
+
+    def observe_totals(self, *, claims_taken: int, claims_lost: int, handed_out: int, handed_in: int) -> None:
+        """Bring the claim and hand-over counters up to the running totals the store and the routing keep."""
+        for name, counter, label, total in (
+            ("claims", self.outbox_claims, "taken", claims_taken),
+            ("claims", self.outbox_claims, "lost", claims_lost),
+            ("handovers", self.command_handovers, "out", handed_out),
+            ("handovers", self.command_handovers, "in", handed_in),
+        ):
+            key = (name, label)
+            delta = total - self._seen_totals.get(key, 0)
+            if delta > 0:
+                self._child(counter, label).inc(delta)
+                self._seen_totals[key] = total
 
     def observe_inputs(self, healths: Sequence[InputHealth]) -> None:
         """Each gateway's input: seconds since its last successful receive, and whether that counts as stalled."""

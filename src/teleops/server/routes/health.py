@@ -115,4 +115,11 @@ async def metrics(request: Request) -> Response:
             {p: (n, (now - oldest).total_seconds() if oldest else 0.0) for p, (n, oldest) in waiting.items()}
         )
     services.metrics.observe_inputs(await services.chat.input_health())
+    routing = services.hub.routing
+    services.metrics.observe_totals(
+        claims_taken=services.chat.outbox.claims_taken,
+        claims_lost=services.chat.outbox.claims_lost,
+        handed_out=routing.relayed_out if routing is not None else 0,
+        handed_in=routing.relayed_in if routing is not None else 0,
+    )
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
