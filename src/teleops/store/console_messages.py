@@ -1,7 +1,12 @@
-"""The web console's chat history: one row per message, edited in place, read back on page load."""
+"""The web console's chat history: one row per message, edited in place, read back on page load.
+
+With several replicas (PostgreSQL), every write also NOTIFYs `teleops_console` in its transaction, so a replica
+whose browsers did not see the write happen pushes it to them as well (`listen`, chat/console/gateway.py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -11,8 +16,19 @@ from sqlalchemy.engine import Connection, Row
 
 from teleops.store.database import Database
 from teleops.store.schema import console_messages
+from teleops.store.wakeups import Listener, notify
 
-__all__ = ["ConsoleMessageRecord", "ConsoleMessageStore"]
+__all__ = ["CONSOLE_CHANNEL", "ConsoleChange", "ConsoleMessageRecord", "ConsoleMessageStore"]
+
+CONSOLE_CHANNEL = "teleops_console"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleChange:
+    """Another replica wrote a console message: `kind` is "message" (new) or "edit"."""
+
+    kind: str
+    message_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +60,23 @@ class ConsoleMessageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    def listen(self, on_change: Callable[[ConsoleChange], None]) -> Listener | None:
+        """A listener (not started) for the console writes of the *other* replicas; None on SQLite (one process)."""
+        if self._db.is_sqlite:
+            return None
+        me = self._db.replica
+
+        def received(payload: dict[str, Any]) -> None:
+            kind, message_id = payload.get("kind"), payload.get("id")
+            if payload.get("replica") != me and kind in ("message", "edit") and isinstance(message_id, int):
+                on_change(ConsoleChange(str(kind), message_id))
+
+        return Listener(self._db.url, on_message=received, on_connected=lambda: None, channel=CONSOLE_CHANNEL)
+
+    def _announce(self, conn: Connection, kind: str, message_id: int) -> None:
+        if conn.dialect.name != "sqlite":
+            notify(conn, {"replica": self._db.replica, "kind": kind, "id": message_id}, channel=CONSOLE_CHANNEL)
+
     async def append(
         self,
         body: dict[str, Any],
@@ -72,6 +105,7 @@ class ConsoleMessageStore:
                 )
                 .returning(*console_messages.c)
             ).one()
+            self._announce(conn, "message", int(row.id))
             return _record(row)
 
         return await self._db.write(apply)
@@ -86,7 +120,10 @@ class ConsoleMessageStore:
                 update(console_messages).where(console_messages.c.id == message_id).values(body=body, updated_at=now)
             )
             row = conn.execute(select(console_messages).where(console_messages.c.id == message_id)).first()
-            return None if row is None else _record(row)
+            if row is None:
+                return None
+            self._announce(conn, "edit", message_id)
+            return _record(row)
 
         return await self._db.write(apply)
 
@@ -100,6 +137,7 @@ class ConsoleMessageStore:
                 return None
             body = {**dict(row.body), key: value}
             conn.execute(update(console_messages).where(console_messages.c.id == message_id).values(body=body))
+            self._announce(conn, "edit", message_id)
             return replace(_record(row), body=body)
 
         return await self._db.write(apply)

@@ -5,6 +5,9 @@ types (or a button they press) becomes an `InboundEvent` for the same conversati
 platform feeds. The console has one shared room (chat id "console"); the user id is the login name,
 which is immutable for the console because the login *is* the identity.
 
+With several replicas, each replica's browsers also get what the others wrote: the store NOTIFYs every write and
+this gateway, hearing another replica's, reads the message and pushes it as if it had written it (`_elsewhere`).
+
 The room is shared, but a command's line and output are not: every message is decided per reader, live (when
 it is pushed to a tab, with the role its user holds then) and in the history, by the read rule
 (chat/console/read_rule.py).
@@ -36,8 +39,9 @@ from teleops.chat.console.read_rule import COMMAND_KEY, RUNS_KEY, SOURCE_KEY, Co
 from teleops.chat.console.views import asks_for_command, message_view, reply_meaning, view_for
 from teleops.chat.input_watch import InputWatch, UnhandledReason
 from teleops.domain.text import visible
-from teleops.store.console_messages import ConsoleMessageRecord, ConsoleMessageStore
+from teleops.store.console_messages import ConsoleChange, ConsoleMessageRecord, ConsoleMessageStore
 from teleops.store.database import StorageUnavailable
+from teleops.store.wakeups import Listener
 
 __all__ = [
     "CONSOLE_CAPABILITIES",
@@ -105,6 +109,8 @@ class ConsoleGateway:
         self._subscribers: set[Subscriber] = set()
         self._callbacks: dict[str, str] = {}  # button callback id -> the user who pressed
         self._input = InputWatch(CONSOLE_PLATFORM, clock=clock, mode="local", watched=False, note=LOCAL_NOTE)
+        self._listener: Listener | None = None
+        self._pushes: set[asyncio.Task[None]] = set()  # other replicas' writes being pushed here
 
     @property
     def capabilities(self) -> Capabilities:
@@ -117,9 +123,17 @@ class ConsoleGateway:
     async def start(self, on_event: EventHandler) -> None:
         self._on_event = on_event
         self._input.started()
+        self._listener = self._store.listen(self._elsewhere)
+        if self._listener is not None:
+            self._listener.start()
 
     async def stop(self) -> None:
         self._on_event = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        for push in list(self._pushes):
+            push.cancel()
         for subscriber in list(self._subscribers):
             self._drop(subscriber)
 
@@ -316,6 +330,23 @@ class ConsoleGateway:
             )
         except StorageUnavailable as exc:
             raise RetryLater(f"console storage unavailable: {exc}") from exc
+
+    def _elsewhere(self, change: ConsoleChange) -> None:
+        """Another replica wrote a console message: push it to this replica's tabs too."""
+        if not self._subscribers:
+            return
+        push = asyncio.get_running_loop().create_task(self._push_elsewhere(change))
+        self._pushes.add(push)
+        push.add_done_callback(self._pushes.discard)
+
+    async def _push_elsewhere(self, change: ConsoleChange) -> None:
+        try:
+            record = await self._store.get(change.message_id)
+        except StorageUnavailable:
+            log.warning("console.remote_push_failed", message_id=change.message_id)
+            return  # the history has it: the tab shows it at its next load
+        if record is not None:
+            await self._publish(change.kind, record)
 
     def _notice(self, user: str, text: str) -> None:
         for subscriber in list(self._subscribers):
