@@ -22,7 +22,7 @@ from bench.context import Benchmark, Context
 from bench.loadgen import LoadResult, build_request, run_load
 from bench.peers import start_postgres
 from bench.process import BenchError, pin_load_generator
-from bench.report import Row, at_least, at_most
+from bench.report import Row, at_least, at_most, info
 from bench.teleops_server import TeleOps, start_teleops
 
 __all__ = ["BENCHMARK"]
@@ -70,6 +70,13 @@ async def run(ctx: Context) -> list[Row]:
         first = await start_teleops(ctx.sub("b14-replica-1"), db_url=pg.url)
         second: TeleOps | None = None
         try:
+            # First with no second replica at all: what a second one costs the first while it only runs beside it
+            # (its leases, claims polling and connection refreshes), without splitting the load or the cores.
+            solo: LoadResult | None = None
+            for round_index in range(ctx.pick(1, 2, 3)):
+                offset = (8 * round_index + 6) * ROUND_STRIDE
+                result = await _load(ctx, [first], f"b14s{round_index}", offset, concurrency)
+                solo = result if solo is None or result.throughput > solo.throughput else solo
             second = await start_teleops(ctx.sub("b14-replica-2"), db_url=pg.url, sender="bench-2", keys_from=first)
             one: LoadResult | None = None
             two: LoadResult | None = None
@@ -85,9 +92,17 @@ async def run(ctx: Context) -> list[Row]:
                 second.server.stop()
     finally:
         pg.stop()
-    if one is None or two is None:
+    if one is None or two is None or solo is None:
         raise BenchError("no round ran")
     return [
+        info(
+            "B14",
+            f"distinct alerts throughput, one replica with a second running idle beside it vs none (c={concurrency})",
+            "alerts/s",
+            one.throughput,
+            solo.throughput,
+            "one replica, no second",
+        ),
         at_least(
             "B14",
             f"distinct alerts throughput, PostgreSQL, two replicas vs one (c={concurrency})",
