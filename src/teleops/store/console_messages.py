@@ -71,7 +71,13 @@ class ConsoleMessageStore:
             if payload.get("replica") != me and kind in ("message", "edit") and isinstance(message_id, int):
                 on_change(ConsoleChange(str(kind), message_id))
 
-        return Listener(self._db.url, on_message=received, on_connected=lambda: None, channel=CONSOLE_CHANNEL)
+        return Listener(
+            self._db.url,
+            on_message=received,
+            on_connected=lambda: None,
+            channel=CONSOLE_CHANNEL,
+            name="teleops-console-listener",
+        )
 
     def _announce(self, conn: Connection, kind: str, message_id: int) -> None:
         if conn.dialect.name != "sqlite":

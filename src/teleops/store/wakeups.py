@@ -49,7 +49,10 @@ class Listener:
         on_message: Callable[[dict[str, Any]], None],
         on_connected: Callable[[], None],
         channel: str = CHANNEL,
+        name: str = LISTENER_NAME,
     ) -> None:
+        """`name` is the connection's application_name, as `pg_stat_activity` shows it."""
+        self._name = name
         self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
         self._on_message = on_message
         self._on_connected = on_connected
@@ -85,7 +88,7 @@ class Listener:
     async def _listen_once(self) -> None:
         """One connection's life: listen until it drops or stops answering."""
         conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn, timeout=CHECK_EVERY_S, server_settings={"application_name": LISTENER_NAME}
+            self._dsn, timeout=CHECK_EVERY_S, server_settings={"application_name": self._name}
         )
         closed = asyncio.Event()
         conn.add_termination_listener(lambda _conn: closed.set())
