@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -137,15 +138,14 @@ class Singletons:
 
     async def _hold(self, slot: _Slot) -> None:
         """While held: wait a renewal period (or for the body to end, or a reported loss), then renew."""
-        waits: set[asyncio.Future[object]] = {asyncio.ensure_future(slot.lost.wait())}
+        lost: asyncio.Future[bool] = asyncio.ensure_future(slot.lost.wait())
+        waits: set[asyncio.Future[Any]] = {lost}
         if slot.task is not None:
-            waits.add(slot.task)  # type: ignore[arg-type]
+            waits.add(slot.task)
         try:
             await asyncio.wait(waits, timeout=self._renew_every_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in waits:
-                if waiter is not slot.task:
-                    waiter.cancel()
+            lost.cancel()
         if slot.lost.is_set():
             await self._lose(slot, "expired")
             return
