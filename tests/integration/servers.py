@@ -42,6 +42,7 @@ import yaml
 from teleops.domain.policy import DEFAULT_ROLES
 
 __all__ = [
+    "TEST_LEASES",
     "AlertmanagerServer",
     "PostgresServer",
     "ServerFailed",
@@ -454,6 +455,12 @@ ADMIN_WITHOUT_STEPUP: dict[str, Any] = {
 REPLICA_KEY_FILES = ("argv.key", "twofactor.key")
 
 
+# Replicas on PostgreSQL hand singletons and claimed work over after a lease (docs/replicas.md); the tests wait
+# for hand-overs, so their replicas use 5 s instead of the default 10 s. Not the 3 s minimum: a loaded CI machine
+# can stall an event loop for a second, and a holder renews only every third of its lease.
+TEST_LEASES = {"singleton_lease_ttl": "5s", "work_lease": "5s"}
+
+
 def start_teleops(
     workdir: Path,
     *,
@@ -481,7 +488,7 @@ def start_teleops(
     document: dict[str, Any] = {
         "data_dir": str(data_dir),
         "server": {"listen": f"127.0.0.1:{port}", "public_url": url},
-        "database": {"url": database_url},
+        "database": {"url": database_url, **(TEST_LEASES if database_url.startswith("postgresql") else {})},
         "local_agent": {"enabled": local_agent},
         "policy": ADMIN_WITHOUT_STEPUP,
         **(config or {}),

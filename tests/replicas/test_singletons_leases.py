@@ -215,14 +215,22 @@ async def test_housekeeping_under_a_lease_it_lost_deletes_nothing(api: Api, cloc
         await other_replica.close()
 
 
-@pytest.mark.parametrize("ttl", ["1s", "10m"])
-def test_a_lease_ttl_outside_3s_to_5m_is_refused_naming_the_key(ttl: str) -> None:
-    with pytest.raises(ValidationError, match=r"database\.singleton_lease_ttl[\s\S]*between 3s and 5m"):
-        settings_with(database={"singleton_lease_ttl": ttl})
+@pytest.mark.parametrize("key", ["singleton_lease_ttl", "work_lease"])
+@pytest.mark.parametrize("length", ["1s", "10m"])
+def test_a_lease_outside_3s_to_5m_is_refused_naming_the_key(key: str, length: str) -> None:
+    with pytest.raises(ValidationError, match=rf"database\.{key}[\s\S]*between 3s and 5m"):
+        settings_with(database={key: length})
 
 
-def test_the_lease_ttl_defaults_to_10s_so_a_failover_takes_at_most_about_12s() -> None:
-    assert settings_with().database.singleton_lease_ttl.seconds == 10
+async def test_the_leases_default_to_10s_so_a_failover_takes_at_most_about_12s(tmp_path: Path) -> None:
+    database = settings_with().database
+    assert database.singleton_lease_ttl.seconds == database.work_lease.seconds == 10
+    shorter = settings_with(database={"url": f"sqlite+aiosqlite:///{tmp_path}/t.db", "work_lease": "3s"}).database
+    db = Database.from_settings(shorter)
+    try:
+        assert db.work_lease == timedelta(seconds=3)
+    finally:
+        await db.close()
 
 
 async def test_a_holder_whose_lease_was_taken_unnoticed_is_refused_at_its_next_action_and_stands_by(

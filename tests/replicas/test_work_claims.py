@@ -263,7 +263,7 @@ async def test_a_replica_killed_or_frozen_mid_escalation_loses_and_doubles_no_st
             await asyncio.to_thread(a.process.wait, 10)
         else:
             os.kill(a.process.pid, signal.SIGSTOP)
-            await asyncio.sleep(14)  # past the escalation pass's limit (5 s) and the outbox lease (10 s)
+            await asyncio.sleep(7)  # past the escalation pass's limit (5 s) and the outbox lease (TEST_LEASES: 5 s)
             os.kill(a.process.pid, signal.SIGCONT)
 
         every_step = select(func.count()).select_from(pages).where(pages.c.state == "delivered")

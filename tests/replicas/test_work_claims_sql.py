@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,18 +22,20 @@ from sqlalchemy.exc import DBAPIError
 from teleops.config.heartbeats import HeartbeatSettings
 from teleops.store import escalations
 from teleops.store.database import Database
-from teleops.store.heartbeats import CHECK_LEASE_S, HeartbeatStore
-from teleops.store.outbox import OUTBOX_LEASE_S, OutboxStatus, OutboxStore, enqueue_send, take_heads
+from teleops.store.heartbeats import HeartbeatStore
+from teleops.store.outbox import OutboxStatus, OutboxStore, enqueue_send, take_heads
 from teleops.store.schema import heartbeats, incidents, outbox
 from tests.integration.servers import PostgresServer
 
 Replicas = tuple[Database, Database]
+# The shortest work lease `database.work_lease` allows: the hand-overs below wait one lease.
+LEASE = timedelta(seconds=3)
 
 
 @pytest.fixture
 async def replicas(postgres_server: PostgresServer) -> AsyncIterator[Replicas]:
     url = postgres_server.create_database()
-    first, second = Database(url), Database(url)
+    first, second = Database(url, work_lease=LEASE), Database(url, work_lease=LEASE)
     try:
         yield first, second
     finally:
@@ -91,7 +93,7 @@ async def test_a_row_under_a_live_lease_is_left_alone_and_taken_over_when_it_end
     assert await a.renew([(row_id, claim.epoch)]) == {row_id}
 
     # The first replica stalls: no renewal. By the database's clock the lease ends, and the row is taken over.
-    await asyncio.sleep(OUTBOX_LEASE_S + 0.5)
+    await asyncio.sleep(LEASE.total_seconds() + 0.5)
     [offered] = await b.next_deliveries("telegram")
     assert offered.row.id == row_id
     assert await offered.claim(_now())
@@ -209,7 +211,7 @@ async def test_one_replica_opens_the_incident_of_a_missed_heartbeat_and_a_dead_o
     pinged = (await a.get("backup")).last_ping_at
     assert await a.claim_check("backup", last_ping_at=pinged)
     assert not await b.claim_check("backup", last_ping_at=pinged)
-    await asyncio.sleep(CHECK_LEASE_S + 0.5)
+    await asyncio.sleep(LEASE.total_seconds() + 0.5)
     assert await b.claim_check("backup", last_ping_at=pinged)
     row = await second.first(select(heartbeats.c.check_claimed_by).where(heartbeats.c.name == "backup"))
     assert row is not None

@@ -24,9 +24,10 @@ is kept to one HTTP answer plus one commit: nothing else runs between the answer
 wait for its fsync (a process crash keeps a commit). Edits are idempotent (the same text twice is a no-op).
 
 Several replicas on one PostgreSQL (issue #23): each runs this worker for each platform. A claim holds its row under
-a lease the worker renews every RENEW_EVERY_S while the row is in flight, so a replica that dies or freezes hands its
-rows over within OUTBOX_LEASE_S (store/outbox_delivery.py); a head another replica holds is skipped, and, since rows
-queued by another replica wake only that replica, the worker also looks every SHARED_POLL_S. A replica frozen past
+a lease (`database.work_lease`, store/outbox_delivery.py) the worker renews every third of it while the row is in
+flight, so a replica that dies or freezes hands its rows over within one lease; a head another replica holds is
+skipped, and, since rows queued by another replica wake only that replica, the worker also looks every
+SHARED_POLL_S. A replica frozen past
 its lease does not make the platform call when it wakes (`Delivery.holds_lease`), and its late outcome is refused
 (fenced by the claim's epoch). The one further duplicate replicas add is a freeze *during* the platform call for
 longer than the lease: the row is taken over and sent again (at least once, as for a kill -9 in that window).
@@ -52,7 +53,7 @@ from teleops.chat.delivery_health import DeliveryHealth
 from teleops.chat.render import render
 from teleops.domain.message import Message
 from teleops.store.database import StorageUnavailable
-from teleops.store.outbox import OUTBOX_LEASE_S, Delivery, OutboxKind, OutboxRow, OutboxStatus, OutboxStore
+from teleops.store.outbox import Delivery, OutboxKind, OutboxRow, OutboxStatus, OutboxStore
 
 __all__ = ["OutboxWorker"]
 
@@ -63,9 +64,8 @@ log = structlog.get_logger(__name__)
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 MAX_IN_FLIGHT = 64
-# Several replicas (PostgreSQL): how often the leases of rows in flight are renewed, and how often the worker looks
-# for rows it was not woken for (queued by another replica, or left behind by one that died).
-RENEW_EVERY_S = OUTBOX_LEASE_S / 3
+# Several replicas (PostgreSQL): how often the worker looks for rows it was not woken for (queued by another
+# replica, or left behind by one that died). The leases of rows in flight are renewed every third of the work lease.
 SHARED_POLL_S = 1.0
 
 
@@ -250,7 +250,7 @@ class OutboxWorker:
         """Several replicas: keep the claims of the rows in flight (a platform call may outlast one lease). A row
         whose claim was lost meanwhile (this process stalled) keeps going only to have its outcome refused."""
         while True:
-            await asyncio.sleep(RENEW_EVERY_S)
+            await asyncio.sleep(self._store.work_lease.total_seconds() / 3)
             deliveries = [d for d in self._claims.values() if d.in_flight]
             if not deliveries:
                 continue

@@ -24,7 +24,7 @@ def agents_list(config_path: Path | None) -> None:
     settings = settings_from(config_path)
 
     async def run() -> None:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             for agent in await list_agents(database):
@@ -55,7 +55,7 @@ def agents_bind(name: str, hostname: str | None, host_label: str | None, config_
     settings = settings_from(config_path)
 
     async def run() -> None:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             try:

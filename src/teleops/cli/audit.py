@@ -23,7 +23,7 @@ def _audit_parts(settings: Settings) -> tuple[Any, Any]:
     from teleops.store.audit_checkpoints import CheckpointLog
     from teleops.store.database import Database
 
-    database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+    database = Database.from_settings(settings.database)
     return database, CheckpointLog(settings.data_dir, witness=settings.audit.witness)
 
 

@@ -30,7 +30,7 @@ def db_upgrade(config_path: Path | None) -> None:
     settings = settings_from(config_path)
 
     async def run() -> None:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
         finally:
@@ -53,7 +53,7 @@ def db_prune(config_path: Path | None) -> None:
     keep = settings.retention.raw_alerts.timedelta
 
     async def run() -> PruneResult:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             now = datetime.now(UTC)

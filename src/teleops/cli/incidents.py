@@ -78,7 +78,7 @@ def incident_export(incident_id: int, fmt: str, config_path: Path | None) -> Non
     settings = settings_from(config_path)
 
     async def run() -> str | None:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             return await export_incident(database, incident_id)
@@ -114,7 +114,7 @@ def runbook_suggest(alertname: str, config_path: Path | None) -> None:
     )
 
     async def run() -> tuple[str, int]:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             text, evidence = await suggest_runbook(database, alertname, windows=windows)

@@ -107,7 +107,7 @@ def _prepare_database(settings: Settings) -> None:
     from teleops.store.twofactor import TwoFactorStore
 
     async def run() -> None:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             if database.is_sqlite:

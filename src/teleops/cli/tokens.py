@@ -29,7 +29,7 @@ def _create_token(config_path: Path | None, kind: str, name: str, user: str | No
     settings = settings_from(config_path)
 
     async def run() -> str:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             if user is not None and await UserStore(database).get(user) is None:
@@ -89,7 +89,7 @@ def token_revoke(kind: str, name: str, config_path: Path | None) -> None:
     settings = settings_from(config_path)
 
     async def run() -> bool:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             revoked = await TokenStore(database).revoke(TokenKind(kind), name, now=system_clock(), by="cli")

@@ -47,7 +47,7 @@ def user_set_password(name: str, password_stdin: bool, generate: bool, config_pa
     settings = settings_from(config_path)
 
     async def run() -> bool:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             changed = await UserStore(database).set_password(name, password, now=system_clock(), by="cli")
@@ -80,7 +80,7 @@ def _twofactor_admin(config_path: Path | None, name: str, action: str) -> str | 
     settings = settings_from(config_path)
 
     async def run() -> str | bool:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             configured = {u.name for u in settings.users}
@@ -135,7 +135,7 @@ def user_invite(name: str, config_path: Path | None) -> None:
     settings = settings_from(config_path)
 
     async def run() -> str | None:
-        database = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        database = Database.from_settings(settings.database)
         try:
             await database.migrate()
             if await UserStore(database).get(name) is None:

@@ -98,12 +98,16 @@ class DatabaseSettings(_Section):
     # Replicas on one PostgreSQL: a singleton loop (Telegram polling, housekeeping, the dead-man's-switch pings) is
     # taken over this long after its holder died or froze; renewed every third of it (store/leases.py).
     singleton_lease_ttl: DurationSetting = Field("10s", validate_default=True)
+    # Replicas on one PostgreSQL: a claim on a work row (an outbox message being sent, a missed heartbeat being
+    # opened) is handed over this long after its replica died or froze; renewed every third of it
+    # (store/work_leases.py).
+    work_lease: DurationSetting = Field("10s", validate_default=True)
 
-    @field_validator("singleton_lease_ttl")
+    @field_validator("singleton_lease_ttl", "work_lease")
     @classmethod
-    def _lease_ttl_in_range(cls, value: Duration) -> Duration:
+    def _lease_in_range(cls, value: Duration) -> Duration:
         if not 3 <= value.seconds <= 300:
-            raise ValueError("must be between 3s and 5m (a failover takes up to this long)")
+            raise ValueError("must be between 3s and 5m (a hand-over after a replica dies takes up to this long)")
         return value
 
     @field_validator("url")

@@ -80,7 +80,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        db = Database.from_settings(settings.database)
         # Secrets in command lines are masked where they are kept and shown; originals sealed outside the DB.
         db.argv_vault = ArgvVault.open(settings.data_dir, settings.redaction_rules())
         await db.migrate()

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -41,7 +41,7 @@ from teleops.domain.heartbeat import (
 from teleops.domain.message import Message
 from teleops.server.metrics import Metrics
 from teleops.store.database import StorageUnavailable
-from teleops.store.heartbeats import CHECK_LEASE_S, HeartbeatNotFound, HeartbeatRecord, HeartbeatStore
+from teleops.store.heartbeats import HeartbeatNotFound, HeartbeatRecord, HeartbeatStore
 from teleops.store.ingest import IngestWriter
 
 __all__ = ["HeartbeatMonitor", "HeartbeatView", "heartbeat_alert"]
@@ -200,7 +200,7 @@ class HeartbeatMonitor:
                 if not await self.store.claim_check(record.name, last_ping_at=record.last_ping_at):
                     # It pinged, is late already, or another replica is opening its incident: look again after
                     # that replica's claim would have run out.
-                    retry = now + timedelta(seconds=CHECK_LEASE_S)
+                    retry = now + self.store.work_lease
                     next_due = retry if next_due is None else min(next_due, retry)
                     continue
                 await self._submit(record, AlertStatus.FIRING, at=now)

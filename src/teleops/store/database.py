@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
 from teleops.store.committer import Commit, PipelinedCommitter, resolve
-from teleops.store.work_leases import REPLICA_OPTION
+from teleops.store.work_leases import DEFAULT_WORK_LEASE, REPLICA_OPTION, WORK_LEASE_OPTION
 
 if TYPE_CHECKING:
+    from teleops.config.settings import DatabaseSettings
     from teleops.store.sealed_argv import ArgvVault
 
 __all__ = [
@@ -86,8 +88,10 @@ class NotDurable(StorageUnavailable):
 class Database:
     """One engine for the process. SQLite: WAL, busy timeout, fsync on commit. PostgreSQL: a pool."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, work_lease: timedelta = DEFAULT_WORK_LEASE) -> None:
         self.url = url
+        # How long a replica's claim on a work row (an outbox row, a heartbeat check) holds without a renewal.
+        self.work_lease = work_lease
         # This process among the controller replicas sharing the database: claims, leases and agent connections
         # are recorded under it. Unique per start (a restarted process is a new replica), readable in logs.
         self.replica = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
@@ -96,7 +100,7 @@ class Database:
         self._file: Path | None = None  # the SQLite file, for `write_problem`
         # Every connection carries the replica name, for store functions that claim work given only a Connection
         # (store/work_leases.py).
-        named = {REPLICA_OPTION: self.replica}
+        named = {REPLICA_OPTION: self.replica, WORK_LEASE_OPTION: work_lease}
         kwargs: dict[str, Any] = {"execution_options": named}
         if self.is_sqlite:
             database = parsed.database or ""
@@ -201,6 +205,11 @@ class Database:
     async def scalar(self, query: Executable) -> Any:
         """The first column of the first row of one SELECT, or None (see `read`)."""
         return await self.read(_scalar, query)
+
+    @classmethod
+    def from_settings(cls, settings: DatabaseSettings) -> Database:
+        """The database `database:` in teleops.yaml names, with its busy timeout and work lease."""
+        return cls(settings.url, busy_timeout_ms=settings.busy_timeout_ms, work_lease=settings.work_lease.timedelta)
 
     def submit_batch(self, fn: Callable[..., T], *args: Any) -> Commit[T]:
         """Start `fn(connection, *args)` in one transaction; returns at once with two futures.

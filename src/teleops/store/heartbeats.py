@@ -8,17 +8,17 @@ Rows from `heartbeats:` in the config (origin "config") are rewritten at every s
 delete them (HeartbeatFromConfig), since the next start would undo it.
 
 Several replicas on one PostgreSQL each watch every heartbeat. Before a monitor opens the incident of a miss it
-claims the check (`claim_check`: `check_claimed_by`, and `check_lease_until` by the database's clock, CHECK_LEASE_S);
-another replica's live claim makes it stand aside, so one miss opens one incident. A replica that dies between its
-claim and `mark_late` hands the check over when the lease expires; the next one's firing alert lands on the incident
-already open, if any (same fingerprint), so nothing is doubled.
+claims the check (`claim_check`: `check_claimed_by`, and `check_lease_until` by the database's clock, one work
+lease: `database.work_lease`); another replica's live claim makes it stand aside, so one miss opens one incident.
+A replica that dies between its claim and `mark_late` hands the check over when the lease expires; the next one's
+firing alert lands on the incident already open, if any (same fingerprint), so nothing is doubled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, or_, select, text, update
@@ -32,7 +32,6 @@ from teleops.store.schema import heartbeats
 from teleops.store.work_leases import db_now, lease_end
 
 __all__ = [
-    "CHECK_LEASE_S",
     "CONFIG_ORIGIN",
     "HeartbeatFromConfig",
     "HeartbeatNotFound",
@@ -42,10 +41,6 @@ __all__ = [
 
 CONFIG_ORIGIN = "config"
 API_ORIGIN = "api"
-
-# How long a replica's claim on checking a missed heartbeat lasts (several replicas, PostgreSQL): the time to submit
-# one firing alert, with room; a replica that died meanwhile hands the check over after it.
-CHECK_LEASE_S = 15.0
 
 
 class HeartbeatNotFound(LookupError):
@@ -120,6 +115,11 @@ def _values(spec: HeartbeatSpec) -> dict[str, Any]:
 class HeartbeatStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    @property
+    def work_lease(self) -> timedelta:
+        """How long a claim on a check holds (`database.work_lease`): another replica may take it over after."""
+        return self._db.work_lease
 
     async def sync_configured(self, configured: Sequence[HeartbeatSettings], *, now: datetime) -> list[HeartbeatRecord]:
         """Make the config rows match `heartbeats:`: insert new ones, rewrite changed ones (keeping their pings),
@@ -204,16 +204,16 @@ class HeartbeatStore:
         return changed > 0
 
     async def claim_check(self, name: str, *, last_ping_at: datetime | None) -> bool:
-        """Claim the opening of the incident for a miss of `name` (this replica, for CHECK_LEASE_S): only while it is
-        not late, has not pinged since `last_ping_at` (what the monitor saw), and no other replica holds a live
-        claim on it. False: a ping came in, it is late already, or another replica is opening it (stand aside).
-        Raises StorageUnavailable."""
+        """Claim the opening of the incident for a miss of `name` (this replica, for one work lease: the time to submit
+        one firing alert, with room): only while it is not late, has not pinged since `last_ping_at` (what the
+        monitor saw), and no other replica holds a live claim on it. False: a ping came in, it is late already, or
+        another replica is opening it (stand aside). Raises StorageUnavailable."""
         me = self._db.replica
         free = [heartbeats.c.check_claimed_by.is_(None), heartbeats.c.check_claimed_by == me]
         values: dict[str, Any] = {"check_claimed_by": me}
         if not self._db.is_sqlite:  # SQLite has one process: a claim not its own is from a process that is gone
             free.append(heartbeats.c.check_lease_until <= db_now())
-            values["check_lease_until"] = lease_end(CHECK_LEASE_S)
+            values["check_lease_until"] = lease_end()
         statement = (
             update(heartbeats)
             .where(heartbeats.c.name == name, heartbeats.c.late_since.is_(None), _pinged_last(last_ping_at))
@@ -222,8 +222,10 @@ class HeartbeatStore:
         if not self._db.is_sqlite:
             statement = statement.where(or_(*free))
 
+        params = {} if self._db.is_sqlite else {"work_lease": self._db.work_lease}
+
         def apply(conn: Connection) -> int:
-            return int(conn.execute(statement).rowcount)
+            return int(conn.execute(statement, params).rowcount)
 
         return await self._db.run_in_transaction(apply) > 0
 

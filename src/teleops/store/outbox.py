@@ -15,7 +15,7 @@ its fsync as well (only a power loss can undo a commit, and then the message is 
 See docs/telegram.md ("What TeleOps guarantees").
 
 Several replicas on one PostgreSQL (issue #23): a claim writes the replica's name, a lease end by the database's
-clock (OUTBOX_LEASE_S, renewed while the platform call runs) and a new claim epoch (store/work_leases.py). A row
+clock (the work lease, renewed while the platform call runs) and a new claim epoch (store/work_leases.py). A row
 `sending` under another replica's live lease is left alone (it is still its chat's head, so the chat waits); once
 the lease expired (the replica died or froze) any replica claims it again. The outcome is written only under the
 claim that was taken (`epoch`): a replica that stalled past its lease finds its result refused, and the row is the
@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -35,12 +35,11 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from teleops.store.database import Database
-from teleops.store.outbox_delivery import OUTBOX_LEASE_S, Delivery, HandOff
+from teleops.store.outbox_delivery import Delivery, HandOff
 from teleops.store.schema import outbox
-from teleops.store.work_leases import db_now, lease_end, replica_of
+from teleops.store.work_leases import db_now, lease_end, replica_of, work_lease_of
 
 __all__ = [
-    "OUTBOX_LEASE_S",
     "Claim",
     "Delivery",
     "OutboxKind",
@@ -336,7 +335,7 @@ _CLAIM_SHARED = (
             .scalar_subquery()
         )
     )
-    .values(**_CLAIMED, lease_until=lease_end(OUTBOX_LEASE_S))
+    .values(**_CLAIMED, lease_until=lease_end())
     .returning(outbox.c.payload, outbox.c.claim_epoch)
 )
 # The renewal of the leases of rows a replica has in flight (PostgreSQL).
@@ -347,7 +346,7 @@ _RENEW = (
         outbox.c.status == OutboxStatus.SENDING.value,
         outbox.c.claimed_by == bindparam("replica"),
     )
-    .values(lease_until=lease_end(OUTBOX_LEASE_S))
+    .values(lease_until=lease_end())
     .returning(outbox.c.id, outbox.c.claim_epoch)
 )
 
@@ -376,10 +375,7 @@ _TAKEN = {
 _TAKE_HEADS = update(outbox).where(*_TAKE_HEADS_WHERE).values(**_TAKEN).returning(*_ROW_COLUMNS)
 # PostgreSQL: with a lease (the rows are new and written by this transaction: nobody else can hold them).
 _TAKE_HEADS_SHARED = (
-    update(outbox)
-    .where(*_TAKE_HEADS_WHERE)
-    .values(**_TAKEN, lease_until=lease_end(OUTBOX_LEASE_S))
-    .returning(*_ROW_COLUMNS)
+    update(outbox).where(*_TAKE_HEADS_WHERE).values(**_TAKEN, lease_until=lease_end()).returning(*_ROW_COLUMNS)
 )
 
 
@@ -393,12 +389,13 @@ def take_heads(conn: Connection, row_ids: Sequence[int]) -> list[OutboxRow]:
     The caller hands the returned rows over after the commit (`OutboxStore.hand_over`): their worker then needs
     neither a read nor a claim of its own before the platform call. A taken row the worker does not deliver at once
     (rate limits) stays `sending`: it is live, so `heads` finds it like any other. On PostgreSQL the claim holds a
-    lease (OUTBOX_LEASE_S) under this replica's name, as a worker's claim does.
+    lease (`database.work_lease`) under this replica's name, as a worker's claim does.
     """
     if not row_ids:
         return []
     statement = _TAKE_HEADS if conn.dialect.name == "sqlite" else _TAKE_HEADS_SHARED
-    rows = conn.execute(statement, {"row_ids": list(row_ids), "replica": replica_of(conn)}).all()
+    params = {"row_ids": list(row_ids), "replica": replica_of(conn), "work_lease": work_lease_of(conn)}
+    rows = conn.execute(statement, params).all()
     return sorted((_row(r) for r in rows), key=lambda r: r.id)
 
 
@@ -411,6 +408,11 @@ class OutboxStore:
         # Claims this replica took, and outcomes refused because its claim had been taken over (for /metrics).
         self.claims_taken = 0
         self.claims_lost = 0
+
+    @property
+    def work_lease(self) -> timedelta:
+        """How long a claim holds a row without a renewal (`database.work_lease`); renew well within it."""
+        return self._db.work_lease
 
     @property
     def shared(self) -> bool:
@@ -529,7 +531,7 @@ class OutboxStore:
         the platform call does not wait for a disk flush."""
 
         statement = _CLAIM_SHARED if self.shared else _CLAIM
-        params = {"row_id": row_id, "now": now, "replica": self._db.replica}
+        params = {"row_id": row_id, "now": now, "replica": self._db.replica, "work_lease": self._db.work_lease}
 
         def apply(conn: Connection) -> Claim | None:
             claimed = conn.execute(statement, params).first()
@@ -547,7 +549,7 @@ class OutboxStore:
         if not claims or not self.shared:
             return {row_id for row_id, _ in claims}
         wanted = dict(claims)
-        params = {"row_ids": list(wanted), "replica": self._db.replica}
+        params = {"row_ids": list(wanted), "replica": self._db.replica, "work_lease": self._db.work_lease}
         rows = await self._db.run_in_transaction(_all_rows, _RENEW, params)
         return {int(r.id) for r in rows if wanted.get(int(r.id)) == int(r.claim_epoch)}
 

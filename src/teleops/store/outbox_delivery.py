@@ -11,7 +11,7 @@ how the store keeps its guarantees (ADR 0006, 0007):
 - the claim: a row read by `next_deliveries` is claimed by `claim` (`sending`, its attempt counted); a row handed
   over was claimed by its own transaction (`take_heads`), so `claim` is free and its attempt is counted by the
   write that records its outcome;
-- the lease (several replicas on PostgreSQL, store/work_leases.py): a claim is this replica's for OUTBOX_LEASE_S
+- the lease (several replicas on PostgreSQL, store/work_leases.py): a claim is this replica's for the work lease
   by the database's clock, renewed while the row is in flight (`OutboxStore.renew`). `holds_lease` says, by this
   process's monotonic clock, whether the claim may have run out (a process frozen with SIGSTOP wakes up past it):
   then the platform call is not made, the row is another replica's. The outcome is written under the claim's epoch,
@@ -31,16 +31,17 @@ from teleops.store.database import Database
 if TYPE_CHECKING:
     from teleops.store.outbox import OutboxRow, OutboxStore
 
-__all__ = ["LEASE_MARGIN_S", "OUTBOX_LEASE_S", "Delivery", "HandOff"]
+__all__ = ["Delivery", "HandOff"]
 
-# How long a claim holds a row without a renewal (PostgreSQL). The worker renews the leases of the rows it has in
-# flight every third of it (chat/outbox.py), so a platform call may take longer; a replica that died or froze hands
-# its rows over this long after its last renewal.
-OUTBOX_LEASE_S = 10.0
-
-# How much sooner than its lease's end (by the database's clock) a replica stops trusting its claim: covers the
-# time between the claim's statement and this process's reading of its own clock (a commit, a hand-over).
-LEASE_MARGIN_S = 2.0
+# How long a claim holds a row without a renewal (PostgreSQL) is the work lease, `Database.work_lease`
+# (`database.work_lease`, 10 s by default). The worker renews the leases of the rows it has in flight every third of
+# it (chat/outbox.py), so a platform call may take longer; a replica that died or froze hands its rows over this
+# long after its last renewal.
+#
+# A replica stops trusting its claim this share of the lease sooner than the lease's end (by the database's clock):
+# covers the time between the claim's statement and this process's reading of its own clock (a commit, a
+# hand-over). 2 s of the default 10 s.
+LEASE_MARGIN_SHARE = 0.2
 
 
 class Delivery:
@@ -62,7 +63,7 @@ class Delivery:
         self._held_until = self._lease_from(time.monotonic()) if handed_over else 0.0
 
     def _lease_from(self, started: float) -> float:
-        return started + OUTBOX_LEASE_S - LEASE_MARGIN_S
+        return started + self._db.work_lease.total_seconds() * (1 - LEASE_MARGIN_SHARE)
 
     def holds_lease(self) -> bool:
         """Whether the claim surely still holds the row, by this process's monotonic clock (always on SQLite, where

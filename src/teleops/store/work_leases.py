@@ -16,15 +16,26 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Interval, func, literal
+from sqlalchemy import Interval, bindparam, func
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["REPLICA_OPTION", "db_now", "lease_end", "replica_of"]
+__all__ = [
+    "DEFAULT_WORK_LEASE",
+    "REPLICA_OPTION",
+    "WORK_LEASE_OPTION",
+    "db_now",
+    "lease_end",
+    "replica_of",
+    "work_lease_of",
+]
 
 # The execution option under which `Database` puts its replica name on every connection it hands out, so store
 # functions that take only a Connection (an ingest hook's `take_heads`) claim under the right name.
 REPLICA_OPTION = "teleops_replica"
+# And its work lease (`database.work_lease`): how long a claim holds a row without a renewal.
+WORK_LEASE_OPTION = "teleops_work_lease"
+DEFAULT_WORK_LEASE = timedelta(seconds=10)
 
 
 def db_now() -> ColumnElement[Any]:
@@ -32,11 +43,18 @@ def db_now() -> ColumnElement[Any]:
     return func.timezone("UTC", func.now())
 
 
-def lease_end(seconds: float) -> ColumnElement[Any]:
-    """A lease that ends `seconds` from now by the database's clock (PostgreSQL)."""
-    return db_now() + literal(timedelta(seconds=seconds), Interval())
+def lease_end() -> ColumnElement[Any]:
+    """A lease that ends one work lease from now by the database's clock (PostgreSQL); the statement takes it as
+    the parameter `work_lease` (`Database.work_lease`, or `work_lease_of(conn)`)."""
+    return db_now() + bindparam("work_lease", type_=Interval())
 
 
 def replica_of(conn: Connection) -> str:
     """The replica name of the Database that opened `conn` (empty for a connection opened elsewhere, e.g. a tool)."""
     return str(conn.get_execution_options().get(REPLICA_OPTION, ""))
+
+
+def work_lease_of(conn: Connection) -> timedelta:
+    """The work lease of the Database that opened `conn` (the default for a connection opened elsewhere)."""
+    lease = conn.get_execution_options().get(WORK_LEASE_OPTION, DEFAULT_WORK_LEASE)
+    return lease if isinstance(lease, timedelta) else DEFAULT_WORK_LEASE
