@@ -185,11 +185,16 @@ async def test_a_replica_frozen_with_sends_in_flight_does_not_act_on_the_leases_
                 *(_post(client, (a, b)[n % 2], _body(name, f"fp-{name}")) for n, name in enumerate(names))
             )
         held_by_a = select(outbox.c.id).where(outbox.c.status == "sending", outbox.c.claimed_by.like(_holder(a)))
-        await eventually(lambda: db.all(held_by_a), what="a send in flight on replica A", timeout=60)
-        await asyncio.sleep(0.5)  # inside the second Telegram takes to answer
-        os.kill(a.process.pid, signal.SIGSTOP)
-        held = {int(r.id) for r in await db.all(held_by_a)}
-        assert held, "replica A finished its sends before it was frozen: nothing was in flight to lose"
+        held: set[int] = set()
+        for _attempt in range(10):  # freeze A while it holds a send; on a busy machine its send may end first
+            await eventually(lambda: db.all(held_by_a), what="a send in flight on replica A", timeout=60)
+            await asyncio.sleep(0.3)  # inside the second Telegram takes to answer
+            os.kill(a.process.pid, signal.SIGSTOP)
+            held = {int(r.id) for r in await db.all(held_by_a)}
+            if held:
+                break
+            os.kill(a.process.pid, signal.SIGCONT)
+        assert held, "replica A finished each of its sends before it was frozen: nothing was in flight to lose"
         # Frozen past its leases: the other replica takes the rows over and delivers them.
         await eventually(
             lambda: _all_sent(db, held), what="the frozen replica's rows delivered by the other", timeout=60
