@@ -23,9 +23,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Row
 
 from teleops.store.database import Database
-from teleops.store.outbox_claims import _CLAIM, _CLAIM_SHARED, _HEADS, _HEADS_SHARED, _RENEW, take_heads
+from teleops.store.outbox_claims import CLAIM, CLAIM_SHARED, HEADS, HEADS_SHARED, RENEW, take_heads
 from teleops.store.outbox_delivery import Delivery, HandOff
-from teleops.store.outbox_queue import _LIVE, _ROW_COLUMNS, Claim, OutboxRow, OutboxStatus, _row, enqueue_send
+from teleops.store.outbox_queue import LIVE_STATUSES, ROW_COLUMNS, Claim, OutboxRow, OutboxStatus, enqueue_send, row_of
 from teleops.store.schema import outbox
 
 __all__ = ["OutboxStore", "chat_of_row", "waiting_by_platform"]
@@ -95,10 +95,10 @@ class OutboxStore:
         """For each chat of `platform` with work left, its oldest live row (per-chat order), oldest chat first."""
         if self.shared:
             params = {"platform": platform, "limit": limit, "replica": self._db.replica}
-            rows = await self._db.read(_all_rows, _HEADS_SHARED, params)
+            rows = await self._db.read(_all_rows, HEADS_SHARED, params)
         else:
-            rows = await self._db.read(_all_rows, _HEADS, {"platform": platform, "limit": limit})
-        return [_row(r) for r in rows]
+            rows = await self._db.read(_all_rows, HEADS, {"platform": platform, "limit": limit})
+        return [row_of(r) for r in rows]
 
     async def next_deliveries(self, platform: str, *, limit: int = 500) -> list[Delivery]:
         """`heads` as deliveries: each is to be claimed (`Delivery.claim`) and may go once `Delivery.ready`
@@ -124,15 +124,15 @@ class OutboxStore:
         self._hand_off.listen(platform, on_handed_over)
 
     async def get(self, row_id: int) -> OutboxRow | None:
-        row = await self._db.first(select(*_ROW_COLUMNS).where(outbox.c.id == row_id))
-        return _row(row) if row is not None else None
+        row = await self._db.first(select(*ROW_COLUMNS).where(outbox.c.id == row_id))
+        return row_of(row) if row is not None else None
 
     async def rows(self, platform: str, chat_id: str | None = None) -> list[OutboxRow]:
         """Every row of `platform` (optionally one chat), oldest first — for status pages and tests."""
-        query = select(*_ROW_COLUMNS).where(outbox.c.platform == platform).order_by(outbox.c.id)
+        query = select(*ROW_COLUMNS).where(outbox.c.platform == platform).order_by(outbox.c.id)
         if chat_id is not None:
             query = query.where(outbox.c.chat_id == chat_id)
-        return [_row(r) for r in await self._db.all(query)]
+        return [row_of(r) for r in await self._db.all(query)]
 
     async def chats(self, platform: str) -> set[str]:
         """Every chat of `platform` TeleOps ever queued a message for (to leave the ones no longer configured)."""
@@ -141,13 +141,13 @@ class OutboxStore:
 
     async def find_message(self, platform: str, chat_id: str, platform_message_id: str) -> OutboxRow | None:
         """The row whose delivered message has this platform id (to map a chat reply to its incident)."""
-        query = select(*_ROW_COLUMNS).where(
+        query = select(*ROW_COLUMNS).where(
             outbox.c.platform == platform,
             outbox.c.chat_id == chat_id,
             outbox.c.platform_message_id == platform_message_id,
         )
         row = await self._db.first(query.order_by(outbox.c.id).limit(1))
-        return _row(row) if row is not None else None
+        return row_of(row) if row is not None else None
 
     async def claim(self, row_id: int, now: datetime) -> dict[str, Any] | None:
         """`take`, for callers that need only the payload (tests, tools)."""
@@ -164,7 +164,7 @@ class OutboxStore:
         which the next start sends again exactly like a row left `sending`, so its durability buys nothing, and
         the platform call does not wait for a disk flush."""
 
-        statement = _CLAIM_SHARED if self.shared else _CLAIM
+        statement = CLAIM_SHARED if self.shared else CLAIM
         params = {"row_id": row_id, "now": now, "replica": self._db.replica, "work_lease": self._db.work_lease}
 
         def apply(conn: Connection) -> Claim | None:
@@ -184,7 +184,7 @@ class OutboxStore:
             return {row_id for row_id, _ in claims}
         wanted = dict(claims)
         params = {"row_ids": list(wanted), "replica": self._db.replica, "work_lease": self._db.work_lease}
-        rows = await self._db.run_in_transaction(_all_rows, _RENEW, params)
+        rows = await self._db.run_in_transaction(_all_rows, RENEW, params)
         return {int(r.id) for r in rows if wanted.get(int(r.id)) == int(r.claim_epoch)}
 
     async def mark_sent(
@@ -283,7 +283,7 @@ def waiting_by_platform(conn: Connection) -> dict[str, tuple[int, datetime | Non
     """Per platform: rows not yet delivered or failed, and the oldest one's creation time (for the metrics)."""
     rows = conn.execute(
         select(outbox.c.platform, func.count(), func.min(outbox.c.created_at))
-        .where(outbox.c.status.in_(_LIVE))
+        .where(outbox.c.status.in_(LIVE_STATUSES))
         .group_by(outbox.c.platform)
     ).all()
     return {row[0]: (int(row[1]), row[2]) for row in rows}

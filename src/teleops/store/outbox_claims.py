@@ -16,23 +16,23 @@ from collections.abc import Sequence
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from teleops.store.outbox_queue import _LIVE, _ROW_COLUMNS, OutboxRow, OutboxStatus, _row
+from teleops.store.outbox_queue import LIVE_STATUSES, ROW_COLUMNS, OutboxRow, OutboxStatus, row_of
 from teleops.store.schema import outbox
 from teleops.store.work_leases import db_now, lease_end, replica_of, work_lease_of
 
-__all__ = ["take_heads"]
+__all__ = ["CLAIM", "CLAIM_SHARED", "HEADS", "HEADS_SHARED", "RENEW", "take_heads"]
 
 # Built once: the delivery worker runs these for every message, and building a statement with its joins and
 # subquery cost more than executing it (about 1 ms per call; B3 profile in docs/benchmarks.md).
 _REF = outbox.alias("ref")
 _HEAD_IDS = (
     select(func.min(outbox.c.id).label("id"))
-    .where(outbox.c.platform == bindparam("platform"), outbox.c.status.in_(_LIVE))
+    .where(outbox.c.platform == bindparam("platform"), outbox.c.status.in_(LIVE_STATUSES))
     .group_by(outbox.c.chat_id)
     .subquery()
 )
-_HEAD_COLUMNS = (*_ROW_COLUMNS, _REF.c.status.label("ref_status"), _REF.c.platform_message_id.label("ref_message_id"))
-_HEADS = (
+_HEAD_COLUMNS = (*ROW_COLUMNS, _REF.c.status.label("ref_status"), _REF.c.platform_message_id.label("ref_message_id"))
+HEADS = (
     select(*_HEAD_COLUMNS)
     .join(_HEAD_IDS, _HEAD_IDS.c.id == outbox.c.id)
     .outerjoin(_REF, and_(_REF.c.id == outbox.c.ref_id))
@@ -45,7 +45,7 @@ _CLAIMED_ELSEWHERE = and_(
     outbox.c.claimed_by != bindparam("replica"),
     outbox.c.lease_until > db_now(),
 )
-_HEADS_SHARED = (
+HEADS_SHARED = (
     select(*_HEAD_COLUMNS, _CLAIMED_ELSEWHERE.label("claimed_elsewhere"))
     .join(_HEAD_IDS, _HEAD_IDS.c.id == outbox.c.id)
     .outerjoin(_REF, and_(_REF.c.id == outbox.c.ref_id))
@@ -59,9 +59,9 @@ _CLAIMED = {
     "claimed_by": bindparam("replica"),
     "claim_epoch": outbox.c.claim_epoch + 1,
 }
-_CLAIM = (
+CLAIM = (
     update(outbox)
-    .where(outbox.c.id == bindparam("row_id"), outbox.c.status.in_(_LIVE))
+    .where(outbox.c.id == bindparam("row_id"), outbox.c.status.in_(LIVE_STATUSES))
     .values(**_CLAIMED)
     .returning(outbox.c.payload, outbox.c.claim_epoch)
 )
@@ -79,7 +79,7 @@ _FREE = or_(
         ),
     ),
 )
-_CLAIM_SHARED = (
+CLAIM_SHARED = (
     update(outbox)
     .where(
         outbox.c.id.in_(
@@ -93,7 +93,7 @@ _CLAIM_SHARED = (
     .returning(outbox.c.payload, outbox.c.claim_epoch)
 )
 # The renewal of the leases of rows a replica has in flight (PostgreSQL).
-_RENEW = (
+RENEW = (
     update(outbox)
     .where(
         outbox.c.id.in_(bindparam("row_ids", expanding=True)),
@@ -115,7 +115,7 @@ _TAKE_HEADS_WHERE = (
     ~select(_OLDER_LIVE.c.id)
     .where(
         _OLDER_LIVE.c.platform == outbox.c.platform,
-        _OLDER_LIVE.c.status.in_(_LIVE),
+        _OLDER_LIVE.c.status.in_(LIVE_STATUSES),
         _OLDER_LIVE.c.chat_id == outbox.c.chat_id,
         _OLDER_LIVE.c.id < outbox.c.id,
     )
@@ -126,10 +126,10 @@ _TAKEN = {
     "claimed_by": bindparam("replica"),
     "claim_epoch": outbox.c.claim_epoch + 1,
 }
-_TAKE_HEADS = update(outbox).where(*_TAKE_HEADS_WHERE).values(**_TAKEN).returning(*_ROW_COLUMNS)
+_TAKE_HEADS = update(outbox).where(*_TAKE_HEADS_WHERE).values(**_TAKEN).returning(*ROW_COLUMNS)
 # PostgreSQL: with a lease (the rows are new and written by this transaction: nobody else can hold them).
 _TAKE_HEADS_SHARED = (
-    update(outbox).where(*_TAKE_HEADS_WHERE).values(**_TAKEN, lease_until=lease_end()).returning(*_ROW_COLUMNS)
+    update(outbox).where(*_TAKE_HEADS_WHERE).values(**_TAKEN, lease_until=lease_end()).returning(*ROW_COLUMNS)
 )
 
 
@@ -150,4 +150,4 @@ def take_heads(conn: Connection, row_ids: Sequence[int]) -> list[OutboxRow]:
     statement = _TAKE_HEADS if conn.dialect.name == "sqlite" else _TAKE_HEADS_SHARED
     params = {"row_ids": list(row_ids), "replica": replica_of(conn), "work_lease": work_lease_of(conn)}
     rows = conn.execute(statement, params).all()
-    return sorted((_row(r) for r in rows), key=lambda r: r.id)
+    return sorted((row_of(r) for r in rows), key=lambda r: r.id)

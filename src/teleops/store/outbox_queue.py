@@ -20,6 +20,8 @@ from sqlalchemy.engine import Connection, Row
 from teleops.store.schema import outbox
 
 __all__ = [
+    "LIVE_STATUSES",
+    "ROW_COLUMNS",
     "Claim",
     "OutboxKind",
     "OutboxRow",
@@ -27,6 +29,7 @@ __all__ = [
     "enqueue_edit",
     "enqueue_file",
     "enqueue_send",
+    "row_of",
 ]
 
 
@@ -44,7 +47,7 @@ class OutboxStatus(enum.StrEnum):
     SUPERSEDED = "superseded"
 
 
-_LIVE = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value)
+LIVE_STATUSES = (OutboxStatus.PENDING.value, OutboxStatus.SENDING.value)
 _INSERT = insert(outbox).returning(outbox.c.id)
 
 
@@ -202,7 +205,7 @@ def enqueue_edit(conn: Connection, *, ref_id: int, payload: dict[str, Any], now:
     )
 
 
-def _row(row: Row[Any, *tuple[Any, ...]]) -> OutboxRow:
+def row_of(row: Row[Any, *tuple[Any, ...]]) -> OutboxRow:
     m = row._mapping
     return OutboxRow(
         id=m["id"],
@@ -225,7 +228,7 @@ def _row(row: Row[Any, *tuple[Any, ...]]) -> OutboxRow:
     )
 
 
-_ROW_COLUMNS = (
+ROW_COLUMNS = (
     outbox.c.id,
     outbox.c.platform,
     outbox.c.chat_id,
