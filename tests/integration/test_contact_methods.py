@@ -29,7 +29,7 @@ from teleops.config import Settings
 from teleops.domain.message import Message
 from teleops.server.app import create_app
 from teleops.server.services import Services
-from teleops.store.outbox import OutboxRow, OutboxStatus, enqueue_edit
+from teleops.store.outbox_queue import OutboxRow, OutboxStatus, enqueue_edit
 from tests.integration.servers import free_port
 from tests.scenarios.conftest import eventually
 from tests.settings import settings_with

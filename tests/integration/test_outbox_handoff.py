@@ -16,7 +16,9 @@ from teleops.chat.input_watch import InputWatch
 from teleops.chat.outbox import OutboxWorker
 from teleops.domain.message import Message
 from teleops.store.database import Database
-from teleops.store.outbox import OutboxRow, OutboxStatus, OutboxStore, enqueue_send, take_heads
+from teleops.store.outbox import OutboxStore
+from teleops.store.outbox_claims import take_heads
+from teleops.store.outbox_queue import OutboxRow, OutboxStatus, enqueue_send
 
 NOW = datetime(2026, 12, 3, 3, 0, tzinfo=UTC)
 

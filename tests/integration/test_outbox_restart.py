@@ -26,7 +26,8 @@ from teleops.domain.message import Message
 from teleops.server.app import create_app
 from teleops.server.services import Services
 from teleops.store.database import Database
-from teleops.store.outbox import OutboxRow, OutboxStatus, OutboxStore, enqueue_edit, enqueue_send
+from teleops.store.outbox import OutboxStore
+from teleops.store.outbox_queue import OutboxRow, OutboxStatus, enqueue_edit, enqueue_send
 from teleops.store.tokens import TokenKind
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram

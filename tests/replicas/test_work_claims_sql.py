@@ -23,7 +23,9 @@ from teleops.config.heartbeats import HeartbeatSettings
 from teleops.store import escalations
 from teleops.store.database import Database
 from teleops.store.heartbeats import HeartbeatStore
-from teleops.store.outbox import OutboxStatus, OutboxStore, enqueue_send, take_heads
+from teleops.store.outbox import OutboxStore
+from teleops.store.outbox_claims import take_heads
+from teleops.store.outbox_queue import OutboxStatus, enqueue_send
 from teleops.store.schema import heartbeats, incidents, outbox
 from tests.integration.servers import PostgresServer
 

@@ -8,7 +8,7 @@ from teleops.domain.message import Message
 from teleops.server.app import create_app
 from teleops.store.audit import iter_events
 from teleops.store.database import Database
-from teleops.store.outbox import enqueue_send
+from teleops.store.outbox_queue import enqueue_send
 from tests.conftest import FakeClock
 from tests.fakes.telegram import FakeTelegram
 from tests.scenarios.conftest import ALERT_CHAT, eventually

@@ -13,7 +13,8 @@ from sqlalchemy.engine import Connection
 
 from teleops.store.audit import iter_events
 from teleops.store.incidents import get_incident
-from teleops.store.outbox import OutboxStatus, OutboxStore
+from teleops.store.outbox import OutboxStore
+from teleops.store.outbox_queue import OutboxStatus
 from tests.conftest import Api
 from tests.fakes.telegram import FakeTelegram, StoredMessage
 from tests.scenarios.conftest import ALERT_CHAT, ALICE_ID, alert_body, eventually

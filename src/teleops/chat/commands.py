@@ -34,7 +34,8 @@ from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.commands import get_command
 from teleops.store.database import Database, Transaction
 from teleops.store.incidents import get_incident
-from teleops.store.outbox import OutboxStore, chat_of_row, enqueue_edit, enqueue_file
+from teleops.store.outbox import OutboxStore, chat_of_row
+from teleops.store.outbox_queue import enqueue_edit, enqueue_file
 
 __all__ = ["CommandEnds", "CommandRunner", "StepUpDialog", "output_file_caption"]
 

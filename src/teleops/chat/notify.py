@@ -21,7 +21,8 @@ from teleops.domain.incident import IncidentAction
 from teleops.domain.message import Button, Extra, Link, Message, incident_page
 from teleops.store.announcements import incident_messages, incident_snapshot
 from teleops.store.ingest import IncidentChange, Outcome
-from teleops.store.outbox import OutboxRow, enqueue_edit, enqueue_send, take_heads
+from teleops.store.outbox_claims import take_heads
+from teleops.store.outbox_queue import OutboxRow, enqueue_edit, enqueue_send
 
 __all__ = ["DEFAULT_ROUTE", "AlertTarget", "ExtraSource", "Notifier", "RouteOf", "incident_message"]
 

@@ -53,7 +53,9 @@ from teleops.chat.delivery_health import DeliveryHealth
 from teleops.chat.render import render
 from teleops.domain.message import Message
 from teleops.store.database import StorageUnavailable
-from teleops.store.outbox import Delivery, OutboxKind, OutboxRow, OutboxStatus, OutboxStore
+from teleops.store.outbox import OutboxStore
+from teleops.store.outbox_delivery import Delivery
+from teleops.store.outbox_queue import OutboxKind, OutboxRow, OutboxStatus
 
 __all__ = ["OutboxWorker"]
 

@@ -39,7 +39,8 @@ from teleops.store.audit_checkpoints import CheckpointLog
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.identities import IdentityStore
 from teleops.store.incident_events import IncidentEvents
-from teleops.store.outbox import OutboxRow, OutboxStore
+from teleops.store.outbox import OutboxStore
+from teleops.store.outbox_queue import OutboxRow
 from teleops.store.twofactor import TwoFactorStore
 from teleops.store.users import UserStore
 

@@ -22,7 +22,7 @@ from typing import Any
 from teleops.config import Settings
 from teleops.domain.message import Link, Message
 from teleops.store.announcements import replace_payload, storm_summary
-from teleops.store.outbox import OutboxStatus, enqueue_edit, enqueue_send
+from teleops.store.outbox_queue import OutboxStatus, enqueue_edit, enqueue_send
 
 __all__ = ["StormBatch", "StormGate", "StormGroup", "StormKey", "StormRule", "SummaryText", "storm_rule"]
 

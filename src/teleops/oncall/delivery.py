@@ -27,7 +27,7 @@ from teleops.oncall.directory import ChatTarget
 from teleops.oncall.escalation import EscalationState, Step, hurried_round_start
 from teleops.store import escalations as escalation_store
 from teleops.store.database import Transaction as Connection
-from teleops.store.outbox import OutboxStatus, enqueue_send
+from teleops.store.outbox_queue import OutboxStatus, enqueue_send
 from teleops.store.pages import (
     LivePage,
     PageState,

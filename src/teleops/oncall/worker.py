@@ -34,7 +34,7 @@ from teleops.store.database import Database, StorageUnavailable
 from teleops.store.database import Transaction as Connection
 from teleops.store.handover import claim_handover, handover_facts
 from teleops.store.ingest import IncidentChange, Outcome
-from teleops.store.outbox import enqueue_send
+from teleops.store.outbox_queue import enqueue_send
 from teleops.store.pages import next_deadline
 
 __all__ = ["EscalationWorker"]

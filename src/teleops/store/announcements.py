@@ -1,6 +1,6 @@
 """What the notifier reads and rewrites inside an incident's transaction: the incident as its message shows it, the
 messages that announced it (to edit them), and a storm summary (to count more incidents in it and edit it).
-Rows are queued with `store.outbox.enqueue_*` in the same transaction."""
+Rows are queued with `store.outbox_queue.enqueue_*` in the same transaction."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from teleops.store.outbox import OutboxKind, OutboxStatus
+from teleops.store.outbox_queue import OutboxKind, OutboxStatus
 from teleops.store.schema import incidents, outbox
 
 __all__ = ["StormSummary", "incident_messages", "incident_snapshot", "replace_payload", "storm_summary"]

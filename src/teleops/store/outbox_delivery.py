@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from teleops.store.database import Database
 
 if TYPE_CHECKING:
-    from teleops.store.outbox import OutboxRow, OutboxStore
+    from teleops.store.outbox import OutboxStore
+    from teleops.store.outbox_queue import OutboxRow
 
 __all__ = ["Delivery", "HandOff"]
 

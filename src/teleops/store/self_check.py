@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from teleops.store.database import Database
-from teleops.store.outbox import OutboxStatus, enqueue_send
+from teleops.store.outbox_queue import OutboxStatus, enqueue_send
 from teleops.store.schema import outbox, server_keys
 
 __all__ = [

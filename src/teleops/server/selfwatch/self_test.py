@@ -47,7 +47,8 @@ from teleops.server.selfwatch.probe_gateway import ProbeGateway
 from teleops.sources.generic.parse import parse_generic
 from teleops.store.database import Database, StorageUnavailable
 from teleops.store.ingest import IngestWriter, Outcome
-from teleops.store.outbox import OutboxStatus, OutboxStore
+from teleops.store.outbox import OutboxStore
+from teleops.store.outbox_queue import OutboxStatus
 from teleops.store.self_check import (
     PROBE_PLATFORM_PREFIX,
     delete_probe,
