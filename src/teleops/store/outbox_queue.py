@@ -206,6 +206,7 @@ def enqueue_edit(conn: Connection, *, ref_id: int, payload: dict[str, Any], now:
 
 
 def row_of(row: Row[Any, *tuple[Any, ...]]) -> OutboxRow:
+    """An `outbox` row read with ROW_COLUMNS (and, from the heads reads, its reference's state) as an OutboxRow."""
     m = row._mapping
     return OutboxRow(
         id=m["id"],
