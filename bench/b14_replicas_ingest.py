@@ -106,9 +106,13 @@ async def run(ctx: Context) -> list[Row]:
             for cycle in range(ctx.pick(1, 1, 2)):
                 await measure("solo", [first])
                 second = await start_teleops(
-                    ctx.sub(f"b14-replica-2-{cycle}"), db_url=pg.url, sender="bench-2", keys_from=first
+                    ctx.sub(f"b14-replica-2-{cycle}"), db_url=pg.url, sender=f"bench-2-{cycle}", keys_from=first
                 )
                 try:
+                    # Its start-up work (the first self-test, syncs, sweeps) runs in the seconds after /readyz: let it
+                    # settle, or the first "alone" round measures a starting replica, not an idle one (it then
+                    # takes 1–2 % of a core: its leases, claim polling and wake-ups).
+                    await asyncio.sleep(ctx.pick(0.5, 3.0, 5.0))
                     order = [("alone", [first]), ("both", [first, second])]
                     order += [("budget one", [first]), ("budget two", [first, second])]
                     for side, replicas in [*order, *reversed(order)]:
