@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -30,8 +30,8 @@ from teleops.store.schema import heartbeats, incidents, outbox
 from tests.integration.servers import PostgresServer
 
 Replicas = tuple[Database, Database]
-# The shortest work lease `database.work_lease` allows: the hand-overs below wait one lease.
-LEASE = timedelta(seconds=3)
+# The hand-overs below wait one lease: the harness's test lease (tests/integration/servers.py, TEST_LEASES).
+LEASE = timedelta(seconds=5)
 
 
 @pytest.fixture
@@ -111,6 +111,27 @@ async def test_a_row_under_a_live_lease_is_left_alone_and_taken_over_when_it_end
     assert (stored["status"], stored["platform_message_id"], stored["claimed_by"]) == ("sent", "m-2", second.replica)
     assert not await a.mark_failed(row_id, "late", epoch=claim.epoch)
     assert (await _row(first, row_id))["status"] == OutboxStatus.SENT
+
+
+async def test_a_claim_taken_late_in_a_long_transaction_holds_a_whole_lease_from_the_claim(replicas: Replicas) -> None:
+    """The replica counts a row taken at ingest as its own from the hand-over after the commit; the database must
+    count the lease from the claiming statement, not from the start of its transaction, or a long batch would eat
+    into it unseen."""
+    first, _ = replicas
+
+    def slow_batch(conn: Connection) -> tuple[int, float]:
+        row_id = enqueue_send(conn, platform="telegram", chat_id="c1", payload={"message": {}}, now=_now())
+        conn.execute(text("SELECT pg_sleep(1.5)"))  # a batch that took its time before its last statement
+        [taken] = take_heads(conn, [row_id])
+        left = conn.execute(
+            select(func.extract("epoch", outbox.c.lease_until - func.timezone("UTC", func.clock_timestamp()))).where(
+                outbox.c.id == taken.id
+            )
+        ).scalar_one()
+        return taken.id, float(left)
+
+    _row_id, left = await first.write(slow_batch)
+    assert LEASE.total_seconds() - 0.5 < left <= LEASE.total_seconds()
 
 
 async def test_a_row_taken_at_ingest_holds_a_lease_the_other_replica_respects(replicas: Replicas) -> None:

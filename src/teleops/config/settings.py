@@ -99,8 +99,8 @@ class DatabaseSettings(_Section):
     # taken over this long after its holder died or froze; renewed every third of it (store/leases.py).
     singleton_lease_ttl: DurationSetting = Field("10s", validate_default=True)
     # Replicas on one PostgreSQL: a claim on a work row (an outbox message being sent, a missed heartbeat being
-    # opened) is handed over this long after its replica died or froze; renewed every third of it
-    # (store/work_leases.py).
+    # opened) is handed over this long after its replica died or froze (store/work_leases.py). The outbox worker
+    # renews the claims of messages in flight every third of it; a heartbeat check is not renewed (it takes ms).
     work_lease: DurationSetting = Field("10s", validate_default=True)
 
     @field_validator("singleton_lease_ttl", "work_lease")

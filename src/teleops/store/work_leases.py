@@ -45,8 +45,14 @@ def db_now() -> ColumnElement[Any]:
 
 def lease_end() -> ColumnElement[Any]:
     """A lease that ends one work lease from now by the database's clock (PostgreSQL); the statement takes it as
-    the parameter `work_lease` (`Database.work_lease`, or `work_lease_of(conn)`)."""
-    return db_now() + bindparam("work_lease", type_=Interval())
+    the parameter `work_lease` (`Database.work_lease`, or `work_lease_of(conn)`).
+
+    Counted from `clock_timestamp()`, the time the claiming statement runs, not from `now()`, the start of its
+    transaction: an ingest batch claims its rows in its last statement, and its replica counts the lease from the
+    hand-over just after the commit. From `now()` a long transaction would eat into the lease unseen, and a replica
+    could trust its claim after the database had let it go. Comparisons (`lease_until <= db_now()`) keep `now()`:
+    an earlier time, so a lease is never seen as over too soon."""
+    return func.timezone("UTC", func.clock_timestamp()) + bindparam("work_lease", type_=Interval())
 
 
 def replica_of(conn: Connection) -> str:
